@@ -1,0 +1,35 @@
+// The portable compressed N:M format (DESIGN §5), shared by the CPU and CUDA backends:
+//   values    [rows, cols*N/M] in the tensor's dtype, the kept values of each group in ascending position;
+//   positions one log2(M)-bit field per kept value (the value's index inside its group), packed little-endian
+//             into a bit stream per row; each row starts on a byte boundary (pos_row_bytes).
+#pragma once
+#include <cstdint>
+
+namespace nms {
+
+inline bool nm_supported_m(int m) { return m == 4 || m == 8 || m == 16 || m == 32; }
+inline int nm_pos_bits(int m) { return m == 4 ? 2 : m == 8 ? 3 : m == 16 ? 4 : 5; }
+inline int64_t nm_kept_per_row(int64_t cols, int n, int m) { return cols / m * n; }
+inline int64_t nm_pos_row_bytes(int64_t cols, int n, int m) {
+  return (nm_kept_per_row(cols, n, m) * nm_pos_bits(m) + 7) / 8;
+}
+
+// Field j of a row's bit stream. Reads byte by byte so it never touches memory past the row.
+inline int nm_get_pos(const uint8_t* row, int64_t j, int bits) {
+  const int64_t bit = j * bits;
+  const uint8_t* p = row + (bit >> 3);
+  const int sh = static_cast<int>(bit & 7);
+  uint32_t w = p[0];
+  if (sh + bits > 8) w |= static_cast<uint32_t>(p[1]) << 8;
+  return static_cast<int>((w >> sh) & ((1u << bits) - 1));
+}
+inline void nm_put_pos(uint8_t* row, int64_t j, int bits, int value) {
+  const int64_t bit = j * bits;
+  uint8_t* p = row + (bit >> 3);
+  const int sh = static_cast<int>(bit & 7);
+  const uint32_t v = static_cast<uint32_t>(value) << sh;
+  p[0] = static_cast<uint8_t>(p[0] | (v & 0xffu));
+  if (sh + bits > 8) p[1] = static_cast<uint8_t>(p[1] | (v >> 8));
+}
+
+}  // namespace nms

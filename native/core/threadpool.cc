@@ -1,0 +1,158 @@
+#include "core/threadpool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace nms {
+namespace {
+
+struct Job {
+  const std::function<void(int64_t, int64_t)>* fn;
+  int64_t n, chunk, chunks;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::mutex m;
+  std::condition_variable cv;
+  std::exception_ptr error;
+  int users = 0;  // pool workers currently inside this job; guarded by the pool's mutex
+
+  // Takes and runs one chunk; false when none is left to take.
+  bool run_one() {
+    const int64_t c = next.fetch_add(1);
+    if (c >= chunks) return false;
+    const int64_t b = c * chunk, e = std::min(n, b + chunk);
+    try {
+      (*fn)(b, e);
+    } catch (...) {
+      std::lock_guard<std::mutex> g(m);
+      if (!error) error = std::current_exception();
+    }
+    if (done.fetch_add(1) + 1 == chunks) {
+      std::lock_guard<std::mutex> g(m);
+      cv.notify_all();
+    }
+    return true;
+  }
+};
+
+class Pool {
+ public:
+  Pool() { resize(default_threads()); }
+  ~Pool() { stop_workers(); }
+
+  int size() {
+    std::lock_guard<std::mutex> g(mu_);
+    return static_cast<int>(workers_.size()) + 1;
+  }
+
+  void resize(int n) {
+    stop_workers();
+    std::lock_guard<std::mutex> g(mu_);
+    stopping_ = false;
+    for (int i = 0; i < n - 1; ++i) workers_.emplace_back([this] { work(); });
+  }
+
+  void run(Job& job) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      queue_.push_back(&job);
+    }
+    cv_.notify_all();
+    while (job.run_one()) {
+    }
+    {
+      std::unique_lock<std::mutex> g(job.m);
+      job.cv.wait(g, [&] { return job.done.load() == job.chunks; });
+    }
+    // The job lives on the caller's stack: wait until no worker still holds it before returning.
+    std::unique_lock<std::mutex> g(mu_);
+    queue_.erase(std::remove(queue_.begin(), queue_.end(), &job), queue_.end());
+    idle_cv_.wait(g, [&] { return job.users == 0; });
+  }
+
+ private:
+  static int default_threads() {
+    const unsigned hc = std::thread::hardware_concurrency();
+    return hc == 0 ? 1 : static_cast<int>(std::min(hc, 64u));
+  }
+
+  void stop_workers() {
+    std::vector<std::thread> old;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      stopping_ = true;
+      old.swap(workers_);
+    }
+    cv_.notify_all();
+    for (auto& t : old) t.join();
+  }
+
+  void work() {
+    std::unique_lock<std::mutex> g(mu_);
+    for (;;) {
+      cv_.wait(g, [&] { return stopping_ || has_work(); });
+      if (stopping_) return;
+      Job* job = nullptr;
+      for (Job* j : queue_)
+        if (j->next.load() < j->chunks) { job = j; break; }
+      if (!job) continue;
+      ++job->users;
+      g.unlock();
+      while (job->run_one()) {
+      }
+      g.lock();
+      if (--job->users == 0) idle_cv_.notify_all();
+    }
+  }
+
+  bool has_work() const {
+    for (Job* j : queue_)
+      if (j->next.load() < j->chunks) return true;
+    return false;
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::condition_variable idle_cv_;
+  std::deque<Job*> queue_;
+  std::vector<std::thread> workers_;
+  bool stopping_ = false;
+};
+
+Pool& pool() {
+  static Pool* p = new Pool();  // never destroyed: workers may outlive static destruction at process exit
+  return *p;
+}
+
+}  // namespace
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  const int threads = pool().size();
+  if (threads == 1 || n <= grain) {
+    fn(0, n);
+    return;
+  }
+  // About 4 chunks per thread balances uneven chunks without much scheduling overhead.
+  int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, static_cast<int64_t>(threads) * 4);
+  Job job;
+  job.fn = &fn;
+  job.n = n;
+  job.chunk = (n + chunks - 1) / chunks;
+  job.chunks = (n + job.chunk - 1) / job.chunk;
+  pool().run(job);
+  if (job.error) std::rethrow_exception(job.error);
+}
+
+int num_threads() { return pool().size(); }
+void set_num_threads(int n) { pool().resize(std::max(1, std::min(n, 256))); }
+
+}  // namespace nms

@@ -1,0 +1,31 @@
+// N:M-sparse × dense products on the CPU, straight from the portable compressed form (core/nm_format.h).
+#pragma once
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace nms::cpu {
+
+// W̃ [rows, cols] in the portable compressed N:M form.
+struct NmMatrix {
+  const void* values;        // [rows, cols*n/m] in `dtype`
+  const uint8_t* positions;  // rows × nm_pos_row_bytes(cols, n, m) bytes
+  DType dtype;
+  int64_t rows, cols;
+  int n, m;
+};
+
+struct SpmmArgs {
+  NmMatrix w;
+  const void* b; DType b_dtype;  // op(B) is [cols, p]: B is stored [cols, p], or [p, cols] when trans_b
+  int64_t p;
+  void* out; DType out_dtype;    // Y = W̃·op(B) is [rows, p]; out holds Y, or Yᵀ [p, rows] when trans_out
+  bool trans_b, trans_out;
+  const void* bias; DType bias_dtype;  // nullptr, or `rows` values added to Y[r, :]
+};
+
+// nm.linear(x, S, bias) = spmm with b = x, trans_b = trans_out = true;  S.matmul(B) = spmm with both false.
+// float32 math. Allocates nothing per call beyond reusable per-thread scratch.
+void spmm(const SpmmArgs& args);
+
+}  // namespace nms::cpu

@@ -1,0 +1,33 @@
+// Process-wide settings and facts: the CPU thread pool size and what this build contains.
+#include "core/threadpool.h"
+#include "napi/args.h"
+#include "napi/registry.h"
+
+namespace nms::napi {
+namespace {
+
+void RegisterRuntime(Napi::Env env, Napi::Object exports) {
+  define(env, exports, "setNumThreads", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t n = int_arg(info, 0, "n");
+    if (n < 1 || n > 256) fail("E_VALUE", "setNumThreads(n): expected 1 <= n <= 256, got " + std::to_string(n));
+    set_num_threads(static_cast<int>(n));
+    return info.Env().Undefined();
+  });
+  define(env, exports, "numThreads", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Napi::Number::New(info.Env(), num_threads());
+  });
+  define(env, exports, "buildInfo", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Napi::Object o = Napi::Object::New(info.Env());
+#ifdef NMSPARSE_WITH_CUDA
+    o.Set("cuda", true);
+#else
+    o.Set("cuda", false);
+#endif
+    o.Set("napiVersion", NAPI_VERSION);
+    return o;
+  });
+}
+
+}  // namespace
+NMS_NAPI_FAMILY(runtime, RegisterRuntime);
+}  // namespace nms::napi
