@@ -4,10 +4,24 @@
 //             into a bit stream per row; each row starts on a byte boundary (pos_row_bytes).
 #pragma once
 #include <cstdint>
+#include <string>
+
+#include "core/error.h"
 
 namespace nms {
 
 inline bool nm_supported_m(int m) { return m == 4 || m == 8 || m == 16 || m == 32; }
+
+// Throws E_PATTERN unless 1 <= n < m with m in {4, 8, 16, 32}, and E_SHAPE unless cols is a multiple of m.
+inline void nm_validate(int64_t rows, int64_t cols, int64_t n, int64_t m) {
+  if (!(m == 4 || m == 8 || m == 16 || m == 32))
+    fail("E_PATTERN", "m: got " + std::to_string(m) + ", expected one of 4, 8, 16, 32");
+  if (n < 1 || n >= m) fail("E_PATTERN", "n: got " + std::to_string(n) + ", expected 1 <= n < m = " + std::to_string(m));
+  if (rows < 1 || cols < 1)
+    fail("E_SHAPE", "shape: got [" + std::to_string(rows) + ", " + std::to_string(cols) + "], expected a non-empty tensor");
+  if (cols % m != 0)
+    fail("E_SHAPE", "last dimension: got " + std::to_string(cols) + ", expected a multiple of m = " + std::to_string(m));
+}
 inline int nm_pos_bits(int m) { return m == 4 ? 2 : m == 8 ? 3 : m == 16 ? 4 : 5; }
 inline int64_t nm_kept_per_row(int64_t cols, int n, int m) { return cols / m * n; }
 inline int64_t nm_pos_row_bytes(int64_t cols, int n, int m) {

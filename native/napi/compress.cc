@@ -1,0 +1,58 @@
+// N-API bindings of the portable compressed N:M form (native/cpu/compress.h).
+#include "core/nm_format.h"
+#include "cpu/compress.h"
+#include "napi/args.h"
+#include "napi/registry.h"
+
+namespace nms::napi {
+namespace {
+
+struct Shape { DType d; int64_t rows, cols; int n, m; };
+
+Shape shape_args(const Napi::CallbackInfo& info, size_t i) {
+  Shape s{dtype_arg(info, i, "dtype"), int_arg(info, i + 1, "rows"), int_arg(info, i + 2, "cols"), 0, 0};
+  const int64_t n = int_arg(info, i + 3, "n"), m = int_arg(info, i + 4, "m");
+  nm_validate(s.rows, s.cols, n, m);
+  s.n = static_cast<int>(n);
+  s.m = static_cast<int>(m);
+  return s;
+}
+
+void check_compressed(const Shape& s, const Buf& values, const Buf& positions) {
+  require_elems(values, s.rows * nm_kept_per_row(s.cols, s.n, s.m), s.d, "values");
+  require_elems(positions, s.rows * nm_pos_row_bytes(s.cols, s.n, s.m), DType::U8, "positions");
+}
+
+void RegisterCompress(Napi::Env env, Napi::Object exports) {
+  // nmPositionBytes(rows, cols, n, m) -> bytes of the packed positions
+  define(env, exports, "nmPositionBytes", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = int_arg(info, 0, "rows"), cols = int_arg(info, 1, "cols");
+    const int64_t n = int_arg(info, 2, "n"), m = int_arg(info, 3, "m");
+    nm_validate(rows, cols, n, m);
+    return Napi::Number::New(info.Env(), static_cast<double>(rows * nm_pos_row_bytes(cols, static_cast<int>(n), static_cast<int>(m))));
+  });
+  // nmCompress(w, dtype, rows, cols, n, m, values, positions)
+  define(env, exports, "nmCompress", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Buf w = buffer_arg(info, 0, "w");
+    Shape s = shape_args(info, 1);
+    require_elems(w, s.rows * s.cols, s.d, "w");
+    Buf values = buffer_arg(info, 6, "values"), positions = buffer_arg(info, 7, "positions");
+    check_compressed(s, values, positions);
+    cpu::nm_compress(w.data, s.d, s.rows, s.cols, s.n, s.m, values.data, static_cast<uint8_t*>(positions.data));
+    return info.Env().Undefined();
+  });
+  // nmDecompress(values, positions, dtype, rows, cols, n, m, out)
+  define(env, exports, "nmDecompress", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Buf values = buffer_arg(info, 0, "values"), positions = buffer_arg(info, 1, "positions");
+    Shape s = shape_args(info, 2);
+    check_compressed(s, values, positions);
+    Buf out = buffer_arg(info, 7, "out");
+    require_elems(out, s.rows * s.cols, s.d, "out");
+    cpu::nm_decompress(values.data, static_cast<const uint8_t*>(positions.data), s.d, s.rows, s.cols, s.n, s.m, out.data);
+    return info.Env().Undefined();
+  });
+}
+
+}  // namespace
+NMS_NAPI_FAMILY(compress, RegisterCompress);
+}  // namespace nms::napi
