@@ -1,0 +1,138 @@
+/**
+ * SparseTensor: a tensor pruned to N:M and stored compressed. On the CPU it holds the portable form
+ * (DESIGN §5): `values` [..., cols·N/M] in the tensor's dtype plus the log2(M)-bit position of each kept value
+ * inside its group. On 'cuda' it holds the device form (the cuSPARSELt compressed buffer), opaque and per GPU.
+ */
+import { native } from './native.js';
+import { NmSparseError, fail } from './errors.js';
+import { deviceOp, type Device, type DeviceStorage } from './device.js';
+import { dtypeBytes, type DType } from './dtype.js';
+import { parsePattern, patternString, type Pattern } from './pattern.js';
+import { nmView, type PatternArg } from './mask.js';
+import { Tensor, checkOut, checkTensor, numel, outputFor } from './tensor.js';
+
+export class SparseTensor {
+  /** Shape of the dense tensor it stands for. */
+  readonly shape: readonly number[];
+  readonly n: number;
+  readonly m: number;
+  readonly dtype: DType;
+  readonly device: Device;
+  #values: Tensor | null;
+  #positions: Uint8Array | null;
+  #device: DeviceStorage | null;
+
+  /**
+   * Low-level. CPU: `values` and `positions` in the portable form (see compress()). Device: `handle`, the opaque
+   * device form made by that device's backend.
+   */
+  constructor(shape: readonly number[], pattern: Pattern, dtype: DType, parts: { values: Tensor; positions: Uint8Array } | { device: Device; handle: DeviceStorage }) {
+    this.shape = Object.freeze([...shape]);
+    this.n = pattern.n;
+    this.m = pattern.m;
+    this.dtype = dtype;
+    if ('values' in parts) {
+      this.device = 'cpu';
+      this.#values = parts.values;
+      this.#positions = parts.positions;
+      this.#device = null;
+    } else {
+      this.device = parts.device;
+      this.#values = null;
+      this.#positions = null;
+      this.#device = parts.handle;
+    }
+  }
+
+  get pattern(): Pattern { return { n: this.n, m: this.m }; }
+  get rows(): number { return numel(this.shape) / this.cols; }
+  get cols(): number { return this.shape[this.shape.length - 1]; }
+  get disposed(): boolean { return this.device === 'cpu' ? this.#values === null : this.#device === null || this.#device.disposed; }
+
+  describe(): string {
+    return `${this.disposed ? 'disposed ' : ''}${patternString(this)} sparse ${this.dtype} tensor [${this.shape.join(', ')}]${this.device === 'cpu' ? '' : ` on ${this.device}`}`;
+  }
+  toString(): string { return `SparseTensor(${this.describe()})`; }
+
+  #alive(arg: string): void {
+    if (this.disposed) throw new NmSparseError('E_DISPOSED', `${arg}: the sparse tensor was disposed`);
+  }
+
+  /** Kept values, [..., cols·N/M] (CPU form). */
+  get values(): Tensor {
+    this.#alive('values');
+    if (!this.#values) fail('E_DEVICE', 'values', this, "a SparseTensor on 'cpu' (the device form is opaque)");
+    return this.#values;
+  }
+
+  /** Packed positions: log2(M) bits per kept value, little-endian, each row starting on a byte (CPU form). */
+  get positions(): Uint8Array {
+    this.#alive('positions');
+    if (!this.#positions) fail('E_DEVICE', 'positions', this, "a SparseTensor on 'cpu' (the device form is opaque)");
+    return this.#positions;
+  }
+
+  /** The opaque device form (device tensors only). */
+  get handle(): DeviceStorage {
+    this.#alive('handle');
+    if (!this.#device) fail('E_DEVICE', 'handle', this, 'a SparseTensor on a GPU device');
+    return this.#device;
+  }
+
+  /** Bytes held: values plus packed positions (CPU), or the device buffer. */
+  get bytes(): number {
+    this.#alive('bytes');
+    return this.#device ? this.#device.bytes : this.#values!.bytes + this.#positions!.byteLength;
+  }
+
+  /** Bytes of the dense tensor it stands for. */
+  get denseBytes(): number { return numel(this.shape) * dtypeBytes(this.dtype); }
+
+  /** The dense pruned tensor: decompress(compress(w)) equals prune(w) bit for bit. */
+  decompress(opts: { out?: Tensor } = {}): Tensor {
+    this.#alive('decompress');
+    if (this.device !== 'cpu') return deviceOp(this.device, 'decompress')(this, opts);
+    const out = outputFor(checkOut(opts.out, this.shape, this.dtype, 'cpu'), this.shape, this.dtype);
+    native.nmDecompress(this.#values!.storage(), this.#positions, this.#values!.dtypeCode, this.rows, this.cols, this.n, this.m, out.storage());
+    return out;
+  }
+
+  /** A copy on `device`. */
+  to(device: Device): SparseTensor {
+    this.#alive('to');
+    if (device === this.device && device === 'cpu')
+      return new SparseTensor(this.shape, this.pattern, this.dtype, { values: this.#values!.clone(), positions: this.#positions!.slice() });
+    const dense = this.decompress();
+    const s = compress(device === 'cpu' ? dense : dense.to(device), this.pattern);
+    dense.dispose();
+    return s;
+  }
+
+  dispose(): void {
+    this.#values?.dispose();
+    if (this.#device && !this.#device.disposed) this.#device.dispose();
+    this.#values = null;
+    this.#positions = null;
+    this.#device = null;
+  }
+  [Symbol.dispose](): void { this.dispose(); }
+}
+
+/** Throws unless `s` is a live SparseTensor. */
+export function checkSparse(s: unknown, arg: string): SparseTensor {
+  if (!(s instanceof SparseTensor)) fail('E_TYPE', arg, s, 'a SparseTensor (from nm.compress)');
+  if (s.disposed) throw new NmSparseError('E_DISPOSED', `${arg}: the sparse tensor was disposed`);
+  return s;
+}
+
+/** Prunes `w` to N:M (its N:M mask) and compresses it. */
+export function compress(w: Tensor, pattern: PatternArg): SparseTensor {
+  const t = checkTensor(w, 'w');
+  const p = parsePattern(pattern);
+  const { rows, cols } = nmView(t, p);
+  if (t.device !== 'cpu') return deviceOp(t.device, 'compress')(t, p);
+  const values = new Tensor([...t.shape.slice(0, -1), (cols / p.m) * p.n], t.dtype, outputFor(undefined, [rows * (cols / p.m) * p.n], t.dtype).storage());
+  const positions = new Uint8Array(native.nmPositionBytes(rows, cols, p.n, p.m) as number);
+  native.nmCompress(t.storage(), t.dtypeCode, rows, cols, p.n, p.m, values.storage(), positions);
+  return new SparseTensor(t.shape, p, t.dtype, { values, positions });
+}
