@@ -1,4 +1,5 @@
 // Process-wide settings and facts: the CPU thread pool size and what this build contains.
+#include "build_info.h"  // generated: NMSPARSE_VERSION, NMSPARSE_SOURCE_HASH
 #include "core/threadpool.h"
 #include "napi/args.h"
 #include "napi/registry.h"
@@ -24,6 +25,8 @@ void RegisterRuntime(Napi::Env env, Napi::Object exports) {
     o.Set("cuda", false);
 #endif
     o.Set("napiVersion", NAPI_VERSION);
+    o.Set("version", NMSPARSE_VERSION);
+    o.Set("sourceHash", NMSPARSE_SOURCE_HASH);
     return o;
   });
 }
