@@ -14,9 +14,15 @@ const require = createRequire(import.meta.url);
 const say = (msg) => console.log(`nmsparse: ${msg}`);
 const fromSource = process.env.npm_config_build_from_source === 'true' || process.env.NMSPARSE_BUILD_FROM_SOURCE === '1';
 
-function loads(file) {
-  const r = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(file)})`], { stdio: 'pipe' });
-  return r.status === 0;
+// Loads the addon in a child process (a bad binary cannot take this process down) and returns its buildInfo().
+function probe(file) {
+  const r = spawnSync(process.execPath, ['-e', `console.log(JSON.stringify(require(${JSON.stringify(file)}).buildInfo()))`], { stdio: 'pipe' });
+  if (r.status !== 0) return null;
+  try {
+    return JSON.parse(r.stdout.toString());
+  } catch {
+    return null;
+  }
 }
 
 function tryPrebuilt() {
@@ -26,11 +32,17 @@ function tryPrebuilt() {
   } catch {
     return false;
   }
-  if (!loads(file)) {
+  const info = probe(file);
+  if (!info) {
     say(`found ${path.relative(root, file)} but it does not load here; building from source`);
     return false;
   }
-  say(`using ${path.relative(root, file)} (no build needed)`);
+  const { sourceHash } = require('./source-hash.cjs');
+  if (info.sourceHash !== sourceHash()) {
+    say(`found ${path.relative(root, file)} but it was built from other sources than native/; building from source`);
+    return false;
+  }
+  say(`using ${path.relative(root, file)} (${info.cuda ? 'with' : 'without'} CUDA kernels; no build needed)`);
   return true;
 }
 
