@@ -1,0 +1,211 @@
+// safetensors read/write: round trips bit for bit, the PyTorch-made fixtures (test/fixtures/make_torch_fixture.py),
+// and every kind of malformed file → a typed NmSparseError naming the file and the tensor.
+import { describe, expect, it, beforeAll, afterAll } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NmSparseError, Tensor, DTYPES, type DType } from '../lib/index.js';
+import {
+  loadSafetensors, loadSafetensorsSync, parseSafetensors, readSafetensorsHeader, saveSafetensors, saveSafetensorsSync,
+  serializeSafetensors, MAX_HEADER_BYTES,
+} from '../lib/io/safetensors.js';
+import { randomTensor } from './helpers.js';
+
+const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures');
+const expected = JSON.parse(readFileSync(path.join(FIXTURES, 'torch_expected.json'), 'utf8'));
+
+let dir: string;
+beforeAll(() => { dir = mkdtempSync(path.join(tmpdir(), 'nmsparse-io-')); });
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const bytesOf = (t: Tensor) => { const s = t.storage(); return Buffer.from(s.buffer, s.byteOffset, s.byteLength); };
+
+/** Bit patterns of a tensor, like the fixture's `bits`. */
+function bits(t: Tensor): number[] {
+  const s = t.storage();
+  if (t.dtype === 'float32') return Array.from(new Uint32Array(s.buffer, s.byteOffset, s.length));
+  return Array.from(s as ArrayLike<number>);
+}
+
+/** Expects fn to throw NmSparseError with `code` and a message containing every `parts`. */
+async function rejects(fn: () => unknown, code: string, ...parts: string[]): Promise<void> {
+  let err: unknown;
+  try { await fn(); } catch (e) { err = e; }
+  expect(err, 'expected an error').toBeInstanceOf(NmSparseError);
+  const e = err as NmSparseError;
+  expect(e.code, e.message).toBe(code);
+  for (const p of parts) expect(e.message).toContain(p);
+}
+
+describe('safetensors round trip', () => {
+  it('every dtype, bit for bit, async and sync, with metadata', async () => {
+    const tensors = new Map<string, Tensor>();
+    DTYPES.forEach((d, i) => {
+      tensors.set(`layers.${i}.weight`, randomTensor([3, 8], d, 100 + i));
+      tensors.set(`t.${d}.odd`, randomTensor([5], d, 200 + i)); // odd byte counts between aligned ones
+    });
+    // NaN payloads, -0, infinities and subnormals must survive untouched
+    const f = new Float32Array([NaN, -0, Infinity, -Infinity, 1e-45, 3.4e38]);
+    new Uint32Array(f.buffer)[0] = 0x7fc12345;
+    tensors.set('special', new Tensor([2, 3], 'float32', f));
+    tensors.set('half.nan', new Tensor([3], 'float16', new Uint16Array([0x7e01, 0x8000, 0x0001])));
+    tensors.set('scalar', new Tensor([], 'float32', new Float32Array([1.5])));
+    tensors.set('empty', new Tensor([0, 4], 'int8', new Int8Array(0)));
+    const metadata = { format: 'pt', 'nmsparse.note': 'ünïcode ✓ "q"\n' };
+    const a = path.join(dir, 'rt.safetensors'), b = path.join(dir, 'rt-sync.safetensors');
+    await saveSafetensors(a, tensors, { metadata });
+    saveSafetensorsSync(b, tensors, { metadata });
+    expect(readFileSync(a).equals(readFileSync(b))).toBe(true);
+    expect(readFileSync(a).equals(serializeSafetensors(tensors, { metadata }))).toBe(true);
+    expect(readdirSync(dir).filter((n) => n.includes('.tmp-'))).toEqual([]); // no temporary left behind
+    for (const got of [await loadSafetensors(a), loadSafetensorsSync(a), parseSafetensors(readFileSync(a))]) {
+      expect(got.metadata).toEqual(metadata);
+      expect([...got.tensors.keys()].sort()).toEqual([...tensors.keys()].sort());
+      for (const [name, t] of tensors) {
+        const u = got.tensors.get(name)!;
+        expect(u.dtype).toBe(t.dtype);
+        expect(u.shape).toEqual(t.shape);
+        expect(bytesOf(u).equals(bytesOf(t)), name).toBe(true);
+      }
+    }
+  });
+
+  it('layout: 8-byte aligned header padded with spaces, dtype-then-name order, data tiled', async () => {
+    const buf = serializeSafetensors({ b: randomTensor([3], 'uint8', 1), a: randomTensor([3], 'uint8', 2), z: randomTensor([2], 'float32', 3), h: randomTensor([1], 'bfloat16', 4) });
+    const n = Number(buf.readBigUInt64LE(0));
+    expect(n % 8).toBe(0);
+    const text = buf.subarray(8, 8 + n).toString('utf8');
+    expect(text).toMatch(/^\{.*\} *$/);
+    expect(Object.keys(JSON.parse(text))).toEqual(['z', 'h', 'a', 'b']);
+    expect(JSON.parse(text).z).toEqual({ dtype: 'F32', shape: [2], data_offsets: [0, 8] });
+    expect(buf.length).toBe(8 + n + 8 + 2 + 3 + 3);
+  });
+
+  it('reads a subset by name and the header alone', async () => {
+    const file = path.join(dir, 'subset.safetensors');
+    await saveSafetensors(file, { x: randomTensor([4, 4], 'float32', 1), y: randomTensor([2], 'int8', 2) });
+    const h = await readSafetensorsHeader(file);
+    expect([...h.tensors.keys()]).toEqual(['x', 'y']);
+    expect(h.tensors.get('y')).toMatchObject({ dtype: 'int8', format: 'I8', shape: [2], begin: 64, end: 66 });
+    const got = await loadSafetensors(file, { names: ['y'] });
+    expect([...got.tensors.keys()]).toEqual(['y']);
+    await rejects(() => loadSafetensors(file, { names: ['nope'] }), 'E_IO', file, '"nope"');
+  });
+
+  it('bad arguments to the writer', async () => {
+    await rejects(() => saveSafetensors(path.join(dir, 'x'), { __metadata__: randomTensor([1], 'uint8', 1) }), 'E_VALUE', '__metadata__');
+    await rejects(() => saveSafetensors(path.join(dir, 'x'), { a: [1, 2] as unknown as Tensor }), 'E_TYPE', '"a"');
+    await rejects(() => saveSafetensors(path.join(dir, 'x'), { a: randomTensor([1], 'uint8', 1) }, { metadata: { k: 3 as unknown as string } }), 'E_TYPE', 'metadata');
+    const t = randomTensor([1], 'uint8', 1); t.dispose();
+    await rejects(() => saveSafetensors(path.join(dir, 'x'), { a: t }), 'E_DISPOSED');
+    await rejects(() => saveSafetensors(path.join(dir, 'no-such-dir', 'x.safetensors'), { a: randomTensor([1], 'uint8', 1) }), 'E_IO', 'no-such-dir');
+  });
+});
+
+describe('safetensors made by PyTorch (test/fixtures/make_torch_fixture.py)', () => {
+  it('reads every dtype bit for bit as torch wrote it', async () => {
+    const file = path.join(FIXTURES, 'torch_dtypes.safetensors');
+    const got = await loadSafetensors(file);
+    expect(got.metadata).toEqual(expected.dtypes.metadata);
+    const want = expected.dtypes.tensors as Record<string, { dtype: string; shape: number[]; bits: number[] }>;
+    expect([...got.tensors.keys()].sort()).toEqual(Object.keys(want).sort());
+    const fromSt: Record<string, DType> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16', I8: 'int8', U8: 'uint8' };
+    for (const [name, w] of Object.entries(want)) {
+      const t = got.tensors.get(name)!;
+      expect(t.dtype, name).toBe(fromSt[w.dtype]);
+      expect(t.shape, name).toEqual(w.shape);
+      expect(bits(t), name).toEqual(w.bits);
+    }
+  });
+
+  it('our writer reproduces torch-made files byte for byte (same layout as the reference serializer)', async () => {
+    for (const name of ['torch_dtypes.safetensors', 'torch_mlp.safetensors']) {
+      const file = path.join(FIXTURES, name);
+      const got = await loadSafetensors(file);
+      const out = path.join(dir, name);
+      await saveSafetensors(out, got.tensors, { metadata: got.metadata });
+      expect(readFileSync(out).equals(readFileSync(file)), name).toBe(true);
+    }
+  });
+});
+
+describe('malformed files → typed errors naming the file and the tensor', () => {
+  const good = () => serializeSafetensors({ 'layers.0.weight': randomTensor([2, 4], 'float32', 1), 'layers.0.bias': randomTensor([2], 'float32', 2) }, { metadata: { format: 'pt' } });
+  /** A file from a header object (padded) and `data` bytes; `len` overrides the length prefix. */
+  const craft = (header: unknown, data = Buffer.alloc(0), len?: bigint) => {
+    let h = Buffer.from(typeof header === 'string' ? header : JSON.stringify(header));
+    h = Buffer.concat([h, Buffer.alloc((8 - (h.length % 8)) % 8, 0x20)]);
+    const p = Buffer.alloc(8);
+    p.writeBigUInt64LE(len ?? BigInt(h.length));
+    return Buffer.concat([p, h, data]);
+  };
+  const entry = (dtype: unknown, shape: unknown, data_offsets: unknown) => ({ dtype, shape, data_offsets });
+  const cases: [string, () => Buffer, string, string[]][] = [
+    ['empty file', () => Buffer.alloc(0), 'E_IO', ['too short']],
+    ['7 bytes', () => Buffer.alloc(7), 'E_IO', ['too short']],
+    ['truncated inside the header', () => good().subarray(0, 40), 'E_IO', ['runs past the end']],
+    ['truncated inside the data', () => good().subarray(0, good().length - 3), 'E_IO', ['"layers.0.weight"', 'run past the end']],
+    ['trailing bytes', () => Buffer.concat([good(), Buffer.alloc(4)]), 'E_IO', ['trailing']],
+    ['oversized header length', () => craft({}, undefined, BigInt(MAX_HEADER_BYTES + 1)), 'E_IO', ['limit']],
+    ['header length 2^64-1', () => craft({}, undefined, 2n ** 64n - 1n), 'E_IO', ['limit']],
+    ['header length 0', () => craft({}, undefined, 0n), 'E_IO', ['too short']],
+    ['not JSON', () => craft('{"a": [1, 2'), 'E_IO', ['not valid JSON']],
+    ['not an object', () => craft('[1, 2, 3]'), 'E_IO', ["start with '{'"]],
+    ['not UTF-8', () => craft(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]).toString('latin1')), 'E_IO', []],
+    ['JSON null entry', () => craft({ w: null }), 'E_IO', ['"w"', 'entry']],
+    ['metadata not strings', () => craft({ __metadata__: { a: 1 } }), 'E_IO', ['__metadata__']],
+    ['metadata an array', () => craft({ __metadata__: ['a'] }), 'E_IO', ['__metadata__']],
+    ['unknown dtype', () => craft({ w: entry('F128', [1], [0, 16]) }, Buffer.alloc(16)), 'E_DTYPE', ['"w"', 'F128']],
+    ['dtype not a string', () => craft({ w: entry(4, [1], [0, 4]) }, Buffer.alloc(4)), 'E_DTYPE', ['"w"']],
+    ['negative dimension', () => craft({ w: entry('F32', [-1, 2], [0, 8]) }, Buffer.alloc(8)), 'E_SHAPE', ['"w"']],
+    ['fractional dimension', () => craft({ w: entry('F32', [1.5], [0, 4]) }, Buffer.alloc(4)), 'E_SHAPE', ['"w"']],
+    ['shape not an array', () => craft({ w: entry('F32', 4, [0, 16]) }, Buffer.alloc(16)), 'E_SHAPE', ['"w"']],
+    ['shape × dtype ≠ bytes', () => craft({ w: entry('F32', [2, 3], [0, 16]) }, Buffer.alloc(16)), 'E_SHAPE', ['"w"', 'needs 24 bytes']],
+    ['dtype size mismatch', () => craft({ w: entry('F16', [4], [0, 16]) }, Buffer.alloc(16)), 'E_SHAPE', ['"w"']],
+    ['huge shape', () => craft({ w: entry('F32', [2 ** 40, 2 ** 40], [0, 16]) }, Buffer.alloc(16)), 'E_SHAPE', ['"w"']],
+    ['offsets not a pair', () => craft({ w: entry('U8', [4], [0]) }, Buffer.alloc(4)), 'E_IO', ['"w"', 'data_offsets']],
+    ['negative offset', () => craft({ w: entry('U8', [4], [-4, 0]) }, Buffer.alloc(4)), 'E_IO', ['"w"']],
+    ['end before begin', () => craft({ w: entry('U8', [0], [4, 0]) }, Buffer.alloc(4)), 'E_IO', ['"w"', 'ends before']],
+    ['overlapping offsets', () => craft({ a: entry('U8', [4], [0, 4]), b: entry('U8', [4], [2, 6]) }, Buffer.alloc(6)), 'E_IO', ['"b"', 'overlap', '"a"']],
+    ['gap between tensors', () => craft({ a: entry('U8', [4], [0, 4]), b: entry('U8', [2], [6, 8]) }, Buffer.alloc(8)), 'E_IO', ['"b"', 'gap']],
+    ['offsets out of range', () => craft({ a: entry('U8', [4], [0, 4]), b: entry('U8', [8], [4, 12]) }, Buffer.alloc(8)), 'E_IO', ['"b"', 'past the end']],
+    ['same range twice', () => craft({ a: entry('U8', [4], [0, 4]), b: entry('U8', [4], [0, 4]) }, Buffer.alloc(4)), 'E_IO', ['overlap']],
+  ];
+  for (const [what, make, code, parts] of cases) {
+    it(what, async () => {
+      const file = path.join(dir, `bad-${what.replace(/\W+/g, '_')}.safetensors`);
+      writeFileSync(file, make());
+      await rejects(() => loadSafetensors(file), code, file, ...parts);
+      await rejects(() => loadSafetensorsSync(file), code, file, ...parts);
+      await rejects(() => readSafetensorsHeader(file), code, file, ...parts);
+      await rejects(() => parseSafetensors(readFileSync(file), file), code, file, ...parts);
+    });
+  }
+
+  it('a format dtype nmsparse has no tensor for: the rest of the file reads, that tensor is E_DTYPE', async () => {
+    const file = path.join(dir, 'f64.safetensors');
+    writeFileSync(file, craft({ d: entry('F64', [2], [0, 16]), u: entry('U8', [2], [16, 18]) }, Buffer.alloc(18)));
+    expect((await loadSafetensors(file, { names: ['u'] })).tensors.get('u')!.shape).toEqual([2]);
+    await rejects(() => loadSafetensors(file), 'E_DTYPE', file, '"d"', 'F64');
+  });
+
+  it('a missing file, a directory, a bad path argument', async () => {
+    await rejects(() => loadSafetensors(path.join(dir, 'missing.safetensors')), 'E_IO', 'missing.safetensors', 'cannot open');
+    await rejects(() => loadSafetensors(dir), 'E_IO', dir);
+    await rejects(() => loadSafetensors(42 as unknown as string), 'E_TYPE');
+  });
+
+  it('random corruption of a good file never crashes: it loads or throws NmSparseError', async () => {
+    const base = good();
+    let state = 12345;
+    const rnd = (n: number) => { state = (Math.imul(state, 1103515245) + 12345) >>> 0; return state % n; };
+    for (let i = 0; i < 300; i++) {
+      const b = Buffer.from(base);
+      const k = 1 + rnd(4);
+      for (let j = 0; j < k; j++) b[rnd(Math.min(b.length, 8 + Number(base.readBigUInt64LE(0))))] = rnd(256);
+      const cut = rnd(5) === 0 ? b.subarray(0, rnd(b.length)) : b;
+      try { parseSafetensors(cut, 'fuzz'); } catch (e) { expect(e, String(e)).toBeInstanceOf(NmSparseError); }
+    }
+  });
+});
