@@ -1,16 +1,20 @@
 // safetensors read/write: round trips bit for bit, the PyTorch-made fixtures (test/fixtures/make_torch_fixture.py),
 // and every kind of malformed file → a typed NmSparseError naming the file and the tensor.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NmSparseError, Tensor, DTYPES, type DType } from '../lib/index.js';
+import { NmSparseError, Tensor, DTYPES, nm, type DType } from '../lib/index.js';
 import {
   loadSafetensors, loadSafetensorsSync, parseSafetensors, readSafetensorsHeader, saveSafetensors, saveSafetensorsSync,
   serializeSafetensors, MAX_HEADER_BYTES,
 } from '../lib/io/safetensors.js';
+import { inferMlpArch, loadModel, saveModel } from '../lib/io/model-file.js';
 import { randomTensor } from './helpers.js';
+
+const { prune, compress } = nm;
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const expected = JSON.parse(readFileSync(path.join(FIXTURES, 'torch_expected.json'), 'utf8'));
@@ -207,5 +211,124 @@ describe('malformed files → typed errors naming the file and the tensor', () =
       const cut = rnd(5) === 0 ? b.subarray(0, rnd(b.length)) : b;
       try { parseSafetensors(cut, 'fuzz'); } catch (e) { expect(e, String(e)).toBeInstanceOf(NmSparseError); }
     }
+  });
+});
+
+describe('model checkpoints: PyTorch names, N:M metadata, the compressed nm form', () => {
+  const torchMlp = path.join(FIXTURES, 'torch_mlp.safetensors');
+  const ours = path.join(FIXTURES, 'nmsparse_mlp_nm.safetensors');
+  const SPARSE = { 'layers.0.weight': { pattern: '2:4', recipe: 'magnitude' }, 'layers.2.weight': '2:4' };
+  const python = '/usr/bin/python3';
+  const hasTorch = existsSync(python) && spawnSync(python, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
+
+  it('dense and nm forms round trip bit for bit; the nm form is smaller; metadata records pattern, recipe, arch', async () => {
+    const src = await loadSafetensors(torchMlp);
+    const arch = inferMlpArch(src.tensors);
+    expect(arch.layers.map((l) => l.type)).toEqual(['Linear', 'ReLU', 'Linear', 'ReLU', 'Linear']);
+    const dense = path.join(dir, 'mlp-dense.safetensors'), nmf = path.join(dir, 'mlp-nm.safetensors');
+    await saveModel(dense, src.tensors, { arch, sparsity: SPARSE });
+    await saveModel(nmf, src.tensors, { arch, sparsity: SPARSE, compressed: true });
+    for (const f of [dense, nmf]) {
+      const m = await loadModel(f);
+      expect(m.arch).toEqual(arch);
+      expect(m.sparsity['layers.0.weight']).toMatchObject({ pattern: '2:4', recipe: 'magnitude', shape: [64, 32] });
+      expect(m.sparsity['layers.2.weight']).toMatchObject({ pattern: '2:4', shape: [48, 64] });
+      expect(m.metadata.format).toBe('pt');
+      expect([...m.tensors.keys()].sort()).toEqual([...src.tensors.keys()].sort());
+      // torch prunes by multiplying with the mask, which leaves -0 where a negative weight was pruned; the nm
+      // form stores only kept values, so those zeros come back +0 (equal as numbers, not as bits)
+      const plusZero = (t: Tensor) => Float32Array.from(t.storage() as Float32Array, (x) => x + 0);
+      for (const [k, t] of src.tensors) {
+        if (f === nmf && k in SPARSE) expect(plusZero(m.tensors.get(k)!), k).toEqual(plusZero(t));
+        else expect(bytesOf(m.tensors.get(k)!).equals(bytesOf(t)), k).toBe(true);
+      }
+      expect([...m.compressed.keys()]).toEqual(f === nmf ? ['layers.0.weight', 'layers.2.weight'] : []);
+    }
+    const h = await readSafetensorsHeader(nmf);
+    expect(h.tensors.get('layers.0.weight.nm_values')).toMatchObject({ format: 'F32', shape: [64, 16] });
+    expect(h.tensors.get('layers.0.weight.nm_positions')).toMatchObject({ format: 'U8', shape: [64, 4] });
+    expect(h.tensors.has('layers.0.weight')).toBe(false);
+    // a 2:4 float32 weight takes 0.53x its dense bytes: values 1/2, positions 2 bits per kept value = 1/32
+    const w = (n: string) => { const e = h.tensors.get(n)!; return e.end - e.begin; };
+    expect((w('layers.2.weight.nm_values') + w('layers.2.weight.nm_positions')) / (48 * 64 * 4)).toBeCloseTo(0.53125, 5);
+  });
+
+  it('the committed file written by our writer is reproduced exactly (PyTorch checked it: see make_torch_fixture.py --check)', async () => {
+    const src = await loadSafetensors(torchMlp);
+    const out = path.join(dir, 'nmsparse_mlp_nm.safetensors');
+    await saveModel(out, src.tensors, { arch: inferMlpArch(src.tensors), sparsity: SPARSE, compressed: true, metadata: { 'nmsparse.note': 'written by saveModel() from torch_mlp.safetensors' } });
+    if (process.env.NMSPARSE_UPDATE_FIXTURES === '1') writeFileSync(ours, readFileSync(out));
+    expect(readFileSync(out).equals(readFileSync(ours))).toBe(true);
+  });
+
+  it.skipIf(!hasTorch)('PyTorch reads our files (runs make_torch_fixture.py --check with /usr/bin/python3)', async () => {
+    const src = await loadSafetensors(torchMlp);
+    const dense = path.join(dir, 'check-dense.safetensors');
+    await saveModel(dense, src.tensors, { arch: inferMlpArch(src.tensors), sparsity: SPARSE });
+    const r = spawnSync(python, [path.join(FIXTURES, 'make_torch_fixture.py'), '--check', ours, dense], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain('OK');
+  });
+
+  it('conv weights: N:M along ci, nm form holds the [co, kh, kw, ci] permutation', async () => {
+    const co = 4, ci = 8, kh = 3, kw = 3;
+    // a [co, kh, kw, ci] tensor pruned 2:4 along ci, then permuted to PyTorch's [co, ci, kh, kw]
+    const g = prune(randomTensor([co, kh, kw, ci], 'float32', 9), '2:4');
+    const pt = g.reshape([co, kh * kw, ci]).transpose().reshape([co, ci, kh, kw]);
+    const f = path.join(dir, 'conv.safetensors');
+    await saveModel(f, { 'conv.weight': pt }, { sparsity: { 'conv.weight': '2:4' }, compressed: true });
+    const m = await loadModel(f);
+    expect(bytesOf(m.tensors.get('conv.weight')!).equals(bytesOf(pt))).toBe(true);
+    expect(m.sparsity['conv.weight']).toMatchObject({ form: 'nm', layout: 'co,kh,kw,ci', shape: [co, ci, kh, kw] });
+    expect(bytesOf(m.compressed.get('conv.weight')!.decompress()).equals(bytesOf(g))).toBe(true);
+    // the same weight not pruned along ci is refused
+    await rejects(() => saveModel(f, { 'conv.weight': randomTensor([co, ci, kh, kw], 'float32', 3) }, { sparsity: { 'conv.weight': '2:4' } }), 'E_NOT_NM', 'conv.weight');
+  });
+
+  it('every dtype in the nm form', async () => {
+    for (const d of DTYPES) {
+      const w = prune(randomTensor([6, 16], d, 31), '2:8');
+      const f = path.join(dir, `nm-${d}.safetensors`);
+      await saveModel(f, { w }, { sparsity: { w: '2:8' }, compressed: true });
+      const m = await loadModel(f);
+      expect(bytesOf(m.tensors.get('w')!).equals(bytesOf(w)), d).toBe(true);
+      expect(m.compressed.get('w')!.dtype).toBe(d);
+    }
+  });
+
+  it('bad checkpoints and bad save arguments → typed errors', async () => {
+    const w = prune(randomTensor([4, 8], 'float32', 5), '2:4');
+    await rejects(() => saveModel(path.join(dir, 'x'), { w: randomTensor([4, 8], 'float32', 5) }, { sparsity: { w: '2:4' } }), 'E_NOT_NM', '"w"', 'prune');
+    await rejects(() => saveModel(path.join(dir, 'x'), { w }, { sparsity: { v: '2:4' } }), 'E_VALUE', '"v"');
+    await rejects(() => saveModel(path.join(dir, 'x'), { w }, { sparsity: { w: '3:3' } }), 'E_PATTERN');
+    await rejects(() => saveModel(path.join(dir, 'x'), { w }, { arch: { type: 'Sequential', layers: [{ type: 'Conv9' }] } as never }), 'E_VALUE', 'Conv9');
+    const f = path.join(dir, 'bad-model.safetensors');
+    const write = (tensors: Record<string, Tensor>, metadata: Record<string, string>) => writeFileSync(f, serializeSafetensors(tensors, { metadata }));
+    const nmParts = () => { const s = compress(w, '2:4'); return { v: s.values, p: new Tensor([4, 1], 'uint8', s.positions.slice()) }; };
+    write({ w }, { 'nmsparse.sparsity': '{not json' });
+    await rejects(() => loadModel(f), 'E_IO', f, 'nmsparse.sparsity');
+    write({ w }, { 'nmsparse.arch': '{"type":"Sequential","layers":[{"type":"Linear","in":-1,"out":2}]}' });
+    await rejects(() => loadModel(f), 'E_IO', f, 'nmsparse.arch');
+    write({ w }, { 'nmsparse.sparsity': '{"w":{"pattern":"2:4","form":"dense","shape":[4,8]}}' });
+    expect((await loadModel(f)).sparsity.w.form).toBe('dense');
+    write({ w: randomTensor([4, 8], 'float32', 5) }, { 'nmsparse.sparsity': '{"w":{"pattern":"2:4","form":"dense","shape":[4,8]}}' });
+    await rejects(() => loadModel(f), 'E_NOT_NM', f, '"w"');
+    write({ w }, { 'nmsparse.sparsity': '{"w":{"pattern":"2:4","form":"dense","shape":[8,4]}}' });
+    await rejects(() => loadModel(f), 'E_SHAPE', f, '"w"');
+    write({ w }, { 'nmsparse.sparsity': '{"w":{"pattern":"5:4","form":"dense","shape":[4,8]}}' });
+    await rejects(() => loadModel(f), 'E_IO', f, 'pattern');
+    write({ w }, { 'nmsparse.sparsity': '{"w":{"pattern":"2:4","form":"sparse","shape":[4,8]}}' });
+    await rejects(() => loadModel(f), 'E_IO', f, 'form');
+    let { v, p } = nmParts();
+    write({ 'w.nm_values': v }, { 'nmsparse.sparsity': '{"w":{"pattern":"2:4","form":"nm","shape":[4,8]}}' });
+    await rejects(() => loadModel(f), 'E_IO', f, 'w.nm_positions');
+    write({ 'w.nm_values': v, 'w.nm_positions': p }, { 'nmsparse.sparsity': '{"w":{"pattern":"2:4","form":"nm","shape":[4,12]}}' });
+    await rejects(() => loadModel(f), 'E_SHAPE', f, 'w.nm_values');
+    write({ 'w.nm_values': v, 'w.nm_positions': new Tensor([4, 1], 'int8', new Int8Array(4)) }, { 'nmsparse.sparsity': '{"w":{"pattern":"2:4","form":"nm","shape":[4,8]}}' });
+    await rejects(() => loadModel(f), 'E_DTYPE', f, 'w.nm_positions');
+    ({ v, p } = nmParts());
+    p.storage()[2] = 0b00000101; // row 2: positions 1, 1 in its first group
+    write({ 'w.nm_values': v, 'w.nm_positions': p }, { 'nmsparse.sparsity': '{"w":{"pattern":"2:4","form":"nm","shape":[4,8]}}' });
+    await rejects(() => loadModel(f), 'E_IO', f, 'row 2', 'ascending');
   });
 });

@@ -1,0 +1,266 @@
+/**
+ * Model checkpoints on top of safetensors: PyTorch names and layouts, plus nmsparse's metadata.
+ *
+ * Tensors: PyTorch state_dict names and layouts (`layers.0.weight` [out, in], `layers.0.bias` [out], a Conv2d
+ * weight [co, ci, kh, kw]), so `model.load_state_dict(safetensors.torch.load_file(f))` works on a dense file.
+ *
+ * `__metadata__` (all values are strings, as the format requires):
+ *   format              "pt" (what transformers and safetensors.torch look for)
+ *   nmsparse.format     "1", the version of this convention
+ *   nmsparse.arch       JSON architecture (see ArchSpec) when the writer knows it
+ *   nmsparse.sparsity   JSON {weight name: {pattern: "2:4", recipe?: "sr-ste", form: "dense" | "nm", shape: [...]}}
+ *                       one entry per N:M-sparse weight; dense weights have none
+ *
+ * Forms of an N:M-sparse weight `W` named `name`:
+ *   dense (default)     `name` holds the pruned dense tensor (zeros included): any reader can load it.
+ *   nm (compressed)     `name.nm_values` holds the kept values [rows..., cols·N/M] in W's dtype, and
+ *                       `name.nm_positions` (U8) [rows..., bytes] the packed positions: log2(M) bits per kept value,
+ *                       little-endian bit stream, each row starting on a byte (native/core/nm_format.h); `name`
+ *                       itself is absent. A 2:4 float32 weight takes 0.53× its dense bytes (values ½, positions 1 bit per dense element = ¹⁄₃₂).
+ *                       N:M groups run along the last dimension; for a rank-4 Conv2d weight [co, ci, kh, kw] they run
+ *                       along ci, so the nm form holds the permuted [co, kh, kw, ci] tensor (entry `layout`:
+ *                       "co,kh,kw,ci"). test/fixtures/make_torch_fixture.py has a 20-line decompressor in torch.
+ */
+import { NmSparseError, describe } from '../errors.js';
+import { parsePattern, patternString, type Pattern } from '../pattern.js';
+import { check, type PatternArg } from '../mask.js';
+import { SparseTensor, compress } from '../compress.js';
+import { Tensor } from '../tensor.js';
+import { loadSafetensors, saveSafetensors, type SafetensorsContents, type TensorMap } from './safetensors.js';
+
+export const NM_VALUES = '.nm_values';
+export const NM_POSITIONS = '.nm_positions';
+const CONV_LAYOUT = 'co,kh,kw,ci';
+
+/** One layer of a feed-forward network; names of its tensors are `${prefix}.${index}.weight` / `.bias`. */
+export type LayerSpec =
+  | { type: 'Linear'; in: number; out: number; bias?: boolean }
+  | { type: 'ReLU' }
+  | { type: 'GELU' }
+  | { type: 'Flatten' };
+
+/** Architecture recorded in `nmsparse.arch`: a Sequential whose layer i owns the tensors `${prefix}.${i}.*`. */
+export interface ArchSpec {
+  type: 'Sequential';
+  /** Name prefix of the layers' tensors; default 'layers' (PyTorch: `self.layers = nn.Sequential(...)`). */
+  prefix?: string;
+  layers: LayerSpec[];
+}
+
+export interface LayerSparsity {
+  pattern: string;
+  /** The training recipe that produced it (sr-ste, ste, asp, …), informative. */
+  recipe?: string;
+  form: 'dense' | 'nm';
+  /** Shape of the dense weight (PyTorch layout). */
+  shape: number[];
+  /** Only for rank-4 weights in the nm form: the layout of the compressed tensor. */
+  layout?: string;
+}
+
+export interface SaveModelOptions {
+  arch?: ArchSpec;
+  /** Weight name → its pattern (and recipe). Each such weight must already be N:M sparse (nm.prune it first). */
+  sparsity?: Record<string, PatternArg | { pattern: PatternArg; recipe?: string }>;
+  /** Store the N:M weights in the compressed nm form (values + packed positions). Default false: dense. */
+  compressed?: boolean;
+  /** Extra metadata (string values). */
+  metadata?: Record<string, string>;
+}
+
+export interface ModelFile {
+  /** Every tensor in PyTorch form: nm-form weights are decompressed to their dense pruned tensor. */
+  tensors: Map<string, Tensor>;
+  /** N:M weights read in the nm form, kept compressed (no need to compress again). */
+  compressed: Map<string, SparseTensor>;
+  sparsity: Record<string, LayerSparsity>;
+  arch: ArchSpec | null;
+  metadata: Record<string, string>;
+}
+
+const err = (file: string, what: string) => new NmSparseError('E_IO', `${file}: ${what}`);
+
+/** [co, ci, kh, kw] → [co, kh, kw, ci] and back. */
+function convToGroupLayout(w: Tensor): Tensor {
+  const [co, ci, kh, kw] = w.shape;
+  return w.reshape([co, ci, kh * kw]).transpose().reshape([co, kh, kw, ci]);
+}
+function convFromGroupLayout(w: Tensor): Tensor {
+  const [co, kh, kw, ci] = w.shape;
+  return w.reshape([co, kh * kw, ci]).transpose().reshape([co, ci, kh, kw]);
+}
+
+/** Writes a model checkpoint (see the file comment for names and metadata). */
+export async function saveModel(file: string, tensors: TensorMap, opts: SaveModelOptions = {}): Promise<void> {
+  const input = tensors instanceof Map ? tensors : new Map(Object.entries(tensors ?? {}));
+  const out = new Map<string, Tensor>(input);
+  const sparsity: Record<string, LayerSparsity> = {};
+  for (const [name, spec] of Object.entries(opts.sparsity ?? {})) {
+    const arg = `options.sparsity[${JSON.stringify(name)}]`;
+    const w = input.get(name);
+    if (!(w instanceof Tensor)) throw new NmSparseError('E_VALUE', `${arg}: no tensor named ${JSON.stringify(name)} to save`);
+    const isObj = spec !== null && typeof spec === 'object' && 'pattern' in spec;
+    const p = parsePattern(isObj ? spec.pattern : spec, `${arg}.pattern`);
+    const recipe = isObj ? spec.recipe : undefined;
+    if (recipe !== undefined && typeof recipe !== 'string') throw new NmSparseError('E_TYPE', `${arg}.recipe: got ${describe(recipe)}, expected a string`);
+    if (w.rank !== 2 && w.rank !== 4) throw new NmSparseError('E_SHAPE', `${arg}: ${w.describe()} is not a Linear [out, in] or Conv2d [co, ci, kh, kw] weight`);
+    const grouped = w.rank === 4 ? convToGroupLayout(w) : w;
+    const c = check(grouped, p);
+    if (!c.ok)
+      throw new NmSparseError('E_NOT_NM', `${arg}: ${JSON.stringify(name)} is not ${patternString(p)} sparse (group at [${c.firstViolation!.index.join(', ')}] has ${c.firstViolation!.nonzeros} non-zeros): prune it before saving`);
+    const entry: LayerSparsity = { pattern: patternString(p), ...(recipe ? { recipe } : {}), form: opts.compressed ? 'nm' : 'dense', shape: [...w.shape] };
+    if (opts.compressed) {
+      const s = compress(grouped, p);
+      out.delete(name);
+      out.set(name + NM_VALUES, s.values);
+      out.set(name + NM_POSITIONS, new Tensor([...s.values.shape.slice(0, -1), s.positions.length / (s.rows || 1)], 'uint8', s.positions));
+      if (w.rank === 4) entry.layout = CONV_LAYOUT;
+    }
+    sparsity[name] = entry;
+  }
+  const metadata: Record<string, string> = { ...(opts.metadata ?? {}), format: 'pt', 'nmsparse.format': '1' };
+  if (opts.arch !== undefined) metadata['nmsparse.arch'] = JSON.stringify(checkArch(opts.arch, 'options.arch'));
+  if (Object.keys(sparsity).length > 0) metadata['nmsparse.sparsity'] = JSON.stringify(sparsity);
+  await saveSafetensors(file, out, { metadata });
+}
+
+/** Reads a model checkpoint written by saveModel() or by PyTorch (then `sparsity` is empty, `arch` null). */
+export async function loadModel(file: string): Promise<ModelFile> {
+  return modelFromContents(file, await loadSafetensors(file));
+}
+
+function parseJsonMeta(file: string, metadata: Record<string, string>, key: string): unknown {
+  if (!(key in metadata)) return undefined;
+  try {
+    return JSON.parse(metadata[key]);
+  } catch (e) {
+    throw err(file, `metadata ${key} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** Builds the ModelFile view of a safetensors file's contents, validating the nmsparse metadata. */
+export function modelFromContents(file: string, st: SafetensorsContents): ModelFile {
+  const tensors = new Map(st.tensors);
+  const compressed = new Map<string, SparseTensor>();
+  const rawArch = parseJsonMeta(file, st.metadata, 'nmsparse.arch');
+  let arch: ArchSpec | null = null;
+  if (rawArch !== undefined) {
+    try {
+      arch = checkArch(rawArch, 'nmsparse.arch');
+    } catch (e) {
+      throw err(file, `metadata ${(e as Error).message}`);
+    }
+  }
+  const rawSp = parseJsonMeta(file, st.metadata, 'nmsparse.sparsity') ?? {};
+  if (rawSp === null || typeof rawSp !== 'object' || Array.isArray(rawSp)) throw err(file, 'metadata nmsparse.sparsity is not a JSON object');
+  const sparsity: Record<string, LayerSparsity> = {};
+  for (const [name, raw] of Object.entries(rawSp as Record<string, unknown>)) {
+    const where = `nmsparse.sparsity[${JSON.stringify(name)}]`;
+    const e = raw as Partial<LayerSparsity>;
+    if (!e || typeof e !== 'object') throw err(file, `${where} is ${describe(raw)}, expected an object`);
+    let p: Pattern;
+    try {
+      p = parsePattern(e.pattern, `${where}.pattern`);
+    } catch (x) {
+      throw err(file, (x as Error).message);
+    }
+    const shape = e.shape;
+    if (!Array.isArray(shape) || (shape.length !== 2 && shape.length !== 4) || !shape.every((d) => Number.isSafeInteger(d) && d > 0))
+      throw err(file, `${where}.shape is ${describe(shape)}, expected the dense weight's shape (rank 2 or 4)`);
+    const grouped = shape.length === 4 ? [shape[0], shape[2], shape[3], shape[1]] : shape;
+    const cols = grouped[grouped.length - 1];
+    if (cols % p.m !== 0) throw err(file, `${where}: a last dimension of ${cols} is not a multiple of ${p.m}`);
+    if (e.form === 'nm') {
+      if (tensors.has(name)) throw err(file, `${where}: form "nm" but the dense tensor ${JSON.stringify(name)} is present too`);
+      const v = tensors.get(name + NM_VALUES), pos = tensors.get(name + NM_POSITIONS);
+      if (!v || !pos) throw err(file, `${where}: form "nm" needs tensors ${JSON.stringify(name + NM_VALUES)} and ${JSON.stringify(name + NM_POSITIONS)}`);
+      const want = [...grouped.slice(0, -1), (cols / p.m) * p.n];
+      if (v.rank !== want.length || v.shape.some((d, i) => d !== want[i]))
+        throw new NmSparseError('E_SHAPE', `${file}: tensor ${JSON.stringify(name + NM_VALUES)}: shape [${v.shape.join(', ')}], expected [${want.join(', ')}] for a ${patternString(p)} weight of shape [${shape.join(', ')}]`);
+      const bits = Math.log2(p.m), kept = want[want.length - 1], rowBytes = Math.ceil((kept * bits) / 8);
+      const wantPos = [...grouped.slice(0, -1), rowBytes];
+      if (pos.dtype !== 'uint8' || pos.rank !== wantPos.length || pos.shape.some((d, i) => d !== wantPos[i]))
+        throw new NmSparseError(pos.dtype !== 'uint8' ? 'E_DTYPE' : 'E_SHAPE', `${file}: tensor ${JSON.stringify(name + NM_POSITIONS)}: ${pos.describe()}, expected a uint8 tensor [${wantPos.join(', ')}]`);
+      const positions = pos.storage() as Uint8Array;
+      checkPositions(file, name, positions, v.size / kept, kept, rowBytes, p, bits);
+      const s = new SparseTensor(grouped, p, v.dtype, { values: v, positions });
+      const dense = s.decompress();
+      tensors.delete(name + NM_VALUES);
+      tensors.delete(name + NM_POSITIONS);
+      tensors.set(name, shape.length === 4 ? convFromGroupLayout(dense) : dense);
+      compressed.set(name, s);
+    } else if (e.form === 'dense') {
+      const w = tensors.get(name);
+      if (!w) throw err(file, `${where}: no tensor named ${JSON.stringify(name)}`);
+      if (w.rank !== shape.length || w.shape.some((d, i) => d !== shape[i]))
+        throw new NmSparseError('E_SHAPE', `${file}: tensor ${JSON.stringify(name)}: shape [${w.shape.join(', ')}], but ${where}.shape is [${shape.join(', ')}]`);
+      const c = check(shape.length === 4 ? convToGroupLayout(w) : w, p);
+      if (!c.ok) throw new NmSparseError('E_NOT_NM', `${file}: tensor ${JSON.stringify(name)} is recorded as ${patternString(p)} but is not (group at [${c.firstViolation!.index.join(', ')}])`);
+    } else {
+      throw err(file, `${where}.form is ${describe(e.form)}, expected "dense" or "nm"`);
+    }
+    sparsity[name] = { pattern: patternString(p), ...(typeof e.recipe === 'string' ? { recipe: e.recipe } : {}), form: e.form, shape: [...shape], ...(e.form === 'nm' && shape.length === 4 ? { layout: CONV_LAYOUT } : {}) };
+  }
+  return { tensors, compressed, sparsity, arch, metadata: st.metadata };
+}
+
+/** Positions inside each group must be strictly ascending (the format's contract; decompress relies on it). */
+function checkPositions(file: string, name: string, pos: Uint8Array, rows: number, kept: number, rowBytes: number, p: Pattern, bits: number): void {
+  const maskBits = (1 << bits) - 1;
+  for (let r = 0; r < rows; r++) {
+    const base = r * rowBytes * 8;
+    let prev = -1;
+    for (let j = 0; j < kept; j++) {
+      const bit = base + j * bits, byte = bit >>> 3, sh = bit & 7;
+      const word = pos[byte] | ((sh + bits > 8 ? pos[byte + 1] : 0) << 8);
+      const v = (word >>> sh) & maskBits;
+      if (j % p.n === 0) prev = -1;
+      if (v <= prev)
+        throw new NmSparseError('E_IO', `${file}: tensor ${JSON.stringify(name + NM_POSITIONS)}: row ${r}, group ${Math.floor(j / p.n)}: positions are not strictly ascending (corrupted)`);
+      prev = v;
+    }
+  }
+}
+
+const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
+
+/** Validates an architecture spec; returns a normalized copy. */
+export function checkArch(a: unknown, arg = 'arch'): ArchSpec {
+  const bad = (what: string): never => { throw new NmSparseError('E_VALUE', `${arg}: ${what}`); };
+  if (!a || typeof a !== 'object' || (a as ArchSpec).type !== 'Sequential' || !Array.isArray((a as ArchSpec).layers))
+    bad(`got ${describe(a)}, expected {type: "Sequential", layers: [...]}`);
+  const { prefix = 'layers', layers } = a as ArchSpec;
+  if (typeof prefix !== 'string') bad(`prefix is ${describe(prefix)}, expected a string`);
+  const out: LayerSpec[] = layers.map((l, i) => {
+    const t = (l as { type?: unknown })?.type;
+    if (t === 'ReLU' || t === 'GELU' || t === 'Flatten') return { type: t };
+    if (t === 'Linear') {
+      const { in: inF, out: outF, bias = true } = l as { in: unknown; out: unknown; bias?: unknown };
+      if (!isPosInt(inF) || !isPosInt(outF) || typeof bias !== 'boolean') bad(`layers[${i}]: got ${JSON.stringify(l)}, expected {type: "Linear", in: int, out: int, bias?: bool}`);
+      return { type: 'Linear', in: inF as number, out: outF as number, bias: bias as boolean };
+    }
+    return bad(`layers[${i}]: type ${describe(t)} is not one of Linear, ReLU, GELU, Flatten`);
+  });
+  return { type: 'Sequential', prefix, layers: out };
+}
+
+/**
+ * The architecture of a PyTorch MLP from its tensors: Linear layers at `${prefix}.${i}.weight` with ReLU (or
+ * `activation`) at the indices between them, as `nn.Sequential(Linear, ReLU, …, Linear)` names them.
+ */
+export function inferMlpArch(tensors: Map<string, Tensor>, prefix = 'layers', activation: 'ReLU' | 'GELU' = 'ReLU'): ArchSpec {
+  const re = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d+)\\.weight$`);
+  const idx = [...tensors.keys()].map((k) => re.exec(k)).filter((m) => m !== null).map((m) => Number(m![1])).sort((a, b) => a - b);
+  if (idx.length === 0) throw new NmSparseError('E_VALUE', `arch "mlp": no tensors named ${prefix}.<i>.weight`);
+  const layers: LayerSpec[] = [];
+  for (let i = 0; i <= idx[idx.length - 1]; i++) {
+    const w = tensors.get(`${prefix}.${i}.weight`);
+    if (w) {
+      if (w.rank !== 2) throw new NmSparseError('E_SHAPE', `arch "mlp": ${prefix}.${i}.weight is ${w.describe()}, expected a Linear weight [out, in]`);
+      layers.push({ type: 'Linear', in: w.shape[1], out: w.shape[0], bias: tensors.has(`${prefix}.${i}.bias`) });
+    } else {
+      layers.push({ type: activation });
+    }
+  }
+  return { type: 'Sequential', prefix, layers };
+}
