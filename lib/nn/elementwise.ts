@@ -1,0 +1,320 @@
+/**
+ * Training ops (native/cpu/elementwise.{h,cc}): typed wrappers that validate their tensors, send tensors that
+ * live on another device to that device's op of the same name (lib/device.ts deviceOp), and run the CPU kernel
+ * otherwise. float32 tensors; class labels and pooling indices are Int32Arrays; masks are uint8 tensors.
+ * Images are NHWC ([batch, height, width, channels]).
+ */
+import { native } from '../native.js';
+import { fail } from '../errors.js';
+import { deviceOp } from '../device.js';
+import { checkOut, checkTensor, outputFor, Tensor, type Shape } from '../tensor.js';
+
+function f32(t: unknown, arg: string): Tensor {
+  const x = checkTensor(t, arg);
+  if (x.dtype !== 'float32') fail('E_DTYPE', arg, x, 'a float32 tensor');
+  return x;
+}
+
+const sameShape = (a: Shape, b: Shape): boolean => a.length === b.length && a.every((d, i) => d === b[i]);
+
+function like(t: Tensor, ref: Tensor, arg: string, refArg: string): Tensor {
+  if (!sameShape(t.shape, ref.shape)) fail('E_SHAPE', arg, t, `a tensor of the shape of ${refArg}, [${ref.shape.join(', ')}]`);
+  if (t.device !== ref.device) fail('E_DEVICE', arg, t, `a tensor on '${ref.device}' like ${refArg}`);
+  return t;
+}
+
+const fs = (t: Tensor): Float32Array => t.storage() as Float32Array;
+const out32 = (out: Tensor | undefined, shape: Shape, arg = 'options.out'): Tensor =>
+  outputFor(checkOut(out, shape, 'float32', 'cpu', arg), shape, 'float32');
+
+function rowsCols(t: Tensor, arg: string): [number, number] {
+  if (t.rank < 1) fail('E_SHAPE', arg, t, 'a tensor of rank >= 1');
+  const cols = t.shape[t.rank - 1];
+  return [cols === 0 ? 0 : t.size / cols, cols];
+}
+
+// ---------------------------------------------------------------- bias
+
+/** y[..., c] += b[c], in place. */
+export function biasAdd(y: Tensor, b: Tensor): Tensor {
+  const yt = f32(y, 'y'), bt = f32(b, 'bias');
+  const [rows, cols] = rowsCols(yt, 'y');
+  if (bt.rank !== 1 || bt.shape[0] !== cols) fail('E_SHAPE', 'bias', bt, `a bias of shape [${cols}]`);
+  if (yt.device !== 'cpu') return deviceOp(yt.device, 'biasAdd')(yt, bt);
+  native.biasAdd(fs(yt), fs(bt), rows, cols);
+  return yt;
+}
+
+/** db[c] = Σ over every other index of dy[..., c]. */
+export function biasGrad(dy: Tensor, opts: { out?: Tensor } = {}): Tensor {
+  const d = f32(dy, 'dy');
+  const [rows, cols] = rowsCols(d, 'dy');
+  if (d.device !== 'cpu') return deviceOp(d.device, 'biasGrad')(d, opts);
+  const out = out32(opts.out, [cols]);
+  native.biasGrad(fs(d), rows, cols, fs(out));
+  return out;
+}
+
+// ---------------------------------------------------------------- activations
+
+/** max(x, 0). `out` may be x. */
+export function reluForward(x: Tensor, opts: { out?: Tensor } = {}): Tensor {
+  const t = f32(x, 'x');
+  if (t.device !== 'cpu') return deviceOp(t.device, 'reluForward')(t, opts);
+  const out = out32(opts.out, t.shape);
+  native.reluForward(fs(t), fs(out), t.size);
+  return out;
+}
+
+/** dy where the forward output y > 0, else 0. */
+export function reluBackward(dy: Tensor, y: Tensor, opts: { out?: Tensor } = {}): Tensor {
+  const d = f32(dy, 'dy'), yt = like(f32(y, 'y'), d, 'y', 'dy');
+  if (d.device !== 'cpu') return deviceOp(d.device, 'reluBackward')(d, yt, opts);
+  const out = out32(opts.out, d.shape);
+  native.reluBackward(fs(d), fs(yt), fs(out), d.size);
+  return out;
+}
+
+/** GELU, exact erf form x·Φ(x). */
+export function geluForward(x: Tensor, opts: { out?: Tensor } = {}): Tensor {
+  const t = f32(x, 'x');
+  if (t.device !== 'cpu') return deviceOp(t.device, 'geluForward')(t, opts);
+  const out = out32(opts.out, t.shape);
+  native.geluForward(fs(t), fs(out), t.size);
+  return out;
+}
+
+/** dy·(Φ(x) + x·φ(x)), from the forward input x. */
+export function geluBackward(dy: Tensor, x: Tensor, opts: { out?: Tensor } = {}): Tensor {
+  const d = f32(dy, 'dy'), xt = like(f32(x, 'x'), d, 'x', 'dy');
+  if (d.device !== 'cpu') return deviceOp(d.device, 'geluBackward')(d, xt, opts);
+  const out = out32(opts.out, d.shape);
+  native.geluBackward(fs(d), fs(xt), fs(out), d.size);
+  return out;
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+export interface LayerNormSaved {
+  y: Tensor;
+  /** Per-row mean and 1/√(var + eps), kept for the backward pass. */
+  mean: Tensor;
+  rstd: Tensor;
+}
+
+function checkAffine(p: Tensor | null | undefined, cols: number, ref: Tensor, arg: string): Tensor | null {
+  if (p === null || p === undefined) return null;
+  const t = f32(p, arg);
+  if (t.rank !== 1 || t.shape[0] !== cols) fail('E_SHAPE', arg, t, `a tensor of shape [${cols}]`);
+  if (t.device !== ref.device) fail('E_DEVICE', arg, t, `a tensor on '${ref.device}'`);
+  return t;
+}
+
+/** LayerNorm over the last dimension: (x − μ)/√(σ² + eps)·γ + β (biased variance). */
+export function layerNormForward(
+  x: Tensor, gamma: Tensor | null, beta: Tensor | null, eps = 1e-5,
+  opts: { out?: Tensor; mean?: Tensor; rstd?: Tensor } = {},
+): LayerNormSaved {
+  const t = f32(x, 'x');
+  const [rows, cols] = rowsCols(t, 'x');
+  const g = checkAffine(gamma, cols, t, 'gamma'), b = checkAffine(beta, cols, t, 'beta');
+  if (!(eps > 0)) fail('E_VALUE', 'eps', eps, 'a number > 0');
+  if (t.device !== 'cpu') return deviceOp(t.device, 'layerNormForward')(t, g, b, eps, opts);
+  const y = out32(opts.out, t.shape);
+  const mean = out32(opts.mean, [rows], 'options.mean'), rstd = out32(opts.rstd, [rows], 'options.rstd');
+  native.layerNormForward(fs(t), g && fs(g), b && fs(b), fs(y), fs(mean), fs(rstd), rows, cols, eps);
+  return { y, mean, rstd };
+}
+
+export interface LayerNormGrads {
+  dx: Tensor;
+  dgamma: Tensor | null;
+  dbeta: Tensor | null;
+}
+
+/** Gradients of layerNormForward; dgamma/dbeta are computed when `gamma`/`withBeta` say the layer has them. */
+export function layerNormBackward(
+  dy: Tensor, x: Tensor, gamma: Tensor | null, mean: Tensor, rstd: Tensor, withBeta: boolean,
+  opts: { out?: Tensor; dgamma?: Tensor; dbeta?: Tensor } = {},
+): LayerNormGrads {
+  const d = f32(dy, 'dy'), xt = like(f32(x, 'x'), d, 'x', 'dy');
+  const [rows, cols] = rowsCols(d, 'dy');
+  const g = checkAffine(gamma, cols, d, 'gamma');
+  const m = f32(mean, 'mean'), r = f32(rstd, 'rstd');
+  if (m.size !== rows || r.size !== rows) fail('E_SHAPE', 'mean/rstd', m, `tensors of ${rows} elements (one per row)`);
+  if (d.device !== 'cpu') return deviceOp(d.device, 'layerNormBackward')(d, xt, g, m, r, withBeta, opts);
+  const dx = out32(opts.out, d.shape);
+  const dgamma = g ? out32(opts.dgamma, [cols], 'options.dgamma') : null;
+  const dbeta = withBeta ? out32(opts.dbeta, [cols], 'options.dbeta') : null;
+  native.layerNormBackward(fs(d), fs(xt), g && fs(g), fs(m), fs(r), fs(dx), dgamma && fs(dgamma), dbeta && fs(dbeta), rows, cols);
+  return { dx, dgamma, dbeta };
+}
+
+// ---------------------------------------------------------------- softmax cross-entropy
+
+function checkLabels(labels: unknown, rows: number, cols: number): Int32Array {
+  if (!(labels instanceof Int32Array)) fail('E_TYPE', 'labels', labels, 'an Int32Array of class indices');
+  if (labels.length !== rows) fail('E_SHAPE', 'labels', labels, `${rows} labels (one per row of logits)`);
+  for (let i = 0; i < rows; i++)
+    if (!(labels[i] >= 0 && labels[i] < cols)) fail('E_VALUE', `labels[${i}]`, labels[i], `a class index in [0, ${cols})`);
+  return labels;
+}
+
+export interface XentResult {
+  /** Mean loss over the rows. */
+  loss: number;
+  /** Rows whose argmax equals the label. */
+  correct: number;
+  /** softmax(logits), kept for the backward pass. */
+  probs: Tensor;
+}
+
+/** Mean softmax cross-entropy of logits [rows, classes] against integer labels, with optional label smoothing ε. */
+export function softmaxCrossEntropy(logits: Tensor, labels: Int32Array, opts: { labelSmoothing?: number; probs?: Tensor } = {}): XentResult {
+  const z = f32(logits, 'logits');
+  if (z.rank !== 2 || z.shape[0] === 0 || z.shape[1] === 0) fail('E_SHAPE', 'logits', z, 'a non-empty 2-D tensor [rows, classes]');
+  const [rows, cols] = z.shape;
+  checkLabels(labels, rows, cols);
+  const eps = opts.labelSmoothing ?? 0;
+  if (!(eps >= 0 && eps <= 1)) fail('E_VALUE', 'options.labelSmoothing', eps, 'a number in [0, 1]');
+  if (z.device !== 'cpu') return deviceOp(z.device, 'softmaxCrossEntropy')(z, labels, opts);
+  const probs = out32(opts.probs, z.shape, 'options.probs');
+  const [sum, correct] = native.softmaxXentForward(fs(z), labels, fs(probs), rows, cols, eps) as [number, number];
+  return { loss: sum / rows, correct, probs };
+}
+
+/** d(mean loss)/d logits = (probs − q)/rows (times `scale`, default 1). `out` may be probs. */
+export function softmaxCrossEntropyBackward(probs: Tensor, labels: Int32Array, opts: { labelSmoothing?: number; scale?: number; out?: Tensor } = {}): Tensor {
+  const p = f32(probs, 'probs');
+  if (p.rank !== 2) fail('E_SHAPE', 'probs', p, 'a 2-D tensor [rows, classes]');
+  const [rows, cols] = p.shape;
+  checkLabels(labels, rows, cols);
+  const eps = opts.labelSmoothing ?? 0;
+  if (p.device !== 'cpu') return deviceOp(p.device, 'softmaxCrossEntropyBackward')(p, labels, opts);
+  const out = out32(opts.out, p.shape);
+  native.softmaxXentBackward(fs(p), labels, fs(out), rows, cols, eps, (opts.scale ?? 1) / rows);
+  return out;
+}
+
+// ---------------------------------------------------------------- windows over NHWC images
+
+export interface Window2d {
+  kernel: [number, number];
+  stride: [number, number];
+  padding: [number, number];
+}
+
+/** Output height and width of a window over an NHWC input of `shape`, with every size checked. */
+export function windowOutput(shape: Shape, w: Window2d, arg = 'x'): { batch: number; h: number; w: number; c: number; oh: number; ow: number } {
+  if (shape.length !== 4) fail('E_SHAPE', arg, [...shape], 'an NHWC shape [batch, height, width, channels]');
+  const [batch, h, wd, c] = shape;
+  const [kh, kw] = w.kernel, [sh, sw] = w.stride, [ph, pw] = w.padding;
+  for (const [v, name, min] of [[kh, 'kernel', 1], [kw, 'kernel', 1], [sh, 'stride', 1], [sw, 'stride', 1], [ph, 'padding', 0], [pw, 'padding', 0]] as const)
+    if (!Number.isInteger(v) || v < min) fail('E_VALUE', name, v, `an integer >= ${min}`);
+  if (h + 2 * ph < kh || wd + 2 * pw < kw)
+    fail('E_SHAPE', arg, [...shape], `an image of at least ${kh - 2 * ph}x${kw - 2 * pw} for a ${kh}x${kw} window with padding ${ph}x${pw}`);
+  return { batch, h, w: wd, c, oh: Math.floor((h + 2 * ph - kh) / sh) + 1, ow: Math.floor((wd + 2 * pw - kw) / sw) + 1 };
+}
+
+const geom = (x: { batch: number; h: number; w: number; c: number }, w: Window2d): number[] =>
+  [x.batch, x.h, x.w, x.c, w.kernel[0], w.kernel[1], w.stride[0], w.stride[1], w.padding[0], w.padding[1]];
+
+/** Patches of an NHWC image as rows: [batch·oh·ow, kh·kw·c], in (ky, kx, c) order with c fastest, zero padded. */
+export function im2col(x: Tensor, w: Window2d, opts: { out?: Tensor } = {}): Tensor {
+  const t = f32(x, 'x');
+  const g = windowOutput(t.shape, w);
+  if (t.device !== 'cpu') return deviceOp(t.device, 'im2col')(t, w, opts);
+  const out = out32(opts.out, [g.batch * g.oh * g.ow, w.kernel[0] * w.kernel[1] * g.c]);
+  native.im2col(fs(t), fs(out), ...geom(g, w));
+  return out;
+}
+
+/** The adjoint of im2col: sums each patch row back into an NHWC image of `inputShape`. */
+export function col2im(cols: Tensor, inputShape: Shape, w: Window2d, opts: { out?: Tensor } = {}): Tensor {
+  const c = f32(cols, 'cols');
+  const g = windowOutput(inputShape, w, 'inputShape');
+  const expect = [g.batch * g.oh * g.ow, w.kernel[0] * w.kernel[1] * g.c];
+  if (!sameShape(c.shape, expect)) fail('E_SHAPE', 'cols', c, `patch rows of shape [${expect.join(', ')}]`);
+  if (c.device !== 'cpu') return deviceOp(c.device, 'col2im')(c, inputShape, w, opts);
+  const out = out32(opts.out, inputShape);
+  native.col2im(fs(c), fs(out), ...geom(g, w));
+  return out;
+}
+
+export interface MaxPoolSaved {
+  y: Tensor;
+  /** Flat input index of each output's maximum (for the backward pass). */
+  argmax: Int32Array;
+}
+
+/** Max pooling over an NHWC image; positions outside the image (padding) never win. */
+export function maxPoolForward(x: Tensor, w: Window2d, opts: { out?: Tensor; argmax?: Int32Array } = {}): MaxPoolSaved {
+  const t = f32(x, 'x');
+  const g = windowOutput(t.shape, w);
+  if (2 * w.padding[0] > w.kernel[0] || 2 * w.padding[1] > w.kernel[1]) fail('E_VALUE', 'padding', w.padding, 'at most half the window');
+  if (t.size >= 2 ** 31) fail('E_SHAPE', 'x', t, 'fewer than 2^31 elements');
+  if (t.device !== 'cpu') return deviceOp(t.device, 'maxPoolForward')(t, w, opts);
+  const shape = [g.batch, g.oh, g.ow, g.c];
+  const y = out32(opts.out, shape);
+  const argmax = opts.argmax ?? new Int32Array(y.size);
+  if (argmax.length !== y.size) fail('E_SHAPE', 'options.argmax', argmax, `an Int32Array of ${y.size} elements`);
+  native.maxPoolForward(fs(t), fs(y), argmax, ...geom(g, w));
+  return { y, argmax };
+}
+
+/** Routes each output gradient to the input position that won the forward max. */
+export function maxPoolBackward(dy: Tensor, argmax: Int32Array, inputShape: Shape, w: Window2d, opts: { out?: Tensor } = {}): Tensor {
+  const d = f32(dy, 'dy');
+  const g = windowOutput(inputShape, w, 'inputShape');
+  const expect = [g.batch, g.oh, g.ow, g.c];
+  if (!sameShape(d.shape, expect)) fail('E_SHAPE', 'dy', d, `a tensor of shape [${expect.join(', ')}]`);
+  if (!(argmax instanceof Int32Array) || argmax.length !== d.size) fail('E_SHAPE', 'argmax', argmax, `an Int32Array of ${d.size} elements`);
+  if (d.device !== 'cpu') return deviceOp(d.device, 'maxPoolBackward')(d, argmax, inputShape, w, opts);
+  const out = out32(opts.out, inputShape);
+  native.maxPoolBackward(fs(d), argmax, fs(out), ...geom(g, w));
+  return out;
+}
+
+// ---------------------------------------------------------------- dropout
+
+/**
+ * Inverted dropout with a counter-based generator: element i is kept iff u(seed, offset + i) >= p and scaled by
+ * 1/(1 − p). The backward pass is the same call on dy with the same (seed, offset): nothing is stored.
+ */
+export function dropout(x: Tensor, p: number, seed: number, offset: number, opts: { out?: Tensor } = {}): Tensor {
+  const t = f32(x, 'x');
+  if (!(p >= 0 && p < 1)) fail('E_VALUE', 'p', p, 'a probability in [0, 1)');
+  if (!Number.isSafeInteger(seed)) fail('E_VALUE', 'seed', seed, 'an integer');
+  if (!Number.isSafeInteger(offset) || offset < 0) fail('E_VALUE', 'offset', offset, 'an integer >= 0');
+  if (t.device !== 'cpu') return deviceOp(t.device, 'dropout')(t, p, seed, offset, opts);
+  const out = out32(opts.out, t.shape);
+  native.dropout(fs(t), fs(out), t.size, p, seed, offset);
+  return out;
+}
+
+// ---------------------------------------------------------------- the recipes' masked terms
+
+function checkMask(mask: unknown, ref: Tensor): Tensor {
+  const m = checkTensor(mask, 'mask');
+  if (m.dtype !== 'uint8') fail('E_DTYPE', 'mask', m, 'a uint8 mask');
+  return like(m, ref, 'mask', 'the weight');
+}
+
+/** x ⊙ (m + (1 − m)·α): kept elements unchanged, pruned ones scaled by α (α = 0: x ⊙ m). `out` may be x. */
+export function maskedScale(x: Tensor, mask: Tensor, alpha: number, opts: { out?: Tensor } = {}): Tensor {
+  const t = f32(x, 'x'), m = checkMask(mask, t);
+  if (!Number.isFinite(alpha)) fail('E_VALUE', 'alpha', alpha, 'a finite number');
+  if (t.device !== 'cpu') return deviceOp(t.device, 'maskedScale')(t, m, alpha, opts);
+  const out = out32(opts.out, t.shape);
+  native.maskedScale(fs(t), m.storage(), alpha, fs(out), t.size);
+  return out;
+}
+
+/** g += λ·(1 − m) ⊙ w, in place (the SR-STE sparse-refined term). λ = 0 leaves g bit for bit unchanged. */
+export function maskedAdd(g: Tensor, w: Tensor, mask: Tensor, lambda: number): Tensor {
+  const gt = f32(g, 'g'), wt = like(f32(w, 'w'), gt, 'w', 'g'), m = checkMask(mask, gt);
+  if (!Number.isFinite(lambda)) fail('E_VALUE', 'lambda', lambda, 'a finite number');
+  if (gt.device !== 'cpu') return deviceOp(gt.device, 'maskedAdd')(gt, wt, m, lambda);
+  native.maskedAdd(fs(gt), fs(wt), m.storage(), lambda, gt.size);
+  return gt;
+}

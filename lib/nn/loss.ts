@@ -1,0 +1,32 @@
+/** Softmax cross-entropy over class logits, mean over the batch (optional label smoothing). */
+import { fail } from '../errors.js';
+import type { Tensor } from '../tensor.js';
+import { softmaxCrossEntropy, softmaxCrossEntropyBackward } from './elementwise.js';
+
+export class SoftmaxCrossEntropy {
+  #saved: { probs: Tensor; labels: Int32Array } | null = null;
+  #probs: Tensor | null = null;
+  #grad: Tensor | null = null;
+  constructor(readonly opts: { labelSmoothing?: number } = {}) {}
+
+  /** Mean loss and the number of rows whose argmax is the label. Keeps the probabilities for backward(). */
+  forward(logits: Tensor, labels: Int32Array): { loss: number; correct: number } {
+    const probs = this.#reuse(this.#probs, logits);
+    const r = softmaxCrossEntropy(logits, labels, { labelSmoothing: this.opts.labelSmoothing, probs });
+    this.#probs = r.probs;
+    this.#saved = { probs: r.probs, labels };
+    return { loss: r.loss, correct: r.correct };
+  }
+
+  /** d(mean loss)/d logits (a buffer owned by this object, reused by the next call). */
+  backward(): Tensor {
+    const s = this.#saved;
+    if (!s) fail('E_VALUE', 'SoftmaxCrossEntropy.backward', s, 'a preceding forward() call');
+    this.#grad = softmaxCrossEntropyBackward(s.probs, s.labels, { labelSmoothing: this.opts.labelSmoothing, out: this.#reuse(this.#grad, s.probs) });
+    return this.#grad;
+  }
+
+  #reuse(t: Tensor | null, like: Tensor): Tensor | undefined {
+    return t && t.device === like.device && t.shape.length === like.shape.length && t.shape.every((d, i) => d === like.shape[i]) ? t : undefined;
+  }
+}

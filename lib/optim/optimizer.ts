@@ -1,0 +1,59 @@
+/**
+ * Optimizer base. Updates run in the native core (native/cpu/optim.cc, or the device's op of the same name for
+ * tensors on a GPU), one call per parameter, never in JS loops.
+ */
+import { native } from '../native.js';
+import { fail } from '../errors.js';
+import { deviceOp } from '../device.js';
+import type { Parameter } from '../nn/module.js';
+
+export abstract class Optimizer {
+  readonly params: Parameter[];
+  /** The learning rate of the next step (a schedule sets it before each step). */
+  lr: number;
+  /** Steps taken so far. */
+  stepCount = 0;
+
+  constructor(params: Parameter[], lr: number) {
+    if (!Array.isArray(params) || params.length === 0) fail('E_VALUE', 'params', params, 'a non-empty array of Parameters');
+    if (new Set(params).size !== params.length) fail('E_VALUE', 'params', params, 'distinct Parameters');
+    this.params = params;
+    this.lr = checkLr(lr);
+  }
+
+  /** Applies one update to every parameter from its current gradient. */
+  step(): void {
+    checkLr(this.lr, 'optimizer.lr');
+    this.stepCount++;
+    for (let i = 0; i < this.params.length; i++) this.update(this.params[i], i);
+  }
+  protected abstract update(p: Parameter, index: number): void;
+
+  /** Scales the gradients so that their global L2 norm is at most maxNorm; returns the norm before clipping. */
+  clipGradNorm(maxNorm: number): number {
+    if (!(maxNorm > 0)) fail('E_VALUE', 'maxNorm', maxNorm, 'a number > 0');
+    let ss = 0;
+    for (const p of this.params) {
+      const g = p.grad;
+      ss += g.device === 'cpu' ? (native.sumSquares(g.storage(), g.size) as number) : deviceOp(g.device, 'sumSquares')(g);
+    }
+    const norm = Math.sqrt(ss);
+    if (norm > maxNorm) {
+      const s = maxNorm / (norm + 1e-6);
+      for (const p of this.params)
+        if (p.grad.device === 'cpu') native.scaleInplace(p.grad.storage(), s, p.grad.size);
+        else deviceOp(p.grad.device, 'scaleInplace')(p.grad, s);
+    }
+    return norm;
+  }
+}
+
+export function checkLr(lr: unknown, arg = 'lr'): number {
+  if (typeof lr !== 'number' || !Number.isFinite(lr) || lr < 0) fail('E_VALUE', arg, lr, 'a finite number >= 0');
+  return lr;
+}
+
+export function checkRange(v: unknown, arg: string, lo: number, hi: number, hiOpen = false): number {
+  if (typeof v !== 'number' || !(v >= lo && (hiOpen ? v < hi : v <= hi))) fail('E_VALUE', arg, v, `a number in [${lo}, ${hi}${hiOpen ? ')' : ']'}`);
+  return v;
+}

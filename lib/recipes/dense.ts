@@ -1,0 +1,12 @@
+/** Dense training: the forward uses W and W receives g. A baseline, and the recipe of layers kept dense. */
+import { Recipe, type RecipeOptions } from './recipe.js';
+import type { Pattern } from '../pattern.js';
+
+export class Dense extends Recipe {
+  readonly name = 'dense' as const;
+  constructor(opts: RecipeOptions = {}) {
+    super(opts);
+  }
+  override isSparse(): boolean { return false; }
+  protected override patternAt(): Pattern | null { return null; }
+}

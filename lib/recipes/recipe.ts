@@ -1,0 +1,240 @@
+/**
+ * The recipe interface (DESIGN §6). A recipe sees each sparse weight W at three moments:
+ *   forwardWeight  the effective weight used in the forward pass:  W, or W ⊙ (m + (1 − m)·α) with m an N:M mask
+ *   weightGrad     the gradient handed to the dense W, from the gradient g of the effective weight (in place)
+ *   afterUpdate    after the optimizer step (ASP re-applies its mask there)
+ * and the schedule: the trainer calls plan(totalSteps) once and setStep(step) before every step.
+ *
+ * Every recipe here is the same machine with different knobs, which keeps them comparable:
+ *   patternAt(s)  the N:M pattern of the forward at the current step, or null for a dense forward;
+ *   alphaAt()     the factor on pruned weights (0 = a binary mask);
+ *   refresh       when the mask is recomputed from |W| (every `interval` steps, or once);
+ *   gradient      what the dense W receives: g (STE), g + λ(1 − m)⊙W (SR-STE), g ⊙ (m + (1 − m)α) (autodiff).
+ * Common options: a dense warm-up fraction and a dense fine-tune fraction of the steps, and the mask refresh
+ * interval. One recipe instance serves every sparse layer of a network; per-layer state lives in SparseWeight.
+ */
+import { fail } from '../errors.js';
+import { mask as nmMask } from '../mask.js';
+import { SUPPORTED_M, parsePattern, patternString, type Pattern } from '../pattern.js';
+import type { Tensor } from '../tensor.js';
+import { maskedAdd, maskedScale } from '../nn/elementwise.js';
+import type { Parameter } from '../nn/module.js';
+
+export type RecipeName = 'dense' | 'ste' | 'srste' | 'asp' | 'mask-decay' | 'structure-decay';
+export const RECIPE_NAMES: readonly RecipeName[] = ['dense', 'ste', 'srste', 'asp', 'mask-decay', 'structure-decay'];
+
+export interface RecipeOptions {
+  /** Fraction of the steps trained dense before the sparse phase (default 0). */
+  denseWarmup?: number;
+  /** Fraction of the steps trained dense after the sparse phase (default 0: the network ends N:M sparse). */
+  denseFinetune?: number;
+  /** Mask refresh interval in steps (default 1: every step, as SR-STE's official code). */
+  interval?: number;
+}
+
+export type Phase = 'dense-warmup' | 'sparse' | 'dense-finetune';
+
+/** The N:M state of one sparse weight, viewed as [rows, cols] with groups of M along cols. */
+export class SparseWeight {
+  /** The mask the forward pass uses (uint8, 1 = kept), or null before the first sparse step. */
+  mask: Tensor | null = null;
+  /** The pattern `mask` was computed with (it differs from `pattern` during structure decay). */
+  maskPattern: Pattern | null = null;
+  /** Step (within the sparse phase) of the last mask refresh. */
+  lastRefresh = -Infinity;
+  /** Mask refreshes so far. */
+  updates = 0;
+  /** α and forward FLOPs density of the last forward (1 for a dense forward or while α > 0). */
+  alpha = 1;
+  density = 1;
+  /** Whether the last forward used a mask. */
+  active = false;
+  #effective: Tensor | null = null;
+  #evalMask: Tensor | null = null;
+
+  constructor(
+    readonly param: Parameter,
+    /** The target pattern. */
+    readonly pattern: Pattern,
+    readonly recipe: Recipe,
+    /** Name for logs and checkpoints. */
+    public name = 'weight',
+    /**
+     * The length of the runs of the last dimension that a group must not cross: the whole last dimension for a
+     * Linear, the input channels for a Conv2d (whose last dimension is kh·kw·in). Patterns with an M that does
+     * not divide it cannot run on this weight.
+     */
+    readonly groupExtent = param.shape[param.shape.length - 1],
+    /** Columns of the [rows, cols] view the layer multiplies with (a Conv2d: kh·kw·in). */
+    readonly cols = param.shape[param.shape.length - 1],
+  ) {
+    if (cols % groupExtent !== 0 || param.size % cols !== 0) fail('E_SHAPE', 'cols', cols, `a multiple of groupExtent ${groupExtent} that divides the weight`);
+    if (groupExtent % pattern.m !== 0)
+      fail('E_SHAPE', `${name}`, param.value, `a last dimension divisible by m = ${pattern.m} for ${patternString(pattern)} sparsity`);
+  }
+
+  /** Whether a pattern can run on this weight (M supported and dividing the group extent). */
+  supports(p: Pattern): boolean { return SUPPORTED_M.includes(p.m) && this.groupExtent % p.m === 0; }
+
+  get rows(): number { return this.param.size / this.cols; }
+  /** The dense weight as [rows, cols] (shares storage). */
+  get weight(): Tensor { return this.param.value.reshape([this.rows, this.cols]); }
+  /** The gradient as [rows, cols] (shares storage). */
+  get grad(): Tensor { return this.param.grad.reshape([this.rows, this.cols]); }
+
+  /** The buffer that holds the effective weight. */
+  effectiveBuffer(): Tensor {
+    const w = this.param.value;
+    if (!this.#effective || this.#effective.device !== w.device) this.#effective = w.reshape([this.rows, this.cols]).clone();
+    return this.#effective;
+  }
+  /** A scratch mask for evaluation, so that evaluating never changes the training state. */
+  evalMaskBuffer(): Tensor {
+    if (!this.#evalMask || this.#evalMask.device !== this.param.value.device) this.#evalMask = nmMask(this.weight, this.pattern);
+    return this.#evalMask;
+  }
+
+  /** The effective weight for this step's forward pass, as [rows, cols]. */
+  forwardWeight(training: boolean): Tensor { return this.recipe.forwardWeight(this, training); }
+  /** Turns the gradient of the effective weight (already in param.grad) into the gradient for the dense W. */
+  backward(): void { this.recipe.weightGrad(this, this.grad); }
+  afterUpdate(): void { this.recipe.afterUpdate(this); }
+
+  /** The target-pattern mask of the current dense W (what SAD compares), in `out` when given. */
+  targetMask(out?: Tensor): Tensor { return nmMask(this.weight, this.pattern, { out }); }
+  /** The weight the network deploys: W ⊙ m with the target pattern (N:M sparse by construction). */
+  deployWeight(): Tensor { return this.recipe.deployWeight(this); }
+}
+
+export abstract class Recipe {
+  abstract readonly name: RecipeName;
+  readonly denseWarmup: number;
+  readonly denseFinetune: number;
+  readonly interval: number;
+  /** Steps in the whole run (0 until plan() is called: then the run is treated as all sparse, unbounded). */
+  totalSteps = 0;
+  /** The current step (0-based), set by the trainer before each step. */
+  step = 0;
+
+  constructor(opts: RecipeOptions = {}) {
+    this.denseWarmup = fraction(opts.denseWarmup ?? 0, 'denseWarmup');
+    this.denseFinetune = fraction(opts.denseFinetune ?? 0, 'denseFinetune');
+    if (this.denseWarmup + this.denseFinetune > 1)
+      fail('E_VALUE', 'denseWarmup + denseFinetune', this.denseWarmup + this.denseFinetune, 'at most 1');
+    this.interval = positiveInt(opts.interval ?? 1, 'interval');
+  }
+
+  /** Fixes the length of the run. Call once before training. */
+  plan(totalSteps: number): void {
+    if (!Number.isSafeInteger(totalSteps) || totalSteps < 1) fail('E_VALUE', 'totalSteps', totalSteps, 'an integer >= 1');
+    this.totalSteps = totalSteps;
+    this.step = 0;
+  }
+  setStep(step: number): void {
+    if (!Number.isSafeInteger(step) || step < 0) fail('E_VALUE', 'step', step, 'an integer >= 0');
+    this.step = step;
+  }
+
+  get sparseStart(): number { return this.totalSteps ? Math.round(this.denseWarmup * this.totalSteps) : 0; }
+  get sparseEnd(): number { return this.totalSteps ? this.totalSteps - Math.round(this.denseFinetune * this.totalSteps) : Infinity; }
+  /** Steps in the sparse phase (Infinity before plan()). */
+  get sparseSteps(): number { return this.sparseEnd - this.sparseStart; }
+  /** The step counted from the start of the sparse phase (negative during the warm-up). */
+  get sparseStep(): number { return this.clampedStep - this.sparseStart; }
+  /** The step, held inside the run (the trainer evaluates at step = totalSteps, after the last update). */
+  protected get clampedStep(): number { return this.totalSteps ? Math.min(this.step, this.totalSteps - 1) : this.step; }
+
+  phase(): Phase {
+    const s = this.clampedStep;
+    return s < this.sparseStart ? 'dense-warmup' : s >= this.sparseEnd ? 'dense-finetune' : 'sparse';
+  }
+  /** Whether the forward pass at the current step uses N:M masks. */
+  isSparse(): boolean { return this.phase() === 'sparse'; }
+
+  // ---- the knobs ----
+  /** The forward pattern of `s` at the current step, or null for a dense forward. */
+  protected patternAt(s: SparseWeight): Pattern | null { return this.isSparse() ? s.pattern : null; }
+  /** The factor on pruned weights at the current step (0: a binary mask). */
+  protected alphaAt(): number { return 0; }
+  /** Whether the mask must be recomputed from |W| before this step's forward. */
+  protected refreshDue(s: SparseWeight, p: Pattern): boolean {
+    return s.mask === null || !samePattern(s.maskPattern, p) || this.sparseStep - s.lastRefresh >= this.interval;
+  }
+  /** Called once a refreshed mask is in s.mask (ASP prunes W there). */
+  protected onRefresh(_s: SparseWeight): void {}
+
+  /** The effective weight of `s` for the forward pass at the current step, as [rows, cols]. */
+  forwardWeight(s: SparseWeight, training: boolean): Tensor {
+    const p = this.patternAt(s);
+    const w = s.weight;
+    if (p === null) {
+      if (training) { s.active = false; s.alpha = 1; s.density = 1; }
+      return w;
+    }
+    let m: Tensor;
+    if (!this.refreshDue(s, p)) m = s.mask!;
+    else if (training) {
+      s.mask = nmMask(w, p, { out: s.mask && s.mask.device === w.device ? s.mask : undefined });
+      s.maskPattern = p;
+      s.lastRefresh = this.sparseStep;
+      s.updates++;
+      this.onRefresh(s);
+      m = s.mask;
+    } else m = nmMask(w, p, { out: s.evalMaskBuffer() });
+    const alpha = this.alphaAt();
+    if (training) { s.active = true; s.alpha = alpha; s.density = alpha === 0 ? p.n / p.m : 1; }
+    return maskedScale(w, m, alpha, { out: s.effectiveBuffer() });
+  }
+
+  /**
+   * The N:M weight the network deploys, as a new tensor: the evaluation forward weight when it is already binary
+   * with the target pattern (the usual case at the end of a run), else W ⊙ (the target mask of |W|).
+   */
+  deployWeight(s: SparseWeight): Tensor {
+    const p = this.patternAt(s);
+    if (p && samePattern(p, s.pattern) && this.alphaAt() === 0) return this.forwardWeight(s, false).clone();
+    return maskedScale(s.weight, s.targetMask(), 0);
+  }
+
+  /** Turns g, the gradient of the effective weight, into the gradient for the dense W (in place). Default: STE. */
+  weightGrad(_s: SparseWeight, _g: Tensor): void {}
+  /** After the optimizer step. */
+  afterUpdate(_s: SparseWeight): void {}
+
+  /** The step and length the learning-rate schedule sees (ASP restarts it for the sparse retraining). */
+  lrSegment(step: number): { step: number; total: number } { return { step, total: this.totalSteps }; }
+
+  /** The options that define this run, for logs and reports. */
+  describe(): Record<string, unknown> {
+    return { recipe: this.name, denseWarmup: this.denseWarmup, denseFinetune: this.denseFinetune, interval: this.interval };
+  }
+
+  /** SR-STE term, shared by STE-family recipes: g += λ·(1 − m)⊙W while a mask is active. */
+  protected addRefinedTerm(s: SparseWeight, g: Tensor, lambda: number): void {
+    if (lambda !== 0 && s.active && s.mask) maskedAdd(g, s.weight, s.mask, lambda);
+  }
+  /** autodiff through W ⊙ (m + (1 − m)α): g ⊙= (m + (1 − m)α) while a mask is active. */
+  protected scaleByMask(s: SparseWeight, g: Tensor): void {
+    if (s.active && s.mask) maskedScale(g, s.mask, s.alpha, { out: g });
+  }
+}
+
+export const samePattern = (a: Pattern | null, b: Pattern | null): boolean => !!a && !!b && a.n === b.n && a.m === b.m;
+
+export function fraction(v: unknown, arg: string): number {
+  if (typeof v !== 'number' || !(v >= 0 && v <= 1)) fail('E_VALUE', arg, v, 'a fraction in [0, 1]');
+  return v;
+}
+export function positiveInt(v: unknown, arg: string): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) fail('E_VALUE', arg, v, 'an integer >= 1');
+  return v;
+}
+export function finiteNonNegative(v: unknown, arg: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) fail('E_VALUE', arg, v, 'a finite number >= 0');
+  return v;
+}
+export function oneOf<T extends string>(v: unknown, allowed: readonly T[], arg: string): T {
+  if (!allowed.includes(v as T)) fail('E_VALUE', arg, v, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`);
+  return v as T;
+}
+export { parsePattern };

@@ -1,0 +1,221 @@
+/**
+ * The training loop (DESIGN §7): epochs of shuffled mini-batches, softmax cross-entropy, an optimizer and a
+ * learning-rate schedule; the recipes of the sparse layers see every step. Per epoch it records loss and
+ * accuracy (train and test), SAD, training FLOPs and throughput.
+ *
+ * SAD (DESIGN §5) compares target-pattern masks of the dense weights, summed over the sparse layers:
+ *   epoch       vs the mask at the end of the previous epoch (the initial weights' mask for epoch 1);
+ *   cumulative  vs the first sparse mask (at the first step whose forward is sparse; for a recipe that is never
+ *               sparse, such as dense, the initial mask: the drift its top-N structure would have had).
+ * FLOPs count the products of Linear/Conv2d layers (2·MACs): a forward with a binary N:M mask counts N/M of the
+ * dense forward; a dense forward, or a mask-decay forward while α > 0, counts in full; the backward pass counts
+ * dense (dW, plus dX except for the first layer), since no backward product here uses the sparsity.
+ */
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { fail } from '../errors.js';
+import { sad } from '../mask.js';
+import { backendFor, type Device } from '../device.js';
+import type { Tensor } from '../tensor.js';
+import type { Module } from '../nn/module.js';
+import { SoftmaxCrossEntropy } from '../nn/loss.js';
+import type { Optimizer } from '../optim/optimizer.js';
+import type { LrSchedule } from '../optim/schedule.js';
+import type { Recipe, SparseWeight } from '../recipes/recipe.js';
+import { Batches, type Dataset } from '../data/mnist.js';
+import { Progress } from './progress.js';
+
+export interface TrainerOptions {
+  model: Module;
+  optimizer: Optimizer;
+  schedule: LrSchedule;
+  epochs: number;
+  batchSize?: number;
+  /** Seed of the batch order (default 0). */
+  seed?: number;
+  labelSmoothing?: number;
+  /** Clip the global gradient norm to this value (default: no clipping). */
+  clipGradNorm?: number;
+  /** Where the model's parameters live (default 'cpu'); batches are moved there. */
+  device?: Device;
+  /** Receives one record per epoch (JSON lines). */
+  onEpoch?: (r: EpochRecord) => void;
+  /** A progress bar on this stream (only drawn when it is a TTY). Default: none. */
+  progress?: NodeJS.WriteStream | null;
+  /** Batch size for evaluation (default 1000). */
+  evalBatchSize?: number;
+}
+
+export interface SadStat {
+  changed: number;
+  total: number;
+  fraction: number;
+}
+
+export interface EpochRecord {
+  epoch: number;
+  /** Steps completed so far. */
+  steps: number;
+  /** Learning rate of the last step. */
+  lr: number;
+  phase: string;
+  trainLoss: number;
+  trainAccuracy: number;
+  testLoss: number;
+  testAccuracy: number;
+  /** SAD vs the previous epoch's masks, and vs the first sparse masks (null before the sparse phase). */
+  sad: SadStat | null;
+  sadCumulative: SadStat | null;
+  sadLayers: { name: string; epoch: SadStat; cumulative: SadStat | null }[];
+  /** Training FLOPs of this epoch and of the run so far, and what they would be with every layer dense. */
+  flops: number;
+  flopsTotal: number;
+  denseFlopsTotal: number;
+  /** Wall time of the epoch's training steps (evaluation excluded), and training images per second. */
+  seconds: number;
+  imagesPerSecond: number;
+}
+
+export interface TrainResult {
+  history: EpochRecord[];
+  final: EpochRecord;
+}
+
+interface Tracked {
+  name: string;
+  s: SparseWeight;
+  initial: Tensor;
+  prev: Tensor;
+  first: Tensor | null;
+}
+
+/** The sparse layers of a model, named by parameter path (`fc1.weight`). */
+export function sparseWeights(model: Module): { name: string; s: SparseWeight }[] {
+  const out: { name: string; s: SparseWeight }[] = [];
+  const visit = (m: Module, prefix: string) => {
+    if (m.sparse) out.push({ name: `${prefix}${m.sparse.name}`, s: m.sparse });
+    for (const [n, c] of m.namedChildren()) visit(c, `${prefix}${n}.`);
+  };
+  visit(model, '');
+  return out;
+}
+
+function sum(stats: SadStat[]): SadStat {
+  const changed = stats.reduce((a, s) => a + s.changed, 0), total = stats.reduce((a, s) => a + s.total, 0);
+  return { changed, total, fraction: total ? changed / total : 0 };
+}
+
+export class Trainer {
+  readonly opts: TrainerOptions;
+  readonly #loss: SoftmaxCrossEntropy;
+  readonly #sparse: { name: string; s: SparseWeight }[];
+  readonly #recipes: Recipe[];
+
+  constructor(opts: TrainerOptions) {
+    if (!opts || typeof opts.model?.forward !== 'function') fail('E_TYPE', 'model', opts?.model, 'a Module');
+    if (!Number.isSafeInteger(opts.epochs) || opts.epochs < 1) fail('E_VALUE', 'epochs', opts.epochs, 'an integer >= 1');
+    if (typeof opts.schedule !== 'function') fail('E_TYPE', 'schedule', opts.schedule, 'a learning-rate schedule (step, total) => lr');
+    if (opts.device && opts.device !== 'cpu') backendFor(opts.device, 'device');
+    this.opts = opts;
+    this.#loss = new SoftmaxCrossEntropy({ labelSmoothing: opts.labelSmoothing });
+    this.#sparse = sparseWeights(opts.model);
+    this.#recipes = [...new Set(this.#sparse.map(({ s }) => s.recipe))];
+  }
+
+  get sparseLayers(): { name: string; s: SparseWeight }[] { return this.#sparse; }
+
+  /** Mean loss and accuracy over a dataset, in eval mode. */
+  evaluate(ds: Dataset): { loss: number; accuracy: number } {
+    const model = this.opts.model;
+    const was = model.training;
+    model.eval();
+    let loss = 0, correct = 0;
+    for (const b of new Batches(ds, this.opts.evalBatchSize ?? 1000, { shuffle: false }).epoch()) {
+      const r = this.#loss.forward(model.forward(this.#input(b.x)), b.labels);
+      loss += r.loss * b.size;
+      correct += r.correct;
+    }
+    model.train(was);
+    return { loss: loss / ds.count, accuracy: correct / ds.count };
+  }
+
+  #input(x: Tensor): Tensor {
+    const d = this.opts.device ?? 'cpu';
+    return d === 'cpu' ? x : x.to(d);
+  }
+
+  async fit(train: Dataset, test: Dataset): Promise<TrainResult> {
+    const { model, optimizer, schedule, epochs } = this.opts;
+    const batches = new Batches(train, this.opts.batchSize ?? 128, { shuffle: true, seed: this.opts.seed ?? 0 });
+    const total = epochs * batches.length;
+    for (const r of this.#recipes) r.plan(total);
+    model.train();
+    model.requiresInputGrad = false;
+    const tracked: Tracked[] = this.#sparse.map(({ name, s }) => {
+      const m = s.targetMask();
+      return { name, s, initial: m, prev: m.clone(), first: null };
+    });
+    const scratch = tracked.map(({ s }) => s.targetMask());
+    const lead = this.#recipes[0];
+    const history: EpochRecord[] = [];
+    const progress = this.opts.progress ? new Progress(this.opts.progress) : null;
+    let step = 0, flopsTotal = 0, denseTotal = 0;
+    const flopModules = model.modules().filter((m) => m.parameters().length > 0);
+
+    for (let epoch = 1; epoch <= epochs; epoch++) {
+      let lossSum = 0, correct = 0, seen = 0, flops = 0;
+      const t0 = performance.now();
+      progress?.start(`epoch ${epoch}/${epochs}`, batches.length);
+      for (const b of batches.epoch(epoch - 1)) {
+        for (const r of this.#recipes) r.setStep(step);
+        if (tracked.length && !tracked[0].first && this.#recipes.some((r) => r.isSparse()))
+          for (const t of tracked) t.first = t.s.targetMask();
+        const seg = lead ? lead.lrSegment(step) : { step, total };
+        optimizer.lr = schedule(seg.step, seg.total);
+
+        const logits = model.forward(this.#input(b.x));
+        const r = this.#loss.forward(logits, b.labels);
+        model.backward(this.#loss.backward());
+        if (this.opts.clipGradNorm) optimizer.clipGradNorm(this.opts.clipGradNorm);
+        optimizer.step();
+        for (const { s } of tracked) s.afterUpdate();
+
+        for (const m of flopModules) {
+          const f = m.lastForwardFlops;
+          const back = m.requiresInputGrad ? 2 * f : f;
+          flops += (m.sparse ? m.sparse.density : 1) * f + back;
+          denseTotal += f + back;
+        }
+        lossSum += r.loss * b.size;
+        correct += r.correct;
+        seen += b.size;
+        step++;
+        progress?.tick(`loss ${(lossSum / seen).toFixed(4)} acc ${((100 * correct) / seen).toFixed(1)}%`, seen / ((performance.now() - t0) / 1000));
+        if (step % 4 === 0) await yieldToLoop();
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      flopsTotal += flops;
+      for (const r of this.#recipes) r.setStep(step);
+      const ev = this.evaluate(test);
+
+      const layers = tracked.map((t, i) => {
+        const cur = t.s.targetMask(scratch[i]);
+        const e = sad(cur, t.prev);
+        const base = t.first ?? (this.#recipes.every((r) => r.name === 'dense') ? t.initial : null);
+        const c = base ? sad(cur, base) : null;
+        (t.prev.storage() as Uint8Array).set(cur.storage() as Uint8Array);
+        return { name: t.name, epoch: e, cumulative: c };
+      });
+      const rec: EpochRecord = {
+        epoch, steps: step, lr: optimizer.lr, phase: lead ? lead.phase() : 'dense',
+        trainLoss: lossSum / seen, trainAccuracy: correct / seen, testLoss: ev.loss, testAccuracy: ev.accuracy,
+        sad: layers.length ? sum(layers.map((l) => l.epoch)) : null,
+        sadCumulative: layers.length && layers.every((l) => l.cumulative) ? sum(layers.map((l) => l.cumulative!)) : null,
+        sadLayers: layers, flops, flopsTotal, denseFlopsTotal: denseTotal, seconds, imagesPerSecond: seen / seconds,
+      };
+      progress?.done(`loss ${rec.trainLoss.toFixed(4)} train ${(100 * rec.trainAccuracy).toFixed(2)}% test ${(100 * rec.testAccuracy).toFixed(2)}% ${seconds.toFixed(2)} s`);
+      history.push(rec);
+      this.opts.onEpoch?.(rec);
+    }
+    return { history, final: history[history.length - 1] };
+  }
+}
