@@ -80,12 +80,25 @@ export function subset(ds: Dataset, index: Int32Array): Dataset {
   return { images, labels, count: index.length };
 }
 
+/** Mean and standard deviation of the MNIST training pixels (the usual normalisation constants). */
+export const MNIST_MEAN = 0.1307;
+export const MNIST_STD = 0.3081;
+
+/** A copy of `ds` with pixels standardised: (x − mean) / std. */
+export function normalize(ds: Dataset, mean = MNIST_MEAN, std = MNIST_STD): Dataset {
+  const images = new Float32Array(ds.images.length);
+  const inv = 1 / std;
+  for (let i = 0; i < images.length; i++) images[i] = (ds.images[i] - mean) * inv;
+  return { images, labels: ds.labels, count: ds.count };
+}
+
 /**
  * The deterministic split: a permutation seeded with `seed` (default 0, the same for every run, so every recipe
  * and training seed sees the same test set), first `train` digits for training, the next `test` for testing.
+ * Pixels are standardised with the usual MNIST mean and std unless `normalize` is false.
  */
-export function mnistSplit(opts: { seed?: number; train?: number; test?: number } = {}): { train: Dataset; test: Dataset } {
-  const all = loadMnist();
+export function mnistSplit(opts: { seed?: number; train?: number; test?: number; normalize?: boolean } = {}): { train: Dataset; test: Dataset } {
+  const all = opts.normalize === false ? loadMnist() : normalize(loadMnist());
   const nTrain = opts.train ?? 8000, nTest = opts.test ?? 2000;
   if (!Number.isSafeInteger(nTrain) || !Number.isSafeInteger(nTest) || nTrain < 1 || nTest < 0 || nTrain + nTest > all.count)
     fail('E_VALUE', 'train/test', [nTrain, nTest], `sizes with train >= 1 and train + test <= ${all.count}`);

@@ -1,0 +1,215 @@
+/**
+ * `nmsparse compare`: trains every (model, pattern, recipe, seed) of a grid, prints one table of mean ± std over
+ * the seeds, and writes DIR/report.md, DIR/runs.jsonl (one line per run, with its per-epoch history) and SVG plots
+ * (accuracy bars, SAD curves, test-accuracy curves). The dense recipe does not depend on the pattern: it runs once
+ * per seed and appears under every pattern. With --resume, runs already in DIR/runs.jsonl are not repeated.
+ */
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { RECIPE_NAMES, type RecipeName } from '../recipes/index.js';
+import { MODEL_NAMES, type ModelName } from '../nn/models.js';
+import { runTraining, type RunConfig } from '../train/run.js';
+import type { EpochRecord } from '../train/trainer.js';
+import { barChart, figure, lineChart, type Series } from '../train/plot.js';
+import {
+  TRAINING_FLAGS, TRAINING_HELP, UsageError, choice, guarded, int, list, parseFlags, pattern, table, trainingConfig, type CliIO,
+} from './train.js';
+
+const HELP = `Usage: nmsparse compare --recipes dense,ste,srste,... --patterns 2:4,1:4 --seeds 3 [--model mlp|cnn|mlp,cnn]
+                        [--epochs N] [--out DIR] [--resume] [training flags]
+Trains every combination and prints one table (mean ± std over seeds); writes DIR/report.md, DIR/runs.jsonl and
+SVG plots. --seeds N runs seeds 0..N-1; --seeds 3,7 runs those seeds.
+${TRAINING_HELP}`;
+
+export interface RunRecord {
+  key: string;
+  model: string;
+  recipe: string;
+  pattern: string;
+  seed: number;
+  testAccuracy: number;
+  sad: number | null;
+  sadCumulative: number | null;
+  flopsTotal: number;
+  denseFlopsTotal: number;
+  secondsPerEpoch: number;
+  nmValid: boolean;
+  history: EpochRecord[];
+  config: Record<string, unknown>;
+}
+
+export const mean = (v: number[]): number => v.reduce((a, b) => a + b, 0) / v.length;
+/** Sample standard deviation (n − 1); 0 for a single value. */
+export const std = (v: number[]): number => (v.length < 2 ? 0 : Math.sqrt(v.reduce((a, b) => a + (b - mean(v)) ** 2, 0) / (v.length - 1)));
+
+export interface Row {
+  model: string;
+  pattern: string;
+  recipe: string;
+  runs: RunRecord[];
+}
+
+/** Groups runs by (model, pattern, recipe), dense rows shared across patterns. */
+export function rows(runs: RunRecord[], models: string[], patterns: string[], recipes: string[]): Row[] {
+  const out: Row[] = [];
+  for (const model of models)
+    for (const p of patterns)
+      for (const recipe of recipes) {
+        const rs = runs.filter((r) => r.model === model && r.recipe === recipe && (recipe === 'dense' || r.pattern === p));
+        if (rs.length) out.push({ model, pattern: p, recipe, runs: rs });
+      }
+  return out;
+}
+
+const pm = (v: number[], scale = 100, digits = 2) => `${(mean(v) * scale).toFixed(digits)} ± ${(std(v) * scale).toFixed(digits)}`;
+const maybe = (v: (number | null)[], digits = 4) => (v.every((x) => x !== null) ? `${mean(v as number[]).toFixed(digits)} ± ${std(v as number[]).toFixed(digits)}` : '-');
+
+export function summaryTable(rs: Row[]): { head: string[]; body: string[][] } {
+  const head = ['model', 'pattern', 'recipe', 'seeds', 'test acc % (mean ± std)', 'SAD last epoch', 'SAD vs first mask', 'train GFLOP', 'vs dense', 's/epoch'];
+  const body = rs.map((r) => [
+    r.model, r.pattern, r.recipe, String(r.runs.length), pm(r.runs.map((x) => x.testAccuracy)),
+    maybe(r.runs.map((x) => x.sad)), maybe(r.runs.map((x) => x.sadCumulative)),
+    (mean(r.runs.map((x) => x.flopsTotal)) / 1e9).toFixed(1), mean(r.runs.map((x) => x.flopsTotal / x.denseFlopsTotal)).toFixed(2),
+    mean(r.runs.map((x) => x.secondsPerEpoch)).toFixed(2),
+  ]);
+  return { head, body };
+}
+
+function markdownTable(head: string[], body: string[][]): string {
+  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n') + '\n';
+}
+
+/** Mean ± std per epoch of a metric over runs. */
+function curve(runs: RunRecord[], f: (r: EpochRecord) => number | null | undefined): { points: [number, number][]; err: number[] } {
+  const epochs = Math.min(...runs.map((r) => r.history.length));
+  const points: [number, number][] = [], err: number[] = [];
+  for (let e = 0; e < epochs; e++) {
+    const v = runs.map((r) => f(r.history[e]) ?? NaN);
+    points.push([e + 1, mean(v)]);
+    err.push(std(v));
+  }
+  return { points, err };
+}
+
+/** The plots of a comparison: accuracy bars per pattern, and per-epoch SAD and accuracy curves per pattern. */
+export function comparePlots(rs: Row[], models: string[], patterns: string[], recipes: string[]): Record<string, string> {
+  const files: Record<string, string> = {};
+  for (const model of models) {
+    const mine = rs.filter((r) => r.model === model);
+    if (!mine.length) continue;
+    const groups = patterns.map((p) => ({
+      label: p,
+      bars: mine.filter((r) => r.pattern === p).map((r) => ({ name: r.recipe, value: 100 * mean(r.runs.map((x) => x.testAccuracy)), err: 100 * std(r.runs.map((x) => x.testAccuracy)) })),
+    }));
+    files[`${model}-accuracy.svg`] = figure([barChart({ title: `${model}: test accuracy (mean ± std over seeds)`, yLabel: 'test accuracy %', groups, yCeil: 100 })], 1);
+    const sadPanels = patterns.map((p) => lineChart({
+      title: `${model} ${p}: SAD vs first sparse mask`, xLabel: 'epoch', yFloor: 0,
+      series: mine.filter((r) => r.pattern === p && r.recipe !== 'dense').map((r) => ({ name: r.recipe, ...curve(r.runs, (h) => h.sadCumulative?.fraction) }) as Series),
+    }));
+    const sadEpoch = patterns.map((p) => lineChart({
+      title: `${model} ${p}: SAD vs previous epoch`, xLabel: 'epoch', yFloor: 0,
+      series: mine.filter((r) => r.pattern === p && r.recipe !== 'dense').map((r) => ({ name: r.recipe, ...curve(r.runs, (h) => h.sad?.fraction) }) as Series),
+    }));
+    files[`${model}-sad.svg`] = figure([...sadPanels, ...sadEpoch], Math.min(patterns.length, 3), `${model}: SAD (fraction of mask positions that changed)`);
+    const acc = patterns.map((p) => lineChart({
+      title: `${model} ${p}: test accuracy`, xLabel: 'epoch',
+      series: mine.filter((r) => r.pattern === p).map((r) => ({ name: r.recipe, ...curve(r.runs, (h) => 100 * h.testAccuracy) }) as Series),
+    }));
+    files[`${model}-curves.svg`] = figure(acc, Math.min(patterns.length, 3), `${model}: test accuracy per epoch`);
+    void recipes;
+  }
+  return files;
+}
+
+export function reportMarkdown(rs: Row[], meta: { command: string; models: string[]; patterns: string[]; recipes: string[]; seeds: number[]; config: Record<string, unknown>; plots: string[] }): string {
+  const { head, body } = summaryTable(rs);
+  const cfg = meta.config;
+  return [
+    `# nmsparse compare`,
+    '',
+    `Command: \`${meta.command}\``,
+    '',
+    `Models ${meta.models.join(', ')}; patterns ${meta.patterns.join(', ')}; recipes ${meta.recipes.join(', ')}; seeds ${meta.seeds.join(', ')}.`,
+    `Training: ${cfg.epochs} epochs, batch ${cfg.batchSize}, ${cfg.optimizer} lr ${cfg.lr} (${cfg.schedule}, warm-up ${cfg.warmup}), weight decay ${cfg.weightDecay}, ${cfg.threads} CPU threads.`,
+    'Data: the mnist package\'s 10,000 digits, a fixed seeded 8,000/2,000 split (the same test set for every run).',
+    '',
+    markdownTable(head, body),
+    'SAD: fraction of mask positions whose kept/pruned state changed, target-pattern masks of the dense weights summed over the sparse layers;',
+    '"last epoch" compares the last two epochs, "vs first mask" the end of training with the first sparse step. For dense runs the masks are',
+    'the hypothetical top-N masks of the dense weights. FLOPs: products of Linear/Conv2d layers; a sparse forward counts N/M of dense.',
+    '',
+    ...meta.plots.map((p) => `![${p}](${p})`),
+    '',
+  ].join('\n');
+}
+
+export async function compareCommand(argv: string[], io: CliIO = { stdout: process.stdout, stderr: process.stderr, setExitCode: true }): Promise<number> {
+  return guarded('compare', io, async () => {
+    const v = parseFlags(argv, {
+      ...TRAINING_FLAGS, model: { type: 'string' }, recipes: { type: 'string' }, patterns: { type: 'string' }, seeds: { type: 'string' },
+      resume: { type: 'boolean' },
+    });
+    if (v.help) {
+      io.stdout.write(HELP + '\n');
+      return;
+    }
+    const models = (list(v.model as string | undefined, 'model') ?? ['mlp']).map((m) => choice(m, 'model', MODEL_NAMES) as ModelName);
+    const recipes = (list(v.recipes as string | undefined, 'recipes') ?? ['dense', 'ste', 'srste']).map((r) => choice(r, 'recipes', RECIPE_NAMES) as RecipeName);
+    const patterns = (list(v.patterns as string | undefined, 'patterns') ?? ['2:4']).map((p) => pattern(p, 'patterns'));
+    const seedList = list(v.seeds as string | undefined, 'seeds') ?? ['3'];
+    const seeds = seedList.length === 1 ? Array.from({ length: int(seedList[0], 'seeds')! }, (_, i) => i) : seedList.map((s) => int(s, 'seeds', 0)!);
+    const base = trainingConfig(v);
+    const out = base.out;
+    delete base.out;
+    if (v.resume && !out) throw new UsageError('--resume: needs --out DIR (it reads DIR/runs.jsonl)');
+
+    const runsFile = out ? path.join(out, 'runs.jsonl') : null;
+    const done = new Map<string, RunRecord>();
+    if (out) {
+      mkdirSync(out, { recursive: true });
+      if (v.resume && existsSync(runsFile!))
+        for (const line of readFileSync(runsFile!, 'utf8').split('\n')) if (line.trim()) { const r = JSON.parse(line) as RunRecord; done.set(r.key, r); }
+      else if (!v.resume) writeFileSync(runsFile!, '');
+    }
+    const plan: RunConfig[] = [];
+    for (const model of models)
+      for (const recipe of recipes)
+        for (const p of recipe === 'dense' ? [patterns[0]] : patterns)
+          for (const seed of seeds) plan.push({ ...base, model, recipe, pattern: p, seed });
+    const keyOf = (c: RunConfig) => JSON.stringify([c.model, c.recipe, c.pattern, c.seed, c.epochs, c.hidden ?? null, c.limit ?? null, c.lr ?? null, c.batchSize ?? null, c.optimizer ?? null, c.recipeOptions]);
+
+    const runs: RunRecord[] = [];
+    let i = 0;
+    for (const c of plan) {
+      i++;
+      const key = keyOf(c);
+      const prev = done.get(key);
+      if (prev) {
+        runs.push(prev);
+        continue;
+      }
+      const r = await runTraining(c);
+      const rec: RunRecord = {
+        key, model: c.model, recipe: c.recipe, pattern: c.pattern, seed: c.seed, testAccuracy: r.final.testAccuracy,
+        sad: r.final.sad?.fraction ?? null, sadCumulative: r.final.sadCumulative?.fraction ?? null, flopsTotal: r.final.flopsTotal,
+        denseFlopsTotal: r.final.denseFlopsTotal, secondsPerEpoch: mean(r.history.map((h) => h.seconds)), nmValid: r.nmValid,
+        history: r.history, config: r.config,
+      };
+      runs.push(rec);
+      if (runsFile) appendFileSync(runsFile, JSON.stringify(rec) + '\n');
+      if (!v.quiet)
+        io.stderr.write(`[${i}/${plan.length}] ${c.model} ${c.recipe} ${c.recipe === 'dense' ? '-' : c.pattern} seed ${c.seed}: test ${(100 * rec.testAccuracy).toFixed(2)}%` +
+          `${rec.sadCumulative !== null ? `, SAD vs first ${rec.sadCumulative.toFixed(4)}` : ''}${rec.nmValid ? '' : ', N:M CHECK FAILED'} (${rec.secondsPerEpoch.toFixed(2)} s/epoch)\n`);
+    }
+    const rs = rows(runs, models, patterns, recipes);
+    const { head, body } = summaryTable(rs);
+    io.stdout.write(table(head, body));
+    if (out) {
+      const plots = comparePlots(rs, models, patterns, recipes);
+      for (const [f, svg] of Object.entries(plots)) writeFileSync(path.join(out, f), svg);
+      const cfg = { ...(runs[0]?.config ?? {}) };
+      writeFileSync(path.join(out, 'report.md'), reportMarkdown(rs, { command: `nmsparse compare ${argv.join(' ')}`, models, patterns, recipes, seeds, config: cfg, plots: Object.keys(plots) }));
+      io.stdout.write(`wrote ${out}/report.md, runs.jsonl, ${Object.keys(plots).join(', ')}\n`);
+    }
+  });
+}

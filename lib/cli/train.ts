@@ -1,0 +1,245 @@
+/**
+ * `nmsparse train`: trains one MNIST network with one recipe, shows a progress bar (on a TTY), prints an
+ * end-of-run table, and writes metrics.jsonl, plot.svg and a checkpoint to --out.
+ * Bad flags: one line naming the flag on stderr, exit code 2. Failures while running: one line, exit code 1.
+ */
+import { parseArgs } from 'node:util';
+import { NmSparseError } from '../errors.js';
+import { native } from '../native.js';
+import { parsePattern } from '../pattern.js';
+import { RECIPE_NAMES, type AnyRecipeOptions, type RecipeName } from '../recipes/index.js';
+import { ALPHA_SCHEDULES } from '../recipes/mask-decay.js';
+import { STRUCTURE_SCHEDULES } from '../recipes/structure-decay.js';
+import { MODEL_NAMES, type ModelName } from '../nn/models.js';
+import type { Device } from '../device.js';
+import { RUN_DEFAULTS, runTraining, type RunConfig } from '../train/run.js';
+import type { EpochRecord } from '../train/trainer.js';
+
+/** Where a command writes, and whether it sets process.exitCode (tests pass their own). */
+export interface CliIO {
+  stdout: { write(s: string): unknown; isTTY?: boolean };
+  stderr: NodeJS.WriteStream | { write(s: string): unknown; isTTY?: boolean };
+  setExitCode: boolean;
+}
+const defaultIO = (): CliIO => ({ stdout: process.stdout, stderr: process.stderr, setExitCode: true });
+
+/** A bad command line: reported as one line, exit code 2. */
+export class UsageError extends Error {}
+
+/** The training flags shared by `train` and `compare` (parseArgs options). */
+export const TRAINING_FLAGS = {
+  epochs: { type: 'string' },
+  device: { type: 'string' },
+  'batch-size': { type: 'string' },
+  optimizer: { type: 'string' },
+  lr: { type: 'string' },
+  momentum: { type: 'string' },
+  'weight-decay': { type: 'string' },
+  schedule: { type: 'string' },
+  warmup: { type: 'string' },
+  'label-smoothing': { type: 'string' },
+  hidden: { type: 'string' },
+  limit: { type: 'string' },
+  'dense-layers': { type: 'string' },
+  lambda: { type: 'string' },
+  alpha: { type: 'string' },
+  gradient: { type: 'string' },
+  coefficient: { type: 'string' },
+  'binary-fraction': { type: 'string' },
+  structure: { type: 'string' },
+  'dense-warmup': { type: 'string' },
+  'dense-finetune': { type: 'string' },
+  'dense-fraction': { type: 'string' },
+  interval: { type: 'string' },
+  threads: { type: 'string' },
+  out: { type: 'string' },
+  quiet: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export const TRAINING_HELP = `Training flags:
+  --epochs N            epochs (default 3)
+  --device cpu|cuda     where to train (default cpu)
+  --batch-size N        mini-batch size (default ${RUN_DEFAULTS.batchSize})
+  --optimizer sgd|adamw (default sgd: Nesterov momentum 0.9)
+  --lr X                peak learning rate (default ${RUN_DEFAULTS.lr}; adamw: give one, e.g. 1e-3)
+  --momentum X          SGD momentum (default ${RUN_DEFAULTS.momentum})
+  --weight-decay X      (default ${RUN_DEFAULTS.weightDecay}; weights only)
+  --schedule cosine|step|constant   (default cosine, with --warmup)
+  --warmup X            warm-up steps, or a fraction of the run when < 1 (default ${RUN_DEFAULTS.warmup})
+  --label-smoothing X   (default 0)
+  --hidden A,B          MLP hidden widths (default 1024,1024); CNN conv channels[,fc width] (default 16,32,128)
+  --limit N             train on the first N digits of the 8,000 only
+  --dense-layers A,B    layers kept dense (default classifier)
+  --threads N           CPU threads (default: all cores)
+Recipe flags:
+  --lambda X            SR-STE λ_W (default 2e-4)
+  --alpha step-linear|linear|exp      mask-decay α schedule (default step-linear)
+  --gradient autodiff|ste             mask/structure decay gradient
+  --coefficient X       mask-decay w or c (default: scaled to the run)
+  --binary-fraction X   mask-decay: final share of the sparse phase with α = 0 (default 0.2)
+  --structure kao|stepwise|geometric  structure-decay frames (default kao)
+  --dense-warmup X, --dense-finetune X  fractions of the steps trained dense first / last
+  --dense-fraction X    ASP: dense phase before the one-shot prune (default 0.5)
+  --interval N          mask refresh interval in steps`;
+
+const HELP = `Usage: nmsparse train --model mlp|cnn --recipe <${RECIPE_NAMES.join('|')}> --pattern 2:4
+                      --epochs N --device cpu|cuda --seed S --out DIR [flags]
+Trains on the 8,000/2,000 split of the mnist package's 10,000 digits; writes DIR/metrics.jsonl, DIR/plot.svg,
+DIR/checkpoint.json + .bin.
+${TRAINING_HELP}`;
+
+// ---- value parsers: each names its flag ----
+
+export function num(v: string | undefined, flag: string, check: (x: number) => boolean = Number.isFinite, expected = 'a number'): number | undefined {
+  if (v === undefined) return undefined;
+  const x = Number(v);
+  if (v.trim() === '' || !Number.isFinite(x) || !check(x)) throw new UsageError(`--${flag}: got ${JSON.stringify(v)}, expected ${expected}`);
+  return x;
+}
+export const int = (v: string | undefined, flag: string, min = 1): number | undefined =>
+  num(v, flag, (x) => Number.isSafeInteger(x) && x >= min, `an integer >= ${min}`);
+export const frac = (v: string | undefined, flag: string): number | undefined => num(v, flag, (x) => x >= 0 && x <= 1, 'a fraction in [0, 1]');
+export function choice<T extends string>(v: string | undefined, flag: string, allowed: readonly T[]): T | undefined {
+  if (v === undefined) return undefined;
+  if (!allowed.includes(v as T)) throw new UsageError(`--${flag}: got ${JSON.stringify(v)}, expected one of ${allowed.join(', ')}`);
+  return v as T;
+}
+export function list(v: string | undefined, flag: string): string[] | undefined {
+  if (v === undefined) return undefined;
+  const items = v.split(',').map((s) => s.trim());
+  if (items.some((s) => s === '')) throw new UsageError(`--${flag}: got ${JSON.stringify(v)}, expected a comma-separated list`);
+  return items;
+}
+export function pattern(v: string, flag = 'pattern'): string {
+  try {
+    parsePattern(v);
+  } catch {
+    throw new UsageError(`--${flag}: got ${JSON.stringify(v)}, expected an N:M pattern such as 2:4 (1 <= N < M, M in 4, 8, 16, 32)`);
+  }
+  return v.trim();
+}
+
+type Values = Record<string, string | boolean | undefined>;
+
+/** The training part of a command line as a RunConfig (without model, recipe, pattern, seed). */
+export function trainingConfig(v: Values): Omit<RunConfig, 'model' | 'recipe' | 'pattern' | 'seed'> {
+  const s = (k: string) => v[k] as string | undefined;
+  const threads = int(s('threads'), 'threads');
+  if (threads) native.setNumThreads(threads);
+  const lr = num(s('lr'), 'lr', (x) => x > 0, 'a number > 0');
+  const optimizer = choice(s('optimizer'), 'optimizer', ['sgd', 'adamw'] as const);
+  const hidden = list(s('hidden'), 'hidden')?.map((h) => int(h, 'hidden')!);
+  const recipeOptions: AnyRecipeOptions = {
+    lambda: num(s('lambda'), 'lambda', (x) => x >= 0, 'a number >= 0'),
+    alpha: choice(s('alpha'), 'alpha', ALPHA_SCHEDULES),
+    gradient: choice(s('gradient'), 'gradient', ['autodiff', 'ste'] as const),
+    coefficient: num(s('coefficient'), 'coefficient', (x) => x >= 0, 'a number >= 0'),
+    binaryFraction: frac(s('binary-fraction'), 'binary-fraction'),
+    schedule: choice(s('structure'), 'structure', STRUCTURE_SCHEDULES),
+    denseWarmup: frac(s('dense-warmup'), 'dense-warmup'),
+    denseFinetune: frac(s('dense-finetune'), 'dense-finetune'),
+    denseFraction: frac(s('dense-fraction'), 'dense-fraction'),
+    interval: int(s('interval'), 'interval'),
+  };
+  if ((recipeOptions.denseWarmup ?? 0) + (recipeOptions.denseFinetune ?? 0) > 1)
+    throw new UsageError(`--dense-warmup + --dense-finetune: got ${(recipeOptions.denseWarmup ?? 0) + (recipeOptions.denseFinetune ?? 0)}, expected at most 1`);
+  return {
+    epochs: int(s('epochs'), 'epochs') ?? 3,
+    device: choice(s('device'), 'device', ['cpu', 'cuda'] as const) as Device | undefined,
+    batchSize: int(s('batch-size'), 'batch-size'),
+    optimizer,
+    lr: lr ?? (optimizer === 'adamw' ? 1e-3 : undefined),
+    momentum: num(s('momentum'), 'momentum', (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
+    weightDecay: num(s('weight-decay'), 'weight-decay', (x) => x >= 0, 'a number >= 0'),
+    schedule: choice(s('schedule'), 'schedule', ['cosine', 'step', 'constant'] as const),
+    warmup: num(s('warmup'), 'warmup', (x) => x >= 0, 'a number >= 0'),
+    labelSmoothing: frac(s('label-smoothing'), 'label-smoothing'),
+    hidden,
+    limit: int(s('limit'), 'limit'),
+    dense: list(s('dense-layers'), 'dense-layers'),
+    recipeOptions,
+    out: s('out'),
+  };
+}
+
+/** parseArgs in strict mode, with its errors turned into UsageErrors that name the flag. */
+export function parseFlags<O extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(argv: string[], options: O): Values {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as Values;
+  } catch (e) {
+    const msg = (e as Error).message;
+    const flag = /'(-[^']*)'/.exec(msg)?.[1];
+    if (/Unknown option/.test(msg)) throw new UsageError(`${flag ?? 'option'}: unknown flag (see --help)`);
+    if (/argument missing/.test(msg)) throw new UsageError(`${flag?.split(' ')[0] ?? 'option'}: expects a value`);
+    if (/Unexpected argument/.test(msg)) throw new UsageError(`${/'([^']*)'/.exec(msg)?.[1] ?? 'argument'}: unexpected argument (flags take the form --name value)`);
+    throw new UsageError(msg.split('\n')[0]);
+  }
+}
+
+/** Runs `body`, turning UsageError into exit code 2 and library errors into exit code 1, each as one line. */
+export async function guarded(command: string, io: CliIO, body: () => Promise<void>): Promise<number> {
+  let code = 0;
+  try {
+    await body();
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.stderr.write(`nmsparse ${command}: ${e.message}\n`);
+      code = 2;
+    } else if (e instanceof NmSparseError) {
+      io.stderr.write(`nmsparse ${command}: ${e.code}: ${e.message}\n`);
+      code = 1;
+    } else throw e;
+  }
+  if (code && io.setExitCode) process.exitCode = code;
+  return code;
+}
+
+const pct = (x: number) => (100 * x).toFixed(2);
+const sadStr = (s: { fraction: number } | null) => (s ? s.fraction.toFixed(4) : '-');
+
+/** The end-of-run table. */
+export function epochTable(history: EpochRecord[]): string {
+  const head = ['epoch', 'phase', 'lr', 'loss', 'train %', 'test %', 'SAD/epoch', 'SAD/first', 'GFLOP', 's', 'img/s'];
+  const rows = history.map((r) => [
+    String(r.epoch), r.phase, r.lr.toPrecision(3), r.trainLoss.toFixed(4), pct(r.trainAccuracy), pct(r.testAccuracy),
+    sadStr(r.sad), sadStr(r.sadCumulative), (r.flops / 1e9).toFixed(1), r.seconds.toFixed(2), String(Math.round(r.imagesPerSecond)),
+  ]);
+  return table(head, rows);
+}
+
+/** A plain text table, columns padded to their widest cell. */
+export function table(head: string[], rows: string[][]): string {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => r.map((c, i) => (i < 2 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
+  return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n') + '\n';
+}
+
+export async function trainCommand(argv: string[], io: CliIO = defaultIO()): Promise<number> {
+  return guarded('train', io, async () => {
+    const v = parseFlags(argv, { ...TRAINING_FLAGS, model: { type: 'string' }, recipe: { type: 'string' }, pattern: { type: 'string' }, seed: { type: 'string' } });
+    if (v.help) {
+      io.stdout.write(HELP + '\n');
+      return;
+    }
+    const model = choice((v.model as string | undefined) ?? 'mlp', 'model', MODEL_NAMES) as ModelName;
+    const recipe = choice((v.recipe as string | undefined) ?? 'srste', 'recipe', RECIPE_NAMES) as RecipeName;
+    const cfg: RunConfig = {
+      ...trainingConfig(v), model, recipe, pattern: pattern((v.pattern as string | undefined) ?? '2:4'),
+      seed: int(v.seed as string | undefined, 'seed', 0) ?? 0,
+      progress: !v.quiet && io.stderr.isTTY ? (io.stderr as NodeJS.WriteStream) : null,
+    };
+    const r = await runTraining(cfg);
+    if (!v.quiet) io.stdout.write(epochTable(r.history));
+    const f = r.final;
+    const dense = f.denseFlopsTotal ? f.flopsTotal / f.denseFlopsTotal : 1;
+    io.stdout.write(
+      `${model} ${recipe} ${cfg.pattern} seed ${cfg.seed}: test accuracy ${pct(f.testAccuracy)}%` +
+        (f.sadCumulative ? `, SAD vs first sparse mask ${f.sadCumulative.fraction.toFixed(4)}` : '') +
+        `, ${r.sparseLayers.length} sparse layer${r.sparseLayers.length === 1 ? '' : 's'} (${r.sparseLayers.join(', ')})` +
+        (recipe === 'dense' ? '' : r.nmValid ? `, every deployed weight ${cfg.pattern}` : ', N:M CHECK FAILED') +
+        `, ${(f.flopsTotal / 1e9).toFixed(1)} training GFLOP (${dense.toFixed(2)}x dense)` +
+        (cfg.out ? `; wrote ${cfg.out}/metrics.jsonl, plot.svg, checkpoint.json/.bin` : '') + '\n',
+    );
+  });
+}

@@ -1,0 +1,188 @@
+/**
+ * SVG plots written by hand (no dependency): line charts with axes, ticks and a legend; grouped bar charts with
+ * error bars; and a grid layout that puts several panels in one file.
+ */
+import type { EpochRecord } from './trainer.js';
+
+export interface Series {
+  name: string;
+  points: [number, number][];
+  /** Error half-widths per point (drawn as a band). */
+  err?: number[];
+  dashed?: boolean;
+  color?: string;
+}
+
+export interface Panel {
+  /** SVG elements drawn in a box of `width` × `height` at the origin. */
+  body: string;
+  width: number;
+  height: number;
+}
+
+export const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#7f7f7f', '#bcbd22'];
+
+const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const fmt = (v: number): string => {
+  if (v === 0) return '0';
+  const a = Math.abs(v);
+  if (a >= 1e4 || a < 1e-3) return v.toExponential(1).replace('e+', 'e');
+  return String(Number(v.toPrecision(3)));
+};
+
+/** About `count` round tick values covering [lo, hi]. */
+export function ticks(lo: number, hi: number, count = 5): number[] {
+  if (!(hi > lo)) return [lo];
+  const raw = (hi - lo) / count, mag = 10 ** Math.floor(Math.log10(raw)), n = raw / mag;
+  const step = (n >= 5 ? 10 : n >= 2 ? 5 : n >= 1 ? 2 : 1) * mag;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  return out;
+}
+
+function extent(vals: number[], pad: number, floor?: number, ceil?: number): [number, number] {
+  const finite = vals.filter(Number.isFinite);
+  let lo = finite.length ? Math.min(...finite) : 0, hi = finite.length ? Math.max(...finite) : 1;
+  if (hi === lo) { lo -= 0.5 * (Math.abs(lo) || 1); hi += 0.5 * (Math.abs(hi) || 1); }
+  const d = (hi - lo) * pad;
+  lo -= d; hi += d;
+  if (floor !== undefined) lo = Math.max(lo, floor);
+  if (ceil !== undefined) hi = Math.min(hi, ceil);
+  return [lo, hi];
+}
+
+export interface LineChartOptions {
+  title: string;
+  xLabel?: string;
+  yLabel?: string;
+  series: Series[];
+  width?: number;
+  height?: number;
+  /** Clamp the y range (e.g. accuracy to [0, 1]). */
+  yFloor?: number;
+  yCeil?: number;
+}
+
+export function lineChart(o: LineChartOptions): Panel {
+  const width = o.width ?? 420, height = o.height ?? 280;
+  const m = { l: 58, r: 12, t: 28, b: 40 };
+  const pw = width - m.l - m.r, ph = height - m.t - m.b;
+  const xs = o.series.flatMap((s) => s.points.map((p) => p[0]));
+  const ys = o.series.flatMap((s) => s.points.flatMap((p, i) => (s.err ? [p[1] - s.err[i], p[1] + s.err[i]] : [p[1]])));
+  const [x0, x1] = extent(xs, 0);
+  const [y0, y1] = extent(ys, 0.05, o.yFloor, o.yCeil);
+  const X = (v: number) => m.l + ((v - x0) / (x1 - x0 || 1)) * pw;
+  const Y = (v: number) => m.t + ph - ((v - y0) / (y1 - y0 || 1)) * ph;
+  const parts: string[] = [];
+  parts.push(`<rect x="${m.l}" y="${m.t}" width="${pw}" height="${ph}" fill="#fff" stroke="#999"/>`);
+  for (const t of ticks(y0, y1)) {
+    parts.push(`<line x1="${m.l}" x2="${m.l + pw}" y1="${Y(t).toFixed(1)}" y2="${Y(t).toFixed(1)}" stroke="#eee"/>`);
+    parts.push(`<text x="${m.l - 5}" y="${(Y(t) + 4).toFixed(1)}" text-anchor="end">${fmt(t)}</text>`);
+  }
+  for (const t of ticks(x0, x1, 6)) {
+    parts.push(`<line x1="${X(t).toFixed(1)}" x2="${X(t).toFixed(1)}" y1="${m.t + ph}" y2="${m.t + ph + 4}" stroke="#666"/>`);
+    parts.push(`<text x="${X(t).toFixed(1)}" y="${m.t + ph + 16}" text-anchor="middle">${fmt(t)}</text>`);
+  }
+  o.series.forEach((s, i) => {
+    const color = s.color ?? PALETTE[i % PALETTE.length];
+    const pts = s.points.filter((p) => Number.isFinite(p[1]));
+    if (s.err && pts.length > 1) {
+      const up = s.points.map((p, j) => `${X(p[0]).toFixed(1)},${Y(p[1] + s.err![j]).toFixed(1)}`);
+      const down = s.points.map((p, j) => `${X(p[0]).toFixed(1)},${Y(p[1] - s.err![j]).toFixed(1)}`).reverse();
+      parts.push(`<polygon points="${[...up, ...down].join(' ')}" fill="${color}" fill-opacity="0.15" stroke="none"/>`);
+    }
+    const d = pts.map((p, j) => `${j ? 'L' : 'M'}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join('');
+    if (pts.length > 1) parts.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.8"${s.dashed ? ' stroke-dasharray="5,3"' : ''}/>`);
+    for (const p of pts) parts.push(`<circle cx="${X(p[0]).toFixed(1)}" cy="${Y(p[1]).toFixed(1)}" r="2.2" fill="${color}"/>`);
+  });
+  // Legend, top right inside the plot.
+  o.series.forEach((s, i) => {
+    const color = s.color ?? PALETTE[i % PALETTE.length];
+    const y = m.t + 12 + i * 14, x = m.l + pw - 8;
+    parts.push(`<line x1="${x - 118}" x2="${x - 100}" y1="${y - 4}" y2="${y - 4}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5,3"' : ''}/>`);
+    parts.push(`<text x="${x - 96}" y="${y}">${esc(s.name)}</text>`);
+  });
+  parts.push(`<text x="${m.l + pw / 2}" y="${m.t - 10}" text-anchor="middle" font-weight="bold">${esc(o.title)}</text>`);
+  if (o.xLabel) parts.push(`<text x="${m.l + pw / 2}" y="${height - 6}" text-anchor="middle">${esc(o.xLabel)}</text>`);
+  if (o.yLabel) parts.push(`<text transform="translate(14 ${m.t + ph / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`);
+  return { body: parts.join('\n'), width, height };
+}
+
+export interface BarGroup {
+  label: string;
+  bars: { name: string; value: number; err?: number }[];
+}
+
+/** Grouped bars (one group per label, one bar per name, same colour per name across groups) with error bars. */
+export function barChart(o: { title: string; yLabel?: string; groups: BarGroup[]; width?: number; height?: number; yFloor?: number; yCeil?: number }): Panel {
+  const names = [...new Set(o.groups.flatMap((g) => g.bars.map((b) => b.name)))];
+  const width = o.width ?? Math.max(420, 80 + o.groups.length * (names.length * 16 + 24)), height = o.height ?? 300;
+  const m = { l: 58, r: 130, t: 28, b: 40 };
+  const pw = width - m.l - m.r, ph = height - m.t - m.b;
+  const vals = o.groups.flatMap((g) => g.bars.flatMap((b) => [b.value - (b.err ?? 0), b.value + (b.err ?? 0)]));
+  const [y0, y1] = extent(vals, 0.08, o.yFloor, o.yCeil);
+  const Y = (v: number) => m.t + ph - ((Math.max(y0, Math.min(y1, v)) - y0) / (y1 - y0 || 1)) * ph;
+  const gw = pw / Math.max(1, o.groups.length), bw = Math.min(18, (gw - 12) / Math.max(1, names.length));
+  const parts: string[] = [`<rect x="${m.l}" y="${m.t}" width="${pw}" height="${ph}" fill="#fff" stroke="#999"/>`];
+  for (const t of ticks(y0, y1)) {
+    parts.push(`<line x1="${m.l}" x2="${m.l + pw}" y1="${Y(t).toFixed(1)}" y2="${Y(t).toFixed(1)}" stroke="#eee"/>`);
+    parts.push(`<text x="${m.l - 5}" y="${(Y(t) + 4).toFixed(1)}" text-anchor="end">${fmt(t)}</text>`);
+  }
+  o.groups.forEach((g, gi) => {
+    const gx = m.l + gi * gw + (gw - bw * names.length) / 2;
+    for (const b of g.bars) {
+      const k = names.indexOf(b.name), x = gx + k * bw, color = PALETTE[k % PALETTE.length];
+      parts.push(`<rect x="${x.toFixed(1)}" y="${Y(b.value).toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${(m.t + ph - Y(b.value)).toFixed(1)}" fill="${color}"/>`);
+      if (b.err) {
+        const cx = (x + (bw - 2) / 2).toFixed(1);
+        parts.push(`<line x1="${cx}" x2="${cx}" y1="${Y(b.value - b.err).toFixed(1)}" y2="${Y(b.value + b.err).toFixed(1)}" stroke="#000"/>`);
+      }
+    }
+    parts.push(`<text x="${(m.l + gi * gw + gw / 2).toFixed(1)}" y="${m.t + ph + 16}" text-anchor="middle">${esc(g.label)}</text>`);
+  });
+  names.forEach((n, i) => {
+    const y = m.t + 10 + i * 15;
+    parts.push(`<rect x="${m.l + pw + 10}" y="${y - 9}" width="10" height="10" fill="${PALETTE[i % PALETTE.length]}"/>`);
+    parts.push(`<text x="${m.l + pw + 24}" y="${y}">${esc(n)}</text>`);
+  });
+  parts.push(`<text x="${m.l + pw / 2}" y="${m.t - 10}" text-anchor="middle" font-weight="bold">${esc(o.title)}</text>`);
+  if (o.yLabel) parts.push(`<text transform="translate(14 ${m.t + ph / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`);
+  return { body: parts.join('\n'), width, height };
+}
+
+/** Panels laid out in rows of `columns`, as one SVG document. */
+export function figure(panels: Panel[], columns = 3, title?: string): string {
+  const rows: Panel[][] = [];
+  for (let i = 0; i < panels.length; i += columns) rows.push(panels.slice(i, i + columns));
+  const top = title ? 26 : 0;
+  const width = Math.max(...rows.map((r) => r.reduce((a, p) => a + p.width, 0)));
+  const heights = rows.map((r) => Math.max(...r.map((p) => p.height)));
+  const height = top + heights.reduce((a, b) => a + b, 0);
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="11">`,
+    `<rect width="100%" height="100%" fill="#fafafa"/>`,
+  ];
+  if (title) out.push(`<text x="${width / 2}" y="18" text-anchor="middle" font-size="14" font-weight="bold">${esc(title)}</text>`);
+  let y = top;
+  rows.forEach((r, ri) => {
+    let x = 0;
+    for (const p of r) {
+      out.push(`<g transform="translate(${x} ${y})">\n${p.body}\n</g>`);
+      x += p.width;
+    }
+    y += heights[ri];
+  });
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
+
+/** Loss, accuracy and SAD of one run, per epoch. */
+export function trainingPlot(history: EpochRecord[], title?: string): string {
+  const at = (f: (r: EpochRecord) => number | null | undefined): [number, number][] =>
+    history.map((r) => [r.epoch, f(r) ?? NaN] as [number, number]);
+  return figure([
+    lineChart({ title: 'Loss', xLabel: 'epoch', series: [{ name: 'train', points: at((r) => r.trainLoss) }, { name: 'test', points: at((r) => r.testLoss), dashed: true }] }),
+    lineChart({ title: 'Accuracy', xLabel: 'epoch', yCeil: 1, series: [{ name: 'train', points: at((r) => r.trainAccuracy) }, { name: 'test', points: at((r) => r.testAccuracy), dashed: true }] }),
+    lineChart({ title: 'SAD (fraction of mask positions)', xLabel: 'epoch', yFloor: 0, series: [{ name: 'vs previous epoch', points: at((r) => r.sad?.fraction) }, { name: 'vs first sparse mask', points: at((r) => r.sadCumulative?.fraction), dashed: true }] }),
+  ], 3, title);
+}
