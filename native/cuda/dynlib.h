@@ -1,0 +1,31 @@
+// Finding and opening the NVIDIA libraries we never link (cuSPARSELt, cuBLASLt), in the order of DESIGN §3:
+//   1. $NMSPARSE_CUDA_LIBS (a directory)
+//   2. the plain soname (LD_LIBRARY_PATH, ld.so.conf, already loaded in the process)
+//   3. NVIDIA Python wheels: <site-packages>/nvidia/<sub>/lib for each wheel sub-directory given
+//      (site-packages from $PYTHONPATH, $VIRTUAL_ENV, $CONDA_PREFIX, ~/.local, ~/.pyenv, /usr/local/lib,
+//      /usr/lib, /opt/*)
+//   4. the CUDA toolkit: $CUDA_HOME/lib64, /usr/local/cuda/lib64, /usr/local/cuda/targets/*/lib
+// Opened with RTLD_NOW | RTLD_LOCAL and never closed (these libraries cannot be safely unloaded).
+#pragma once
+#include <string>
+#include <vector>
+
+namespace nms::cuda {
+
+struct DynLib {
+  void* handle = nullptr;
+  std::string path;                // the path that opened
+  std::vector<std::string> tried;  // "path: dlerror" for each failed attempt (for the reason text)
+  std::string summary() const;     // a short "not found in …" text
+};
+
+// Tries every soname in every location, in order; the first that opens wins.
+DynLib open_library(const std::vector<std::string>& sonames, const std::vector<std::string>& wheel_subdirs);
+// The site-packages directories searched in step 3 (existing ones only, de-duplicated, in order).
+std::vector<std::string> python_site_dirs();
+// dlsym, or nullptr.
+void* find_symbol(void* handle, const char* name);
+// Real path of the file a symbol came from (dladdr), or `fallback`.
+std::string library_path_of(void* symbol, const std::string& fallback);
+
+}  // namespace nms::cuda
