@@ -1,0 +1,69 @@
+// Declarations shared between the CUDA source files only (not part of the ops API).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "core/dtype.h"
+#include "cuda/cublaslt.h"
+#include "cuda/cusparselt.h"
+#include "cuda/ops.h"
+
+namespace nms::cuda {
+
+// cuSPARSELt's per-dtype shape rules (../shared/reference/cusparselt.md §2.2) and our padding of them.
+struct SltRules {
+  bool supported = false;
+  std::string why;             // when not supported
+  cudaDataType type{};         // CUDA_R_16F, …
+  int sparse_align = 16;       // structured matrix rows/cols multiple
+  int dense_align = 8;         // dense matrix rows/cols/ld multiple
+  int64_t max_elems = 0;       // per matrix
+  bool pair_rule = false;      // float32: 1:2 (pairs) instead of 2:4
+};
+SltRules slt_rules(DType d);
+// The cudaDataType of a dtype (E_UNSUPPORTED for uint8, which neither library multiplies).
+inline cudaDataType cuda_data_type(DType d) {
+  switch (d) {
+    case DType::F32: return CUDA_R_32F;
+    case DType::F16: return CUDA_R_16F;
+    case DType::BF16: return CUDA_R_16BF;
+    case DType::I8: return CUDA_R_8I;
+    default: fail("E_UNSUPPORTED", std::string("GEMM on 'cuda' does not support ") + dtype_name(d) + " tensors");
+  }
+}
+inline int64_t round_up(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
+
+// The structured descriptor of a [rows, cols] row-major weight of type t (cached, at a fixed address, never
+// destroyed).
+const slt::MatDescriptor* structured_descriptor(cudaDataType t, int64_t rows, int64_t cols);
+// cuSPARSELt's compressed form of a dense [rows, cols] matrix that already follows its rules (2:4 / 1:2 along
+// rows, shape multiples). check_as: a type name to run cuSPARSELt's own prune check once per type, or nullptr.
+DevPtr slt_compress(cudaDataType t, int64_t rows, int64_t cols, int dense_align, const void* dense, const char* check_as);
+
+// Adds the cuSPARSELt form to `s` from its dense pruned weight [rows, cols] on the device (not padded).
+// Leaves s.has_slt false with s.slt_reason when cuSPARSELt cannot take it. Throws only on real failures.
+void build_slt_form(SparseMatrix& s, const void* dense_pruned);
+
+// Frees the dense copy dense_of() made (under the same lock).
+void drop_dense(SparseMatrix& s);
+
+// Copies a row-major [rows, cols] matrix into the top-left of a zeroed [rows_pad, cols_pad] one (element size es).
+DevPtr pad_matrix(const void* src, size_t es, int64_t rows, int64_t cols, int64_t rows_pad, int64_t cols_pad);
+
+// A raw cuBLASLt product in column-major terms: D[mm, nn] = op1(X1) · op2(X2), X1 [mm, kk] after op1, X2 [kk, nn]
+// after op2, every matrix packed (ld = its row count as stored). Plans are cached per shape and types.
+struct RawDense {
+  cudaDataType in_t = CUDA_R_32F, out_t = CUDA_R_32F, scale_t = CUDA_R_32F, bias_t = CUDA_R_32F;
+  blt::ComputeType compute = blt::COMPUTE_32F;
+  bool op1_t = false, op2_t = false;
+  int64_t mm = 0, nn = 0, kk = 0;
+  blt::Epilogue epilogue = blt::EPILOGUE_DEFAULT;
+  const void* bias = nullptr;
+  const void* x1 = nullptr;
+  const void* x2 = nullptr;
+  void* d = nullptr;
+};
+void dense_raw(const RawDense& r);
+void clear_dense_plans();
+
+}  // namespace nms::cuda
