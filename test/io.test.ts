@@ -12,6 +12,11 @@ import {
   serializeSafetensors, MAX_HEADER_BYTES,
 } from '../lib/io/safetensors.js';
 import { inferMlpArch, loadModel, saveModel } from '../lib/io/model-file.js';
+import { archOf, saveModule } from '../lib/io/module-file.js';
+import { loadCheckpoint, saveCheckpoint } from '../lib/train/checkpoint.js';
+import { sparseWeights } from '../lib/train/trainer.js';
+import { cnn, mlp } from '../lib/nn/models.js';
+import { createRecipe } from '../lib/recipes/index.js';
 import { randomTensor } from './helpers.js';
 
 const { prune, compress } = nm;
@@ -330,5 +335,65 @@ describe('model checkpoints: PyTorch names, N:M metadata, the compressed nm form
     p.storage()[2] = 0b00000101; // row 2: positions 1, 1 in its first group
     write({ 'w.nm_values': v, 'w.nm_positions': p }, { 'nmsparse.sparsity': '{"w":{"pattern":"2:4","form":"nm","shape":[4,8]}}' });
     await rejects(() => loadModel(f), 'E_IO', f, 'row 2', 'ascending');
+  });
+});
+
+describe('Trainer checkpoints (lib/train/checkpoint.ts) are safetensors model files', () => {
+  const nets = () => [
+    ['mlp', (seed: number) => mlp({ inputs: 16, hidden: [32, 24], pattern: '2:4', recipe: createRecipe('srste'), seed })],
+    ['cnn', (seed: number) => cnn({ channels: [4, 8], hidden: 16, pattern: '2:4', recipe: createRecipe('srste'), seed })],
+  ] as const;
+
+  for (const [kind, make] of nets()) {
+    it(`${kind}: save, then load into a fresh network: parameters and masks bit for bit, metadata kept`, async () => {
+      const a = make(1);
+      const x = randomTensor([3, kind === 'mlp' ? 16 : 784], 'float32', 4);
+      a.forward(x); // training-mode forward: the sparse layers compute their masks
+      const f = path.join(dir, `ckpt-${kind}`);
+      const { file } = saveCheckpoint(a, f, { epochs: 3, note: 'ü' });
+      expect(file).toBe(`${f}.safetensors`);
+      const b = make(2);
+      expect(loadCheckpoint(b, f)).toEqual({ epochs: 3, note: 'ü' });
+      const pb = new Map(b.namedParameters());
+      for (const [name, p] of a.namedParameters()) expect(bytesOf(pb.get(name)!.value).equals(bytesOf(p.value)), name).toBe(true);
+      const sb = new Map(sparseWeights(b).map(({ name, s }) => [name, s]));
+      for (const { name, s } of sparseWeights(a)) expect(bytesOf(sb.get(name)!.mask!).equals(bytesOf(s.mask!)), name).toBe(true);
+
+      const m = await loadModel(file);
+      expect(m.metadata.format).toBe('pt');
+      expect(m.arch!.layers.map((l) => l.name)).toEqual(a.namedChildren().map(([n]) => n));
+      const sparse = sparseWeights(a).map(({ name }) => name);
+      expect(Object.keys(m.sparsity).sort()).toEqual([...sparse].sort());
+      for (const name of sparse) {
+        expect(m.sparsity[name]).toMatchObject({ pattern: '2:4', recipe: 'srste', form: 'dense' });
+        expect(m.tensors.has(`${name}.dense`) && m.tensors.has(`${name}.mask`), name).toBe(true);
+      }
+      if (kind === 'cnn') expect(m.tensors.get('conv2.weight')!.shape).toEqual([8, 4, 3, 3]); // PyTorch [out, in, kh, kw]
+    });
+  }
+
+  it('a dense-recipe layer deploys dense; a wrong architecture is E_IO naming the tensor', async () => {
+    const a = mlp({ inputs: 16, hidden: [32], pattern: '2:4', recipe: createRecipe('dense'), seed: 3 });
+    a.forward(randomTensor([2, 16], 'float32', 1));
+    const f = path.join(dir, 'ckpt-dense.safetensors');
+    saveCheckpoint(a, f);
+    const m = await loadModel(f);
+    expect(m.sparsity).toEqual({});
+    expect(bytesOf(m.tensors.get('fc1.weight')!).equals(bytesOf(a.namedParameters()[0][1].value))).toBe(true);
+    await rejects(() => loadCheckpoint(mlp({ inputs: 16, hidden: [48], seed: 1 }), f), 'E_IO', 'fc1.weight');
+    await rejects(() => loadCheckpoint(a, path.join(dir, 'nope')), 'E_IO', 'nope.safetensors');
+  });
+
+  it('saveModule writes a deployable file (pruned N:M weights, arch, sparsity), in both forms', async () => {
+    const a = mlp({ inputs: 16, hidden: [32], pattern: '2:4', recipe: createRecipe('srste'), seed: 5 });
+    for (const compressed of [false, true]) {
+      const f = path.join(dir, `module-${compressed}.safetensors`);
+      await saveModule(f, a, { compressed });
+      const m = await loadModel(f);
+      expect([...m.tensors.keys()].sort()).toEqual(['classifier.bias', 'classifier.weight', 'fc1.bias', 'fc1.weight']);
+      expect(nm.check(m.tensors.get('fc1.weight')!, '2:4').ok).toBe(true);
+      expect(m.sparsity['fc1.weight'].form).toBe(compressed ? 'nm' : 'dense');
+      expect(archOf(a)).toEqual(m.arch);
+    }
   });
 });

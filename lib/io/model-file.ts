@@ -26,25 +26,45 @@ import { parsePattern, patternString, type Pattern } from '../pattern.js';
 import { check, type PatternArg } from '../mask.js';
 import { SparseTensor, compress } from '../compress.js';
 import { Tensor } from '../tensor.js';
-import { loadSafetensors, saveSafetensors, type SafetensorsContents, type TensorMap } from './safetensors.js';
+import { loadSafetensors, loadSafetensorsSync, saveSafetensors, saveSafetensorsSync, type SafetensorsContents, type TensorMap } from './safetensors.js';
 
 export const NM_VALUES = '.nm_values';
 export const NM_POSITIONS = '.nm_positions';
 const CONV_LAYOUT = 'co,kh,kw,ci';
 
-/** One layer of a feed-forward network; names of its tensors are `${prefix}.${index}.weight` / `.bias`. */
-export type LayerSpec =
+/**
+ * One layer of a feed-forward network. Its tensors are `<prefix>.<name>.weight` / `.bias`, where `name` defaults to
+ * the layer's index (PyTorch's nn.Sequential) and the prefix may be empty (nmsparse's Sequential with named
+ * layers: `fc1.weight`).
+ */
+export type LayerSpec = { name?: string } & (
   | { type: 'Linear'; in: number; out: number; bias?: boolean }
+  | { type: 'Conv2d'; in: number; out: number; kernel: [number, number]; stride: [number, number]; padding: [number, number]; bias?: boolean }
+  | { type: 'MaxPool2d'; kernel: [number, number]; stride: [number, number]; padding: [number, number] }
+  | { type: 'LayerNorm'; dim: number; eps?: number; affine?: boolean }
+  | { type: 'Reshape'; shape: number[] }
+  | { type: 'Dropout'; p: number }
   | { type: 'ReLU' }
   | { type: 'GELU' }
-  | { type: 'Flatten' };
+  | { type: 'Flatten' }
+);
 
-/** Architecture recorded in `nmsparse.arch`: a Sequential whose layer i owns the tensors `${prefix}.${i}.*`. */
+/**
+ * Architecture recorded in `nmsparse.arch`: layers applied in order to rows [batch, features]. Images are NHWC
+ * (nmsparse's convention: Reshape [28, 28, 1] turns MNIST rows into images), so the Flatten after a convolution
+ * orders features (h, w, c), unlike PyTorch's NCHW (c, h, w); Conv2d weights are still stored [co, ci, kh, kw].
+ */
 export interface ArchSpec {
   type: 'Sequential';
-  /** Name prefix of the layers' tensors; default 'layers' (PyTorch: `self.layers = nn.Sequential(...)`). */
+  /** Name prefix of the layers' tensors: 'layers' for PyTorch's `self.layers = nn.Sequential(...)`; default ''. */
   prefix?: string;
   layers: LayerSpec[];
+}
+
+/** The name of a parameter (`weight`, `bias`) of layer `i` of `arch`. */
+export function paramName(arch: ArchSpec, i: number, param: string): string {
+  const layer = arch.layers[i];
+  return [arch.prefix ?? '', layer.name ?? String(i), param].filter((s) => s !== '').join('.');
 }
 
 export interface LayerSparsity {
@@ -80,19 +100,20 @@ export interface ModelFile {
 
 const err = (file: string, what: string) => new NmSparseError('E_IO', `${file}: ${what}`);
 
-/** [co, ci, kh, kw] → [co, kh, kw, ci] and back. */
-function convToGroupLayout(w: Tensor): Tensor {
+/** [co, ci, kh, kw] (PyTorch) → [co, kh, kw, ci] (N:M groups along ci; nmsparse's 'OHWI'), and back. */
+export function convToGroupLayout(w: Tensor): Tensor {
   const [co, ci, kh, kw] = w.shape;
   return w.reshape([co, ci, kh * kw]).transpose().reshape([co, kh, kw, ci]);
 }
-function convFromGroupLayout(w: Tensor): Tensor {
+export function convFromGroupLayout(w: Tensor): Tensor {
   const [co, kh, kw, ci] = w.shape;
   return w.reshape([co, kh * kw, ci]).transpose().reshape([co, ci, kh, kw]);
 }
 
-/** Writes a model checkpoint (see the file comment for names and metadata). */
-export async function saveModel(file: string, tensors: TensorMap, opts: SaveModelOptions = {}): Promise<void> {
-  const input = tensors instanceof Map ? tensors : new Map(Object.entries(tensors ?? {}));
+/** The tensors and metadata of a model file (see the file comment), validated; nothing written yet. */
+export function buildModelFile(tensors: TensorMap, opts: SaveModelOptions = {}): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
+  if (tensors === null || typeof tensors !== 'object') throw new NmSparseError('E_TYPE', `tensors: got ${describe(tensors)}, expected a Map or an object of name → Tensor`);
+  const input = tensors instanceof Map ? tensors : new Map(Object.entries(tensors));
   const out = new Map<string, Tensor>(input);
   const sparsity: Record<string, LayerSparsity> = {};
   for (const [name, spec] of Object.entries(opts.sparsity ?? {})) {
@@ -121,12 +142,29 @@ export async function saveModel(file: string, tensors: TensorMap, opts: SaveMode
   const metadata: Record<string, string> = { ...(opts.metadata ?? {}), format: 'pt', 'nmsparse.format': '1' };
   if (opts.arch !== undefined) metadata['nmsparse.arch'] = JSON.stringify(checkArch(opts.arch, 'options.arch'));
   if (Object.keys(sparsity).length > 0) metadata['nmsparse.sparsity'] = JSON.stringify(sparsity);
-  await saveSafetensors(file, out, { metadata });
+  return { tensors: out, metadata };
 }
 
-/** Reads a model checkpoint written by saveModel() or by PyTorch (then `sparsity` is empty, `arch` null). */
+/** Writes a model file (see the file comment for names and metadata). */
+export async function saveModel(file: string, tensors: TensorMap, opts: SaveModelOptions = {}): Promise<void> {
+  const m = buildModelFile(tensors, opts);
+  await saveSafetensors(file, m.tensors, { metadata: m.metadata });
+}
+
+/** Synchronous saveModel. */
+export function saveModelSync(file: string, tensors: TensorMap, opts: SaveModelOptions = {}): void {
+  const m = buildModelFile(tensors, opts);
+  saveSafetensorsSync(file, m.tensors, { metadata: m.metadata });
+}
+
+/** Reads a model file written by saveModel() or by PyTorch (then `sparsity` is empty, `arch` null). */
 export async function loadModel(file: string): Promise<ModelFile> {
   return modelFromContents(file, await loadSafetensors(file));
+}
+
+/** Synchronous loadModel. */
+export function loadModelSync(file: string): ModelFile {
+  return modelFromContents(file, loadSafetensorsSync(file));
 }
 
 function parseJsonMeta(file: string, metadata: Record<string, string>, key: string): unknown {
@@ -229,19 +267,50 @@ export function checkArch(a: unknown, arg = 'arch'): ArchSpec {
   const bad = (what: string): never => { throw new NmSparseError('E_VALUE', `${arg}: ${what}`); };
   if (!a || typeof a !== 'object' || (a as ArchSpec).type !== 'Sequential' || !Array.isArray((a as ArchSpec).layers))
     bad(`got ${describe(a)}, expected {type: "Sequential", layers: [...]}`);
-  const { prefix = 'layers', layers } = a as ArchSpec;
+  const { prefix = '', layers } = a as ArchSpec;
   if (typeof prefix !== 'string') bad(`prefix is ${describe(prefix)}, expected a string`);
+  const names = new Set<string>();
   const out: LayerSpec[] = layers.map((l, i) => {
     const t = (l as { type?: unknown })?.type;
-    if (t === 'ReLU' || t === 'GELU' || t === 'Flatten') return { type: t };
-    if (t === 'Linear') {
-      const { in: inF, out: outF, bias = true } = l as { in: unknown; out: unknown; bias?: unknown };
-      if (!isPosInt(inF) || !isPosInt(outF) || typeof bias !== 'boolean') bad(`layers[${i}]: got ${JSON.stringify(l)}, expected {type: "Linear", in: int, out: int, bias?: bool}`);
-      return { type: 'Linear', in: inF as number, out: outF as number, bias: bias as boolean };
+    const name = (l as { name?: unknown }).name;
+    if (name !== undefined && (typeof name !== 'string' || name === '' || name.includes('.'))) bad(`layers[${i}].name is ${describe(name)}, expected a non-empty string without dots`);
+    const key = (name as string | undefined) ?? String(i);
+    if (names.has(key)) bad(`layers[${i}]: the name ${JSON.stringify(key)} is used twice`);
+    names.add(key);
+    const named = name === undefined ? {} : { name: name as string };
+    const L = l as Record<string, unknown>;
+    const shape = (what: string): never => bad(`layers[${i}]: got ${JSON.stringify(l)}, expected ${what}`);
+    const pair = (v: unknown, min: number): v is [number, number] =>
+      Array.isArray(v) && v.length === 2 && v.every((d) => Number.isSafeInteger(d) && d >= min);
+    const bias = L.bias ?? true;
+    switch (t) {
+      case 'ReLU': case 'GELU': case 'Flatten':
+        return { ...named, type: t };
+      case 'Linear':
+        if (!isPosInt(L.in) || !isPosInt(L.out) || typeof bias !== 'boolean') shape('{type: "Linear", in: int, out: int, bias?: bool}');
+        return { ...named, type: 'Linear', in: L.in as number, out: L.out as number, bias: bias as boolean };
+      case 'Conv2d':
+        if (!isPosInt(L.in) || !isPosInt(L.out) || !pair(L.kernel, 1) || !pair(L.stride, 1) || !pair(L.padding, 0) || typeof bias !== 'boolean')
+          shape('{type: "Conv2d", in, out, kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw], bias?}');
+        return { ...named, type: 'Conv2d', in: L.in as number, out: L.out as number, kernel: [...(L.kernel as [number, number])], stride: [...(L.stride as [number, number])], padding: [...(L.padding as [number, number])], bias: bias as boolean };
+      case 'MaxPool2d':
+        if (!pair(L.kernel, 1) || !pair(L.stride, 1) || !pair(L.padding, 0)) shape('{type: "MaxPool2d", kernel, stride, padding}');
+        return { ...named, type: 'MaxPool2d', kernel: [...(L.kernel as [number, number])], stride: [...(L.stride as [number, number])], padding: [...(L.padding as [number, number])] };
+      case 'LayerNorm': {
+        const eps = L.eps ?? 1e-5, affine = L.affine ?? true;
+        if (!isPosInt(L.dim) || typeof eps !== 'number' || !(eps > 0) || typeof affine !== 'boolean') shape('{type: "LayerNorm", dim, eps?, affine?}');
+        return { ...named, type: 'LayerNorm', dim: L.dim as number, eps: eps as number, affine: affine as boolean };
+      }
+      case 'Reshape':
+        if (!Array.isArray(L.shape) || L.shape.length === 0 || !L.shape.every(isPosInt)) shape('{type: "Reshape", shape: [positive ints]}');
+        return { ...named, type: 'Reshape', shape: [...(L.shape as number[])] };
+      case 'Dropout':
+        if (typeof L.p !== 'number' || !(L.p >= 0 && L.p < 1)) shape('{type: "Dropout", p: [0, 1)}');
+        return { ...named, type: 'Dropout', p: L.p as number };
     }
-    return bad(`layers[${i}]: type ${describe(t)} is not one of Linear, ReLU, GELU, Flatten`);
+    return bad(`layers[${i}]: type ${describe(t)} is not one of Linear, Conv2d, MaxPool2d, LayerNorm, Reshape, Dropout, ReLU, GELU, Flatten`);
   });
-  return { type: 'Sequential', prefix, layers: out };
+  return { type: 'Sequential', ...(prefix ? { prefix } : {}), layers: out };
 }
 
 /**
