@@ -86,7 +86,7 @@ Recipe flags:
 const HELP = `Usage: nmsparse train --model mlp|cnn --recipe <${RECIPE_NAMES.join('|')}> --pattern 2:4
                       --epochs N --device cpu|cuda --seed S --out DIR [flags]
 Trains on the 8,000/2,000 split of the mnist package's 10,000 digits; writes DIR/metrics.jsonl, DIR/plot.svg,
-DIR/checkpoint.json + .bin.
+DIR/checkpoint.safetensors (the deployable N:M model plus the dense weights and masks to resume from).
 ${TRAINING_HELP}`;
 
 // ---- value parsers: each names its flag ----
@@ -170,6 +170,7 @@ export function parseFlags<O extends Record<string, { type: 'string' | 'boolean'
   } catch (e) {
     const msg = (e as Error).message;
     const flag = /'(-[^']*)'/.exec(msg)?.[1];
+    if (/argument is ambiguous/.test(msg)) throw new UsageError(`${flag}: a value starting with "-" must be written ${flag}=VALUE`);
     if (/Unknown option/.test(msg)) throw new UsageError(`${flag ?? 'option'}: unknown flag (see --help)`);
     if (/argument missing/.test(msg)) throw new UsageError(`${flag?.split(' ')[0] ?? 'option'}: expects a value`);
     if (/Unexpected argument/.test(msg)) throw new UsageError(`${/'([^']*)'/.exec(msg)?.[1] ?? 'argument'}: unexpected argument (flags take the form --name value)`);
@@ -239,7 +240,7 @@ export async function trainCommand(argv: string[], io: CliIO = defaultIO()): Pro
         `, ${r.sparseLayers.length} sparse layer${r.sparseLayers.length === 1 ? '' : 's'} (${r.sparseLayers.join(', ')})` +
         (recipe === 'dense' ? '' : r.nmValid ? `, every deployed weight ${cfg.pattern}` : ', N:M CHECK FAILED') +
         `, ${(f.flopsTotal / 1e9).toFixed(1)} training GFLOP (${dense.toFixed(2)}x dense)` +
-        (cfg.out ? `; wrote ${cfg.out}/metrics.jsonl, plot.svg, checkpoint.json/.bin` : '') + '\n',
+        (cfg.out ? `; wrote ${cfg.out}/metrics.jsonl, plot.svg, checkpoint.safetensors` : '') + '\n',
     );
   });
 }

@@ -139,8 +139,12 @@ export abstract class Recipe {
   get sparseEnd(): number { return this.totalSteps ? this.totalSteps - Math.round(this.denseFinetune * this.totalSteps) : Infinity; }
   /** Steps in the sparse phase (Infinity before plan()). */
   get sparseSteps(): number { return this.sparseEnd - this.sparseStart; }
-  /** The step counted from the start of the sparse phase (negative during the warm-up). */
-  get sparseStep(): number { return this.clampedStep - this.sparseStart; }
+  /**
+   * The step counted from the start of the sparse phase (negative during the warm-up). Not held inside the run:
+   * after the last update (step = totalSteps) a mask refresh is due again, so evaluating the finished network
+   * uses masks of its final weights.
+   */
+  get sparseStep(): number { return this.step - this.sparseStart; }
   /** The step, held inside the run (the trainer evaluates at step = totalSteps, after the last update). */
   protected get clampedStep(): number { return this.totalSteps ? Math.min(this.step, this.totalSteps - 1) : this.step; }
 

@@ -1,6 +1,6 @@
 /**
  * One training run from a plain configuration (what `nmsparse train` and `nmsparse compare` run): MNIST split,
- * model, recipe, optimizer, schedule, Trainer; optionally writes metrics.jsonl, plot.svg and a checkpoint.
+ * model, recipe, optimizer, schedule, Trainer; optionally writes metrics.jsonl, plot.svg and checkpoint.safetensors.
  */
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -43,7 +43,7 @@ export interface RunConfig {
   /** Layers kept dense (default: the classifier). */
   dense?: string[];
   recipeOptions?: AnyRecipeOptions;
-  /** Write metrics.jsonl, plot.svg and checkpoint.{json,bin} here. */
+  /** Write metrics.jsonl, plot.svg and checkpoint.safetensors here. */
   out?: string;
   progress?: NodeJS.WriteStream | null;
   onEpoch?: (r: EpochRecord) => void;

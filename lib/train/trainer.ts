@@ -57,6 +57,7 @@ export interface EpochRecord {
   steps: number;
   /** Learning rate of the last step. */
   lr: number;
+  /** The recipe's phase at the epoch's last step. */
   phase: string;
   trainLoss: number;
   trainAccuracy: number;
@@ -162,11 +163,12 @@ export class Trainer {
     const flopModules = model.modules().filter((m) => m.parameters().length > 0);
 
     for (let epoch = 1; epoch <= epochs; epoch++) {
-      let lossSum = 0, correct = 0, seen = 0, flops = 0;
+      let lossSum = 0, correct = 0, seen = 0, flops = 0, phase = 'dense';
       const t0 = performance.now();
       progress?.start(`epoch ${epoch}/${epochs}`, batches.length);
       for (const b of batches.epoch(epoch - 1)) {
         for (const r of this.#recipes) r.setStep(step);
+        phase = lead ? lead.phase() : 'dense';
         if (tracked.length && !tracked[0].first && this.#recipes.some((r) => r.isSparse()))
           for (const t of tracked) t.first = t.s.targetMask();
         const seg = lead ? lead.lrSegment(step) : { step, total };
@@ -206,7 +208,7 @@ export class Trainer {
         return { name: t.name, epoch: e, cumulative: c };
       });
       const rec: EpochRecord = {
-        epoch, steps: step, lr: optimizer.lr, phase: lead ? lead.phase() : 'dense',
+        epoch, steps: step, lr: optimizer.lr, phase,
         trainLoss: lossSum / seen, trainAccuracy: correct / seen, testLoss: ev.loss, testAccuracy: ev.accuracy,
         sad: layers.length ? sum(layers.map((l) => l.epoch)) : null,
         sadCumulative: layers.length && layers.every((l) => l.cumulative) ? sum(layers.map((l) => l.cumulative!)) : null,
