@@ -1,0 +1,264 @@
+// Dense GEMM, BLIS-style: C[m,n] = op(A)[m,k] · op(B)[k,n] (+ bias).
+//
+//   for jc in n by NC:                        C columns
+//     for pc in k by KC:                      reduction
+//       pack B[pc:+KC, jc:+NC] into NR-wide panels (shared, packed in parallel)
+//       parallel over (MC row block × group of NR panels):
+//         pack A[ic:+MC, pc:+KC] into MR-tall panels (per-thread scratch)
+//         for each NR panel, for each MR panel: microkernel MR×NR over KC, in registers
+//
+// The packs convert f16/bf16 to float32 and absorb the transposes, so the microkernels only ever see float32
+// panels: A panel [KC][MR] (one broadcast per row), B panel [KC][NR] (NR/16 vector loads). The first KC block
+// writes C (adding the bias), later ones accumulate into it. A float16/bfloat16 C is accumulated in a float32
+// scratch block and converted once at the end. All scratch is thread_local and only grows: a steady stream of
+// calls allocates nothing.
+#include "cpu/gemm.h"
+
+#include <algorithm>
+#include <string>
+
+#include "core/error.h"
+#include "core/threadpool.h"
+#include "cpu/simd.h"
+
+#if NMS_X86
+#include <immintrin.h>
+// GCC 12 reports the _mm512_undefined_*() placeholders inside AVX-512 intrinsics as maybe-uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace nms::cpu {
+namespace {
+
+// C[0:MR, 0:NR] (ldc) = acc ? C + A·B : A·B + bias (bias may be null), over kc steps of the packed panels.
+using Ukr = void (*)(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool acc, const float* bias);
+
+struct KernelSet {
+  int mr, nr;      // microkernel tile
+  int kc, mc, nc;  // cache blocks: B micro-panel KC×NR in L1, A block MC×KC in L2, B block KC×NC in L3
+  Ukr ukr;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Portable microkernel: plain loops the compiler vectorises for the baseline ISA.
+
+constexpr int kScalarMr = 4, kScalarNr = 16;
+
+void ukr_scalar(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool acc, const float* bias) {
+  float c[kScalarMr][kScalarNr] = {};
+  for (int64_t p = 0; p < kc; ++p) {
+    const float* b = B + p * kScalarNr;
+    for (int i = 0; i < kScalarMr; ++i) {
+      const float a = A[p * kScalarMr + i];
+      for (int j = 0; j < kScalarNr; ++j) c[i][j] += a * b[j];
+    }
+  }
+  for (int i = 0; i < kScalarMr; ++i) {
+    float* cp = C + i * ldc;
+    for (int j = 0; j < kScalarNr; ++j) cp[j] = acc ? cp[j] + c[i][j] : c[i][j] + (bias ? bias[j] : 0.f);
+  }
+}
+
+#if NMS_X86
+// ---------------------------------------------------------------------------------------------------------------
+// AVX2 microkernel: 6×16 (12 ymm accumulators).
+
+constexpr int kAvx2Mr = 6, kAvx2Nv = 2;
+
+NMS_TARGET_AVX2 void ukr_avx2(int64_t kc, const float* __restrict A, const float* __restrict B, float* C,
+                              int64_t ldc, bool acc, const float* bias) {
+  constexpr int MR = kAvx2Mr, NV = kAvx2Nv, NR = 8 * NV;
+  __m256 c[MR][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) c[i][v] = _mm256_setzero_ps();
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < kc; ++p) {
+    __m256 b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(B + p * NR + 8 * v);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256 a = _mm256_broadcast_ss(A + p * MR + i);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) c[i][v] = _mm256_fmadd_ps(a, b[v], c[i][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      float* cp = C + i * ldc + 8 * v;
+      __m256 x = c[i][v];
+      if (acc) x = _mm256_add_ps(x, _mm256_loadu_ps(cp));
+      else if (bias) x = _mm256_add_ps(x, _mm256_loadu_ps(bias + 8 * v));
+      _mm256_storeu_ps(cp, x);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// AVX-512 microkernel: MR×(16·NV), MR·NV zmm accumulators.
+
+constexpr int kAvx512Mr = 12, kAvx512Nv = 2;
+
+template <int MR, int NV>
+NMS_TARGET_AVX512 void ukr_avx512(int64_t kc, const float* __restrict A, const float* __restrict B, float* C,
+                                  int64_t ldc, bool acc, const float* bias) {
+  constexpr int NR = 16 * NV;
+  __m512 c[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) c[i][v] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < kc; ++p) {
+    __m512 b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(B + p * NR + 16 * v);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m512 a = _mm512_set1_ps(A[p * MR + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) c[i][v] = _mm512_fmadd_ps(a, b[v], c[i][v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      float* cp = C + i * ldc + 16 * v;
+      __m512 x = c[i][v];
+      if (acc) x = _mm512_add_ps(x, _mm512_loadu_ps(cp));
+      else if (bias) x = _mm512_add_ps(x, _mm512_loadu_ps(bias + 16 * v));
+      _mm512_storeu_ps(cp, x);
+    }
+}
+#endif
+
+const KernelSet& kernels(Isa isa) {
+  static const KernelSet scalar{kScalarMr, kScalarNr, 256, 128, 2048, ukr_scalar};
+#if NMS_X86
+  static const KernelSet avx2{kAvx2Mr, 8 * kAvx2Nv, 256, 144, 4096, ukr_avx2};
+  static const KernelSet avx512{kAvx512Mr, 16 * kAvx512Nv, 256, 144, 4096, ukr_avx512<kAvx512Mr, kAvx512Nv>};
+  if (isa == Isa::Avx512) return avx512;
+  if (isa == Isa::Avx2) return avx2;
+#endif
+  return scalar;
+}
+constexpr int kMaxTile = 16 * 64;  // largest MR·NR of any kernel set (edge tiles go through a buffer this big)
+
+int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+void check(const GemmArgs& g) {
+  if (g.m < 1 || g.n < 1 || g.k < 1)
+    fail("E_SHAPE", "gemm: expected m, n, k >= 1, got m=" + std::to_string(g.m) + " n=" + std::to_string(g.n) +
+                        " k=" + std::to_string(g.k));
+  const struct { DType d; const char* what; } ds[] = {{g.a_dtype, "a"}, {g.b_dtype, "b"}, {g.c_dtype, "c"}};
+  for (const auto& x : ds)
+    if (!is_float(x.d)) fail("E_DTYPE", std::string("gemm: ") + x.what + " must be float32, float16 or bfloat16, got " +
+                                            dtype_name(x.d));
+  if (g.bias && !is_float(g.bias_dtype))
+    fail("E_DTYPE", std::string("gemm: bias must be float32, float16 or bfloat16, got ") + dtype_name(g.bias_dtype));
+}
+
+}  // namespace
+
+void gemm(const GemmArgs& g) {
+  check(g);
+  const Isa isa = active_isa();
+  const KernelSet& K = kernels(isa);
+  const int MR = K.mr, NR = K.nr;
+  const int64_t m = g.m, n = g.n, k = g.k;
+
+  // X(i, p) = op(A)[i][p] and X(j, p) = op(B)[p][j], as pack_panel reads them.
+  const PackSrc asrc{g.a, g.a_dtype, g.trans_a ? m : k, g.trans_a};
+  const PackSrc bsrc{g.b, g.b_dtype, g.trans_b ? k : n, !g.trans_b};
+
+  // Caller-thread scratch: the shared B block, the float32 bias, the float32 C block for f16/bf16 outputs.
+  thread_local Scratch s_b, s_bias, s_c;
+  const float* bias = nullptr;
+  if (g.bias) {
+    float* b32 = s_bias.floats(n + NR);
+    convert_to_f32(isa, g.bias, g.bias_dtype, n, b32);
+    bias = b32;
+  }
+  const bool direct = g.c_dtype == DType::F32;
+  int64_t nc = K.nc;
+  if (!direct) nc = std::max<int64_t>(NR, std::min<int64_t>(nc, (int64_t{1} << 22) / m / NR * NR));
+
+  const int threads = num_threads();
+  const bool parallel = static_cast<double>(m) * n * k >= 64.0 * 64 * 64;
+
+  for (int64_t jc = 0; jc < n; jc += nc) {
+    const int64_t nb = std::min(nc, n - jc);
+    const int64_t npan = cdiv(nb, NR);
+    float* cb;
+    int64_t ldc;
+    if (direct) {
+      cb = static_cast<float*>(g.c) + jc;
+      ldc = n;
+    } else {
+      cb = s_c.floats(static_cast<size_t>(m * nb));
+      ldc = nb;
+    }
+
+    for (int64_t pc = 0; pc < k; pc += K.kc) {
+      const int64_t kb = std::min<int64_t>(K.kc, k - pc);
+      float* Bp = s_b.floats(static_cast<size_t>(npan * NR * kb));
+      parallel_for(npan, parallel ? std::max<int64_t>(1, 8192 / kb) : npan, [&](int64_t b, int64_t e) {
+        for (int64_t q = b; q < e; ++q)
+          pack_panel(isa, bsrc, jc + q * NR, std::min<int64_t>(NR, nb - q * NR), pc, kb, NR, Bp + q * NR * kb);
+      });
+
+      // Row blocks of MC; when there are too few of them for the pool, each one is split by groups of NR panels.
+      const int64_t mc = std::min<int64_t>(K.mc, cdiv(m, MR) * MR);
+      const int64_t nic = cdiv(m, mc);
+      int64_t per = cdiv(npan, std::max<int64_t>(1, std::min<int64_t>(npan, cdiv(4 * threads, nic))));
+      const int64_t nsplit = cdiv(npan, per);
+      const bool first = pc == 0, accumulate = pc > 0;
+
+      parallel_for(nic * nsplit, parallel ? 1 : nic * nsplit, [&](int64_t t0, int64_t t1) {
+        thread_local Scratch s_a;
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t i0 = (t / nsplit) * mc, mb = std::min(mc, m - i0);
+          const int64_t q0 = (t % nsplit) * per, q1 = std::min(npan, q0 + per);
+          const int64_t nap = cdiv(mb, MR);
+          float* Ap = s_a.floats(static_cast<size_t>(nap * MR * kb));
+          for (int64_t a = 0; a < nap; ++a)
+            pack_panel(isa, asrc, i0 + a * MR, std::min<int64_t>(MR, mb - a * MR), pc, kb, MR, Ap + a * MR * kb);
+          for (int64_t q = q0; q < q1; ++q) {
+            const int64_t j = q * NR, nr = std::min<int64_t>(NR, nb - j);
+            const float* bp = Bp + q * NR * kb;
+            const float* brow = first && bias ? bias + jc + j : nullptr;
+            for (int64_t a = 0; a < nap; ++a) {
+              const int64_t i = a * MR, mr = std::min<int64_t>(MR, mb - i);
+              float* cp = cb + (i0 + i) * ldc + j;
+              if (mr == MR && nr == NR) {
+                K.ukr(kb, Ap + a * MR * kb, bp, cp, ldc, accumulate, brow);
+              } else {
+                alignas(64) float tmp[kMaxTile];
+                K.ukr(kb, Ap + a * MR * kb, bp, tmp, NR, false, nullptr);
+                for (int64_t r = 0; r < mr; ++r)
+                  for (int64_t c = 0; c < nr; ++c) {
+                    const float v = tmp[r * NR + c];
+                    float& o = cp[r * ldc + c];
+                    o = accumulate ? o + v : v + (brow ? brow[c] : 0.f);
+                  }
+              }
+            }
+          }
+        }
+      });
+    }
+
+    if (!direct) {
+      parallel_for(m, parallel ? std::max<int64_t>(1, 16384 / nb) : m, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t j = 0; j < nb; ++j) store_from_f32(g.c, g.c_dtype, r * n + jc + j, cb[r * ldc + j]);
+      });
+    }
+  }
+}
+
+}  // namespace nms::cpu
