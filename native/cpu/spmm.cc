@@ -1,0 +1,506 @@
+// N:M-sparse × dense on the CPU, straight from the portable compressed form: Y[rows, p] = W̃ · op(B).
+//
+// Work is split into tasks (a block of RB rows of W̃ × a block of PB columns of Y) run on the pool. A task keeps
+// its float32 output tile [RB][PB] in per-thread scratch and walks the reduction dimension in blocks of KCB
+// columns of W̃:
+//   1. pack op(B)[c0:+KCB, j0:+PB] into an L1-resident panel [KCB][PB] (float32; transposes and f16/bf16
+//      conversions happen here, AVX-512 16×16 transposes for the x·Wᵀ case);
+//   2. for each row r: decode the positions of its kept values in this block into panel offsets (a 256-entry
+//      table turns one byte of 2:4 positions into four offsets; other N:M use the generic bit reader);
+//   3. for each kept value (v, c): Y[r, 0:PB] += v · panel[c, 0:PB] — PB/16 FMAs whose panel operand comes
+//      straight from L1, four rows interleaved to hide the FMA latency (16 accumulators in zmm registers).
+// Only the kept values are multiplied: a 2:4 matrix costs half the FMAs of the dense product, with no
+// decompression. The tile is written out at the end of the task (bias, transposition, dtype conversion).
+// All scratch is thread_local and only grows, so calls allocate nothing beyond their output.
+#include "cpu/spmm.h"
+
+#include <algorithm>
+#include <string>
+
+#include "core/error.h"
+#include "core/nm_format.h"
+#include "core/threadpool.h"
+#include "cpu/simd.h"
+
+#if NMS_X86
+#include <immintrin.h>
+// GCC 12 reports the _mm512_undefined_*() placeholders inside AVX-512 intrinsics as maybe-uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace nms::cpu {
+namespace {
+
+constexpr int kKcb = 128;  // W̃ columns per block: a multiple of every M (and of 8, so 2:4 blocks start on a byte)
+constexpr int kRi = 4;     // rows interleaved by the vector kernels
+
+// A group of `ri` rows for the kernel: their values and panel offsets for this block, and their tile rows.
+struct Rows {
+  const float* v[kRi];
+  const int32_t* off[kRi];
+  float* y[kRi];
+};
+// y[i][0:pb] += Σ_t v[i][t] · panel[off[i][t] : +pb] for the first `ri` rows of `r`.
+using SpKernel = void (*)(int64_t kept, const Rows& r, const float* panel);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Portable kernel (one row at a time; the inner loop over pb vectorises for the baseline ISA).
+
+template <int PB>
+void sp_scalar(int64_t kept, const Rows& r, const float* panel) {
+  float* y = r.y[0];
+  const float* v = r.v[0];
+  const int32_t* off = r.off[0];
+  for (int64_t t = 0; t < kept; ++t) {
+    const float w = v[t];
+    const float* b = panel + off[t];
+    for (int j = 0; j < PB; ++j) y[j] += w * b[j];
+  }
+}
+
+#if NMS_X86
+// AVX2: one row, PB/8 ymm accumulators.
+template <int PB>
+NMS_TARGET_AVX2 void sp_avx2(int64_t kept, const Rows& r, const float* panel) {
+  constexpr int NV = PB / 8;
+  float* y = r.y[0];
+  const float* v = r.v[0];
+  const int32_t* off = r.off[0];
+  __m256 acc[NV];
+#pragma GCC unroll 8
+  for (int q = 0; q < NV; ++q) acc[q] = _mm256_loadu_ps(y + 8 * q);
+  for (int64_t t = 0; t < kept; ++t) {
+    const __m256 w = _mm256_broadcast_ss(v + t);
+    const float* b = panel + off[t];
+#pragma GCC unroll 8
+    for (int q = 0; q < NV; ++q) acc[q] = _mm256_fmadd_ps(w, _mm256_loadu_ps(b + 8 * q), acc[q]);
+  }
+#pragma GCC unroll 8
+  for (int q = 0; q < NV; ++q) _mm256_storeu_ps(y + 8 * q, acc[q]);
+}
+
+// AVX-512: RI rows interleaved, PB/16 zmm accumulators each.
+template <int RI, int PB>
+NMS_TARGET_AVX512 void sp_avx512(int64_t kept, const Rows& r, const float* panel) {
+  constexpr int NV = PB / 16;
+  __m512 acc[RI][NV];
+  const float* v[RI];
+  const int32_t* off[RI];
+#pragma GCC unroll 4
+  for (int i = 0; i < RI; ++i) {
+    v[i] = r.v[i];
+    off[i] = r.off[i];
+#pragma GCC unroll 8
+    for (int q = 0; q < NV; ++q) acc[i][q] = _mm512_loadu_ps(r.y[i] + 16 * q);
+  }
+#pragma GCC unroll 2
+  for (int64_t t = 0; t < kept; ++t) {
+#pragma GCC unroll 4
+    for (int i = 0; i < RI; ++i) {
+      const __m512 w = _mm512_set1_ps(v[i][t]);
+      const float* b = panel + off[i][t];
+#pragma GCC unroll 8
+      for (int q = 0; q < NV; ++q) acc[i][q] = _mm512_fmadd_ps(w, _mm512_loadu_ps(b + 16 * q), acc[i][q]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < RI; ++i)
+#pragma GCC unroll 8
+    for (int q = 0; q < NV; ++q) _mm512_storeu_ps(r.y[i] + 16 * q, acc[i][q]);
+}
+
+// AVX-512, M <= 16, lanes = 16 rows of W̃. For a 16-column chunk of the block, X[j] holds op(B)[chunk, j] for J
+// columns j of Y. A slot s (the s-th kept value of every row) gives V[s] (16 rows' values) and I[s] (each row's
+// column inside the chunk), so Y[rows, j] += V[s] · permute(I[s], X[j]): the FMA's B operand comes from a
+// register shuffle instead of a load, and every X[j] serves all the slots of its chunk.
+//   V, I: [slots][16]; Bt: J rows of ldb floats (op(B)ᵀ block); T: [J][16] (Y[rows, j] of the tile).
+template <int J>
+NMS_TARGET_AVX512 void perm_kernel(int64_t nch, int sc, int sc_last, const float* V, const int32_t* I,
+                                   const float* Bt, int64_t ldb, float* T, bool first) {
+  __m512 acc[J];
+#pragma GCC unroll 16
+  for (int j = 0; j < J; ++j) acc[j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(T + 16 * j);
+  for (int64_t h = 0; h < nch; ++h) {
+    __m512 X[J];
+#pragma GCC unroll 16
+    for (int j = 0; j < J; ++j) X[j] = _mm512_loadu_ps(Bt + j * ldb + 16 * h);
+    const int slots = h + 1 == nch ? sc_last : sc;
+#pragma GCC unroll 2
+    for (int s = 0; s < slots; ++s) {
+      const __m512 v = _mm512_loadu_ps(V + 16 * s);
+      const __m512i idx = _mm512_loadu_si512(I + 16 * s);
+#pragma GCC unroll 16
+      for (int j = 0; j < J; ++j) acc[j] = _mm512_fmadd_ps(v, _mm512_permutexvar_ps(idx, X[j]), acc[j]);
+    }
+    V += 16 * sc;
+    I += 16 * sc;
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < J; ++j) _mm512_storeu_ps(T + 16 * j, acc[j]);
+}
+using PermKernel = void (*)(int64_t, int, int, const float*, const int32_t*, const float*, int64_t, float*, bool);
+constexpr int kPermJ = 12;  // B columns per register block: 12 X + 12 accumulators + V, I, temporaries
+
+// I[s*16 + l] for 2:4: one dword of positions per row holds 16 slots; rows are gathered 16 at a time.
+NMS_TARGET_AVX512 void decode_idx_24(const uint8_t* pos, int64_t prb, int nr, int64_t tk0, int64_t S, int32_t* I) {
+  const __mmask16 live = static_cast<__mmask16>((1u << nr) - 1);
+  const __m512i rowoff = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(static_cast<int32_t>(prb)));
+  const __m512i three = _mm512_set1_epi32(3);
+  for (int64_t s0 = 0; s0 < S; s0 += 16) {
+    const int64_t b = (tk0 + s0) / 4;
+    __m512i d;
+    if (b + 4 <= prb) {
+      d = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, rowoff, pos + b, 1);
+    } else {  // the row's last bytes: never read past them
+      alignas(64) int32_t w[16] = {};
+      for (int l = 0; l < nr; ++l)
+        for (int64_t i = 0; b + i < prb; ++i) w[l] |= static_cast<int32_t>(pos[l * prb + b + i]) << (8 * i);
+      d = _mm512_load_si512(w);
+    }
+    const int64_t n = S - s0 < 16 ? S - s0 : 16;
+    for (int q = 0; q < n; ++q) {
+      const __m512i f = _mm512_and_si512(_mm512_srli_epi32(d, 2 * q), three);
+      _mm512_storeu_si512(I + (s0 + q) * 16, _mm512_add_epi32(f, _mm512_set1_epi32(4 * ((q / 2) & 3))));
+    }
+  }
+}
+#endif
+
+// The kernels for one ISA and panel width: `multi` takes kRi rows at once (null: rows go one by one).
+struct KernelPair {
+  SpKernel multi, one;
+};
+
+KernelPair kernels_for(Isa isa, int pb) {
+#if NMS_X86
+  if (isa == Isa::Avx512) {
+    switch (pb) {
+      case 16: return {sp_avx512<kRi, 16>, sp_avx512<1, 16>};
+      case 32: return {sp_avx512<kRi, 32>, sp_avx512<1, 32>};
+      default: return {sp_avx512<kRi, 64>, sp_avx512<1, 64>};
+    }
+  }
+  if (isa == Isa::Avx2) {
+    switch (pb) {
+      case 16: return {nullptr, sp_avx2<16>};
+      case 32: return {nullptr, sp_avx2<32>};
+      default: return {nullptr, sp_avx2<64>};
+    }
+  }
+#endif
+  switch (pb) {
+    case 16: return {nullptr, sp_scalar<16>};
+    case 32: return {nullptr, sp_scalar<32>};
+    default: return {nullptr, sp_scalar<64>};
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Position decoding: off[t] = (column of kept value t within the block) · pb.
+
+// For 2:4, one byte holds the positions of two groups: columns {f0, f1, 4 + f2, 4 + f3} of its 8.
+struct Lut24 {
+  int8_t col[256][4];
+  Lut24() {
+    for (int b = 0; b < 256; ++b)
+      for (int q = 0; q < 4; ++q) col[b][q] = static_cast<int8_t>((q / 2) * 4 + ((b >> (2 * q)) & 3));
+  }
+};
+const Lut24 kLut24;
+
+// Writes ceil(kept/4)*4 offsets (the table decodes whole bytes; the extra ones are never read).
+void decode_24(const uint8_t* pos, int64_t kept, int pb, int32_t* off) {
+  const int64_t bytes = (kept + 3) / 4;
+  for (int64_t b = 0; b < bytes; ++b) {
+    const int8_t* c = kLut24.col[pos[b]];
+    const int32_t base = static_cast<int32_t>(8 * b);
+    for (int q = 0; q < 4; ++q) off[4 * b + q] = (base + c[q]) * pb;
+  }
+}
+
+// Any N:M: kept value t0 + t of the row belongs to group t / n of the block.
+void decode_nm(const uint8_t* row_pos, int64_t t0, int64_t kept, int n, int m, int pb, int32_t* off) {
+  const int bits = nm_pos_bits(m);
+  for (int64_t t = 0; t < kept; ++t)
+    off[t] = static_cast<int32_t>((t / n) * m + nm_get_pos(row_pos, t0 + t, bits)) * pb;
+}
+
+int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+void check(const SpmmArgs& s) {
+  const NmMatrix& w = s.w;
+  nm_validate(w.rows, w.cols, w.n, w.m);
+  if (s.p < 1) fail("E_SHAPE", "spmm: p: got " + std::to_string(s.p) + ", expected p >= 1");
+  const struct { DType d; const char* what; } ds[] = {{w.dtype, "values"}, {s.b_dtype, "b"}, {s.out_dtype, "out"}};
+  for (const auto& x : ds)
+    if (!is_float(x.d))
+      fail("E_DTYPE", std::string("spmm: ") + x.what + " must be float32, float16 or bfloat16, got " + dtype_name(x.d));
+  if (s.bias && !is_float(s.bias_dtype))
+    fail("E_DTYPE", std::string("spmm: bias must be float32, float16 or bfloat16, got ") + dtype_name(s.bias_dtype));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Generic driver (any ISA, any N:M): lanes = columns of Y, one panel load per FMA.
+
+void spmm_rows(const SpmmArgs& s, Isa isa, const float* bias) {
+  const NmMatrix& W = s.w;
+  const int64_t rows = W.rows, cols = W.cols, p = s.p;
+  const int n = W.n, m = W.m;
+  const int64_t kpr = nm_kept_per_row(cols, n, m);   // values per row
+  const int64_t prb = nm_pos_row_bytes(cols, n, m);  // position bytes per row
+  const bool is24 = n == 2 && m == 4;
+
+  const int pb = p <= 16 ? 16 : p <= 32 ? 32 : 64;
+  const KernelPair K = kernels_for(isa, pb);
+  const int64_t njb = cdiv(p, pb);
+
+  // X(j, c) = op(B)[c][j], as pack_panel reads it: B is [cols, p], or [p, cols] when trans_b.
+  const PackSrc bsrc{s.b, s.b_dtype, s.trans_b ? cols : p, !s.trans_b};
+
+  // Row blocks: as tall as 256 rows, fewer when that leaves the pool without enough tasks.
+  const int threads = num_threads();
+  int64_t rb = 256;
+  while (rb > kRi && cdiv(rows, rb) * njb < 4 * threads) rb /= 2;
+  const int64_t nrb = cdiv(rows, rb);
+  const bool parallel = static_cast<double>(rows) * kpr * p >= 32.0 * 32 * 32;
+  const int64_t kcb_kept = kKcb / m * n;
+
+  parallel_for(nrb * njb, parallel ? 1 : nrb * njb, [&](int64_t t0, int64_t t1) {
+    thread_local Scratch s_panel, s_tile, s_off, s_val;
+    float* panel = s_panel.floats(static_cast<size_t>(kKcb) * pb);
+    float* tile = s_tile.floats(static_cast<size_t>(rb) * pb);
+    int32_t* offs = s_off.as<int32_t>(static_cast<size_t>(kRi) * (kcb_kept + 4));
+    float* vbuf = W.dtype == DType::F32 ? nullptr : s_val.floats(static_cast<size_t>(kRi) * kcb_kept);
+
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t r0 = (task / njb) * rb, nr = std::min(rb, rows - r0);
+      const int64_t j0 = (task % njb) * pb, nj = std::min<int64_t>(pb, p - j0);
+      std::fill(tile, tile + nr * pb, 0.f);
+
+      for (int64_t c0 = 0; c0 < cols; c0 += kKcb) {
+        const int64_t kc = std::min<int64_t>(kKcb, cols - c0);
+        const int64_t kept = kc / m * n, tk0 = c0 / m * n;
+        pack_panel(isa, bsrc, j0, nj, c0, kc, pb, panel);
+
+        for (int64_t r = 0; r < nr;) {
+          const int ri = K.multi && nr - r >= kRi ? kRi : 1;
+          Rows R;
+          for (int i = 0; i < ri; ++i) {
+            const int64_t row = r0 + r + i;
+            const uint8_t* pos = W.positions + row * prb;
+            int32_t* off = offs + i * (kcb_kept + 4);
+            if (is24) decode_24(pos + c0 / 8, kept, pb, off);
+            else decode_nm(pos, tk0, kept, n, m, pb, off);
+            R.off[i] = off;
+            if (W.dtype == DType::F32) {
+              R.v[i] = static_cast<const float*>(W.values) + row * kpr + tk0;
+            } else {
+              float* vb = vbuf + i * kcb_kept;
+              convert_to_f32(isa, static_cast<const uint16_t*>(W.values) + row * kpr + tk0, W.dtype, kept, vb);
+              R.v[i] = vb;
+            }
+            R.y[i] = tile + (r + i) * pb;
+          }
+          (ri == kRi ? K.multi : K.one)(kept, R, panel);
+          r += ri;
+        }
+      }
+
+      // Y[r0 + r, j0 + j] = tile[r][j] + bias[r0 + r], into out or its transpose, in out's dtype.
+      const int64_t ld = s.trans_out ? rows : p;
+      if (s.out_dtype == DType::F32) {
+        float* o = static_cast<float*>(s.out);
+        if (!s.trans_out) {
+          for (int64_t r = 0; r < nr; ++r) {
+            const float b = bias ? bias[r0 + r] : 0.f;
+            for (int64_t j = 0; j < nj; ++j) o[(r0 + r) * ld + j0 + j] = tile[r * pb + j] + b;
+          }
+        } else {
+          for (int64_t j = 0; j < nj; ++j)
+            for (int64_t r = 0; r < nr; ++r)
+              o[(j0 + j) * ld + r0 + r] = tile[r * pb + j] + (bias ? bias[r0 + r] : 0.f);
+        }
+      } else {
+        for (int64_t r = 0; r < nr; ++r) {
+          const float b = bias ? bias[r0 + r] : 0.f;
+          for (int64_t j = 0; j < nj; ++j) {
+            const int64_t at = s.trans_out ? (j0 + j) * ld + r0 + r : (r0 + r) * ld + j0 + j;
+            store_from_f32(s.out, s.out_dtype, at, tile[r * pb + j] + b);
+          }
+        }
+      }
+    }
+  });
+}
+
+#if NMS_X86
+// ---------------------------------------------------------------------------------------------------------------
+// AVX-512 driver for M <= 16 (perm_kernel): tasks are (RR rows × JB columns of Y); for each KC block of W̃'s
+// columns a task packs op(B)ᵀ[JB][KC] once (L2), then for each 16-row block transposes the kept values into V and
+// decodes the positions into I (L1), and runs perm_kernel over JB in register blocks of 12 columns.
+
+constexpr int64_t kPermKc = 256;  // W̃ columns per block: a multiple of 16 and of every M <= 16
+constexpr int64_t kPermJb = 516;  // widest block of Y columns (a multiple of 4)
+
+NMS_TARGET_AVX512 void store_tile_perm(const SpmmArgs& s, const float* bias, const float* T, int64_t r0, int64_t nr,
+                                       int64_t j0, int64_t nj, int64_t jb) {
+  const int64_t rows = s.w.rows, p = s.p;
+  for (int64_t rb = 0; rb < nr; rb += 16) {
+    const int nrb = static_cast<int>(std::min<int64_t>(16, nr - rb));
+    const __mmask16 live = static_cast<__mmask16>((1u << nrb) - 1);
+    const float* Tb = T + (rb / 16) * jb * 16;  // [jb][16]: Y[r0 + rb + l, j0 + j] at Tb[16 j + l]
+    const __m512 bv = bias ? _mm512_maskz_loadu_ps(live, bias + r0 + rb) : _mm512_setzero_ps();
+    if (s.out_dtype != DType::F32) {
+      alignas(64) float b16[16];
+      _mm512_store_ps(b16, bv);
+      for (int64_t j = 0; j < nj; ++j)
+        for (int l = 0; l < nrb; ++l) {
+          const int64_t r = r0 + rb + l;
+          store_from_f32(s.out, s.out_dtype, s.trans_out ? (j0 + j) * rows + r : r * p + j0 + j, Tb[16 * j + l] + b16[l]);
+        }
+      continue;
+    }
+    float* o = static_cast<float*>(s.out);
+    if (s.trans_out) {  // out[j, r]: one row of 16 lanes per column j
+      for (int64_t j = 0; j < nj; ++j)
+        _mm512_mask_storeu_ps(o + (j0 + j) * rows + r0 + rb, live, _mm512_add_ps(_mm512_loadu_ps(Tb + 16 * j), bv));
+      continue;
+    }
+    alignas(64) float b16[16];
+    _mm512_store_ps(b16, bv);
+    for (int64_t j = 0; j < nj; j += 16) {  // out[r, j]: transpose 16 columns × 16 rows
+      const int64_t w = std::min<int64_t>(16, nj - j);
+      __m512 t[16];
+      for (int i = 0; i < 16; ++i) t[i] = i < w ? _mm512_loadu_ps(Tb + 16 * (j + i)) : _mm512_setzero_ps();
+      transpose16(t);
+      const __mmask16 cols = static_cast<__mmask16>(w >= 16 ? 0xffff : (1u << w) - 1);
+      for (int l = 0; l < nrb; ++l)
+        _mm512_mask_storeu_ps(o + (r0 + rb + l) * p + j0 + j, cols, _mm512_add_ps(t[l], _mm512_set1_ps(b16[l])));
+    }
+  }
+}
+
+// Brings the next 16 rows' values and positions for this block towards L1 while the current rows compute: they
+// are 16 rows far apart in memory, which the hardware prefetchers do not follow.
+void prefetch_rows(const NmMatrix& W, int64_t kpr, int64_t prb, int64_t row0, int64_t nrows, int64_t tk0, int64_t S) {
+  const size_t es = dtype_size(W.dtype);
+  const int64_t bits = nm_pos_bits(W.m);
+  for (int64_t l = 0; l < nrows; ++l) {
+    const char* v = static_cast<const char*>(W.values) + ((row0 + l) * kpr + tk0) * es;
+    for (int64_t b = 0; b < S * static_cast<int64_t>(es); b += 64) _mm_prefetch(v + b, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(W.positions + (row0 + l) * prb + tk0 * bits / 8), _MM_HINT_T0);
+  }
+}
+
+void spmm_perm(const SpmmArgs& s, const float* bias) {
+  const NmMatrix& W = s.w;
+  const int64_t rows = W.rows, cols = W.cols, p = s.p;
+  const int n = W.n, m = W.m;
+  const int64_t kpr = nm_kept_per_row(cols, n, m), prb = nm_pos_row_bytes(cols, n, m);
+  const bool is24 = n == 2 && m == 4;
+  const int bits = nm_pos_bits(m);
+  const int sc = 16 / m * n;  // slots per 16-column chunk
+
+  const int64_t njb = cdiv(p, kPermJb);
+  const int64_t jb = cdiv(cdiv(p, njb), 4) * 4;
+  const int threads = num_threads();
+  int64_t rr = 128;
+  while (rr > 16 && cdiv(rows, rr) < 4 * threads) rr /= 2;
+  const int64_t nrr = cdiv(rows, rr);
+  const bool parallel = static_cast<double>(rows) * kpr * p >= 32.0 * 32 * 32;
+
+  // op(B)ᵀ rows (one per column j of Y, cols floats each). x·W̃ᵀ with a float32 x whose rows hold whole chunks
+  // reads x in place; otherwise each block of JB columns is packed once into caller scratch, its rows padded so
+  // that the J rows a kernel reads do not share cache sets.
+  // (In place needs every register block whole, p % 4 == 0, and whole chunks, cols % 16 == 0: nothing past x.)
+  const bool in_place = s.trans_b && s.b_dtype == DType::F32 && cols % 16 == 0 && p % 4 == 0;
+  const int64_t ldb = in_place ? cols : cdiv(cols, 16) * 16 + 16;
+  thread_local Scratch s_bt;
+  float* Bt_all = in_place ? nullptr : s_bt.floats(static_cast<size_t>((jb + 4) * ldb));
+  // X(c, j) = op(B)[c][j] with c outer: B is [cols, p], or [p, cols] when trans_b (rows of B are runs of c).
+  const PackSrc bsrc{s.b, s.b_dtype, s.trans_b ? cols : p, s.trans_b};
+  const PackSrc vsrc{W.values, W.dtype, kpr, false};  // X(row, slot)
+  static const PermKernel kern[3] = {perm_kernel<4>, perm_kernel<8>, perm_kernel<kPermJ>};
+
+  for (int64_t j0 = 0; j0 < p; j0 += jb) {
+    const int64_t nj = std::min(jb, p - j0), njr = cdiv(nj, 4) * 4;
+    const float* Bt;
+    if (in_place) {
+      Bt = static_cast<const float*>(s.b) + j0 * cols;
+    } else {
+      const int64_t nq = cdiv(nj, 16);
+      parallel_for(nq * cdiv(cols, 512), parallel ? 1 : nq * cdiv(cols, 512), [&](int64_t a, int64_t e) {
+        for (int64_t t = a; t < e; ++t) {
+          const int64_t q = (t % nq) * 16, c = (t / nq) * 512;
+          // dst[j*ldb + c'] = op(B)[c + c'][j0 + q + j]
+          const int64_t w = std::min<int64_t>(512, cols - c);
+          pack_panel(Isa::Avx512, bsrc, c, w, j0 + q, std::min<int64_t>(16, nj - q), static_cast<int>(w),
+                     Bt_all + q * ldb + c, ldb);
+        }
+      });
+      Bt = Bt_all;
+    }
+
+    parallel_for(nrr, parallel ? 1 : nrr, [&](int64_t t0, int64_t t1) {
+      thread_local Scratch s_tile, s_v, s_i;
+      const int64_t smax = kPermKc / m * n;
+      float* tile = s_tile.floats(static_cast<size_t>(cdiv(rr, 16) * 16 * jb));
+      float* V = s_v.floats(static_cast<size_t>(smax * 16));
+      int32_t* I = s_i.as<int32_t>(static_cast<size_t>(smax * 16));
+
+      for (int64_t task = t0; task < t1; ++task) {
+        const int64_t r0 = task * rr, nr = std::min(rr, rows - r0);
+        for (int64_t c0 = 0; c0 < cols; c0 += kPermKc) {
+          const int64_t kc = std::min(kPermKc, cols - c0);
+          const int64_t S = kc / m * n, tk0 = c0 / m * n;
+          const int64_t nch = cdiv(kc, 16);
+          const int sc_last = static_cast<int>(S - (nch - 1) * sc);
+          for (int64_t rb = 0; rb < nr; rb += 16) {
+            const int nrb = static_cast<int>(std::min<int64_t>(16, nr - rb));
+            const int64_t row0 = r0 + rb;
+            if (rb + 16 < nr) prefetch_rows(W, kpr, prb, row0 + 16, std::min<int64_t>(16, nr - rb - 16), tk0, S);
+            pack_panel(Isa::Avx512, vsrc, row0, nrb, tk0, S, 16, V);  // V[slot][lane]
+            if (is24) {
+              decode_idx_24(W.positions + row0 * prb, prb, nrb, tk0, S, I);
+            } else {
+              for (int64_t t = 0; t < S; ++t)
+                for (int l = 0; l < 16; ++l)
+                  I[t * 16 + l] = l < nrb ? static_cast<int32_t>(
+                                                ((t / n) * m + nm_get_pos(W.positions + (row0 + l) * prb, tk0 + t, bits)) & 15)
+                                          : 0;
+            }
+            float* T = tile + (rb / 16) * jb * 16;
+            for (int64_t jr = 0; jr < njr; jr += kPermJ) {
+              const int64_t J = std::min<int64_t>(kPermJ, njr - jr);
+              // Rows of Bt from nj up to njr are read, and their columns of T never stored.
+              kern[J / 4 - 1](nch, sc, sc_last, V, I, Bt + jr * ldb + c0, ldb, T + jr * 16, c0 == 0);
+            }
+          }
+        }
+        store_tile_perm(s, bias, tile, r0, nr, j0, nj, jb);
+      }
+    });
+  }
+}
+#endif
+
+}  // namespace
+
+void spmm(const SpmmArgs& s) {
+  check(s);
+  const Isa isa = active_isa();
+  thread_local Scratch s_bias;
+  const float* bias = nullptr;
+  if (s.bias) {
+    float* b32 = s_bias.floats(static_cast<size_t>(s.w.rows) + 16);
+    convert_to_f32(isa, s.bias, s.bias_dtype, s.w.rows, b32);
+    bias = b32;
+  }
+#if NMS_X86
+  if (isa == Isa::Avx512 && s.w.m <= 16) return spmm_perm(s, bias);
+#endif
+  spmm_rows(s, isa, bias);
+}
+
+}  // namespace nms::cpu
