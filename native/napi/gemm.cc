@@ -1,0 +1,76 @@
+// N-API bindings of the CPU dense GEMM (native/cpu/gemm.h), and of the CPU kernel ISA choice shared with spmm.
+#include <string>
+#include <vector>
+
+#include "cpu/gemm.h"
+#include "cpu/simd.h"
+#include "napi/args.h"
+#include "napi/product_args.h"
+#include "napi/registry.h"
+
+namespace nms::napi {
+namespace {
+
+void RegisterGemm(Napi::Env env, Napi::Object exports) {
+  // gemm(a, aDtype, b, bDtype, c, cDtype, m, n, k, transA, transB, bias|null, biasDtype, async)
+  //   C[m,n] = op(A)·op(B) (+ bias[n]); float32 math. Returns undefined, or a Promise when async.
+  define(env, exports, "gemm", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Buf a = buffer_arg(info, 0, "a"), b = buffer_arg(info, 2, "b"), c = buffer_arg(info, 4, "c");
+    cpu::GemmArgs g{};
+    g.a_dtype = dtype_arg(info, 1, "aDtype");
+    g.b_dtype = dtype_arg(info, 3, "bDtype");
+    g.c_dtype = dtype_arg(info, 5, "cDtype");
+    g.m = int_arg(info, 6, "m");
+    g.n = int_arg(info, 7, "n");
+    g.k = int_arg(info, 8, "k");
+    g.trans_a = bool_arg(info, 9, "transA");
+    g.trans_b = bool_arg(info, 10, "transB");
+    Buf bias = optional_buffer_arg(info, 11, "bias");
+    g.bias_dtype = dtype_arg(info, 12, "biasDtype");
+    const bool async = bool_arg(info, 13, "async");
+    if (g.m < 1 || g.n < 1 || g.k < 1)
+      fail("E_SHAPE", "gemm: expected m, n, k >= 1, got m=" + std::to_string(g.m) + " n=" + std::to_string(g.n) +
+                          " k=" + std::to_string(g.k));
+    for (DType d : {g.a_dtype, g.b_dtype, g.c_dtype})
+      if (!is_float(d)) fail("E_DTYPE", std::string("gemm: expected float32, float16 or bfloat16, got ") + dtype_name(d));
+    if (bias.data && !is_float(g.bias_dtype))
+      fail("E_DTYPE", std::string("gemm: bias: expected float32, float16 or bfloat16, got ") + dtype_name(g.bias_dtype));
+    require_elems(a, elems(g.m, g.k, "a"), g.a_dtype, "a");
+    require_elems(b, elems(g.k, g.n, "b"), g.b_dtype, "b");
+    require_elems(c, elems(g.m, g.n, "c"), g.c_dtype, "c");
+    if (bias.data) require_elems(bias, g.n, g.bias_dtype, "bias");
+    require_apart(c, a, "c", "a");
+    require_apart(c, b, "c", "b");
+    require_apart(c, bias, "c", "bias");
+    g.a = a.data;
+    g.b = b.data;
+    g.c = c.data;
+    g.bias = bias.data;
+    std::vector<Napi::Object> keep{a.owner, b.owner, c.owner};
+    if (bias.data) keep.push_back(bias.owner);
+    return run(info.Env(), async, std::move(keep), [g] { cpu::gemm(g); });
+  });
+
+  // cpuIsa() -> the ISA the CPU GEMM/SpMM kernels use; cpuIsa(name) selects one ("avx512", "avx2", "scalar",
+  // or "auto" for the best this CPU runs) and returns it. For tests (every path gives the same results within
+  // float tolerance) and benchmarks; NMSPARSE_CPU_ISA sets the starting choice.
+  define(env, exports, "cpuIsa", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    if (info.Length() > 0 && !info[0].IsUndefined()) {
+      if (!info[0].IsString()) fail("E_TYPE", "cpuIsa(name): expected a string");
+      const std::string name = info[0].As<Napi::String>().Utf8Value();
+      cpu::Isa isa;
+      if (name == "auto") isa = cpu::best_isa();
+      else if (!cpu::parse_isa(name.c_str(), &isa))
+        fail("E_VALUE", "cpuIsa(name): got \"" + name + "\", expected \"auto\", \"avx512\", \"avx2\" or \"scalar\"");
+      cpu::set_isa(isa);
+    }
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("active", cpu::isa_name(cpu::active_isa()));
+    o.Set("best", cpu::isa_name(cpu::best_isa()));
+    return o;
+  });
+}
+
+}  // namespace
+NMS_NAPI_FAMILY(gemm, RegisterGemm);
+}  // namespace nms::napi

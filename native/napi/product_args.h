@@ -1,0 +1,23 @@
+// Argument checks shared by the CPU product bindings (gemm.cc, spmm.cc, blas_peer.cc).
+#pragma once
+#include <string>
+
+#include "napi/args.h"
+
+namespace nms::napi {
+
+// a·b as an element count, E_SHAPE when it would not fit comfortably in memory arithmetic.
+inline int64_t elems(int64_t a, int64_t b, const char* what) {
+  if (a < 0 || b < 0 || (a > 0 && b > (int64_t{1} << 50) / a))
+    fail("E_SHAPE", std::string(what) + ": " + std::to_string(a) + " x " + std::to_string(b) + " elements is out of range");
+  return a * b;
+}
+
+// An output must not share bytes with an input (the kernels read inputs while writing the output).
+inline void require_apart(const Buf& out, const Buf& in, const char* out_name, const char* in_name) {
+  const char *o = static_cast<const char*>(out.data), *i = static_cast<const char*>(in.data);
+  if (o && i && o < i + in.bytes && i < o + out.bytes)
+    fail("E_VALUE", std::string(out_name) + " must not share memory with " + in_name);
+}
+
+}  // namespace nms::napi

@@ -1,0 +1,70 @@
+// N-API binding of the CPU N:M-sparse × dense product (native/cpu/spmm.h).
+#include <string>
+#include <vector>
+
+#include "core/nm_format.h"
+#include "cpu/spmm.h"
+#include "napi/args.h"
+#include "napi/product_args.h"
+#include "napi/registry.h"
+
+namespace nms::napi {
+namespace {
+
+void RegisterSpmm(Napi::Env env, Napi::Object exports) {
+  // spmm(values, positions, wDtype, rows, cols, n, m, b, bDtype, p, out, outDtype, transB, transOut, bias|null,
+  //      biasDtype, async)
+  //   Y[rows, p] = W̃·op(B) (+ bias[rows] on every column), W̃ in the portable compressed form; out holds Y, or
+  //   Yᵀ when transOut. nm.linear(x, S) is transB = transOut = true with b = x [p, cols]. Returns undefined, or a
+  //   Promise when async.
+  define(env, exports, "spmm", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Buf values = buffer_arg(info, 0, "values"), positions = buffer_arg(info, 1, "positions");
+    cpu::SpmmArgs s{};
+    s.w.dtype = dtype_arg(info, 2, "wDtype");
+    s.w.rows = int_arg(info, 3, "rows");
+    s.w.cols = int_arg(info, 4, "cols");
+    const int64_t n = int_arg(info, 5, "n"), m = int_arg(info, 6, "m");
+    nm_validate(s.w.rows, s.w.cols, n, m);
+    s.w.n = static_cast<int>(n);
+    s.w.m = static_cast<int>(m);
+    Buf b = buffer_arg(info, 7, "b");
+    s.b_dtype = dtype_arg(info, 8, "bDtype");
+    s.p = int_arg(info, 9, "p");
+    Buf out = buffer_arg(info, 10, "out");
+    s.out_dtype = dtype_arg(info, 11, "outDtype");
+    s.trans_b = bool_arg(info, 12, "transB");
+    s.trans_out = bool_arg(info, 13, "transOut");
+    Buf bias = optional_buffer_arg(info, 14, "bias");
+    s.bias_dtype = dtype_arg(info, 15, "biasDtype");
+    const bool async = bool_arg(info, 16, "async");
+
+    if (s.p < 1) fail("E_SHAPE", "spmm: p: got " + std::to_string(s.p) + ", expected p >= 1");
+    for (DType d : {s.w.dtype, s.b_dtype, s.out_dtype})
+      if (!is_float(d)) fail("E_DTYPE", std::string("spmm: expected float32, float16 or bfloat16, got ") + dtype_name(d));
+    if (bias.data && !is_float(s.bias_dtype))
+      fail("E_DTYPE", std::string("spmm: bias: expected float32, float16 or bfloat16, got ") + dtype_name(s.bias_dtype));
+    require_elems(values, elems(s.w.rows, nm_kept_per_row(s.w.cols, s.w.n, s.w.m), "values"), s.w.dtype, "values");
+    require_elems(positions, elems(s.w.rows, nm_pos_row_bytes(s.w.cols, s.w.n, s.w.m), "positions"), DType::U8,
+                  "positions");
+    require_elems(b, elems(s.w.cols, s.p, "b"), s.b_dtype, "b");
+    require_elems(out, elems(s.w.rows, s.p, "out"), s.out_dtype, "out");
+    if (bias.data) require_elems(bias, s.w.rows, s.bias_dtype, "bias");
+    require_apart(out, values, "out", "values");
+    require_apart(out, positions, "out", "positions");
+    require_apart(out, b, "out", "b");
+    require_apart(out, bias, "out", "bias");
+
+    s.w.values = values.data;
+    s.w.positions = static_cast<const uint8_t*>(positions.data);
+    s.b = b.data;
+    s.out = out.data;
+    s.bias = bias.data;
+    std::vector<Napi::Object> keep{values.owner, positions.owner, b.owner, out.owner};
+    if (bias.data) keep.push_back(bias.owner);
+    return run(info.Env(), async, std::move(keep), [s] { cpu::spmm(s); });
+  });
+}
+
+}  // namespace
+NMS_NAPI_FAMILY(spmm, RegisterSpmm);
+}  // namespace nms::napi
