@@ -498,9 +498,10 @@ struct Entry {
 std::mutex g_plans_mu;
 std::map<std::string, std::unique_ptr<Entry>> g_plans;
 
-std::string make_key(const SparseGemm& g, const SltProblem* pr, const char* why_dense) {
+std::string make_key(const SparseGemm& g, const SltProblem* pr, const char* why_dense, Dispatch mode) {
   const SparseMatrix& s = *g.s;
   std::ostringstream k;
+  if (mode != Dispatch::Auto) k << (mode == Dispatch::Sparse ? "[forced sparse] " : "[forced dense] ");
   k << (g.linear ? "linear " : "matmul ") << dtype_name(s.dtype) << "->" << dtype_name(g.out_dtype) << " W["
     << s.rows << "x" << s.cols << "]";
   if (pr) k << " pad[" << pr->m << "x" << pr->k << "] n=" << pr->n;
@@ -740,19 +741,28 @@ std::unique_ptr<Entry> create_entry(const SparseGemm& g, const SltProblem& want,
 
 }  // namespace
 
-void sparse_gemm(const SparseGemm& g) {
-  activate();
-  SparseMatrix& s = *g.s;
+namespace {
+
+// What sparse_gemm() decides before looking at the cache: the problem cuSPARSELt would get, or why it cannot.
+struct Prepared {
+  Dispatch mode = Dispatch::Auto;
+  SltProblem pr;
+  std::string why_dense;
+  std::string key;
+};
+
+Prepared prepare(const SparseGemm& g) {
+  const SparseMatrix& s = *g.s;
   if (s.dtype == DType::U8) fail("E_UNSUPPORTED", "GEMM on 'cuda' does not support uint8 tensors");
   if (s.dtype != DType::I8 && g.out_dtype != s.dtype)
     fail("E_DTYPE", std::string("a ") + dtype_name(s.dtype) + " sparse product is " + dtype_name(s.dtype) + ", not " +
                         dtype_name(g.out_dtype));
-  const Dispatch mode = dispatch_mode();
+  Prepared q;
+  q.mode = dispatch_mode();
   const SltRules rules = slt_rules(s.dtype);
-  std::string why_dense;
-  SltProblem pr;
+  SltProblem& pr = q.pr;
   if (!s.has_slt) {
-    why_dense = s.slt_reason;
+    q.why_dense = s.slt_reason;
   } else {
     pr.ab = rules.type;
     pr.cd = s.dtype == DType::I8 ? CUDA_R_32I : rules.type;
@@ -765,26 +775,34 @@ void sparse_gemm(const SparseGemm& g) {
     pr.bias = g.bias && s.dtype != DType::I8;
     pr.relu = g.act == Act::Relu && s.dtype != DType::I8;
     if (pr.n * pr.k > rules.max_elems || pr.n * pr.m > rules.max_elems)
-      why_dense = "cuSPARSELt takes at most " + std::to_string(rules.max_elems) + " elements per dense operand; p = " +
-                  std::to_string(g.p) + " makes [" + std::to_string(pr.n) + ", " + std::to_string(std::max(pr.k, pr.m)) +
-                  "]";
+      q.why_dense = "cuSPARSELt takes at most " + std::to_string(rules.max_elems) + " elements per dense operand; p = " +
+                    std::to_string(g.p) + " makes [" + std::to_string(pr.n) + ", " + std::to_string(std::max(pr.k, pr.m)) +
+                    "]";
   }
-  const std::string key = make_key(g, why_dense.empty() ? &pr : nullptr, why_dense.c_str());
+  q.key = make_key(g, q.why_dense.empty() ? &pr : nullptr, q.why_dense.c_str(), q.mode);
+  return q;
+}
+
+}  // namespace
+
+void sparse_gemm(const SparseGemm& g) {
+  activate();
+  const Prepared q = prepare(g);
   std::lock_guard<std::mutex> lock(g_plans_mu);
-  auto it = g_plans.find(key);
+  auto it = g_plans.find(q.key);
   if (it == g_plans.end()) {
-    if (!why_dense.empty()) {
-      if (mode == Dispatch::Sparse) fail("E_UNSUPPORTED", "NMSPARSE_CUDA_DISPATCH=sparse, but " + why_dense);
+    if (!q.why_dense.empty()) {
+      if (q.mode == Dispatch::Sparse) fail("E_UNSUPPORTED", "NMSPARSE_CUDA_DISPATCH=sparse, but " + q.why_dense);
       auto e = std::make_unique<Entry>();
-      e->info.key = key;
+      e->info.key = q.key;
       e->info.path = "dense";
-      e->info.reason = why_dense;
-      g_plans.emplace(key, std::move(e));
-      run_dense_or_explain(g, why_dense);
+      e->info.reason = q.why_dense;
+      g_plans.emplace(q.key, std::move(e));
+      run_dense_or_explain(g, q.why_dense);
       return;
     }
     if (g_plans.size() >= 1024) g_plans.clear();  // a bound on host memory for programs with endless shapes
-    g_plans.emplace(key, create_entry(g, pr, key, mode));
+    g_plans.emplace(q.key, create_entry(g, q.pr, q.key, q.mode));
     return;  // create_entry ran the call
   }
   Entry& e = *it->second;
@@ -811,13 +829,9 @@ NativeLoopResult bench_native_loop(const SparseGemm& g, int iters) {
   sparse_gemm(g);  // makes (or finds) the key's plan
   NativeLoopResult r;
   r.iters = iters;
+  const std::string key = prepare(g).key;
   std::lock_guard<std::mutex> lock(g_plans_mu);
-  auto it = std::find_if(g_plans.begin(), g_plans.end(), [&](auto& kv) {
-    return kv.first.rfind(g.linear ? "linear " : "matmul ", 0) == 0 && kv.second->slt &&
-           kv.second->slt->pr.m == g.s->rows_pad && kv.second->slt->pr.k == g.s->cols_pad &&
-           kv.second->slt->pr.n == round_up(g.p, slt_rules(g.s->dtype).dense_align) &&
-           kv.second->slt->pr.bias == (g.bias != nullptr && g.s->dtype != DType::I8);
-  });
+  auto it = g_plans.find(key);
   if (it == g_plans.end() || !it->second->use_sparse) {
     r.path = "dense";
     return r;

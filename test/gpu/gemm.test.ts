@@ -1,0 +1,185 @@
+// Sparse and dense GEMM on 'cuda' against float64 products written here: compressed matmul vs matmul(x, prune(W)ᵀ)
+// for float16, bfloat16, float32 (TF32) and int8; shapes cuSPARSELt takes as they are and shapes it needs padded;
+// bias, ReLU and GELU epilogues; forced sparse / forced dense dispatch; the plan cache's record of each shape; and
+// cuBLASLt dense matmul/linear with every transpose.
+import { describe, expect, it } from 'vitest';
+import { nm, Tensor, type DType } from '../../lib/index.js';
+import { cudaBackend, planInfo, clearPlans, sparseInfo, type Activation } from '../../lib/cuda.js';
+import { SparseTensor } from '../../lib/compress.js';
+import { randomTensor } from '../helpers.js';
+import { gpuUsable, refProduct, tolerance, mismatch, values, withDispatch } from './gpu-helpers.js';
+
+const ops = cudaBackend.ops;
+const sparseLinear = (x: Tensor, s: SparseTensor, bias?: Tensor | null, opts: Record<string, unknown> = {}): Tensor => ops.sparseLinear(x, s, bias, opts);
+const sparseMatmul = (s: SparseTensor, b: Tensor, opts: Record<string, unknown> = {}): Tensor => ops.sparseMatmul(s, b, opts);
+
+/** x [tokens, in] and W [out, in] of `dtype`, small values (int8: integers), on both devices. */
+function operands(tokens: number, inF: number, outF: number, dtype: DType, seed: number) {
+  const x = randomTensor([tokens, inF], dtype, seed);
+  const w = randomTensor([outF, inF], dtype, seed + 1);
+  const bias = randomTensor([outF], dtype === 'int8' ? 'float32' : dtype, seed + 2);
+  return { x, w, bias };
+}
+
+function checkLinear(dtype: DType, tokens: number, inF: number, outF: number, pattern: string, opts: { bias?: boolean; act?: Activation } = {}) {
+  const { x, w, bias } = operands(tokens, inF, outF, dtype, tokens * 7 + inF + outF);
+  const pruned = nm.prune(w, pattern);
+  const s = nm.compress(w.to('cuda'), pattern);
+  const b = opts.bias ? bias.to('cuda') : null;
+  const y = sparseLinear(x.to('cuda'), s, b, { activation: opts.act });
+  const outDtype = dtype === 'int8' ? 'float32' : dtype;
+  expect(y.device).toBe('cuda');
+  expect(y.dtype).toBe(outDtype);
+  expect(y.shape).toEqual([tokens, outF]);
+  // Y[t, o] = Σ_k x[t, k] · W̃[o, k]
+  const r = refProduct(values(x), inF, 1, values(pruned), 1, inF, tokens, outF, inF, opts.bias ? values(bias) : null, false, opts.act);
+  const tf32 = dtype === 'float32';
+  const bad = mismatch(values(y), r, tolerance(dtype, outDtype, tf32));
+  expect(bad, `${dtype} linear [${tokens}x${inF}] x [${outF}x${inF}]ᵀ ${pattern} bias=${!!opts.bias} act=${opts.act}`).toBeNull();
+  return s;
+}
+
+describe.skipIf(!gpuUsable)('sparse linear on cuda = x · prune(W)ᵀ', () => {
+  const shapes: Array<[number, number, number]> = [
+    [64, 128, 256],   // every dimension in cuSPARSELt's rules
+    [33, 96, 80],     // tokens padded
+    [7, 64, 10],      // out padded (a classifier head)
+    [1, 784, 10],     // MNIST-sized, one token
+    [5, 100, 36],     // in and out padded
+    [256, 1024, 512], // larger
+  ];
+  for (const dtype of ['float16', 'bfloat16', 'int8'] as DType[])
+    it(`${dtype}, 2:4`, () => {
+      for (const [t, i, o] of shapes) if (i % 4 === 0) checkLinear(dtype, t, i, o, '2:4');
+    });
+
+  it('float32 with a pattern cuSPARSELt takes (1:4 ⊂ 1:2 pairs) and one it cannot (2:4: dense, with the reason)', () => {
+    for (const [t, i, o] of shapes) checkLinear('float32', t, i, o, '1:4');
+    const s = checkLinear('float32', 64, 128, 256, '2:4');
+    const inf = sparseInfo(s);
+    if (!inf.cusparselt) expect(String(inf.reason)).toMatch(/1:2/);
+  });
+
+  it('other N:M patterns (dense fallback where cuSPARSELt cannot run them)', () => {
+    for (const p of ['1:4', '1:8', '2:8', '4:8', '3:4', '8:16'])
+      checkLinear('float16', 48, 128, 64, p);
+  });
+
+  for (const dtype of ['float16', 'bfloat16', 'float32', 'int8'] as DType[])
+    it(`${dtype}: bias, relu, gelu`, () => {
+      const p = dtype === 'float32' ? '1:4' : '2:4';
+      for (const act of [undefined, 'relu', 'gelu'] as Array<Activation | undefined>)
+        for (const bias of [false, true]) {
+          checkLinear(dtype, 40, 128, 96, p, { bias, act });
+          checkLinear(dtype, 17, 64, 30, p, { bias, act });
+        }
+    });
+
+  it('x with leading batch dimensions', () => {
+    const x = randomTensor([2, 3, 64], 'float16', 5), w = randomTensor([32, 64], 'float16', 6);
+    const y = sparseLinear(x.to('cuda'), nm.compress(w.to('cuda'), '2:4'));
+    expect(y.shape).toEqual([2, 3, 32]);
+    const r = refProduct(values(x), 64, 1, values(nm.prune(w, '2:4')), 1, 64, 6, 32, 64, null, false, undefined);
+    expect(mismatch(values(y), r, tolerance('float16', 'float16', false))).toBeNull();
+  });
+
+  it('writes into options.out', () => {
+    const { x, w } = operands(16, 64, 32, 'float16', 3);
+    const out = randomTensor([16, 32], 'float16', 4).to('cuda');
+    const y = sparseLinear(x.to('cuda'), nm.compress(w.to('cuda'), '2:4'), null, { out });
+    expect(y).toBe(out);
+    const r = refProduct(values(x), 64, 1, values(nm.prune(w, '2:4')), 1, 64, 16, 32, 64, null, false, undefined);
+    expect(mismatch(values(out), r, tolerance('float16', 'float16', false))).toBeNull();
+  });
+});
+
+describe.skipIf(!gpuUsable)('S.matmul on cuda = prune(W) · B', () => {
+  for (const dtype of ['float16', 'bfloat16', 'int8', 'float32'] as DType[])
+    it(dtype, () => {
+      const p = dtype === 'float32' ? '1:4' : '2:4';
+      for (const [rows, cols, n] of [[64, 128, 32], [30, 64, 7], [256, 512, 100]]) {
+        const w = randomTensor([rows, cols], dtype, rows + cols), b = randomTensor([cols, n], dtype, n);
+        const bias = randomTensor([rows], dtype === 'int8' ? 'float32' : dtype, 3);
+        const s = nm.compress(w.to('cuda'), p);
+        for (const withBias of [false, true]) {
+          const y = sparseMatmul(s, b.to('cuda'), withBias ? { bias: bias.to('cuda') } : {});
+          const outDtype = dtype === 'int8' ? 'float32' : dtype;
+          expect(y.shape).toEqual([rows, n]);
+          const r = refProduct(values(nm.prune(w, p)), cols, 1, values(b), n, 1, rows, n, cols, withBias ? values(bias) : null, true, undefined);
+          expect(mismatch(values(y), r, tolerance(dtype, outDtype, dtype === 'float32')), `${dtype} [${rows}x${cols}]·[${cols}x${n}]`).toBeNull();
+        }
+      }
+    });
+});
+
+describe.skipIf(!gpuUsable)('dispatch and the plan cache', () => {
+  it('forced sparse and forced dense give the same products; auto records its choice and timings', () => {
+    clearPlans();
+    for (const dtype of ['float16', 'bfloat16', 'int8'] as DType[]) {
+      withDispatch('sparse', () => checkLinear(dtype, 128, 256, 128, '2:4', { bias: true, act: 'relu' }));
+      withDispatch('dense', () => checkLinear(dtype, 128, 256, 128, '2:4', { bias: true, act: 'relu' }));
+      withDispatch('auto', () => checkLinear(dtype, 128, 256, 128, '2:4', { bias: true, act: 'relu' }));
+    }
+    const plans = planInfo();
+    const forcedSparse = plans.filter((p) => p.key.startsWith('[forced sparse]'));
+    expect(forcedSparse.length).toBe(3);
+    for (const p of forcedSparse) {
+      expect(p.path).toBe('sparse');
+      expect(p.verified).toBe(true);
+      expect(p.algId).toBeGreaterThanOrEqual(0);
+    }
+    for (const p of plans.filter((q) => q.key.startsWith('[forced dense]'))) expect(p.path).toBe('dense');
+    for (const p of plans.filter((q) => !q.key.startsWith('['))) {
+      expect(['sparse', 'dense']).toContain(p.path);
+      expect(p.verified).toBe(true);
+      expect(p.sparseMs).toBeGreaterThan(0);
+      expect(p.denseMs).toBeGreaterThan(0);
+      if (p.path === 'dense') expect(p.reason).toMatch(/faster/);
+    }
+  });
+
+  it('one plan per shape: repeated calls reuse it', () => {
+    clearPlans();
+    const { x, w } = operands(32, 128, 64, 'float16', 1);
+    const s = nm.compress(w.to('cuda'), '2:4'), xg = x.to('cuda');
+    for (let i = 0; i < 20; i++) sparseLinear(xg, s).dispose();
+    expect(planInfo().length).toBe(1);
+    sparseLinear(randomTensor([33, 128], 'float16', 2).to('cuda'), s).dispose();  // 33 pads to 40: a new key
+    expect(planInfo().length).toBe(2);
+  });
+
+  it('forced sparse on a weight cuSPARSELt cannot take is a typed error naming the constraint', () => {
+    const w = randomTensor([64, 128], 'float32', 1), x = randomTensor([8, 128], 'float32', 2);
+    const s = nm.compress(w.to('cuda'), '2:4');  // float32 needs 1:2 pairs
+    expect(() => withDispatch('sparse', () => sparseLinear(x.to('cuda'), s))).toThrow(
+      expect.objectContaining({ code: 'E_UNSUPPORTED', message: expect.stringMatching(/1:2/) }));
+  });
+});
+
+describe.skipIf(!gpuUsable)('dense matmul / linear on cuda (cuBLASLt)', () => {
+  for (const dtype of ['float32', 'float16', 'bfloat16', 'int8'] as DType[])
+    it(`${dtype}, every transpose`, () => {
+      for (const [m, n, k] of [[64, 48, 32], [33, 17, 40], [128, 256, 512]]) {
+        if (dtype === 'int8' && (m % 4 || n % 4 || k % 4)) continue;
+        for (const transA of [false, true])
+          for (const transB of [false, true]) {
+            const a = randomTensor(transA ? [k, m] : [m, k], dtype, m + k), b = randomTensor(transB ? [n, k] : [k, n], dtype, n + k);
+            const c = ops.matmul(a.to('cuda'), b.to('cuda'), { transA, transB });
+            const outDtype = dtype === 'int8' ? 'float32' : dtype;
+            expect(c.shape).toEqual([m, n]);
+            const r = refProduct(values(a), transA ? 1 : k, transA ? m : 1, values(b), transB ? 1 : n, transB ? k : 1, m, n, k, null, false, undefined);
+            expect(mismatch(values(c), r, tolerance(dtype, outDtype, false)), `${dtype} ${m}x${n}x${k} ${transA}/${transB}`).toBeNull();
+          }
+      }
+    });
+
+  it('linear with bias and activations', () => {
+    for (const dtype of ['float32', 'float16', 'bfloat16'] as DType[])
+      for (const act of [undefined, 'relu', 'gelu'] as Array<Activation | undefined>) {
+        const { x, w, bias } = operands(24, 64, 40, dtype, 9);
+        const y = ops.linear(x.to('cuda'), w.to('cuda'), bias.to('cuda'), { activation: act });
+        const r = refProduct(values(x), 64, 1, values(w), 1, 64, 24, 40, 64, values(bias), false, act);
+        expect(mismatch(values(y), r, tolerance(dtype, dtype, false)), `${dtype} ${act}`).toBeNull();
+      }
+  });
+});
