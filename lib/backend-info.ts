@@ -34,7 +34,10 @@ function cpuIsa(): string {
     const f = (native as Record<string, unknown>)[name];
     if (typeof f === 'function') {
       try {
-        return String((f as () => unknown)());
+        const r = (f as () => unknown)();
+        // native cpuIsa() returns {active, best}; an older build may return the name itself
+        if (r && typeof r === 'object' && 'active' in r) return String((r as { active: unknown }).active);
+        return String(r);
       } catch {
         /* fall through */
       }
