@@ -1,0 +1,141 @@
+/**
+ * `nmsparse serve --model FILE [--port 8080] [--host 127.0.0.1] ...`: serves a checkpoint over HTTP until SIGINT or
+ * SIGTERM, then shuts down gracefully (stops accepting, finishes in-flight requests, exits 0).
+ * Also runs on its own: `node dist/cli/serve.js --model FILE` (what `bench serve` starts).
+ */
+import { parseArgs } from 'node:util';
+import { readFileSync, realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { NmSparseError } from '../errors.js';
+import { InferenceModel, type InferenceOptions } from '../serve/model.js';
+import { isLoopback, startServer, type RunningServer } from '../serve/server.js';
+import type { ArchSpec } from '../io/model-file.js';
+
+export const SERVE_USAGE = `Usage: nmsparse serve --model FILE [options]
+
+Serves a safetensors checkpoint: POST /predict (JSON {"inputs": [[...]]} or raw float32), GET /health, GET /info.
+
+Options:
+  --model FILE          checkpoint (.safetensors) written by nmsparse, or by PyTorch with --arch
+  --port P              port (default 8080; 0 picks a free one)
+  --host H              interface (default 127.0.0.1: loopback only; anything else is reachable from outside)
+  --device D            cpu (default) or cuda
+  --max-batch N         most rows coalesced into one batch (default 64)
+  --max-delay-ms T      how long a request waits for others to batch with (default 2)
+  --max-body-bytes B    largest request body (default 8388608); larger gets 413
+  --max-rows N          most rows in one request (default 1024)
+  --arch A              architecture for a file without nmsparse.arch: 'mlp' or a JSON file
+  --pattern N:M         for a file without N:M metadata: run the Linear weights that are N:M as sparse
+  --dense               run every layer dense (to compare with the sparse path)
+  -h, --help            this text
+`;
+
+interface Process {
+  on(signal: 'SIGINT' | 'SIGTERM', fn: () => void): unknown;
+  off(signal: 'SIGINT' | 'SIGTERM', fn: () => void): unknown;
+}
+
+export interface ServeDeps {
+  /** Where SIGINT/SIGTERM come from (default: process). */
+  signals?: Process;
+  /** How to exit (default: process.exit). */
+  exit?: (code: number) => void;
+  out?: (line: string) => void;
+  err?: (line: string) => void;
+}
+
+function intOpt(v: string | undefined, name: string, def: number): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) throw new NmSparseError('E_VALUE', `--${name}: got ${JSON.stringify(v)}, expected a non-negative integer`);
+  return n;
+}
+
+/** Parses argv, loads the model and starts serving; resolves to the running server (signals handled). */
+export async function runServe(argv: string[], deps: ServeDeps = {}): Promise<RunningServer | null> {
+  const out = deps.out ?? ((l: string) => process.stdout.write(l + '\n'));
+  const err = deps.err ?? ((l: string) => process.stderr.write(l + '\n'));
+  const { values } = parseArgs({
+    args: argv,
+    allowPositionals: false,
+    options: {
+      model: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, device: { type: 'string' },
+      'max-batch': { type: 'string' }, 'max-delay-ms': { type: 'string' }, 'max-body-bytes': { type: 'string' },
+      'max-rows': { type: 'string' }, arch: { type: 'string' }, pattern: { type: 'string' }, dense: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    out(SERVE_USAGE);
+    return null;
+  }
+  if (!values.model) throw new NmSparseError('E_VALUE', '--model: required (a .safetensors checkpoint)');
+  const host = values.host ?? '127.0.0.1';
+  if (!isLoopback(host)) err(`warning: --host ${host} is not loopback: the server is reachable from other machines and has no authentication`);
+  let arch: InferenceOptions['arch'];
+  if (values.arch !== undefined) {
+    if (values.arch === 'mlp') arch = 'mlp';
+    else {
+      try {
+        arch = JSON.parse(readFileSync(values.arch, 'utf8')) as ArchSpec;
+      } catch (e) {
+        throw new NmSparseError('E_IO', `--arch ${values.arch}: cannot read a JSON architecture: ${(e as Error).message}`);
+      }
+    }
+  }
+  const model = await InferenceModel.load(values.model, {
+    device: (values.device ?? 'cpu') as InferenceOptions['device'],
+    maxBatch: intOpt(values['max-batch'], 'max-batch', 64),
+    maxDelayMs: values['max-delay-ms'] === undefined ? 2 : Number(values['max-delay-ms']),
+    arch,
+    pattern: values.pattern,
+    sparse: !values.dense,
+  });
+  const running = await startServer(model, {
+    port: intOpt(values.port, 'port', 8080),
+    host,
+    maxBodyBytes: intOpt(values['max-body-bytes'], 'max-body-bytes', 8 << 20),
+    maxRows: intOpt(values['max-rows'], 'max-rows', 1024),
+    log: (l) => err(`[serve] ${l}`),
+  });
+  const info = model.info();
+  const layers = info.layers.filter((l) => l.type === 'Linear').map((l) => `${l.in}→${l.out} ${l.weight}`).join(', ');
+  out(`nmsparse serve: ${values.model} (${info.inputs} → ${info.outputs}; ${layers}) on ${info.device}`);
+  out(`listening on ${running.url}`);
+
+  const signals = deps.signals ?? process;
+  const exit = deps.exit ?? ((code: number) => process.exit(code));
+  let stopping = false;
+  const onSignal = () => {
+    if (stopping) {
+      err('[serve] second signal: exiting now');
+      exit(1);
+      return;
+    }
+    stopping = true;
+    running.close().then(
+      () => model.dispose().then(() => { signals.off('SIGINT', onSignal); signals.off('SIGTERM', onSignal); exit(0); }),
+      (e) => { err(`[serve] shutdown failed: ${(e as Error).message}`); exit(1); },
+    );
+  };
+  signals.on('SIGINT', onSignal);
+  signals.on('SIGTERM', onSignal);
+  return running;
+}
+
+/** `nmsparse serve ...` (dispatched by lib/cli/index.ts). Errors print one line and set exit code 2. */
+export async function serveCommand(argv: string[]): Promise<void> {
+  try {
+    await runServe(argv);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    process.stderr.write(`nmsparse serve: ${code ? code + ': ' : ''}${(e as Error).message}\n`);
+    if (code?.startsWith('ERR_PARSE_ARGS')) process.stderr.write(SERVE_USAGE);
+    process.exitCode = 2;
+  }
+}
+
+// Run directly: node dist/cli/serve.js --model FILE ...
+const self = fileURLToPath(import.meta.url);
+if (process.argv[1] && (() => { try { return realpathSync(process.argv[1]) === realpathSync(self); } catch { return false; } })())
+  void serveCommand(process.argv.slice(2));

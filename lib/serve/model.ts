@@ -1,0 +1,346 @@
+/**
+ * InferenceModel: a feed-forward network loaded from a checkpoint, ready to serve.
+ *
+ *   const model = await InferenceModel.load('mlp.safetensors', { maxBatch: 64, maxDelayMs: 2 });
+ *   const y = await model.predict(x);          // x: Tensor [B, in] or number[][]; y: float32 Tensor [B, out]
+ *
+ * The network comes from the checkpoint's `nmsparse.arch` metadata (lib/io/model-file.ts), or from the `arch`
+ * option for a file made elsewhere (`'mlp'`: the Linear layers found under `layers.<i>.weight`, ReLU between).
+ * N:M-sparse Linear layers (`nmsparse.sparsity`, or the `pattern` option for a PyTorch file) are compressed once at
+ * load (a SparseTensor; on 'cuda' the backend's device form) and run through the sparse product; the others run
+ * through the dense GEMM. Products use the async native forms, so predict() never blocks the event loop;
+ * concurrent predict() calls are safe and those that arrive together are batched (lib/serve/batcher.ts).
+ */
+import { NmSparseError, fail } from '../errors.js';
+import { backendFor, isDevice, type Device } from '../device.js';
+import { parsePattern, patternString, type Pattern } from '../pattern.js';
+import { check } from '../mask.js';
+import { SparseTensor, compress } from '../compress.js';
+import { Tensor, checkTensor, tensor } from '../tensor.js';
+import { linearAsync } from '../gemm.js';
+import { sparseLinearAsync } from '../spmm.js';
+import { geluForward, im2col, layerNormForward, maxPoolForward, reluForward, type Window2d } from '../nn/elementwise.js';
+import { checkArch, convToGroupLayout, inferMlpArch, loadModel, paramName, type ArchSpec, type LayerSpec, type ModelFile } from '../io/model-file.js';
+import { Batcher, type BatcherStats } from './batcher.js';
+
+export interface InferenceOptions {
+  /** 'cpu' (default) or 'cuda' (E_DEVICE when no usable GPU). */
+  device?: Device;
+  /** Most rows in one coalesced batch (default 64). */
+  maxBatch?: number;
+  /** How long the first request of a batch waits for others, in ms (default 2; 0 = the same tick only). */
+  maxDelayMs?: number;
+  /** Architecture for a file without `nmsparse.arch`: a spec, or 'mlp'. Overrides the file's when given. */
+  arch?: ArchSpec | 'mlp';
+  /** For a file without N:M metadata: run as sparse every Linear weight that is N:M sparse under this pattern. */
+  pattern?: string | Pattern;
+  /** false: run every layer dense, even N:M ones (to compare). Default true. */
+  sparse?: boolean;
+}
+
+/** A product: y = x·Wᵀ + b, dense or N:M sparse. Conv2d runs as im2col + this product. */
+type Product = { w: Tensor; s: null } | { w: null; s: SparseTensor };
+
+type Op =
+  | ({ kind: 'linear'; name: string; b: Tensor | null; in: number; out: number } & Product)
+  | ({ kind: 'conv'; name: string; b: Tensor | null; window: Window2d; out: number } & Product)
+  | { kind: 'maxpool'; window: Window2d }
+  | { kind: 'layernorm'; gamma: Tensor | null; beta: Tensor | null; eps: number }
+  | { kind: 'reshape'; shape: number[] }
+  | { kind: 'relu' | 'gelu' | 'identity' };
+
+export interface LayerInfo {
+  type: string;
+  in?: number;
+  out?: number;
+  /** 'dense', or the N:M pattern a sparse layer runs with. */
+  weight?: string;
+}
+
+export interface ModelInfo {
+  file: string | null;
+  device: Device;
+  inputs: number;
+  outputs: number;
+  layers: LayerInfo[];
+  /** Bytes of the weights as held for inference (compressed where sparse). */
+  weightBytes: number;
+  /** Bytes the same weights take dense. */
+  denseWeightBytes: number;
+  maxBatch: number;
+  maxDelayMs: number;
+  metadata: Record<string, string>;
+}
+
+const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
+
+export class InferenceModel {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  readonly device: Device;
+  #ops: Op[];
+  #batcher: Batcher;
+  #info: ModelInfo;
+  #disposed = false;
+
+  private constructor(ops: Op[], info: ModelInfo) {
+    this.#ops = ops;
+    this.#info = info;
+    this.device = info.device;
+    this.inFeatures = info.inputs;
+    this.outFeatures = info.outputs;
+    this.#batcher = new Batcher((x, rows) => this.#runRows(x, rows), this.inFeatures, this.outFeatures, info.maxBatch, info.maxDelayMs);
+  }
+
+  /** Loads a checkpoint (safetensors, lib/io/model-file.ts) and builds the network. */
+  static async load(file: string, opts: InferenceOptions = {}): Promise<InferenceModel> {
+    const o = checkOptions(opts);
+    // The GPU backend registers itself when lib/cuda.ts is loaded (nothing happens without a CUDA build).
+    if (o.device !== 'cpu') await import('../cuda.js');
+    return InferenceModel.fromModelFile(await loadModel(file), { ...o }, file);
+  }
+
+  /** Builds the network from a loaded ModelFile (tensors in PyTorch layout). */
+  static fromModelFile(mf: ModelFile, opts: InferenceOptions = {}, file: string | null = null): InferenceModel {
+    const o = checkOptions(opts);
+    const where = file ?? 'model';
+    const arch = o.arch === 'mlp' ? inferMlpArch(mf.tensors) : o.arch !== undefined ? checkArch(o.arch, 'options.arch') : mf.arch;
+    if (!arch) throw new NmSparseError('E_VALUE', `${where}: the file records no architecture (nmsparse.arch): pass options.arch (a spec, or 'mlp')`);
+    if (o.device !== 'cpu') backendFor(o.device, 'options.device');
+    const get = (name: string, shape: number[]): Tensor => {
+      const t = mf.tensors.get(name);
+      if (!t) throw new NmSparseError('E_VALUE', `${where}: the architecture needs tensor ${JSON.stringify(name)}, which the file does not hold`);
+      if (t.rank !== shape.length || t.shape.some((d, i) => d !== shape[i]))
+        throw new NmSparseError('E_SHAPE', `${where}: tensor ${JSON.stringify(name)} is ${t.describe()}, the architecture needs [${shape.join(', ')}]`);
+      if (t.dtype === 'int8' || t.dtype === 'uint8')
+        throw new NmSparseError('E_DTYPE', `${where}: tensor ${JSON.stringify(name)} is ${t.describe()}, expected floating point`);
+      return t.dtype === 'float32' ? t : t.astype('float32');
+    };
+    const dev = (t: Tensor | null): Tensor | null => (t && o.device !== 'cpu' ? t.to(o.device) : t);
+
+    const ops: Op[] = [];
+    const layers: LayerInfo[] = [];
+    let weightBytes = 0, denseWeightBytes = 0;
+    let inputs: number | null = null;
+    let cur: number[] | null = null; // the shape of one row as it flows (null until the first layer fixes it)
+    const size = (sh: number[]) => sh.reduce((a, b) => a * b, 1);
+    const need = (i: number, what: string, ok: boolean) => {
+      if (!ok) throw new NmSparseError('E_SHAPE', `${where}: layer ${i} (${describeLayer(arch.layers[i])}) needs ${what}, but its input rows are [${cur?.join(', ')}]`);
+    };
+    /** The product for weight `w2` [out, k] (grouped along k), sparse when the file or options say so. */
+    const product = (name: string, w2: Tensor, dense: Tensor, groupOk: (p: Pattern) => boolean): { prod: Product; label: string } => {
+      const p = sparsePattern(mf, name, dense, o.pattern, groupOk);
+      denseWeightBytes += w2.bytes;
+      if (p && o.sparse) {
+        const pre = mf.compressed.get(name);
+        const reuse = o.device === 'cpu' && pre && pre.dtype === 'float32' && pre.shape.length === 2;
+        const sp = reuse ? pre : compress(o.device === 'cpu' ? w2 : w2.to(o.device), p);
+        weightBytes += sp.bytes;
+        return { prod: { w: null, s: sp }, label: patternString(p) };
+      }
+      weightBytes += w2.bytes;
+      return { prod: { w: dev(w2)!, s: null }, label: 'dense' };
+    };
+    arch.layers.forEach((l, i) => {
+      const pname = (param: string) => paramName(arch, i, param);
+      switch (l.type) {
+        case 'Linear': {
+          if (cur === null) { cur = [l.in]; inputs = l.in; }
+          need(i, `rows of ${l.in} features`, cur.length === 1 && cur[0] === l.in);
+          const w = get(pname('weight'), [l.out, l.in]);
+          const b = l.bias === false ? null : get(pname('bias'), [l.out]);
+          const { prod, label } = product(pname('weight'), w, w, (p) => l.in % p.m === 0);
+          ops.push({ kind: 'linear', name: pname('weight'), b: dev(b), in: l.in, out: l.out, ...prod });
+          layers.push({ type: 'Linear', in: l.in, out: l.out, weight: label });
+          cur = [l.out];
+          break;
+        }
+        case 'Conv2d': {
+          need(i, `images [h, w, ${l.in}] (NHWC; put a Reshape first)`, cur !== null && cur.length === 3 && cur[2] === l.in);
+          const [h, wd] = cur!;
+          const [kh, kw] = l.kernel, [sh, sw] = l.stride, [ph, pw] = l.padding;
+          need(i, 'images at least as large as the kernel', h + 2 * ph >= kh && wd + 2 * pw >= kw);
+          const w = get(pname('weight'), [l.out, l.in, kh, kw]);
+          const ohwi = convToGroupLayout(w);
+          const b = l.bias === false ? null : get(pname('bias'), [l.out]);
+          const { prod, label } = product(pname('weight'), ohwi.reshape([l.out, kh * kw * l.in]), ohwi, (p) => l.in % p.m === 0);
+          ops.push({ kind: 'conv', name: pname('weight'), b: dev(b), window: { kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw] }, out: l.out, ...prod });
+          layers.push({ type: 'Conv2d', in: l.in, out: l.out, weight: label });
+          cur = [Math.floor((h + 2 * ph - kh) / sh) + 1, Math.floor((wd + 2 * pw - kw) / sw) + 1, l.out];
+          break;
+        }
+        case 'MaxPool2d': {
+          need(i, 'images [h, w, c]', cur !== null && cur.length === 3);
+          const [h, wd, c] = cur!;
+          const [kh, kw] = l.kernel, [sh, sw] = l.stride, [ph, pw] = l.padding;
+          need(i, 'images at least as large as the window', h + 2 * ph >= kh && wd + 2 * pw >= kw);
+          ops.push({ kind: 'maxpool', window: { kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw] } });
+          layers.push({ type: 'MaxPool2d' });
+          cur = [Math.floor((h + 2 * ph - kh) / sh) + 1, Math.floor((wd + 2 * pw - kw) / sw) + 1, c];
+          break;
+        }
+        case 'LayerNorm': {
+          if (cur === null) { cur = [l.dim]; inputs = l.dim; }
+          need(i, `a last dimension of ${l.dim}`, cur[cur.length - 1] === l.dim);
+          // nmsparse names its LayerNorm parameters gamma/beta, PyTorch weight/bias
+          const param = (a: string, b: string) => (mf.tensors.has(pname(a)) ? get(pname(a), [l.dim]) : get(pname(b), [l.dim]));
+          const affine = l.affine !== false;
+          ops.push({ kind: 'layernorm', gamma: affine ? dev(param('gamma', 'weight')) : null, beta: affine ? dev(param('beta', 'bias')) : null, eps: l.eps ?? 1e-5 });
+          layers.push({ type: 'LayerNorm' });
+          break;
+        }
+        case 'Reshape':
+          if (cur === null) { cur = [size(l.shape)]; inputs = size(l.shape); }
+          need(i, `rows of ${size(l.shape)} values`, size(cur) === size(l.shape));
+          ops.push({ kind: 'reshape', shape: [...l.shape] });
+          layers.push({ type: 'Reshape' });
+          cur = [...l.shape];
+          break;
+        case 'Flatten':
+          if (cur !== null) cur = [size(cur)];
+          ops.push(cur === null ? { kind: 'identity' } : { kind: 'reshape', shape: cur });
+          layers.push({ type: 'Flatten' });
+          break;
+        case 'ReLU': case 'GELU': case 'Dropout':
+          ops.push({ kind: l.type === 'ReLU' ? 'relu' : l.type === 'GELU' ? 'gelu' : 'identity' });
+          layers.push({ type: l.type });
+          break;
+      }
+    });
+    if (inputs === null || cur === null) throw new NmSparseError('E_VALUE', `${where}: the architecture has no layer that fixes the input size (Linear, Reshape or LayerNorm first)`);
+    const outRow: number[] = cur;
+    if (outRow.length !== 1) ops.push({ kind: 'reshape', shape: [size(outRow)] });
+    return new InferenceModel(ops, {
+      file, device: o.device, inputs, outputs: size(outRow), layers, weightBytes, denseWeightBytes,
+      maxBatch: o.maxBatch, maxDelayMs: o.maxDelayMs, metadata: mf.metadata,
+    });
+  }
+
+  /** What was loaded: layers, sizes, device, batching. */
+  info(): ModelInfo {
+    return { ...this.#info, layers: this.#info.layers.map((l) => ({ ...l })) };
+  }
+
+  get batchStats(): Readonly<BatcherStats> { return { ...this.#batcher.stats }; }
+
+  /**
+   * Outputs for a batch: `x` a float32 Tensor [B, in] (or [in] for one row) or nested number arrays. Batched with
+   * concurrent calls. Returns a float32 CPU Tensor [B, out].
+   */
+  async predict(x: Tensor | number[][] | number[]): Promise<Tensor> {
+    const { data, rows } = this.#input(x);
+    const y = await this.predictRows(data, rows);
+    return new Tensor([rows, this.outFeatures], 'float32', y);
+  }
+
+  /** predict() on raw rows: `x` holds rows × inFeatures float32 values. The server's entry point. */
+  predictRows(x: Float32Array, rows: number): Promise<Float32Array> {
+    this.#alive();
+    if (!(x instanceof Float32Array)) fail('E_TYPE', 'x', x, 'a Float32Array');
+    if (!isPosInt(rows) || x.length !== rows * this.inFeatures)
+      fail('E_SHAPE', 'x', x, `${rows} rows of ${this.inFeatures} values (${rows * this.inFeatures} floats)`);
+    return this.#batcher.submit(x, rows);
+  }
+
+  /** One forward pass of exactly this batch, without batching (still off the event loop). */
+  async forward(x: Tensor): Promise<Tensor> {
+    const { data, rows } = this.#input(x);
+    return new Tensor([rows, this.outFeatures], 'float32', await this.#runRows(data, rows));
+  }
+
+  /** Waits for queued and running batches. */
+  drained(): Promise<void> { return this.#batcher.drained(); }
+
+  /** Frees the weights (device memory at once). Waits for running work first. */
+  async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    await this.#batcher.drained();
+    this.#disposed = true;
+    for (const op of this.#ops) {
+      if (op.kind === 'linear' || op.kind === 'conv') { op.w?.dispose(); op.s?.dispose(); op.b?.dispose(); }
+      if (op.kind === 'layernorm') { op.gamma?.dispose(); op.beta?.dispose(); }
+    }
+  }
+
+  #alive(): void {
+    if (this.#disposed) throw new NmSparseError('E_DISPOSED', 'model: the InferenceModel was disposed');
+  }
+
+  #input(x: unknown): { data: Float32Array; rows: number } {
+    this.#alive();
+    let t: Tensor;
+    if (Array.isArray(x)) t = tensor(x as number[][]);
+    else t = checkTensor(x, 'x');
+    if (t.dtype !== 'float32') t = t.astype('float32');
+    if (t.device !== 'cpu') t = t.to('cpu');
+    const rows = t.rank === 1 ? 1 : t.shape[0];
+    if (t.rank > 2 || t.rank === 0 || t.shape[t.rank - 1] !== this.inFeatures || rows < 1)
+      fail('E_SHAPE', 'x', t, `a float32 tensor [batch, ${this.inFeatures}] with batch >= 1`);
+    return { data: t.storage() as Float32Array, rows };
+  }
+
+  /** The network on `rows` rows. */
+  async #runRows(x: Float32Array, rows: number): Promise<Float32Array> {
+    this.#alive();
+    let h = new Tensor([rows, this.inFeatures], 'float32', x);
+    let owned = this.device !== 'cpu'; // whether h is ours to overwrite (not the caller's input)
+    if (owned) h = h.to(this.device);
+    const product = (x: Tensor, op: Product & { b: Tensor | null }) =>
+      op.s ? sparseLinearAsync(x, op.s, op.b ?? undefined) : linearAsync(x, op.w, op.b ?? undefined);
+    for (const op of this.#ops) {
+      switch (op.kind) {
+        case 'linear': h = await product(h, op); owned = true; break;
+        case 'conv': {
+          // im2col (a memory pass, on this thread) then the product on the pool: [rows·oh·ow, kh·kw·ci] · Wᵀ
+          const [, ih, iw] = h.shape;
+          const cols = im2col(h, op.window);
+          const [kh, kw] = op.window.kernel, [sh, sw] = op.window.stride, [ph, pw] = op.window.padding;
+          const oh = Math.floor((ih + 2 * ph - kh) / sh) + 1, ow = Math.floor((iw + 2 * pw - kw) / sw) + 1;
+          h = (await product(cols, op)).reshape([rows, oh, ow, op.out]);
+          owned = true;
+          break;
+        }
+        case 'maxpool': h = maxPoolForward(h, op.window).y; owned = true; break;
+        case 'layernorm': h = layerNormForward(h, op.gamma, op.beta, op.eps).y; owned = true; break;
+        case 'reshape': h = h.reshape([rows, ...op.shape]); break;
+        case 'relu': h = reluForward(h, owned ? { out: h } : {}); owned = true; break;
+        case 'gelu': h = geluForward(h, owned ? { out: h } : {}); owned = true; break;
+        case 'identity': break;
+      }
+    }
+    return (this.device === 'cpu' ? h.storage() : await h.data()) as Float32Array;
+  }
+}
+
+/**
+ * The pattern a weight runs sparse with, or null for dense: the file's record, else `pattern` when the weight
+ * (`grouped`: N:M groups along its last dimension) satisfies it.
+ */
+function sparsePattern(mf: ModelFile, name: string, grouped: Tensor, pattern: Pattern | undefined, fits: (p: Pattern) => boolean): Pattern | null {
+  const rec = mf.sparsity[name];
+  if (rec) return parsePattern(rec.pattern);
+  if (pattern && fits(pattern) && check(grouped, pattern).ok) return pattern;
+  return null;
+}
+
+function describeLayer(l: LayerSpec): string {
+  return 'in' in l ? `${l.type} ${l.in} → ${l.out}` : l.type;
+}
+
+function checkOptions(opts: InferenceOptions): Required<Omit<InferenceOptions, 'arch' | 'pattern'>> & Pick<InferenceOptions, 'arch'> & { pattern?: Pattern } {
+  if (opts === null || typeof opts !== 'object') fail('E_TYPE', 'options', opts, 'an object');
+  const device = opts.device ?? 'cpu';
+  if (!isDevice(device)) fail('E_DEVICE', 'options.device', device, "'cpu' or 'cuda'");
+  const maxBatch = opts.maxBatch ?? 64;
+  if (!isPosInt(maxBatch)) fail('E_VALUE', 'options.maxBatch', maxBatch, 'a positive integer');
+  const maxDelayMs = opts.maxDelayMs ?? 2;
+  if (typeof maxDelayMs !== 'number' || !Number.isFinite(maxDelayMs) || maxDelayMs < 0 || maxDelayMs > 60_000)
+    fail('E_VALUE', 'options.maxDelayMs', maxDelayMs, 'a number of milliseconds in [0, 60000]');
+  const sparse = opts.sparse ?? true;
+  if (typeof sparse !== 'boolean') fail('E_TYPE', 'options.sparse', sparse, 'a boolean');
+  const arch = opts.arch;
+  if (arch !== undefined && arch !== 'mlp' && (arch === null || typeof arch !== 'object'))
+    fail('E_VALUE', 'options.arch', arch, "an architecture spec or 'mlp'");
+  const pattern = opts.pattern === undefined ? undefined : parsePattern(opts.pattern, 'options.pattern');
+  return { device, maxBatch, maxDelayMs, sparse, arch, pattern };
+}
