@@ -110,6 +110,14 @@ function outBuffer(out: unknown, shape: Shape, dtype: DType): { tensor: Tensor |
   return { tensor: t, buf: t ? t.deviceStorage('options.out') : null };
 }
 
+/** Products cannot write over their own inputs (the first call of a shape runs the product more than once). */
+function notAliased(out: Tensor | undefined, inputs: Array<Tensor | null | undefined>): void {
+  if (!out) return;
+  const o = out.deviceStorage('options.out');
+  for (const t of inputs)
+    if (t && t.deviceStorage() === o) fail('E_VALUE', 'options.out', out, 'a tensor that is not one of the inputs of the product');
+}
+
 function result(out: Tensor | undefined, shape: Shape, dtype: DType, buf: DeviceStorage): Tensor {
   return out ?? wrap(shape, dtype, buf);
 }
@@ -223,6 +231,7 @@ function sparseLinear(x: Tensor, s: SparseTensor, bias?: Tensor | null, opts: Pr
   const b = checkBias(bias, outF, s.dtype);
   const shape = [...x.shape.slice(0, -1), outF];
   const o = outBuffer(opts.out, shape, outDtype);
+  notAliased(o.tensor, [x, b]);
   const buf = native.cudaSparseLinear(storageOf(x, 'x'), rows, sparseHandle(s, 'weight'), b ? storageOf(b, 'bias') : null,
     activationCode(opts.activation), dtypeCode(outDtype), o.buf);
   return result(o.tensor, shape, outDtype, buf);
@@ -240,6 +249,7 @@ function sparseMatmul(s: SparseTensor, b: Tensor, opts: ProductOptions & { bias?
   const bias = checkBias(opts.bias, rows, s.dtype, 'options.bias');
   const shape = [rows, p];
   const o = outBuffer(opts.out, shape, outDtype);
+  notAliased(o.tensor, [b, bias]);
   const buf = native.cudaSparseMatmul(sparseHandle(s, 'sparse tensor'), storageOf(b, 'b'), p, bias ? storageOf(bias, 'options.bias') : null,
     activationCode(opts.activation), dtypeCode(outDtype), o.buf);
   return result(o.tensor, shape, outDtype, buf);
@@ -259,6 +269,7 @@ function matmul(a: Tensor, b: Tensor, opts: ProductOptions & { transA?: boolean;
   const bias = checkBias(opts.bias, n, a.dtype, 'options.bias');
   const shape = [m, n];
   const o = outBuffer(opts.out, shape, outDtype);
+  notAliased(o.tensor, [a, b, bias]);
   const buf = native.cudaMatmul(storageOf(a, 'a'), storageOf(b, 'b'), a.dtypeCode, m, n, k, ta, tb,
     bias ? storageOf(bias, 'options.bias') : null, false, activationCode(opts.activation), dtypeCode(outDtype), !!opts.tf32, o.buf);
   return result(o.tensor, shape, outDtype, buf);
@@ -276,6 +287,7 @@ function linear(x: Tensor, w: Tensor, bias?: Tensor | null, opts: ProductOptions
   const b = checkBias(bias, outF, x.dtype);
   const shape = [...x.shape.slice(0, -1), outF];
   const o = outBuffer(opts.out, shape, outDtype);
+  notAliased(o.tensor, [x, w, b]);
   const buf = native.cudaMatmul(storageOf(x, 'x'), storageOf(w, 'weight'), x.dtypeCode, rows, outF, inF, false, true,
     b ? storageOf(b, 'bias') : null, false, activationCode(opts.activation), dtypeCode(outDtype), false, o.buf);
   return result(o.tensor, shape, outDtype, buf);

@@ -57,6 +57,10 @@ describe.skipIf(!gpuUsable)('bad input on cuda', () => {
     ['matmul: uint8', 'E_UNSUPPORTED', () => ops.matmul(g([4, 8], 'uint8'), g([8, 4], 'uint8'))],
     ['matmul: 3-D', 'E_SHAPE', () => ops.matmul(g([2, 4, 8]), g([8, 4]))],
     ['linear: weight on the cpu', 'E_DEVICE', () => ops.linear(g([2, 8]), randomTensor([4, 8], 'float16', 1))],
+    ['matmul: out is an input', 'E_VALUE', () => {
+      const a = g([8, 8]);
+      return ops.matmul(a, g([8, 8]), { out: a });
+    }],
     ['alloc: more than the device has', 'E_OOM', () => cudaBackend.alloc(2 ** 40)],
     ['alloc: negative size', 'E_VALUE', () => cudaBackend.alloc(-1)],
   ];
