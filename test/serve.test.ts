@@ -196,6 +196,10 @@ describe('HTTP server', () => {
     expect(rr.status).toBe(200);
     expect(rr.headers['x-shape']).toBe('6,10');
     expectClose(raw32(rr), expected.outputs.flat(), 'raw outputs');
+    // curl -d sends JSON as application/x-www-form-urlencoded: accepted as JSON
+    const curl = await request(srv.url, { method: 'POST', path: '/predict', body: JSON.stringify({ inputs: expected.inputs.slice(0, 1) }), type: 'application/x-www-form-urlencoded' });
+    expect(curl.status).toBe(200);
+    expectClose(json(curl).outputs[0], expected.outputs[0], 'curl -d');
     expect(json(await request(srv.url, { path: '/health' }))).toEqual({ status: 'ok' });
     const info = json(await request(srv.url, { path: '/info' }));
     expect(info.model).toMatchObject({ inputs: 32, outputs: 10, device: 'cpu' });

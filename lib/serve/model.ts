@@ -105,7 +105,7 @@ export class InferenceModel {
     const o = checkOptions(opts);
     const where = file ?? 'model';
     const arch = o.arch === 'mlp' ? inferMlpArch(mf.tensors) : o.arch !== undefined ? checkArch(o.arch, 'options.arch') : mf.arch;
-    if (!arch) throw new NmSparseError('E_VALUE', `${where}: the file records no architecture (nmsparse.arch): pass options.arch (a spec, or 'mlp')`);
+    if (!arch) throw new NmSparseError('E_VALUE', `${where}: the file records no architecture (nmsparse.arch): pass options.arch (--arch for nmsparse serve): a spec, or 'mlp'`);
     if (o.device !== 'cpu') backendFor(o.device, 'options.device');
     const get = (name: string, shape: number[]): Tensor => {
       const t = mf.tensors.get(name);

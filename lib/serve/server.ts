@@ -55,6 +55,7 @@ class HttpError extends Error {
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8';
+const JSON_LIKE = new Set(['application/json', '', 'text/plain', 'application/x-www-form-urlencoded']);
 
 function send(res: http.ServerResponse, status: number, body: unknown, headers: http.OutgoingHttpHeaders = {}): void {
   const text = JSON.stringify(body);
@@ -177,7 +178,8 @@ export async function startServer(model: InferenceModel, opts: ServerOptions = {
   async function predict(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const type = mediaType(req);
     const raw = type === 'application/octet-stream';
-    if (!raw && type !== 'application/json' && type !== '' && type !== 'text/plain')
+    // JSON also under the types plain clients send by default (curl -d: x-www-form-urlencoded).
+    if (!raw && !JSON_LIKE.has(type))
       throw new HttpError(415, 'E_CONTENT_TYPE', `Content-Type ${JSON.stringify(type)} is not supported: use application/json or application/octet-stream`);
     const body = await readBody(req, maxBodyBytes);
     const { x, rows } = raw ? parseRawInputs(body, inF, maxRows) : parseJsonInputs(body, inF, maxRows);
