@@ -8,7 +8,7 @@ import {
 } from '../lib/nn/layers.js';
 import { SoftmaxCrossEntropy } from '../lib/nn/loss.js';
 import { Module } from '../lib/nn/module.js';
-import { col2im, dropout, im2col, maskedAdd, maskedScale } from '../lib/nn/elementwise.js';
+import { col2im, dropout, im2col, maskedAdd, maskedScale, nmMaskScale } from '../lib/nn/elementwise.js';
 import { STE, MaskDecay } from '../lib/recipes/index.js';
 import { NmSparseError } from '../lib/errors.js';
 import { prng } from './helpers.js';
@@ -458,5 +458,40 @@ describe('masked recipe terms', () => {
     const z = f32([-0, 1], [2]);
     maskedAdd(z, f32([Infinity, 1], [2]), new Tensor([2], 'uint8', Uint8Array.from([0, 0])), 0);
     expect(Object.is(arr(z)[0], -0)).toBe(true); // λ = 0 leaves g bit for bit
+  });
+});
+
+describe('nmMaskScale (the fused mask refresh)', () => {
+  it('gives exactly nm.mask and w ⊙ (m + (1 − m)α) for every M, with ties, ±0, ±inf, NaN and ragged tails', () => {
+    const r = prng(123);
+    for (const [n, m] of [[1, 4], [2, 4], [3, 4], [1, 8], [2, 8], [4, 8], [7, 8], [3, 16], [8, 16], [5, 32], [16, 32]]) {
+      for (const rows of [1, 3, 7]) {
+        const cols = m * 3;
+        const v = Array.from({ length: rows * cols }, () => {
+          const u = r();
+          if (u < 0.05) return NaN;
+          if (u < 0.08) return u < 0.065 ? Infinity : -Infinity;
+          if (u < 0.15) return u < 0.11 ? 0 : -0;
+          if (u < 0.35) return [0.5, -0.5, 1, -1][Math.floor(r() * 4)]; // ties
+          return 2 * r() - 1;
+        });
+        const w = f32(v, [rows, cols]);
+        const want = nm.mask(w, { n, m }).storage();
+        for (const alpha of [0, 0.375]) {
+          const { mask, out } = nmMaskScale(w, { n, m }, alpha);
+          expect(Array.from(mask.storage()), `${n}:${m} rows ${rows}`).toEqual(Array.from(want));
+          const e = arr(out), ws = arr(w);
+          for (let i = 0; i < e.length; i++) {
+            const expected = want[i] ? ws[i] : alpha === 0 ? 0 : Math.fround(Math.fround(alpha) * ws[i]);
+            if (!Object.is(e[i], expected)) expect.fail(`${n}:${m} α=${alpha} [${i}]: ${e[i]} vs ${expected}`);
+          }
+        }
+      }
+    }
+  });
+
+  it('refuses an output that aliases w', () => {
+    const w = f32(values(8, 1), [2, 4]);
+    expect(() => nmMaskScale(w, { n: 2, m: 4 }, 0, { out: w })).toThrowError(/options.out/);
   });
 });

@@ -8,6 +8,8 @@ import { native } from '../native.js';
 import { fail } from '../errors.js';
 import { deviceOp } from '../device.js';
 import { checkOut, checkTensor, outputFor, Tensor, type Shape } from '../tensor.js';
+import { nmView } from '../mask.js';
+import type { Pattern } from '../pattern.js';
 
 function f32(t: unknown, arg: string): Tensor {
   const x = checkTensor(t, arg);
@@ -317,4 +319,21 @@ export function maskedAdd(g: Tensor, w: Tensor, mask: Tensor, lambda: number): T
   if (gt.device !== 'cpu') return deviceOp(gt.device, 'maskedAdd')(gt, wt, m, lambda);
   native.maskedAdd(fs(gt), fs(wt), m.storage(), lambda, gt.size);
   return gt;
+}
+
+/**
+ * A recipe's mask refresh in one pass: `mask` = the N:M mask of w (the selection of nm.mask: top-N |w| of each
+ * group of M along the last dimension, ties to the lower index, NaN largest) and `out` = w ⊙ (m + (1 − m)·α).
+ * Returns both (into `opts.mask` / `opts.out` when given).
+ */
+export function nmMaskScale(w: Tensor, pattern: Pattern, alpha: number, opts: { mask?: Tensor; out?: Tensor } = {}): { mask: Tensor; out: Tensor } {
+  const t = f32(w, 'w');
+  const { rows, cols } = nmView(t, pattern, 'w');
+  if (!Number.isFinite(alpha)) fail('E_VALUE', 'alpha', alpha, 'a finite number');
+  if (t.device !== 'cpu') return deviceOp(t.device, 'nmMaskScale')(t, pattern, alpha, opts);
+  const mask = outputFor(checkOut(opts.mask, t.shape, 'uint8', 'cpu', 'options.mask'), t.shape, 'uint8');
+  const out = out32(opts.out, t.shape);
+  if (out.storage() === t.storage()) fail('E_VALUE', 'options.out', out, 'a tensor other than w');
+  native.nmMaskScale(fs(t), rows, cols, pattern.n, pattern.m, alpha, mask.storage(), fs(out));
+  return { mask, out };
 }

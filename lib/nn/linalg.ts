@@ -5,6 +5,7 @@
  *   matmulNN(a, b)          c  = a·b          a [m, k], b [k, n]     (dX = dY·W)
  *   matmulTN(a, b)          c  = aᵀ·b         a [k, m], b [k, n]     (dW = dYᵀ·X)
  */
+import { native } from '../native.js';
 import { fail } from '../errors.js';
 import { checkOut, outputFor, type Tensor } from '../tensor.js';
 import { deviceOp } from '../device.js';
@@ -15,9 +16,14 @@ function dims2(t: Tensor, arg: string): [number, number] {
   return [t.shape[0], t.shape[1]];
 }
 
-// Portable fallback: row-major i-k-j loops in float32 arithmetic order. Replaced by the native GEMM (lib/gemm.ts).
-function gemmJs(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean): void {
+// The native CPU GEMM (native/cpu/gemm.cc) when the addon has it; a plain JS loop otherwise.
+function gemmJs(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean, bias?: Float32Array): void {
+  if (typeof native.gemm === 'function' && m > 0 && n > 0 && k > 0) {
+    native.gemm(a, 0, b, 0, c, 0, m, n, k, transA, transB, bias ?? null, 0, false);
+    return;
+  }
   c.fill(0);
+  if (bias) for (let i = 0; i < m; i++) c.set(bias, i * n);
   for (let i = 0; i < m; i++) {
     const ci = i * n;
     for (let p = 0; p < k; p++) {
@@ -41,11 +47,7 @@ export function linearForward(x: Tensor, w: Tensor, bias: Tensor | null, out?: T
   if (x.device !== 'cpu') return deviceOp(x.device, 'linear')(x, w, bias ?? undefined, { out });
   const y = outputFor(checkOut(out, [rows, outF], 'float32', 'cpu'), [rows, outF], 'float32');
   const ys = y.storage() as Float32Array;
-  gemmJs(x.storage() as Float32Array, w.storage() as Float32Array, ys, rows, outF, inF, false, true);
-  if (bias) {
-    const b = bias.storage() as Float32Array;
-    for (let r = 0; r < rows; r++) for (let j = 0; j < outF; j++) ys[r * outF + j] += b[j];
-  }
+  gemmJs(x.storage() as Float32Array, w.storage() as Float32Array, ys, rows, outF, inF, false, true, bias ? (bias.storage() as Float32Array) : undefined);
   return y;
 }
 

@@ -26,7 +26,10 @@ export class ASP extends Recipe {
   }
   // The mask is computed once, at the first sparse step, and kept.
   protected override refreshDue(s: SparseWeight, p: Pattern): boolean { return s.mask === null || s.maskPattern === null || s.maskPattern.n !== p.n; }
-  protected override onRefresh(s: SparseWeight): void { maskedScale(s.weight, s.mask!, 0, { out: s.weight }); }
+  protected override onRefresh(s: SparseWeight): boolean {
+    maskedScale(s.weight, s.mask!, 0, { out: s.weight });
+    return true;
+  }
   override weightGrad(s: SparseWeight, g: Tensor): void { this.scaleByMask(s, g); }
   override afterUpdate(s: SparseWeight): void {
     if (s.active && s.mask) maskedScale(s.weight, s.mask, 0, { out: s.weight });

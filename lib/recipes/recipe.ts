@@ -17,7 +17,7 @@ import { fail } from '../errors.js';
 import { mask as nmMask } from '../mask.js';
 import { SUPPORTED_M, parsePattern, patternString, type Pattern } from '../pattern.js';
 import type { Tensor } from '../tensor.js';
-import { maskedAdd, maskedScale } from '../nn/elementwise.js';
+import { maskedAdd, maskedScale, nmMaskScale } from '../nn/elementwise.js';
 import type { Parameter } from '../nn/module.js';
 
 export type RecipeName = 'dense' | 'ste' | 'srste' | 'asp' | 'mask-decay' | 'structure-decay';
@@ -164,8 +164,8 @@ export abstract class Recipe {
   protected refreshDue(s: SparseWeight, p: Pattern): boolean {
     return s.mask === null || !samePattern(s.maskPattern, p) || this.sparseStep - s.lastRefresh >= this.interval;
   }
-  /** Called once a refreshed mask is in s.mask (ASP prunes W there). */
-  protected onRefresh(_s: SparseWeight): void {}
+  /** Called once a refreshed mask is in s.mask; returns true when it changed W (ASP prunes W there). */
+  protected onRefresh(_s: SparseWeight): boolean { return false; }
 
   /** The effective weight of `s` for the forward pass at the current step, as [rows, cols]. */
   forwardWeight(s: SparseWeight, training: boolean): Tensor {
@@ -175,19 +175,20 @@ export abstract class Recipe {
       if (training) { s.active = false; s.alpha = 1; s.density = 1; }
       return w;
     }
-    let m: Tensor;
-    if (!this.refreshDue(s, p)) m = s.mask!;
-    else if (training) {
-      s.mask = nmMask(w, p, { out: s.mask && s.mask.device === w.device ? s.mask : undefined });
+    const alpha = this.alphaAt();
+    if (training) { s.active = true; s.alpha = alpha; s.density = alpha === 0 ? p.n / p.m : 1; }
+    if (!this.refreshDue(s, p)) return maskedScale(w, s.mask!, alpha, { out: s.effectiveBuffer() });
+    // A refresh: mask and effective weight in one pass (into the layer's buffers).
+    const buf = training ? (s.mask && s.mask.device === w.device ? s.mask : undefined) : s.evalMaskBuffer();
+    const r = nmMaskScale(w, p, alpha, { mask: buf, out: s.effectiveBuffer() });
+    if (training) {
+      s.mask = r.mask;
       s.maskPattern = p;
       s.lastRefresh = this.sparseStep;
       s.updates++;
-      this.onRefresh(s);
-      m = s.mask;
-    } else m = nmMask(w, p, { out: s.evalMaskBuffer() });
-    const alpha = this.alphaAt();
-    if (training) { s.active = true; s.alpha = alpha; s.density = alpha === 0 ? p.n / p.m : 1; }
-    return maskedScale(w, m, alpha, { out: s.effectiveBuffer() });
+      if (this.onRefresh(s)) return maskedScale(w, s.mask, alpha, { out: s.effectiveBuffer() });
+    }
+    return r.out;
   }
 
   /**

@@ -6,6 +6,20 @@
 #include <vector>
 
 #include "core/threadpool.h"
+#include "cpu/mask.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+// The streaming loops below are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time (GCC/clang
+// function multi-versioning); elsewhere they are plain loops. They are written branch-free (selects, not
+// conditional stores) so that every version vectorises.
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && defined(__linux__)
+#define NMS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define NMS_CLONES
+#endif
 
 namespace nms::cpu {
 namespace {
@@ -19,14 +33,124 @@ int64_t row_grain(int64_t cols) { return std::max<int64_t>(1, kGrain / std::max<
 // row order (deterministic, whatever the thread count) while reading contiguous 256-byte segments.
 constexpr int64_t kColBlock = 64;
 
+NMS_CLONES void relu_range(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+NMS_CLONES void relu_back_range(const float* dy, const float* y, float* dx, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+NMS_CLONES void masked_scale_range(const float* x, const uint8_t* m, float alpha, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    y[i] = m[i] ? v : alpha * v;
+  }
+}
+NMS_CLONES void masked_zero_range(const float* x, const uint8_t* m, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    y[i] = m[i] ? v : 0.0f;
+  }
+}
+NMS_CLONES void masked_add_range(float* g, const float* w, const uint8_t* m, float lambda, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i], add = gi + lambda * w[i];
+    g[i] = m[i] ? gi : add;
+  }
+}
+NMS_CLONES void bias_add_row(float* y, const float* b, int64_t cols) {
+  for (int64_t c = 0; c < cols; ++c) y[c] += b[c];
+}
+NMS_CLONES void add_row(float* acc, const float* d, int64_t w) {
+  for (int64_t j = 0; j < w; ++j) acc[j] += d[j];
+}
+
+// The mask refresh of the recipes: the N:M selection of nm_group_keep (ties to the lower index, NaN largest; the
+// function nm.mask uses) on float32, writing the mask and W ⊙ (m + (1 − m)·α) in the same pass.
+inline uint32_t f32_key(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u &= 0x7fffffffu;
+  return u > 0x7f800000u ? 0x7fc00000u : u;
+}
+
+// Scalar path, M a template constant so the rank loops unroll: rank_i = #{j : key_j > key_i or (key_j = key_i, j < i)}.
+template <int M>
+void nm_mask_scale_scalar(const float* w, int64_t count, int n, float alpha, uint8_t* mask, float* eff) {
+  for (int64_t g = 0; g < count; g += M) {
+    uint32_t key[M];
+    for (int i = 0; i < M; ++i) key[i] = f32_key(w[g + i]);
+    for (int i = 0; i < M; ++i) {
+      int rank = 0;
+      for (int j = 0; j < M; ++j) rank += (key[j] > key[i]) | ((key[j] == key[i]) & (j < i));
+      const bool k = rank < n;
+      const float v = w[g + i];
+      mask[g + i] = k;
+      eff[g + i] = k ? v : (alpha == 0.0f ? 0.0f : alpha * v);
+    }
+  }
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+// GCC 12's own intrinsic headers trip -Wuninitialized (_mm512_undefined_* inside permutexvar) here.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// AVX-512 path for M in {4, 8, 16}: 16 lanes hold 16/M groups; for each shift s in 1..M−1 the keys are rotated
+// within their group and every lane counts the group members that beat it (same rule as above).
+template <int M>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) int64_t nm_mask_scale_avx512(const float* w, int64_t count, int n, float alpha, uint8_t* mask, float* eff) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i inner = _mm512_and_si512(lane, _mm512_set1_epi32(M - 1)), base = _mm512_andnot_si512(_mm512_set1_epi32(M - 1), lane);
+  __m512i rot[M];
+  __mmask16 earlier[M];
+  for (int s = 1; s < M; ++s) {
+    const __m512i other = _mm512_and_si512(_mm512_add_epi32(inner, _mm512_set1_epi32(s)), _mm512_set1_epi32(M - 1));
+    rot[s] = _mm512_or_si512(base, other);
+    earlier[s] = _mm512_cmplt_epi32_mask(other, inner);
+  }
+  const __m512i absmask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000), qnan = _mm512_set1_epi32(0x7fc00000);
+  const __m512i nn = _mm512_set1_epi32(n), one = _mm512_set1_epi32(1);
+  const __m512 va = _mm512_set1_ps(alpha);
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) {
+    const __m512 v = _mm512_loadu_ps(w + i);
+    __m512i key = _mm512_and_si512(_mm512_castps_si512(v), absmask);
+    key = _mm512_mask_mov_epi32(key, _mm512_cmpgt_epu32_mask(key, inf), qnan);
+    __m512i rank = _mm512_setzero_si512();
+    for (int s = 1; s < M; ++s) {
+      const __m512i o = _mm512_permutexvar_epi32(rot[s], key);
+      const __mmask16 beats = _mm512_cmpgt_epu32_mask(o, key) | (_mm512_cmpeq_epi32_mask(o, key) & earlier[s]);
+      rank = _mm512_mask_add_epi32(rank, beats, rank, one);
+    }
+    const __mmask16 keep = _mm512_cmplt_epi32_mask(rank, nn);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(mask + i), _mm_maskz_set1_epi8(keep, 1));
+    const __m512 e = alpha == 0.0f ? _mm512_maskz_mov_ps(keep, v) : _mm512_mask_blend_ps(keep, _mm512_mul_ps(va, v), v);
+    _mm512_storeu_ps(eff + i, e);
+  }
+  return i;
+}
+#pragma GCC diagnostic pop
+bool has_avx512bw() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  return ok;
+}
+#endif
+
+template <int M>
+void nm_mask_scale_span(const float* w, int64_t count, int n, float alpha, uint8_t* mask, float* eff) {
+  int64_t done = 0;
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+  if constexpr (M <= 16)
+    if (has_avx512bw()) done = nm_mask_scale_avx512<M>(w, count, n, alpha, mask, eff);
+#endif
+  nm_mask_scale_scalar<M>(w + done, count - done, n, alpha, mask + done, eff + done);
+}
+
 }  // namespace
 
 void bias_add(float* y, const float* b, int64_t rows, int64_t cols) {
   parallel_for(rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      float* yr = y + r * cols;
-      for (int64_t c = 0; c < cols; ++c) yr[c] += b[c];
-    }
+    for (int64_t r = r0; r < r1; ++r) bias_add_row(y + r * cols, b, cols);
   });
 }
 
@@ -37,25 +161,18 @@ void bias_grad(const float* dy, int64_t rows, int64_t cols, float* db) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t c0 = b * kColBlock, w = std::min(kColBlock, cols - c0);
       std::fill(acc, acc + w, 0.0f);
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* d = dy + r * cols + c0;
-        for (int64_t j = 0; j < w; ++j) acc[j] += d[j];
-      }
+      for (int64_t r = 0; r < rows; ++r) add_row(acc, dy + r * cols + c0, w);
       std::memcpy(db + c0, acc, static_cast<size_t>(w) * sizeof(float));
     }
   });
 }
 
 void relu_forward(const float* x, float* y, int64_t n) {
-  parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-  });
+  parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) { relu_range(x + i0, y + i0, i1 - i0); });
 }
 
 void relu_backward(const float* dy, const float* y, float* dx, int64_t n) {
-  parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-  });
+  parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) { relu_back_range(dy + i0, y + i0, dx + i0, i1 - i0); });
 }
 
 void gelu_forward(const float* x, float* y, int64_t n) {
@@ -298,19 +415,34 @@ void dropout_apply(const float* x, float* y, int64_t n, float p, uint64_t seed, 
 
 void masked_scale(const float* x, const uint8_t* mask, float alpha, float* y, int64_t n) {
   parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) {
-    if (alpha == 0.0f) {
-      for (int64_t i = i0; i < i1; ++i) y[i] = mask[i] ? x[i] : 0.0f;
-    } else {
-      for (int64_t i = i0; i < i1; ++i) y[i] = mask[i] ? x[i] : alpha * x[i];
-    }
+    if (alpha == 0.0f) masked_zero_range(x + i0, mask + i0, y + i0, i1 - i0);
+    else masked_scale_range(x + i0, mask + i0, alpha, y + i0, i1 - i0);
   });
 }
 
 void masked_add(float* g, const float* w, const uint8_t* mask, float lambda, int64_t n) {
   if (lambda == 0.0f) return;  // exactly the unmodified gradient (no −0 + 0 or 0·inf surprises)
-  parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i)
-      if (!mask[i]) g[i] += lambda * w[i];
+  parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) { masked_add_range(g + i0, w + i0, mask + i0, lambda, i1 - i0); });
+}
+
+void nm_mask_scale(const float* w, int64_t rows, int64_t cols, int n, int m, float alpha, uint8_t* mask, float* eff) {
+  // Groups never cross rows (cols % m == 0), so the whole tensor is one run of groups.
+  const int64_t count = rows * cols;
+  parallel_for(count / 16 + 1, std::max<int64_t>(1, kGrain / 16), [&](int64_t c0, int64_t c1) {
+    const int64_t i0 = c0 * 16, i1 = std::min(count, c1 * 16);  // 16 is a multiple of every m <= 16; m = 32 below
+    auto run = [&](int64_t a, int64_t b) {
+      switch (m) {
+        case 4: nm_mask_scale_span<4>(w + a, b - a, n, alpha, mask + a, eff + a); break;
+        case 8: nm_mask_scale_span<8>(w + a, b - a, n, alpha, mask + a, eff + a); break;
+        case 16: nm_mask_scale_span<16>(w + a, b - a, n, alpha, mask + a, eff + a); break;
+        default: nm_mask_scale_span<32>(w + a, b - a, n, alpha, mask + a, eff + a); break;
+      }
+    };
+    if (m <= 16) run(i0, i1);
+    else {  // m = 32: chunks start on a 32-element boundary
+      const int64_t a = (i0 + 31) / 32 * 32, b = std::min(count, (i1 + 31) / 32 * 32);
+      if (a < b) run(a, b);
+    }
   });
 }
 

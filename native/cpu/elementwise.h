@@ -84,5 +84,9 @@ inline float dropout_uniform(uint64_t seed, uint64_t counter) {
 void masked_scale(const float* x, const uint8_t* mask, float alpha, float* y, int64_t n);
 // g += λ·(1 − m) ⊙ w (the SR-STE sparse-refined term).
 void masked_add(float* g, const float* w, const uint8_t* mask, float lambda, int64_t n);
+// The recipes' mask refresh in one pass over a float32 [rows, cols] weight: mask = the N:M mask of w (the same
+// selection as nm_mask: top-N |w| per group of m along cols, ties to the lower index, NaN largest; m in {4, 8,
+// 16, 32}, cols % m == 0) and eff = w ⊙ (mask + (1 − mask)·α). eff must not alias w.
+void nm_mask_scale(const float* w, int64_t rows, int64_t cols, int n, int m, float alpha, uint8_t* mask, float* eff);
 
 }  // namespace nms::cpu

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <string>
 
+#include "core/nm_format.h"
 #include "cpu/elementwise.h"
 #include "napi/args.h"
 #include "napi/registry.h"
@@ -226,6 +227,20 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const int64_t n = size_arg(info, 4, "n");
     cpu::masked_add(f32(info, 0, "g", n), f32(info, 1, "w", n), typed<uint8_t>(info, 2, "mask", n, DType::U8),
                     static_cast<float>(number_arg(info, 3, "lambda")), n);
+    return info.Env().Undefined();
+  });
+  // nmMaskScale(w, rows, cols, n, m, alpha, mask: Uint8Array, eff): mask = N:M mask of w, eff = w ⊙ (m + (1 − m)α)
+  define(env, exports, "nmMaskScale", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = size_arg(info, 1, "rows"), cols = size_arg(info, 2, "cols");
+    const int64_t n = int_arg(info, 3, "n"), m = int_arg(info, 4, "m");
+    nm_validate(rows, cols, n, m);
+    const float* w = f32(info, 0, "w", rows * cols);
+    uint8_t* mask = typed<uint8_t>(info, 6, "mask", rows * cols, DType::U8);
+    float* eff = f32(info, 7, "eff", rows * cols);
+    require_disjoint(w, rows * cols * 4, eff, rows * cols * 4, "w and eff");
+    require_disjoint(w, rows * cols * 4, mask, rows * cols, "w and mask");
+    require_disjoint(eff, rows * cols * 4, mask, rows * cols, "eff and mask");
+    cpu::nm_mask_scale(w, rows, cols, static_cast<int>(n), static_cast<int>(m), static_cast<float>(number_arg(info, 5, "alpha")), mask, eff);
     return info.Env().Undefined();
   });
 }
