@@ -10,7 +10,8 @@ import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
-import { NmSparseError, Tensor } from '../lib/index.js';
+import { NmSparseError, SparseTensor, Tensor } from '../lib/index.js';
+import { registerBackend } from '../lib/device.js';
 import { InferenceModel } from '../lib/serve/model.js';
 import { startServer, type RunningServer } from '../lib/serve/server.js';
 import { runServe } from '../lib/cli/serve.js';
@@ -410,5 +411,53 @@ describe('a model saved from tensors serves what it was given', () => {
     expect(m.info().layers[2].weight).toBe('dense'); // 2:4 too, but not declared: runs dense
     expectClose((await m.predict(expected.inputs)).storage() as Float32Array, expected.outputs.flat(), 'outputs');
     await m.dispose();
+  });
+});
+
+// Last in this file: it replaces the 'cuda' backend of this test process with a fake one that keeps "device"
+// memory on the host, to run InferenceModel's device path (fused activations, device-side compress) without a GPU.
+describe("the device path, on a fake 'cuda' backend", () => {
+  it('products go to the backend with ReLU fused; outputs match the CPU; conv layers are E_UNSUPPORTED', async () => {
+    class HostBuffer { disposed = false; constructor(readonly data: Float32Array | Uint8Array | Uint16Array | Int8Array) {} get bytes() { return this.data.byteLength; } dispose() { this.disposed = true; } }
+    const calls: string[] = [];
+    const host = (t: Tensor): Tensor => new Tensor(t.shape, t.dtype, (t.deviceStorage() as HostBuffer).data as Float32Array);
+    const product = (x: Tensor, w: Tensor, b: Tensor | undefined, activation?: string) => {
+      const y = host(x).storage() as Float32Array, W = w.storage() as Float32Array, B = b ? (host(b).storage() as Float32Array) : null;
+      const [outF, inF] = w.shape, rows = x.size / inF;
+      const out = new Float32Array(rows * outF);
+      for (let r = 0; r < rows; r++)
+        for (let o = 0; o < outF; o++) {
+          let acc = B ? B[o] : 0;
+          for (let k = 0; k < inF; k++) acc += y[r * inF + k] * W[o * inF + k];
+          out[r * outF + o] = activation === 'relu' ? Math.max(acc, 0) : acc;
+        }
+      return new Tensor([rows, outF], 'float32', new HostBuffer(out), 'cuda');
+    };
+    registerBackend({
+      name: 'cuda', unavailableReason: () => null,
+      upload: (src) => new HostBuffer((src as Float32Array).slice()), download: (s, dst) => (dst as Float32Array).set((s as HostBuffer).data as Float32Array),
+      downloadAsync: async (s, dst) => (dst as Float32Array).set((s as HostBuffer).data as Float32Array), alloc: (n) => new HostBuffer(new Float32Array(n / 4)),
+      ops: {
+        compress: (w: Tensor, p: { n: number; m: number }) => { calls.push('compress'); return new SparseTensor(w.shape, p, w.dtype, { device: 'cuda', handle: new HostBuffer(host(w).storage().slice()) }); },
+        linear: (x: Tensor, w: Tensor, b: Tensor | undefined, o: { activation?: string }) => { calls.push(`linear ${o.activation ?? '-'}`); return product(x, host(w), b, o.activation); },
+        sparseLinear: (x: Tensor, s: SparseTensor, b: Tensor | undefined, o: { activation?: string }) => {
+          calls.push(`sparseLinear ${o.activation ?? '-'}`);
+          return product(x, new Tensor(s.shape, 'float32', (s.handle as unknown as HostBuffer).data as Float32Array), b, o.activation);
+        },
+      },
+    });
+    const m = await InferenceModel.load(OURS_NM, { device: 'cuda' });
+    expect(m.info().device).toBe('cuda');
+    expect(calls).toEqual(['compress', 'compress']);
+    calls.length = 0;
+    const y = await m.predict(expected.inputs);
+    expect(y.device).toBe('cpu');
+    expect(calls).toEqual(['sparseLinear relu', 'sparseLinear relu', 'linear -']);
+    expectClose(y.storage() as Float32Array, expected.outputs.flat(), 'fake cuda outputs');
+    await m.dispose();
+    const net = cnn({ channels: [4, 8], hidden: 16, seed: 1 });
+    const f = path.join(dir, 'cnn-gpu.safetensors');
+    await saveModule(f, net);
+    await rejects(() => InferenceModel.load(f, { device: 'cuda' }), 'E_UNSUPPORTED', 'Conv2d', 'cpu');
   });
 });

@@ -12,7 +12,7 @@
  * concurrent predict() calls are safe and those that arrive together are batched (lib/serve/batcher.ts).
  */
 import { NmSparseError, fail } from '../errors.js';
-import { backendFor, isDevice, type Device } from '../device.js';
+import { backendFor, deviceOp, isDevice, type Device } from '../device.js';
 import { parsePattern, patternString, type Pattern } from '../pattern.js';
 import { check } from '../mask.js';
 import { SparseTensor, compress } from '../compress.js';
@@ -42,7 +42,7 @@ export interface InferenceOptions {
 type Product = { w: Tensor; s: null } | { w: null; s: SparseTensor };
 
 type Op =
-  | ({ kind: 'linear'; name: string; b: Tensor | null; in: number; out: number } & Product)
+  | ({ kind: 'linear'; name: string; b: Tensor | null; in: number; out: number; activation?: 'relu' | 'gelu' } & Product)
   | ({ kind: 'conv'; name: string; b: Tensor | null; window: Window2d; out: number } & Product)
   | { kind: 'maxpool'; window: Window2d }
   | { kind: 'layernorm'; gamma: Tensor | null; beta: Tensor | null; eps: number }
@@ -210,6 +210,7 @@ export class InferenceModel {
     if (inputs === null || cur === null) throw new NmSparseError('E_VALUE', `${where}: the architecture has no layer that fixes the input size (Linear, Reshape or LayerNorm first)`);
     const outRow: number[] = cur;
     if (outRow.length !== 1) ops.push({ kind: 'reshape', shape: [size(outRow)] });
+    if (o.device !== 'cpu') fuseForDevice(ops, o.device, where);
     return new InferenceModel(ops, {
       file, device: o.device, inputs, outputs: size(outRow), layers, weightBytes, denseWeightBytes,
       maxBatch: o.maxBatch, maxDelayMs: o.maxDelayMs, metadata: mf.metadata,
@@ -285,8 +286,12 @@ export class InferenceModel {
     let h = new Tensor([rows, this.inFeatures], 'float32', x);
     let owned = this.device !== 'cpu'; // whether h is ours to overwrite (not the caller's input)
     if (owned) h = h.to(this.device);
-    const product = (x: Tensor, op: Product & { b: Tensor | null }) =>
-      op.s ? sparseLinearAsync(x, op.s, op.b ?? undefined) : linearAsync(x, op.w, op.b ?? undefined);
+    // On a GPU the products go straight to the backend, with ReLU/GELU fused into their epilogue (fuseForDevice).
+    const gpu = this.device !== 'cpu';
+    const product = (x: Tensor, op: Product & { b: Tensor | null; activation?: 'relu' | 'gelu' }): Promise<Tensor> => {
+      if (gpu) return Promise.resolve(deviceOp(this.device, op.s ? 'sparseLinear' : 'linear')(x, op.s ?? op.w, op.b ?? undefined, { activation: op.activation }) as Tensor);
+      return op.s ? sparseLinearAsync(x, op.s, op.b ?? undefined) : linearAsync(x, op.w, op.b ?? undefined);
+    };
     for (const op of this.#ops) {
       switch (op.kind) {
         case 'linear': h = await product(h, op); owned = true; break;
@@ -321,6 +326,25 @@ function sparsePattern(mf: ModelFile, name: string, grouped: Tensor, pattern: Pa
   if (rec) return parsePattern(rec.pattern);
   if (pattern && fits(pattern) && check(grouped, pattern).ok) return pattern;
   return null;
+}
+
+/**
+ * A GPU runs the network as products with fused activations (the backend's epilogue): each ReLU/GELU joins the
+ * Linear before it. Layers the GPU backend has no serving path for (Conv2d, pooling, LayerNorm) are E_UNSUPPORTED.
+ */
+function fuseForDevice(ops: Op[], device: Device, where: string): void {
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i];
+    if (op.kind === 'conv' || op.kind === 'maxpool' || op.kind === 'layernorm')
+      throw new NmSparseError('E_UNSUPPORTED', `${where}: serving ${{ conv: 'Conv2d', maxpool: 'MaxPool2d', layernorm: 'LayerNorm' }[op.kind]} layers on '${device}' is not implemented; use device 'cpu'`);
+    if (op.kind === 'relu' || op.kind === 'gelu') {
+      const prev = ops[i - 1];
+      if (!prev || prev.kind !== 'linear' || prev.activation)
+        throw new NmSparseError('E_UNSUPPORTED', `${where}: on '${device}' a ${op.kind === 'relu' ? 'ReLU' : 'GELU'} must follow a Linear layer (it runs fused into it)`);
+      prev.activation = op.kind;
+      ops.splice(i--, 1);
+    }
+  }
 }
 
 function describeLayer(l: LayerSpec): string {
