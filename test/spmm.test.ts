@@ -1,0 +1,217 @@
+// N:M-sparse × dense on the CPU (lib/spmm.ts → native/cpu/spmm.cc), straight from the compressed form, against
+// float64 loops over the pruned dense weight (pruned here with the reference mask of test/helpers.ts).
+import { afterAll, describe, expect, it } from 'vitest';
+import { nm, tensor, zeros, SparseTensor, type DType, type Tensor } from '../lib/index.js';
+import { matmul } from '../lib/gemm.js';
+import { sparseLinear, sparseLinearAsync, sparseMatmul, sparseMatmulAsync } from '../lib/spmm.js';
+import { native } from '../lib/native.js';
+import { poison, prng, refMask } from './helpers.js';
+
+function rand(shape: number[], dtype: DType, seed: number): Tensor {
+  const r = prng(seed);
+  const n = shape.reduce((a, b) => a * b, 1);
+  return tensor(Array.from({ length: n }, () => (r() + r() + r() - 1.5) * 2), shape, { dtype });
+}
+
+/** W pruned to N:M by the float64 reference mask, as plain numbers. */
+function refPrune(w: Tensor, n: number, m: number): number[] {
+  const v = w.toArray();
+  const mask = refMask(v, w.shape[w.rank - 1], n, m);
+  return v.map((x, i) => (mask[i] ? x : 0));
+}
+
+/** float64 Y[rows, p] = W̃ · op(B) (+ bias[r]), and Σ|w·b| per element; B is [cols, p], or [p, cols] when tb. */
+function refSpmm(w: number[], rows: number, cols: number, b: number[], p: number, tb: boolean, bias?: number[]) {
+  const y = new Float64Array(rows * p), scale = new Float64Array(rows * p);
+  for (let r = 0; r < rows; r++)
+    for (let j = 0; j < p; j++) {
+      let s = bias ? bias[r] : 0, t = bias ? Math.abs(bias[r]) : 0;
+      for (let c = 0; c < cols; c++) {
+        const wv = w[r * cols + c];
+        if (wv === 0) continue;
+        const x = wv * (tb ? b[j * cols + c] : b[c * p + j]);
+        s += x;
+        t += Math.abs(x);
+      }
+      y[r * p + j] = s;
+      scale[r * p + j] = t;
+    }
+  return { y, scale };
+}
+
+/** got (Y, or Yᵀ when transposed) within float32 accumulation error of the reference, plus output rounding. */
+function expectClose(got: Tensor, ref: { y: Float64Array; scale: Float64Array }, rows: number, p: number, transposed: boolean, k: number): void {
+  const g = got.toArray();
+  expect(g.length).toBe(rows * p);
+  const out = got.dtype === 'float16' ? 2 ** -10 : got.dtype === 'bfloat16' ? 2 ** -7 : 0;
+  let worst = 0, at = '';
+  for (let r = 0; r < rows; r++)
+    for (let j = 0; j < p; j++) {
+      const v = g[transposed ? j * rows + r : r * p + j], e = ref.y[r * p + j];
+      const tol = (k + 2) * 2 ** -23 * ref.scale[r * p + j] + out * Math.abs(e) + 1e-30;
+      const d = Math.abs(v - e) / tol;
+      if (!(d <= worst)) { worst = d; at = `Y[${r}, ${j}]: got ${v}, expected ${e}`; }
+    }
+  expect(worst, at).toBeLessThanOrEqual(1);
+}
+
+const ISAS = (() => {
+  const best = (native.cpuIsa() as { best: string }).best;
+  return ['scalar', 'avx2', 'avx512'].slice(0, ['scalar', 'avx2', 'avx512'].indexOf(best) + 1);
+})();
+afterAll(() => native.cpuIsa('auto'));
+
+const PATTERNS: Array<[number, number]> = [[2, 4], [1, 4], [3, 4], [1, 8], [4, 8], [7, 8], [2, 16], [8, 16], [15, 16], [1, 32], [16, 32], [31, 32]];
+
+describe('nm.linear = sparseLinear (CPU): x·W̃ᵀ + b from the compressed form', () => {
+  for (const [n, m] of PATTERNS)
+    it(`${n}:${m}`, () => {
+      // cols spans two 256-column blocks and ends on a partial 16-column chunk where M allows; rows and batch odd.
+      const outF = 21, inF = ({ 4: 276, 8: 280, 16: 272, 32: 288 } as Record<number, number>)[m], batch = 13;
+      const W = rand([outF, inF], 'float32', n * 100 + m), x = rand([batch, inF], 'float32', m);
+      const bias = rand([outF], 'float32', n);
+      const S = nm.compress(W, { n, m });
+      const out = poison(zeros([batch, outF]));
+      expect(sparseLinear(x, S, bias, { out })).toBe(out);
+      const ref = refSpmm(refPrune(W, n, m), outF, inF, x.toArray(), batch, true, bias.toArray());
+      expectClose(out, ref, outF, batch, true, inF);
+    });
+
+  it('equals matmul(x, prune(W), {transB}) for x of rank 1 and 3', () => {
+    const W = rand([40, 64], 'float32', 5), S = nm.compress(W, '2:4'), Wp = nm.prune(W, '2:4');
+    for (const shape of [[64], [2, 3, 64]]) {
+      const x = rand(shape, 'float32', shape.length);
+      const got = sparseLinear(x, S);
+      expect(got.shape).toEqual([...shape.slice(0, -1), 40]);
+      const dense = matmul(x.reshape(-1, 64), Wp, { transB: true });
+      const g = got.toArray(), d = dense.toArray();
+      for (let i = 0; i < g.length; i++) expect(Math.abs(g[i] - d[i])).toBeLessThanOrEqual(1e-4 * (1 + Math.abs(d[i])));
+    }
+  });
+
+  // Batches around the kernels' blocks: 4-column register blocks, in-place reads of x (batch % 4 == 0), 516-wide
+  // column blocks (batch > 516).
+  for (const batch of [1, 3, 4, 12, 17, 64, 530])
+    it(`2:4 with a batch of ${batch}`, () => {
+      const W = rand([35, 96], 'float32', batch), x = rand([batch, 96], 'float32', batch + 1);
+      const S = nm.compress(W, '2:4');
+      const got = sparseLinear(x, S);
+      expectClose(got, refSpmm(refPrune(W, 2, 4), 35, 96, x.toArray(), batch, true), 35, batch, true, 96);
+    });
+
+  for (const dtype of ['float16', 'bfloat16'] as const)
+    for (const [n, m] of [[2, 4], [3, 8], [5, 32]] as const)
+      it(`${dtype} ${n}:${m}: float32 math, a ${dtype} result`, () => {
+        const W = rand([19, 4 * m], dtype, m), x = rand([10, 4 * m], dtype, m + 1), bias = rand([19], dtype, m + 2);
+        const S = nm.compress(W, { n, m });
+        const out = poison(zeros([10, 19], { dtype }));
+        expect(sparseLinear(x, S, bias, { out })).toBe(out);
+        expectClose(out, refSpmm(refPrune(W, n, m), 19, 4 * m, x.toArray(), 10, true, bias.toArray()), 19, 10, true, 4 * m);
+      });
+
+  it('gives the same results on every kernel path (scalar, AVX2, AVX-512 where the CPU has them)', () => {
+    for (const [n, m] of [[2, 4], [3, 8], [9, 16], [20, 32]] as const) {
+      const W = rand([37, 8 * m], 'float32', 30 + m), x = rand([22, 8 * m], 'float32', 31 + m), bias = rand([37], 'float32', 32);
+      const S = nm.compress(W, { n, m });
+      const ref = refSpmm(refPrune(W, n, m), 37, 8 * m, x.toArray(), 22, true, bias.toArray());
+      for (const isa of ISAS) {
+        native.cpuIsa(isa);
+        expectClose(sparseLinear(x, S, bias), ref, 37, 22, true, 8 * m);
+      }
+      native.cpuIsa('auto');
+    }
+  });
+});
+
+describe('S.matmul = sparseMatmul (CPU): W̃·b', () => {
+  for (const [n, m] of [[2, 4], [1, 8], [6, 16], [12, 32]] as const)
+    it(`${n}:${m} with a bias, into a poisoned out`, () => {
+      const rows = 18, cols = 3 * Math.max(m, 16), p = 23;
+      const W = rand([rows, cols], 'float32', 40 + m), b = rand([cols, p], 'float32', 41 + m), bias = rand([rows], 'float32', 42);
+      const S = nm.compress(W, { n, m });
+      const out = poison(zeros([rows, p]));
+      expect(sparseMatmul(S, b, { bias, out })).toBe(out);
+      expectClose(out, refSpmm(refPrune(W, n, m), rows, cols, b.toArray(), p, false, bias.toArray()), rows, p, false, cols);
+    });
+
+  it('treats a sparse tensor of rank > 2 as [rows, last dimension]', () => {
+    const W = rand([2, 3, 32], 'float32', 50), b = rand([32, 5], 'float32', 51);
+    const got = sparseMatmul(nm.compress(W, '2:4'), b);
+    expect(got.shape).toEqual([6, 5]);
+    expectClose(got, refSpmm(refPrune(W, 2, 4), 6, 32, b.toArray(), 5, false), 6, 5, false, 32);
+  });
+
+  it('bfloat16 on every kernel path', () => {
+    const W = rand([24, 64], 'bfloat16', 52), b = rand([64, 40], 'bfloat16', 53);
+    const S = nm.compress(W, '4:8');
+    const ref = refSpmm(refPrune(W, 4, 8), 24, 64, b.toArray(), 40, false);
+    for (const isa of ISAS) {
+      native.cpuIsa(isa);
+      expectClose(sparseMatmul(S, b), ref, 24, 40, false, 64);
+    }
+    native.cpuIsa('auto');
+  });
+});
+
+describe('async forms', () => {
+  it('sparseLinearAsync and sparseMatmulAsync match the sync forms', async () => {
+    const W = rand([64, 128], 'float32', 60), x = rand([33, 128], 'float32', 61), bias = rand([64], 'float32', 62);
+    const S = nm.compress(W, '2:4');
+    const p = sparseLinearAsync(x, S, bias);
+    expect(p).toBeInstanceOf(Promise);
+    expect((await p).toArray()).toEqual(sparseLinear(x, S, bias).toArray());
+    const b = rand([128, 9], 'float32', 63);
+    expect((await sparseMatmulAsync(S, b)).toArray()).toEqual(sparseMatmul(S, b).toArray());
+  });
+
+  it('rejects bad arguments with a coded error', async () => {
+    const S = nm.compress(zeros([4, 8]), '2:4');
+    await expect(sparseLinearAsync(zeros([2, 4]), S)).rejects.toMatchObject({ code: 'E_SHAPE' });
+    await expect(sparseMatmulAsync(S, zeros([8, 2], { dtype: 'float16' }))).rejects.toMatchObject({ code: 'E_DTYPE' });
+  });
+});
+
+describe('bad inputs', () => {
+  const S = nm.compress(rand([6, 16], 'float32', 70), '2:4');
+  const x = zeros([3, 16]);
+  const cases: Array<[string, () => unknown, string]> = [
+    ['weight is a dense tensor', () => sparseLinear(x, zeros([6, 16]) as unknown as SparseTensor), 'E_TYPE'],
+    ['x is not a tensor', () => sparseLinear([1, 2] as unknown as Tensor, S), 'E_TYPE'],
+    ['x does not end in `in`', () => sparseLinear(zeros([3, 8]), S), 'E_SHAPE'],
+    ['x is a scalar', () => sparseLinear(zeros([]), S), 'E_SHAPE'],
+    ['x is empty', () => sparseLinear(zeros([0, 16]), S), 'E_SHAPE'],
+    ['x dtype differs from the weight', () => sparseLinear(zeros([3, 16], { dtype: 'float16' }), S), 'E_DTYPE'],
+    ['int8 weight', () => sparseLinear(zeros([3, 16], { dtype: 'int8' }), nm.compress(zeros([6, 16], { dtype: 'int8' }), '2:4')), 'E_DTYPE'],
+    ['weight of rank 3', () => sparseLinear(zeros([3, 16]), nm.compress(zeros([2, 3, 16]), '2:4')), 'E_SHAPE'],
+    ['bias has the wrong length', () => sparseLinear(x, S, zeros([16])), 'E_SHAPE'],
+    ['bias dtype differs', () => sparseLinear(x, S, zeros([6], { dtype: 'bfloat16' })), 'E_DTYPE'],
+    ['out has the wrong shape', () => sparseLinear(x, S, null, { out: zeros([6, 3]) }), 'E_SHAPE'],
+    ['out has the wrong dtype', () => sparseLinear(x, S, null, { out: zeros([3, 6], { dtype: 'float16' }) }), 'E_DTYPE'],
+    ['out is b', () => { const t = zeros([16, 6]); return sparseMatmul(nm.compress(zeros([16, 16]), '2:4'), t, { out: t }); }, 'E_VALUE'],
+    ['options is not an object', () => sparseLinear(x, S, null, 3 as unknown as object), 'E_TYPE'],
+    ['weight was disposed', () => { const d = nm.compress(zeros([6, 16]), '2:4'); d.dispose(); return sparseLinear(x, d); }, 'E_DISPOSED'],
+    ['x was disposed', () => { const d = zeros([3, 16]); d.dispose(); return sparseLinear(d, S); }, 'E_DISPOSED'],
+    ['matmul: b is 1-D', () => sparseMatmul(S, zeros([16])), 'E_SHAPE'],
+    ['matmul: b has the wrong rows', () => sparseMatmul(S, zeros([8, 2])), 'E_SHAPE'],
+    ['matmul: b has no columns', () => sparseMatmul(S, zeros([16, 0])), 'E_SHAPE'],
+    ['matmul: bias of the columns', () => sparseMatmul(S, zeros([16, 2]), { bias: zeros([2]) }), 'E_SHAPE'],
+    ['matmul: not a sparse tensor', () => sparseMatmul({} as SparseTensor, zeros([16, 2])), 'E_TYPE'],
+    ['native: M = 5', () => native.spmm(new Float32Array(48), new Uint8Array(12), 0, 6, 15, 2, 5, new Float32Array(30), 0, 2, new Float32Array(12), 0, false, false, null, 0, false), 'E_PATTERN'],
+    ['native: N = M', () => native.spmm(new Float32Array(96), new Uint8Array(24), 0, 6, 16, 4, 4, new Float32Array(32), 0, 2, new Float32Array(12), 0, false, false, null, 0, false), 'E_PATTERN'],
+    ['native: cols not a multiple of M', () => native.spmm(new Float32Array(48), new Uint8Array(12), 0, 6, 18, 2, 4, new Float32Array(36), 0, 2, new Float32Array(12), 0, false, false, null, 0, false), 'E_SHAPE'],
+    ['native: positions too short', () => native.spmm(new Float32Array(48), new Uint8Array(11), 0, 6, 16, 2, 4, new Float32Array(32), 0, 2, new Float32Array(12), 0, false, false, null, 0, false), 'E_SHAPE'],
+    ['native: out too short', () => native.spmm(new Float32Array(48), new Uint8Array(12), 0, 6, 16, 2, 4, new Float32Array(32), 0, 2, new Float32Array(11), 0, false, false, null, 0, false), 'E_SHAPE'],
+    ['native: p = 0', () => native.spmm(new Float32Array(48), new Uint8Array(12), 0, 6, 16, 2, 4, new Float32Array(32), 0, 0, new Float32Array(12), 0, false, false, null, 0, false), 'E_SHAPE'],
+    ['native: out overlaps b', () => { const s = new Float32Array(64); return native.spmm(new Float32Array(48), new Uint8Array(12), 0, 6, 16, 2, 4, s, 0, 2, s.subarray(40), 0, false, false, null, 0, false); }, 'E_VALUE'],
+  ];
+  for (const [what, call, code] of cases)
+    it(`${what} → ${code}`, () => {
+      expect(call).toThrow(expect.objectContaining({ code }));
+    });
+
+  it('leaves out untouched when the arguments are bad', () => {
+    const out = poison(zeros([3, 6]));
+    expect(() => sparseLinear(x, S, zeros([5]), { out })).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
+    expect(out.toArray().every(Number.isNaN)).toBe(true);
+  });
+});
