@@ -12,14 +12,6 @@
 #include <immintrin.h>
 #endif
 
-// The streaming loops below are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time (GCC/clang
-// function multi-versioning); elsewhere they are plain loops. They are written branch-free (selects, not
-// conditional stores) so that every version vectorises.
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && defined(__linux__)
-#define NMS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define NMS_CLONES
-#endif
 
 namespace nms::cpu {
 namespace {

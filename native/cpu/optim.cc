@@ -5,13 +5,8 @@
 #include <vector>
 
 #include "core/threadpool.h"
+#include "cpu/elementwise.h"  // NMS_CLONES
 
-// Update loops compiled for AVX-512, AVX2 and baseline x86-64, chosen at load time (see elementwise.cc).
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && defined(__linux__)
-#define NMS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define NMS_CLONES
-#endif
 
 namespace nms::cpu {
 namespace {

@@ -7,37 +7,20 @@
 #include "core/nm_format.h"
 #include "cpu/elementwise.h"
 #include "napi/args.h"
+#include "napi/train_args.h"
 #include "napi/registry.h"
 
 namespace nms::napi {
 namespace {
 
-float* f32(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
-  Buf b = buffer_arg(info, i, name);
-  require_elems(b, count, DType::F32, name);
-  return static_cast<float*>(b.data);
-}
-float* optional_f32(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
-  Buf b = optional_buffer_arg(info, i, name);
-  if (!b.data) return nullptr;
-  require_elems(b, count, DType::F32, name);
-  return static_cast<float*>(b.data);
-}
-template <typename T>
-T* typed(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count, DType d) {
-  Buf b = buffer_arg(info, i, name);
-  require_elems(b, count, d, name);
-  return static_cast<T*>(b.data);
-}
-int64_t size_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  const int64_t v = int_arg(info, i, name);
-  if (v < 0) fail("E_SHAPE", std::string(name) + ": got " + std::to_string(v) + ", expected a size >= 0");
-  return v;
-}
-// Throws unless the byte ranges [a, a + na) and [b, b + nb) are disjoint.
-void require_disjoint(const void* a, int64_t na, const void* b, int64_t nb, const char* what) {
-  const char *pa = static_cast<const char*>(a), *pb = static_cast<const char*>(b);
-  if (na > 0 && nb > 0 && pa < pb + nb && pb < pa + na) fail("E_VALUE", std::string(what) + " must not overlap");
+// Labels in [0, cols): a bad label would index past its row.
+const int32_t* labels_arg(const Napi::CallbackInfo& info, size_t i, int64_t rows, int64_t cols) {
+  const int32_t* labels = typed_arg<int32_t>(info, i, "labels", rows);
+  for (int64_t r = 0; r < rows; ++r)
+    if (labels[r] < 0 || labels[r] >= cols)
+      fail("E_VALUE", "labels[" + std::to_string(r) + "]: got " + std::to_string(labels[r]) + ", expected 0 <= label < " +
+                          std::to_string(cols));
+  return labels;
 }
 
 // (batch, h, w, c, kh, kw, stride_h, stride_w, pad_h, pad_w) starting at argument i; computes oh, ow.
@@ -67,16 +50,16 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   // biasAdd(y, b, rows, cols): y[r, c] += b[c]
   define(env, exports, "biasAdd", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t rows = size_arg(info, 2, "rows"), cols = size_arg(info, 3, "cols");
-    float* y = f32(info, 0, "y", rows * cols);
-    const float* b = f32(info, 1, "b", cols);
+    float* y = f32_arg(info, 0, "y", rows * cols);
+    const float* b = f32_arg(info, 1, "b", cols);
     cpu::bias_add(y, b, rows, cols);
     return info.Env().Undefined();
   });
   // biasGrad(dy, rows, cols, db): db[c] = Σ_r dy[r, c]
   define(env, exports, "biasGrad", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t rows = size_arg(info, 1, "rows"), cols = size_arg(info, 2, "cols");
-    const float* dy = f32(info, 0, "dy", rows * cols);
-    float* db = f32(info, 3, "db", cols);
+    const float* dy = f32_arg(info, 0, "dy", rows * cols);
+    float* db = f32_arg(info, 3, "db", cols);
     require_disjoint(dy, rows * cols * 4, db, cols * 4, "dy and db");
     cpu::bias_grad(dy, rows, cols, db);
     return info.Env().Undefined();
@@ -84,22 +67,22 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   // reluForward(x, y, n) / geluForward(x, y, n); reluBackward(dy, y, dx, n) / geluBackward(dy, x, dx, n)
   define(env, exports, "reluForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = size_arg(info, 2, "n");
-    cpu::relu_forward(f32(info, 0, "x", n), f32(info, 1, "y", n), n);
+    cpu::relu_forward(f32_arg(info, 0, "x", n), f32_arg(info, 1, "y", n), n);
     return info.Env().Undefined();
   });
   define(env, exports, "reluBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = size_arg(info, 3, "n");
-    cpu::relu_backward(f32(info, 0, "dy", n), f32(info, 1, "y", n), f32(info, 2, "dx", n), n);
+    cpu::relu_backward(f32_arg(info, 0, "dy", n), f32_arg(info, 1, "y", n), f32_arg(info, 2, "dx", n), n);
     return info.Env().Undefined();
   });
   define(env, exports, "geluForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = size_arg(info, 2, "n");
-    cpu::gelu_forward(f32(info, 0, "x", n), f32(info, 1, "y", n), n);
+    cpu::gelu_forward(f32_arg(info, 0, "x", n), f32_arg(info, 1, "y", n), n);
     return info.Env().Undefined();
   });
   define(env, exports, "geluBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = size_arg(info, 3, "n");
-    cpu::gelu_backward(f32(info, 0, "dy", n), f32(info, 1, "x", n), f32(info, 2, "dx", n), n);
+    cpu::gelu_backward(f32_arg(info, 0, "dy", n), f32_arg(info, 1, "x", n), f32_arg(info, 2, "dx", n), n);
     return info.Env().Undefined();
   });
   // layerNormForward(x, gamma|null, beta|null, y, mean, rstd, rows, cols, eps)
@@ -107,22 +90,22 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const int64_t rows = size_arg(info, 6, "rows"), cols = size_arg(info, 7, "cols");
     const double eps = number_arg(info, 8, "eps");
     if (!(eps > 0)) fail("E_VALUE", "eps: expected a number > 0");
-    cpu::layernorm_forward(f32(info, 0, "x", rows * cols), optional_f32(info, 1, "gamma", cols),
-                           optional_f32(info, 2, "beta", cols), f32(info, 3, "y", rows * cols),
-                           f32(info, 4, "mean", rows), f32(info, 5, "rstd", rows), rows, cols,
+    cpu::layernorm_forward(f32_arg(info, 0, "x", rows * cols), optional_f32_arg(info, 1, "gamma", cols),
+                           optional_f32_arg(info, 2, "beta", cols), f32_arg(info, 3, "y", rows * cols),
+                           f32_arg(info, 4, "mean", rows), f32_arg(info, 5, "rstd", rows), rows, cols,
                            static_cast<float>(eps));
     return info.Env().Undefined();
   });
   // layerNormBackward(dy, x, gamma|null, mean, rstd, dx, dgamma|null, dbeta|null, rows, cols)
   define(env, exports, "layerNormBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t rows = size_arg(info, 8, "rows"), cols = size_arg(info, 9, "cols");
-    const float* dy = f32(info, 0, "dy", rows * cols);
-    float* dgamma = optional_f32(info, 6, "dgamma", cols);
-    float* dbeta = optional_f32(info, 7, "dbeta", cols);
+    const float* dy = f32_arg(info, 0, "dy", rows * cols);
+    float* dgamma = optional_f32_arg(info, 6, "dgamma", cols);
+    float* dbeta = optional_f32_arg(info, 7, "dbeta", cols);
     if (dgamma) require_disjoint(dy, rows * cols * 4, dgamma, cols * 4, "dy and dgamma");
     if (dbeta) require_disjoint(dy, rows * cols * 4, dbeta, cols * 4, "dy and dbeta");
-    cpu::layernorm_backward(dy, f32(info, 1, "x", rows * cols), optional_f32(info, 2, "gamma", cols),
-                            f32(info, 3, "mean", rows), f32(info, 4, "rstd", rows), f32(info, 5, "dx", rows * cols),
+    cpu::layernorm_backward(dy, f32_arg(info, 1, "x", rows * cols), optional_f32_arg(info, 2, "gamma", cols),
+                            f32_arg(info, 3, "mean", rows), f32_arg(info, 4, "rstd", rows), f32_arg(info, 5, "dx", rows * cols),
                             dgamma, dbeta, rows, cols);
     return info.Env().Undefined();
   });
@@ -130,15 +113,11 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   define(env, exports, "softmaxXentForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t rows = size_arg(info, 3, "rows"), cols = size_arg(info, 4, "cols");
     if (cols < 1) fail("E_SHAPE", "cols: expected at least one class");
-    const int32_t* labels = typed<int32_t>(info, 1, "labels", rows, DType::F32);  // 4-byte elements
-    for (int64_t r = 0; r < rows; ++r)
-      if (labels[r] < 0 || labels[r] >= cols)
-        fail("E_VALUE", "labels[" + std::to_string(r) + "]: got " + std::to_string(labels[r]) + ", expected 0 <= label < " +
-                            std::to_string(cols));
+    const int32_t* labels = labels_arg(info, 1, rows, cols);
     const double eps = number_arg(info, 5, "labelSmoothing");
     if (!(eps >= 0 && eps <= 1)) fail("E_VALUE", "labelSmoothing: expected a number in [0, 1]");
-    const cpu::XentResult r = cpu::softmax_xent_forward(f32(info, 0, "logits", rows * cols), labels,
-                                                        f32(info, 2, "probs", rows * cols), rows, cols,
+    const cpu::XentResult r = cpu::softmax_xent_forward(f32_arg(info, 0, "logits", rows * cols), labels,
+                                                        f32_arg(info, 2, "probs", rows * cols), rows, cols,
                                                         static_cast<float>(eps));
     Napi::Array out = Napi::Array::New(info.Env(), 2);
     out.Set(0u, Napi::Number::New(info.Env(), r.loss_sum));
@@ -148,12 +127,8 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   // softmaxXentBackward(probs, labels, dlogits, rows, cols, labelSmoothing, scale)
   define(env, exports, "softmaxXentBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t rows = size_arg(info, 3, "rows"), cols = size_arg(info, 4, "cols");
-    const int32_t* labels = typed<int32_t>(info, 1, "labels", rows, DType::F32);
-    for (int64_t r = 0; r < rows; ++r)
-      if (labels[r] < 0 || labels[r] >= cols)
-        fail("E_VALUE", "labels[" + std::to_string(r) + "]: got " + std::to_string(labels[r]) + ", expected 0 <= label < " +
-                            std::to_string(cols));
-    cpu::softmax_xent_backward(f32(info, 0, "probs", rows * cols), labels, f32(info, 2, "dlogits", rows * cols), rows,
+    const int32_t* labels = labels_arg(info, 1, rows, cols);
+    cpu::softmax_xent_backward(f32_arg(info, 0, "probs", rows * cols), labels, f32_arg(info, 2, "dlogits", rows * cols), rows,
                                cols, static_cast<float>(number_arg(info, 5, "labelSmoothing")),
                                static_cast<float>(number_arg(info, 6, "scale")));
     return info.Env().Undefined();
@@ -162,8 +137,8 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   define(env, exports, "im2col", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const cpu::Window2d g = window_arg(info, 2);
     const int64_t nx = g.batch * g.h * g.w * g.c, nc = g.batch * g.oh * g.ow * g.kh * g.kw * g.c;
-    const float* x = f32(info, 0, "x", nx);
-    float* cols = f32(info, 1, "cols", nc);
+    const float* x = f32_arg(info, 0, "x", nx);
+    float* cols = f32_arg(info, 1, "cols", nc);
     require_disjoint(x, nx * 4, cols, nc * 4, "x and cols");
     cpu::im2col(x, g, cols);
     return info.Env().Undefined();
@@ -172,8 +147,8 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   define(env, exports, "col2im", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const cpu::Window2d g = window_arg(info, 2);
     const int64_t nx = g.batch * g.h * g.w * g.c, nc = g.batch * g.oh * g.ow * g.kh * g.kw * g.c;
-    const float* cols = f32(info, 0, "cols", nc);
-    float* dx = f32(info, 1, "dx", nx);
+    const float* cols = f32_arg(info, 0, "cols", nc);
+    float* dx = f32_arg(info, 1, "dx", nx);
     require_disjoint(dx, nx * 4, cols, nc * 4, "cols and dx");
     cpu::col2im(cols, g, dx);
     return info.Env().Undefined();
@@ -184,9 +159,9 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const int64_t nx = g.batch * g.h * g.w * g.c, ny = g.batch * g.oh * g.ow * g.c;
     if (nx > 2147483647) fail("E_SHAPE", "x: max pooling supports at most 2^31 - 1 input elements");
     if (g.pad_h * 2 > g.kh || g.pad_w * 2 > g.kw) fail("E_VALUE", "padding: expected at most half the window");
-    const float* x = f32(info, 0, "x", nx);
-    float* y = f32(info, 1, "y", ny);
-    int32_t* arg = typed<int32_t>(info, 2, "argmax", ny, DType::F32);
+    const float* x = f32_arg(info, 0, "x", nx);
+    float* y = f32_arg(info, 1, "y", ny);
+    int32_t* arg = typed_arg<int32_t>(info, 2, "argmax", ny);
     require_disjoint(x, nx * 4, y, ny * 4, "x and y");
     require_disjoint(x, nx * 4, arg, ny * 4, "x and argmax");
     require_disjoint(y, ny * 4, arg, ny * 4, "y and argmax");
@@ -197,9 +172,9 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   define(env, exports, "maxPoolBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const cpu::Window2d g = window_arg(info, 3);
     const int64_t nx = g.batch * g.h * g.w * g.c, ny = g.batch * g.oh * g.ow * g.c;
-    const float* dy = f32(info, 0, "dy", ny);
-    const int32_t* arg = typed<int32_t>(info, 1, "argmax", ny, DType::F32);
-    float* dx = f32(info, 2, "dx", nx);
+    const float* dy = f32_arg(info, 0, "dy", ny);
+    const int32_t* arg = typed_arg<int32_t>(info, 1, "argmax", ny);
+    float* dx = f32_arg(info, 2, "dx", nx);
     require_disjoint(dy, ny * 4, dx, nx * 4, "dy and dx");
     require_disjoint(arg, ny * 4, dx, nx * 4, "argmax and dx");
     cpu::maxpool_backward(dy, arg, g, dx);
@@ -211,21 +186,21 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const double p = number_arg(info, 3, "p");
     if (!(p >= 0 && p < 1)) fail("E_VALUE", "p: expected 0 <= p < 1");
     const int64_t seed = int_arg(info, 4, "seed"), offset = size_arg(info, 5, "offset");
-    cpu::dropout_apply(f32(info, 0, "x", n), f32(info, 1, "y", n), n, static_cast<float>(p),
+    cpu::dropout_apply(f32_arg(info, 0, "x", n), f32_arg(info, 1, "y", n), n, static_cast<float>(p),
                        static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
     return info.Env().Undefined();
   });
   // maskedScale(x, mask: Uint8Array, alpha, y, n): y = m ? x : alpha·x
   define(env, exports, "maskedScale", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = size_arg(info, 4, "n");
-    cpu::masked_scale(f32(info, 0, "x", n), typed<uint8_t>(info, 1, "mask", n, DType::U8),
-                      static_cast<float>(number_arg(info, 2, "alpha")), f32(info, 3, "y", n), n);
+    cpu::masked_scale(f32_arg(info, 0, "x", n), typed_arg<uint8_t>(info, 1, "mask", n),
+                      static_cast<float>(number_arg(info, 2, "alpha")), f32_arg(info, 3, "y", n), n);
     return info.Env().Undefined();
   });
   // maskedAdd(g, w, mask: Uint8Array, lambda, n): g += lambda·(1 − m)·w
   define(env, exports, "maskedAdd", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = size_arg(info, 4, "n");
-    cpu::masked_add(f32(info, 0, "g", n), f32(info, 1, "w", n), typed<uint8_t>(info, 2, "mask", n, DType::U8),
+    cpu::masked_add(f32_arg(info, 0, "g", n), f32_arg(info, 1, "w", n), typed_arg<uint8_t>(info, 2, "mask", n),
                     static_cast<float>(number_arg(info, 3, "lambda")), n);
     return info.Env().Undefined();
   });
@@ -234,9 +209,9 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const int64_t rows = size_arg(info, 1, "rows"), cols = size_arg(info, 2, "cols");
     const int64_t n = int_arg(info, 3, "n"), m = int_arg(info, 4, "m");
     nm_validate(rows, cols, n, m);
-    const float* w = f32(info, 0, "w", rows * cols);
-    uint8_t* mask = typed<uint8_t>(info, 6, "mask", rows * cols, DType::U8);
-    float* eff = f32(info, 7, "eff", rows * cols);
+    const float* w = f32_arg(info, 0, "w", rows * cols);
+    uint8_t* mask = typed_arg<uint8_t>(info, 6, "mask", rows * cols);
+    float* eff = f32_arg(info, 7, "eff", rows * cols);
     require_disjoint(w, rows * cols * 4, eff, rows * cols * 4, "w and eff");
     require_disjoint(w, rows * cols * 4, mask, rows * cols, "w and mask");
     require_disjoint(eff, rows * cols * 4, mask, rows * cols, "eff and mask");

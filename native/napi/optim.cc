@@ -5,16 +5,12 @@
 
 #include "cpu/optim.h"
 #include "napi/args.h"
+#include "napi/train_args.h"
 #include "napi/registry.h"
 
 namespace nms::napi {
 namespace {
 
-float* f32(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
-  Buf b = buffer_arg(info, i, name);
-  require_elems(b, count, DType::F32, name);
-  return static_cast<float*>(b.data);
-}
 int64_t count_arg(const Napi::CallbackInfo& info, size_t i) {
   const int64_t n = int_arg(info, i, "n");
   if (n < 0) fail("E_SHAPE", "n: got " + std::to_string(n) + ", expected a size >= 0");
@@ -38,8 +34,8 @@ void RegisterOptim(Napi::Env env, Napi::Object exports) {
     a.nesterov = bool_arg(info, 8, "nesterov");
     a.first = bool_arg(info, 9, "first");
     float* buf = nullptr;
-    if (a.momentum != 0.0f) buf = f32(info, 2, "buf", n);
-    cpu::sgd_step(f32(info, 0, "p", n), f32(info, 1, "g", n), buf, n, a);
+    if (a.momentum != 0.0f) buf = f32_arg(info, 2, "buf", n);
+    cpu::sgd_step(f32_arg(info, 0, "p", n), f32_arg(info, 1, "g", n), buf, n, a);
     return info.Env().Undefined();
   });
   // adamwStep(p, g, m, v, n, lr, beta1, beta2, eps, weightDecay, step)
@@ -55,18 +51,18 @@ void RegisterOptim(Napi::Env env, Napi::Object exports) {
     if (a.step < 1) fail("E_VALUE", "step: expected an integer >= 1");
     if (!(a.beta1 >= 0 && a.beta1 < 1) || !(a.beta2 >= 0 && a.beta2 < 1))
       fail("E_VALUE", "betas: expected 0 <= beta < 1");
-    cpu::adamw_step(f32(info, 0, "p", n), f32(info, 1, "g", n), f32(info, 2, "m", n), f32(info, 3, "v", n), n, a);
+    cpu::adamw_step(f32_arg(info, 0, "p", n), f32_arg(info, 1, "g", n), f32_arg(info, 2, "m", n), f32_arg(info, 3, "v", n), n, a);
     return info.Env().Undefined();
   });
   // sumSquares(x, n) -> Σ x² (double)
   define(env, exports, "sumSquares", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = count_arg(info, 1);
-    return Napi::Number::New(info.Env(), cpu::sum_squares(f32(info, 0, "x", n), n));
+    return Napi::Number::New(info.Env(), cpu::sum_squares(f32_arg(info, 0, "x", n), n));
   });
   // scaleInplace(x, s, n): x ·= s
   define(env, exports, "scaleInplace", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = count_arg(info, 2);
-    cpu::scale_inplace(f32(info, 0, "x", n), static_cast<float>(number_arg(info, 1, "s")), n);
+    cpu::scale_inplace(f32_arg(info, 0, "x", n), static_cast<float>(number_arg(info, 1, "s")), n);
     return info.Env().Undefined();
   });
 }
