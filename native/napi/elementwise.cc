@@ -23,28 +23,6 @@ const int32_t* labels_arg(const Napi::CallbackInfo& info, size_t i, int64_t rows
   return labels;
 }
 
-// (batch, h, w, c, kh, kw, stride_h, stride_w, pad_h, pad_w) starting at argument i; computes oh, ow.
-cpu::Window2d window_arg(const Napi::CallbackInfo& info, size_t i) {
-  cpu::Window2d g{};
-  g.batch = size_arg(info, i, "batch");
-  g.h = size_arg(info, i + 1, "h");
-  g.w = size_arg(info, i + 2, "w");
-  g.c = size_arg(info, i + 3, "c");
-  g.kh = size_arg(info, i + 4, "kh");
-  g.kw = size_arg(info, i + 5, "kw");
-  g.stride_h = size_arg(info, i + 6, "strideH");
-  g.stride_w = size_arg(info, i + 7, "strideW");
-  g.pad_h = size_arg(info, i + 8, "padH");
-  g.pad_w = size_arg(info, i + 9, "padW");
-  if (g.kh < 1 || g.kw < 1 || g.stride_h < 1 || g.stride_w < 1)
-    fail("E_VALUE", "window: kernel and stride must be >= 1");
-  if (g.h + 2 * g.pad_h < g.kh || g.w + 2 * g.pad_w < g.kw)
-    fail("E_SHAPE", "window: a " + std::to_string(g.kh) + "x" + std::to_string(g.kw) + " kernel does not fit a padded " +
-                        std::to_string(g.h + 2 * g.pad_h) + "x" + std::to_string(g.w + 2 * g.pad_w) + " input");
-  g.oh = (g.h + 2 * g.pad_h - g.kh) / g.stride_h + 1;
-  g.ow = (g.w + 2 * g.pad_w - g.kw) / g.stride_w + 1;
-  return g;
-}
 
 void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   // biasAdd(y, b, rows, cols): y[r, c] += b[c]
@@ -135,7 +113,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   });
   // im2col(x, cols, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
   define(env, exports, "im2col", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cpu::Window2d g = window_arg(info, 2);
+    const cpu::Window2d g = window_arg<cpu::Window2d>(info, 2);
     const int64_t nx = g.batch * g.h * g.w * g.c, nc = g.batch * g.oh * g.ow * g.kh * g.kw * g.c;
     const float* x = f32_arg(info, 0, "x", nx);
     float* cols = f32_arg(info, 1, "cols", nc);
@@ -145,7 +123,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   });
   // col2im(cols, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
   define(env, exports, "col2im", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cpu::Window2d g = window_arg(info, 2);
+    const cpu::Window2d g = window_arg<cpu::Window2d>(info, 2);
     const int64_t nx = g.batch * g.h * g.w * g.c, nc = g.batch * g.oh * g.ow * g.kh * g.kw * g.c;
     const float* cols = f32_arg(info, 0, "cols", nc);
     float* dx = f32_arg(info, 1, "dx", nx);
@@ -155,7 +133,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   });
   // maxPoolForward(x, y, argmax: Int32Array, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
   define(env, exports, "maxPoolForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cpu::Window2d g = window_arg(info, 3);
+    const cpu::Window2d g = window_arg<cpu::Window2d>(info, 3);
     const int64_t nx = g.batch * g.h * g.w * g.c, ny = g.batch * g.oh * g.ow * g.c;
     if (nx > 2147483647) fail("E_SHAPE", "x: max pooling supports at most 2^31 - 1 input elements");
     if (g.pad_h * 2 > g.kh || g.pad_w * 2 > g.kw) fail("E_VALUE", "padding: expected at most half the window");
@@ -170,7 +148,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   });
   // maxPoolBackward(dy, argmax, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
   define(env, exports, "maxPoolBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cpu::Window2d g = window_arg(info, 3);
+    const cpu::Window2d g = window_arg<cpu::Window2d>(info, 3);
     const int64_t nx = g.batch * g.h * g.w * g.c, ny = g.batch * g.oh * g.ow * g.c;
     const float* dy = f32_arg(info, 0, "dy", ny);
     const int32_t* arg = typed_arg<int32_t>(info, 1, "argmax", ny);

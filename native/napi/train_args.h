@@ -37,4 +37,29 @@ inline void require_disjoint(const void* a, int64_t na, const void* b, int64_t n
   if (na > 0 && nb > 0 && pa < pb + nb && pb < pa + na) fail("E_VALUE", std::string(what) + " must not overlap");
 }
 
+// (batch, h, w, c, kh, kw, stride_h, stride_w, pad_h, pad_w) starting at argument i, checked, with oh and ow
+// computed: any struct with those int64 fields (cpu::Window2d; a GPU backend's own window type).
+template <class Window>
+Window window_arg(const Napi::CallbackInfo& info, size_t i) {
+  Window g{};
+  g.batch = size_arg(info, i, "batch");
+  g.h = size_arg(info, i + 1, "h");
+  g.w = size_arg(info, i + 2, "w");
+  g.c = size_arg(info, i + 3, "c");
+  g.kh = size_arg(info, i + 4, "kh");
+  g.kw = size_arg(info, i + 5, "kw");
+  g.stride_h = size_arg(info, i + 6, "strideH");
+  g.stride_w = size_arg(info, i + 7, "strideW");
+  g.pad_h = size_arg(info, i + 8, "padH");
+  g.pad_w = size_arg(info, i + 9, "padW");
+  if (g.kh < 1 || g.kw < 1 || g.stride_h < 1 || g.stride_w < 1)
+    fail("E_VALUE", "window: kernel and stride must be >= 1");
+  if (g.h + 2 * g.pad_h < g.kh || g.w + 2 * g.pad_w < g.kw)
+    fail("E_SHAPE", "window: a " + std::to_string(g.kh) + "x" + std::to_string(g.kw) + " kernel does not fit a padded " +
+                        std::to_string(g.h + 2 * g.pad_h) + "x" + std::to_string(g.w + 2 * g.pad_w) + " input");
+  g.oh = (g.h + 2 * g.pad_h - g.kh) / g.stride_h + 1;
+  g.ow = (g.w + 2 * g.pad_w - g.kw) / g.stride_w + 1;
+  return g;
+}
+
 }  // namespace nms::napi
