@@ -1,0 +1,13 @@
+/** Neural-network modules with explicit forward/backward, the loss, the MNIST models, and the training ops. */
+export { Module, Parameter } from './module.js';
+export {
+  Linear, SparseLinear, Conv2d, SparseConv2d, MaxPool2d, Flatten, Reshape, ReLU, GELU, LayerNorm, Dropout, Sequential,
+  type LinearOptions, type Conv2dOptions, type SparsityOptions,
+} from './layers.js';
+export { SoftmaxCrossEntropy } from './loss.js';
+export { mlp, cnn, buildModel, MODEL_NAMES, type ModelName, type ModelOptions, type MlpOptions, type CnnOptions } from './models.js';
+export {
+  biasAdd, biasGrad, reluForward, reluBackward, geluForward, geluBackward, layerNormForward, layerNormBackward,
+  softmaxCrossEntropy, softmaxCrossEntropyBackward, im2col, col2im, maxPoolForward, maxPoolBackward, dropout,
+  maskedScale, maskedAdd, nmMaskScale, type Window2d,
+} from './elementwise.js';
