@@ -26,6 +26,11 @@
  * E_UNSUPPORTED on 'cuda'. float32 sparse products use TF32 tensor cores (cuSPARSELt's float32 kernels), and
  * need the weight's pattern to be 1:2 in pairs; other float32 weights run through cuBLASLt on the pruned weight.
  *
+ * Training ops (lib/cuda-train.ts), with the arguments of lib/nn/elementwise.ts and lib/optim: biasAdd, biasGrad,
+ * reluForward, reluBackward, geluForward, geluBackward, layerNormForward, layerNormBackward, softmaxCrossEntropy,
+ * softmaxCrossEntropyBackward, im2col, col2im, maxPoolForward, maxPoolBackward, dropout, maskedScale, maskedAdd,
+ * nmMaskScale, sgdStep, adamwStep, sumSquares, scaleInplace.
+ *
  * Tuning and inspection (exported below): planInfo(), clearPlans(), memStats(), synchronize(). Environment:
  * NMSPARSE_CUDA_DISPATCH=auto|sparse|dense, NMSPARSE_CUSPARSELT_SEARCH=1|0, NMSPARSE_CUDA_VERIFY=1|0,
  * NMSPARSE_CUDA_LIBS=<dir>, NMSPARSE_CUDA_DEVICE=<index>.
@@ -38,6 +43,7 @@ import { Tensor, checkOut, checkTensor, numel, type Shape } from './tensor.js';
 import { SparseTensor, checkSparse } from './compress.js';
 import type { Pattern } from './pattern.js';
 import type { CheckResult, SadResult } from './mask.js';
+import { trainOps } from './cuda-train.js';
 
 /** What the addon's probe found (native cudaInfo()). */
 export interface CudaProbe {
@@ -314,7 +320,7 @@ export const cudaBackend: DeviceBackend = {
   alloc(bytes: number): DeviceStorage {
     return native.cudaAlloc(bytes) as DeviceStorage;
   },
-  ops: { mask, prune, check, transposableMask, sad, compress, decompress, sparseLinear, sparseMatmul, matmul, linear },
+  ops: { mask, prune, check, transposableMask, sad, compress, decompress, sparseLinear, sparseMatmul, matmul, linear, ...trainOps },
 };
 
 // Registered in every build: in one without CUDA, unavailableReason() says so, and no op is ever reached.

@@ -1,0 +1,201 @@
+/**
+ * The training ops of the 'cuda' backend (native/cuda/elementwise.cu, optim.cu): one entry per op that
+ * lib/nn/elementwise.ts and lib/optim/*.ts send to deviceOp(device, name) for tensors on 'cuda', with the same
+ * arguments (already validated there) and the same results as the CPU kernels. float32 tensors; masks uint8.
+ * Labels and max-pool indices stay host Int32Arrays, as in the public API: they are uploaded / downloaded per call
+ * (softmaxCrossEntropy and maxPoolForward therefore wait for the GPU).
+ */
+import { native } from './native.js';
+import { fail } from './errors.js';
+import type { DeviceStorage } from './device.js';
+import { Tensor, checkOut, type Shape } from './tensor.js';
+import type { Pattern } from './pattern.js';
+
+interface Window2d {
+  kernel: [number, number];
+  stride: [number, number];
+  padding: [number, number];
+}
+
+const dev = (t: Tensor, arg: string): DeviceStorage => t.deviceStorage(arg);
+const numelOf = (s: Shape): number => s.reduce((a, b) => a * b, 1);
+
+/** A float32 (or uint8) output on 'cuda': `out` when given (validated), else a new tensor. */
+function output(out: unknown, shape: Shape, arg = 'options.out', dtype: 'float32' | 'uint8' = 'float32'): Tensor {
+  const t = checkOut(out, shape, dtype, 'cuda', arg);
+  if (t) return t;
+  return new Tensor(shape, dtype, native.cudaAlloc(numelOf(shape) * (dtype === 'float32' ? 4 : 1)) as DeviceStorage, 'cuda');
+}
+
+function rowsCols(t: Tensor): [number, number] {
+  const cols = t.shape[t.rank - 1] ?? 1;
+  return [cols === 0 ? 0 : t.size / cols, cols];
+}
+
+function onCuda(t: Tensor | null | undefined, arg: string): void {
+  if (t && t.device !== 'cuda') fail('E_DEVICE', arg, t, "a tensor on 'cuda'");
+}
+
+function geometry(shape: Shape, w: Window2d): number[] {
+  const [batch, h, wd, c] = shape;
+  return [batch, h, wd, c, w.kernel[0], w.kernel[1], w.stride[0], w.stride[1], w.padding[0], w.padding[1]];
+}
+function outSize(shape: Shape, w: Window2d): [number, number] {
+  return [Math.floor((shape[1] + 2 * w.padding[0] - w.kernel[0]) / w.stride[0]) + 1, Math.floor((shape[2] + 2 * w.padding[1] - w.kernel[1]) / w.stride[1]) + 1];
+}
+
+export const trainOps = {
+  biasAdd(y: Tensor, b: Tensor): Tensor {
+    onCuda(b, 'bias');
+    const [rows, cols] = rowsCols(y);
+    native.cudaBiasAdd(dev(y, 'y'), dev(b, 'bias'), rows, cols);
+    return y;
+  },
+
+  biasGrad(dy: Tensor, opts: { out?: Tensor } = {}): Tensor {
+    const [rows, cols] = rowsCols(dy);
+    const out = output(opts.out, [cols]);
+    native.cudaBiasGrad(dev(dy, 'dy'), rows, cols, dev(out, 'options.out'));
+    return out;
+  },
+
+  reluForward(x: Tensor, opts: { out?: Tensor } = {}): Tensor {
+    const out = output(opts.out, x.shape);
+    native.cudaReluForward(dev(x, 'x'), dev(out, 'options.out'), x.size);
+    return out;
+  },
+
+  reluBackward(dy: Tensor, y: Tensor, opts: { out?: Tensor } = {}): Tensor {
+    const out = output(opts.out, dy.shape);
+    native.cudaReluBackward(dev(dy, 'dy'), dev(y, 'y'), dev(out, 'options.out'), dy.size);
+    return out;
+  },
+
+  geluForward(x: Tensor, opts: { out?: Tensor } = {}): Tensor {
+    const out = output(opts.out, x.shape);
+    native.cudaGeluForward(dev(x, 'x'), dev(out, 'options.out'), x.size);
+    return out;
+  },
+
+  geluBackward(dy: Tensor, x: Tensor, opts: { out?: Tensor } = {}): Tensor {
+    const out = output(opts.out, dy.shape);
+    native.cudaGeluBackward(dev(dy, 'dy'), dev(x, 'x'), dev(out, 'options.out'), dy.size);
+    return out;
+  },
+
+  layerNormForward(x: Tensor, gamma: Tensor | null, beta: Tensor | null, eps: number, opts: { out?: Tensor; mean?: Tensor; rstd?: Tensor } = {}) {
+    const [rows, cols] = rowsCols(x);
+    const y = output(opts.out, x.shape);
+    const mean = output(opts.mean, [rows], 'options.mean'), rstd = output(opts.rstd, [rows], 'options.rstd');
+    native.cudaLayerNormForward(dev(x, 'x'), gamma && dev(gamma, 'gamma'), beta && dev(beta, 'beta'), dev(y, 'options.out'),
+      dev(mean, 'options.mean'), dev(rstd, 'options.rstd'), rows, cols, eps);
+    return { y, mean, rstd };
+  },
+
+  layerNormBackward(dy: Tensor, x: Tensor, gamma: Tensor | null, mean: Tensor, rstd: Tensor, withBeta: boolean,
+    opts: { out?: Tensor; dgamma?: Tensor; dbeta?: Tensor } = {}) {
+    for (const [t, a] of [[mean, 'mean'], [rstd, 'rstd']] as const) onCuda(t, a);
+    const [rows, cols] = rowsCols(dy);
+    const dx = output(opts.out, dy.shape);
+    const dgamma = gamma ? output(opts.dgamma, [cols], 'options.dgamma') : null;
+    const dbeta = withBeta ? output(opts.dbeta, [cols], 'options.dbeta') : null;
+    native.cudaLayerNormBackward(dev(dy, 'dy'), dev(x, 'x'), gamma && dev(gamma, 'gamma'), dev(mean, 'mean'), dev(rstd, 'rstd'),
+      dev(dx, 'options.out'), dgamma && dev(dgamma, 'options.dgamma'), dbeta && dev(dbeta, 'options.dbeta'), rows, cols);
+    return { dx, dgamma, dbeta };
+  },
+
+  softmaxCrossEntropy(logits: Tensor, labels: Int32Array, opts: { labelSmoothing?: number; probs?: Tensor } = {}) {
+    const [rows, cols] = logits.shape;
+    const probs = output(opts.probs, logits.shape, 'options.probs');
+    const [sum, correct] = native.cudaSoftmaxXentForward(dev(logits, 'logits'), labels, dev(probs, 'options.probs'), rows, cols,
+      opts.labelSmoothing ?? 0) as [number, number];
+    return { loss: sum / rows, correct, probs };
+  },
+
+  softmaxCrossEntropyBackward(probs: Tensor, labels: Int32Array, opts: { labelSmoothing?: number; scale?: number; out?: Tensor } = {}): Tensor {
+    const [rows, cols] = probs.shape;
+    const out = output(opts.out, probs.shape);
+    native.cudaSoftmaxXentBackward(dev(probs, 'probs'), labels, dev(out, 'options.out'), rows, cols, opts.labelSmoothing ?? 0,
+      (opts.scale ?? 1) / rows);
+    return out;
+  },
+
+  im2col(x: Tensor, w: Window2d, opts: { out?: Tensor } = {}): Tensor {
+    const [oh, ow] = outSize(x.shape, w);
+    const out = output(opts.out, [x.shape[0] * oh * ow, w.kernel[0] * w.kernel[1] * x.shape[3]]);
+    native.cudaIm2col(dev(x, 'x'), dev(out, 'options.out'), ...geometry(x.shape, w));
+    return out;
+  },
+
+  col2im(cols: Tensor, inputShape: Shape, w: Window2d, opts: { out?: Tensor } = {}): Tensor {
+    const out = output(opts.out, inputShape);
+    native.cudaCol2im(dev(cols, 'cols'), dev(out, 'options.out'), ...geometry(inputShape, w));
+    return out;
+  },
+
+  maxPoolForward(x: Tensor, w: Window2d, opts: { out?: Tensor; argmax?: Int32Array } = {}) {
+    const [oh, ow] = outSize(x.shape, w);
+    const shape = [x.shape[0], oh, ow, x.shape[3]];
+    const y = output(opts.out, shape);
+    const argmax = opts.argmax ?? new Int32Array(y.size);
+    if (argmax.length !== y.size) fail('E_SHAPE', 'options.argmax', argmax, `an Int32Array of ${y.size} elements`);
+    native.cudaMaxPoolForward(dev(x, 'x'), dev(y, 'options.out'), argmax, ...geometry(x.shape, w));
+    return { y, argmax };
+  },
+
+  maxPoolBackward(dy: Tensor, argmax: Int32Array, inputShape: Shape, w: Window2d, opts: { out?: Tensor } = {}): Tensor {
+    const out = output(opts.out, inputShape);
+    native.cudaMaxPoolBackward(dev(dy, 'dy'), argmax, dev(out, 'options.out'), ...geometry(inputShape, w));
+    return out;
+  },
+
+  dropout(x: Tensor, p: number, seed: number, offset: number, opts: { out?: Tensor } = {}): Tensor {
+    const out = output(opts.out, x.shape);
+    native.cudaDropout(dev(x, 'x'), dev(out, 'options.out'), x.size, p, seed, offset);
+    return out;
+  },
+
+  maskedScale(x: Tensor, mask: Tensor, alpha: number, opts: { out?: Tensor } = {}): Tensor {
+    const out = output(opts.out, x.shape);
+    native.cudaMaskedScale(dev(x, 'x'), dev(mask, 'mask'), alpha, dev(out, 'options.out'), x.size);
+    return out;
+  },
+
+  maskedAdd(g: Tensor, w: Tensor, mask: Tensor, lambda: number): Tensor {
+    native.cudaMaskedAdd(dev(g, 'g'), dev(w, 'w'), dev(mask, 'mask'), lambda, g.size);
+    return g;
+  },
+
+  nmMaskScale(w: Tensor, pattern: Pattern, alpha: number, opts: { mask?: Tensor; out?: Tensor } = {}) {
+    const [rows, cols] = rowsCols(w);
+    const mask = output(opts.mask, w.shape, 'options.mask', 'uint8');
+    const out = output(opts.out, w.shape);
+    if (out.deviceStorage() === w.deviceStorage()) fail('E_VALUE', 'options.out', out, 'a tensor other than w');
+    native.cudaNmMaskScale(dev(w, 'w'), rows, cols, pattern.n, pattern.m, alpha, dev(mask, 'options.mask'), dev(out, 'options.out'));
+    return { mask, out };
+  },
+
+  sgdStep(p: Tensor, g: Tensor, buf: Tensor | null,
+    o: { lr: number; momentum: number; dampening: number; weightDecay: number; nesterov: boolean; first: boolean }): void {
+    onCuda(g, 'grad');
+    onCuda(buf, 'momentum buffer');
+    native.cudaSgdStep(dev(p, 'param'), dev(g, 'grad'), buf ? dev(buf, 'momentum buffer') : null, p.size, o.lr, o.momentum,
+      o.dampening, o.weightDecay, o.nesterov, o.first);
+  },
+
+  adamwStep(p: Tensor, g: Tensor, m: Tensor, v: Tensor,
+    o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number }): void {
+    for (const [t, a] of [[g, 'grad'], [m, 'exp_avg'], [v, 'exp_avg_sq']] as const) onCuda(t, a);
+    native.cudaAdamwStep(dev(p, 'param'), dev(g, 'grad'), dev(m, 'exp_avg'), dev(v, 'exp_avg_sq'), p.size, o.lr, o.beta1,
+      o.beta2, o.eps, o.weightDecay, o.step);
+  },
+
+  sumSquares(x: Tensor): number {
+    return native.cudaSumSquares(dev(x, 'x'), x.size) as number;
+  },
+
+  scaleInplace(x: Tensor, s: number): Tensor {
+    native.cudaScaleInplace(dev(x, 'x'), s, x.size);
+    return x;
+  },
+};

@@ -1,0 +1,280 @@
+// N-API bindings of the CUDA training kernels (native/cuda/train.h): the argument order of the CPU bindings
+// (native/napi/elementwise.cc, optim.cc) with CudaBuffers for tensors. Labels and max-pool indices stay host
+// Int32Arrays as in the public API (uploaded / downloaded here).
+#ifdef NMSPARSE_WITH_CUDA
+#include <string>
+
+#include "core/nm_format.h"
+#include "cuda/device.h"
+#include "cuda/train.h"
+#include "napi/args.h"
+#include "napi/cuda_handles.h"
+#include "napi/registry.h"
+
+namespace nms::napi {
+namespace {
+
+float* f32(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
+  CudaBuffer* b = CudaBuffer::Arg(info, i, name);
+  b->require(count, DType::F32, name);
+  return static_cast<float*>(b->ptr());
+}
+float* optional_f32(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
+  if (info[i].IsNull() || info[i].IsUndefined()) return nullptr;
+  return f32(info, i, name, count);
+}
+uint8_t* u8(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
+  CudaBuffer* b = CudaBuffer::Arg(info, i, name);
+  b->require(count, DType::U8, name);
+  return static_cast<uint8_t*>(b->ptr());
+}
+int64_t size_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  const int64_t v = int_arg(info, i, name);
+  if (v < 0) fail("E_SHAPE", std::string(name) + ": got " + std::to_string(v) + ", expected a size >= 0");
+  return v;
+}
+// A host Int32Array of `count` entries, copied to the device.
+cuda::DevPtr int32_upload(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    fail("E_TYPE", std::string(name) + ": expected an Int32Array");
+  Buf b = buffer_arg(info, i, name);
+  if (b.bytes < static_cast<size_t>(count) * 4)
+    fail("E_SHAPE", std::string(name) + ": " + std::to_string(b.bytes / 4) + " entries, needs " + std::to_string(count));
+  cuda::DevPtr d = cuda::alloc(static_cast<size_t>(count) * 4);
+  cuda::upload(d->ptr(), b.data, static_cast<size_t>(count) * 4);
+  return d;
+}
+
+cuda::Window window_arg(const Napi::CallbackInfo& info, size_t i) {
+  cuda::Window g{};
+  g.batch = size_arg(info, i, "batch");
+  g.h = size_arg(info, i + 1, "h");
+  g.w = size_arg(info, i + 2, "w");
+  g.c = size_arg(info, i + 3, "c");
+  g.kh = size_arg(info, i + 4, "kh");
+  g.kw = size_arg(info, i + 5, "kw");
+  g.stride_h = size_arg(info, i + 6, "strideH");
+  g.stride_w = size_arg(info, i + 7, "strideW");
+  g.pad_h = size_arg(info, i + 8, "padH");
+  g.pad_w = size_arg(info, i + 9, "padW");
+  if (g.kh < 1 || g.kw < 1 || g.stride_h < 1 || g.stride_w < 1) fail("E_VALUE", "window: kernel and stride must be >= 1");
+  if (g.h + 2 * g.pad_h < g.kh || g.w + 2 * g.pad_w < g.kw) fail("E_SHAPE", "window: the kernel does not fit the padded input");
+  g.oh = (g.h + 2 * g.pad_h - g.kh) / g.stride_h + 1;
+  g.ow = (g.w + 2 * g.pad_w - g.kw) / g.stride_w + 1;
+  return g;
+}
+
+void same_buffer_forbidden(const void* a, const void* b, const char* what) {
+  if (a && a == b) fail("E_VALUE", std::string(what) + " must not be the same tensor");
+}
+
+Napi::Value undef(const Napi::CallbackInfo& info) { return info.Env().Undefined(); }
+
+void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
+  // cudaBiasAdd(y, b, rows, cols): y[r, c] += b[c]
+  define(env, exports, "cudaBiasAdd", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = size_arg(info, 2, "rows"), cols = size_arg(info, 3, "cols");
+    cuda::bias_add(f32(info, 0, "y", rows * cols), f32(info, 1, "bias", cols), rows, cols);
+    return undef(info);
+  });
+  // cudaBiasGrad(dy, rows, cols, db)
+  define(env, exports, "cudaBiasGrad", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = size_arg(info, 1, "rows"), cols = size_arg(info, 2, "cols");
+    cuda::bias_grad(f32(info, 0, "dy", rows * cols), rows, cols, f32(info, 3, "db", cols));
+    return undef(info);
+  });
+  // cudaReluForward(x, y, n), cudaReluBackward(dy, y, dx, n), cudaGeluForward(x, y, n), cudaGeluBackward(dy, x, dx, n)
+  define(env, exports, "cudaReluForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t n = size_arg(info, 2, "n");
+    cuda::relu_forward(f32(info, 0, "x", n), f32(info, 1, "y", n), n);
+    return undef(info);
+  });
+  define(env, exports, "cudaReluBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t n = size_arg(info, 3, "n");
+    cuda::relu_backward(f32(info, 0, "dy", n), f32(info, 1, "y", n), f32(info, 2, "dx", n), n);
+    return undef(info);
+  });
+  define(env, exports, "cudaGeluForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t n = size_arg(info, 2, "n");
+    cuda::gelu_forward(f32(info, 0, "x", n), f32(info, 1, "y", n), n);
+    return undef(info);
+  });
+  define(env, exports, "cudaGeluBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t n = size_arg(info, 3, "n");
+    cuda::gelu_backward(f32(info, 0, "dy", n), f32(info, 1, "x", n), f32(info, 2, "dx", n), n);
+    return undef(info);
+  });
+  // cudaLayerNormForward(x, gamma?, beta?, y, mean, rstd, rows, cols, eps)
+  define(env, exports, "cudaLayerNormForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = size_arg(info, 6, "rows"), cols = size_arg(info, 7, "cols");
+    const double eps = number_arg(info, 8, "eps");
+    if (!(eps > 0)) fail("E_VALUE", "eps: expected a number > 0");
+    cuda::layernorm_forward(f32(info, 0, "x", rows * cols), optional_f32(info, 1, "gamma", cols),
+                            optional_f32(info, 2, "beta", cols), f32(info, 3, "y", rows * cols),
+                            f32(info, 4, "mean", rows), f32(info, 5, "rstd", rows), rows, cols, static_cast<float>(eps));
+    return undef(info);
+  });
+  // cudaLayerNormBackward(dy, x, gamma?, mean, rstd, dx, dgamma?, dbeta?, rows, cols)
+  define(env, exports, "cudaLayerNormBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = size_arg(info, 8, "rows"), cols = size_arg(info, 9, "cols");
+    const float* dy = f32(info, 0, "dy", rows * cols);
+    const float* x = f32(info, 1, "x", rows * cols);
+    float* dx = f32(info, 5, "dx", rows * cols);
+    same_buffer_forbidden(x, dx, "x and dx");
+    cuda::layernorm_backward(dy, x, optional_f32(info, 2, "gamma", cols), f32(info, 3, "mean", rows),
+                             f32(info, 4, "rstd", rows), dx, optional_f32(info, 6, "dgamma", cols),
+                             optional_f32(info, 7, "dbeta", cols), rows, cols);
+    return undef(info);
+  });
+  // cudaSoftmaxXentForward(logits, labels: Int32Array, probs, rows, cols, eps) -> [loss sum, correct]
+  define(env, exports, "cudaSoftmaxXentForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = size_arg(info, 3, "rows"), cols = size_arg(info, 4, "cols");
+    if (rows < 1 || cols < 1) fail("E_SHAPE", "logits: expected a non-empty [rows, classes] tensor");
+    const double eps = number_arg(info, 5, "labelSmoothing");
+    const float* z = f32(info, 0, "logits", rows * cols);
+    float* p = f32(info, 2, "probs", rows * cols);
+    same_buffer_forbidden(z, p, "logits and probs");
+    cuda::DevPtr labels = int32_upload(info, 1, "labels", rows);
+    const cuda::XentSums s = cuda::softmax_xent_forward(z, labels->as<int32_t>(), p, rows, cols, static_cast<float>(eps));
+    Napi::Array r = Napi::Array::New(info.Env(), 2);
+    r.Set(0u, Napi::Number::New(info.Env(), s.loss_sum));
+    r.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(s.correct)));
+    return r;
+  });
+  // cudaSoftmaxXentBackward(probs, labels: Int32Array, dlogits, rows, cols, eps, scale)
+  define(env, exports, "cudaSoftmaxXentBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = size_arg(info, 3, "rows"), cols = size_arg(info, 4, "cols");
+    cuda::DevPtr labels = int32_upload(info, 1, "labels", rows);
+    cuda::softmax_xent_backward(f32(info, 0, "probs", rows * cols), labels->as<int32_t>(), f32(info, 2, "dlogits", rows * cols),
+                                rows, cols, static_cast<float>(number_arg(info, 5, "labelSmoothing")),
+                                static_cast<float>(number_arg(info, 6, "scale")));
+    return undef(info);
+  });
+  // cudaIm2col(x, cols, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
+  define(env, exports, "cudaIm2col", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const cuda::Window g = window_arg(info, 2);
+    const float* x = f32(info, 0, "x", g.batch * g.h * g.w * g.c);
+    float* cols = f32(info, 1, "cols", g.batch * g.oh * g.ow * g.kh * g.kw * g.c);
+    same_buffer_forbidden(x, cols, "x and cols");
+    cuda::im2col(x, g, cols);
+    return undef(info);
+  });
+  // cudaCol2im(cols, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
+  define(env, exports, "cudaCol2im", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const cuda::Window g = window_arg(info, 2);
+    const float* cols = f32(info, 0, "cols", g.batch * g.oh * g.ow * g.kh * g.kw * g.c);
+    float* dx = f32(info, 1, "dx", g.batch * g.h * g.w * g.c);
+    same_buffer_forbidden(cols, dx, "cols and dx");
+    cuda::col2im(cols, g, dx);
+    return undef(info);
+  });
+  // cudaMaxPoolForward(x, y, argmax: Int32Array (host, filled), batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
+  define(env, exports, "cudaMaxPoolForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const cuda::Window g = window_arg(info, 3);
+    const int64_t nx = g.batch * g.h * g.w * g.c, ny = g.batch * g.oh * g.ow * g.c;
+    if (nx >= (int64_t(1) << 31)) fail("E_SHAPE", "x: max pooling needs fewer than 2^31 elements");
+    const float* x = f32(info, 0, "x", nx);
+    float* y = f32(info, 1, "y", ny);
+    same_buffer_forbidden(x, y, "x and y");
+    if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      fail("E_TYPE", "argmax: expected an Int32Array");
+    Buf host = buffer_arg(info, 2, "argmax");
+    if (host.bytes < static_cast<size_t>(ny) * 4) fail("E_SHAPE", "argmax: too short");
+    cuda::DevPtr arg = cuda::alloc(static_cast<size_t>(ny) * 4);
+    cuda::maxpool_forward(x, g, y, arg->as<int32_t>());
+    cuda::download(host.data, arg->ptr(), static_cast<size_t>(ny) * 4);
+    return undef(info);
+  });
+  // cudaMaxPoolBackward(dy, argmax: Int32Array, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
+  define(env, exports, "cudaMaxPoolBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const cuda::Window g = window_arg(info, 3);
+    const int64_t nx = g.batch * g.h * g.w * g.c, ny = g.batch * g.oh * g.ow * g.c;
+    const float* dy = f32(info, 0, "dy", ny);
+    float* dx = f32(info, 2, "dx", nx);
+    same_buffer_forbidden(dy, dx, "dy and dx");
+    cuda::DevPtr arg = int32_upload(info, 1, "argmax", ny);
+    cuda::maxpool_backward(dy, arg->as<int32_t>(), g, dx);
+    return undef(info);
+  });
+  // cudaDropout(x, y, n, p, seed, offset)
+  define(env, exports, "cudaDropout", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t n = size_arg(info, 2, "n");
+    const double p = number_arg(info, 3, "p");
+    if (!(p >= 0 && p < 1)) fail("E_VALUE", "p: expected 0 <= p < 1");
+    const int64_t seed = int_arg(info, 4, "seed"), offset = size_arg(info, 5, "offset");
+    cuda::dropout_apply(f32(info, 0, "x", n), f32(info, 1, "y", n), n, static_cast<float>(p), static_cast<uint64_t>(seed),
+                        static_cast<uint64_t>(offset));
+    return undef(info);
+  });
+  // cudaMaskedScale(x, mask, alpha, y, n)
+  define(env, exports, "cudaMaskedScale", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t n = size_arg(info, 4, "n");
+    cuda::masked_scale(f32(info, 0, "x", n), u8(info, 1, "mask", n), static_cast<float>(number_arg(info, 2, "alpha")),
+                       f32(info, 3, "y", n), n);
+    return undef(info);
+  });
+  // cudaMaskedAdd(g, w, mask, lambda, n)
+  define(env, exports, "cudaMaskedAdd", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t n = size_arg(info, 4, "n");
+    cuda::masked_add(f32(info, 0, "g", n), f32(info, 1, "w", n), u8(info, 2, "mask", n),
+                     static_cast<float>(number_arg(info, 3, "lambda")), n);
+    return undef(info);
+  });
+  // cudaNmMaskScale(w, rows, cols, n, m, alpha, mask, eff)
+  define(env, exports, "cudaNmMaskScale", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = size_arg(info, 1, "rows"), cols = size_arg(info, 2, "cols");
+    const int64_t n = int_arg(info, 3, "n"), m = int_arg(info, 4, "m");
+    nm_validate(rows, cols, n, m);
+    const float* w = f32(info, 0, "w", rows * cols);
+    float* eff = f32(info, 7, "eff", rows * cols);
+    same_buffer_forbidden(w, eff, "w and eff");
+    cuda::nm_mask_scale(w, rows, cols, static_cast<int>(n), static_cast<int>(m),
+                        static_cast<float>(number_arg(info, 5, "alpha")), u8(info, 6, "mask", rows * cols), eff);
+    return undef(info);
+  });
+  // cudaSgdStep(p, g, buf?, n, lr, momentum, dampening, weightDecay, nesterov, first)
+  define(env, exports, "cudaSgdStep", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t n = size_arg(info, 3, "n");
+    cuda::SgdArgs a;
+    a.lr = static_cast<float>(number_arg(info, 4, "lr"));
+    a.momentum = static_cast<float>(number_arg(info, 5, "momentum"));
+    a.dampening = static_cast<float>(number_arg(info, 6, "dampening"));
+    a.weight_decay = static_cast<float>(number_arg(info, 7, "weightDecay"));
+    a.nesterov = bool_arg(info, 8, "nesterov");
+    a.first = bool_arg(info, 9, "first");
+    float* buf = optional_f32(info, 2, "buf", n);
+    if (a.momentum != 0.0f && !buf) fail("E_VALUE", "buf: a momentum buffer is required when momentum > 0");
+    cuda::sgd_step(f32(info, 0, "p", n), f32(info, 1, "g", n), buf, n, a);
+    return undef(info);
+  });
+  // cudaAdamwStep(p, g, m, v, n, lr, beta1, beta2, eps, weightDecay, step)
+  define(env, exports, "cudaAdamwStep", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t n = size_arg(info, 4, "n");
+    cuda::AdamwArgs a;
+    a.lr = static_cast<float>(number_arg(info, 5, "lr"));
+    a.beta1 = static_cast<float>(number_arg(info, 6, "beta1"));
+    a.beta2 = static_cast<float>(number_arg(info, 7, "beta2"));
+    a.eps = static_cast<float>(number_arg(info, 8, "eps"));
+    a.weight_decay = static_cast<float>(number_arg(info, 9, "weightDecay"));
+    a.step = int_arg(info, 10, "step");
+    if (a.step < 1) fail("E_VALUE", "step: expected >= 1");
+    cuda::adamw_step(f32(info, 0, "p", n), f32(info, 1, "g", n), f32(info, 2, "m", n), f32(info, 3, "v", n), n, a);
+    return undef(info);
+  });
+  // cudaSumSquares(x, n) -> Σ x² (float64; waits for the GPU)
+  define(env, exports, "cudaSumSquares", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t n = size_arg(info, 1, "n");
+    return Napi::Number::New(info.Env(), cuda::sum_squares(f32(info, 0, "x", n), n));
+  });
+  // cudaScaleInplace(x, s, n)
+  define(env, exports, "cudaScaleInplace", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t n = size_arg(info, 2, "n");
+    cuda::scale_inplace(f32(info, 0, "x", n), static_cast<float>(number_arg(info, 1, "s")), n);
+    return undef(info);
+  });
+}
+
+}  // namespace
+NMS_NAPI_FAMILY(cuda_train, RegisterCudaTrain);
+}  // namespace nms::napi
+#endif  // NMSPARSE_WITH_CUDA
