@@ -13,13 +13,14 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
-import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { tmpdir } from 'node:os';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { NmSparseError } from '../errors.js';
-import { native, packageRoot } from '../native.js';
+import { packageRoot } from '../native.js';
+import { machineInfo, machineName } from './machine.js';
 import { prune } from '../mask.js';
 import { randn, type Tensor } from '../tensor.js';
 import { saveModel, type ArchSpec } from '../io/model-file.js';
@@ -54,19 +55,6 @@ export interface ServeResult {
   weightBytes: number;
 }
 
-const slug = (s: string) => s.toLowerCase().replace(/\(r\)|\(tm\)|cpu|@.*$/g, '').replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
-
-function machineInfo(): { cpu: string; cores: number } & Record<string, unknown> {
-  const c = cpus();
-  let build: unknown = null;
-  try { build = native.buildInfo?.(); } catch { /* older addon */ }
-  return {
-    cpu: c[0]?.model ?? 'unknown', cores: c.length, memoryGB: Math.round(totalmem() / 2 ** 30), gpu: null,
-    node: process.version, platform: `${process.platform}-${process.arch}`, threads: native.numThreads(), addon: build,
-    loadAverage: loadavg().map((v) => Math.round(v * 100) / 100),
-  };
-}
-
 function parse(args: string[]): Config {
   const { values } = parseArgs({
     args, allowPositionals: false,
@@ -89,7 +77,7 @@ function parse(args: string[]): Config {
     requests, warmup: int(values.warmup, 'warmup', Math.min(1000, Math.ceil(requests / 4)), 0), concurrency: int(values.concurrency, 'concurrency', 32),
     rows: int(values.rows, 'rows', 1), hidden, device: values.device ?? 'cpu', maxBatch: int(values['max-batch'], 'max-batch', 64),
     maxDelayMs: int(values['max-delay-ms'], 'max-delay-ms', 1, 0), model: values.model ?? null,
-    machine: values.machine ?? (process.env.NMSPARSE_MACHINE || `${slug(cpus()[0]?.model ?? 'cpu')}-${cpus().length}c`),
+    machine: values.machine ?? machineName(),
     out: values.out ?? path.join(packageRoot, 'bench', 'results'),
   };
 }
@@ -244,14 +232,15 @@ export async function benchServe(args: string[]): Promise<void> {
         if (code !== 0) process.stderr.write(`bench serve: the ${variant} server exited with ${code} on SIGTERM\n`);
       }
     }
-    const doc = { bench: 'serve', date: new Date().toISOString(), machine: { name: cfg.machine, ...machineInfo() }, config: { ...cfg, out: undefined }, results };
+    const doc = { bench: 'serve', date: new Date().toISOString(), machine: { ...machineInfo(), name: cfg.machine, gpu: null }, config: { ...cfg, out: undefined }, results };
     mkdirSync(cfg.out, { recursive: true });
     const base = path.join(cfg.out, `serve-${cfg.machine}`);
     writeFileSync(`${base}.json`, JSON.stringify(doc, null, 1) + '\n');
     const md = `# bench serve — ${cfg.machine}\n\n${doc.machine.cpu}, ${doc.machine.cores} cores, Node ${process.version}, ${doc.date.slice(0, 10)}. ` +
       `\`nmsparse serve\` (a child process) on 127.0.0.1, MNIST MLP 784-${cfg.hidden.join('-')}-10 (fc1, fc2 2:4; classifier dense), ` +
       `${cfg.requests} requests of ${cfg.rows} row(s) after ${cfg.warmup} warm-up, ${cfg.concurrency} in flight over keep-alive, ` +
-      `max batch ${cfg.maxBatch}, max delay ${cfg.maxDelayMs} ms, device ${cfg.device}. "dense" serves the same pruned weights with --dense.\n\n${table(results, cfg)}\n`;
+      `max batch ${cfg.maxBatch}, max delay ${cfg.maxDelayMs} ms, device ${cfg.device}. "dense" serves the same pruned weights with --dense. ` +
+      `The client runs on the same ${doc.machine.cores} cores as the server (load average at the start: ${doc.machine.loadavg.join(', ')}).\n\n${table(results, cfg)}\n`;
     writeFileSync(`${base}.md`, md);
     process.stdout.write(`\n${table(results, cfg)}\n\nwrote ${base}.json, ${base}.md\n`);
   } finally {
