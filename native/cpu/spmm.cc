@@ -381,16 +381,15 @@ NMS_TARGET_AVX512 void store_tile_perm(const SpmmArgs& s, const float* bias, con
   }
 }
 
-// Brings the next 16 rows' values and positions for this block towards L1 while the current rows compute: they
-// are 16 rows far apart in memory, which the hardware prefetchers do not follow.
-void prefetch_rows(const NmMatrix& W, int64_t kpr, int64_t prb, int64_t row0, int64_t nrows, int64_t tk0, int64_t S) {
-  const size_t es = dtype_size(W.dtype);
-  const int64_t bits = nm_pos_bits(W.m);
-  for (int64_t l = 0; l < nrows; ++l) {
-    const char* v = static_cast<const char*>(W.values) + ((row0 + l) * kpr + tk0) * es;
-    for (int64_t b = 0; b < S * static_cast<int64_t>(es); b += 64) _mm_prefetch(v + b, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(W.positions + (row0 + l) * prb + tk0 * bits / 8), _MM_HINT_T0);
-  }
+// Brings row `row` of this block's values and positions towards L1 ahead of use: the 16 rows a block reads are
+// far apart in memory, which the hardware prefetchers do not follow. Called for one row of the next 16-row block
+// per register block of the current one, so that the requests spread over the computation.
+void prefetch_row(const NmMatrix& W, int64_t kpr, int64_t prb, int64_t row, int64_t tk0, int64_t S) {
+  const int64_t es = static_cast<int64_t>(dtype_size(W.dtype));
+  const char* v = static_cast<const char*>(W.values) + (row * kpr + tk0) * es;
+  for (int64_t b = 0; b < S * es; b += 64) _mm_prefetch(v + b, _MM_HINT_T0);
+  const uint8_t* pos = W.positions + row * prb + tk0 * nm_pos_bits(W.m) / 8;
+  for (int64_t b = 0; b < (S * nm_pos_bits(W.m) + 7) / 8; b += 64) _mm_prefetch(reinterpret_cast<const char*>(pos + b), _MM_HINT_T0);
 }
 
 void spmm_perm(const SpmmArgs& s, const float* bias) {
@@ -410,14 +409,12 @@ void spmm_perm(const SpmmArgs& s, const float* bias) {
   const int64_t nrr = cdiv(rows, rr);
   const bool parallel = static_cast<double>(rows) * kpr * p >= 32.0 * 32 * 32;
 
-  // op(B)ᵀ rows (one per column j of Y, cols floats each). x·W̃ᵀ with a float32 x whose rows hold whole chunks
-  // reads x in place; otherwise each block of JB columns is packed once into caller scratch, its rows padded so
-  // that the J rows a kernel reads do not share cache sets.
-  // (In place needs every register block whole, p % 4 == 0, and whole chunks, cols % 16 == 0: nothing past x.)
-  const bool in_place = s.trans_b && s.b_dtype == DType::F32 && cols % 16 == 0 && p % 4 == 0;
-  const int64_t ldb = in_place ? cols : cdiv(cols, 16) * 16 + 16;
+  // op(B)ᵀ, one row of cols floats per column j of Y, packed once per block of JB columns into caller scratch, its
+  // rows padded so that the J rows a kernel reads do not share cache sets. (Reading x in place for x·W̃ᵀ was
+  // slower: its power-of-two row strides collide in L1 and L2.)
+  const int64_t ldb = cdiv(cols, 16) * 16 + 16;
   thread_local Scratch s_bt;
-  float* Bt_all = in_place ? nullptr : s_bt.floats(static_cast<size_t>((jb + 4) * ldb));
+  float* Bt = s_bt.floats(static_cast<size_t>((jb + 4) * ldb));
   // X(c, j) = op(B)[c][j] with c outer: B is [cols, p], or [p, cols] when trans_b (rows of B are runs of c).
   const PackSrc bsrc{s.b, s.b_dtype, s.trans_b ? cols : p, s.trans_b};
   const PackSrc vsrc{W.values, W.dtype, kpr, false};  // X(row, slot)
@@ -425,22 +422,14 @@ void spmm_perm(const SpmmArgs& s, const float* bias) {
 
   for (int64_t j0 = 0; j0 < p; j0 += jb) {
     const int64_t nj = std::min(jb, p - j0), njr = cdiv(nj, 4) * 4;
-    const float* Bt;
-    if (in_place) {
-      Bt = static_cast<const float*>(s.b) + j0 * cols;
-    } else {
-      const int64_t nq = cdiv(nj, 16);
-      parallel_for(nq * cdiv(cols, 512), parallel ? 1 : nq * cdiv(cols, 512), [&](int64_t a, int64_t e) {
-        for (int64_t t = a; t < e; ++t) {
-          const int64_t q = (t % nq) * 16, c = (t / nq) * 512;
-          // dst[j*ldb + c'] = op(B)[c + c'][j0 + q + j]
-          const int64_t w = std::min<int64_t>(512, cols - c);
-          pack_panel(Isa::Avx512, bsrc, c, w, j0 + q, std::min<int64_t>(16, nj - q), static_cast<int>(w),
-                     Bt_all + q * ldb + c, ldb);
-        }
-      });
-      Bt = Bt_all;
-    }
+    const int64_t nq = cdiv(nj, 16), ncb = cdiv(cols, 512);
+    parallel_for(nq * ncb, parallel ? 1 : nq * ncb, [&](int64_t a, int64_t e) {
+      for (int64_t t = a; t < e; ++t) {
+        const int64_t q = (t % nq) * 16, c = (t / nq) * 512, w = std::min<int64_t>(512, cols - c);
+        // Bt[(q + j)*ldb + c + c'] = op(B)[c + c'][j0 + q + j]
+        pack_panel(Isa::Avx512, bsrc, c, w, j0 + q, std::min<int64_t>(16, nj - q), static_cast<int>(w), Bt + q * ldb + c, ldb);
+      }
+    });
 
     parallel_for(nrr, parallel ? 1 : nrr, [&](int64_t t0, int64_t t1) {
       thread_local Scratch s_tile, s_v, s_i;
@@ -459,7 +448,6 @@ void spmm_perm(const SpmmArgs& s, const float* bias) {
           for (int64_t rb = 0; rb < nr; rb += 16) {
             const int nrb = static_cast<int>(std::min<int64_t>(16, nr - rb));
             const int64_t row0 = r0 + rb;
-            if (rb + 16 < nr) prefetch_rows(W, kpr, prb, row0 + 16, std::min<int64_t>(16, nr - rb - 16), tk0, S);
             pack_panel(Isa::Avx512, vsrc, row0, nrb, tk0, S, 16, V);  // V[slot][lane]
             if (is24) {
               decode_idx_24(W.positions + row0 * prb, prb, nrb, tk0, S, I);
@@ -471,11 +459,26 @@ void spmm_perm(const SpmmArgs& s, const float* bias) {
                                           : 0;
             }
             float* T = tile + (rb / 16) * jb * 16;
-            for (int64_t jr = 0; jr < njr; jr += kPermJ) {
-              const int64_t J = std::min<int64_t>(kPermJ, njr - jr);
+            // The 16 rows used next: the following ones in this column block, else this task's first ones in the
+            // next column block.
+            int64_t next = row0 + 16, ntk0 = tk0, nS = S, nnext = std::min<int64_t>(16, nr - rb - 16);
+            if (rb + 16 >= nr) {
+              next = r0;
+              ntk0 = (c0 + kPermKc) / m * n;
+              nS = std::min(kPermKc, cols - c0 - kPermKc) / m * n;
+              nnext = c0 + kPermKc < cols ? std::min<int64_t>(16, nr) : 0;
+            }
+            int64_t pf = 0;
+            for (int64_t jr = 0; jr < njr;) {
+              // Register blocks of 12 columns; a last 12 + 4 becomes 8 + 8 (the 4-wide kernel is the slowest).
+              int64_t J = std::min<int64_t>(kPermJ, njr - jr);
+              if (J == kPermJ && njr - jr == kPermJ + 4) J = 8;
+              if (pf < nnext) prefetch_row(W, kpr, prb, next + pf++, ntk0, nS);
               // Rows of Bt from nj up to njr are read, and their columns of T never stored.
               kern[J / 4 - 1](nch, sc, sc_last, V, I, Bt + jr * ldb + c0, ldb, T + jr * 16, c0 == 0);
+              jr += J;
             }
+            while (pf < nnext) prefetch_row(W, kpr, prb, next + pf++, ntk0, nS);
           }
         }
         store_tile_perm(s, bias, tile, r0, nr, j0, nj, jb);
