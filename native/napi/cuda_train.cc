@@ -10,6 +10,7 @@
 #include "napi/args.h"
 #include "napi/cuda_handles.h"
 #include "napi/registry.h"
+#include "napi/train_args.h"
 
 namespace nms::napi {
 namespace {
@@ -28,11 +29,6 @@ uint8_t* u8(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t 
   b->require(count, DType::U8, name);
   return static_cast<uint8_t*>(b->ptr());
 }
-int64_t size_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  const int64_t v = int_arg(info, i, name);
-  if (v < 0) fail("E_SHAPE", std::string(name) + ": got " + std::to_string(v) + ", expected a size >= 0");
-  return v;
-}
 // A host Int32Array of `count` entries, copied to the device.
 cuda::DevPtr int32_upload(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
   if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
@@ -43,25 +39,6 @@ cuda::DevPtr int32_upload(const Napi::CallbackInfo& info, size_t i, const char* 
   cuda::DevPtr d = cuda::alloc(static_cast<size_t>(count) * 4);
   cuda::upload(d->ptr(), b.data, static_cast<size_t>(count) * 4);
   return d;
-}
-
-cuda::Window window_arg(const Napi::CallbackInfo& info, size_t i) {
-  cuda::Window g{};
-  g.batch = size_arg(info, i, "batch");
-  g.h = size_arg(info, i + 1, "h");
-  g.w = size_arg(info, i + 2, "w");
-  g.c = size_arg(info, i + 3, "c");
-  g.kh = size_arg(info, i + 4, "kh");
-  g.kw = size_arg(info, i + 5, "kw");
-  g.stride_h = size_arg(info, i + 6, "strideH");
-  g.stride_w = size_arg(info, i + 7, "strideW");
-  g.pad_h = size_arg(info, i + 8, "padH");
-  g.pad_w = size_arg(info, i + 9, "padW");
-  if (g.kh < 1 || g.kw < 1 || g.stride_h < 1 || g.stride_w < 1) fail("E_VALUE", "window: kernel and stride must be >= 1");
-  if (g.h + 2 * g.pad_h < g.kh || g.w + 2 * g.pad_w < g.kw) fail("E_SHAPE", "window: the kernel does not fit the padded input");
-  g.oh = (g.h + 2 * g.pad_h - g.kh) / g.stride_h + 1;
-  g.ow = (g.w + 2 * g.pad_w - g.kw) / g.stride_w + 1;
-  return g;
 }
 
 void same_buffer_forbidden(const void* a, const void* b, const char* what) {
@@ -152,7 +129,7 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
   });
   // cudaIm2col(x, cols, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
   define(env, exports, "cudaIm2col", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::Window g = window_arg(info, 2);
+    const cuda::Window g = window_arg<cuda::Window>(info, 2);
     const float* x = f32(info, 0, "x", g.batch * g.h * g.w * g.c);
     float* cols = f32(info, 1, "cols", g.batch * g.oh * g.ow * g.kh * g.kw * g.c);
     same_buffer_forbidden(x, cols, "x and cols");
@@ -161,7 +138,7 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
   });
   // cudaCol2im(cols, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
   define(env, exports, "cudaCol2im", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::Window g = window_arg(info, 2);
+    const cuda::Window g = window_arg<cuda::Window>(info, 2);
     const float* cols = f32(info, 0, "cols", g.batch * g.oh * g.ow * g.kh * g.kw * g.c);
     float* dx = f32(info, 1, "dx", g.batch * g.h * g.w * g.c);
     same_buffer_forbidden(cols, dx, "cols and dx");
@@ -170,7 +147,7 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
   });
   // cudaMaxPoolForward(x, y, argmax: Int32Array (host, filled), batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
   define(env, exports, "cudaMaxPoolForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::Window g = window_arg(info, 3);
+    const cuda::Window g = window_arg<cuda::Window>(info, 3);
     const int64_t nx = g.batch * g.h * g.w * g.c, ny = g.batch * g.oh * g.ow * g.c;
     if (nx >= (int64_t(1) << 31)) fail("E_SHAPE", "x: max pooling needs fewer than 2^31 elements");
     const float* x = f32(info, 0, "x", nx);
@@ -187,7 +164,7 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
   });
   // cudaMaxPoolBackward(dy, argmax: Int32Array, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
   define(env, exports, "cudaMaxPoolBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::Window g = window_arg(info, 3);
+    const cuda::Window g = window_arg<cuda::Window>(info, 3);
     const int64_t nx = g.batch * g.h * g.w * g.c, ny = g.batch * g.oh * g.ow * g.c;
     const float* dy = f32(info, 0, "dy", ny);
     float* dx = f32(info, 2, "dx", nx);
