@@ -61,6 +61,8 @@ export interface LineChartOptions {
   /** Clamp the y range (e.g. accuracy to [0, 1]). */
   yFloor?: number;
   yCeil?: number;
+  /** Logarithmic y axis (values <= 0 are not drawn). */
+  logY?: boolean;
 }
 
 export function lineChart(o: LineChartOptions): Panel {
@@ -68,14 +70,18 @@ export function lineChart(o: LineChartOptions): Panel {
   const m = { l: 58, r: 12, t: 28, b: 40 };
   const pw = width - m.l - m.r, ph = height - m.t - m.b;
   const xs = o.series.flatMap((s) => s.points.map((p) => p[0]));
-  const ys = o.series.flatMap((s) => s.points.flatMap((p, i) => (s.err ? [p[1] - s.err[i], p[1] + s.err[i]] : [p[1]])));
+  const f = (v: number) => (o.logY ? (v > 0 ? Math.log10(v) : NaN) : v);
+  const ys = o.series.flatMap((s) => s.points.flatMap((p, i) => (s.err ? [p[1] - s.err[i], p[1] + s.err[i]] : [p[1]]))).map(f);
   const [x0, x1] = extent(xs, 0);
-  const [y0, y1] = extent(ys, 0.05, o.yFloor, o.yCeil);
+  const [y0, y1] = o.logY ? extent(ys, 0.05) : extent(ys, 0.05, o.yFloor, o.yCeil);
   const X = (v: number) => m.l + ((v - x0) / (x1 - x0 || 1)) * pw;
-  const Y = (v: number) => m.t + ph - ((v - y0) / (y1 - y0 || 1)) * ph;
+  const Y = (v: number) => m.t + ph - ((f(v) - y0) / (y1 - y0 || 1)) * ph;
+  const yTicks = o.logY
+    ? Array.from({ length: Math.floor(y1) - Math.ceil(y0) + 1 }, (_, i) => 10 ** (Math.ceil(y0) + i))
+    : ticks(y0, y1);
   const parts: string[] = [];
   parts.push(`<rect x="${m.l}" y="${m.t}" width="${pw}" height="${ph}" fill="#fff" stroke="#999"/>`);
-  for (const t of ticks(y0, y1)) {
+  for (const t of yTicks) {
     parts.push(`<line x1="${m.l}" x2="${m.l + pw}" y1="${Y(t).toFixed(1)}" y2="${Y(t).toFixed(1)}" stroke="#eee"/>`);
     parts.push(`<text x="${m.l - 5}" y="${(Y(t) + 4).toFixed(1)}" text-anchor="end">${fmt(t)}</text>`);
   }
@@ -85,8 +91,8 @@ export function lineChart(o: LineChartOptions): Panel {
   }
   o.series.forEach((s, i) => {
     const color = s.color ?? PALETTE[i % PALETTE.length];
-    const pts = s.points.filter((p) => Number.isFinite(p[1]));
-    if (s.err && pts.length > 1) {
+    const pts = s.points.filter((p) => Number.isFinite(f(p[1])));
+    if (s.err && pts.length > 1 && !o.logY) {
       const up = s.points.map((p, j) => `${X(p[0]).toFixed(1)},${Y(p[1] + s.err![j]).toFixed(1)}`);
       const down = s.points.map((p, j) => `${X(p[0]).toFixed(1)},${Y(p[1] - s.err![j]).toFixed(1)}`).reverse();
       parts.push(`<polygon points="${[...up, ...down].join(' ')}" fill="${color}" fill-opacity="0.15" stroke="none"/>`);
