@@ -13,7 +13,6 @@
  * GPU did and records it, with the machine, driver and library versions.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, hostname } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { packageRoot } from '../native.js';
@@ -22,6 +21,7 @@ import { cudaBackend, benchGemm, benchNativeLoop, clearPlans, planInfo, synchron
 import { compress } from '../compress.js';
 import { randn } from '../tensor.js';
 import { NmSparseError } from '../errors.js';
+import { machineInfo } from './machine.js';
 
 type BenchDtype = 'float16' | 'bfloat16' | 'float32' | 'int8' | 'e4m3';
 
@@ -212,7 +212,7 @@ export async function benchGpu(args: string[]): Promise<void> {
   const result = {
     benchmark: 'gpu',
     date: new Date().toISOString(),
-    machine: { host: hostname(), cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, gpu: dev, cuda: info.cuda },
+    machine: { ...machineInfo(), gpu: dev, cuda: info.cuda },
     settings: { iters, warmup, search, quick: o.quick, dtypes },
     gemm,
     overhead: ovh,
@@ -236,7 +236,7 @@ function summary(rows: GemmRow[]): string {
 }
 
 function markdown(r: {
-  date: string; machine: { host: string; cpu: string; gpu: { name: string; sm: string; driver: string | null; memoryBytes: number }; cuda: ReturnType<typeof backendInfo>['cuda'] };
+  date: string; machine: { hostname: string; cpu: string; gpu: { name: string; sm: string; driver: string | null; memoryBytes: number }; cuda: ReturnType<typeof backendInfo>['cuda'] };
   settings: { iters: number; warmup: number; search: boolean }; gemm: GemmRow[]; overhead: OverheadRow[]; compress: CompressRow[];
 }): string {
   const g = r.machine.gpu;
@@ -244,7 +244,7 @@ function markdown(r: {
     `# nmsparse GPU benchmark — ${g.name}`,
     '',
     `${r.date} · ${g.name} (sm ${g.sm}, ${(g.memoryBytes / 2 ** 30).toFixed(0)} GiB, driver ${g.driver}) · CUDA runtime ${r.machine.cuda.runtime} · ` +
-      `cuSPARSELt ${r.machine.cuda.cusparselt?.version} · cuBLASLt ${r.machine.cuda.cublaslt?.version} · host ${r.machine.host} (${r.machine.cpu})`,
+      `cuSPARSELt ${r.machine.cuda.cusparselt?.version} · cuBLASLt ${r.machine.cuda.cublaslt?.version} · host ${r.machine.hostname} (${r.machine.cpu})`,
     '',
     `Median of ${r.settings.iters} runs (CUDA events) after ${r.settings.warmup} warm-up runs; cusparseLtMatmulSearch ${r.settings.search ? 'on' : 'off'}. ` +
       'Linear layout Y[N, M] = X[N, K]·W[M, K]ᵀ, W 2:4 (float32: 1:2). Sparse TFLOP/s counts the dense FLOPs (2·M·N·K); ratio = sparse / dense (cuBLASLt on the same pruned W).',
