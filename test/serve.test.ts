@@ -417,7 +417,7 @@ describe('a model saved from tensors serves what it was given', () => {
 // Last in this file: it replaces the 'cuda' backend of this test process with a fake one that keeps "device"
 // memory on the host, to run InferenceModel's device path (fused activations, device-side compress) without a GPU.
 describe("the device path, on a fake 'cuda' backend", () => {
-  it('products go to the backend with ReLU fused; outputs match the CPU; conv layers are E_UNSUPPORTED', async () => {
+  it('products go to the backend with ReLU fused; other layers use its ops; outputs match the CPU', async () => {
     class HostBuffer { disposed = false; constructor(readonly data: Float32Array | Uint8Array | Uint16Array | Int8Array) {} get bytes() { return this.data.byteLength; } dispose() { this.disposed = true; } }
     const calls: string[] = [];
     const host = (t: Tensor): Tensor => new Tensor(t.shape, t.dtype, (t.deviceStorage() as HostBuffer).data as Float32Array);
@@ -433,12 +433,14 @@ describe("the device path, on a fake 'cuda' backend", () => {
         }
       return new Tensor([rows, outF], 'float32', new HostBuffer(out), 'cuda');
     };
+    await import('../lib/cuda.js'); // the real backend registers itself on first import: do that before replacing it
     registerBackend({
       name: 'cuda', unavailableReason: () => null,
       upload: (src) => new HostBuffer((src as Float32Array).slice()), download: (s, dst) => (dst as Float32Array).set((s as HostBuffer).data as Float32Array),
       downloadAsync: async (s, dst) => (dst as Float32Array).set((s as HostBuffer).data as Float32Array), alloc: (n) => new HostBuffer(new Float32Array(n / 4)),
       ops: {
         compress: (w: Tensor, p: { n: number; m: number }) => { calls.push('compress'); return new SparseTensor(w.shape, p, w.dtype, { device: 'cuda', handle: new HostBuffer(host(w).storage().slice()) }); },
+        reluForward: (x: Tensor) => { calls.push('reluForward'); return new Tensor(x.shape, 'float32', new HostBuffer((host(x).storage() as Float32Array).map((v) => Math.max(v, 0))), 'cuda'); },
         linear: (x: Tensor, w: Tensor, b: Tensor | undefined, o: { activation?: string }) => { calls.push(`linear ${o.activation ?? '-'}`); return product(x, host(w), b, o.activation); },
         sparseLinear: (x: Tensor, s: SparseTensor, b: Tensor | undefined, o: { activation?: string }) => {
           calls.push(`sparseLinear ${o.activation ?? '-'}`);
@@ -455,9 +457,14 @@ describe("the device path, on a fake 'cuda' backend", () => {
     expect(calls).toEqual(['sparseLinear relu', 'sparseLinear relu', 'linear -']);
     expectClose(y.storage() as Float32Array, expected.outputs.flat(), 'fake cuda outputs');
     await m.dispose();
-    const net = cnn({ channels: [4, 8], hidden: 16, seed: 1 });
-    const f = path.join(dir, 'cnn-gpu.safetensors');
-    await saveModule(f, net);
-    await rejects(() => InferenceModel.load(f, { device: 'cuda' }), 'E_UNSUPPORTED', 'Conv2d', 'cpu');
+    // a ReLU that follows no product runs as the backend's reluForward
+    const arch = { type: 'Sequential' as const, prefix: 'layers', layers: [
+      { name: '0', type: 'Linear' as const, in: 32, out: 64 }, { name: 'a', type: 'ReLU' as const }, { name: 'b', type: 'ReLU' as const },
+      { name: '2', type: 'Linear' as const, in: 64, out: 48 }, { name: '3', type: 'ReLU' as const }, { name: '4', type: 'Linear' as const, in: 48, out: 10 }] };
+    const m2 = await InferenceModel.load(OURS_NM, { device: 'cuda', arch });
+    calls.length = 0;
+    expectClose((await m2.predict(expected.inputs)).storage() as Float32Array, expected.outputs.flat(), 'fake cuda, unfused ReLU');
+    expect(calls).toEqual(['sparseLinear relu', 'reluForward', 'sparseLinear relu', 'linear -']);
+    await m2.dispose();
   });
 });

@@ -43,7 +43,7 @@ type Product = { w: Tensor; s: null } | { w: null; s: SparseTensor };
 
 type Op =
   | ({ kind: 'linear'; name: string; b: Tensor | null; in: number; out: number; activation?: 'relu' | 'gelu' } & Product)
-  | ({ kind: 'conv'; name: string; b: Tensor | null; window: Window2d; out: number } & Product)
+  | ({ kind: 'conv'; name: string; b: Tensor | null; window: Window2d; out: number; activation?: 'relu' | 'gelu' } & Product)
   | { kind: 'maxpool'; window: Window2d }
   | { kind: 'layernorm'; gamma: Tensor | null; beta: Tensor | null; eps: number }
   | { kind: 'reshape'; shape: number[] }
@@ -210,7 +210,7 @@ export class InferenceModel {
     if (inputs === null || cur === null) throw new NmSparseError('E_VALUE', `${where}: the architecture has no layer that fixes the input size (Linear, Reshape or LayerNorm first)`);
     const outRow: number[] = cur;
     if (outRow.length !== 1) ops.push({ kind: 'reshape', shape: [size(outRow)] });
-    if (o.device !== 'cpu') fuseForDevice(ops, o.device, where);
+    if (o.device !== 'cpu') fuseForDevice(ops);
     return new InferenceModel(ops, {
       file, device: o.device, inputs, outputs: size(outRow), layers, weightBytes, denseWeightBytes,
       maxBatch: o.maxBatch, maxDelayMs: o.maxDelayMs, metadata: mf.metadata,
@@ -329,18 +329,13 @@ function sparsePattern(mf: ModelFile, name: string, grouped: Tensor, pattern: Pa
 }
 
 /**
- * A GPU runs the network as products with fused activations (the backend's epilogue): each ReLU/GELU joins the
- * Linear before it. Layers the GPU backend has no serving path for (Conv2d, pooling, LayerNorm) are E_UNSUPPORTED.
+ * On a GPU each ReLU/GELU that follows a product (Linear, Conv2d) runs fused into that product's epilogue (the
+ * backend's `activation` option); the other layers run through the backend's ops of the same name.
  */
-function fuseForDevice(ops: Op[], device: Device, where: string): void {
-  for (let i = 0; i < ops.length; i++) {
-    const op = ops[i];
-    if (op.kind === 'conv' || op.kind === 'maxpool' || op.kind === 'layernorm')
-      throw new NmSparseError('E_UNSUPPORTED', `${where}: serving ${{ conv: 'Conv2d', maxpool: 'MaxPool2d', layernorm: 'LayerNorm' }[op.kind]} layers on '${device}' is not implemented; use device 'cpu'`);
-    if (op.kind === 'relu' || op.kind === 'gelu') {
-      const prev = ops[i - 1];
-      if (!prev || prev.kind !== 'linear' || prev.activation)
-        throw new NmSparseError('E_UNSUPPORTED', `${where}: on '${device}' a ${op.kind === 'relu' ? 'ReLU' : 'GELU'} must follow a Linear layer (it runs fused into it)`);
+function fuseForDevice(ops: Op[]): void {
+  for (let i = 1; i < ops.length; i++) {
+    const op = ops[i], prev = ops[i - 1];
+    if ((op.kind === 'relu' || op.kind === 'gelu') && (prev.kind === 'linear' || prev.kind === 'conv') && !prev.activation) {
       prev.activation = op.kind;
       ops.splice(i--, 1);
     }
