@@ -296,6 +296,19 @@ describe('MaxPool2d, Flatten, Reshape', () => {
     expectGrad('dx', x, dx!, () => dot(refMaxPool(x, shape, 3, 2), r));
   });
 
+  it('NaN wins its window (first NaN), ties go to the first position, padding never wins over negative values', () => {
+    const m = new MaxPool2d(3, { stride: 1, padding: 1 });
+    // One image 2x2, one channel, all negative: every (padded) 3x3 window covers the whole image.
+    const y = m.forward(f32([-4, -1, -1, -3], [1, 2, 2, 1]));
+    expect(Array.from(arr(y))).toEqual([-1, -1, -1, -1]);
+    const dx = m.backward(f32([1, 2, 3, 4], [1, 2, 2, 1]));
+    expect(Array.from(arr(dx))).toEqual([0, 10, 0, 0]); // the first -1 (index 1) takes every gradient
+    const p = new MaxPool2d(2);
+    const z = p.forward(f32([1, NaN, 5, NaN, 0, 0, 0, 0], [1, 2, 2, 2]));
+    expect(Array.from(arr(z)).map(String)).toEqual(['5', 'NaN']);
+    expect(Array.from(arr(p.backward(f32([7, 8], [1, 1, 1, 2]))))).toEqual([0, 8, 7, 0, 0, 0, 0, 0]);
+  });
+
   it('Flatten and Reshape pass values and gradients through unchanged', () => {
     const x = values(24, 55);
     const s = new Sequential([new Reshape([2, 3, 2]), new Flatten()]);

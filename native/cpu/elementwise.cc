@@ -49,6 +49,22 @@ NMS_CLONES void masked_add_range(float* g, const float* w, const uint8_t* m, flo
     g[i] = m[i] ? gi : add;
   }
 }
+// Max pooling over channels, branch-free: the first window position, then each further one replaces the running
+// maximum where it is larger, or NaN over a number (first maximum wins; the first NaN stays).
+NMS_CLONES void pool_first(const float* x, int32_t base, float* y, int32_t* a, int64_t c) {
+  for (int64_t i = 0; i < c; ++i) {
+    y[i] = x[i];
+    a[i] = base + static_cast<int32_t>(i);
+  }
+}
+NMS_CLONES void pool_update(const float* x, int32_t base, float* y, int32_t* a, int64_t c) {
+  for (int64_t i = 0; i < c; ++i) {
+    const float v = x[i], cur = y[i];
+    const bool take = v > cur || (v != v && cur == cur);
+    y[i] = take ? v : cur;
+    a[i] = take ? base + static_cast<int32_t>(i) : a[i];
+  }
+}
 NMS_CLONES void bias_add_row(float* y, const float* b, int64_t cols) {
   for (int64_t c = 0; c < cols; ++c) y[c] += b[c];
 }
@@ -319,10 +335,17 @@ void im2col(const float* x, const Window2d& g, float* cols) {
       float* dst = cols + r * width;
       for (int64_t ky = 0; ky < g.kh; ++ky) {
         const int64_t iy = oy * g.stride_h - g.pad_h + ky;
+        if (iy < 0 || iy >= g.h) {
+          std::memset(dst, 0, cbytes * g.kw);
+          dst += g.kw * g.c;
+          continue;
+        }
+        const float* src = x + (b * g.h + iy) * g.w * g.c;
         for (int64_t kx = 0; kx < g.kw; ++kx, dst += g.c) {
           const int64_t ix = ox * g.stride_w - g.pad_w + kx;
-          if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) std::memset(dst, 0, cbytes);
-          else std::memcpy(dst, x + ((b * g.h + iy) * g.w + ix) * g.c, cbytes);
+          if (ix < 0 || ix >= g.w) std::fill(dst, dst + g.c, 0.0f);
+          else if (g.c < 8) for (int64_t c = 0; c < g.c; ++c) dst[c] = src[ix * g.c + c];  // few channels: no call
+          else std::memcpy(dst, src + ix * g.c, cbytes);
         }
       }
     }
@@ -360,7 +383,7 @@ void maxpool_forward(const float* x, const Window2d& g, float* y, int32_t* argma
       const int64_t b = r / (g.oh * g.ow), rem = r % (g.oh * g.ow), oy = rem / g.ow, ox = rem % g.ow;
       float* yr = y + r * g.c;
       int32_t* ar = argmax + r * g.c;
-      for (int64_t c = 0; c < g.c; ++c) { yr[c] = -INFINITY; ar[c] = -1; }
+      bool first = true;  // padding is at most half the window, so every window holds an image position
       for (int64_t ky = 0; ky < g.kh; ++ky) {
         const int64_t iy = oy * g.stride_h - g.pad_h + ky;
         if (iy < 0 || iy >= g.h) continue;
@@ -368,15 +391,9 @@ void maxpool_forward(const float* x, const Window2d& g, float* y, int32_t* argma
           const int64_t ix = ox * g.stride_w - g.pad_w + kx;
           if (ix < 0 || ix >= g.w) continue;
           const int64_t base = ((b * g.h + iy) * g.w + ix) * g.c;
-          const float* xr = x + base;
-          for (int64_t c = 0; c < g.c; ++c) {
-            const float v = xr[c];
-            // First maximum wins; NaN beats everything (and the first NaN stays).
-            if (ar[c] < 0 || v > yr[c] || (v != v && yr[c] == yr[c])) {
-              yr[c] = v;
-              ar[c] = static_cast<int32_t>(base + c);
-            }
-          }
+          if (first) pool_first(x + base, static_cast<int32_t>(base), yr, ar, g.c);
+          else pool_update(x + base, static_cast<int32_t>(base), yr, ar, g.c);
+          first = false;
         }
       }
     }
