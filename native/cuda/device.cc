@@ -247,7 +247,7 @@ void copy_d2d(void* dst, const void* src, size_t bytes) {
 
 void* workspace(size_t bytes) {
   static std::mutex mu;
-  static DevPtr ws;
+  static DevPtr& ws = *new DevPtr();  // never destroyed (no cudaFree during static destruction at exit)
   std::lock_guard<std::mutex> lock(mu);
   if (bytes == 0) return ws ? ws->ptr() : nullptr;
   if (!ws || ws->bytes() < bytes) {

@@ -116,7 +116,8 @@ struct DensePlan {
 };
 
 std::mutex g_dense_mu;
-std::map<DenseKey, std::unique_ptr<DensePlan>> g_dense_plans;
+// Never destroyed: at process exit the destructors would call into cuBLASLt after the runtime may be gone.
+std::map<DenseKey, std::unique_ptr<DensePlan>>& g_dense_plans = *new std::map<DenseKey, std::unique_ptr<DensePlan>>();
 
 std::unique_ptr<DensePlan> make_dense_plan(const RawDense& r) {
   const blt::Api& api = blt::api();

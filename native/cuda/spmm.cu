@@ -229,8 +229,10 @@ struct DescKey {
 
 // A plan used only to compress (when the descriptor-only SpMMA*2 helpers are absent): A as given, B a minimal
 // [dense_align, k] operand. The compressed layout depends only on A's descriptor.
+// Caches are heap objects that are never destroyed: at process exit their destructors would call into cuSPARSELt
+// after the CUDA runtime may already be gone.
 std::mutex g_compress_mu;
-std::map<DescKey, std::unique_ptr<SltPlan>> g_compress_plans;
+std::map<DescKey, std::unique_ptr<SltPlan>>& g_compress_plans = *new std::map<DescKey, std::unique_ptr<SltPlan>>();
 
 SltPlan& compress_plan(cudaDataType t, int64_t rows, int64_t cols, int dense_align) {
   auto it = g_compress_plans.find({static_cast<int>(t), rows, cols});
@@ -255,7 +257,7 @@ SltPlan& compress_plan(cudaDataType t, int64_t rows, int64_t cols, int dense_ali
 
 const slt::MatDescriptor* structured_descriptor(cudaDataType t, int64_t rows, int64_t cols) {
   static std::mutex mu;
-  static std::map<DescKey, std::unique_ptr<slt::Boxed<slt::MatDescriptor>>> cache;
+  static auto& cache = *new std::map<DescKey, std::unique_ptr<slt::Boxed<slt::MatDescriptor>>>();  // never destroyed
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find({static_cast<int>(t), rows, cols});
   if (it != cache.end()) return it->second->get();
@@ -496,7 +498,7 @@ struct Entry {
 };
 
 std::mutex g_plans_mu;
-std::map<std::string, std::unique_ptr<Entry>> g_plans;
+std::map<std::string, std::unique_ptr<Entry>>& g_plans = *new std::map<std::string, std::unique_ptr<Entry>>();  // never destroyed
 
 std::string make_key(const SparseGemm& g, const SltProblem* pr, const char* why_dense, Dispatch mode) {
   const SparseMatrix& s = *g.s;
