@@ -32,7 +32,8 @@ export interface RecipeOptions {
   interval?: number;
 }
 
-export type Phase = 'dense-warmup' | 'sparse' | 'dense-finetune';
+/** 'dense' is the dense recipe's only phase. */
+export type Phase = 'dense-warmup' | 'sparse' | 'dense-finetune' | 'dense';
 
 /** The N:M state of one sparse weight, viewed as [rows, cols] with groups of M along cols. */
 export class SparseWeight {
