@@ -87,6 +87,8 @@ const HELP = `Usage: nmsparse train --model mlp|cnn --recipe <${RECIPE_NAMES.joi
                       --epochs N --device cpu|cuda --seed S --out DIR [flags]
 Trains on the 8,000/2,000 split of the mnist package's 10,000 digits; writes DIR/metrics.jsonl, DIR/plot.svg,
 DIR/checkpoint.safetensors (the deployable N:M model plus the dense weights and masks to resume from).
+Defaults: --model mlp (784-1024-1024-10) --recipe srste --pattern 2:4 --seed 0 --device cpu; no --out, no files.
+A progress bar is drawn on a terminal; --quiet prints only the final line.
 ${TRAINING_HELP}`;
 
 // ---- value parsers: each names its flag ----
