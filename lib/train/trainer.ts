@@ -204,7 +204,7 @@ export class Trainer {
         const e = sad(cur, t.prev);
         const base = t.first ?? (this.#recipes.every((r) => r.name === 'dense') ? t.initial : null);
         const c = base ? sad(cur, base) : null;
-        (t.prev.storage() as Uint8Array).set(cur.storage() as Uint8Array);
+        [t.prev, scratch[i]] = [cur, t.prev]; // the current mask becomes the previous one; its old buffer the scratch
         return { name: t.name, epoch: e, cumulative: c };
       });
       const rec: EpochRecord = {
