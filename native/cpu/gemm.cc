@@ -212,7 +212,8 @@ void gemm(const GemmArgs& g) {
       });
 
       // Row blocks of MC; when there are too few of them for the pool, each one is split by groups of NR panels.
-      const int64_t mc = std::min<int64_t>(K.mc, cdiv(m, MR) * MR);
+      // Equal blocks of at most MC rows (a multiple of MR): m = 256 makes 132 + 124, not 144 + 112.
+      const int64_t mc = cdiv(cdiv(m, cdiv(m, K.mc)), MR) * MR;
       const int64_t nic = cdiv(m, mc);
       int64_t per = cdiv(npan, std::max<int64_t>(1, std::min<int64_t>(npan, cdiv(4 * threads, nic))));
       const int64_t nsplit = cdiv(npan, per);
