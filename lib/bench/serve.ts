@@ -2,13 +2,15 @@
  * `nmsparse bench serve`: requests/s and p50/p99 latency of `nmsparse serve` on the MNIST MLP (784 → 1024 →
  * 1024 → 10, ReLU; fc1 and fc2 2:4, the classifier dense, as lib/nn/models.ts builds it), dense vs 2:4.
  *
- * One checkpoint holds the 2:4 weights (the nm form); it is served twice by a child process
- * (`node dist/cli/serve.js`, exactly what users run): with --dense (every layer through the dense GEMM) and
- * without (fc1/fc2 through the N:M sparse product). A client in this process keeps `--concurrency` requests in
- * flight over keep-alive connections on 127.0.0.1, each one MNIST-sized row (or `--rows`), in JSON and in raw
- * float32, after a warm-up. Writes bench/results/serve-<machine>.json and .md.
+ * One checkpoint holds the 2:4 weights (the nm form); two child processes serve it (`node dist/cli/serve.js`,
+ * exactly what users run): one with --dense (every layer through the dense GEMM), one without (fc1/fc2 through the
+ * N:M sparse product). A client in this process keeps `--concurrency` requests in flight over keep-alive
+ * connections on 127.0.0.1, each one MNIST-sized row (or `--rows`), in JSON and in raw float32; after a warm-up
+ * the four cases alternate over `--rounds` rounds so that other work on the machine falls on all of them alike.
+ * Then the model alone (InferenceModel.forward, no HTTP) per batch size. Writes bench/results/serve-<machine>.json
+ * and .md.
  *
- *   nmsparse bench serve [--requests 4000] [--concurrency 32] [--rows 1] [--hidden 1024,1024] [--device cpu]
+ *   nmsparse bench serve [--requests 4000] [--rounds 4] [--concurrency 32] [--rows 1] [--hidden 1024,1024] [--device cpu]
  *                        [--max-batch 64] [--max-delay-ms 1] [--model FILE] [--machine NAME] [--out DIR]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -24,9 +26,12 @@ import { machineInfo, machineName } from './machine.js';
 import { prune } from '../mask.js';
 import { randn, type Tensor } from '../tensor.js';
 import { saveModel, type ArchSpec } from '../io/model-file.js';
+import { InferenceModel } from '../serve/model.js';
+import type { Device } from '../device.js';
 
 interface Config {
   requests: number;
+  rounds: number;
   warmup: number;
   concurrency: number;
   rows: number;
@@ -59,7 +64,7 @@ function parse(args: string[]): Config {
   const { values } = parseArgs({
     args, allowPositionals: false,
     options: {
-      requests: { type: 'string' }, warmup: { type: 'string' }, concurrency: { type: 'string' }, rows: { type: 'string' },
+      requests: { type: 'string' }, rounds: { type: 'string' }, warmup: { type: 'string' }, concurrency: { type: 'string' }, rows: { type: 'string' },
       hidden: { type: 'string' }, device: { type: 'string' }, 'max-batch': { type: 'string' }, 'max-delay-ms': { type: 'string' },
       model: { type: 'string' }, machine: { type: 'string' }, out: { type: 'string' },
     },
@@ -74,7 +79,7 @@ function parse(args: string[]): Config {
   const hidden = (values.hidden ?? '1024,1024').split(',').map((h) => int(h, 'hidden', 0));
   if (hidden.some((h) => h % 4 !== 0)) throw new NmSparseError('E_VALUE', `--hidden: got ${values.hidden}, expected widths divisible by 4 (2:4)`);
   return {
-    requests, warmup: int(values.warmup, 'warmup', Math.min(1000, Math.ceil(requests / 4)), 0), concurrency: int(values.concurrency, 'concurrency', 32),
+    requests, rounds: int(values.rounds, 'rounds', 4), warmup: int(values.warmup, 'warmup', Math.min(500, Math.ceil(requests / 4)), 0), concurrency: int(values.concurrency, 'concurrency', 32),
     rows: int(values.rows, 'rows', 1), hidden, device: values.device ?? 'cpu', maxBatch: int(values['max-batch'], 'max-batch', 64),
     maxDelayMs: int(values['max-delay-ms'], 'max-delay-ms', 1, 0), model: values.model ?? null,
     machine: values.machine ?? machineName(),
@@ -157,38 +162,62 @@ function rssMB(pid: number | undefined): number | null {
 
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
-/** Runs the load against one server: warm-up, then `requests` timed requests with `concurrency` in flight. */
-async function load(srv: Server, cfg: Config, format: 'json' | 'raw', bodies: Buffer[]): Promise<Omit<ServeResult, 'variant' | 'weightBytes'>> {
+interface Samples { lat: number[]; seconds: number; batches: number; rows: number }
+
+/** `n` requests against one server with `concurrency` in flight; latencies when `keep`. */
+async function round(srv: Server, cfg: Config, format: 'json' | 'raw', bodies: Buffer[], n: number, into: Samples | null): Promise<void> {
   const url = new URL(srv.url);
   const agent = new http.Agent({ keepAlive: true, maxSockets: cfg.concurrency });
   const type = format === 'json' ? 'application/json' : 'application/octet-stream';
-  const run = async (n: number, lat: number[] | null) => {
-    let next = 0;
-    await Promise.all(Array.from({ length: cfg.concurrency }, async () => {
-      while (next < n) {
-        const i = next++;
-        const t0 = performance.now();
-        await post(agent, url, bodies[i % bodies.length], type);
-        lat?.push(performance.now() - t0);
-      }
-    }));
-  };
-  await run(cfg.warmup, null);
   const before = (await getJson(`${srv.url}/info`)).stats as { batches: { batches: number; rows: number } };
-  const lat: number[] = [];
+  let next = 0;
   const t0 = performance.now();
-  await run(cfg.requests, lat);
+  await Promise.all(Array.from({ length: cfg.concurrency }, async () => {
+    while (next < n) {
+      const i = next++;
+      const t = performance.now();
+      await post(agent, url, bodies[i % bodies.length], type);
+      into?.lat.push(performance.now() - t);
+    }
+  }));
   const seconds = (performance.now() - t0) / 1000;
-  const after = (await getJson(`${srv.url}/info`)).stats as { batches: { batches: number; rows: number } };
   agent.destroy();
-  lat.sort((a, b) => a - b);
-  const r2 = (v: number) => Math.round(v * 100) / 100;
+  if (!into) return;
+  const after = (await getJson(`${srv.url}/info`)).stats as { batches: { batches: number; rows: number } };
+  into.seconds += seconds;
+  into.batches += after.batches.batches - before.batches.batches;
+  into.rows += after.batches.rows - before.batches.rows;
+}
+
+const r2 = (v: number) => Math.round(v * 100) / 100;
+
+function summarize(s: Samples, cfg: Config): Omit<ServeResult, 'variant' | 'format' | 'weightBytes' | 'serverRssMB'> {
+  const lat = [...s.lat].sort((a, b) => a - b);
   return {
-    format, requests: cfg.requests, seconds: r2(seconds), requestsPerSecond: Math.round(cfg.requests / seconds), rowsPerSecond: Math.round((cfg.requests * cfg.rows) / seconds),
-    p50Ms: r2(pct(lat, 50)), p90Ms: r2(pct(lat, 90)), p99Ms: r2(pct(lat, 99)), maxMs: r2(lat[lat.length - 1]),
-    meanBatchRows: r2((after.batches.rows - before.batches.rows) / Math.max(1, after.batches.batches - before.batches.batches)),
-    serverRssMB: rssMB(srv.child.pid),
+    requests: lat.length, seconds: r2(s.seconds), requestsPerSecond: Math.round(lat.length / s.seconds), rowsPerSecond: Math.round((lat.length * cfg.rows) / s.seconds),
+    p50Ms: r2(pct(lat, 50)), p90Ms: r2(pct(lat, 90)), p99Ms: r2(pct(lat, 99)), maxMs: r2(lat[lat.length - 1]), meanBatchRows: r2(s.rows / Math.max(1, s.batches)),
   };
+}
+
+/** Median time of the model alone (InferenceModel.forward, no HTTP) per batch size, dense vs 2:4, in ms. */
+async function modelTimes(file: string, device: Device, batches: number[]): Promise<{ batch: number; denseMs: number; sparseMs: number }[]> {
+  const dense = await InferenceModel.load(file, { sparse: false, device }), sparse = await InferenceModel.load(file, { device });
+  const out = [];
+  for (const b of batches) {
+    const x = randn([b, 784], { seed: b, mean: 0.5, std: 0.3 });
+    const time = async (m: typeof dense) => {
+      const t: number[] = [];
+      for (let i = 0; i < 15; i++) { const t0 = performance.now(); await m.forward(x); t.push(performance.now() - t0); }
+      return t.sort((a, c) => a - c)[7];
+    };
+    // alternate, so that a burst of other work on the machine hits both
+    let d = Infinity, sp = Infinity;
+    for (let k = 0; k < 3; k++) { d = Math.min(d, await time(dense)); sp = Math.min(sp, await time(sparse)); }
+    out.push({ batch: b, denseMs: Math.round(d * 1000) / 1000, sparseMs: Math.round(sp * 1000) / 1000 });
+  }
+  await dense.dispose();
+  await sparse.dispose();
+  return out;
 }
 
 function table(results: ServeResult[], cfg: Config): string {
@@ -200,6 +229,11 @@ function table(results: ServeResult[], cfg: Config): string {
   };
   void cfg;
   return [head, ...rows, '', ratio('json'), ratio('raw')].join('\n');
+}
+
+function computeTable(c: { batch: number; denseMs: number; sparseMs: number }[]): string {
+  return ['| batch | dense ms | 2:4 ms | 2:4 speed-up |', '|---:|---:|---:|---:|',
+    ...c.map((r) => `| ${r.batch} | ${r.denseMs} | ${r.sparseMs} | ${(r.denseMs / r.sparseMs).toFixed(2)}× |`)].join('\n');
 }
 
 /** `nmsparse bench serve ...` (dispatched by lib/bench/index.ts). */
@@ -216,23 +250,38 @@ export async function benchServe(args: string[]): Promise<void> {
       return Buffer.from(JSON.stringify({ inputs: Array.from({ length: cfg.rows }, (_, r) => Array.from(v.subarray(r * 784, (r + 1) * 784))) }));
     });
     const raw = inputs.map((t) => Buffer.from((t.storage() as Float32Array).buffer));
+    process.stdout.write(`bench serve: MNIST MLP 784-${cfg.hidden.join('-')}-10, ${cfg.requests} requests of ${cfg.rows} row(s) per case in ${cfg.rounds} interleaved rounds, ${cfg.concurrency} concurrent, on ${cfg.device} (${cfg.machine})\n`);
+    const variants = ['dense', '2:4'] as const, formats = ['json', 'raw'] as const;
+    const servers = new Map<string, Server>();
     const results: ServeResult[] = [];
-    process.stdout.write(`bench serve: MNIST MLP 784-${cfg.hidden.join('-')}-10, ${cfg.requests} requests of ${cfg.rows} row(s), ${cfg.concurrency} concurrent, on ${cfg.device} (${cfg.machine})\n`);
-    for (const variant of ['dense', '2:4'] as const) {
-      const srv = await startServer(model, cfg, variant === 'dense');
-      try {
-        const info = (await getJson(`${srv.url}/info`)).model as { weightBytes: number };
-        for (const format of ['json', 'raw'] as const) {
-          const r = { variant, weightBytes: info.weightBytes, ...(await load(srv, cfg, format, format === 'json' ? json : raw)) };
+    try {
+      for (const v of variants) servers.set(v, await startServer(model, cfg, v === 'dense'));
+      const samples = new Map<string, Samples>();
+      for (const v of variants) for (const f of formats) {
+        samples.set(`${v} ${f}`, { lat: [], seconds: 0, batches: 0, rows: 0 });
+        await round(servers.get(v)!, cfg, f, f === 'json' ? json : raw, cfg.warmup, null);
+      }
+      // Rounds alternate the cases, so that other work on the machine falls on all of them alike.
+      const per = Math.ceil(cfg.requests / cfg.rounds);
+      for (let r = 0; r < cfg.rounds; r++)
+        for (const v of r % 2 ? [...variants].reverse() : variants)
+          for (const f of formats) await round(servers.get(v)!, cfg, f, f === 'json' ? json : raw, per, samples.get(`${v} ${f}`)!);
+      for (const v of variants) {
+        const info = (await getJson(`${servers.get(v)!.url}/info`)).model as { weightBytes: number };
+        for (const f of formats) {
+          const r: ServeResult = { variant: v, format: f, weightBytes: info.weightBytes, serverRssMB: rssMB(servers.get(v)!.child.pid), ...summarize(samples.get(`${v} ${f}`)!, cfg) };
           results.push(r);
-          process.stdout.write(`  ${variant.padEnd(5)} ${format.padEnd(4)} ${String(r.requestsPerSecond).padStart(6)} req/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  mean batch ${r.meanBatchRows}\n`);
+          process.stdout.write(`  ${v.padEnd(5)} ${f.padEnd(4)} ${String(r.requestsPerSecond).padStart(6)} req/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  mean batch ${r.meanBatchRows}\n`);
         }
-      } finally {
+      }
+    } finally {
+      for (const [v, srv] of servers) {
         const code = await srv.stop();
-        if (code !== 0) process.stderr.write(`bench serve: the ${variant} server exited with ${code} on SIGTERM\n`);
+        if (code !== 0) process.stderr.write(`bench serve: the ${v} server exited with ${code} on SIGTERM\n`);
       }
     }
-    const doc = { bench: 'serve', date: new Date().toISOString(), machine: { ...machineInfo(), name: cfg.machine, gpu: null }, config: { ...cfg, out: undefined }, results };
+    const compute = await modelTimes(model, cfg.device as Device, [1, 16, 64]);
+    const doc = { bench: 'serve', date: new Date().toISOString(), machine: { ...machineInfo(), name: cfg.machine, gpu: null }, config: { ...cfg, out: undefined }, results, modelOnly: compute };
     mkdirSync(cfg.out, { recursive: true });
     const base = path.join(cfg.out, `serve-${cfg.machine}`);
     writeFileSync(`${base}.json`, JSON.stringify(doc, null, 1) + '\n');
@@ -240,9 +289,10 @@ export async function benchServe(args: string[]): Promise<void> {
       `\`nmsparse serve\` (a child process) on 127.0.0.1, MNIST MLP 784-${cfg.hidden.join('-')}-10 (fc1, fc2 2:4; classifier dense), ` +
       `${cfg.requests} requests of ${cfg.rows} row(s) after ${cfg.warmup} warm-up, ${cfg.concurrency} in flight over keep-alive, ` +
       `max batch ${cfg.maxBatch}, max delay ${cfg.maxDelayMs} ms, device ${cfg.device}. "dense" serves the same pruned weights with --dense. ` +
-      `The client runs on the same ${doc.machine.cores} cores as the server (load average at the start: ${doc.machine.loadavg.join(', ')}).\n\n${table(results, cfg)}\n`;
+      `The client runs on the same ${doc.machine.cores} cores as the server (load average at the start: ${doc.machine.loadavg.join(', ')}); ` +
+      `the cases alternate over ${cfg.rounds} rounds.\n\n${table(results, cfg)}\n\nThe model alone (InferenceModel.forward on the thread pool, no HTTP; best of 3 medians of 15):\n\n${computeTable(compute)}\n`;
     writeFileSync(`${base}.md`, md);
-    process.stdout.write(`\n${table(results, cfg)}\n\nwrote ${base}.json, ${base}.md\n`);
+    process.stdout.write(`\n${table(results, cfg)}\n\n${computeTable(compute)}\n\nwrote ${base}.json, ${base}.md\n`);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
