@@ -13,6 +13,8 @@
  *   sad(a: Tensor, b: Tensor)                                      -> SadResult
  *   compress(w: Tensor, p: Pattern)                                -> SparseTensor on 'cuda' (handle: CudaSparse)
  *   decompress(s: SparseTensor, opts: {out?})                      -> Tensor, s.shape and s.dtype
+ *   sparseToCpu(s: SparseTensor)                                   -> the same SparseTensor on 'cpu' (its portable
+ *                                                                     form downloaded: exact, no recompression)
  *   sparseLinear(x: Tensor, s: SparseTensor, bias?: Tensor, opts: {out?, activation?, outDtype?})
  *                                                                  -> [..., out] = x [..., in] · W̃ᵀ (+ bias)
  *   sparseMatmul(s: SparseTensor, b: Tensor, opts: {bias?, out?, activation?, outDtype?})
@@ -38,7 +40,7 @@
 import { native, convertNativeError } from './native.js';
 import { NmSparseError, fail } from './errors.js';
 import { registerBackend, type DeviceBackend, type DeviceStorage } from './device.js';
-import { dtypeCode, DTYPES, type DType } from './dtype.js';
+import { allocStorage, dtypeCode, DTYPES, type DType } from './dtype.js';
 import { Tensor, checkOut, checkTensor, numel, type Shape } from './tensor.js';
 import { SparseTensor, checkSparse } from './compress.js';
 import type { Pattern } from './pattern.js';
@@ -218,6 +220,15 @@ function decompress(s: SparseTensor, opts: { out?: Tensor } = {}): Tensor {
   return result(o.tensor, s.shape, s.dtype, buf);
 }
 
+function sparseToCpu(s: SparseTensor): SparseTensor {
+  const cols = s.shape[s.shape.length - 1], rows = numel(s.shape) / cols;
+  const kept = (cols / s.m) * s.n;
+  const values = new Tensor([...s.shape.slice(0, -1), kept], s.dtype, allocStorage(s.dtype, rows * kept));
+  const positions = new Uint8Array(native.nmPositionBytes(rows, cols, s.n, s.m) as number);
+  native.cudaNmDownloadPortable(sparseHandle(s, 'sparse tensor'), values.storage(), positions);
+  return new SparseTensor(s.shape, { n: s.n, m: s.m }, s.dtype, { values, positions });
+}
+
 interface ProductOptions {
   out?: Tensor;
   activation?: Activation;
@@ -320,7 +331,7 @@ export const cudaBackend: DeviceBackend = {
   alloc(bytes: number): DeviceStorage {
     return native.cudaAlloc(bytes) as DeviceStorage;
   },
-  ops: { mask, prune, check, transposableMask, sad, compress, decompress, sparseLinear, sparseMatmul, matmul, linear, ...trainOps },
+  ops: { mask, prune, check, transposableMask, sad, compress, decompress, sparseToCpu, sparseLinear, sparseMatmul, matmul, linear, ...trainOps },
 };
 
 // Registered in every build: in one without CUDA, unavailableReason() says so, and no op is ever reached.

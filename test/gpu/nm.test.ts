@@ -2,9 +2,12 @@
 // out), check, transposableMask, sad, compress/decompress and the round trip of SparseTensors between devices.
 // Seeded random inputs with ties, NaN and ±inf, every dtype, square and non-square, every M and several N.
 import { describe, expect, it } from 'vitest';
-import { nm, tensor, zeros, Tensor, type DType } from '../../lib/index.js';
+import { nm, tensor, zeros, Tensor, SparseTensor, type DType } from '../../lib/index.js';
 import { randomTensor, sameBits, poison } from '../helpers.js';
 import { gpuUsable } from './gpu-helpers.js';
+import { cudaBackend } from '../../lib/cuda.js';
+
+const toCpu = (s: SparseTensor): SparseTensor => cudaBackend.ops.sparseToCpu(s);
 
 const DTYPES: DType[] = ['float32', 'float16', 'bfloat16', 'int8', 'uint8'];
 const PATTERNS: Array<[number, number]> = [[1, 4], [2, 4], [3, 4], [2, 8], [3, 8], [4, 8], [5, 16], [8, 16], [16, 32], [31, 32], [1, 32]];
@@ -47,7 +50,7 @@ describe.skipIf(!gpuUsable)('N:M ops on cuda match the CPU bit for bit', () => {
           const sg = nm.compress(g, { n, m });
           expect(sg.device).toBe('cuda');
           expect(sameBits(sg.decompress().to('cpu'), pc), `decompress(compress) ${what}`).toBe(true);
-          const back = sg.to('cpu'), sc = nm.compress(w, { n, m });
+          const back = toCpu(sg), sc = nm.compress(w, { n, m });
           expect(sameBits(back.values, sc.values), `values ${what}`).toBe(true);
           expect(Buffer.from(back.positions).equals(Buffer.from(sc.positions)), `positions ${what}`).toBe(true);
           for (const t of [g, mg, pg, sg]) t.dispose();
@@ -58,7 +61,7 @@ describe.skipIf(!gpuUsable)('N:M ops on cuda match the CPU bit for bit', () => {
     for (const [rows, cols, n, m] of [[97, 4, 1, 4], [65, 12, 2, 4], [33, 8, 3, 8], [17, 32, 16, 32], [9, 64, 31, 32], [1000, 20, 2, 4]]) {
       const w = randomTensor([rows, cols], 'float16', rows * cols + n);
       const sc = nm.compress(w, { n, m });
-      const sg = nm.compress(w.to('cuda'), { n, m }).to('cpu');
+      const sg = toCpu(nm.compress(w.to('cuda'), { n, m }));
       expect(Buffer.from(sg.positions).equals(Buffer.from(sc.positions)), `[${rows}, ${cols}] ${n}:${m}`).toBe(true);
       expect(sameBits(sg.values, sc.values)).toBe(true);
     }
@@ -118,7 +121,7 @@ describe.skipIf(!gpuUsable)('N:M ops on cuda match the CPU bit for bit', () => {
     }
   });
 
-  it('a CPU SparseTensor moved to cuda and back is unchanged', () => {
+  it("a CPU SparseTensor moved to cuda and back with .to() is unchanged (SparseTensor.to, lib/compress.ts)", () => {
     for (const dtype of DTYPES) {
       const w = randomTensor([24, 64], dtype, 9);
       const s = nm.compress(w, '2:8');
