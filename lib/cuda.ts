@@ -15,6 +15,8 @@
  *   decompress(s: SparseTensor, opts: {out?})                      -> Tensor, s.shape and s.dtype
  *   sparseToCpu(s: SparseTensor)                                   -> the same SparseTensor on 'cpu' (its portable
  *                                                                     form downloaded: exact, no recompression)
+ *   sparseFromCpu(s: SparseTensor)  (s on 'cpu')                   -> the same SparseTensor on 'cuda' (portable form
+ *                                                                     uploaded, cuSPARSELt form built on the GPU)
  *   sparseLinear(x: Tensor, s: SparseTensor, bias?: Tensor, opts: {out?, activation?, outDtype?})
  *                                                                  -> [..., out] = x [..., in] · W̃ᵀ (+ bias)
  *   sparseMatmul(s: SparseTensor, b: Tensor, opts: {bias?, out?, activation?, outDtype?})
@@ -229,6 +231,13 @@ function sparseToCpu(s: SparseTensor): SparseTensor {
   return new SparseTensor(s.shape, { n: s.n, m: s.m }, s.dtype, { values, positions });
 }
 
+function sparseFromCpu(s: SparseTensor): SparseTensor {
+  if (s.device !== 'cpu') fail('E_DEVICE', 'sparse tensor', s, "a SparseTensor on 'cpu'");
+  const cols = s.shape[s.shape.length - 1], rows = numel(s.shape) / cols;
+  const handle = native.cudaNmFromPortable(s.values.storage(), s.positions, dtypeCode(s.dtype), rows, cols, s.n, s.m) as DeviceStorage;
+  return new SparseTensor(s.shape, { n: s.n, m: s.m }, s.dtype, { device: 'cuda', handle });
+}
+
 interface ProductOptions {
   out?: Tensor;
   activation?: Activation;
@@ -331,7 +340,7 @@ export const cudaBackend: DeviceBackend = {
   alloc(bytes: number): DeviceStorage {
     return native.cudaAlloc(bytes) as DeviceStorage;
   },
-  ops: { mask, prune, check, transposableMask, sad, compress, decompress, sparseToCpu, sparseLinear, sparseMatmul, matmul, linear, ...trainOps },
+  ops: { mask, prune, check, transposableMask, sad, compress, decompress, sparseToCpu, sparseFromCpu, sparseLinear, sparseMatmul, matmul, linear, ...trainOps },
 };
 
 // Registered in every build: in one without CUDA, unavailableReason() says so, and no op is ever reached.

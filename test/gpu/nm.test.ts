@@ -133,6 +133,19 @@ describe.skipIf(!gpuUsable)('N:M ops on cuda match the CPU bit for bit', () => {
     }
   });
 
+  it('sparseFromCpu / sparseToCpu move the portable form exactly, and the cuda form multiplies like a fresh one', () => {
+    for (const dtype of DTYPES) {
+      const w = randomTensor([32, 64], dtype, 21);
+      const s = nm.compress(w, '2:4');
+      const g = cudaBackend.ops.sparseFromCpu(s);
+      expect(g.device).toBe('cuda');
+      expect(sameBits(g.decompress().to('cpu'), nm.prune(w, '2:4'))).toBe(true);
+      const back = toCpu(g);
+      expect(sameBits(back.values, s.values)).toBe(true);
+      expect(Buffer.from(back.positions).equals(Buffer.from(s.positions))).toBe(true);
+    }
+  });
+
   it('a large 2:4 float16 weight (the shape sparse GEMM uses)', () => {
     const w = randomTensor([1024, 4096], 'float16', 11);
     const g = w.to('cuda');
