@@ -283,37 +283,44 @@ export class InferenceModel {
   /** The network on `rows` rows. */
   async #runRows(x: Float32Array, rows: number): Promise<Float32Array> {
     this.#alive();
-    let h = new Tensor([rows, this.inFeatures], 'float32', x);
-    let owned = this.device !== 'cpu'; // whether h is ours to overwrite (not the caller's input)
-    if (owned) h = h.to(this.device);
-    // On a GPU the products go straight to the backend, with ReLU/GELU fused into their epilogue (fuseForDevice).
     const gpu = this.device !== 'cpu';
-    const product = (x: Tensor, op: Product & { b: Tensor | null; activation?: 'relu' | 'gelu' }): Promise<Tensor> => {
-      if (gpu) return Promise.resolve(deviceOp(this.device, op.s ? 'sparseLinear' : 'linear')(x, op.s ?? op.w, op.b ?? undefined, { activation: op.activation }) as Tensor);
+    // Device memory of the intermediates is freed as soon as the batch is done, not left to the finalizers.
+    const temps: Tensor[] = [];
+    const keep = (t: Tensor): Tensor => { if (gpu) temps.push(t); return t; };
+    let h = new Tensor([rows, this.inFeatures], 'float32', x);
+    let owned = gpu; // whether h is ours to overwrite (not the caller's input)
+    if (gpu) h = keep(h.to(this.device));
+    // On a GPU the products go straight to the backend, with ReLU/GELU fused into their epilogue (fuseForDevice).
+    const product = async (x: Tensor, op: Product & { b: Tensor | null; activation?: 'relu' | 'gelu' }): Promise<Tensor> => {
+      if (gpu) return deviceOp(this.device, op.s ? 'sparseLinear' : 'linear')(x, op.s ?? op.w, op.b ?? undefined, { activation: op.activation }) as Tensor;
       return op.s ? sparseLinearAsync(x, op.s, op.b ?? undefined) : linearAsync(x, op.w, op.b ?? undefined);
     };
-    for (const op of this.#ops) {
-      switch (op.kind) {
-        case 'linear': h = await product(h, op); owned = true; break;
-        case 'conv': {
-          // im2col (a memory pass, on this thread) then the product on the pool: [rows·oh·ow, kh·kw·ci] · Wᵀ
-          const [, ih, iw] = h.shape;
-          const cols = im2col(h, op.window);
-          const [kh, kw] = op.window.kernel, [sh, sw] = op.window.stride, [ph, pw] = op.window.padding;
-          const oh = Math.floor((ih + 2 * ph - kh) / sh) + 1, ow = Math.floor((iw + 2 * pw - kw) / sw) + 1;
-          h = (await product(cols, op)).reshape([rows, oh, ow, op.out]);
-          owned = true;
-          break;
+    try {
+      for (const op of this.#ops) {
+        switch (op.kind) {
+          case 'linear': h = keep(await product(h, op)); owned = true; break;
+          case 'conv': {
+            // im2col (a memory pass, on this thread) then the product on the pool: [rows·oh·ow, kh·kw·ci] · Wᵀ
+            const [, ih, iw] = h.shape;
+            const cols = keep(im2col(h, op.window));
+            const [kh, kw] = op.window.kernel, [sh, sw] = op.window.stride, [ph, pw] = op.window.padding;
+            const oh = Math.floor((ih + 2 * ph - kh) / sh) + 1, ow = Math.floor((iw + 2 * pw - kw) / sw) + 1;
+            h = keep(await product(cols, op)).reshape([rows, oh, ow, op.out]);
+            owned = true;
+            break;
+          }
+          case 'maxpool': h = keep(maxPoolForward(h, op.window).y); owned = true; break;
+          case 'layernorm': h = keep(layerNormForward(h, op.gamma, op.beta, op.eps).y); owned = true; break;
+          case 'reshape': h = h.reshape([rows, ...op.shape]); break;
+          case 'relu': h = keep(reluForward(h, owned ? { out: h } : {})); owned = true; break;
+          case 'gelu': h = keep(geluForward(h, owned ? { out: h } : {})); owned = true; break;
+          case 'identity': break;
         }
-        case 'maxpool': h = maxPoolForward(h, op.window).y; owned = true; break;
-        case 'layernorm': h = layerNormForward(h, op.gamma, op.beta, op.eps).y; owned = true; break;
-        case 'reshape': h = h.reshape([rows, ...op.shape]); break;
-        case 'relu': h = reluForward(h, owned ? { out: h } : {}); owned = true; break;
-        case 'gelu': h = geluForward(h, owned ? { out: h } : {}); owned = true; break;
-        case 'identity': break;
       }
+      return (gpu ? await h.data() : h.storage()) as Float32Array;
+    } finally {
+      for (const t of temps) t.dispose();
     }
-    return (this.device === 'cpu' ? h.storage() : await h.data()) as Float32Array;
   }
 }
 
