@@ -28,29 +28,11 @@ export interface BackendInfo {
   };
 }
 
-function cpuIsa(): string {
-  // The CPU GEMM's run-time ISA selection (native/cpu/simd.h), when the addon exposes it.
-  for (const name of ['cpuIsa', 'activeIsa', 'isa']) {
-    const f = (native as Record<string, unknown>)[name];
-    if (typeof f === 'function') {
-      try {
-        const r = (f as () => unknown)();
-        // native cpuIsa() returns {active, best}; an older build may return the name itself
-        if (r && typeof r === 'object' && 'active' in r) return String((r as { active: unknown }).active);
-        return String(r);
-      } catch {
-        /* fall through */
-      }
-    }
-  }
-  return 'unknown';
-}
-
 const lib = (l: { loaded: boolean; path?: string; version?: string; error?: string }): LibraryInfo =>
   l.loaded ? { version: l.version, path: l.path } : { ...(l.version ? { version: l.version } : {}), ...(l.path ? { path: l.path } : {}), error: l.error };
 
 export function backendInfo(): BackendInfo {
-  const cpu = { threads: native.numThreads() as number, isa: cpuIsa() };
+  const cpu = { threads: native.numThreads() as number, isa: (native.cpuIsa() as { active: string }).active };
   const p = cudaProbe();
   if (!cudaBuilt || !p)
     return { cpu, cuda: { built: false, usable: false, reason: NOT_BUILT } };

@@ -10,6 +10,7 @@ import { dtypeBytes, type DType } from './dtype.js';
 import { parsePattern, patternString, type Pattern } from './pattern.js';
 import { nmView, type PatternArg } from './mask.js';
 import { Tensor, checkOut, checkTensor, numel, outputFor } from './tensor.js';
+import { sparseMatmul, sparseMatmulAsync, type SparseMatmulOptions } from './spmm.js';
 
 export class SparseTensor {
   /** Shape of the dense tensor it stands for. */
@@ -97,15 +98,29 @@ export class SparseTensor {
     return out;
   }
 
-  /** A copy on `device`. */
+  /** A copy on `device` (exact: the kept values and their positions move as they are). */
   to(device: Device): SparseTensor {
     this.#alive('to');
-    if (device === this.device && device === 'cpu')
+    if (device === 'cpu' && this.device === 'cpu')
       return new SparseTensor(this.shape, this.pattern, this.dtype, { values: this.#values!.clone(), positions: this.#positions!.slice() });
-    const dense = this.decompress();
-    const s = compress(device === 'cpu' ? dense : dense.to(device), this.pattern);
-    dense.dispose();
-    return s;
+    if (device === 'cpu') return deviceOp(this.device, 'sparseToCpu')(this);
+    if (this.device === 'cpu') return deviceOp(device, 'sparseFromCpu')(this);
+    const host = this.to('cpu');
+    try {
+      return host.to(device);
+    } finally {
+      host.dispose();
+    }
+  }
+
+  /** y = W̃·b (+ bias per row), straight from the compressed form. */
+  matmul(b: Tensor, opts: SparseMatmulOptions = {}): Tensor {
+    return sparseMatmul(this, b, opts);
+  }
+
+  /** matmul() on the thread pool (CPU) or off the main thread (GPU); the event loop stays free. */
+  matmulAsync(b: Tensor, opts: SparseMatmulOptions = {}): Promise<Tensor> {
+    return sparseMatmulAsync(this, b, opts);
   }
 
   dispose(): void {

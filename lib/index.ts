@@ -1,24 +1,57 @@
 /**
  * nmsparse: N:M structured sparsity for Node.js.
- *   import { nm, randn } from 'nmsparse';
- *   const w = randn([512, 1024], { seed: 1 });
- *   const s = nm.compress(w, '2:4');
+ *
+ *   import { nm, randn, matmul } from 'nmsparse';
+ *   const w = randn([4096, 4096], { seed: 1 });
+ *   const s = nm.compress(w, '2:4');          // pruned to 2:4 and compressed (0.53x the bytes)
+ *   const y = nm.linear(x, s);                 // x·W̃ᵀ straight from the compressed form
+ *
+ * Importing registers the 'cuda' backend without touching a GPU; backendInfo() says whether it is usable.
  */
 import { native } from './native.js';
+import './cuda.js';
 import { mask, prune, check, assertNM, transposableMask, sad } from './mask.js';
 import { compress } from './compress.js';
+import { sparseLinear, sparseLinearAsync, sparseMatmul, sparseMatmulAsync } from './spmm.js';
 
 export { NmSparseError, type ErrorCode } from './errors.js';
 export { DTYPES, type DType } from './dtype.js';
 export { type Device } from './device.js';
 export { parsePattern, type Pattern } from './pattern.js';
-export { Tensor, tensor, zeros, ones, full, randn, rand, type Shape, type TensorOptions } from './tensor.js';
+export { Tensor, tensor, zeros, ones, full, randn, rand, type Shape, type TensorOptions, type RandomOptions } from './tensor.js';
 export { SparseTensor } from './compress.js';
 export { type CheckResult, type SadResult } from './mask.js';
 export { Rng } from './random.js';
+export { matmul, matmulAsync, linear, linearAsync, type MatmulOptions, type LinearOptions } from './gemm.js';
+export { type SparseLinearOptions, type SparseMatmulOptions } from './spmm.js';
+export { backendInfo, formatBackendInfo, type BackendInfo } from './backend-info.js';
+export { planInfo, type PlanInfo } from './cuda.js';
 
-/** N:M operations. */
-export const nm = { mask, prune, check, assertNM, compress, transposableMask, sad };
+/** N:M operations. `nm.linear(x, S, bias)` = x·W̃ᵀ + b from a compressed weight S (PyTorch's Linear layout). */
+export const nm = {
+  mask,
+  prune,
+  check,
+  assertNM,
+  compress,
+  transposableMask,
+  sad,
+  linear: sparseLinear,
+  linearAsync: sparseLinearAsync,
+  matmul: sparseMatmul,
+  matmulAsync: sparseMatmulAsync,
+};
+
+/** Training: modules, optimizers, recipes, data, the Trainer (see README "Training"). */
+export * as nn from './nn/index.js';
+export * as optim from './optim/index.js';
+export * as recipes from './recipes/index.js';
+export * as train from './train/index.js';
+export { loadMnist, mnistSplit, Batches, type Dataset, type Batch } from './data/mnist.js';
+
+/** Model files (safetensors, PyTorch layout, N:M metadata) and serving. */
+export * as io from './io/index.js';
+export { InferenceModel, startServer, type InferenceOptions, type ServerOptions, type RunningServer } from './serve/index.js';
 
 /** Size of the CPU thread pool (defaults to the number of cores). */
 export function setNumThreads(n: number): void {
