@@ -15,16 +15,16 @@ import { compress } from './compress.js';
 import { sparseLinear, sparseLinearAsync, sparseMatmul, sparseMatmulAsync } from './spmm.js';
 
 export { NmSparseError, type ErrorCode } from './errors.js';
-export { DTYPES, type DType } from './dtype.js';
-export { type Device } from './device.js';
+export { DTYPES, type DType, type Storage } from './dtype.js';
+export { type Device, type DeviceStorage } from './device.js';
 export { parsePattern, type Pattern } from './pattern.js';
-export { Tensor, tensor, zeros, ones, full, randn, rand, type Shape, type TensorOptions, type RandomOptions } from './tensor.js';
+export { Tensor, tensor, zeros, ones, full, randn, rand, type Shape, type Nested, type TensorOptions, type RandomOptions } from './tensor.js';
 export { SparseTensor } from './compress.js';
 export { type CheckResult, type SadResult } from './mask.js';
 export { Rng } from './random.js';
 export { matmul, matmulAsync, linear, linearAsync, type MatmulOptions, type LinearOptions } from './gemm.js';
 export { type SparseLinearOptions, type SparseMatmulOptions } from './spmm.js';
-export { backendInfo, formatBackendInfo, type BackendInfo } from './backend-info.js';
+export { backendInfo, formatBackendInfo, type BackendInfo, type LibraryInfo } from './backend-info.js';
 export { planInfo, type PlanInfo } from './cuda.js';
 
 /** N:M operations. `nm.linear(x, S, bias)` = x·W̃ᵀ + b from a compressed weight S (PyTorch's Linear layout). */

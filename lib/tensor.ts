@@ -193,7 +193,8 @@ export function checkTensor(t: unknown, arg: string): Tensor {
   return t;
 }
 
-type Nested = number | Nested[];
+/** A number or a nested array of numbers (tensor() input). */
+export type Nested = number | Nested[];
 
 function flatten(data: Nested[], shape: number[], depth: number, out: number[], arg: string): void {
   if (depth === shape.length - 1) {
