@@ -139,8 +139,8 @@ NMS_TARGET_AVX512 void ukr_avx512(int64_t kc, const float* __restrict A, const f
 const KernelSet& kernels(Isa isa) {
   static const KernelSet scalar{kScalarMr, kScalarNr, 256, 128, 2048, ukr_scalar};
 #if NMS_X86
-  static const KernelSet avx2{kAvx2Mr, 8 * kAvx2Nv, 256, 144, 4096, ukr_avx2};
-  static const KernelSet avx512{kAvx512Mr, 16 * kAvx512Nv, 256, 144, 4096, ukr_avx512<kAvx512Mr, kAvx512Nv>};
+  static const KernelSet avx2{kAvx2Mr, 8 * kAvx2Nv, 256, 144, 2048, ukr_avx2};
+  static const KernelSet avx512{kAvx512Mr, 16 * kAvx512Nv, 256, 144, 2048, ukr_avx512<kAvx512Mr, kAvx512Nv>};
   if (isa == Isa::Avx512) return avx512;
   if (isa == Isa::Avx2) return avx2;
 #endif
