@@ -112,7 +112,7 @@ export function comparePlots(rs: Row[], models: string[], patterns: string[], re
     }));
     files[`${model}-sad.svg`] = figure([...sadPanels, ...sadEpoch], Math.min(patterns.length, 3), `${model}: SAD (fraction of mask positions that changed)`);
     const acc = patterns.map((p) => lineChart({
-      title: `${model} ${p}: test accuracy`, xLabel: 'epoch',
+      title: `${model} ${p}: test accuracy`, xLabel: 'epoch', yCeil: 100,
       series: mine.filter((r) => r.pattern === p).map((r) => ({ name: r.recipe, ...curve(r.runs, (h) => 100 * h.testAccuracy) }) as Series),
     }));
     files[`${model}-curves.svg`] = figure(acc, Math.min(patterns.length, 3), `${model}: test accuracy per epoch`);

@@ -101,7 +101,9 @@ export function lineChart(o: LineChartOptions): Panel {
     if (pts.length > 1) parts.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.8"${s.dashed ? ' stroke-dasharray="5,3"' : ''}/>`);
     for (const p of pts) parts.push(`<circle cx="${X(p[0]).toFixed(1)}" cy="${Y(p[1]).toFixed(1)}" r="2.2" fill="${color}"/>`);
   });
-  // Legend, top right inside the plot.
+  // Legend, top right inside the plot, on a translucent box.
+  if (o.series.length)
+    parts.push(`<rect x="${m.l + pw - 130}" y="${m.t + 2}" width="126" height="${o.series.length * 14 + 4}" fill="#fff" fill-opacity="0.8"/>`);
   o.series.forEach((s, i) => {
     const color = s.color ?? PALETTE[i % PALETTE.length];
     const y = m.t + 12 + i * 14, x = m.l + pw - 8;
