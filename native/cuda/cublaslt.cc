@@ -13,12 +13,6 @@ Api g_api;
 LoadResult g_load;
 std::once_flag g_load_once;
 
-template <class F>
-void bind(void* h, F& slot, const char* name, std::string& missing) {
-  slot = reinterpret_cast<F>(find_symbol(h, name));
-  if (!slot) missing += (missing.empty() ? "" : ", ") + std::string(name);
-}
-
 void do_load() {
   // cu13 wheels put it in nvidia/cu13/lib, cu12 wheels in nvidia/cublas/lib.
   DynLib lib = open_library({"libcublasLt.so.13", "libcublasLt.so.12"}, {"cu13", "cublas", "cu12"});
@@ -29,19 +23,19 @@ void do_load() {
   }
   void* h = lib.handle;
   std::string missing;
-  bind(h, g_api.Create, "cublasLtCreate", missing);
-  bind(h, g_api.GetVersion, "cublasLtGetVersion", missing);
-  bind(h, g_api.GetStatusString, "cublasLtGetStatusString", missing);
-  bind(h, g_api.MatmulDescCreate, "cublasLtMatmulDescCreate", missing);
-  bind(h, g_api.MatmulDescDestroy, "cublasLtMatmulDescDestroy", missing);
-  bind(h, g_api.MatmulDescSetAttribute, "cublasLtMatmulDescSetAttribute", missing);
-  bind(h, g_api.MatrixLayoutCreate, "cublasLtMatrixLayoutCreate", missing);
-  bind(h, g_api.MatrixLayoutDestroy, "cublasLtMatrixLayoutDestroy", missing);
-  bind(h, g_api.MatmulPreferenceCreate, "cublasLtMatmulPreferenceCreate", missing);
-  bind(h, g_api.MatmulPreferenceDestroy, "cublasLtMatmulPreferenceDestroy", missing);
-  bind(h, g_api.MatmulPreferenceSetAttribute, "cublasLtMatmulPreferenceSetAttribute", missing);
-  bind(h, g_api.MatmulAlgoGetHeuristic, "cublasLtMatmulAlgoGetHeuristic", missing);
-  bind(h, g_api.Matmul, "cublasLtMatmul", missing);
+  bind_symbol(h, g_api.Create, "cublasLtCreate", missing);
+  bind_symbol(h, g_api.GetVersion, "cublasLtGetVersion", missing);
+  bind_symbol(h, g_api.GetStatusString, "cublasLtGetStatusString", missing);
+  bind_symbol(h, g_api.MatmulDescCreate, "cublasLtMatmulDescCreate", missing);
+  bind_symbol(h, g_api.MatmulDescDestroy, "cublasLtMatmulDescDestroy", missing);
+  bind_symbol(h, g_api.MatmulDescSetAttribute, "cublasLtMatmulDescSetAttribute", missing);
+  bind_symbol(h, g_api.MatrixLayoutCreate, "cublasLtMatrixLayoutCreate", missing);
+  bind_symbol(h, g_api.MatrixLayoutDestroy, "cublasLtMatrixLayoutDestroy", missing);
+  bind_symbol(h, g_api.MatmulPreferenceCreate, "cublasLtMatmulPreferenceCreate", missing);
+  bind_symbol(h, g_api.MatmulPreferenceDestroy, "cublasLtMatmulPreferenceDestroy", missing);
+  bind_symbol(h, g_api.MatmulPreferenceSetAttribute, "cublasLtMatmulPreferenceSetAttribute", missing);
+  bind_symbol(h, g_api.MatmulAlgoGetHeuristic, "cublasLtMatmulAlgoGetHeuristic", missing);
+  bind_symbol(h, g_api.Matmul, "cublasLtMatmul", missing);
   g_load.path = library_path_of(reinterpret_cast<void*>(g_api.Create), lib.path);
   if (g_api.GetVersion) {
     const size_t v = g_api.GetVersion();  // major*10000 + minor*100 + patch

@@ -14,13 +14,6 @@ Api g_api;
 LoadResult g_load;
 std::once_flag g_load_once;
 
-template <class F>
-bool bind(void* h, F& slot, const char* name, std::string& missing) {
-  slot = reinterpret_cast<F>(find_symbol(h, name));
-  if (!slot) missing += (missing.empty() ? "" : ", ") + std::string(name);
-  return slot != nullptr;
-}
-
 void do_load() {
   DynLib lib = open_library({"libcusparseLt.so.0", "libcusparseLt.so"}, {"cusparselt", "cu13", "cu12"});
   if (!lib.handle) {
@@ -30,33 +23,33 @@ void do_load() {
   }
   void* h = lib.handle;
   std::string missing;
-  bind(h, g_api.Init, "cusparseLtInit", missing);
-  bind(h, g_api.Destroy, "cusparseLtDestroy", missing);
-  bind(h, g_api.GetVersion, "cusparseLtGetVersion", missing);
-  bind(h, g_api.GetProperty, "cusparseLtGetProperty", missing);
-  bind(h, g_api.DenseDescriptorInit, "cusparseLtDenseDescriptorInit", missing);
-  bind(h, g_api.StructuredDescriptorInit, "cusparseLtStructuredDescriptorInit", missing);
-  bind(h, g_api.MatDescriptorDestroy, "cusparseLtMatDescriptorDestroy", missing);
-  bind(h, g_api.MatDescSetAttribute, "cusparseLtMatDescSetAttribute", missing);
-  bind(h, g_api.MatmulDescriptorInit, "cusparseLtMatmulDescriptorInit", missing);
-  bind(h, g_api.MatmulDescSetAttribute, "cusparseLtMatmulDescSetAttribute", missing);
-  bind(h, g_api.MatmulAlgSelectionInit, "cusparseLtMatmulAlgSelectionInit", missing);
-  bind(h, g_api.MatmulAlgSetAttribute, "cusparseLtMatmulAlgSetAttribute", missing);
-  bind(h, g_api.MatmulAlgGetAttribute, "cusparseLtMatmulAlgGetAttribute", missing);
-  bind(h, g_api.MatmulGetWorkspace, "cusparseLtMatmulGetWorkspace", missing);
-  bind(h, g_api.MatmulPlanInit, "cusparseLtMatmulPlanInit", missing);
-  bind(h, g_api.MatmulPlanDestroy, "cusparseLtMatmulPlanDestroy", missing);
-  bind(h, g_api.Matmul, "cusparseLtMatmul", missing);
-  bind(h, g_api.MatmulSearch, "cusparseLtMatmulSearch", missing);
-  bind(h, g_api.SpMMAPruneCheck, "cusparseLtSpMMAPruneCheck", missing);
-  bind(h, g_api.SpMMACompressedSize, "cusparseLtSpMMACompressedSize", missing);
-  bind(h, g_api.SpMMACompress, "cusparseLtSpMMACompress", missing);
+  bind_symbol(h, g_api.Init, "cusparseLtInit", missing);
+  bind_symbol(h, g_api.Destroy, "cusparseLtDestroy", missing);
+  bind_symbol(h, g_api.GetVersion, "cusparseLtGetVersion", missing);
+  bind_symbol(h, g_api.GetProperty, "cusparseLtGetProperty", missing);
+  bind_symbol(h, g_api.DenseDescriptorInit, "cusparseLtDenseDescriptorInit", missing);
+  bind_symbol(h, g_api.StructuredDescriptorInit, "cusparseLtStructuredDescriptorInit", missing);
+  bind_symbol(h, g_api.MatDescriptorDestroy, "cusparseLtMatDescriptorDestroy", missing);
+  bind_symbol(h, g_api.MatDescSetAttribute, "cusparseLtMatDescSetAttribute", missing);
+  bind_symbol(h, g_api.MatmulDescriptorInit, "cusparseLtMatmulDescriptorInit", missing);
+  bind_symbol(h, g_api.MatmulDescSetAttribute, "cusparseLtMatmulDescSetAttribute", missing);
+  bind_symbol(h, g_api.MatmulAlgSelectionInit, "cusparseLtMatmulAlgSelectionInit", missing);
+  bind_symbol(h, g_api.MatmulAlgSetAttribute, "cusparseLtMatmulAlgSetAttribute", missing);
+  bind_symbol(h, g_api.MatmulAlgGetAttribute, "cusparseLtMatmulAlgGetAttribute", missing);
+  bind_symbol(h, g_api.MatmulGetWorkspace, "cusparseLtMatmulGetWorkspace", missing);
+  bind_symbol(h, g_api.MatmulPlanInit, "cusparseLtMatmulPlanInit", missing);
+  bind_symbol(h, g_api.MatmulPlanDestroy, "cusparseLtMatmulPlanDestroy", missing);
+  bind_symbol(h, g_api.Matmul, "cusparseLtMatmul", missing);
+  bind_symbol(h, g_api.MatmulSearch, "cusparseLtMatmulSearch", missing);
+  bind_symbol(h, g_api.SpMMAPruneCheck, "cusparseLtSpMMAPruneCheck", missing);
+  bind_symbol(h, g_api.SpMMACompressedSize, "cusparseLtSpMMACompressedSize", missing);
+  bind_symbol(h, g_api.SpMMACompress, "cusparseLtSpMMACompress", missing);
   std::string optional_missing;  // >= 0.8.0 only, or deprecated
-  bind(h, g_api.SpMMAPruneCheck2, "cusparseLtSpMMAPruneCheck2", optional_missing);
-  bind(h, g_api.SpMMACompressedSize2, "cusparseLtSpMMACompressedSize2", optional_missing);
-  bind(h, g_api.SpMMACompress2, "cusparseLtSpMMACompress2", optional_missing);
-  bind(h, g_api.GetErrorString, "cusparseLtGetErrorString", optional_missing);
-  bind(h, g_api.MatmulAlgSelectionDestroy, "cusparseLtMatmulAlgSelectionDestroy", optional_missing);
+  bind_symbol(h, g_api.SpMMAPruneCheck2, "cusparseLtSpMMAPruneCheck2", optional_missing);
+  bind_symbol(h, g_api.SpMMACompressedSize2, "cusparseLtSpMMACompressedSize2", optional_missing);
+  bind_symbol(h, g_api.SpMMACompress2, "cusparseLtSpMMACompress2", optional_missing);
+  bind_symbol(h, g_api.GetErrorString, "cusparseLtGetErrorString", optional_missing);
+  bind_symbol(h, g_api.MatmulAlgSelectionDestroy, "cusparseLtMatmulAlgSelectionDestroy", optional_missing);
 
   g_load.path = library_path_of(reinterpret_cast<void*>(g_api.Init), lib.path);
   if (!g_api.GetProperty) {

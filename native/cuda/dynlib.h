@@ -28,4 +28,13 @@ void* find_symbol(void* handle, const char* name);
 // Real path of the file a symbol came from (dladdr), or `fallback`.
 std::string library_path_of(void* symbol, const std::string& fallback);
 
+// Looks `name` up in `handle` and stores it, cast to the function-pointer type F, in `slot`; on a miss
+// appends `name` to the comma-separated `missing` list. True when found.
+template <class F>
+bool bind_symbol(void* handle, F& slot, const char* name, std::string& missing) {
+  slot = reinterpret_cast<F>(find_symbol(handle, name));
+  if (!slot) missing += (missing.empty() ? "" : ", ") + std::string(name);
+  return slot != nullptr;
+}
+
 }  // namespace nms::cuda
