@@ -5,6 +5,8 @@
 #pragma once
 #include <cstdint>
 
+#include "core/hd.h"
+
 // Streaming loops of the training kernels (here and in optim.cc) are compiled for AVX-512, AVX2 and baseline
 // x86-64 and picked at load time (GCC/clang function multi-versioning); elsewhere they are plain loops. They are
 // written branch-free (selects, not conditional stores) so that every version vectorises.
@@ -77,14 +79,14 @@ void maxpool_backward(const float* dy, const int32_t* argmax, const Window2d& g,
 // backward (apply it to dy). y may alias x.
 void dropout_apply(const float* x, float* y, int64_t n, float p, uint64_t seed, uint64_t offset);
 // The uniform in [0, 1) used for element `counter`: the top 24 bits of splitmix64(seed ⊕ splitmix64(counter)),
-// times 2⁻²⁴. A GPU kernel reproduces it exactly with 64-bit integer arithmetic.
-inline uint64_t splitmix64(uint64_t z) {
+// times 2⁻²⁴. Host and device code (cuda/elementwise.cu) both call these, so the masks are bit-identical.
+NMS_HD inline uint64_t splitmix64(uint64_t z) {
   z += 0x9e3779b97f4a7c15ull;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
-inline float dropout_uniform(uint64_t seed, uint64_t counter) {
+NMS_HD inline float dropout_uniform(uint64_t seed, uint64_t counter) {
   return static_cast<float>(splitmix64(seed ^ splitmix64(counter)) >> 40) * (1.0f / 16777216.0f);
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/elementwise.h"  // dropout_uniform, shared with the CPU so both draw the same mask
 #include "cuda/device.h"
 #include "cuda/nm_kernels.cuh"
 #include "cuda/train.h"
@@ -280,18 +281,10 @@ __global__ void maxpool_bwd_kernel(const float* dy, const int32_t* argmax, Windo
   }
 }
 
-__device__ __forceinline__ uint64_t splitmix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 __global__ void dropout_kernel(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed,
                                uint64_t offset) {
   NMS_GRID_STRIDE(i, n) {
-    const float u = static_cast<float>(splitmix64(seed ^ splitmix64(offset + static_cast<uint64_t>(i))) >> 40) *
-                    (1.0f / 16777216.0f);
+    const float u = cpu::dropout_uniform(seed, offset + static_cast<uint64_t>(i));
     y[i] = u >= p ? __fmul_rn(x[i], scale) : 0.0f;
   }
 }
