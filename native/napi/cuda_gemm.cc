@@ -24,15 +24,24 @@ const void* bias_arg(const Napi::CallbackInfo& info, size_t i, int64_t count, DT
   return b->ptr();
 }
 
-Napi::Object out_arg(const Napi::CallbackInfo& info, size_t i, int64_t count, DType d, CudaBuffer** out) {
-  if (info.Length() > i && !info[i].IsNull() && !info[i].IsUndefined()) {
-    *out = CudaBuffer::Arg(info, i, "out");
-    (*out)->require(count, d, "out");
-    return info[i].As<Napi::Object>();
-  }
-  const size_t bytes = static_cast<size_t>(count) * dtype_size(d);
-  Napi::Object o = CudaBuffer::Wrap(info.Env(), cuda::alloc(bytes), bytes);
-  *out = CudaBuffer::Unwrap(o);
+// The shared tail of cudaSparseLinear and cudaSparseMatmul, whose arguments 3-6 are (bias?, activation,
+// outDtype, out?): Y = x · W̃ᵀ [p, rows] (linear) or W̃ · b [rows, p], from the already checked dense operand.
+Napi::Value sparse_gemm_call(const Napi::CallbackInfo& info, CudaSparse* h, const void* dense, int64_t p, bool linear) {
+  cuda::SparseMatrix& s = *h->matrix();
+  const DType out_dtype = dtype_arg(info, 5, "outDtype");
+  cuda::SparseGemm g{};
+  g.s = &s;
+  g.b = dense;
+  g.p = p;
+  g.linear = linear;
+  g.out_dtype = out_dtype;
+  g.bias = bias_arg(info, 3, s.rows, s.dtype == DType::I8 ? DType::F32 : s.dtype);
+  g.act = act_arg(info, 4);
+  CudaBuffer* out;
+  Napi::Object o = out_arg(info, 6, p * s.rows, out_dtype, &out);
+  g.out = out->ptr();
+  cuda::sparse_gemm(g);
+  h->Resync(info.Env());
   return o;
 }
 
@@ -62,21 +71,7 @@ void RegisterCudaGemm(Napi::Env env, Napi::Object exports) {
     cuda::SparseMatrix& s = *h->matrix();
     if (p < 1) fail("E_SHAPE", "x: got " + std::to_string(p) + " rows, expected at least 1");
     x->require(p * s.cols, s.dtype, "x");
-    const DType out_dtype = dtype_arg(info, 5, "outDtype");
-    cuda::SparseGemm g{};
-    g.s = &s;
-    g.b = x->ptr();
-    g.p = p;
-    g.linear = true;
-    g.out_dtype = out_dtype;
-    g.bias = bias_arg(info, 3, s.rows, s.dtype == DType::I8 ? DType::F32 : s.dtype);
-    g.act = act_arg(info, 4);
-    CudaBuffer* out;
-    Napi::Object o = out_arg(info, 6, p * s.rows, out_dtype, &out);
-    g.out = out->ptr();
-    cuda::sparse_gemm(g);
-    h->Resync(info.Env());
-    return o;
+    return sparse_gemm_call(info, h, x->ptr(), p, true);
   });
   // cudaSparseMatmul(sparse, b, p, bias?, activation, outDtype, out?) -> Y [rows, p] = W̃ · b [cols, p] (+ bias[rows])
   define(env, exports, "cudaSparseMatmul", [](const Napi::CallbackInfo& info) -> Napi::Value {
@@ -86,21 +81,7 @@ void RegisterCudaGemm(Napi::Env env, Napi::Object exports) {
     const int64_t p = int_arg(info, 2, "p");
     if (p < 1) fail("E_SHAPE", "b: got " + std::to_string(p) + " columns, expected at least 1");
     b->require(p * s.cols, s.dtype, "b");
-    const DType out_dtype = dtype_arg(info, 5, "outDtype");
-    cuda::SparseGemm g{};
-    g.s = &s;
-    g.b = b->ptr();
-    g.p = p;
-    g.linear = false;
-    g.out_dtype = out_dtype;
-    g.bias = bias_arg(info, 3, s.rows, s.dtype == DType::I8 ? DType::F32 : s.dtype);
-    g.act = act_arg(info, 4);
-    CudaBuffer* out;
-    Napi::Object o = out_arg(info, 6, s.rows * p, out_dtype, &out);
-    g.out = out->ptr();
-    cuda::sparse_gemm(g);
-    h->Resync(info.Env());
-    return o;
+    return sparse_gemm_call(info, h, b->ptr(), p, false);
   });
   // cudaMatmul(a, b, dtype, m, n, k, transA, transB, bias?, biasPerRow, activation, outDtype, tf32, out?)
   //   -> C [m, n] = op(A) · op(B) (+ bias[n] per row, or bias[m] per column when biasPerRow) through cuBLASLt

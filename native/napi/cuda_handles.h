@@ -8,6 +8,7 @@
 #ifdef NMSPARSE_WITH_CUDA
 #include <napi.h>
 
+#include "core/dtype.h"
 #include "cuda/device.h"
 #include "cuda/ops.h"
 
@@ -65,6 +66,20 @@ class CudaSparse : public Napi::ObjectWrap<CudaSparse> {
   cuda::SparsePtr s_;
   int64_t reported_ = 0;
 };
+
+// The output of a CUDA binding: argument i if it is given (a CudaBuffer checked to hold count × d), else a new
+// allocation of that size. *out is set to the buffer; the JS object to return is returned.
+inline Napi::Object out_arg(const Napi::CallbackInfo& info, size_t i, int64_t count, DType d, CudaBuffer** out) {
+  if (info.Length() > i && !info[i].IsNull() && !info[i].IsUndefined()) {
+    *out = CudaBuffer::Arg(info, i, "out");
+    (*out)->require(count, d, "out");
+    return info[i].As<Napi::Object>();
+  }
+  const size_t bytes = static_cast<size_t>(count) * dtype_size(d);
+  Napi::Object o = CudaBuffer::Wrap(info.Env(), cuda::alloc(bytes), bytes);
+  *out = CudaBuffer::Unwrap(o);
+  return o;
+}
 
 }  // namespace nms::napi
 #endif

@@ -30,19 +30,6 @@ NmArgs nm_args(const Napi::CallbackInfo& info, size_t i) {
   return a;
 }
 
-// The output buffer: argument i if it is a CudaBuffer (checked to hold count × d), else a new allocation.
-Napi::Object out_arg(const Napi::CallbackInfo& info, size_t i, int64_t count, DType d, CudaBuffer** out) {
-  if (info.Length() > i && !info[i].IsNull() && !info[i].IsUndefined()) {
-    *out = CudaBuffer::Arg(info, i, "out");
-    (*out)->require(count, d, "out");
-    return info[i].As<Napi::Object>();
-  }
-  const size_t bytes = static_cast<size_t>(count) * dtype_size(d);
-  Napi::Object o = CudaBuffer::Wrap(info.Env(), cuda::alloc(bytes), bytes);
-  *out = CudaBuffer::Unwrap(o);
-  return o;
-}
-
 void RegisterCudaNm(Napi::Env env, Napi::Object exports) {
   // cudaNmMask(w, dtype, rows, cols, n, m, out?) -> uint8 mask CudaBuffer
   define(env, exports, "cudaNmMask", [](const Napi::CallbackInfo& info) -> Napi::Value {
