@@ -61,6 +61,17 @@ void launch_decompress(const void* values, const uint8_t* positions, int64_t row
   check_launch("nm_decompress kernel");
 }
 
+// A new SparseMatrix of a [rows, cols] N:M weight of d, with no buffers yet (compress / from_portable fill them).
+SparsePtr sparse_header(DType d, int64_t rows, int64_t cols, int n, int m) {
+  auto s = std::make_shared<SparseMatrix>();
+  s->dtype = d;
+  s->rows = rows;
+  s->cols = cols;
+  s->n = n;
+  s->m = m;
+  return s;
+}
+
 }  // namespace
 
 void nm_decompress(const void* values, const uint8_t* positions, DType d, int64_t rows, int64_t cols, int n, int m,
@@ -89,12 +100,7 @@ DevPtr pad_matrix(const void* src, size_t es, int64_t rows, int64_t cols, int64_
 
 SparsePtr compress(const void* w, DType d, int64_t rows, int64_t cols, int n, int m) {
   activate();
-  auto s = std::make_shared<SparseMatrix>();
-  s->dtype = d;
-  s->rows = rows;
-  s->cols = cols;
-  s->n = n;
-  s->m = m;
+  SparsePtr s = sparse_header(d, rows, cols, n, m);
   s->values = alloc(static_cast<size_t>(rows * nm_kept_per_row(cols, n, m)) * dtype_size(d));
   s->positions = alloc_zeroed(static_cast<size_t>(rows * nm_pos_row_bytes(cols, n, m)));
   const SltRules rules = slt_rules(d);
@@ -114,12 +120,7 @@ SparsePtr compress(const void* w, DType d, int64_t rows, int64_t cols, int n, in
 
 SparsePtr from_portable(DevPtr values, DevPtr positions, DType d, int64_t rows, int64_t cols, int n, int m) {
   activate();
-  auto s = std::make_shared<SparseMatrix>();
-  s->dtype = d;
-  s->rows = rows;
-  s->cols = cols;
-  s->n = n;
-  s->m = m;
+  SparsePtr s = sparse_header(d, rows, cols, n, m);
   s->values = std::move(values);
   s->positions = std::move(positions);
   const SltRules rules = slt_rules(d);
