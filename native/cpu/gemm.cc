@@ -25,6 +25,7 @@
 #include <immintrin.h>
 // GCC 12 reports the _mm512_undefined_*() placeholders inside AVX-512 intrinsics as maybe-uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 namespace nms::cpu {
@@ -212,8 +213,13 @@ void gemm(const GemmArgs& g) {
       });
 
       // Row blocks of MC; when there are too few of them for the pool, each one is split by groups of NR panels.
-      // Equal blocks of at most MC rows (a multiple of MR): m = 256 makes 132 + 124, not 144 + 112.
-      const int64_t mc = cdiv(cdiv(m, cdiv(m, K.mc)), MR) * MR;
+      // Equal blocks of at most MC rows (a multiple of MR): m = 256 makes 132 + 124, not 144 + 112. The pool cuts a
+      // job into about 4 chunks per thread, so the block count is rounded up to a multiple of that while blocks
+      // stay at least MC/2 tall (m = 4096: 32 blocks of 132 rows rather than 29 of 144, which left a thread idle).
+      int64_t blocks = cdiv(m, K.mc);
+      const int64_t even = cdiv(blocks, 4 * threads) * 4 * threads;
+      if (blocks > 1 && m / even >= K.mc / 2) blocks = even;
+      const int64_t mc = cdiv(cdiv(m, blocks), MR) * MR;
       const int64_t nic = cdiv(m, mc);
       int64_t per = cdiv(npan, std::max<int64_t>(1, std::min<int64_t>(npan, cdiv(4 * threads, nic))));
       const int64_t nsplit = cdiv(npan, per);

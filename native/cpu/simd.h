@@ -65,6 +65,10 @@ void pack_panel(Isa isa, const PackSrc& s, int64_t o0, int64_t olen, int64_t q0,
 void convert_to_f32(Isa isa, const void* src, DType dt, int64_t n, float* dst);
 
 #if NMS_X86
+// GCC 12 reports the _mm512_undefined_*() placeholders inside AVX-512 intrinsics as (maybe-)uninitialized.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 // In-register 16×16 transpose: r[i] (row i, 16 columns) becomes column i.
 NMS_TARGET_AVX512 inline void transpose16(__m512 r[16]) {
   __m512 t[16];
@@ -94,6 +98,7 @@ NMS_TARGET_AVX512 inline void transpose16(__m512 r[16]) {
   }
   for (int i = 0; i < 16; ++i) r[i] = out[i];
 }
+#pragma GCC diagnostic pop
 #endif
 
 }  // namespace nms::cpu
