@@ -324,6 +324,15 @@ __global__ void nm_mask_scale_kernel(const float* w, int64_t groups, int n, floa
 
 void launched(const char* what) { check_launch(what); }
 
+// activate(), then `kernel` on the grid-stride grid for n elements (nothing when n is 0), then the launch check.
+template <class... Params, class... Args>
+void launch_stride(void (*kernel)(Params...), int64_t n, const char* what, Args... args) {
+  activate();
+  if (!n) return;
+  kernel<<<stride_grid(n), kBlock, 0, stream()>>>(args...);
+  launched(what);
+}
+
 }  // namespace
 
 void bias_add(float* y, const float* b, int64_t rows, int64_t cols) {
@@ -340,29 +349,13 @@ void bias_grad(const float* dy, int64_t rows, int64_t cols, float* db) {
   launched("bias_grad kernel");
 }
 
-void relu_forward(const float* x, float* y, int64_t n) {
-  activate();
-  if (!n) return;
-  relu_kernel<<<stride_grid(n), kBlock, 0, stream()>>>(x, y, n);
-  launched("relu kernel");
-}
+void relu_forward(const float* x, float* y, int64_t n) { launch_stride(relu_kernel, n, "relu kernel", x, y, n); }
 void relu_backward(const float* dy, const float* y, float* dx, int64_t n) {
-  activate();
-  if (!n) return;
-  relu_back_kernel<<<stride_grid(n), kBlock, 0, stream()>>>(dy, y, dx, n);
-  launched("relu backward kernel");
+  launch_stride(relu_back_kernel, n, "relu backward kernel", dy, y, dx, n);
 }
-void gelu_forward(const float* x, float* y, int64_t n) {
-  activate();
-  if (!n) return;
-  gelu_kernel<<<stride_grid(n), kBlock, 0, stream()>>>(x, y, n);
-  launched("gelu kernel");
-}
+void gelu_forward(const float* x, float* y, int64_t n) { launch_stride(gelu_kernel, n, "gelu kernel", x, y, n); }
 void gelu_backward(const float* dy, const float* x, float* dx, int64_t n) {
-  activate();
-  if (!n) return;
-  gelu_back_kernel<<<stride_grid(n), kBlock, 0, stream()>>>(dy, x, dx, n);
-  launched("gelu backward kernel");
+  launch_stride(gelu_back_kernel, n, "gelu backward kernel", dy, x, dx, n);
 }
 
 void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd,
@@ -456,10 +449,7 @@ void dropout_apply(const float* x, float* y, int64_t n, float p, uint64_t seed, 
 }
 
 void masked_scale(const float* x, const uint8_t* mask, float alpha, float* y, int64_t n) {
-  activate();
-  if (!n) return;
-  masked_scale_kernel<<<stride_grid(n), kBlock, 0, stream()>>>(x, mask, alpha, y, n);
-  launched("masked_scale kernel");
+  launch_stride(masked_scale_kernel, n, "masked_scale kernel", x, mask, alpha, y, n);
 }
 
 void masked_add(float* g, const float* w, const uint8_t* mask, float lambda, int64_t n) {
