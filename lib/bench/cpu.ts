@@ -3,12 +3,14 @@
  *   square  M = N = K:   dense matmul(W, B)      vs 2:4 S.matmul(B) = sparseMatmul(S, B)   vs OpenBLAS sgemm
  *   linear  batch 256:   dense linear(x, W)      vs 2:4 nm.linear(x, S) = sparseLinear      vs OpenBLAS sgemm (x·Wᵀ)
  * GFLOP/s count 2·M·N·K for every column, so the sparse column is the dense work it replaces. Each timing is the
- * median of several runs after a warm-up, the three methods taking turns (OpenBLAS is followed by a pause so
- * that its spinning threads do not slow the next measurement). Prints a table and writes
+ * median of several runs after a warm-up; ours take turns, OpenBLAS runs after them and is followed by a pause
+ * so that its spinning threads do not slow the next measurement. Prints a table and writes
  * bench/results/cpu-<machine>.json and .md.
  *
  *   nmsparse bench cpu [--sizes 512,1024,2048,4096] [--batch 256] [--no-linear] [--reps N] [--threads N]
- *                      [--machine NAME] [--out DIR] [--no-write]
+ *                      [--openblas-core NAME] [--machine NAME] [--out DIR] [--no-write]
+ * --openblas-core sets OPENBLAS_CORETYPE (e.g. SkylakeX: OpenBLAS's AVX-512 kernels, which its DYNAMIC_ARCH
+ * builds do not pick by themselves on CPUs newer than they know) and adds `-openblas-<name>` to the file names.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -30,6 +32,7 @@ interface Config {
   reps: number | null;
   threads: number | null;
   machine: string | null;
+  openblasCore: string | null;
   out: string;
   write: boolean;
 }
@@ -60,7 +63,7 @@ export interface CpuResult {
   denseBytes: number;
 }
 
-const USAGE = 'usage: nmsparse bench cpu [--sizes 512,1024,2048,4096] [--batch 256] [--no-linear] [--reps N] [--threads N] [--machine NAME] [--out DIR] [--no-write]';
+const USAGE = 'usage: nmsparse bench cpu [--sizes 512,1024,2048,4096] [--batch 256] [--no-linear] [--reps N] [--threads N] [--openblas-core NAME] [--machine NAME] [--out DIR] [--no-write]';
 
 function positiveInts(s: string, arg: string): number[] {
   const v = s.split(',').map((x) => Number(x.trim()));
@@ -77,6 +80,7 @@ function parse(args: string[]): Config {
       options: {
         sizes: { type: 'string' }, batch: { type: 'string' }, 'no-linear': { type: 'boolean' }, reps: { type: 'string' },
         threads: { type: 'string' }, machine: { type: 'string' }, out: { type: 'string' }, 'no-write': { type: 'boolean' },
+        'openblas-core': { type: 'string' },
       },
       strict: true,
     }));
@@ -90,6 +94,7 @@ function parse(args: string[]): Config {
     reps: values.reps ? positiveInts(values.reps, '--reps')[0] : null,
     threads: values.threads ? positiveInts(values.threads, '--threads')[0] : null,
     machine: values.machine ?? null,
+    openblasCore: values['openblas-core'] ?? null,
     out: values.out ?? path.join(packageRoot, 'bench', 'results'),
     write: !values['no-write'],
   };
@@ -109,19 +114,28 @@ function summarize(times: number[], flops: number): Timing {
 
 const round = (x: number, d: number): number => Math.round(x * 10 ** d) / 10 ** d;
 
-/** Runs the methods in turns: warm-up, then `reps` timed rounds (or enough for ~0.6 s each, 5 to 25). */
+/**
+ * Times the methods: a warm-up, then `reps` timed rounds (or enough for ~0.6 s each, 5 to 200) in which ours take
+ * turns; OpenBLAS's rounds come after ours, then a pause: its worker threads spin for a while after each call
+ * (2^28 cycles by default), which would otherwise take a core from whatever is timed next.
+ */
 async function measure(methods: Method[], reps: number | null): Promise<void> {
-  const once = async (m: Method): Promise<number> => {
+  const once = (m: Method): number => {
     const t0 = performance.now();
     m.run();
-    const t = performance.now() - t0;
-    if (m.name === 'openblas') await sleep(100);
-    return t;
+    return performance.now() - t0;
   };
+  const ours = methods.filter((m) => m.name !== 'openblas'), peer = methods.filter((m) => m.name === 'openblas');
   let slowest = 0;
-  for (const m of methods) slowest = Math.max(slowest, await once(m), await once(m));
-  const rounds = reps ?? Math.min(25, Math.max(5, Math.ceil(600 / Math.max(slowest, 1e-3))));
-  for (let r = 0; r < rounds; r++) for (const m of methods) m.times.push(await once(m));
+  for (const m of ours) slowest = Math.max(slowest, once(m), once(m));
+  const rounds = reps ?? Math.min(200, Math.max(5, Math.ceil(600 / Math.max(slowest, 1e-3))));
+  for (let r = 0; r < rounds; r++) for (const m of ours) m.times.push(once(m));
+  for (const m of peer) {
+    once(m);
+    once(m);
+    for (let r = 0; r < rounds; r++) m.times.push(once(m));
+    await sleep(300);
+  }
 }
 
 async function benchCase(kind: 'square' | 'linear', m: number, n: number, k: number, cfg: Config, blas: boolean): Promise<CpuResult> {
@@ -220,6 +234,11 @@ export async function benchCpu(args: string[]): Promise<void> {
   const cfg = parse(args);
   if (cfg.threads !== null) native.setNumThreads(cfg.threads);
   if (cfg.machine) process.env.NMSPARSE_MACHINE = cfg.machine;
+  // OpenBLAS reads OPENBLAS_CORETYPE when it is loaded, which is at the first blasPeer() call (machineInfo).
+  if (cfg.openblasCore) {
+    if (!/^[A-Za-z0-9]+$/.test(cfg.openblasCore)) throw new NmSparseError('E_VALUE', `--openblas-core: got "${cfg.openblasCore}", expected a core name like SkylakeX\n${USAGE}`);
+    process.env.OPENBLAS_CORETYPE = cfg.openblasCore;
+  }
   const machine = machineInfo();
   const blas = machine.openblas.available;
   process.stdout.write(`bench cpu: ${machine.cpu}, ${machine.cores} cores, ${machine.cpuIsa.active} kernels on ${machine.threads} threads; ` +
@@ -237,7 +256,7 @@ export async function benchCpu(args: string[]): Promise<void> {
   process.stdout.write('\n' + textTable(results.map(row)) + '\n');
   if (cfg.write) {
     mkdirSync(cfg.out, { recursive: true });
-    const base = path.join(cfg.out, `cpu-${machine.name}`);
+    const base = path.join(cfg.out, `cpu-${machine.name}${cfg.openblasCore ? `-openblas-${cfg.openblasCore.toLowerCase()}` : ''}`);
     writeFileSync(base + '.json', JSON.stringify(doc, null, 2) + '\n');
     writeFileSync(base + '.md', markdown(doc));
     process.stdout.write(`wrote ${base}.json and .md\n`);
