@@ -19,10 +19,10 @@ const prebuilds = existsSync(path.join(root, 'prebuilds'))
   : [];
 
 describe('build provenance', () => {
-  it('the loaded addon carries the package version and was built from the current native/ (else: npm run build)', () => {
+  it('the loaded addon carries the package version and was built from the current native/ (else: npm run build:native)', () => {
     const info = native.buildInfo();
     expect(info.version).toBe(version);
-    if (!process.env.NMSPARSE_ADDON) expect(info.sourceHash, `stale addon ${addonPath}: run npm run build`).toBe(sourceHash());
+    if (!process.env.NMSPARSE_ADDON) expect(info.sourceHash, `stale addon ${addonPath}: run npm run build:native`).toBe(sourceHash());
   });
 
   for (const file of prebuilds)
