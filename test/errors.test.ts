@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { NmSparseError, nm, tensor, zeros, randn, rand, full, Tensor, setNumThreads, parsePattern } from '../lib/index.js';
 import { poison } from './helpers.js';
+import { native } from '../lib/native.js';
 
 const w8 = () => randn([4, 8], { seed: 1 });
 const disposed = () => {
@@ -64,6 +65,7 @@ const cases: Array<[string, string, () => unknown, RegExp?]> = [
   ['setNumThreads: 0', 'E_VALUE', () => setNumThreads(0)],
   ['setNumThreads: fractional', 'E_VALUE', () => setNumThreads(2.5)],
   ['parsePattern: object without n', 'E_PATTERN', () => parsePattern({ m: 4 })],
+  ['native transpose2d: dst overlaps src', 'E_VALUE', () => { const s = new Float32Array(16); return native.transpose2d(s, 0, 1, 2, 4, s.subarray(2)); }, /overlap/],
 ];
 
 describe('bad input gets a typed NmSparseError', () => {

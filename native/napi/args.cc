@@ -60,6 +60,11 @@ void require_elems(const Buf& b, int64_t count, DType d, const char* name) {
                         std::to_string(count) + " " + dtype_name(d) + " elements");
 }
 
+void require_disjoint(const void* a, int64_t na, const void* b, int64_t nb, const char* what) {
+  const char *pa = static_cast<const char*>(a), *pb = static_cast<const char*>(b);
+  if (pa && pb && na > 0 && nb > 0 && pa < pb + nb && pb < pa + na) fail("E_VALUE", std::string(what) + " must not overlap");
+}
+
 Napi::Error to_js_error(Napi::Env env, const std::string& code, const std::string& message) {
   Napi::Error e = Napi::Error::New(env, message);
   e.Set("code", Napi::String::New(env, code));

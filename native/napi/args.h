@@ -30,6 +30,10 @@ DType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* name);
 // Checks that `b` holds at least `count` elements of `d`.
 void require_elems(const Buf& b, int64_t count, DType d, const char* name);
 
+// E_VALUE "<what> must not overlap" when the byte ranges [a, a+na) and [b, b+nb) share a byte (kernels read
+// their inputs while writing their outputs).
+void require_disjoint(const void* a, int64_t na, const void* b, int64_t nb, const char* what);
+
 using Callback = std::function<Napi::Value(const Napi::CallbackInfo&)>;
 // exports[name] = fn, with nms::Error → JS Error {code}, std::bad_alloc → E_OOM, other exceptions → E_INTERNAL.
 void define(Napi::Env env, Napi::Object exports, const char* name, Callback fn);

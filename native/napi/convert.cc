@@ -28,7 +28,8 @@ void RegisterConvert(Napi::Env env, Napi::Object exports) {
     Buf dst = buffer_arg(info, 5, "dst");
     require_elems(src, batch * rows * cols, d, "src");
     require_elems(dst, batch * rows * cols, d, "dst");
-    if (src.data == dst.data && batch * rows * cols > 0) fail("E_VALUE", "transpose2d: dst must not alias src");
+    const int64_t bytes = batch * rows * cols * static_cast<int64_t>(dtype_size(d));
+    require_disjoint(src.data, bytes, dst.data, bytes, "transpose2d: src and dst");
     cpu::transpose2d(src.data, d, batch, rows, cols, dst.data);
     return info.Env().Undefined();
   });

@@ -15,9 +15,8 @@ inline int64_t elems(int64_t a, int64_t b, const char* what) {
 
 // An output must not share bytes with an input (the kernels read inputs while writing the output).
 inline void require_apart(const Buf& out, const Buf& in, const char* out_name, const char* in_name) {
-  const char *o = static_cast<const char*>(out.data), *i = static_cast<const char*>(in.data);
-  if (o && i && o < i + in.bytes && i < o + out.bytes)
-    fail("E_VALUE", std::string(out_name) + " must not share memory with " + in_name);
+  require_disjoint(out.data, static_cast<int64_t>(out.bytes), in.data, static_cast<int64_t>(in.bytes),
+                   (std::string(out_name) + " and " + in_name).c_str());
 }
 
 }  // namespace nms::napi

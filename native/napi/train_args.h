@@ -31,12 +31,6 @@ inline int64_t size_arg(const Napi::CallbackInfo& info, size_t i, const char* na
   if (v < 0) fail("E_SHAPE", std::string(name) + ": got " + std::to_string(v) + ", expected a size >= 0");
   return v;
 }
-// Throws unless the byte ranges [a, a + na) and [b, b + nb) are disjoint.
-inline void require_disjoint(const void* a, int64_t na, const void* b, int64_t nb, const char* what) {
-  const char *pa = static_cast<const char*>(a), *pb = static_cast<const char*>(b);
-  if (na > 0 && nb > 0 && pa < pb + nb && pb < pa + na) fail("E_VALUE", std::string(what) + " must not overlap");
-}
-
 // (batch, h, w, c, kh, kw, stride_h, stride_w, pad_h, pad_w) starting at argument i, checked, with oh and ow
 // computed: any struct with those int64 fields (cpu::Window2d; a GPU backend's own window type).
 template <class Window>
