@@ -57,8 +57,10 @@ export interface CudaProbe {
   driverVersion: string | null;
   deviceCount: number;
   device?: { index: number; name: string; sm: string; smCount: number; memoryBytes: number; driver: string | null; memoryPools: boolean };
-  cusparselt: { loaded: boolean; path?: string; version?: string; error?: string };
-  cublaslt: { loaded: boolean; path?: string; version?: string; error?: string };
+  cusparselt: { loaded: boolean; path?: string; version?: string; error?: string; note?: string };
+  cublaslt: { loaded: boolean; path?: string; version?: string; error?: string; note?: string };
+  /** Usable without cuSPARSELt: why sparse products run dense. */
+  sparseReason?: string;
 }
 
 /** One entry of the sparse plan cache: which path a shape runs on and why. */

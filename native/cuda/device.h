@@ -33,6 +33,7 @@ struct LibInfo {
   std::string version;  // "0.8.1" / "13.1.1"
   int version_code = 0; // major*10000 + minor*100 + patch
   std::string error;    // why it is not usable (empty when it is)
+  std::string note;     // usable, but not a version nmsparse was checked against
 };
 
 struct Status {
@@ -45,6 +46,8 @@ struct Status {
   size_t memory_bytes = 0;
   bool memory_pools = false;  // stream-ordered allocator available
   LibInfo cusparselt, cublaslt;
+  // Usable without cuSPARSELt (cuBLASLt and our kernels): why sparse products run dense (empty when they need not).
+  std::string sparse_reason;
 };
 
 // Probes once (thread-safe) and caches: driver, device, architecture, cuSPARSELt, cuBLASLt. Needs no GPU to run.
