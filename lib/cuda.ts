@@ -401,6 +401,10 @@ export interface GemmBenchOptions { dtype: DType | 'e4m3'; m: number; n: number;
 export interface GemmBenchResult {
   sparseMs: number | null; denseMs: number | null; sparseError?: string; denseError?: string; algId: number; splitK: number;
   maxRelErr: number | null; pruneMs: number | null; compressMs: number | null; copyMs: number | null; weightBytes: number;
+  /** The fastest of the cuBLASLt heuristics timed (0 = its first answer), and how many were timed. */
+  denseHeuristic: number; denseHeuristics: number;
+  /** Calls between each pair of CUDA events, and the interleaved sparse/dense rounds each median is over. */
+  batch: number; rounds: number;
 }
 /** bench/gpu: cuSPARSELt vs cuBLASLt on synthetic data in the Linear layout (Y[n, m] = X[n, k]·W[m, k]ᵀ). */
 export function benchGemm(opts: GemmBenchOptions): GemmBenchResult {

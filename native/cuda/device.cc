@@ -168,6 +168,15 @@ cudaStream_t stream() {
   std::call_once(once, [] {
     activate();
     err = cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
+    // The pool's default release threshold (0) hands freed memory back to the OS at every synchronisation, so each
+    // sync-then-allocate maps it again. Keep it; alloc()'s retry and mem_stats(trim) still trim explicitly.
+    if (status().memory_pools) {
+      cudaMemPool_t pool;
+      uint64_t keep = UINT64_MAX;
+      if (cudaDeviceGetDefaultMemPool(&pool, status().device) != cudaSuccess ||
+          cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep) != cudaSuccess)
+        cudaGetLastError();  // an optimisation only
+    }
   });
   if (err != cudaSuccess) throw_cuda(err, "cudaStreamCreateWithFlags");
   return st;
@@ -278,16 +287,16 @@ void copy_d2d(void* dst, const void* src, size_t bytes) {
   NMS_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()));
 }
 
-void* workspace(size_t bytes) {
+Workspace workspace(size_t bytes) {
   static std::mutex mu;
   static DevPtr& ws = *new DevPtr();  // never destroyed (no cudaFree during static destruction at exit)
-  std::lock_guard<std::mutex> lock(mu);
-  if (bytes == 0) return ws ? ws->ptr() : nullptr;
-  if (!ws || ws->bytes() < bytes) {
+  std::unique_lock<std::mutex> lock(mu);
+  if (bytes > 0 && (!ws || ws->bytes() < bytes)) {
     ws.reset();  // stream-ordered free: work already enqueued keeps using the old buffer safely
     ws = alloc(bytes + bytes / 4);
   }
-  return ws->ptr();
+  void* p = ws ? ws->ptr() : nullptr;
+  return Workspace(std::move(lock), p);
 }
 
 }  // namespace nms::cuda
