@@ -14,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${1:-${OUT:-bench/results}}"
 mkdir -p "$out" || exit 1
 out="$(cd "$out" && pwd)"
-export NMSPARSE_REQUIRE_GPU=1
+export NMSPARSE_REQUIRE_GPU=1 NO_COLOR=1
 nms=(node dist/cli/index.js)
 steps_json=""
 failed=0
@@ -46,5 +46,5 @@ step train-cuda 240 "${nms[@]}" train --model mlp --recipe srste --pattern 2:4 -
   --out "$out/train-cuda"
 step bench-serve 180 "${nms[@]}" bench serve --device cuda --requests 2000 --rounds 2 --out "$out"
 
-echo "gpu:check wrote $out ($(ls "$out" | wc -l) files); steps: $(grep -o '"step": "[a-z-]*", "command": "[^"]*", "exit": [0-9]*' "$out/gpu-check.json" | sed 's/"command": "[^"]*", //; s/"step": //; s/"exit": /exit /' | tr '\n' ' ')"
+echo "gpu:check wrote $out: $(node -e 'const j = require(process.argv[1]); console.log(j.steps.map((s) => `${s.step} exit ${s.exit} (${s.seconds} s)`).join(", "))' "$out/gpu-check.json")"
 exit $failed

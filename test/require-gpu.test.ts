@@ -8,6 +8,7 @@ import path from 'node:path';
 import { backendInfo } from '../lib/backend-info.js';
 import { packageRoot } from '../lib/native.js';
 import { infoCommand } from '../lib/cli/info.js';
+import { runBench } from '../lib/bench/index.js';
 
 const info = backendInfo();
 
@@ -52,5 +53,12 @@ describe.skipIf(info.cuda.usable)('without a usable GPU', () => {
     const json: string[] = [];
     expect(infoCommand(['--json'], (l) => json.push(l))).toBe(0);
     expect(JSON.parse(json.join('\n')).cuda.reason).toBe(info.cuda.reason);
+  });
+
+  it('bench gpu checks its arguments first, then refuses with the reason (E_DEVICE)', async () => {
+    await expect(runBench(['gpu', '--iters', '0'])).rejects.toMatchObject({ code: 'E_VALUE', message: expect.stringMatching(/--iters got 0/) });
+    await expect(runBench(['gpu', '--budget-s', 'soon'])).rejects.toMatchObject({ code: 'E_VALUE', message: expect.stringMatching(/--budget-s/) });
+    await expect(runBench(['gpu', '--dtypes', 'float16,fp64'])).rejects.toMatchObject({ code: 'E_VALUE', message: expect.stringMatching(/"fp64"/) });
+    await expect(runBench(['gpu', '--quick'])).rejects.toMatchObject({ code: 'E_DEVICE', message: expect.stringContaining(info.cuda.reason!) });
   });
 });
