@@ -123,6 +123,7 @@ class SltPlan {
   SltPlan(const SltPlan&) = delete;
   SltPlan& operator=(const SltPlan&) = delete;
   ~SltPlan() {
+    if (!(a_ok || b_ok || c_ok || alg_ok || plan_ok)) return;  // nothing made (and cuSPARSELt perhaps not loaded)
     const slt::Api& api = slt::api();
     if (plan_ok) api.MatmulPlanDestroy(plan.get());
     if (alg_ok && api.MatmulAlgSelectionDestroy) api.MatmulAlgSelectionDestroy(alg.get());
@@ -1014,12 +1015,13 @@ GemmBenchResult bench_gemm(const GemmBench& b) {
   const double per_copy = static_cast<double>(b.m * b.k + b.n * b.k) * es;
   const int copies = static_cast<int>(std::min(8.0, std::max(1.0, std::ceil(2.0 * l2 / per_copy))));
   std::vector<DevPtr> w(copies), wc(copies), x(copies);
+  const bool slt_ok = slt::load().ok;  // without cuSPARSELt: the dense side and our prune only
   for (int c = 0; c < copies; ++c) {
     w[c] = alloc(static_cast<size_t>(b.m * b.k) * es);
     x[c] = alloc(static_cast<size_t>(b.n * b.k) * es);
     fill(w[c]->ptr(), t, b.m * b.k, 1000 + c, pattern);
     fill(x[c]->ptr(), t, b.n * b.k, 2000 + c, 0);
-    wc[c] = slt_compress(t, b.m, b.k, dense_align, w[c]->ptr(), nullptr);
+    if (slt_ok) wc[c] = slt_compress(t, b.m, b.k, dense_align, w[c]->ptr(), nullptr);
   }
   DevPtr ds = alloc(static_cast<size_t>(b.m * b.n) * es_d), dd = alloc(static_cast<size_t>(b.m * b.n) * es_d);
 
@@ -1034,8 +1036,9 @@ GemmBenchResult bench_gemm(const GemmBench& b) {
       r.prune_ms = median_ms([&] { nm_select(dense->ptr(), ours, b.m, b.k, 2, 4, so); }, 2, 9);  // 2:4
       // float32 needs 1:2 pairs for cuSPARSELt: compress the synthetic 1:2 weight instead of the 2:4-pruned one.
       const void* src = pattern == 2 ? w[0]->ptr() : pruned->ptr();
-      r.compress_ms = median_ms([&] { DevPtr c = slt_compress(t, b.m, b.k, dense_align, src, nullptr); }, 2, 9);
-    } else {
+      if (slt_ok)
+        r.compress_ms = median_ms([&] { DevPtr c = slt_compress(t, b.m, b.k, dense_align, src, nullptr); }, 2, 9);
+    } else if (slt_ok) {
       r.compress_ms = median_ms([&] { DevPtr c = slt_compress(t, b.m, b.k, dense_align, w[0]->ptr(), nullptr); }, 2, 9);
     }
   }
@@ -1053,10 +1056,12 @@ GemmBenchResult bench_gemm(const GemmBench& b) {
   SltPlan P;
   std::string where;
   std::vector<Timed> timed;  // the sparse plan first (when it builds), then cuBLASLt's heuristics, best first
-  slt::Status st = build_plan(P, pr, nullptr, &where);
   slt::Status run_st = slt::STATUS_SUCCESS;
   int sparse_it = 0;
-  if (st != slt::STATUS_SUCCESS) {
+  slt::Status st = slt_ok ? build_plan(P, pr, nullptr, &where) : slt::STATUS_NOT_INITIALIZED;
+  if (!slt_ok) {
+    r.sparse_error = slt::load().error;
+  } else if (st != slt::STATUS_SUCCESS) {
     r.sparse_error = where + ": " + slt::status_text(st);
   } else {
     const float alpha = 1.f, beta = 0.f;
