@@ -8,7 +8,8 @@
  *   - epochs (unless --epochs 0): each configuration trains `--epochs` MNIST epochs through the Trainer (the loop
  *     of `nmsparse train`): median and best epoch, the first (which allocates the buffers) apart, test accuracy.
  * Sparse runs use the N:M kernels in the step (recipe option sparseKernels); `--dense-kernels` adds each sparse
- * configuration again on the dense-masked path for comparison. Writes <out>/train-<machine>.json and .md.
+ * configuration again on the dense-masked path for comparison. Writes <out>/train-<machine>-<model>-<hidden>-b<batch>
+ * .json and .md.
  *
  *   nmsparse bench train [--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128]
  *                        [--hidden 1024,1024] [--model mlp|cnn] [--dense-kernels] [--threads N] [--machine NAME]
@@ -219,7 +220,7 @@ function markdown(doc: { date: string; machine: MachineInfo; config: Partial<Con
   return [
     `# Training step time — ${m.name}`,
     '',
-    `${m.cpu}, ${m.cores} cores, ${m.threads} threads, kernels ${m.cpuIsa.active}; Node ${m.node}; nmsparse ${m.nmsparse}; ${doc.date.slice(0, 10)}; ` +
+    `${m.cpu}${m.cpuId ? ` (${m.cpuId})` : ''}, ${m.cores} cores, ${m.threads} threads, kernels ${m.cpuIsa.active}; Node ${m.node}; nmsparse ${m.nmsparse}; ${doc.date.slice(0, 10)}; ` +
       `load average ${m.loadavg.join(' ')} before, ${doc.loadavgAfter.join(' ')} after.`,
     '',
     `MNIST ${c.model} ${dims}, batch ${c.batch}, SGD Nesterov 0.9. Steps: ${c.steps} per run after 2 warm-up steps, the runs interleaved step by step; ` +
@@ -264,7 +265,7 @@ export async function benchTrain(args: string[]): Promise<void> {
   if (cfg.epochs) process.stdout.write('\n' + textTable(epochRows(results)) + '\n');
   if (cfg.write) {
     mkdirSync(cfg.out, { recursive: true });
-    const base = path.join(cfg.out, `train-${machine.name}`);
+    const base = path.join(cfg.out, `train-${machine.name}-${cfg.model}-${cfg.hidden.join('-')}-b${cfg.batch}`);
     writeFileSync(base + '.json', JSON.stringify(doc, null, 2) + '\n');
     writeFileSync(base + '.md', markdown(doc));
     process.stdout.write(`wrote ${base}.json and .md\n`);
