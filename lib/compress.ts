@@ -94,7 +94,7 @@ export class SparseTensor {
     this.#alive('decompress');
     if (this.device !== 'cpu') return deviceOp(this.device, 'decompress')(this, opts);
     const out = outputFor(checkOut(opts.out, this.shape, this.dtype, 'cpu'), this.shape, this.dtype);
-    native.nmDecompress(this.#values!.storage(), this.#positions, this.#values!.dtypeCode, this.rows, this.cols, this.n, this.m, out.storage());
+    native.nmDecompress(this.#values!.storage(), this.#positions!, this.#values!.dtypeCode, this.rows, this.cols, this.n, this.m, out.storage());
     return out;
   }
 

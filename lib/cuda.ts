@@ -4,44 +4,19 @@
  * and touches no GPU: the driver is probed the first time something asks (unavailableReason(), backendInfo(),
  * t.to('cuda')). In a build without CUDA the backend is registered all the same and reports why it is unavailable.
  *
- * Op names and arguments (the op files call deviceOp('cuda', name)(...) for tensors on 'cuda'; the arguments are
- * those of the public CPU functions, already validated by them, and every tensor argument is on 'cuda'):
- *   mask(w: Tensor, p: Pattern, opts: {out?})                      -> uint8 Tensor, w's shape
- *   prune(w: Tensor, p: Pattern, opts: {out?})                     -> Tensor of w's dtype (out may be w)
- *   check(w: Tensor, p: Pattern)                                   -> CheckResult (lib/mask.ts)
- *   transposableMask(w: Tensor, opts: {out?})                      -> uint8 Tensor
- *   sad(a: Tensor, b: Tensor)                                      -> SadResult
- *   compress(w: Tensor, p: Pattern)                                -> SparseTensor on 'cuda' (handle: CudaSparse)
- *   decompress(s: SparseTensor, opts: {out?})                      -> Tensor, s.shape and s.dtype
- *   sparseToCpu(s: SparseTensor)                                   -> the same SparseTensor on 'cpu' (its portable
- *                                                                     form downloaded: exact, no recompression)
- *   sparseFromCpu(s: SparseTensor)  (s on 'cpu')                   -> the same SparseTensor on 'cuda' (portable form
- *                                                                     uploaded, cuSPARSELt form built on the GPU)
- *   sparseLinear(x: Tensor, s: SparseTensor, bias?: Tensor, opts: {out?, activation?, outDtype?})
- *                                                                  -> [..., out] = x [..., in] · W̃ᵀ (+ bias)
- *   sparseMatmul(s: SparseTensor, b: Tensor, opts: {bias?, out?, activation?, outDtype?})
- *                                                                  -> [rows, p] = W̃ [rows, cols] · b [cols, p]
- *   matmul(a: Tensor, b: Tensor, opts: {transA?, transB?, out?, bias?, activation?})
- *                                                                  -> [m, n] = op(a) · op(b), cuBLASLt
- *   linear(x: Tensor, w: Tensor, bias?: Tensor, opts: {out?, activation?})
- *                                                                  -> [..., out] = x [..., in] · wᵀ (+ bias)
- * activation: 'relu' | 'gelu' (gelu = x·Φ(x), the erf form). Products keep the input dtype; int8 inputs give
- * float32 (int32 accumulation) unless opts.outDtype says otherwise; int8 biases are float32. uint8 GEMMs are
- * E_UNSUPPORTED on 'cuda'. float32 sparse products use TF32 tensor cores (cuSPARSELt's float32 kernels), and
- * need the weight's pattern to be 1:2 in pairs; other float32 weights run through cuBLASLt on the pruned weight.
+ * The op entries implement DeviceOps (lib/device.ts); the op files call them for tensors on 'cuda'. The mask,
+ * compression and training ops get arguments their op file has validated; the products (sparseLinear,
+ * sparseMatmul, matmul, linear) still check theirs here. Products keep the input dtype; int8 inputs give float32 (int32 accumulation) unless
+ * opts.outDtype says otherwise; int8 biases are float32. uint8 GEMMs are E_UNSUPPORTED on 'cuda'. float32 sparse
+ * products use TF32 tensor cores (cuSPARSELt's float32 kernels), and need the weight's pattern to be 1:2 in pairs;
+ * other float32 weights run through cuBLASLt on the pruned weight.
  *
- * Training ops (lib/cuda-train.ts), with the arguments of lib/nn/elementwise.ts and lib/optim: biasAdd, biasGrad,
- * reluForward, reluBackward, geluForward, geluBackward, layerNormForward, layerNormBackward, softmaxCrossEntropy,
- * softmaxCrossEntropyBackward, im2col, col2im, maxPoolForward, maxPoolBackward, dropout, maskedScale, maskedAdd,
- * nmMaskScale, sgdStep, adamwStep, sumSquares, scaleInplace.
- *
- * Tuning and inspection (exported below): planInfo(), clearPlans(), memStats(), synchronize(). Environment:
- * NMSPARSE_CUDA_DISPATCH=auto|sparse|dense, NMSPARSE_CUSPARSELT_SEARCH=1|0, NMSPARSE_CUDA_VERIFY=1|0,
- * NMSPARSE_CUDA_LIBS=<dir>, NMSPARSE_CUDA_DEVICE=<index>.
+ * Tuning and inspection (exported below): planInfo(), clearPlans(), memStats(), synchronize(). The environment
+ * variables that steer it are listed in docs/design.md (Environment).
  */
-import { native, convertNativeError } from './native.js';
+import { native, convertNativeError, type CudaSparse } from './native.js';
 import { NmSparseError, fail } from './errors.js';
-import { registerBackend, type DeviceBackend, type DeviceStorage } from './device.js';
+import { registerBackend, type DeviceBackend, type DeviceOps, type DeviceStorage } from './device.js';
 import { allocStorage, dtypeCode, DTYPES, type DType } from './dtype.js';
 import { Tensor, checkOut, checkTensor, numel, type Shape } from './tensor.js';
 import { SparseTensor, checkSparse } from './compress.js';
@@ -77,7 +52,10 @@ export interface PlanInfo {
   workspaceBytes: number;
 }
 
+/** Epilogue activations of the CUDA products; gelu = x·Φ(x), the erf form. */
 export type Activation = 'relu' | 'gelu';
+/** The native activation codes (index = code), the table of native/core/activation.h. */
+export const ACTIVATIONS = ['none', 'relu', 'gelu'] as const;
 
 export const NOT_BUILT = 'this build of nmsparse has no CUDA backend (nvcc was not found when it was built)';
 
@@ -134,14 +112,14 @@ function result(out: Tensor | undefined, shape: Shape, dtype: DType, buf: Device
 
 function activationCode(a: unknown): number {
   if (a === undefined || a === null) return 0;
-  if (a === 'relu') return 1;
-  if (a === 'gelu') return 2;
-  fail('E_VALUE', 'options.activation', a, "'relu', 'gelu' or undefined");
+  const code = a === 'none' ? -1 : ACTIVATIONS.indexOf(a as Activation);
+  if (code < 0) fail('E_VALUE', 'options.activation', a, "'relu', 'gelu' or undefined");
+  return code;
 }
 
-function sparseHandle(s: SparseTensor, arg: string): DeviceStorage {
+function sparseHandle(s: SparseTensor, arg: string): CudaSparse {
   if (s.device !== 'cuda') fail('E_DEVICE', arg, s, "a SparseTensor on 'cuda'");
-  return s.handle;
+  return s.handle as CudaSparse;
 }
 
 const productDtype = (d: DType): DType => (d === 'int8' ? 'float32' : d);
@@ -321,7 +299,8 @@ function linear(x: Tensor, w: Tensor, bias?: Tensor | null, opts: ProductOptions
 
 // ---- the backend ------------------------------------------------------------------------------------------------
 
-export const cudaBackend: DeviceBackend = {
+/** The cuda backend; its ops are all of DeviceOps (bench/gpu calls them directly). */
+export const cudaBackend = {
   name: 'cuda',
   unavailableReason(): string | null {
     const p = cudaProbe();
@@ -338,10 +317,18 @@ export const cudaBackend: DeviceBackend = {
     return native.cudaDownloadAsync(storage, dst) as Promise<void>;
   },
   alloc(bytes: number): DeviceStorage {
-    return native.cudaAlloc(bytes) as DeviceStorage;
+    return native.cudaAlloc(bytes);
   },
-  ops: { mask, prune, check, transposableMask, sad, compress, decompress, sparseToCpu, sparseFromCpu, sparseLinear, sparseMatmul, matmul, linear, ...trainOps },
-};
+  copy(src: DeviceStorage): DeviceStorage {
+    const dst = native.cudaAlloc(src.bytes);
+    native.cudaCopy(src, dst, src.bytes);
+    return dst;
+  },
+  ops: {
+    mask, prune, check, transposableMask, sad, compress, decompress, sparseToCpu, sparseFromCpu, sparseLinear, sparseMatmul,
+    matmul, linear, ...trainOps,
+  } satisfies DeviceOps,
+} satisfies DeviceBackend;
 
 // Registered in every build: in one without CUDA, unavailableReason() says so, and no op is ever reached.
 registerBackend(cudaBackend);
@@ -372,20 +359,16 @@ export function memStats(opts: { trim?: boolean } = {}): {
   return native.cudaMemStats(opts.trim ?? true);
 }
 
-/** Waits for all GPU work enqueued so far (off the main thread with { async: true }). */
+/** Waits for all GPU work enqueued so far. */
 export function synchronize(): void {
   requireCuda('synchronize');
   native.cudaSynchronize();
-}
-export function synchronizeAsync(): Promise<void> {
-  requireCuda('synchronize');
-  return native.cudaSynchronizeAsync() as Promise<void>;
 }
 
 /** The native facts of a cuda SparseTensor: whether it has a cuSPARSELt form, its padded shape, or why not. */
 export function sparseInfo(s: SparseTensor): Record<string, unknown> {
   checkSparse(s, 'sparse tensor');
-  const h = sparseHandle(s, 'sparse tensor') as unknown as { info(): Record<string, unknown> };
+  const h = sparseHandle(s, 'sparse tensor');
   return call(() => h.info());
 }
 

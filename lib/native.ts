@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NmSparseError, type ErrorCode } from './errors.js';
+import type { DeviceStorage } from './device.js';
 
 const require = createRequire(import.meta.url);
 
@@ -30,8 +31,7 @@ function resolveAddon(): string {
 /** Path of the loaded .node file. */
 export const addonPath: string = resolveAddon();
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type NativeFn = (...args: any[]) => any;
+type NativeFn = (...args: never[]) => unknown;
 
 function convert(e: unknown): unknown {
   const err = e as { code?: unknown; message?: string };
@@ -56,7 +56,191 @@ const raw = require(addonPath) as Record<string, unknown>;
 const wrapped: Record<string, unknown> = {};
 for (const [k, v] of Object.entries(raw)) wrapped[k] = typeof v === 'function' && !/^[A-Z]/.test(k) ? wrap(v as NativeFn) : v;
 
-/** The addon's functions (see native/napi/*.cc for each signature). Classes (capitalised names) are not wrapped. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const native: Record<string, any> = wrapped;
+/**
+ * The addon's functions, typed by {@link Addon}. The CUDA half exists only in a CUDA build (buildInfo().cuda):
+ * lib/cuda.ts calls it only then. Classes (capitalised names) are not wrapped.
+ */
+export const native = wrapped as unknown as Addon;
 export { convert as convertNativeError };
+
+// ---- the addon's contract ----------------------------------------------------------------------------------------
+// Each entry mirrors the reader calls of its native/napi/*.cc binding, in order (buffer_arg: a host buffer; int_arg:
+// an integer; dtype_arg: a dtype code, lib/dtype.ts; CudaBuffer::Arg: device memory). test/native.test.ts checks
+// that the loaded addon exports exactly these names.
+
+/** Host memory: the bindings read the bytes of any TypedArray or ArrayBuffer (a uint8 mask is a Tensor's Storage). */
+type Host = ArrayBufferView | ArrayBuffer;
+/** A dtype code: the index of the dtype in lib/dtype.ts DTYPES (native/core/dtype.h). */
+type DTypeCode = number;
+/** An activation code: the index in lib/cuda.ts ACTIVATIONS (native/core/activation.h). */
+type ActCode = number;
+/** Device memory (native CudaBuffer). */
+type CudaBuffer = DeviceStorage;
+/** The device form of a SparseTensor (native CudaSparse). */
+export interface CudaSparse extends DeviceStorage {
+  info(): Record<string, unknown>;
+}
+/** -1 when every group has at most N non-zeros, else [index of the first group that has more, its non-zeros]. */
+type CheckCode = -1 | [group: number, nonzeros: number];
+
+/** The functions of every build (native/napi/*.cc except cuda_*.cc). */
+export interface CpuAddon {
+  // runtime.cc
+  setNumThreads(n: number): void;
+  numThreads(): number;
+  buildInfo(): { cuda: boolean; napiVersion: number; version: string; sourceHash: string };
+  enumTables(): { dtype: string[]; activation: string[] };
+  // gemm.cc
+  gemm(a: Host, aDtype: DTypeCode, b: Host, bDtype: DTypeCode, c: Host, cDtype: DTypeCode, m: number, n: number, k: number,
+    transA: boolean, transB: boolean, bias: Host | null, biasDtype: DTypeCode, async: boolean): Promise<void> | undefined;
+  cpuIsa(name?: string): { active: string; best: string };
+  // spmm.cc
+  spmm(values: Host, positions: Uint8Array, wDtype: DTypeCode, rows: number, cols: number, n: number, m: number, b: Host,
+    bDtype: DTypeCode, p: number, out: Host, outDtype: DTypeCode, transB: boolean, transOut: boolean, bias: Host | null,
+    biasDtype: DTypeCode, async: boolean): Promise<void> | undefined;
+  // blas_peer.cc
+  blasPeer(): { available: boolean; path?: string; error?: string; config?: string; corename?: string; threads?: number };
+  blasSgemm(a: Host, b: Host, c: Host, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
+  // mask.cc
+  nmMask(w: Host, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: Host): void;
+  nmPrune(w: Host, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: Host): void;
+  nmCheck(w: Host, dtype: DTypeCode, rows: number, cols: number, n: number, m: number): CheckCode;
+  transposableMask(w: Host, dtype: DTypeCode, rows: number, cols: number, out: Host): void;
+  maskSad(a: Host, b: Host): number;
+  // compress.cc
+  nmPositionBytes(rows: number, cols: number, n: number, m: number): number;
+  nmCompress(w: Host, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, values: Host, positions: Uint8Array): void;
+  nmDecompress(values: Host, positions: Uint8Array, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: Host): void;
+  // convert.cc
+  convert(src: Host, srcDtype: DTypeCode, dst: Host, dstDtype: DTypeCode, count: number): void;
+  transpose2d(src: Host, dtype: DTypeCode, batch: number, rows: number, cols: number, dst: Host): void;
+  // elementwise.cc, optim.cc: float32 tensors (buffers read as float32), int32 labels and argmax, uint8 masks
+  biasAdd(y: Host, b: Host, rows: number, cols: number): void;
+  biasGrad(dy: Host, rows: number, cols: number, db: Host): void;
+  reluForward(x: Host, y: Host, n: number): void;
+  reluBackward(dy: Host, y: Host, dx: Host, n: number): void;
+  geluForward(x: Host, y: Host, n: number): void;
+  geluBackward(dy: Host, x: Host, dx: Host, n: number): void;
+  layerNormForward(x: Host, gamma: Host | null, beta: Host | null, y: Host, mean: Host,
+    rstd: Host, rows: number, cols: number, eps: number): void;
+  layerNormBackward(dy: Host, x: Host, gamma: Host | null, mean: Host, rstd: Host,
+    dx: Host, dgamma: Host | null, dbeta: Host | null, rows: number, cols: number): void;
+  softmaxXentForward(logits: Host, labels: Int32Array, probs: Host, rows: number, cols: number,
+    labelSmoothing: number): [lossSum: number, correct: number];
+  softmaxXentBackward(probs: Host, labels: Int32Array, dlogits: Host, rows: number, cols: number,
+    labelSmoothing: number, scale: number): void;
+  im2col(x: Host, cols: Host, ...window: Window): void;
+  col2im(cols: Host, dx: Host, ...window: Window): void;
+  maxPoolForward(x: Host, y: Host, argmax: Int32Array, ...window: Window): void;
+  maxPoolBackward(dy: Host, argmax: Int32Array, dx: Host, ...window: Window): void;
+  dropout(x: Host, y: Host, n: number, p: number, seed: number, offset: number): void;
+  maskedScale(x: Host, mask: Host, alpha: number, y: Host, n: number): void;
+  maskedAdd(g: Host, w: Host, mask: Host, lambda: number, n: number): void;
+  nmMaskScale(w: Host, rows: number, cols: number, n: number, m: number, alpha: number, mask: Host, eff: Host): void;
+  // optim.cc
+  sgdStep(p: Host, g: Host, buf: Host | null, n: number, lr: number, momentum: number, dampening: number,
+    weightDecay: number, nesterov: boolean, first: boolean): void;
+  adamwStep(p: Host, g: Host, m: Host, v: Host, n: number, lr: number, beta1: number,
+    beta2: number, eps: number, weightDecay: number, step: number): void;
+  sumSquares(x: Host, n: number): number;
+  scaleInplace(x: Host, s: number, n: number): void;
+}
+
+/** An NHWC window as the bindings read it (train_args.h window_arg). */
+export type Window = [batch: number, h: number, w: number, c: number, kh: number, kw: number, strideH: number,
+  strideW: number, padH: number, padW: number];
+
+/** The functions of a CUDA build (native/napi/cuda_*.cc): the CPU arguments with device memory for tensors. */
+export interface CudaAddon {
+  // cuda_device.cc
+  CudaBuffer: abstract new (...args: never[]) => CudaBuffer;
+  CudaSparse: abstract new (...args: never[]) => CudaSparse;
+  cudaInfo(): unknown;
+  cudaAlloc(bytes: number, zero?: boolean): CudaBuffer;
+  cudaUpload(src: Host): CudaBuffer;
+  cudaDownload(buf: CudaBuffer, dst: ArrayBufferView): void;
+  cudaDownloadAsync(buf: CudaBuffer, dst: ArrayBufferView): Promise<void>;
+  cudaCopy(src: CudaBuffer, dst: CudaBuffer, bytes: number): void;
+  cudaSynchronize(): void;
+  cudaMemStats(trim?: boolean): { liveBytes: number; liveBuffers: number; freeBytes: number; totalBytes: number; poolReserved: number; poolUsed: number };
+  // cuda_gemm.cc (out: null allocates)
+  cudaSparseLinear(x: CudaBuffer, p: number, sparse: CudaSparse, bias: CudaBuffer | null, activation: ActCode, outDtype: DTypeCode,
+    out: CudaBuffer | null): CudaBuffer;
+  cudaSparseMatmul(sparse: CudaSparse, b: CudaBuffer, p: number, bias: CudaBuffer | null, activation: ActCode, outDtype: DTypeCode,
+    out: CudaBuffer | null): CudaBuffer;
+  cudaMatmul(a: CudaBuffer, b: CudaBuffer, dtype: DTypeCode, m: number, n: number, k: number, transA: boolean, transB: boolean,
+    bias: CudaBuffer | null, biasPerRow: boolean, activation: ActCode, outDtype: DTypeCode, tf32: boolean, out: CudaBuffer | null): CudaBuffer;
+  cudaPlanInfo(): unknown[];
+  cudaClearPlans(): void;
+  cudaBenchNativeLoop(sparse: CudaSparse, x: CudaBuffer, p: number, bias: CudaBuffer | null, iters: number):
+    { path: string; iters: number; msPerCallGpu: number; usPerCallHost: number };
+  cudaBenchGemm(options: { dtype: string; m: number; n: number; k: number; warmup?: number; iters?: number; search?: boolean }): unknown;
+  // cuda_nm.cc
+  cudaNmMask(w: CudaBuffer, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: CudaBuffer | null): CudaBuffer;
+  cudaNmPrune(w: CudaBuffer, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: CudaBuffer | null): CudaBuffer;
+  cudaNmCheck(w: CudaBuffer, dtype: DTypeCode, rows: number, cols: number, n: number, m: number): CheckCode;
+  cudaTransposableMask(w: CudaBuffer, dtype: DTypeCode, rows: number, cols: number, out: CudaBuffer | null): CudaBuffer;
+  cudaMaskSad(a: CudaBuffer, b: CudaBuffer, count: number): number;
+  cudaNmCompress(w: CudaBuffer, dtype: DTypeCode, rows: number, cols: number, n: number, m: number): CudaSparse;
+  cudaNmFromPortable(values: Host, positions: Uint8Array, dtype: DTypeCode, rows: number, cols: number, n: number, m: number): CudaSparse;
+  cudaNmDecompress(sparse: CudaSparse, out: CudaBuffer | null): CudaBuffer;
+  cudaNmDownloadPortable(sparse: CudaSparse, values: Host, positions: Uint8Array): void;
+  // cuda_train.cc (float32 tensors; labels and argmax are host Int32Arrays)
+  cudaBiasAdd(y: CudaBuffer, b: CudaBuffer, rows: number, cols: number): void;
+  cudaBiasGrad(dy: CudaBuffer, rows: number, cols: number, db: CudaBuffer): void;
+  cudaReluForward(x: CudaBuffer, y: CudaBuffer, n: number): void;
+  cudaReluBackward(dy: CudaBuffer, y: CudaBuffer, dx: CudaBuffer, n: number): void;
+  cudaGeluForward(x: CudaBuffer, y: CudaBuffer, n: number): void;
+  cudaGeluBackward(dy: CudaBuffer, x: CudaBuffer, dx: CudaBuffer, n: number): void;
+  cudaLayerNormForward(x: CudaBuffer, gamma: CudaBuffer | null, beta: CudaBuffer | null, y: CudaBuffer, mean: CudaBuffer,
+    rstd: CudaBuffer, rows: number, cols: number, eps: number): void;
+  cudaLayerNormBackward(dy: CudaBuffer, x: CudaBuffer, gamma: CudaBuffer | null, mean: CudaBuffer, rstd: CudaBuffer,
+    dx: CudaBuffer, dgamma: CudaBuffer | null, dbeta: CudaBuffer | null, rows: number, cols: number): void;
+  cudaSoftmaxXentForward(logits: CudaBuffer, labels: Int32Array, probs: CudaBuffer, rows: number, cols: number,
+    labelSmoothing: number): [lossSum: number, correct: number];
+  cudaSoftmaxXentBackward(probs: CudaBuffer, labels: Int32Array, dlogits: CudaBuffer, rows: number, cols: number,
+    labelSmoothing: number, scale: number): void;
+  cudaIm2col(x: CudaBuffer, cols: CudaBuffer, ...window: Window): void;
+  cudaCol2im(cols: CudaBuffer, dx: CudaBuffer, ...window: Window): void;
+  cudaMaxPoolForward(x: CudaBuffer, y: CudaBuffer, argmax: Int32Array, ...window: Window): void;
+  cudaMaxPoolBackward(dy: CudaBuffer, argmax: Int32Array, dx: CudaBuffer, ...window: Window): void;
+  cudaDropout(x: CudaBuffer, y: CudaBuffer, n: number, p: number, seed: number, offset: number): void;
+  cudaMaskedScale(x: CudaBuffer, mask: CudaBuffer, alpha: number, y: CudaBuffer, n: number): void;
+  cudaMaskedAdd(g: CudaBuffer, w: CudaBuffer, mask: CudaBuffer, lambda: number, n: number): void;
+  cudaNmMaskScale(w: CudaBuffer, rows: number, cols: number, n: number, m: number, alpha: number, mask: CudaBuffer, eff: CudaBuffer): void;
+  cudaSgdStep(p: CudaBuffer, g: CudaBuffer, buf: CudaBuffer | null, n: number, lr: number, momentum: number, dampening: number,
+    weightDecay: number, nesterov: boolean, first: boolean): void;
+  cudaAdamwStep(p: CudaBuffer, g: CudaBuffer, m: CudaBuffer, v: CudaBuffer, n: number, lr: number, beta1: number, beta2: number,
+    eps: number, weightDecay: number, step: number): void;
+  cudaSumSquares(x: CudaBuffer, n: number): number;
+  cudaScaleInplace(x: CudaBuffer, s: number, n: number): void;
+}
+
+/** The whole addon as lib/ sees it; the CudaAddon half is present only when buildInfo().cuda. */
+export interface Addon extends CpuAddon, CudaAddon {}
+
+const names = <T>(o: Record<keyof T, true>): string[] => Object.keys(o).sort();
+/** The exported names, each list checked by tsc to be exactly the keys of its interface. */
+export const addonNames: { cpu: string[]; cuda: string[] } = {
+  cpu: names<CpuAddon>({
+    setNumThreads: true, numThreads: true, buildInfo: true, enumTables: true, gemm: true, cpuIsa: true, spmm: true,
+    blasPeer: true, blasSgemm: true, nmMask: true, nmPrune: true, nmCheck: true, transposableMask: true, maskSad: true,
+    nmPositionBytes: true, nmCompress: true, nmDecompress: true, convert: true, transpose2d: true, biasAdd: true,
+    biasGrad: true, reluForward: true, reluBackward: true, geluForward: true, geluBackward: true, layerNormForward: true,
+    layerNormBackward: true, softmaxXentForward: true, softmaxXentBackward: true, im2col: true, col2im: true,
+    maxPoolForward: true, maxPoolBackward: true, dropout: true, maskedScale: true, maskedAdd: true, nmMaskScale: true,
+    sgdStep: true, adamwStep: true, sumSquares: true, scaleInplace: true,
+  } satisfies Record<keyof CpuAddon, true>),
+  cuda: names<CudaAddon>({
+    CudaBuffer: true, CudaSparse: true, cudaInfo: true, cudaAlloc: true, cudaUpload: true, cudaDownload: true,
+    cudaDownloadAsync: true, cudaCopy: true, cudaSynchronize: true, cudaMemStats: true, cudaSparseLinear: true,
+    cudaSparseMatmul: true, cudaMatmul: true, cudaPlanInfo: true, cudaClearPlans: true, cudaBenchNativeLoop: true,
+    cudaBenchGemm: true, cudaNmMask: true, cudaNmPrune: true, cudaNmCheck: true, cudaTransposableMask: true,
+    cudaMaskSad: true, cudaNmCompress: true, cudaNmFromPortable: true, cudaNmDecompress: true,
+    cudaNmDownloadPortable: true, cudaBiasAdd: true, cudaBiasGrad: true, cudaReluForward: true, cudaReluBackward: true,
+    cudaGeluForward: true, cudaGeluBackward: true, cudaLayerNormForward: true, cudaLayerNormBackward: true,
+    cudaSoftmaxXentForward: true, cudaSoftmaxXentBackward: true, cudaIm2col: true, cudaCol2im: true,
+    cudaMaxPoolForward: true, cudaMaxPoolBackward: true, cudaDropout: true, cudaMaskedScale: true, cudaMaskedAdd: true,
+    cudaNmMaskScale: true, cudaSgdStep: true, cudaAdamwStep: true, cudaSumSquares: true, cudaScaleInplace: true,
+  } satisfies Record<keyof CudaAddon, true>),
+};

@@ -12,7 +12,7 @@ namespace {
 cuda::Act act_arg(const Napi::CallbackInfo& info, size_t i) {
   if (info[i].IsUndefined() || info[i].IsNull()) return cuda::Act::None;
   const int64_t a = int_arg(info, i, "activation");
-  if (a < 0 || a > 2) fail("E_VALUE", "activation: got " + std::to_string(a) + ", expected 0 (none), 1 (relu) or 2 (gelu)");
+  if (a < 0 || a >= kNumActs) fail("E_VALUE", "activation: got " + std::to_string(a) + ", expected 0 (none), 1 (relu) or 2 (gelu)");
   return static_cast<cuda::Act>(a);
 }
 
