@@ -924,9 +924,6 @@ __global__ void diff_kernel(const void* a, const void* b, int kind, int64_t coun
   atomicMax(out + 1, __float_as_uint(mb));
 }
 
-template <class F>
-double median_ms(F&& fn, int warmup, int iters) { return time_ms(fn, warmup, iters); }
-
 }  // namespace
 
 GemmBenchResult bench_gemm(const GemmBench& b) {
@@ -976,16 +973,16 @@ GemmBenchResult bench_gemm(const GemmBench& b) {
   {
     DevPtr dense = alloc(static_cast<size_t>(b.m * b.k) * es), pruned = alloc(static_cast<size_t>(b.m * b.k) * es);
     fill(dense->ptr(), t, b.m * b.k, 7, 0);
-    r.copy_ms = median_ms([&] { copy_d2d(pruned->ptr(), dense->ptr(), static_cast<size_t>(b.m * b.k) * es); }, 2, 9);
+    r.copy_ms = time_ms([&] { copy_d2d(pruned->ptr(), dense->ptr(), static_cast<size_t>(b.m * b.k) * es); }, 2, 9);
     if (has_ours) {
       SelectOut so;
       so.pruned = pruned->ptr();
-      r.prune_ms = median_ms([&] { nm_select(dense->ptr(), ours, b.m, b.k, 2, 4, so); }, 2, 9);  // 2:4
+      r.prune_ms = time_ms([&] { nm_select(dense->ptr(), ours, b.m, b.k, 2, 4, so); }, 2, 9);  // 2:4
       // float32 needs 1:2 pairs for cuSPARSELt: compress the synthetic 1:2 weight instead of the 2:4-pruned one.
       const void* src = pattern == 2 ? w[0]->ptr() : pruned->ptr();
-      r.compress_ms = median_ms([&] { DevPtr c = slt_compress(t, b.m, b.k, dense_align, src, nullptr); }, 2, 9);
+      r.compress_ms = time_ms([&] { DevPtr c = slt_compress(t, b.m, b.k, dense_align, src, nullptr); }, 2, 9);
     } else {
-      r.compress_ms = median_ms([&] { DevPtr c = slt_compress(t, b.m, b.k, dense_align, w[0]->ptr(), nullptr); }, 2, 9);
+      r.compress_ms = time_ms([&] { DevPtr c = slt_compress(t, b.m, b.k, dense_align, w[0]->ptr(), nullptr); }, 2, 9);
     }
   }
 
@@ -1020,7 +1017,7 @@ GemmBenchResult bench_gemm(const GemmBench& b) {
     P.read_algorithm(&r.alg_id, &r.split_k, &mode);
     int it = 0;
     st = slt::STATUS_SUCCESS;
-    r.sparse_ms = median_ms([&] {
+    r.sparse_ms = time_ms([&] {
       const int c = it++ % copies;
       const slt::Status s2 = run_plan(P, wc[c]->ptr(), x[c]->ptr(), ds->ptr(), nullptr);
       if (s2 != slt::STATUS_SUCCESS) st = s2;
@@ -1049,7 +1046,7 @@ GemmBenchResult bench_gemm(const GemmBench& b) {
       rd.kk = b.k;
       rd.d = dd->ptr();
       int it = 0;
-      r.dense_ms = median_ms([&] {
+      r.dense_ms = time_ms([&] {
         const int c = it++ % copies;
         rd.x1 = w[c]->ptr();
         rd.x2 = x[c]->ptr();

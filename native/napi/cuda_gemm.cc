@@ -115,7 +115,7 @@ void RegisterCudaGemm(Napi::Env env, Napi::Object exports) {
     cuda::dense_gemm(g);
     return o;
   });
-  // cudaPlanInfo() -> [{key, path: 'sparse' | 'dense', reason?, algId, splitK, searched, verified, sparseMs, denseMs}]
+  // cudaPlanInfo() -> one plan_object() per cached key (lib/cuda.ts PlanInfo)
   define(env, exports, "cudaPlanInfo", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const std::vector<cuda::PlanInfo> v = cuda::plan_info();
     Napi::Array a = Napi::Array::New(info.Env(), v.size());
