@@ -11,7 +11,7 @@ import { fail } from './errors.js';
 import { deviceOp } from './device.js';
 import { SparseTensor, checkSparse } from './compress.js';
 import { Tensor, checkTensor } from './tensor.js';
-import { checkBias, checkOptions, floatDType, nonEmpty, outputTensor, sameDType, sameDevice } from './gemm.js';
+import { checkBias, checkOptions, floatDType, nonEmpty, outputTensor, sameDevice } from './gemm.js';
 
 export interface SparseLinearOptions {
   /** Written in place of a new tensor: exactly [..., out], the weight's dtype, on the same device. */
