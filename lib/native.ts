@@ -83,8 +83,42 @@ export interface CudaSparse extends DeviceStorage {
 /** -1 when every group has at most N non-zeros, else [index of the first group that has more, its non-zeros]. */
 type CheckCode = -1 | [group: number, nonzeros: number];
 
+/**
+ * The training kernels (elementwise.cc, optim.cc; cuda_train.cc takes the same arguments) over buffers of type B:
+ * float32 tensors, uint8 masks; labels and max-pool indices are host Int32Arrays on every device.
+ */
+interface TrainFns<B> {
+  biasAdd(y: B, b: B, rows: number, cols: number): void;
+  biasGrad(dy: B, rows: number, cols: number, db: B): void;
+  reluForward(x: B, y: B, n: number): void;
+  reluBackward(dy: B, y: B, dx: B, n: number): void;
+  geluForward(x: B, y: B, n: number): void;
+  geluBackward(dy: B, x: B, dx: B, n: number): void;
+  layerNormForward(x: B, gamma: B | null, beta: B | null, y: B, mean: B, rstd: B, rows: number, cols: number, eps: number): void;
+  layerNormBackward(dy: B, x: B, gamma: B | null, mean: B, rstd: B, dx: B, dgamma: B | null, dbeta: B | null, rows: number,
+    cols: number): void;
+  softmaxXentForward(logits: B, labels: Int32Array, probs: B, rows: number, cols: number, labelSmoothing: number):
+    [lossSum: number, correct: number];
+  softmaxXentBackward(probs: B, labels: Int32Array, dlogits: B, rows: number, cols: number, labelSmoothing: number,
+    scale: number): void;
+  im2col(x: B, cols: B, ...window: Window): void;
+  col2im(cols: B, dx: B, ...window: Window): void;
+  maxPoolForward(x: B, y: B, argmax: Int32Array, ...window: Window): void;
+  maxPoolBackward(dy: B, argmax: Int32Array, dx: B, ...window: Window): void;
+  dropout(x: B, y: B, n: number, p: number, seed: number, offset: number): void;
+  maskedScale(x: B, mask: B, alpha: number, y: B, n: number): void;
+  maskedAdd(g: B, w: B, mask: B, lambda: number, n: number): void;
+  nmMaskScale(w: B, rows: number, cols: number, n: number, m: number, alpha: number, mask: B, eff: B): void;
+  sgdStep(p: B, g: B, buf: B | null, n: number, lr: number, momentum: number, dampening: number,
+    weightDecay: number, nesterov: boolean, first: boolean): void;
+  adamwStep(p: B, g: B, m: B, v: B, n: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
+    step: number): void;
+  sumSquares(x: B, n: number): number;
+  scaleInplace(x: B, s: number, n: number): void;
+}
+
 /** The functions of every build (native/napi/*.cc except cuda_*.cc). */
-export interface CpuAddon {
+export interface CpuAddon extends TrainFns<Host> {
   // runtime.cc
   setNumThreads(n: number): void;
   numThreads(): number;
@@ -114,44 +148,17 @@ export interface CpuAddon {
   // convert.cc
   convert(src: Host, srcDtype: DTypeCode, dst: Host, dstDtype: DTypeCode, count: number): void;
   transpose2d(src: Host, dtype: DTypeCode, batch: number, rows: number, cols: number, dst: Host): void;
-  // elementwise.cc, optim.cc: float32 tensors (buffers read as float32), int32 labels and argmax, uint8 masks
-  biasAdd(y: Host, b: Host, rows: number, cols: number): void;
-  biasGrad(dy: Host, rows: number, cols: number, db: Host): void;
-  reluForward(x: Host, y: Host, n: number): void;
-  reluBackward(dy: Host, y: Host, dx: Host, n: number): void;
-  geluForward(x: Host, y: Host, n: number): void;
-  geluBackward(dy: Host, x: Host, dx: Host, n: number): void;
-  layerNormForward(x: Host, gamma: Host | null, beta: Host | null, y: Host, mean: Host,
-    rstd: Host, rows: number, cols: number, eps: number): void;
-  layerNormBackward(dy: Host, x: Host, gamma: Host | null, mean: Host, rstd: Host,
-    dx: Host, dgamma: Host | null, dbeta: Host | null, rows: number, cols: number): void;
-  softmaxXentForward(logits: Host, labels: Int32Array, probs: Host, rows: number, cols: number,
-    labelSmoothing: number): [lossSum: number, correct: number];
-  softmaxXentBackward(probs: Host, labels: Int32Array, dlogits: Host, rows: number, cols: number,
-    labelSmoothing: number, scale: number): void;
-  im2col(x: Host, cols: Host, ...window: Window): void;
-  col2im(cols: Host, dx: Host, ...window: Window): void;
-  maxPoolForward(x: Host, y: Host, argmax: Int32Array, ...window: Window): void;
-  maxPoolBackward(dy: Host, argmax: Int32Array, dx: Host, ...window: Window): void;
-  dropout(x: Host, y: Host, n: number, p: number, seed: number, offset: number): void;
-  maskedScale(x: Host, mask: Host, alpha: number, y: Host, n: number): void;
-  maskedAdd(g: Host, w: Host, mask: Host, lambda: number, n: number): void;
-  nmMaskScale(w: Host, rows: number, cols: number, n: number, m: number, alpha: number, mask: Host, eff: Host): void;
-  // optim.cc
-  sgdStep(p: Host, g: Host, buf: Host | null, n: number, lr: number, momentum: number, dampening: number,
-    weightDecay: number, nesterov: boolean, first: boolean): void;
-  adamwStep(p: Host, g: Host, m: Host, v: Host, n: number, lr: number, beta1: number,
-    beta2: number, eps: number, weightDecay: number, step: number): void;
-  sumSquares(x: Host, n: number): number;
-  scaleInplace(x: Host, s: number, n: number): void;
 }
 
 /** An NHWC window as the bindings read it (train_args.h window_arg). */
 export type Window = [batch: number, h: number, w: number, c: number, kh: number, kw: number, strideH: number,
   strideW: number, padH: number, padW: number];
 
+/** The names of the CUDA twins of CPU bindings: cudaBiasAdd for biasAdd. */
+type CudaNames<T> = { [K in keyof T & string as `cuda${Capitalize<K>}`]: T[K] };
+
 /** The functions of a CUDA build (native/napi/cuda_*.cc): the CPU arguments with device memory for tensors. */
-export interface CudaAddon {
+export interface CudaAddon extends CudaNames<TrainFns<CudaBuffer>> {
   // cuda_device.cc
   CudaBuffer: abstract new (...args: never[]) => CudaBuffer;
   CudaSparse: abstract new (...args: never[]) => CudaSparse;
@@ -185,35 +192,6 @@ export interface CudaAddon {
   cudaNmFromPortable(values: Host, positions: Uint8Array, dtype: DTypeCode, rows: number, cols: number, n: number, m: number): CudaSparse;
   cudaNmDecompress(sparse: CudaSparse, out: CudaBuffer | null): CudaBuffer;
   cudaNmDownloadPortable(sparse: CudaSparse, values: Host, positions: Uint8Array): void;
-  // cuda_train.cc (float32 tensors; labels and argmax are host Int32Arrays)
-  cudaBiasAdd(y: CudaBuffer, b: CudaBuffer, rows: number, cols: number): void;
-  cudaBiasGrad(dy: CudaBuffer, rows: number, cols: number, db: CudaBuffer): void;
-  cudaReluForward(x: CudaBuffer, y: CudaBuffer, n: number): void;
-  cudaReluBackward(dy: CudaBuffer, y: CudaBuffer, dx: CudaBuffer, n: number): void;
-  cudaGeluForward(x: CudaBuffer, y: CudaBuffer, n: number): void;
-  cudaGeluBackward(dy: CudaBuffer, x: CudaBuffer, dx: CudaBuffer, n: number): void;
-  cudaLayerNormForward(x: CudaBuffer, gamma: CudaBuffer | null, beta: CudaBuffer | null, y: CudaBuffer, mean: CudaBuffer,
-    rstd: CudaBuffer, rows: number, cols: number, eps: number): void;
-  cudaLayerNormBackward(dy: CudaBuffer, x: CudaBuffer, gamma: CudaBuffer | null, mean: CudaBuffer, rstd: CudaBuffer,
-    dx: CudaBuffer, dgamma: CudaBuffer | null, dbeta: CudaBuffer | null, rows: number, cols: number): void;
-  cudaSoftmaxXentForward(logits: CudaBuffer, labels: Int32Array, probs: CudaBuffer, rows: number, cols: number,
-    labelSmoothing: number): [lossSum: number, correct: number];
-  cudaSoftmaxXentBackward(probs: CudaBuffer, labels: Int32Array, dlogits: CudaBuffer, rows: number, cols: number,
-    labelSmoothing: number, scale: number): void;
-  cudaIm2col(x: CudaBuffer, cols: CudaBuffer, ...window: Window): void;
-  cudaCol2im(cols: CudaBuffer, dx: CudaBuffer, ...window: Window): void;
-  cudaMaxPoolForward(x: CudaBuffer, y: CudaBuffer, argmax: Int32Array, ...window: Window): void;
-  cudaMaxPoolBackward(dy: CudaBuffer, argmax: Int32Array, dx: CudaBuffer, ...window: Window): void;
-  cudaDropout(x: CudaBuffer, y: CudaBuffer, n: number, p: number, seed: number, offset: number): void;
-  cudaMaskedScale(x: CudaBuffer, mask: CudaBuffer, alpha: number, y: CudaBuffer, n: number): void;
-  cudaMaskedAdd(g: CudaBuffer, w: CudaBuffer, mask: CudaBuffer, lambda: number, n: number): void;
-  cudaNmMaskScale(w: CudaBuffer, rows: number, cols: number, n: number, m: number, alpha: number, mask: CudaBuffer, eff: CudaBuffer): void;
-  cudaSgdStep(p: CudaBuffer, g: CudaBuffer, buf: CudaBuffer | null, n: number, lr: number, momentum: number, dampening: number,
-    weightDecay: number, nesterov: boolean, first: boolean): void;
-  cudaAdamwStep(p: CudaBuffer, g: CudaBuffer, m: CudaBuffer, v: CudaBuffer, n: number, lr: number, beta1: number, beta2: number,
-    eps: number, weightDecay: number, step: number): void;
-  cudaSumSquares(x: CudaBuffer, n: number): number;
-  cudaScaleInplace(x: CudaBuffer, s: number, n: number): void;
 }
 
 /** The whole addon as lib/ sees it; the CudaAddon half is present only when buildInfo().cuda. */
