@@ -1,6 +1,6 @@
 /**
  * SparseTensor: a tensor pruned to N:M and stored compressed. On the CPU it holds the portable form
- * (DESIGN §5): `values` [..., cols·N/M] in the tensor's dtype plus the log2(M)-bit position of each kept value
+ * (docs/design.md §5): `values` [..., cols·N/M] in the tensor's dtype plus the log2(M)-bit position of each kept value
  * inside its group. On 'cuda' it holds the device form (the cuSPARSELt compressed buffer), opaque and per GPU.
  */
 import { native } from './native.js';

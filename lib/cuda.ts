@@ -12,7 +12,7 @@
  * other float32 weights run through cuBLASLt on the pruned weight.
  *
  * Tuning and inspection (exported below): planInfo(), clearPlans(), memStats(), synchronize(). The environment
- * variables that steer it are listed in docs/design.md (Environment).
+ * variables that steer it are listed in docs/design.md §11.
  */
 import { native, convertNativeError, type CudaSparse } from './native.js';
 import { NmSparseError, fail } from './errors.js';

@@ -29,6 +29,9 @@ async function main(argv: string[]): Promise<void> {
       const build = native.buildInfo();
       console.log(`nmsparse ${build.version} (${path.relative(process.cwd(), addonPath) || addonPath}, sources ${build.sourceHash})`);
       console.log(formatBackendInfo(backendInfo()));
+      const { ENVIRONMENT } = await import('../env.js');
+      const set = Object.keys(ENVIRONMENT).filter((k) => process.env[k] !== undefined);
+      if (set.length) console.log(`environment: ${set.map((k) => `${k}=${process.env[k]}`).join(' ')}`);
       return;
     }
     case 'train': {

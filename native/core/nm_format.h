@@ -1,4 +1,4 @@
-// The portable compressed N:M format (DESIGN §5), shared by the CPU and CUDA backends:
+// The portable compressed N:M format (docs/design.md §5), shared by the CPU and CUDA backends:
 //   values    [rows, cols*N/M] in the tensor's dtype, the kept values of each group in ascending position;
 //   positions one log2(M)-bit field per kept value (the value's index inside its group), packed little-endian
 //             into a bit stream per row; each row starts on a byte boundary (pos_row_bytes).

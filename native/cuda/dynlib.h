@@ -1,4 +1,4 @@
-// Finding and opening the NVIDIA libraries we never link (cuSPARSELt, cuBLASLt), in the order of DESIGN §3:
+// Finding and opening the NVIDIA libraries we never link (cuSPARSELt, cuBLASLt), in the order of docs/design.md §3:
 //   1. $NMSPARSE_CUDA_LIBS (a directory)
 //   2. the plain soname (LD_LIBRARY_PATH, ld.so.conf, already loaded in the process)
 //   3. NVIDIA Python wheels: <site-packages>/nvidia/<sub>/lib for each wheel sub-directory given

@@ -1,7 +1,7 @@
 // N:M-sparse × dense products on the GPU through cuSPARSELt: nm.linear(x, S) and S.matmul(B) for cuda
 // SparseTensors. The CUDA twin of native/cpu/spmm.cc.
 //
-// Layouts (../shared/reference/cusparselt.md §8). The weight W̃ [rows, cols] is the structured operand A (row
+// Layouts (docs/design.md §10). The weight W̃ [rows, cols] is the structured operand A (row
 // major, op N), so its 2:4 groups run along K as cuSPARSELt requires.
 //   linear  Y[p, rows] = X[p, cols] · W̃ᵀ : B = X described as [p, cols] row-major with op T (K contiguous, as the
 //           8-bit kernels require), D column-major [rows, p], which in memory is exactly row-major Y.
