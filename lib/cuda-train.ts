@@ -19,7 +19,7 @@ const numelOf = (s: Shape): number => s.reduce((a, b) => a * b, 1);
 function output(out: unknown, shape: Shape, arg = 'options.out', dtype: 'float32' | 'uint8' = 'float32'): Tensor {
   const t = checkOut(out, shape, dtype, 'cuda', arg);
   if (t) return t;
-  return new Tensor(shape, dtype, native.cudaAlloc(numelOf(shape) * (dtype === 'float32' ? 4 : 1)) as DeviceStorage, 'cuda');
+  return new Tensor(shape, dtype, native.cudaAlloc(numelOf(shape) * (dtype === 'float32' ? 4 : 1)), 'cuda');
 }
 
 function rowsCols(t: Tensor): [number, number] {
@@ -103,7 +103,7 @@ export const trainOps = {
     const [rows, cols] = logits.shape;
     const probs = output(opts.probs, logits.shape, 'options.probs');
     const [sum, correct] = native.cudaSoftmaxXentForward(dev(logits, 'logits'), labels, dev(probs, 'options.probs'), rows, cols,
-      opts.labelSmoothing ?? 0) as [number, number];
+      opts.labelSmoothing ?? 0);
     return { loss: sum / rows, correct, probs };
   },
 
@@ -186,7 +186,7 @@ export const trainOps = {
   },
 
   sumSquares(x: Tensor): number {
-    return native.cudaSumSquares(dev(x, 'x'), x.size) as number;
+    return native.cudaSumSquares(dev(x, 'x'), x.size);
   },
 
   scaleInplace(x: Tensor, s: number): Tensor {

@@ -66,7 +66,7 @@ let probe: CudaProbe | null = null;
 /** The driver / device / library probe (runs once; needs no GPU). null in a build without CUDA. */
 export function cudaProbe(): CudaProbe | null {
   if (!cudaBuilt) return null;
-  if (!probe) probe = native.cudaInfo() as CudaProbe;
+  if (!probe) probe = native.cudaInfo();
   return probe;
 }
 
@@ -166,7 +166,7 @@ function check(w: Tensor, p: Pattern): CheckResult {
   const [rows, cols] = nmRowsCols(w);
   const r = native.cudaNmCheck(storageOf(w, 'w'), w.dtypeCode, rows, cols, p.n, p.m);
   if (r === -1) return { ok: true };
-  const [group, nonzeros] = r as [number, number];
+  const [group, nonzeros] = r;
   let flat = group * p.m;
   const index = new Array<number>(w.rank);
   for (let d = w.rank - 1; d >= 0; d--) {
@@ -184,13 +184,13 @@ function transposableMask(w: Tensor, opts: { out?: Tensor } = {}): Tensor {
 
 function sad(a: Tensor, b: Tensor): SadResult {
   onCuda(b, 'b');
-  const changed = native.cudaMaskSad(storageOf(a, 'a'), storageOf(b, 'b'), a.size) as number;
+  const changed = native.cudaMaskSad(storageOf(a, 'a'), storageOf(b, 'b'), a.size);
   return { changed, fraction: changed / a.size, total: a.size };
 }
 
 function compress(w: Tensor, p: Pattern): SparseTensor {
   const [rows, cols] = nmRowsCols(w);
-  const handle = native.cudaNmCompress(storageOf(w, 'w'), w.dtypeCode, rows, cols, p.n, p.m) as DeviceStorage;
+  const handle = native.cudaNmCompress(storageOf(w, 'w'), w.dtypeCode, rows, cols, p.n, p.m);
   return new SparseTensor(w.shape, p, w.dtype, { device: 'cuda', handle });
 }
 
@@ -204,7 +204,7 @@ function sparseToCpu(s: SparseTensor): SparseTensor {
   const cols = s.shape[s.shape.length - 1], rows = numel(s.shape) / cols;
   const kept = (cols / s.m) * s.n;
   const values = new Tensor([...s.shape.slice(0, -1), kept], s.dtype, allocStorage(s.dtype, rows * kept));
-  const positions = new Uint8Array(native.nmPositionBytes(rows, cols, s.n, s.m) as number);
+  const positions = new Uint8Array(native.nmPositionBytes(rows, cols, s.n, s.m));
   native.cudaNmDownloadPortable(sparseHandle(s, 'sparse tensor'), values.storage(), positions);
   return new SparseTensor(s.shape, { n: s.n, m: s.m }, s.dtype, { values, positions });
 }
@@ -212,7 +212,7 @@ function sparseToCpu(s: SparseTensor): SparseTensor {
 function sparseFromCpu(s: SparseTensor): SparseTensor {
   if (s.device !== 'cpu') fail('E_DEVICE', 'sparse tensor', s, "a SparseTensor on 'cpu'");
   const cols = s.shape[s.shape.length - 1], rows = numel(s.shape) / cols;
-  const handle = native.cudaNmFromPortable(s.values.storage(), s.positions, dtypeCode(s.dtype), rows, cols, s.n, s.m) as DeviceStorage;
+  const handle = native.cudaNmFromPortable(s.values.storage(), s.positions, dtypeCode(s.dtype), rows, cols, s.n, s.m);
   return new SparseTensor(s.shape, { n: s.n, m: s.m }, s.dtype, { device: 'cuda', handle });
 }
 
@@ -308,13 +308,13 @@ export const cudaBackend = {
     return p.usable ? null : (p.reason ?? 'unknown reason');
   },
   upload(src: ArrayBufferView, _dtypeCode: number): DeviceStorage {
-    return native.cudaUpload(src) as DeviceStorage;
+    return native.cudaUpload(src);
   },
   download(storage: DeviceStorage, dst: ArrayBufferView): void {
     native.cudaDownload(storage, dst);
   },
   downloadAsync(storage: DeviceStorage, dst: ArrayBufferView): Promise<void> {
-    return native.cudaDownloadAsync(storage, dst) as Promise<void>;
+    return native.cudaDownloadAsync(storage, dst);
   },
   alloc(bytes: number): DeviceStorage {
     return native.cudaAlloc(bytes);
@@ -343,7 +343,7 @@ function requireCuda(what: string): void {
 /** The sparse plan cache: for each (kind, dtype, shape, epilogue) key, the path taken and why. */
 export function planInfo(): PlanInfo[] {
   if (!cudaBuilt) return [];
-  return native.cudaPlanInfo() as PlanInfo[];
+  return native.cudaPlanInfo();
 }
 
 /** Forgets every cached plan and dispatch decision (the next call of each shape searches and measures again). */
@@ -386,5 +386,5 @@ export interface GemmBenchResult {
 /** bench/gpu: cuSPARSELt vs cuBLASLt on synthetic data in the Linear layout (Y[n, m] = X[n, k]·W[m, k]ᵀ). */
 export function benchGemm(opts: GemmBenchOptions): GemmBenchResult {
   requireCuda('benchGemm');
-  return native.cudaBenchGemm(opts) as GemmBenchResult;
+  return native.cudaBenchGemm(opts);
 }

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NmSparseError, type ErrorCode } from './errors.js';
 import type { DeviceStorage } from './device.js';
+import type { CudaProbe, GemmBenchOptions, GemmBenchResult, PlanInfo } from './cuda.js';
 
 const require = createRequire(import.meta.url);
 
@@ -162,7 +163,7 @@ export interface CudaAddon extends CudaNames<TrainFns<CudaBuffer>> {
   // cuda_device.cc
   CudaBuffer: abstract new (...args: never[]) => CudaBuffer;
   CudaSparse: abstract new (...args: never[]) => CudaSparse;
-  cudaInfo(): unknown;
+  cudaInfo(): CudaProbe;
   cudaAlloc(bytes: number, zero?: boolean): CudaBuffer;
   cudaUpload(src: Host): CudaBuffer;
   cudaDownload(buf: CudaBuffer, dst: ArrayBufferView): void;
@@ -177,11 +178,11 @@ export interface CudaAddon extends CudaNames<TrainFns<CudaBuffer>> {
     out: CudaBuffer | null): CudaBuffer;
   cudaMatmul(a: CudaBuffer, b: CudaBuffer, dtype: DTypeCode, m: number, n: number, k: number, transA: boolean, transB: boolean,
     bias: CudaBuffer | null, biasPerRow: boolean, activation: ActCode, outDtype: DTypeCode, tf32: boolean, out: CudaBuffer | null): CudaBuffer;
-  cudaPlanInfo(): unknown[];
+  cudaPlanInfo(): PlanInfo[];
   cudaClearPlans(): void;
   cudaBenchNativeLoop(sparse: CudaSparse, x: CudaBuffer, p: number, bias: CudaBuffer | null, iters: number):
     { path: string; iters: number; msPerCallGpu: number; usPerCallHost: number };
-  cudaBenchGemm(options: { dtype: string; m: number; n: number; k: number; warmup?: number; iters?: number; search?: boolean }): unknown;
+  cudaBenchGemm(options: GemmBenchOptions): GemmBenchResult;
   // cuda_nm.cc
   cudaNmMask(w: CudaBuffer, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: CudaBuffer | null): CudaBuffer;
   cudaNmPrune(w: CudaBuffer, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: CudaBuffer | null): CudaBuffer;
