@@ -133,6 +133,9 @@ export interface CpuAddon extends TrainFns<Host> {
   spmm(values: Host, positions: Uint8Array, wDtype: DTypeCode, rows: number, cols: number, n: number, m: number, b: Host,
     bDtype: DTypeCode, p: number, out: Host, outDtype: DTypeCode, transB: boolean, transOut: boolean, bias: Host | null,
     biasDtype: DTypeCode, async: boolean): Promise<void> | undefined;
+  /** out = W̃ᵀ·op(B) (or its transpose), W̃ a float32 [rows, cols] whose zeros are skipped (dX = dY·W̃). */
+  spmmT(w: Host, rows: number, cols: number, b: Host, bDtype: DTypeCode, p: number, out: Host, outDtype: DTypeCode,
+    transB: boolean, transOut: boolean): void;
   // blas_peer.cc
   blasPeer(): { available: boolean; path?: string; error?: string; config?: string; corename?: string; threads?: number };
   blasSgemm(a: Host, b: Host, c: Host, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
@@ -149,6 +152,9 @@ export interface CpuAddon extends TrainFns<Host> {
   // convert.cc
   convert(src: Host, srcDtype: DTypeCode, dst: Host, dstDtype: DTypeCode, count: number): void;
   transpose2d(src: Host, dtype: DTypeCode, batch: number, rows: number, cols: number, dst: Host): void;
+  // elementwise.cc, CPU only: the sparse training step's mask, w ⊙ m and its compressed form in one pass → SAD
+  nmTrainPass(w: Host, rows: number, cols: number, n: number, m: number, mask: Host, select: boolean, countSad: boolean,
+    eff: Host, values: Host, positions: Uint8Array): number;
 }
 
 /** An NHWC window as the bindings read it (train_args.h window_arg). */
@@ -203,8 +209,9 @@ const names = <T>(o: Record<keyof T, true>): string[] => Object.keys(o).sort();
 export const addonNames: { cpu: string[]; cuda: string[] } = {
   cpu: names<CpuAddon>({
     setNumThreads: true, numThreads: true, buildInfo: true, enumTables: true, gemm: true, cpuIsa: true, spmm: true,
-    blasPeer: true, blasSgemm: true, nmMask: true, nmPrune: true, nmCheck: true, transposableMask: true, maskSad: true,
-    nmPositionBytes: true, nmCompress: true, nmDecompress: true, convert: true, transpose2d: true, biasAdd: true,
+    spmmT: true, blasPeer: true, blasSgemm: true, nmMask: true, nmPrune: true, nmCheck: true, transposableMask: true,
+    maskSad: true, nmPositionBytes: true, nmCompress: true, nmDecompress: true, convert: true, transpose2d: true,
+    nmTrainPass: true, biasAdd: true,
     biasGrad: true, reluForward: true, reluBackward: true, geluForward: true, geluBackward: true, layerNormForward: true,
     layerNormBackward: true, softmaxXentForward: true, softmaxXentBackward: true, im2col: true, col2im: true,
     maxPoolForward: true, maxPoolBackward: true, dropout: true, maskedScale: true, maskedAdd: true, nmMaskScale: true,
