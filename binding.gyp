@@ -13,7 +13,7 @@
     "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "NAPI_CPP_EXCEPTIONS"],
     "cflags!": ["-fno-exceptions"],
     "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-    "cflags_cc": ["-std=gnu++17", "-fexceptions", "-O3"],
+    "cflags_cc": ["-std=gnu++17", "-fexceptions", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter"],
     "libraries": ["-ldl", "-lpthread"]
   }]
 }

@@ -1,6 +1,6 @@
 /**
  * SparseTensor: a tensor pruned to N:M and stored compressed. On the CPU it holds the portable form
- * (DESIGN §5): `values` [..., cols·N/M] in the tensor's dtype plus the log2(M)-bit position of each kept value
+ * (docs/design.md §5): `values` [..., cols·N/M] in the tensor's dtype plus the log2(M)-bit position of each kept value
  * inside its group. On 'cuda' it holds the device form (the cuSPARSELt compressed buffer), opaque and per GPU.
  */
 import { native } from './native.js';
@@ -94,7 +94,7 @@ export class SparseTensor {
     this.#alive('decompress');
     if (this.device !== 'cpu') return deviceOp(this.device, 'decompress')(this, opts);
     const out = outputFor(checkOut(opts.out, this.shape, this.dtype, 'cpu'), this.shape, this.dtype);
-    native.nmDecompress(this.#values!.storage(), this.#positions, this.#values!.dtypeCode, this.rows, this.cols, this.n, this.m, out.storage());
+    native.nmDecompress(this.#values!.storage(), this.#positions!, this.#values!.dtypeCode, this.rows, this.cols, this.n, this.m, out.storage());
     return out;
   }
 

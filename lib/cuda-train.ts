@@ -5,17 +5,12 @@
  * Labels and max-pool indices stay host Int32Arrays, as in the public API: they are uploaded / downloaded per call
  * (softmaxCrossEntropy and maxPoolForward therefore wait for the GPU).
  */
-import { native } from './native.js';
+import { native, type Window } from './native.js';
 import { fail } from './errors.js';
-import type { DeviceStorage } from './device.js';
+import type { DeviceStorage, DeviceTrainOps } from './device.js';
 import { Tensor, checkOut, type Shape } from './tensor.js';
 import type { Pattern } from './pattern.js';
-
-interface Window2d {
-  kernel: [number, number];
-  stride: [number, number];
-  padding: [number, number];
-}
+import type { Window2d } from './nn/elementwise.js';
 
 const dev = (t: Tensor, arg: string): DeviceStorage => t.deviceStorage(arg);
 const numelOf = (s: Shape): number => s.reduce((a, b) => a * b, 1);
@@ -24,7 +19,7 @@ const numelOf = (s: Shape): number => s.reduce((a, b) => a * b, 1);
 function output(out: unknown, shape: Shape, arg = 'options.out', dtype: 'float32' | 'uint8' = 'float32'): Tensor {
   const t = checkOut(out, shape, dtype, 'cuda', arg);
   if (t) return t;
-  return new Tensor(shape, dtype, native.cudaAlloc(numelOf(shape) * (dtype === 'float32' ? 4 : 1)) as DeviceStorage, 'cuda');
+  return new Tensor(shape, dtype, native.cudaAlloc(numelOf(shape) * (dtype === 'float32' ? 4 : 1)), 'cuda');
 }
 
 function rowsCols(t: Tensor): [number, number] {
@@ -36,7 +31,7 @@ function onCuda(t: Tensor | null | undefined, arg: string): void {
   if (t && t.device !== 'cuda') fail('E_DEVICE', arg, t, "a tensor on 'cuda'");
 }
 
-function geometry(shape: Shape, w: Window2d): number[] {
+function geometry(shape: Shape, w: Window2d): Window {
   const [batch, h, wd, c] = shape;
   return [batch, h, wd, c, w.kernel[0], w.kernel[1], w.stride[0], w.stride[1], w.padding[0], w.padding[1]];
 }
@@ -108,7 +103,7 @@ export const trainOps = {
     const [rows, cols] = logits.shape;
     const probs = output(opts.probs, logits.shape, 'options.probs');
     const [sum, correct] = native.cudaSoftmaxXentForward(dev(logits, 'logits'), labels, dev(probs, 'options.probs'), rows, cols,
-      opts.labelSmoothing ?? 0) as [number, number];
+      opts.labelSmoothing ?? 0);
     return { loss: sum / rows, correct, probs };
   },
 
@@ -191,11 +186,11 @@ export const trainOps = {
   },
 
   sumSquares(x: Tensor): number {
-    return native.cudaSumSquares(dev(x, 'x'), x.size) as number;
+    return native.cudaSumSquares(dev(x, 'x'), x.size);
   },
 
   scaleInplace(x: Tensor, s: number): Tensor {
     native.cudaScaleInplace(dev(x, 'x'), s, x.size);
     return x;
   },
-};
+} satisfies DeviceTrainOps;

@@ -4,44 +4,19 @@
  * and touches no GPU: the driver is probed the first time something asks (unavailableReason(), backendInfo(),
  * t.to('cuda')). In a build without CUDA the backend is registered all the same and reports why it is unavailable.
  *
- * Op names and arguments (the op files call deviceOp('cuda', name)(...) for tensors on 'cuda'; the arguments are
- * those of the public CPU functions, already validated by them, and every tensor argument is on 'cuda'):
- *   mask(w: Tensor, p: Pattern, opts: {out?})                      -> uint8 Tensor, w's shape
- *   prune(w: Tensor, p: Pattern, opts: {out?})                     -> Tensor of w's dtype (out may be w)
- *   check(w: Tensor, p: Pattern)                                   -> CheckResult (lib/mask.ts)
- *   transposableMask(w: Tensor, opts: {out?})                      -> uint8 Tensor
- *   sad(a: Tensor, b: Tensor)                                      -> SadResult
- *   compress(w: Tensor, p: Pattern)                                -> SparseTensor on 'cuda' (handle: CudaSparse)
- *   decompress(s: SparseTensor, opts: {out?})                      -> Tensor, s.shape and s.dtype
- *   sparseToCpu(s: SparseTensor)                                   -> the same SparseTensor on 'cpu' (its portable
- *                                                                     form downloaded: exact, no recompression)
- *   sparseFromCpu(s: SparseTensor)  (s on 'cpu')                   -> the same SparseTensor on 'cuda' (portable form
- *                                                                     uploaded, cuSPARSELt form built on the GPU)
- *   sparseLinear(x: Tensor, s: SparseTensor, bias?: Tensor, opts: {out?, activation?, outDtype?})
- *                                                                  -> [..., out] = x [..., in] · W̃ᵀ (+ bias)
- *   sparseMatmul(s: SparseTensor, b: Tensor, opts: {bias?, out?, activation?, outDtype?})
- *                                                                  -> [rows, p] = W̃ [rows, cols] · b [cols, p]
- *   matmul(a: Tensor, b: Tensor, opts: {transA?, transB?, out?, bias?, activation?})
- *                                                                  -> [m, n] = op(a) · op(b), cuBLASLt
- *   linear(x: Tensor, w: Tensor, bias?: Tensor, opts: {out?, activation?})
- *                                                                  -> [..., out] = x [..., in] · wᵀ (+ bias)
- * activation: 'relu' | 'gelu' (gelu = x·Φ(x), the erf form). Products keep the input dtype; int8 inputs give
- * float32 (int32 accumulation) unless opts.outDtype says otherwise; int8 biases are float32. uint8 GEMMs are
- * E_UNSUPPORTED on 'cuda'. float32 sparse products use TF32 tensor cores (cuSPARSELt's float32 kernels), and
- * need the weight's pattern to be 1:2 in pairs; other float32 weights run through cuBLASLt on the pruned weight.
+ * The op entries implement DeviceOps (lib/device.ts); the op files call them for tensors on 'cuda'. The mask,
+ * compression and training ops get arguments their op file has validated; the products (sparseLinear,
+ * sparseMatmul, matmul, linear) still check theirs here. Products keep the input dtype; int8 inputs give float32 (int32 accumulation) unless
+ * opts.outDtype says otherwise; int8 biases are float32. uint8 GEMMs are E_UNSUPPORTED on 'cuda'. float32 sparse
+ * products use TF32 tensor cores (cuSPARSELt's float32 kernels), and need the weight's pattern to be 1:2 in pairs;
+ * other float32 weights run through cuBLASLt on the pruned weight.
  *
- * Training ops (lib/cuda-train.ts), with the arguments of lib/nn/elementwise.ts and lib/optim: biasAdd, biasGrad,
- * reluForward, reluBackward, geluForward, geluBackward, layerNormForward, layerNormBackward, softmaxCrossEntropy,
- * softmaxCrossEntropyBackward, im2col, col2im, maxPoolForward, maxPoolBackward, dropout, maskedScale, maskedAdd,
- * nmMaskScale, sgdStep, adamwStep, sumSquares, scaleInplace.
- *
- * Tuning and inspection (exported below): planInfo(), clearPlans(), memStats(), synchronize(). Environment:
- * NMSPARSE_CUDA_DISPATCH=auto|sparse|dense, NMSPARSE_CUSPARSELT_SEARCH=1|0, NMSPARSE_CUDA_VERIFY=1|0,
- * NMSPARSE_CUDA_LIBS=<dir>, NMSPARSE_CUDA_DEVICE=<index>.
+ * Tuning and inspection (exported below): planInfo(), clearPlans(), memStats(), synchronize(). The environment
+ * variables that steer it are listed in docs/design.md §11.
  */
-import { native, convertNativeError } from './native.js';
+import { native, convertNativeError, type CudaSparse } from './native.js';
 import { NmSparseError, fail } from './errors.js';
-import { registerBackend, type DeviceBackend, type DeviceStorage } from './device.js';
+import { registerBackend, type DeviceBackend, type DeviceOps, type DeviceStorage } from './device.js';
 import { allocStorage, dtypeCode, DTYPES, type DType } from './dtype.js';
 import { Tensor, checkOut, checkTensor, numel, type Shape } from './tensor.js';
 import { SparseTensor, checkSparse } from './compress.js';
@@ -79,7 +54,10 @@ export interface PlanInfo {
   workspaceBytes: number;
 }
 
+/** Epilogue activations of the CUDA products; gelu = x·Φ(x), the erf form. */
 export type Activation = 'relu' | 'gelu';
+/** The native activation codes (index = code), the table of native/core/activation.h. */
+export const ACTIVATIONS = ['none', 'relu', 'gelu'] as const;
 
 export const NOT_BUILT = 'this build of nmsparse has no CUDA backend (nvcc was not found when it was built)';
 
@@ -90,7 +68,7 @@ let probe: CudaProbe | null = null;
 /** The driver / device / library probe (runs once; needs no GPU). null in a build without CUDA. */
 export function cudaProbe(): CudaProbe | null {
   if (!cudaBuilt) return null;
-  if (!probe) probe = native.cudaInfo() as CudaProbe;
+  if (!probe) probe = native.cudaInfo();
   return probe;
 }
 
@@ -136,14 +114,14 @@ function result(out: Tensor | undefined, shape: Shape, dtype: DType, buf: Device
 
 function activationCode(a: unknown): number {
   if (a === undefined || a === null) return 0;
-  if (a === 'relu') return 1;
-  if (a === 'gelu') return 2;
-  fail('E_VALUE', 'options.activation', a, "'relu', 'gelu' or undefined");
+  const code = a === 'none' ? -1 : ACTIVATIONS.indexOf(a as Activation);
+  if (code < 0) fail('E_VALUE', 'options.activation', a, "'relu', 'gelu' or undefined");
+  return code;
 }
 
-function sparseHandle(s: SparseTensor, arg: string): DeviceStorage {
+function sparseHandle(s: SparseTensor, arg: string): CudaSparse {
   if (s.device !== 'cuda') fail('E_DEVICE', arg, s, "a SparseTensor on 'cuda'");
-  return s.handle;
+  return s.handle as CudaSparse;
 }
 
 const productDtype = (d: DType): DType => (d === 'int8' ? 'float32' : d);
@@ -190,7 +168,7 @@ function check(w: Tensor, p: Pattern): CheckResult {
   const [rows, cols] = nmRowsCols(w);
   const r = native.cudaNmCheck(storageOf(w, 'w'), w.dtypeCode, rows, cols, p.n, p.m);
   if (r === -1) return { ok: true };
-  const [group, nonzeros] = r as [number, number];
+  const [group, nonzeros] = r;
   let flat = group * p.m;
   const index = new Array<number>(w.rank);
   for (let d = w.rank - 1; d >= 0; d--) {
@@ -208,13 +186,13 @@ function transposableMask(w: Tensor, opts: { out?: Tensor } = {}): Tensor {
 
 function sad(a: Tensor, b: Tensor): SadResult {
   onCuda(b, 'b');
-  const changed = native.cudaMaskSad(storageOf(a, 'a'), storageOf(b, 'b'), a.size) as number;
+  const changed = native.cudaMaskSad(storageOf(a, 'a'), storageOf(b, 'b'), a.size);
   return { changed, fraction: changed / a.size, total: a.size };
 }
 
 function compress(w: Tensor, p: Pattern): SparseTensor {
   const [rows, cols] = nmRowsCols(w);
-  const handle = native.cudaNmCompress(storageOf(w, 'w'), w.dtypeCode, rows, cols, p.n, p.m) as DeviceStorage;
+  const handle = native.cudaNmCompress(storageOf(w, 'w'), w.dtypeCode, rows, cols, p.n, p.m);
   return new SparseTensor(w.shape, p, w.dtype, { device: 'cuda', handle });
 }
 
@@ -228,7 +206,7 @@ function sparseToCpu(s: SparseTensor): SparseTensor {
   const cols = s.shape[s.shape.length - 1], rows = numel(s.shape) / cols;
   const kept = (cols / s.m) * s.n;
   const values = new Tensor([...s.shape.slice(0, -1), kept], s.dtype, allocStorage(s.dtype, rows * kept));
-  const positions = new Uint8Array(native.nmPositionBytes(rows, cols, s.n, s.m) as number);
+  const positions = new Uint8Array(native.nmPositionBytes(rows, cols, s.n, s.m));
   native.cudaNmDownloadPortable(sparseHandle(s, 'sparse tensor'), values.storage(), positions);
   return new SparseTensor(s.shape, { n: s.n, m: s.m }, s.dtype, { values, positions });
 }
@@ -236,7 +214,7 @@ function sparseToCpu(s: SparseTensor): SparseTensor {
 function sparseFromCpu(s: SparseTensor): SparseTensor {
   if (s.device !== 'cpu') fail('E_DEVICE', 'sparse tensor', s, "a SparseTensor on 'cpu'");
   const cols = s.shape[s.shape.length - 1], rows = numel(s.shape) / cols;
-  const handle = native.cudaNmFromPortable(s.values.storage(), s.positions, dtypeCode(s.dtype), rows, cols, s.n, s.m) as DeviceStorage;
+  const handle = native.cudaNmFromPortable(s.values.storage(), s.positions, dtypeCode(s.dtype), rows, cols, s.n, s.m);
   return new SparseTensor(s.shape, { n: s.n, m: s.m }, s.dtype, { device: 'cuda', handle });
 }
 
@@ -323,7 +301,8 @@ function linear(x: Tensor, w: Tensor, bias?: Tensor | null, opts: ProductOptions
 
 // ---- the backend ------------------------------------------------------------------------------------------------
 
-export const cudaBackend: DeviceBackend = {
+/** The cuda backend; its ops are all of DeviceOps (bench/gpu calls them directly). */
+export const cudaBackend = {
   name: 'cuda',
   unavailableReason(): string | null {
     const p = cudaProbe();
@@ -331,19 +310,27 @@ export const cudaBackend: DeviceBackend = {
     return p.usable ? null : (p.reason ?? 'unknown reason');
   },
   upload(src: ArrayBufferView, _dtypeCode: number): DeviceStorage {
-    return native.cudaUpload(src) as DeviceStorage;
+    return native.cudaUpload(src);
   },
   download(storage: DeviceStorage, dst: ArrayBufferView): void {
     native.cudaDownload(storage, dst);
   },
   downloadAsync(storage: DeviceStorage, dst: ArrayBufferView): Promise<void> {
-    return native.cudaDownloadAsync(storage, dst) as Promise<void>;
+    return native.cudaDownloadAsync(storage, dst);
   },
   alloc(bytes: number): DeviceStorage {
-    return native.cudaAlloc(bytes) as DeviceStorage;
+    return native.cudaAlloc(bytes);
   },
-  ops: { mask, prune, check, transposableMask, sad, compress, decompress, sparseToCpu, sparseFromCpu, sparseLinear, sparseMatmul, matmul, linear, ...trainOps },
-};
+  copy(src: DeviceStorage): DeviceStorage {
+    const dst = native.cudaAlloc(src.bytes);
+    native.cudaCopy(src, dst, src.bytes);
+    return dst;
+  },
+  ops: {
+    mask, prune, check, transposableMask, sad, compress, decompress, sparseToCpu, sparseFromCpu, sparseLinear, sparseMatmul,
+    matmul, linear, ...trainOps,
+  } satisfies DeviceOps,
+} satisfies DeviceBackend;
 
 // Registered in every build: in one without CUDA, unavailableReason() says so, and no op is ever reached.
 registerBackend(cudaBackend);
@@ -358,7 +345,7 @@ function requireCuda(what: string): void {
 /** The sparse plan cache: for each (kind, dtype, shape, epilogue) key, the path taken and why. */
 export function planInfo(): PlanInfo[] {
   if (!cudaBuilt) return [];
-  return native.cudaPlanInfo() as PlanInfo[];
+  return native.cudaPlanInfo();
 }
 
 /** Forgets every cached plan and dispatch decision (the next call of each shape searches and measures again). */
@@ -374,20 +361,16 @@ export function memStats(opts: { trim?: boolean } = {}): {
   return native.cudaMemStats(opts.trim ?? true);
 }
 
-/** Waits for all GPU work enqueued so far (off the main thread with { async: true }). */
+/** Waits for all GPU work enqueued so far. */
 export function synchronize(): void {
   requireCuda('synchronize');
   native.cudaSynchronize();
-}
-export function synchronizeAsync(): Promise<void> {
-  requireCuda('synchronize');
-  return native.cudaSynchronizeAsync() as Promise<void>;
 }
 
 /** The native facts of a cuda SparseTensor: whether it has a cuSPARSELt form, its padded shape, or why not. */
 export function sparseInfo(s: SparseTensor): Record<string, unknown> {
   checkSparse(s, 'sparse tensor');
-  const h = sparseHandle(s, 'sparse tensor') as unknown as { info(): Record<string, unknown> };
+  const h = sparseHandle(s, 'sparse tensor');
   return call(() => h.info());
 }
 
@@ -409,5 +392,5 @@ export interface GemmBenchResult {
 /** bench/gpu: cuSPARSELt vs cuBLASLt on synthetic data in the Linear layout (Y[n, m] = X[n, k]·W[m, k]ᵀ). */
 export function benchGemm(opts: GemmBenchOptions): GemmBenchResult {
   requireCuda('benchGemm');
-  return native.cudaBenchGemm(opts) as GemmBenchResult;
+  return native.cudaBenchGemm(opts);
 }

@@ -4,6 +4,13 @@
  * Nothing here touches a GPU until an op or a transfer asks for it.
  */
 import { NmSparseError } from './errors.js';
+// Types only: this file stays free of runtime imports from the op files.
+import type { Tensor, Shape } from './tensor.js';
+import type { SparseTensor } from './compress.js';
+import type { Pattern } from './pattern.js';
+import type { DType } from './dtype.js';
+import type { CheckResult, SadResult } from './mask.js';
+import type { LayerNormGrads, LayerNormSaved, MaxPoolSaved, Window2d, XentResult } from './nn/elementwise.js';
 
 export type Device = 'cpu' | 'cuda';
 
@@ -14,10 +21,71 @@ export interface DeviceStorage {
   dispose(): void;
 }
 
+type Out = { out?: Tensor };
+/** Options of the device products: the public ones plus the epilogue activation and the output dtype of int8. */
+export interface DeviceProductOptions extends Out {
+  activation?: 'relu' | 'gelu';
+  outDtype?: DType;
+}
+
 /**
- * A device backend: transfers plus one entry per op family. Op entries take and return lib objects (Tensor,
- * SparseTensor); they are typed loosely here to keep this file free of imports from the op files.
+ * The ops a device backend implements: the public function of the same name (lib/mask.ts, compress.ts, gemm.ts,
+ * spmm.ts, nn/elementwise.ts, optim/) sends its tensors here when they live on the device. Tensor arguments are
+ * on the device; the results are the public function's.
  */
+export interface DeviceOps extends DeviceTrainOps {
+  mask(w: Tensor, p: Pattern, opts?: Out): Tensor;
+  prune(w: Tensor, p: Pattern, opts?: Out): Tensor;
+  check(w: Tensor, p: Pattern): CheckResult;
+  transposableMask(w: Tensor, opts?: Out): Tensor;
+  sad(a: Tensor, b: Tensor): SadResult;
+  compress(w: Tensor, p: Pattern): SparseTensor;
+  decompress(s: SparseTensor, opts?: Out): Tensor;
+  /** The same SparseTensor on 'cpu': its portable form downloaded (exact, no recompression). */
+  sparseToCpu(s: SparseTensor): SparseTensor;
+  /** A 'cpu' SparseTensor on the device (portable form uploaded, the device form built there). */
+  sparseFromCpu(s: SparseTensor): SparseTensor;
+  /** [..., out] = x [..., in] · W̃ᵀ (+ bias). */
+  sparseLinear(x: Tensor, s: SparseTensor, bias?: Tensor | null, opts?: DeviceProductOptions): Tensor;
+  /** [rows, p] = W̃ [rows, cols] · b [cols, p] (+ bias[rows]). */
+  sparseMatmul(s: SparseTensor, b: Tensor, opts?: DeviceProductOptions & { bias?: Tensor | null }): Tensor;
+  /** [m, n] = op(a) · op(b) (+ bias[n]); tf32 lets float32 use TF32 tensor cores. */
+  matmul(a: Tensor, b: Tensor, opts?: DeviceProductOptions & { transA?: boolean; transB?: boolean; bias?: Tensor | null; tf32?: boolean }): Tensor;
+  /** [..., out] = x [..., in] · wᵀ (+ bias). */
+  linear(x: Tensor, w: Tensor, bias?: Tensor | null, opts?: DeviceProductOptions): Tensor;
+}
+
+/** The training ops of DeviceOps (lib/nn/elementwise.ts, lib/optim/). */
+export interface DeviceTrainOps {
+  biasAdd(y: Tensor, b: Tensor): Tensor;
+  biasGrad(dy: Tensor, opts?: Out): Tensor;
+  reluForward(x: Tensor, opts?: Out): Tensor;
+  reluBackward(dy: Tensor, y: Tensor, opts?: Out): Tensor;
+  geluForward(x: Tensor, opts?: Out): Tensor;
+  geluBackward(dy: Tensor, x: Tensor, opts?: Out): Tensor;
+  layerNormForward(x: Tensor, gamma: Tensor | null, beta: Tensor | null, eps: number,
+    opts?: Out & { mean?: Tensor; rstd?: Tensor }): LayerNormSaved;
+  layerNormBackward(dy: Tensor, x: Tensor, gamma: Tensor | null, mean: Tensor, rstd: Tensor, withBeta: boolean,
+    opts?: Out & { dgamma?: Tensor; dbeta?: Tensor }): LayerNormGrads;
+  softmaxCrossEntropy(logits: Tensor, labels: Int32Array, opts?: { labelSmoothing?: number; probs?: Tensor }): XentResult;
+  softmaxCrossEntropyBackward(probs: Tensor, labels: Int32Array, opts?: Out & { labelSmoothing?: number; scale?: number }): Tensor;
+  im2col(x: Tensor, w: Window2d, opts?: Out): Tensor;
+  col2im(cols: Tensor, inputShape: Shape, w: Window2d, opts?: Out): Tensor;
+  maxPoolForward(x: Tensor, w: Window2d, opts?: Out & { argmax?: Int32Array }): MaxPoolSaved;
+  maxPoolBackward(dy: Tensor, argmax: Int32Array, inputShape: Shape, w: Window2d, opts?: Out): Tensor;
+  dropout(x: Tensor, p: number, seed: number, offset: number, opts?: Out): Tensor;
+  maskedScale(x: Tensor, mask: Tensor, alpha: number, opts?: Out): Tensor;
+  maskedAdd(g: Tensor, w: Tensor, mask: Tensor, lambda: number): Tensor;
+  nmMaskScale(w: Tensor, pattern: Pattern, alpha: number, opts?: { mask?: Tensor; out?: Tensor }): { mask: Tensor; out: Tensor };
+  sgdStep(p: Tensor, g: Tensor, buf: Tensor | null,
+    o: { lr: number; momentum: number; dampening: number; weightDecay: number; nesterov: boolean; first: boolean }): void;
+  adamwStep(p: Tensor, g: Tensor, m: Tensor, v: Tensor,
+    o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number }): void;
+  sumSquares(x: Tensor): number;
+  scaleInplace(x: Tensor, s: number): Tensor;
+}
+
+/** A device backend: transfers, device memory, and its ops (those it lacks are E_UNSUPPORTED). */
 export interface DeviceBackend {
   name: Device;
   /** Why the device cannot be used, or null when it can. Cheap after the first call. */
@@ -26,8 +94,9 @@ export interface DeviceBackend {
   download(storage: DeviceStorage, dst: ArrayBufferView): void;
   downloadAsync(storage: DeviceStorage, dst: ArrayBufferView): Promise<void>;
   alloc(bytes: number): DeviceStorage;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  ops: Record<string, (...args: any[]) => any>;
+  /** A new allocation holding a device-side copy of `src`. */
+  copy(src: DeviceStorage): DeviceStorage;
+  ops: Partial<DeviceOps>;
 }
 
 const backends = new Map<Device, DeviceBackend>();
@@ -50,8 +119,7 @@ export function backendFor(device: Device, arg = 'device'): DeviceBackend {
 }
 
 /** The device op `name`, or E_UNSUPPORTED when the device has none. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export function deviceOp(device: Device, name: string): (...args: any[]) => any {
+export function deviceOp<K extends keyof DeviceOps>(device: Device, name: K): DeviceOps[K] {
   const op = backendFor(device).ops[name];
   if (!op) throw new NmSparseError('E_UNSUPPORTED', `${name}: not implemented on '${device}' tensors; move them with .to('cpu')`);
   return op;

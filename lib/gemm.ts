@@ -154,7 +154,7 @@ function planLinear(x: unknown, w: unknown, bias: unknown, opts: unknown): GemmC
   sameDevice(W, 'weight', X.device, 'x');
   if (X.device !== 'cpu') {
     if (bias !== undefined && bias !== null) sameDevice(checkTensor(bias, 'bias'), 'bias', X.device, 'x');
-    return { device: deviceOp(X.device, 'linear')(X, W, bias ?? undefined, { out: o.out }) as Tensor };
+    return { device: deviceOp(X.device, 'linear')(X, W, bias as Tensor | null | undefined, { out: o.out }) };
   }
   if (W.rank !== 2) fail('E_SHAPE', 'weight', W, 'a 2-D weight [out, in]');
   const [outF, inF] = W.shape;

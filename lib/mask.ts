@@ -1,5 +1,5 @@
 /**
- * N:M masks (DESIGN §5): groups are M consecutive elements along the last dimension; the mask keeps the N
+ * N:M masks (docs/design.md §5): groups are M consecutive elements along the last dimension; the mask keeps the N
  * largest |w| of each group, ties to the lower index, NaN counted as the largest magnitude.
  */
 import { native } from './native.js';

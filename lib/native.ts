@@ -8,6 +8,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NmSparseError, type ErrorCode } from './errors.js';
+import type { DeviceStorage } from './device.js';
+import type { CudaProbe, GemmBenchOptions, GemmBenchResult, PlanInfo } from './cuda.js';
 
 const require = createRequire(import.meta.url);
 
@@ -30,8 +32,7 @@ function resolveAddon(): string {
 /** Path of the loaded .node file. */
 export const addonPath: string = resolveAddon();
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type NativeFn = (...args: any[]) => any;
+type NativeFn = (...args: never[]) => unknown;
 
 function convert(e: unknown): unknown {
   const err = e as { code?: unknown; message?: string };
@@ -56,7 +57,178 @@ const raw = require(addonPath) as Record<string, unknown>;
 const wrapped: Record<string, unknown> = {};
 for (const [k, v] of Object.entries(raw)) wrapped[k] = typeof v === 'function' && !/^[A-Z]/.test(k) ? wrap(v as NativeFn) : v;
 
-/** The addon's functions (see native/napi/*.cc for each signature). Classes (capitalised names) are not wrapped. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const native: Record<string, any> = wrapped;
+/**
+ * The addon's functions, typed by {@link Addon}. The CUDA half exists only in a CUDA build (buildInfo().cuda):
+ * lib/cuda.ts calls it only then. Classes (capitalised names) are not wrapped.
+ */
+export const native = wrapped as unknown as Addon;
 export { convert as convertNativeError };
+
+// ---- the addon's contract ----------------------------------------------------------------------------------------
+// Each entry mirrors the reader calls of its native/napi/*.cc binding, in order (buffer_arg: a host buffer; int_arg:
+// an integer; dtype_arg: a dtype code, lib/dtype.ts; CudaBuffer::Arg: device memory). test/native.test.ts checks
+// that the loaded addon exports exactly these names.
+
+/** Host memory: the bindings read the bytes of any TypedArray or ArrayBuffer (a uint8 mask is a Tensor's Storage). */
+type Host = ArrayBufferView | ArrayBuffer;
+/** A dtype code: the index of the dtype in lib/dtype.ts DTYPES (native/core/dtype.h). */
+type DTypeCode = number;
+/** An activation code: the index in lib/cuda.ts ACTIVATIONS (native/core/activation.h). */
+type ActCode = number;
+/** Device memory (native CudaBuffer). */
+type CudaBuffer = DeviceStorage;
+/** The device form of a SparseTensor (native CudaSparse). */
+export interface CudaSparse extends DeviceStorage {
+  info(): Record<string, unknown>;
+}
+/** -1 when every group has at most N non-zeros, else [index of the first group that has more, its non-zeros]. */
+type CheckCode = -1 | [group: number, nonzeros: number];
+
+/**
+ * The training kernels (elementwise.cc, optim.cc; cuda_train.cc takes the same arguments) over buffers of type B:
+ * float32 tensors, uint8 masks; labels and max-pool indices are host Int32Arrays on every device.
+ */
+interface TrainFns<B> {
+  biasAdd(y: B, b: B, rows: number, cols: number): void;
+  biasGrad(dy: B, rows: number, cols: number, db: B): void;
+  reluForward(x: B, y: B, n: number): void;
+  reluBackward(dy: B, y: B, dx: B, n: number): void;
+  geluForward(x: B, y: B, n: number): void;
+  geluBackward(dy: B, x: B, dx: B, n: number): void;
+  layerNormForward(x: B, gamma: B | null, beta: B | null, y: B, mean: B, rstd: B, rows: number, cols: number, eps: number): void;
+  layerNormBackward(dy: B, x: B, gamma: B | null, mean: B, rstd: B, dx: B, dgamma: B | null, dbeta: B | null, rows: number,
+    cols: number): void;
+  softmaxXentForward(logits: B, labels: Int32Array, probs: B, rows: number, cols: number, labelSmoothing: number):
+    [lossSum: number, correct: number];
+  softmaxXentBackward(probs: B, labels: Int32Array, dlogits: B, rows: number, cols: number, labelSmoothing: number,
+    scale: number): void;
+  im2col(x: B, cols: B, ...window: Window): void;
+  col2im(cols: B, dx: B, ...window: Window): void;
+  maxPoolForward(x: B, y: B, argmax: Int32Array, ...window: Window): void;
+  maxPoolBackward(dy: B, argmax: Int32Array, dx: B, ...window: Window): void;
+  dropout(x: B, y: B, n: number, p: number, seed: number, offset: number): void;
+  maskedScale(x: B, mask: B, alpha: number, y: B, n: number): void;
+  maskedAdd(g: B, w: B, mask: B, lambda: number, n: number): void;
+  nmMaskScale(w: B, rows: number, cols: number, n: number, m: number, alpha: number, mask: B, eff: B): void;
+  sgdStep(p: B, g: B, buf: B | null, n: number, lr: number, momentum: number, dampening: number,
+    weightDecay: number, nesterov: boolean, first: boolean): void;
+  adamwStep(p: B, g: B, m: B, v: B, n: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
+    step: number): void;
+  sumSquares(x: B, n: number): number;
+  scaleInplace(x: B, s: number, n: number): void;
+}
+
+/** The functions of every build (native/napi/*.cc except cuda_*.cc). */
+export interface CpuAddon extends TrainFns<Host> {
+  // runtime.cc
+  setNumThreads(n: number): void;
+  numThreads(): number;
+  buildInfo(): { cuda: boolean; napiVersion: number; version: string; sourceHash: string };
+  enumTables(): { dtype: string[]; activation: string[] };
+  // gemm.cc
+  gemm(a: Host, aDtype: DTypeCode, b: Host, bDtype: DTypeCode, c: Host, cDtype: DTypeCode, m: number, n: number, k: number,
+    transA: boolean, transB: boolean, bias: Host | null, biasDtype: DTypeCode, async: boolean): Promise<void> | undefined;
+  cpuIsa(name?: string): { active: string; best: string };
+  // spmm.cc
+  spmm(values: Host, positions: Uint8Array, wDtype: DTypeCode, rows: number, cols: number, n: number, m: number, b: Host,
+    bDtype: DTypeCode, p: number, out: Host, outDtype: DTypeCode, transB: boolean, transOut: boolean, bias: Host | null,
+    biasDtype: DTypeCode, async: boolean): Promise<void> | undefined;
+  /** out = W̃ᵀ·op(B) (or its transpose), W̃ a float32 [rows, cols] whose zeros are skipped (dX = dY·W̃). */
+  spmmT(w: Host, rows: number, cols: number, b: Host, bDtype: DTypeCode, p: number, out: Host, outDtype: DTypeCode,
+    transB: boolean, transOut: boolean): void;
+  // blas_peer.cc
+  blasPeer(): { available: boolean; path?: string; error?: string; config?: string; corename?: string; threads?: number };
+  blasSgemm(a: Host, b: Host, c: Host, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
+  // mask.cc
+  nmMask(w: Host, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: Host): void;
+  nmPrune(w: Host, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: Host): void;
+  nmCheck(w: Host, dtype: DTypeCode, rows: number, cols: number, n: number, m: number): CheckCode;
+  transposableMask(w: Host, dtype: DTypeCode, rows: number, cols: number, out: Host): void;
+  maskSad(a: Host, b: Host): number;
+  // compress.cc
+  nmPositionBytes(rows: number, cols: number, n: number, m: number): number;
+  nmCompress(w: Host, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, values: Host, positions: Uint8Array): void;
+  nmDecompress(values: Host, positions: Uint8Array, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: Host): void;
+  // convert.cc
+  convert(src: Host, srcDtype: DTypeCode, dst: Host, dstDtype: DTypeCode, count: number): void;
+  transpose2d(src: Host, dtype: DTypeCode, batch: number, rows: number, cols: number, dst: Host): void;
+  // elementwise.cc, CPU only: the sparse training step's mask, w ⊙ m and its compressed form in one pass → SAD
+  nmTrainPass(w: Host, rows: number, cols: number, n: number, m: number, mask: Host, select: boolean, countSad: boolean,
+    eff: Host, values: Host, positions: Uint8Array): number;
+}
+
+/** An NHWC window as the bindings read it (train_args.h window_arg). */
+export type Window = [batch: number, h: number, w: number, c: number, kh: number, kw: number, strideH: number,
+  strideW: number, padH: number, padW: number];
+
+/** The names of the CUDA twins of CPU bindings: cudaBiasAdd for biasAdd. */
+type CudaNames<T> = { [K in keyof T & string as `cuda${Capitalize<K>}`]: T[K] };
+
+/** The functions of a CUDA build (native/napi/cuda_*.cc): the CPU arguments with device memory for tensors. */
+export interface CudaAddon extends CudaNames<TrainFns<CudaBuffer>> {
+  // cuda_device.cc
+  CudaBuffer: abstract new (...args: never[]) => CudaBuffer;
+  CudaSparse: abstract new (...args: never[]) => CudaSparse;
+  cudaInfo(): CudaProbe;
+  /** The locations cuSPARSELt and cuBLASLt are looked for, in order (native/cuda/dynlib.h). */
+  cudaLibrarySearch(): { cusparselt: string[]; cublaslt: string[] };
+  cudaAlloc(bytes: number, zero?: boolean): CudaBuffer;
+  cudaUpload(src: Host): CudaBuffer;
+  cudaDownload(buf: CudaBuffer, dst: ArrayBufferView): void;
+  cudaDownloadAsync(buf: CudaBuffer, dst: ArrayBufferView): Promise<void>;
+  cudaCopy(src: CudaBuffer, dst: CudaBuffer, bytes: number): void;
+  cudaSynchronize(): void;
+  cudaMemStats(trim?: boolean): { liveBytes: number; liveBuffers: number; freeBytes: number; totalBytes: number; poolReserved: number; poolUsed: number };
+  // cuda_gemm.cc (out: null allocates)
+  cudaSparseLinear(x: CudaBuffer, p: number, sparse: CudaSparse, bias: CudaBuffer | null, activation: ActCode, outDtype: DTypeCode,
+    out: CudaBuffer | null): CudaBuffer;
+  cudaSparseMatmul(sparse: CudaSparse, b: CudaBuffer, p: number, bias: CudaBuffer | null, activation: ActCode, outDtype: DTypeCode,
+    out: CudaBuffer | null): CudaBuffer;
+  cudaMatmul(a: CudaBuffer, b: CudaBuffer, dtype: DTypeCode, m: number, n: number, k: number, transA: boolean, transB: boolean,
+    bias: CudaBuffer | null, biasPerRow: boolean, activation: ActCode, outDtype: DTypeCode, tf32: boolean, out: CudaBuffer | null): CudaBuffer;
+  cudaPlanInfo(): PlanInfo[];
+  cudaClearPlans(): void;
+  cudaBenchNativeLoop(sparse: CudaSparse, x: CudaBuffer, p: number, bias: CudaBuffer | null, iters: number):
+    { path: string; iters: number; msPerCallGpu: number; usPerCallHost: number };
+  cudaBenchGemm(options: GemmBenchOptions): GemmBenchResult;
+  // cuda_nm.cc
+  cudaNmMask(w: CudaBuffer, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: CudaBuffer | null): CudaBuffer;
+  cudaNmPrune(w: CudaBuffer, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: CudaBuffer | null): CudaBuffer;
+  cudaNmCheck(w: CudaBuffer, dtype: DTypeCode, rows: number, cols: number, n: number, m: number): CheckCode;
+  cudaTransposableMask(w: CudaBuffer, dtype: DTypeCode, rows: number, cols: number, out: CudaBuffer | null): CudaBuffer;
+  cudaMaskSad(a: CudaBuffer, b: CudaBuffer, count: number): number;
+  cudaNmCompress(w: CudaBuffer, dtype: DTypeCode, rows: number, cols: number, n: number, m: number): CudaSparse;
+  cudaNmFromPortable(values: Host, positions: Uint8Array, dtype: DTypeCode, rows: number, cols: number, n: number, m: number): CudaSparse;
+  cudaNmDecompress(sparse: CudaSparse, out: CudaBuffer | null): CudaBuffer;
+  cudaNmDownloadPortable(sparse: CudaSparse, values: Host, positions: Uint8Array): void;
+}
+
+/** The whole addon as lib/ sees it; the CudaAddon half is present only when buildInfo().cuda. */
+export interface Addon extends CpuAddon, CudaAddon {}
+
+const names = <T>(o: Record<keyof T, true>): string[] => Object.keys(o).sort();
+/** The exported names, each list checked by tsc to be exactly the keys of its interface. */
+export const addonNames: { cpu: string[]; cuda: string[] } = {
+  cpu: names<CpuAddon>({
+    setNumThreads: true, numThreads: true, buildInfo: true, enumTables: true, gemm: true, cpuIsa: true, spmm: true,
+    spmmT: true, blasPeer: true, blasSgemm: true, nmMask: true, nmPrune: true, nmCheck: true, transposableMask: true,
+    maskSad: true, nmPositionBytes: true, nmCompress: true, nmDecompress: true, convert: true, transpose2d: true,
+    nmTrainPass: true, biasAdd: true,
+    biasGrad: true, reluForward: true, reluBackward: true, geluForward: true, geluBackward: true, layerNormForward: true,
+    layerNormBackward: true, softmaxXentForward: true, softmaxXentBackward: true, im2col: true, col2im: true,
+    maxPoolForward: true, maxPoolBackward: true, dropout: true, maskedScale: true, maskedAdd: true, nmMaskScale: true,
+    sgdStep: true, adamwStep: true, sumSquares: true, scaleInplace: true,
+  } satisfies Record<keyof CpuAddon, true>),
+  cuda: names<CudaAddon>({
+    CudaBuffer: true, CudaSparse: true, cudaInfo: true, cudaLibrarySearch: true, cudaAlloc: true, cudaUpload: true, cudaDownload: true,
+    cudaDownloadAsync: true, cudaCopy: true, cudaSynchronize: true, cudaMemStats: true, cudaSparseLinear: true,
+    cudaSparseMatmul: true, cudaMatmul: true, cudaPlanInfo: true, cudaClearPlans: true, cudaBenchNativeLoop: true,
+    cudaBenchGemm: true, cudaNmMask: true, cudaNmPrune: true, cudaNmCheck: true, cudaTransposableMask: true,
+    cudaMaskSad: true, cudaNmCompress: true, cudaNmFromPortable: true, cudaNmDecompress: true,
+    cudaNmDownloadPortable: true, cudaBiasAdd: true, cudaBiasGrad: true, cudaReluForward: true, cudaReluBackward: true,
+    cudaGeluForward: true, cudaGeluBackward: true, cudaLayerNormForward: true, cudaLayerNormBackward: true,
+    cudaSoftmaxXentForward: true, cudaSoftmaxXentBackward: true, cudaIm2col: true, cudaCol2im: true,
+    cudaMaxPoolForward: true, cudaMaxPoolBackward: true, cudaDropout: true, cudaMaskedScale: true, cudaMaskedAdd: true,
+    cudaNmMaskScale: true, cudaSgdStep: true, cudaAdamwStep: true, cudaSumSquares: true, cudaScaleInplace: true,
+  } satisfies Record<keyof CudaAddon, true>),
+};

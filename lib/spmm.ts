@@ -11,7 +11,7 @@ import { fail } from './errors.js';
 import { deviceOp } from './device.js';
 import { SparseTensor, checkSparse } from './compress.js';
 import { Tensor, checkTensor } from './tensor.js';
-import { checkBias, checkOptions, floatDType, nonEmpty, outputTensor, sameDType, sameDevice } from './gemm.js';
+import { checkBias, checkOptions, floatDType, nonEmpty, outputTensor, sameDevice } from './gemm.js';
 
 export interface SparseLinearOptions {
   /** Written in place of a new tensor: exactly [..., out], the weight's dtype, on the same device. */
@@ -41,7 +41,7 @@ function planLinear(x: unknown, s: unknown, bias: unknown, opts: unknown): SpmmC
   sparseDevice(S, X, 'x', 'the weight');
   if (S.device !== 'cpu') {
     if (bias !== undefined && bias !== null) sameDevice(checkTensor(bias, 'bias'), 'bias', S.device, 'the weight');
-    return { device: deviceOp(S.device, 'sparseLinear')(X, S, bias ?? undefined, { out: o.out }) as Tensor };
+    return { device: deviceOp(S.device, 'sparseLinear')(X, S, bias as Tensor | null | undefined, { out: o.out }) };
   }
   if (S.shape.length !== 2) fail('E_SHAPE', 'weight', S, 'a 2-D sparse weight [out, in]');
   const [outF, inF] = S.shape;

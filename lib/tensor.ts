@@ -114,7 +114,7 @@ export class Tensor {
     const shape = [...this.shape.slice(0, -2), cols, rows];
     if (this.device !== 'cpu') return this.to('cpu').transpose().to(this.device);
     const out = allocStorage(this.dtype, this.size);
-    native.transpose2d(this.#host, this.dtypeCode, this.size / (rows * cols || 1), rows, cols, out);
+    native.transpose2d(this.#host!, this.dtypeCode, this.size / (rows * cols || 1), rows, cols, out);
     return new Tensor(shape, this.dtype, out);
   }
 
@@ -124,7 +124,7 @@ export class Tensor {
     checkDType(dtype, 'astype(dtype)');
     if (this.device !== 'cpu') return this.to('cpu').astype(dtype).to(this.device);
     const out = allocStorage(dtype, this.size);
-    native.convert(this.#host, this.dtypeCode, out, dtypeCode(dtype), this.size);
+    native.convert(this.#host!, this.dtypeCode, out, dtypeCode(dtype), this.size);
     return new Tensor(this.shape, dtype, out);
   }
 
@@ -140,12 +140,12 @@ export class Tensor {
     }
     const b = backendFor(device, 'to(device)');
     if (this.device === 'cpu') return new Tensor(this.shape, this.dtype, b.upload(this.#host!, this.dtypeCode), device);
-    return this.to('cpu').to(device);
+    return this.device === device ? this.clone() : this.to('cpu').to(device);
   }
 
   clone(): Tensor {
     this.#alive('clone');
-    if (this.device !== 'cpu') return this.to('cpu').to(this.device);
+    if (this.device !== 'cpu') return new Tensor(this.shape, this.dtype, backendFor(this.device).copy(this.#dev!), this.device);
     return new Tensor(this.shape, this.dtype, this.#host!.slice());
   }
 

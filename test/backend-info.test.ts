@@ -1,6 +1,6 @@
 // backendInfo() and the 'cuda' device on a machine without a usable GPU (CI, laptops): the reason is reported
 // exactly, moving a tensor to 'cuda' fails with E_DEVICE carrying that reason, and the library loader looks where
-// DESIGN §3 says, in that order, with a clear message for each way a library can be unusable. The loader cases run
+// docs/design.md §3 says, in that order, with a clear message for each way a library can be unusable. The loader cases run
 // the addon in child processes with a controlled environment and fake libraries (built with the system C
 // compiler, skipped when there is none). Nothing here needs a GPU; test/gpu/ covers the GPU itself.
 import { describe, expect, it } from 'vitest';
@@ -138,7 +138,7 @@ function fakeCusparseLt(dir: string, version: [number, number, number], full: bo
   execFileSync('cc', ['-shared', '-fPIC', '-o', path.join(dir, 'libcusparseLt.so.0'), path.join(dir, 'fake.c')]);
 }
 
-describe.skipIf(!cudaBuilt)('library search (DESIGN §3)', () => {
+describe.skipIf(!cudaBuilt)('library search (docs/design.md §3)', () => {
   it('reports where it looked when cuSPARSELt is nowhere', () => {
     const p = probeWith({ NMSPARSE_CUDA_LIBS: path.join(scratch, 'empty') });
     if (p.cusparselt.loaded) return;  // a system-wide install (ld.so.conf) answers first: nothing to assert

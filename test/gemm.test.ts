@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { randn, tensor, zeros, type DType, type Tensor } from '../lib/index.js';
 import { linear, linearAsync, matmul, matmulAsync } from '../lib/gemm.js';
 import { native } from '../lib/native.js';
-import { ISAS, poison, prng } from './helpers.js';
+import { ISAS, poison, prng, refProduct, type Ref } from './helpers.js';
 
 /** A float tensor of normal-ish values from a seeded generator (values exactly representable in `dtype`). */
 function rand(shape: number[], dtype: DType, seed: number): Tensor {
@@ -13,35 +13,22 @@ function rand(shape: number[], dtype: DType, seed: number): Tensor {
   return tensor(Array.from({ length: n }, () => (r() + r() + r() - 1.5) * 2), shape, { dtype });
 }
 
-/** float64 op(A)·op(B) (+ bias), and Σ|a·b| per element (the scale of float32 rounding errors). */
-function refGemm(a: number[], b: number[], m: number, n: number, k: number, ta: boolean, tb: boolean, bias?: number[]) {
-  const c = new Float64Array(m * n), scale = new Float64Array(m * n);
-  for (let i = 0; i < m; i++)
-    for (let j = 0; j < n; j++) {
-      let s = bias ? bias[j] : 0, t = bias ? Math.abs(bias[j]) : 0;
-      for (let p = 0; p < k; p++) {
-        const x = (ta ? a[p * m + i] : a[i * k + p]) * (tb ? b[j * k + p] : b[p * n + j]);
-        s += x;
-        t += Math.abs(x);
-      }
-      c[i * n + j] = s;
-      scale[i * n + j] = t;
-    }
-  return { c, scale };
-}
+/** float64 op(A)·op(B) (+ bias[n]), a [m, k] (or [k, m] when ta), b [k, n] (or [n, k] when tb). */
+const refGemm = (a: number[], b: number[], m: number, n: number, k: number, ta: boolean, tb: boolean, bias?: number[]): Ref =>
+  refProduct(a, ta ? 1 : k, ta ? m : 1, b, tb ? 1 : n, tb ? k : 1, m, n, k, bias);
 
 /** Every element within float32 accumulation error of the reference, plus the rounding of the output dtype. */
-function expectClose(got: Tensor, ref: { c: Float64Array; scale: Float64Array }, k: number): void {
+function expectClose(got: Tensor, r: Ref, k: number): void {
   const g = got.toArray();
-  expect(g.length).toBe(ref.c.length);
+  expect(g.length).toBe(r.ref.length);
   const out = got.dtype === 'float16' ? 2 ** -10 : got.dtype === 'bfloat16' ? 2 ** -7 : 0;
   let worst = 0, at = -1;
   for (let i = 0; i < g.length; i++) {
-    const tol = (k + 2) * 2 ** -23 * ref.scale[i] + out * Math.abs(ref.c[i]) + 1e-30;
-    const e = Math.abs(g[i] - ref.c[i]) / tol;
+    const tol = (k + 2) * 2 ** -23 * r.absSum[i] + out * Math.abs(r.ref[i]) + 1e-30;
+    const e = Math.abs(g[i] - r.ref[i]) / tol;
     if (!(e <= worst)) { worst = e; at = i; }  // NaN propagates into `worst`
   }
-  expect(worst, `element ${at}: got ${g[at]}, expected ${ref.c[at]}`).toBeLessThanOrEqual(1);
+  expect(worst, `element ${at}: got ${g[at]}, expected ${r.ref[at]}`).toBeLessThanOrEqual(1);
 }
 
 afterAll(() => native.cpuIsa('auto'));

@@ -1,5 +1,5 @@
-// Test-only utilities: a seeded PRNG independent of the library's own, float64 reference N:M loops, and
-// poisoning of outputs so unwritten elements show.
+// Test-only utilities: a seeded PRNG independent of the library's own, float64 reference N:M loops and products,
+// and poisoning of outputs so unwritten elements show.
 import { Tensor, tensor, type DType } from '../lib/index.js';
 import { native } from '../lib/native.js';
 
@@ -114,4 +114,61 @@ export function sameBits(a: Tensor, b: Tensor): boolean {
   const x = new Uint8Array(a.storage().buffer, a.storage().byteOffset, a.storage().byteLength);
   const y = new Uint8Array(b.storage().buffer, b.storage().byteOffset, b.storage().byteLength);
   return x.length === y.length && x.every((v, i) => v === y[i]);
+}
+
+/** erf in float64, |error| < 1e-11: its Taylor series below |x| = 3, 1 − erfc (Numerical Recipes' fit) above. */
+export function erf(x: number): number {
+  const z = Math.abs(x);
+  if (z < 3) {
+    let term = x, sum = x;
+    for (let n = 1; n < 80; n++) {
+      term *= (-x * x) / n;
+      sum += term / (2 * n + 1);
+    }
+    return (2 / Math.sqrt(Math.PI)) * sum;
+  }
+  const t = 1 / (1 + 0.5 * z);
+  const erfc = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 +
+    t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+  return x >= 0 ? 1 - erfc : erfc - 1;
+}
+
+export type Act = 'relu' | 'gelu' | undefined;
+/** The products' epilogue activations in float64 (gelu = x·Φ(x), the erf form). */
+export const applyAct = (v: number, act: Act): number =>
+  act === 'relu' ? Math.max(v, 0) : act === 'gelu' ? 0.5 * v * (1 + erf(v / Math.SQRT2)) : v;
+
+export interface Ref {
+  ref: Float64Array<ArrayBuffer>;
+  /** Σ|terms| per output: the scale of the rounding errors of a float32 (or lower) accumulation. */
+  absSum: Float64Array<ArrayBuffer>;
+}
+
+/**
+ * The float64 reference of every product: C[i, j] = act(Σ_k L(i, k)·R(k, j) + bias) for i < m, j < n, with
+ * L(i, k) = l[i*lsi + k*lsk] and R(k, j) = r[k*rsk + j*rsj] (strides express transposes); bias[i] when biasPerRow,
+ * else bias[j].
+ */
+export function refProduct(
+  l: ArrayLike<number>, lsi: number, lsk: number, r: ArrayLike<number>, rsk: number, rsj: number,
+  m: number, n: number, k: number, bias: ArrayLike<number> | null = null, biasPerRow = false, act: Act = undefined,
+): Ref {
+  const ref = new Float64Array(m * n), absSum = new Float64Array(m * n);
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < n; j++) {
+      let s = 0, a = 0;
+      for (let p = 0; p < k; p++) {
+        const t = l[i * lsi + p * lsk] * r[p * rsk + j * rsj];
+        s += t;
+        a += Math.abs(t);
+      }
+      if (bias) {
+        const b = bias[biasPerRow ? i : j];
+        s += b;
+        a += Math.abs(b);
+      }
+      ref[i * n + j] = applyAct(s, act);
+      absSum[i * n + j] = a;
+    }
+  return { ref, absSum };
 }

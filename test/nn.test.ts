@@ -12,7 +12,7 @@ import { col2im, dropout, im2col, maskedAdd, maskedScale, nmMaskScale, nmTrainPa
 import { native } from '../lib/native.js';
 import { STE, MaskDecay } from '../lib/recipes/index.js';
 import { NmSparseError } from '../lib/errors.js';
-import { ISAS, poison, prng, refMask } from './helpers.js';
+import { ISAS, erf, poison, prng, refMask, refProduct } from './helpers.js';
 
 // ------------------------------------------------------------------ helpers
 
@@ -76,16 +76,9 @@ function run(m: Module, x: Float64Array, shape: number[], seed: number) {
 
 // ------------------------------------------------------------------ float64 references
 
-function refLinear(x: Float64Array, w: Float64Array, b: Float64Array | null, rows: number, inF: number, outF: number): Float64Array {
-  const y = new Float64Array(rows * outF);
-  for (let i = 0; i < rows; i++)
-    for (let o = 0; o < outF; o++) {
-      let s = b ? b[o] : 0;
-      for (let k = 0; k < inF; k++) s += x[i * inF + k] * w[o * inF + k];
-      y[i * outF + o] = s;
-    }
-  return y;
-}
+/** float64 x [rows, in] · wᵀ (+ b), w [out, in]. */
+const refLinear = (x: Float64Array, w: Float64Array, b: Float64Array | null, rows: number, inF: number, outF: number): Float64Array =>
+  refProduct(x, inF, 1, w, 1, inF, rows, outF, inF, b).ref;
 
 /** Direct convolution, NHWC input, weight [co, kh, kw, ci]. */
 function refConv(x: Float64Array, w: Float64Array, b: Float64Array | null, [n, h, wd, ci]: number[], co: number, k: number, stride: number, pad: number) {
@@ -121,16 +114,6 @@ function refMaxPool(x: Float64Array, [n, h, wd, c]: number[], k: number, stride:
               if (v > y[o]) y[o] = v;
             }
   return y;
-}
-
-/** erf in float64 to ~1e-14: Taylor series (|x| < 3; the tests keep inputs there). */
-function erf(x: number): number {
-  let term = x, sum = x;
-  for (let n = 1; n < 80; n++) {
-    term *= (-x * x) / n;
-    sum += term / (2 * n + 1);
-  }
-  return (2 / Math.sqrt(Math.PI)) * sum;
 }
 
 function refLayerNorm(x: Float64Array, g: Float64Array, b: Float64Array, rows: number, cols: number, eps: number): Float64Array {
@@ -421,7 +404,7 @@ describe('Sequential networks end to end', () => {
     model.backward(loss.backward());
     const P = Object.fromEntries(model.namedParameters().map(([n, p]) => [n, f64(p.value)]));
     const ref = () => {
-      let h = refLinear(x, P['fc1.weight'], P['fc1.bias'], 3, 8, 6).map((v) => 0.5 * v * (1 + erf(v / Math.SQRT2)));
+      let h: Float64Array = refLinear(x, P['fc1.weight'], P['fc1.bias'], 3, 8, 6).map((v) => 0.5 * v * (1 + erf(v / Math.SQRT2)));
       h = refLayerNorm(h, P['ln.gamma'], P['ln.beta'], 3, 6, 1e-5);
       const z = refLinear(h, P['fc2.weight'], P['fc2.bias'], 3, 6, 4);
       let s = 0;

@@ -25,11 +25,20 @@ describe('build provenance', () => {
     if (!process.env.NMSPARSE_ADDON) expect(info.sourceHash, `stale addon ${addonPath}: run npm run build:native`).toBe(sourceHash());
   });
 
-  for (const file of prebuilds)
+  // In a child process: this one has its addon loaded already, and a prebuild may be for another build.
+  const buildInfo = (file: string): { version: string; sourceHash: string; cuda: boolean } =>
+    JSON.parse(execFileSync(process.execPath, ['-e', `console.log(JSON.stringify(require(${JSON.stringify(file)}).buildInfo()))`]).toString());
+
+  for (const file of prebuilds) {
     it(`${path.relative(root, file)} matches the sources (rebuild with npm run prebuild)`, () => {
-      const out = execFileSync(process.execPath, ['-e', `console.log(JSON.stringify(require(${JSON.stringify(file)}).buildInfo()))`]);
-      const info = JSON.parse(out.toString());
+      const info = buildInfo(file);
       expect(info.version).toBe(version);
       expect(info.sourceHash).toBe(sourceHash());
     });
+
+    // A rebuild on a host without nvcc succeeds, CPU-only: it must not be what ships.
+    it(`${path.relative(root, file)} contains the CUDA kernels (rebuild on a host with nvcc)`, () => {
+      expect(buildInfo(file).cuda).toBe(true);
+    });
+  }
 });

@@ -1,4 +1,4 @@
-// The recipe family (DESIGN §6): exact equalities (SR-STE λ=0 ≡ STE), the SR-STE gradient on a hand-made example,
+// The recipe family (docs/design.md §6): exact equalities (SR-STE λ=0 ≡ STE), the SR-STE gradient on a hand-made example,
 // schedule values at given steps, ASP's exact zeros, and N:M validity of every recipe's trained weights.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Tensor, nm } from '../lib/index.js';

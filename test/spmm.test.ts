@@ -5,7 +5,7 @@ import { nm, tensor, zeros, SparseTensor, type DType, type Tensor } from '../lib
 import { matmul } from '../lib/gemm.js';
 import { linearInputGrad, sparseLinear, sparseLinearAsync, sparseMatmul, sparseMatmulAsync } from '../lib/spmm.js';
 import { native } from '../lib/native.js';
-import { ISAS, poison, prng, refMask } from './helpers.js';
+import { ISAS, poison, prng, refMask, refProduct, type Ref } from './helpers.js';
 
 function rand(shape: number[], dtype: DType, seed: number): Tensor {
   const r = prng(seed);
@@ -20,35 +20,20 @@ function refPrune(w: Tensor, n: number, m: number): number[] {
   return v.map((x, i) => (mask[i] ? x : 0));
 }
 
-/** float64 Y[rows, p] = W̃ · op(B) (+ bias[r]), and Σ|w·b| per element; B is [cols, p], or [p, cols] when tb. */
-function refSpmm(w: number[], rows: number, cols: number, b: number[], p: number, tb: boolean, bias?: number[]) {
-  const y = new Float64Array(rows * p), scale = new Float64Array(rows * p);
-  for (let r = 0; r < rows; r++)
-    for (let j = 0; j < p; j++) {
-      let s = bias ? bias[r] : 0, t = bias ? Math.abs(bias[r]) : 0;
-      for (let c = 0; c < cols; c++) {
-        const wv = w[r * cols + c];
-        if (wv === 0) continue;
-        const x = wv * (tb ? b[j * cols + c] : b[c * p + j]);
-        s += x;
-        t += Math.abs(x);
-      }
-      y[r * p + j] = s;
-      scale[r * p + j] = t;
-    }
-  return { y, scale };
-}
+/** float64 Y[rows, p] = W̃ · op(B) (+ bias[r]); B is [cols, p], or [p, cols] when tb. */
+const refSpmm = (w: number[], rows: number, cols: number, b: number[], p: number, tb: boolean, bias?: number[]): Ref =>
+  refProduct(w, cols, 1, b, tb ? 1 : p, tb ? cols : 1, rows, p, cols, bias, true);
 
 /** got (Y, or Yᵀ when transposed) within float32 accumulation error of the reference, plus output rounding. */
-function expectClose(got: Tensor, ref: { y: Float64Array; scale: Float64Array }, rows: number, p: number, transposed: boolean, k: number): void {
+function expectClose(got: Tensor, ref: Ref, rows: number, p: number, transposed: boolean, k: number): void {
   const g = got.toArray();
   expect(g.length).toBe(rows * p);
   const out = got.dtype === 'float16' ? 2 ** -10 : got.dtype === 'bfloat16' ? 2 ** -7 : 0;
   let worst = 0, at = '';
   for (let r = 0; r < rows; r++)
     for (let j = 0; j < p; j++) {
-      const v = g[transposed ? j * rows + r : r * p + j], e = ref.y[r * p + j];
-      const tol = (k + 2) * 2 ** -23 * ref.scale[r * p + j] + out * Math.abs(e) + 1e-30;
+      const v = g[transposed ? j * rows + r : r * p + j], e = ref.ref[r * p + j];
+      const tol = (k + 2) * 2 ** -23 * ref.absSum[r * p + j] + out * Math.abs(e) + 1e-30;
       const d = Math.abs(v - e) / tol;
       if (!(d <= worst)) { worst = d; at = `Y[${r}, ${j}]: got ${v}, expected ${e}`; }
     }
@@ -213,20 +198,9 @@ describe('bad inputs', () => {
 });
 
 describe('linearInputGrad (dX = dY·W̃ skipping the pruned zeros, native spmm_t)', () => {
-  /** float64 dX[rows, in] = dY[rows, out] · W[out, in], and Σ|dy·w| per element. */
-  function refInputGrad(dy: number[], w: number[], rows: number, outF: number, inF: number) {
-    const y = new Float64Array(rows * inF), scale = new Float64Array(rows * inF);
-    for (let b = 0; b < rows; b++)
-      for (let o = 0; o < outF; o++) {
-        const d = dy[b * outF + o];
-        for (let c = 0; c < inF; c++) {
-          const x = d * w[o * inF + c];
-          y[b * inF + c] += x;
-          scale[b * inF + c] += Math.abs(x);
-        }
-      }
-    return { y, scale };
-  }
+  /** float64 dX[rows, in] = dY[rows, out] · W[out, in]. */
+  const refInputGrad = (dy: number[], w: number[], rows: number, outF: number, inF: number): Ref =>
+    refProduct(dy, outF, 1, w, inF, 1, rows, inF, outF);
 
   it('equals the float64 product for N:M masks and arbitrary zeros, ragged shapes, every ISA', () => {
     const cases: Array<[number, number, number, number, number]> = [
@@ -249,7 +223,7 @@ describe('linearInputGrad (dX = dY·W̃ skipping the pruned zeros, native spmm_t
         const got = linearInputGrad(dy, W, { out });
         expect(got).toBe(out);
         // dX [rows, in] is Yᵀ of Y = W̃ᵀ·dYᵀ [in, rows]
-        expectClose(got, { y: transposeRef(ref.y, rows, inF), scale: transposeRef(ref.scale, rows, inF) }, inF, rows, true, outF);
+        expectClose(got, { ref: transposeRef(ref.ref, rows, inF), absSum: transposeRef(ref.absSum, rows, inF) }, inF, rows, true, outF);
       }
       native.cpuIsa('auto');
     }
@@ -264,7 +238,7 @@ describe('linearInputGrad (dX = dY·W̃ skipping the pruned zeros, native spmm_t
 });
 
 /** a [rows, cols] → its transpose [cols, rows]. */
-function transposeRef(a: Float64Array, rows: number, cols: number): Float64Array {
+function transposeRef(a: Float64Array, rows: number, cols: number): Float64Array<ArrayBuffer> {
   const t = new Float64Array(a.length);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = a[r * cols + c];
   return t;

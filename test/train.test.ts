@@ -3,7 +3,6 @@ import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { nm } from '../lib/index.js';
 import { NmSparseError } from '../lib/errors.js';
 import { Batches, loadMnist, mnistSplit, permutation, type Dataset } from '../lib/data/mnist.js';
 import { mlp, cnn } from '../lib/nn/models.js';

@@ -5,7 +5,7 @@
  * GFLOP/s count 2·M·N·K for every column, so the sparse column is the dense work it replaces. Each timing is the
  * median of several runs after a warm-up; ours take turns, OpenBLAS runs after them and is followed by a pause
  * so that its spinning threads do not slow the next measurement. Prints a table and writes
- * bench/results/cpu-<machine>.json and .md.
+ * bench-results/cpu-<machine>.json and .md (under the working directory, or --out).
  *
  *   nmsparse bench cpu [--sizes 512,1024,2048,4096] [--batch 256] [--no-linear] [--reps N] [--threads N]
  *                      [--openblas-core NAME] [--machine NAME] [--out DIR] [--no-write]
@@ -18,12 +18,12 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { NmSparseError } from '../errors.js';
-import { native, packageRoot } from '../native.js';
+import { native } from '../native.js';
 import { randn, type Tensor } from '../tensor.js';
 import { compress } from '../compress.js';
 import { linear, matmul } from '../gemm.js';
 import { sparseLinear, sparseMatmul } from '../spmm.js';
-import { machineInfo, type MachineInfo } from './machine.js';
+import { defaultResultsDir, machineInfo, type MachineInfo } from './machine.js';
 
 interface Config {
   sizes: number[];
@@ -95,7 +95,7 @@ function parse(args: string[]): Config {
     threads: values.threads ? positiveInts(values.threads, '--threads')[0] : null,
     machine: values.machine ?? null,
     openblasCore: values['openblas-core'] ?? null,
-    out: values.out ?? path.join(packageRoot, 'bench', 'results'),
+    out: values.out ?? defaultResultsDir(),
     write: !values['no-write'],
   };
 }

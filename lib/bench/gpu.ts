@@ -1,7 +1,7 @@
 /**
  * `nmsparse bench gpu` (npm run bench:gpu): 2:4 sparse GEMM through cuSPARSELt against cuBLASLt dense on the same
  * GPU, in one run, for the issue's shapes; our Node path against the same cuSPARSELt plan driven from a native loop;
- * prune + compress throughput against a device-to-device copy. Writes bench/results/gpu-<gpu>.json and .md.
+ * prune + compress throughput against a device-to-device copy. Writes bench-results/gpu-<gpu>.json and .md.
  *
  *   nmsparse bench gpu [--quick] [--dtypes float16,bfloat16,int8,e4m3,float32] [--iters 20] [--warmup 5]
  *                      [--no-search] [--overhead-iters 200] [--budget-s 900] [--out DIR]
@@ -19,13 +19,12 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { packageRoot } from '../native.js';
 import { backendInfo } from '../backend-info.js';
 import { cudaBackend, benchGemm, benchNativeLoop, clearPlans, planInfo, synchronize, type GemmBenchResult } from '../cuda.js';
 import { compress } from '../compress.js';
 import { randn } from '../tensor.js';
 import { NmSparseError } from '../errors.js';
-import { machineInfo } from './machine.js';
+import { defaultResultsDir, machineInfo } from './machine.js';
 
 const BENCH_DTYPES = ['float16', 'bfloat16', 'float32', 'int8', 'e4m3'] as const;
 type BenchDtype = (typeof BENCH_DTYPES)[number];
@@ -155,7 +154,7 @@ export async function benchGpu(args: string[]): Promise<void> {
       warmup: { type: 'string', default: '5' },
       'no-search': { type: 'boolean', default: false },
       'overhead-iters': { type: 'string', default: '200' },
-      out: { type: 'string', default: path.join(packageRoot, 'bench', 'results') },
+      out: { type: 'string', default: defaultResultsDir() },
     },
     allowPositionals: false,
   });

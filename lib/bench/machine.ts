@@ -1,5 +1,5 @@
 /**
- * The machine a benchmark ran on, for the results files under bench/results/: CPU model and features, cores,
+ * The machine a benchmark ran on, for its results files: CPU model and features, cores,
  * memory, OS, Node, and the versions of the libraries in play. `machineName()` names the result files.
  */
 import { cpus, hostname, loadavg, release, totalmem, type as osType } from 'node:os';
@@ -60,6 +60,9 @@ function osName(): string {
   const pretty = rel?.match(/^PRETTY_NAME="?([^"\n]*)"?$/m)?.[1];
   return pretty ?? `${osType()} ${release()}`;
 }
+
+/** Where results go without --out: ./bench-results in the working directory, never inside the installed package. */
+export const defaultResultsDir = (): string => path.resolve('bench-results');
 
 /** `amd-epyc-2c`: NMSPARSE_MACHINE, or the CPU model and core count as a file-name-safe slug. */
 export function machineName(): string {

@@ -7,7 +7,7 @@
  * N:M sparse product). A client in this process keeps `--concurrency` requests in flight over keep-alive
  * connections on 127.0.0.1, each one MNIST-sized row (or `--rows`), in JSON and in raw float32; after a warm-up
  * the four cases alternate over `--rounds` rounds so that other work on the machine falls on all of them alike.
- * Then the model alone (InferenceModel.forward, no HTTP) per batch size. Writes bench/results/serve-<machine>.json
+ * Then the model alone (InferenceModel.forward, no HTTP) per batch size. Writes bench-results/serve-<machine>.json
  * and .md.
  *
  *   nmsparse bench serve [--requests 4000] [--rounds 4] [--concurrency 32] [--rows 1] [--hidden 1024,1024] [--device cpu]
@@ -21,8 +21,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { NmSparseError } from '../errors.js';
-import { packageRoot } from '../native.js';
-import { machineInfo, machineName } from './machine.js';
+import { defaultResultsDir, machineInfo, machineName } from './machine.js';
 import { prune } from '../mask.js';
 import { randn, type Tensor } from '../tensor.js';
 import { saveModel, type ArchSpec } from '../io/model-file.js';
@@ -83,7 +82,7 @@ function parse(args: string[]): Config {
     rows: int(values.rows, 'rows', 1), hidden, device: values.device ?? 'cpu', maxBatch: int(values['max-batch'], 'max-batch', 64),
     maxDelayMs: int(values['max-delay-ms'], 'max-delay-ms', 1, 0), model: values.model ?? null,
     machine: values.machine ?? machineName(),
-    out: values.out ?? path.join(packageRoot, 'bench', 'results'),
+    out: values.out ?? defaultResultsDir(),
   };
 }
 

@@ -9,7 +9,7 @@
  *     of `nmsparse train`): median and best epoch, the first (which allocates the buffers) apart, test accuracy.
  * Sparse runs use the N:M kernels in the step (recipe option sparseKernels); `--dense-kernels` adds each sparse
  * configuration again on the dense-masked path for comparison. Writes <out>/train-<machine>-<model>-<hidden>-b<batch>
- * .json and .md.
+ * .json and .md (<out>: --out, else ./bench-results).
  *
  *   nmsparse bench train [--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128]
  *                        [--hidden 1024,1024] [--model mlp|cnn] [--dense-kernels] [--threads N] [--machine NAME]
@@ -20,7 +20,7 @@ import { loadavg } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { NmSparseError } from '../errors.js';
-import { native, packageRoot } from '../native.js';
+import { native } from '../native.js';
 import { mnistSplit, Batches } from '../data/mnist.js';
 import { buildModel, type ModelName } from '../nn/models.js';
 import { SoftmaxCrossEntropy } from '../nn/loss.js';
@@ -29,7 +29,7 @@ import { warmupCosine } from '../optim/schedule.js';
 import { createRecipe, RECIPE_NAMES, type RecipeName } from '../recipes/index.js';
 import { Trainer, sparseWeights } from '../train/trainer.js';
 import { recordPhases, type StepPhase } from '../nn/profile.js';
-import { machineInfo, type MachineInfo } from './machine.js';
+import { defaultResultsDir, machineInfo, type MachineInfo } from './machine.js';
 
 interface Config {
   recipes: RecipeName[];
@@ -105,7 +105,7 @@ function parse(args: string[]): Config {
   return {
     recipes: recipes as RecipeName[], patterns, epochs: int('epochs', 3, 0), steps: int('steps', 20), batch: int('batch', 128),
     hidden, model, denseKernels: !!values['dense-kernels'], threads, machine: (values.machine as string | undefined) ?? null,
-    out: (values.out as string | undefined) ?? path.join(packageRoot, 'bench', 'results'), write: !values['no-write'],
+    out: (values.out as string | undefined) ?? defaultResultsDir(), write: !values['no-write'],
   };
 }
 

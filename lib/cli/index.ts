@@ -16,7 +16,7 @@ Commands:
   train [options]      train an N:M sparse network on the shipped MNIST digits (nmsparse train --help)
   compare [options]    train several recipes × patterns × seeds and write one report (nmsparse compare --help)
   serve --model FILE   serve a model file over HTTP on 127.0.0.1 (nmsparse serve --help)
-  bench [cpu|gpu|serve|train]   run a benchmark and write its results under bench/results/
+  bench [cpu|gpu|serve|train]   run a benchmark and write its results under ./bench-results/
   version              print the package version
 
 Example:

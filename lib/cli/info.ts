@@ -7,6 +7,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { backendInfo, formatBackendInfo } from '../backend-info.js';
 import { native, addonPath } from '../native.js';
+import { ENVIRONMENT } from '../env.js';
 
 export const INFO_USAGE = `Usage: nmsparse info [--json] [--require-gpu]
 
@@ -30,6 +31,8 @@ export function infoCommand(args: string[], out: (line: string) => void = consol
   else {
     out(`nmsparse ${build.version} (${path.relative(process.cwd(), addonPath) || addonPath}, sources ${build.sourceHash})`);
     out(formatBackendInfo(info));
+    const set = Object.keys(ENVIRONMENT).filter((k) => process.env[k] !== undefined);
+    if (set.length) out(`environment: ${set.map((k) => `${k}=${process.env[k]}`).join(' ')}`);
   }
   if (o['require-gpu'] && !info.cuda.usable) {
     console.error(`nmsparse info --require-gpu: the GPU is unusable: ${info.cuda.reason}`);

@@ -4,7 +4,7 @@
  * otherwise. float32 tensors; class labels and pooling indices are Int32Arrays; masks are uint8 tensors.
  * Images are NHWC ([batch, height, width, channels]).
  */
-import { native } from '../native.js';
+import { native, type Window } from '../native.js';
 import { fail } from '../errors.js';
 import { deviceOp } from '../device.js';
 import { checkOut, checkTensor, outputFor, Tensor, zeros, type Shape } from '../tensor.js';
@@ -219,7 +219,7 @@ export function windowOutput(shape: Shape, w: Window2d, arg = 'x'): { batch: num
   return { batch, h, w: wd, c, oh: Math.floor((h + 2 * ph - kh) / sh) + 1, ow: Math.floor((wd + 2 * pw - kw) / sw) + 1 };
 }
 
-const geom = (x: { batch: number; h: number; w: number; c: number }, w: Window2d): number[] =>
+const geom = (x: { batch: number; h: number; w: number; c: number }, w: Window2d): Window =>
   [x.batch, x.h, x.w, x.c, w.kernel[0], w.kernel[1], w.stride[0], w.stride[1], w.padding[0], w.padding[1]];
 
 /** Patches of an NHWC image as rows: [batch·oh·ow, kh·kw·c], in (ky, kx, c) order with c fastest, zero padded. */

@@ -4,7 +4,7 @@
  *   Linear     weight [out, in] (groups of M along `in`), y = x·Wᵀ + b
  *   Conv2d     weight stored [out, kh, kw, in] (layout 'OHWI'; PyTorch's is [out, in, kh, kw]) so that the
  *              N:M groups — M consecutive elements of the last dimension — run along input channels at a
- *              fixed (out, kh, kw), the ASP / NHWC rule of DESIGN §5. y = im2col(x) · W[out, kh·kw·in]ᵀ + b.
+ *              fixed (out, kh, kw), the ASP / NHWC rule of docs/design.md §5. y = im2col(x) · W[out, kh·kw·in]ᵀ + b.
  * A Linear or Conv2d given `sparsity: {pattern, recipe}` (or made as SparseLinear / SparseConv2d) trains its
  * weight N:M sparse with that recipe; without it the layer stays dense (e.g. the classifier).
  */

@@ -1,5 +1,5 @@
 /**
- * Modules with explicit forward and backward passes (DESIGN §7), in the style of Caffe/llm.c rather than an
+ * Modules with explicit forward and backward passes (docs/design.md §7), in the style of Caffe/llm.c rather than an
  * autograd tape: forward(x) caches what backward needs; backward(dy) writes (overwrites, does not accumulate)
  * every parameter's gradient and returns dx.
  *

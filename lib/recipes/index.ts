@@ -1,4 +1,4 @@
-/** The recipe family (DESIGN §6): one class per file, one interface (recipe.ts), made by name here. */
+/** The recipe family (docs/design.md §6): one class per file, one interface (recipe.ts), made by name here. */
 import { fail } from '../errors.js';
 import { RECIPE_NAMES, type Recipe, type RecipeName } from './recipe.js';
 import { Dense } from './dense.js';

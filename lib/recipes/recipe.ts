@@ -1,5 +1,5 @@
 /**
- * The recipe interface (DESIGN §6). A recipe sees each sparse weight W at three moments:
+ * The recipe interface (docs/design.md §6). A recipe sees each sparse weight W at three moments:
  *   forwardWeight  the effective weight used in the forward pass:  W, or W ⊙ (m + (1 − m)·α) with m an N:M mask
  *   weightGrad     the gradient handed to the dense W, from the gradient g of the effective weight (in place)
  *   afterUpdate    after the optimizer step (ASP re-applies its mask there)

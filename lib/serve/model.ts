@@ -292,7 +292,8 @@ export class InferenceModel {
     if (gpu) h = keep(h.to(this.device));
     // On a GPU the products go straight to the backend, with ReLU/GELU fused into their epilogue (fuseForDevice).
     const product = async (x: Tensor, op: Product & { b: Tensor | null; activation?: 'relu' | 'gelu' }): Promise<Tensor> => {
-      if (gpu) return deviceOp(this.device, op.s ? 'sparseLinear' : 'linear')(x, op.s ?? op.w, op.b ?? undefined, { activation: op.activation }) as Tensor;
+      if (gpu && op.s) return deviceOp(this.device, 'sparseLinear')(x, op.s, op.b, { activation: op.activation });
+      if (gpu) return deviceOp(this.device, 'linear')(x, op.w!, op.b, { activation: op.activation });
       return op.s ? sparseLinearAsync(x, op.s, op.b ?? undefined) : linearAsync(x, op.w, op.b ?? undefined);
     };
     try {

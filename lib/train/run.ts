@@ -4,7 +4,7 @@
  */
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { NmSparseError, fail } from '../errors.js';
+import { NmSparseError } from '../errors.js';
 import { parsePattern, patternString } from '../pattern.js';
 import { backendFor, type Device } from '../device.js';
 import { native } from '../native.js';
@@ -135,9 +135,4 @@ export function summaryOf(r: EpochRecord): Record<string, number | null> {
 
 function stripUndefined<T extends object>(o: T): T {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
-}
-
-export function checkPositiveInt(v: number, arg: string): number {
-  if (!Number.isSafeInteger(v) || v < 1) fail('E_VALUE', arg, v, 'an integer >= 1');
-  return v;
 }

@@ -1,9 +1,9 @@
 /**
- * The training loop (DESIGN §7): epochs of shuffled mini-batches, softmax cross-entropy, an optimizer and a
+ * The training loop (docs/design.md §7): epochs of shuffled mini-batches, softmax cross-entropy, an optimizer and a
  * learning-rate schedule; the recipes of the sparse layers see every step. Per epoch it records loss and
  * accuracy (train and test), SAD, training FLOPs and throughput.
  *
- * SAD (DESIGN §5) compares target-pattern masks of the dense weights, summed over the sparse layers:
+ * SAD (docs/design.md §5) compares target-pattern masks of the dense weights, summed over the sparse layers:
  *   epoch       vs the mask at the end of the previous epoch (the initial weights' mask for epoch 1);
  *   cumulative  vs the first sparse mask (at the first step whose forward is sparse; for a recipe that is never
  *               sparse, such as dense, the initial mask: the drift its top-N structure would have had).

@@ -1,5 +1,6 @@
 // Element types shared by every backend, and the scalar conversions the CPU kernels use.
-// The numeric values are part of the JS <-> native contract (lib/dtype.ts uses the same numbers).
+// The numeric values are part of the JS <-> native contract: lib/dtype.ts DTYPES lists the names by code, and
+// test/native.test.ts compares it with enumTables().
 #pragma once
 #include <cmath>
 #include <cstdint>

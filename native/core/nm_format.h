@@ -1,4 +1,4 @@
-// The portable compressed N:M format (DESIGN §5), shared by the CPU and CUDA backends:
+// The portable compressed N:M format (docs/design.md §5), shared by the CPU and CUDA backends:
 //   values    [rows, cols*N/M] in the tensor's dtype, the kept values of each group in ascending position;
 //   positions one log2(M)-bit field per kept value (the value's index inside its group), packed little-endian
 //             into a bit stream per row; each row starts on a byte boundary (pos_row_bytes).
@@ -10,11 +10,11 @@
 
 namespace nms {
 
-inline bool nm_supported_m(int m) { return m == 4 || m == 8 || m == 16 || m == 32; }
+inline bool nm_supported_m(int64_t m) { return m == 4 || m == 8 || m == 16 || m == 32; }
 
 // Throws E_PATTERN unless 1 <= n < m with m in {4, 8, 16, 32}, and E_SHAPE unless cols is a multiple of m.
 inline void nm_validate(int64_t rows, int64_t cols, int64_t n, int64_t m) {
-  if (!(m == 4 || m == 8 || m == 16 || m == 32))
+  if (!nm_supported_m(m))
     fail("E_PATTERN", "m: got " + std::to_string(m) + ", expected one of 4, 8, 16, 32");
   if (n < 1 || n >= m) fail("E_PATTERN", "n: got " + std::to_string(n) + ", expected 1 <= n < m = " + std::to_string(m));
   if (rows < 1 || cols < 1)

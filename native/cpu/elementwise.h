@@ -1,4 +1,4 @@
-// Training kernels on the CPU (DESIGN §7): bias, activations, LayerNorm, softmax cross-entropy, im2col/col2im,
+// Training kernels on the CPU (docs/design.md §7): bias, activations, LayerNorm, softmax cross-entropy, im2col/col2im,
 // max pooling, dropout and the recipes' masked terms. float32 throughout, row-major, multi-threaded on the pool
 // (core/threadpool.h). Reductions are split by column block or by row, never by thread, so every result is
 // the same whatever the thread count. Nothing here validates: the N-API layer has checked sizes and aliasing.
@@ -90,7 +90,7 @@ NMS_HD inline float dropout_uniform(uint64_t seed, uint64_t counter) {
   return static_cast<float>(splitmix64(seed ^ splitmix64(counter)) >> 40) * (1.0f / 16777216.0f);
 }
 
-// ---- the recipes' masked terms (DESIGN §6); mask bytes: non-zero = kept ----
+// ---- the recipes' masked terms (docs/design.md §6); mask bytes: non-zero = kept ----
 // y = m ? x : α·x, i.e. x ⊙ (m + (1 − m)·α). α = 0 gives x ⊙ m. y may alias x.
 void masked_scale(const float* x, const uint8_t* mask, float alpha, float* y, int64_t n);
 // g += λ·(1 − m) ⊙ w (the SR-STE sparse-refined term).

@@ -1,4 +1,4 @@
-// N:M masks on the CPU (DESIGN §5). A tensor is seen as [rows, cols] with groups of M consecutive elements
+// N:M masks on the CPU (docs/design.md §5). A tensor is seen as [rows, cols] with groups of M consecutive elements
 // along cols (the last dimension). Every function validates nothing: the N-API layer has checked the shapes.
 #pragma once
 #include <cstdint>

@@ -1,4 +1,4 @@
-// Optimizer updates on the CPU (DESIGN §7): SGD with momentum / Nesterov / weight decay and AdamW, with the
+// Optimizer updates on the CPU (docs/design.md §7): SGD with momentum / Nesterov / weight decay and AdamW, with the
 // semantics of PyTorch's torch.optim.SGD and torch.optim.AdamW (foreach=False), in float32, in place,
 // multi-threaded on the pool. Nothing here validates: the N-API layer has checked the sizes.
 #pragma once

@@ -1,5 +1,5 @@
 // cuSPARSELt, loaded at run time (dlopen, never linked), from our own declarations of the entry points we call.
-// The declarations follow cusparseLt.h 0.6.x – 0.8.x (../shared/reference/cusparselt.md §1.2–1.4):
+// The declarations follow cusparseLt.h 0.6.x – 0.8.x (docs/design.md §10):
 //   * the compute-type enum was renumbered in 0.5.2/0.6 (32I=0, 16F=1, 32F=2); we require >= 0.6.0, so the new
 //     numbering is the only one we declare;
 //   * the opaque objects are caller-allocated byte arrays whose size changed (13072 B in 0.6.2, 512 B aligned 16

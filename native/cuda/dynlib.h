@@ -1,4 +1,5 @@
-// Finding and opening the NVIDIA libraries we never link (cuSPARSELt, cuBLASLt). Where users install them, in order:
+// Finding and opening the NVIDIA libraries we never link (cuSPARSELt, cuBLASLt). Where users install them, in the
+// order of docs/design.md §3:
 //   1. $NMSPARSE_CUDA_LIBS (a directory: an explicit choice wins over everything)
 //   2. NVIDIA Python wheels, <site-packages>/nvidia/<sub>/lib for each wheel sub-directory given, in the
 //      site-packages of: $VIRTUAL_ENV, $CONDA_PREFIX, /opt/*/.venv and /opt/*/venv, the python3 on PATH

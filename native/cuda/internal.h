@@ -10,7 +10,7 @@
 
 namespace nms::cuda {
 
-// cuSPARSELt's per-dtype shape rules (../shared/reference/cusparselt.md §2.2) and our padding of them.
+// cuSPARSELt's per-dtype shape rules (docs/design.md §10) and our padding of them.
 struct SltRules {
   bool supported = false;
   std::string why;             // when not supported

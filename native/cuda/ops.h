@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/activation.h"
 #include "core/dtype.h"
 #include "cuda/device.h"
 
@@ -61,7 +62,7 @@ SparsePtr from_portable(DevPtr values, DevPtr positions, DType d, int64_t rows, 
 const void* dense_of(SparseMatrix& s);
 
 // ---- gemm.cu: dense GEMM through cuBLASLt ------------------------------------------------------------------------
-enum class Act : int { None = 0, Relu = 1, Gelu = 2 };  // gelu = x * Φ(x) (erf form, like torch's default)
+using ::nms::Act;  // core/activation.h
 
 // C[m, n] = op(A) · op(B) (+ bias[n] per row of C) then act; A [m,k] or [k,m] (trans_a), B [k,n] or [n,k]
 // (trans_b); row-major. Float dtypes: C has the input dtype; int8: C is `out_dtype` (int32 accumulation).
@@ -95,7 +96,7 @@ void transpose2d(const void* src, size_t es, int64_t rows, int64_t cols, void* d
 
 // ---- spmm.cu: sparse GEMM through cuSPARSELt -------------------------------------------------------------------
 // linear: Y[tokens, out] = X[tokens, in] · W̃ᵀ (+ bias[out]) then act;  W̃ = s [out, in].
-// matmul: Y[rows, p] = W̃ · B[rows=in... ] i.e. W̃ [rows, cols] · B [cols, p].
+// matmul: Y[rows, p] = W̃ [rows, cols] · B [cols, p].
 struct SparseGemm {
   SparseMatrix* s;
   const void* b;  // linear: X [p, cols]; matmul: B [cols, p]

@@ -1,7 +1,7 @@
 // N:M-sparse × dense products on the GPU through cuSPARSELt: nm.linear(x, S) and S.matmul(B) for cuda
 // SparseTensors. The CUDA twin of native/cpu/spmm.cc.
 //
-// Layouts (../shared/reference/cusparselt.md §8). The weight W̃ [rows, cols] is the structured operand A (row
+// Layouts (docs/design.md §10). The weight W̃ [rows, cols] is the structured operand A (row
 // major, op N), so its 2:4 groups run along K as cuSPARSELt requires.
 //   linear  Y[p, rows] = X[p, cols] · W̃ᵀ : B = X described as [p, cols] row-major with op T (K contiguous, as the
 //           8-bit kernels require), D column-major [rows, p], which in memory is exactly row-major Y.
@@ -970,9 +970,6 @@ __global__ void diff_kernel(const void* a, const void* b, int kind, int64_t coun
   atomicMax(out + 1, __float_as_uint(mb));
 }
 
-template <class F>
-double median_ms(F&& fn, int warmup, int iters) { return time_ms(fn, warmup, iters); }
-
 // One timed candidate of bench_gemm: the sparse plan (heuristic -1) or one cuBLASLt heuristic.
 struct Timed {
   int heuristic;
@@ -1029,17 +1026,17 @@ GemmBenchResult bench_gemm(const GemmBench& b) {
   {
     DevPtr dense = alloc(static_cast<size_t>(b.m * b.k) * es), pruned = alloc(static_cast<size_t>(b.m * b.k) * es);
     fill(dense->ptr(), t, b.m * b.k, 7, 0);
-    r.copy_ms = median_ms([&] { copy_d2d(pruned->ptr(), dense->ptr(), static_cast<size_t>(b.m * b.k) * es); }, 2, 9);
+    r.copy_ms = time_ms([&] { copy_d2d(pruned->ptr(), dense->ptr(), static_cast<size_t>(b.m * b.k) * es); }, 2, 9);
     if (has_ours) {
       SelectOut so;
       so.pruned = pruned->ptr();
-      r.prune_ms = median_ms([&] { nm_select(dense->ptr(), ours, b.m, b.k, 2, 4, so); }, 2, 9);  // 2:4
+      r.prune_ms = time_ms([&] { nm_select(dense->ptr(), ours, b.m, b.k, 2, 4, so); }, 2, 9);  // 2:4
       // float32 needs 1:2 pairs for cuSPARSELt: compress the synthetic 1:2 weight instead of the 2:4-pruned one.
       const void* src = pattern == 2 ? w[0]->ptr() : pruned->ptr();
       if (slt_ok)
-        r.compress_ms = median_ms([&] { DevPtr c = slt_compress(t, b.m, b.k, dense_align, src, nullptr); }, 2, 9);
+        r.compress_ms = time_ms([&] { DevPtr c = slt_compress(t, b.m, b.k, dense_align, src, nullptr); }, 2, 9);
     } else if (slt_ok) {
-      r.compress_ms = median_ms([&] { DevPtr c = slt_compress(t, b.m, b.k, dense_align, w[0]->ptr(), nullptr); }, 2, 9);
+      r.compress_ms = time_ms([&] { DevPtr c = slt_compress(t, b.m, b.k, dense_align, w[0]->ptr(), nullptr); }, 2, 9);
     }
   }
 

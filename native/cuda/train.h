@@ -1,4 +1,4 @@
-// Training kernels on the GPU (DESIGN §7): the CUDA twins of native/cpu/elementwise.h and native/cpu/optim.h, with
+// Training kernels on the GPU (docs/design.md §7): the CUDA twins of native/cpu/elementwise.h and native/cpu/optim.h, with
 // the same formulas and argument meanings (see those headers for each contract). float32, device pointers,
 // enqueued on cuda::stream(). Column sums (bias / LayerNorm parameter gradients) and col2im / max-pool backward
 // add in the CPU's order (rows ascending, output positions ascending), so those results match the CPU bit for bit;

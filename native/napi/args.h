@@ -1,6 +1,6 @@
 // The small toolkit every N-API family file uses: argument readers that fail with typed errors, a wrapper that
 // turns C++ exceptions into JS errors carrying `code`, and run() for the sync / Promise (thread pool) forms.
-// lib/native.ts validates arguments first with the user-facing messages; these checks are the last line that
+// The lib/ op files validate arguments first, with the user-facing messages; these checks are the last line that
 // keeps a bad call from reaching a kernel.
 #pragma once
 #include <napi.h>

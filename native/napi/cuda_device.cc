@@ -323,10 +323,6 @@ void RegisterCudaDevice(Napi::Env env, Napi::Object exports) {
     cuda::sync();
     return info.Env().Undefined();
   });
-  define(env, exports, "cudaSynchronizeAsync", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    cuda::require_usable();
-    return run(info.Env(), true, {}, [] { cuda::sync(); });
-  });
 
   // cudaMemStats(trim = true) -> {liveBytes, liveBuffers, freeBytes, totalBytes, poolReserved, poolUsed}
   define(env, exports, "cudaMemStats", [](const Napi::CallbackInfo& info) -> Napi::Value {

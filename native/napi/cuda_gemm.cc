@@ -12,7 +12,7 @@ namespace {
 cuda::Act act_arg(const Napi::CallbackInfo& info, size_t i) {
   if (info[i].IsUndefined() || info[i].IsNull()) return cuda::Act::None;
   const int64_t a = int_arg(info, i, "activation");
-  if (a < 0 || a > 2) fail("E_VALUE", "activation: got " + std::to_string(a) + ", expected 0 (none), 1 (relu) or 2 (gelu)");
+  if (a < 0 || a >= kNumActs) fail("E_VALUE", "activation: got " + std::to_string(a) + ", expected 0 (none), 1 (relu) or 2 (gelu)");
   return static_cast<cuda::Act>(a);
 }
 
@@ -115,7 +115,7 @@ void RegisterCudaGemm(Napi::Env env, Napi::Object exports) {
     cuda::dense_gemm(g);
     return o;
   });
-  // cudaPlanInfo() -> [{key, path: 'sparse' | 'dense', reason?, algId, splitK, searched, verified, sparseMs, denseMs}]
+  // cudaPlanInfo() -> one plan_object() per cached key (lib/cuda.ts PlanInfo)
   define(env, exports, "cudaPlanInfo", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const std::vector<cuda::PlanInfo> v = cuda::plan_info();
     Napi::Array a = Napi::Array::New(info.Env(), v.size());
