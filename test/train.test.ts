@@ -228,6 +228,12 @@ describe('nmsparse compare', () => {
     expect(io2.out[0]).toBe(io.out[0]);
   }, 120_000);
 
+  it('a run whose loss becomes NaN is reported and the command exits 1', async () => {
+    const io = captureIO();
+    expect(await compareCommand(['--recipes', 'srste', '--seeds', '1', '--hidden', '16,16', '--limit', '256', '--epochs', '1', '--lr', '1e38', '--quiet'], io)).toBe(1);
+    expect(io.err.join('')).toMatch(/^nmsparse compare: warning: mlp srste 2:4 seed 0 diverged \(training loss not finite from epoch 1/);
+  });
+
   it('bad flags name the flag (exit code 2)', async () => {
     const io = captureIO();
     expect(await compareCommand(['--patterns', '2:4,5:4'], io)).toBe(2);

@@ -3,6 +3,7 @@
  * the seeds, and writes DIR/report.md, DIR/runs.jsonl (one line per run, with its per-epoch history) and SVG plots
  * (accuracy bars, SAD curves, test-accuracy curves). The dense recipe does not depend on the pattern: it runs once
  * per seed and appears under every pattern. With --resume, runs already in DIR/runs.jsonl are not repeated.
+ * A run whose loss became NaN is reported, and the command exits 1.
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -11,9 +12,8 @@ import { MODEL_NAMES, type ModelName } from '../nn/models.js';
 import { runTraining, type RunConfig } from '../train/run.js';
 import type { EpochRecord } from '../train/trainer.js';
 import { barChart, figure, lineChart, type Series } from '../train/plot.js';
-import {
-  TRAINING_FLAGS, TRAINING_HELP, UsageError, choice, guarded, int, list, parseFlags, pattern, table, trainingConfig, type CliIO,
-} from './train.js';
+import { TRAINING_FLAGS, TRAINING_HELP, choice, divergedAt, guarded, int, list, pattern, table, trainingConfig, type CliIO } from './train.js';
+import { UsageError, parseFlags } from './usage.js';
 
 const HELP = `Usage: nmsparse compare --recipes dense,ste,srste,... --patterns 2:4,1:4 --seeds 3 [--model mlp|cnn|mlp,cnn]
                         [--epochs N] [--out DIR] [--resume] [training flags]
@@ -199,7 +199,7 @@ export async function compareCommand(argv: string[], io: CliIO = { stdout: proce
       if (runsFile) appendFileSync(runsFile, JSON.stringify(rec) + '\n');
       if (!v.quiet)
         io.stderr.write(`[${i}/${plan.length}] ${c.model} ${c.recipe} ${c.recipe === 'dense' ? '-' : c.pattern} seed ${c.seed}: test ${(100 * rec.testAccuracy).toFixed(2)}%` +
-          `${rec.sadCumulative !== null ? `, SAD vs first ${rec.sadCumulative.toFixed(4)}` : ''}${rec.nmValid ? '' : ', N:M CHECK FAILED'} (${rec.secondsPerEpoch.toFixed(2)} s/epoch)\n`);
+          `${rec.sadCumulative !== null ? `, SAD vs first ${rec.sadCumulative.toFixed(4)}` : ''}${divergedAt(rec.history) !== null ? ', DIVERGED (loss NaN)' : rec.nmValid ? '' : ', N:M CHECK FAILED'} (${rec.secondsPerEpoch.toFixed(2)} s/epoch)\n`);
     }
     const rs = rows(runs, models, patterns, recipes);
     const { head, body } = summaryTable(rs);
@@ -211,5 +211,10 @@ export async function compareCommand(argv: string[], io: CliIO = { stdout: proce
       writeFileSync(path.join(out, 'report.md'), reportMarkdown(rs, { command: `nmsparse compare ${argv.join(' ')}`, models, patterns, recipes, seeds, config: cfg, plots: Object.keys(plots) }));
       io.stdout.write(`wrote ${out}/report.md, runs.jsonl, ${Object.keys(plots).join(', ')}\n`);
     }
+    const diverged = runs.filter((r) => divergedAt(r.history) !== null);
+    for (const r of diverged)
+      io.stderr.write(`nmsparse compare: warning: ${r.model} ${r.recipe}${r.recipe === 'dense' ? '' : ' ' + r.pattern} seed ${r.seed} diverged ` +
+        `(training loss not finite from epoch ${divergedAt(r.history)}; a lower --lr may help): its numbers above are not results\n`);
+    return diverged.length ? 1 : 0;
   });
 }
