@@ -103,16 +103,16 @@ export function comparePlots(rs: Row[], models: string[], patterns: string[], re
     }));
     files[`${model}-accuracy.svg`] = figure([barChart({ title: `${model}: test accuracy (mean ± std over seeds)`, yLabel: 'test accuracy %', groups, yCeil: 100 })], 1);
     const sadPanels = patterns.map((p) => lineChart({
-      title: `${model} ${p}: SAD vs first sparse mask`, xLabel: 'epoch', yFloor: 0,
+      title: `${model} ${p}: SAD vs first sparse mask`, xLabel: 'epoch', integerX: true, yFloor: 0,
       series: mine.filter((r) => r.pattern === p && r.recipe !== 'dense').map((r) => ({ name: r.recipe, ...curve(r.runs, (h) => h.sadCumulative?.fraction) }) as Series),
     }));
     const sadEpoch = patterns.map((p) => lineChart({
-      title: `${model} ${p}: SAD vs previous epoch`, xLabel: 'epoch', yFloor: 0,
+      title: `${model} ${p}: SAD vs previous epoch`, xLabel: 'epoch', integerX: true, yFloor: 0,
       series: mine.filter((r) => r.pattern === p && r.recipe !== 'dense').map((r) => ({ name: r.recipe, ...curve(r.runs, (h) => h.sad?.fraction) }) as Series),
     }));
     files[`${model}-sad.svg`] = figure([...sadPanels, ...sadEpoch], Math.min(patterns.length, 3), `${model}: SAD (fraction of mask positions that changed)`);
     const acc = patterns.map((p) => lineChart({
-      title: `${model} ${p}: test accuracy`, xLabel: 'epoch', yCeil: 100,
+      title: `${model} ${p}: test accuracy`, xLabel: 'epoch', integerX: true, yCeil: 100,
       series: mine.filter((r) => r.pattern === p).map((r) => ({ name: r.recipe, ...curve(r.runs, (h) => 100 * h.testAccuracy) }) as Series),
     }));
     files[`${model}-curves.svg`] = figure(acc, Math.min(patterns.length, 3), `${model}: test accuracy per epoch`);
