@@ -24,7 +24,7 @@ export { type SparseLinearOptions, type SparseMatmulOptions } from './spmm.js';
 export { backendInfo, formatBackendInfo, type BackendInfo, type LibraryInfo } from './backend-info.js';
 export { planInfo, type PlanInfo } from './cuda.js';
 
-/** N:M operations (lib/nm.ts). */
+/** N:M operations: `nm.mask(w, '2:4')`, `nm.compress`, `nm.linear(x, S, bias)` = x·W̃ᵀ + b from a compressed weight S (PyTorch's Linear layout), … */
 export * as nm from './nm.js';
 
 /** Training: modules, optimizers, recipes, data, the Trainer (see README "Training"). */
