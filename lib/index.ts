@@ -10,9 +10,6 @@
  */
 import { native } from './native.js';
 import './cuda.js';
-import { mask, prune, check, assertNM, transposableMask, sad } from './mask.js';
-import { compress } from './compress.js';
-import { sparseLinear, sparseLinearAsync, sparseMatmul, sparseMatmulAsync } from './spmm.js';
 
 export { NmSparseError, type ErrorCode } from './errors.js';
 export { DTYPES, type DType, type Storage } from './dtype.js';
@@ -20,27 +17,15 @@ export { type Device, type DeviceStorage } from './device.js';
 export { parsePattern, type Pattern } from './pattern.js';
 export { Tensor, tensor, zeros, ones, full, randn, rand, type Shape, type Nested, type TensorOptions, type RandomOptions } from './tensor.js';
 export { SparseTensor } from './compress.js';
-export { type CheckResult, type SadResult } from './mask.js';
+export { type CheckResult, type SadResult, type PatternArg } from './mask.js';
 export { Rng } from './random.js';
 export { matmul, matmulAsync, linear, linearAsync, type MatmulOptions, type LinearOptions } from './gemm.js';
 export { type SparseLinearOptions, type SparseMatmulOptions } from './spmm.js';
 export { backendInfo, formatBackendInfo, type BackendInfo, type LibraryInfo } from './backend-info.js';
 export { planInfo, type PlanInfo } from './cuda.js';
 
-/** N:M operations. `nm.linear(x, S, bias)` = x·W̃ᵀ + b from a compressed weight S (PyTorch's Linear layout). */
-export const nm = {
-  mask,
-  prune,
-  check,
-  assertNM,
-  compress,
-  transposableMask,
-  sad,
-  linear: sparseLinear,
-  linearAsync: sparseLinearAsync,
-  matmul: sparseMatmul,
-  matmulAsync: sparseMatmulAsync,
-};
+/** N:M operations: `nm.mask(w, '2:4')`, `nm.compress`, `nm.linear(x, S, bias)` = x·W̃ᵀ + b from a compressed weight S (PyTorch's Linear layout), … */
+export * as nm from './nm.js';
 
 /** Training: modules, optimizers, recipes, data, the Trainer (see README "Training"). */
 export * as nn from './nn/index.js';
@@ -51,7 +36,10 @@ export { loadMnist, mnistSplit, Batches, type Dataset, type Batch } from './data
 
 /** Model files (safetensors, PyTorch layout, N:M metadata) and serving. */
 export * as io from './io/index.js';
-export { InferenceModel, startServer, type InferenceOptions, type ServerOptions, type RunningServer } from './serve/index.js';
+export {
+  InferenceModel, startServer, type InferenceOptions, type ModelInfo, type LayerInfo, type BatcherStats, type ServerOptions, type RunningServer,
+  type ServerStats,
+} from './serve/index.js';
 
 /** Size of the CPU thread pool (defaults to the number of cores). */
 export function setNumThreads(n: number): void {

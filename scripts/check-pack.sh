@@ -11,7 +11,7 @@ tarball=$(npm pack --silent --pack-destination "$work" 2>/dev/null | tail -n 1)
 echo "check-pack: $tarball ($(du -h "$work/$tarball" | cut -f1))"
 tar -tzf "$work/$tarball" | sed 's|^package/||' | sort > "$work/files.txt"
 for f in dist/index.js dist/index.d.ts dist/cli/index.js native/core/threadpool.cc native/cpu/spmm.cc native/napi/addon.cc \
-         CMakeLists.txt binding.gyp README.md LICENSE package.json scripts/install.mjs scripts/source-hash.cjs scripts/gyp-sources.cjs; do
+         CMakeLists.txt binding.gyp README.md CHANGELOG.md LICENSE package.json scripts/install.mjs scripts/source-hash.cjs scripts/gyp-sources.cjs; do
   grep -qxF "$f" "$work/files.txt" || { echo "check-pack: missing $f"; exit 1; }
 done
 ls prebuilds/*/*.node >/dev/null 2>&1 && { grep -q '^prebuilds/.*\.node$' "$work/files.txt" || { echo "check-pack: prebuilds missing"; exit 1; }; }

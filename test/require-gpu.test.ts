@@ -56,7 +56,7 @@ describe.skipIf(info.cuda.usable)('without a usable GPU', () => {
   });
 
   it('bench gpu checks its arguments first, then refuses with the reason (E_DEVICE)', async () => {
-    await expect(runBench(['gpu', '--iters', '0'])).rejects.toMatchObject({ code: 'E_VALUE', message: expect.stringMatching(/--iters got 0/) });
+    await expect(runBench(['gpu', '--iters', '0'])).rejects.toMatchObject({ code: 'E_VALUE', message: expect.stringMatching(/--iters: got 0/) });
     await expect(runBench(['gpu', '--budget-s', 'soon'])).rejects.toMatchObject({ code: 'E_VALUE', message: expect.stringMatching(/--budget-s/) });
     await expect(runBench(['gpu', '--dtypes', 'float16,fp64'])).rejects.toMatchObject({ code: 'E_VALUE', message: expect.stringMatching(/"fp64"/) });
     await expect(runBench(['gpu', '--quick'])).rejects.toMatchObject({ code: 'E_DEVICE', message: expect.stringContaining(info.cuda.reason!) });

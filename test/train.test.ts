@@ -212,7 +212,10 @@ describe('nmsparse compare', () => {
     expect(runs).toHaveLength(2 + 2 * 2 * 2); // dense once per seed; ste and srste per pattern and seed
     const out = io.out.join('');
     expect(out).toMatch(/model\s+pattern\s+recipe\s+seeds\s+test acc % \(mean ± std\)/);
-    expect(out.match(/^mlp\s+(2:4|1:4)\s+\S+\s+2\s+\d+\.\d\d ± \d+\.\d\d/gm)).toHaveLength(6);
+    // The dense baseline once (no pattern, no SAD), then ste and srste per pattern.
+    expect(out.match(/^mlp\s+-\s+dense\s+2\s+\d+\.\d\d ± \d+\.\d\d\s+-\s+-\s/gm)).toHaveLength(1);
+    expect(out.match(/^mlp\s+(2:4|1:4)\s+(ste|srste)\s+2\s+\d+\.\d\d ± \d+\.\d\d/gm)).toHaveLength(4);
+    expect(out.match(/dense/g)).toHaveLength(2);  // its row and the "vs dense" column
     const report = readFileSync(path.join(dir, 'report.md'), 'utf8');
     expect(report).toContain('| mlp | 1:4 | srste | 2 |');
     for (const f of ['mlp-accuracy.svg', 'mlp-sad.svg', 'mlp-curves.svg']) {
@@ -226,6 +229,12 @@ describe('nmsparse compare', () => {
     expect(readFileSync(path.join(dir, 'runs.jsonl'), 'utf8').trim().split('\n')).toHaveLength(10);
     expect(io2.out[0]).toBe(io.out[0]);
   }, 120_000);
+
+  it('a run whose loss becomes NaN is reported and the command exits 1', async () => {
+    const io = captureIO();
+    expect(await compareCommand(['--recipes', 'srste', '--seeds', '1', '--hidden', '16,16', '--limit', '256', '--epochs', '1', '--lr', '1e38', '--quiet'], io)).toBe(1);
+    expect(io.err.join('')).toMatch(/^nmsparse compare: warning: mlp srste 2:4 seed 0 diverged \(training loss not finite from epoch 1/);
+  });
 
   it('bad flags name the flag (exit code 2)', async () => {
     const io = captureIO();

@@ -17,7 +17,7 @@ import { loadavg } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { NmSparseError } from '../errors.js';
+import { UsageError } from '../cli/usage.js';
 import { native } from '../native.js';
 import { randn, type Tensor } from '../tensor.js';
 import { compress } from '../compress.js';
@@ -63,12 +63,11 @@ export interface CpuResult {
   denseBytes: number;
 }
 
-const USAGE = 'usage: nmsparse bench cpu [--sizes 512,1024,2048,4096] [--batch 256] [--no-linear] [--reps N] [--threads N] [--openblas-core NAME] [--machine NAME] [--out DIR] [--no-write]';
 
 function positiveInts(s: string, arg: string): number[] {
   const v = s.split(',').map((x) => Number(x.trim()));
   if (v.length === 0 || v.some((x) => !Number.isSafeInteger(x) || x < 1))
-    throw new NmSparseError('E_VALUE', `${arg}: got "${s}", expected positive integers separated by commas\n${USAGE}`);
+    throw new UsageError(`${arg}: got "${s}", expected positive integers separated by commas`);
   return v;
 }
 
@@ -85,7 +84,7 @@ function parse(args: string[]): Config {
       strict: true,
     }));
   } catch (e) {
-    throw new NmSparseError('E_VALUE', `bench cpu: ${(e as Error).message}\n${USAGE}`);
+    throw new UsageError(`${(e as Error).message.split('\n')[0]} (see nmsparse bench cpu --help)`);
   }
   return {
     sizes: values.sizes ? positiveInts(values.sizes, '--sizes') : [512, 1024, 2048, 4096],
@@ -236,7 +235,7 @@ export async function benchCpu(args: string[]): Promise<void> {
   if (cfg.machine) process.env.NMSPARSE_MACHINE = cfg.machine;
   // OpenBLAS reads OPENBLAS_CORETYPE when it is loaded, which is at the first blasPeer() call (machineInfo).
   if (cfg.openblasCore) {
-    if (!/^[A-Za-z0-9]+$/.test(cfg.openblasCore)) throw new NmSparseError('E_VALUE', `--openblas-core: got "${cfg.openblasCore}", expected a core name like SkylakeX\n${USAGE}`);
+    if (!/^[A-Za-z0-9]+$/.test(cfg.openblasCore)) throw new UsageError(`--openblas-core: got "${cfg.openblasCore}", expected a core name like SkylakeX`);
     process.env.OPENBLAS_CORETYPE = cfg.openblasCore;
   }
   const machine = machineInfo();

@@ -24,6 +24,7 @@ import { cudaBackend, benchGemm, benchNativeLoop, clearPlans, planInfo, synchron
 import { compress } from '../compress.js';
 import { randn } from '../tensor.js';
 import { NmSparseError } from '../errors.js';
+import { UsageError } from '../cli/usage.js';
 import { defaultResultsDir, machineInfo } from './machine.js';
 
 const BENCH_DTYPES = ['float16', 'bfloat16', 'float32', 'int8', 'e4m3'] as const;
@@ -162,9 +163,9 @@ export async function benchGpu(args: string[]): Promise<void> {
   const iters = Number(o.iters), warmup = Number(o.warmup), search = !o['no-search'];
   const budgetS = Number(o['budget-s'] ?? (o.quick ? 200 : 900));
   for (const [name, v] of [['--iters', iters], ['--warmup', warmup], ['--budget-s', budgetS]] as const)
-    if (!Number.isFinite(v) || v < (name === '--iters' ? 1 : 0)) throw new NmSparseError('E_VALUE', `bench gpu: ${name} got ${v}, expected a number >= ${name === '--iters' ? 1 : 0}`);
+    if (!Number.isFinite(v) || v < (name === '--iters' ? 1 : 0)) throw new UsageError(`${name}: got ${v}, expected a number >= ${name === '--iters' ? 1 : 0}`);
   for (const d of dtypes)
-    if (!BENCH_DTYPES.includes(d)) throw new NmSparseError('E_VALUE', `bench gpu: --dtypes got ${JSON.stringify(d)}, expected a comma-separated list of ${BENCH_DTYPES.join(', ')}`);
+    if (!BENCH_DTYPES.includes(d)) throw new UsageError(`--dtypes: got ${JSON.stringify(d)}, expected a comma-separated list of ${BENCH_DTYPES.join(', ')}`);
   const info = backendInfo();
   if (!info.cuda.usable) throw new NmSparseError('E_DEVICE', `bench gpu: 'cuda' is not available: ${info.cuda.reason}`);
   const dev = info.cuda.device!;

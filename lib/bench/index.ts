@@ -4,25 +4,52 @@
  * or failing one (a build without the GPU part) fails that kind alone.
  */
 import { NmSparseError } from '../errors.js';
+import { UsageError, wantsHelp } from '../cli/usage.js';
 
 type Runner = (args: string[]) => Promise<void>;
 
-/** Module file and the name of the function it exports, per kind. */
-const KINDS: Record<string, { file: string; fn: string; what: string }> = {
-  cpu: { file: './cpu.js', fn: 'benchCpu', what: 'dense vs 2:4 sparse vs OpenBLAS on the CPU' },
-  gpu: { file: './gpu.js', fn: 'benchGpu', what: 'cuSPARSELt 2:4 vs cuBLASLt dense on the GPU' },
-  serve: { file: './serve.js', fn: 'benchServe', what: 'nmsparse serve: requests/s and latency, dense vs 2:4' },
-  train: { file: './train.js', fn: 'benchTrain', what: 'a training step by phase and MNIST epochs: dense vs the sparse recipes (lib/bench/train.ts)' },
+/**
+ * Module file, the name of the function it exports, and its flags, per kind. The flags live here so that
+ * `nmsparse bench <kind> --help` works without loading the kind (nor needing it to be built).
+ */
+const KINDS: Record<string, { file: string; fn: string; what: string; flags: string }> = {
+  cpu: {
+    file: './cpu.js', fn: 'benchCpu', what: 'dense vs 2:4 sparse vs OpenBLAS on the CPU',
+    flags: '[--sizes 512,1024,2048,4096] [--batch 256] [--no-linear] [--reps N] [--threads N] [--openblas-core NAME] [--machine NAME] [--out DIR] [--no-write]',
+  },
+  gpu: {
+    file: './gpu.js', fn: 'benchGpu', what: 'cuSPARSELt 2:4 vs cuBLASLt dense on the GPU',
+    flags: '[--quick] [--dtypes float16,bfloat16,int8,e4m3,float32] [--iters 20] [--warmup 5] [--no-search] [--overhead-iters 200] [--budget-s 900] [--out DIR]',
+  },
+  serve: {
+    file: './serve.js', fn: 'benchServe', what: 'nmsparse serve: requests/s and latency, dense vs 2:4',
+    flags: '[--requests 4000] [--rounds 4] [--warmup N] [--concurrency 32] [--rows 1] [--hidden 1024,1024] [--device cpu|cuda] [--max-batch 64] [--max-delay-ms 1] [--model FILE] [--machine NAME] [--out DIR]',
+  },
+  train: {
+    file: './train.js', fn: 'benchTrain', what: 'a training step by phase and MNIST epochs: dense vs the sparse recipes (lib/bench/train.ts)',
+    flags: '[--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128] [--model mlp|cnn] [--hidden A,B] [--dense-kernels] [--threads N] [--machine NAME] [--out DIR] [--no-write]',
+  },
 };
 
-export function benchUsage(): string {
-  return ['usage: nmsparse bench <kind> [options]', ...Object.entries(KINDS).map(([k, v]) => `  ${k.padEnd(6)} ${v.what}`)].join('\n');
+/** The usage of one kind, or of `bench` itself. */
+export function benchUsage(kind?: string): string {
+  if (kind) return `usage: nmsparse bench ${kind} ${KINDS[kind].flags}\n${KINDS[kind].what}; results go to bench/results/ unless --out says otherwise.`;
+  return ['usage: nmsparse bench <kind> [options]   (nmsparse bench <kind> --help lists its options)', ...Object.entries(KINDS).map(([k, v]) => `  ${k.padEnd(6)} ${v.what}`)].join('\n');
 }
 
 export async function runBench(args: string[]): Promise<void> {
   const [kind, ...rest] = args;
-  const entry = kind === undefined ? undefined : KINDS[kind];
-  if (!entry) throw new NmSparseError('E_VALUE', `bench: got ${kind === undefined ? 'no kind' : JSON.stringify(kind)}, expected one of ${Object.keys(KINDS).join(', ')}\n${benchUsage()}`);
+  if (kind === undefined || kind === 'help' || kind === '--help' || kind === '-h') {
+    if (kind === undefined) throw new UsageError(`expected a kind: ${Object.keys(KINDS).join(', ')}\n${benchUsage()}`);
+    console.log(benchUsage());
+    return;
+  }
+  const entry = KINDS[kind];
+  if (!entry) throw new UsageError(`got ${JSON.stringify(kind)}, expected one of ${Object.keys(KINDS).join(', ')}\n${benchUsage()}`);
+  if (wantsHelp(rest)) {
+    console.log(benchUsage(kind));
+    return;
+  }
   let mod: Record<string, unknown>;
   try {
     const file: string = entry.file;  // a variable, so that the compiler does not require every kind to exist

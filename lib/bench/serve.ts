@@ -21,6 +21,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { NmSparseError } from '../errors.js';
+import { UsageError } from '../cli/usage.js';
 import { defaultResultsDir, machineInfo, machineName } from './machine.js';
 import { prune } from '../mask.js';
 import { randn, type Tensor } from '../tensor.js';
@@ -71,12 +72,12 @@ function parse(args: string[]): Config {
   const int = (v: string | undefined, name: string, def: number, min = 1): number => {
     if (v === undefined) return def;
     const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < min) throw new NmSparseError('E_VALUE', `--${name}: got ${JSON.stringify(v)}, expected an integer >= ${min}`);
+    if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name}: got ${JSON.stringify(v)}, expected an integer >= ${min}`);
     return n;
   };
   const requests = int(values.requests, 'requests', 4000);
   const hidden = (values.hidden ?? '1024,1024').split(',').map((h) => int(h, 'hidden', 0));
-  if (hidden.some((h) => h % 4 !== 0)) throw new NmSparseError('E_VALUE', `--hidden: got ${values.hidden}, expected widths divisible by 4 (2:4)`);
+  if (hidden.some((h) => h % 4 !== 0)) throw new UsageError(`--hidden: got ${values.hidden}, expected widths divisible by 4 (2:4)`);
   return {
     requests, rounds: int(values.rounds, 'rounds', 4), warmup: int(values.warmup, 'warmup', Math.min(500, Math.ceil(requests / 4)), 0), concurrency: int(values.concurrency, 'concurrency', 32),
     rows: int(values.rows, 'rows', 1), hidden, device: values.device ?? 'cpu', maxBatch: int(values['max-batch'], 'max-batch', 64),

@@ -19,7 +19,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { NmSparseError } from '../errors.js';
+import { UsageError } from '../cli/usage.js';
 import { native } from '../native.js';
 import { mnistSplit, Batches } from '../data/mnist.js';
 import { buildModel, type ModelName } from '../nn/models.js';
@@ -84,22 +84,22 @@ function parse(args: string[]): Config {
       },
     }));
   } catch (e) {
-    throw new NmSparseError('E_VALUE', `bench train: ${(e as Error).message.split('\n')[0]}`);
+    throw new UsageError(`${(e as Error).message.split('\n')[0]} (see nmsparse bench train --help)`);
   }
   const int = (k: string, d: number, min = 1): number => {
     const v = values[k] as string | undefined;
     if (v === undefined) return d;
     const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < min) throw new NmSparseError('E_VALUE', `bench train: --${k}: got ${JSON.stringify(v)}, expected an integer >= ${min}`);
+    if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${k}: got ${JSON.stringify(v)}, expected an integer >= ${min}`);
     return n;
   };
   const recipes = ((values.recipes as string | undefined) ?? 'dense,ste,srste').split(',').map((r) => r.trim());
   for (const r of recipes)
-    if (!RECIPE_NAMES.includes(r as RecipeName)) throw new NmSparseError('E_VALUE', `bench train: --recipes: got ${JSON.stringify(r)}, expected one of ${RECIPE_NAMES.join(', ')}`);
+    if (!RECIPE_NAMES.includes(r as RecipeName)) throw new UsageError(`--recipes: got ${JSON.stringify(r)}, expected one of ${RECIPE_NAMES.join(', ')}`);
   const model = (values.model as string | undefined) ?? 'mlp';
-  if (model !== 'mlp' && model !== 'cnn') throw new NmSparseError('E_VALUE', `bench train: --model: got ${JSON.stringify(model)}, expected mlp or cnn`);
+  if (model !== 'mlp' && model !== 'cnn') throw new UsageError(`--model: got ${JSON.stringify(model)}, expected mlp or cnn`);
   const hidden = ((values.hidden as string | undefined) ?? (model === 'mlp' ? '1024,1024' : '16,32,128')).split(',').map(Number);
-  if (hidden.some((h) => !Number.isSafeInteger(h) || h < 1)) throw new NmSparseError('E_VALUE', `bench train: --hidden: got ${JSON.stringify(values.hidden)}, expected positive integers`);
+  if (hidden.some((h) => !Number.isSafeInteger(h) || h < 1)) throw new UsageError(`--hidden: got ${JSON.stringify(values.hidden)}, expected positive integers`);
   const patterns = ((values.patterns as string | undefined) ?? (values.pattern as string | undefined) ?? '2:4').split(',').map((p) => p.trim());
   const threads = values.threads === undefined ? null : int('threads', 1);
   return {

@@ -2,7 +2,8 @@
  * `nmsparse compare`: trains every (model, pattern, recipe, seed) of a grid, prints one table of mean ± std over
  * the seeds, and writes DIR/report.md, DIR/runs.jsonl (one line per run, with its per-epoch history) and SVG plots
  * (accuracy bars, SAD curves, test-accuracy curves). The dense recipe does not depend on the pattern: it runs once
- * per seed and appears under every pattern. With --resume, runs already in DIR/runs.jsonl are not repeated.
+ * per seed, is one row of the table (pattern "-") and the baseline of every pattern's plot. With --resume, runs
+ * already in DIR/runs.jsonl are not repeated. A run whose loss became NaN is reported, and the command exits 1.
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -10,10 +11,9 @@ import { RECIPE_NAMES, type RecipeName } from '../recipes/index.js';
 import { MODEL_NAMES, type ModelName } from '../nn/models.js';
 import { runTraining, type RunConfig } from '../train/run.js';
 import type { EpochRecord } from '../train/trainer.js';
-import { barChart, figure, lineChart, type Series } from '../train/plot.js';
-import {
-  TRAINING_FLAGS, TRAINING_HELP, UsageError, choice, guarded, int, list, parseFlags, pattern, table, trainingConfig, type CliIO,
-} from './train.js';
+import { PALETTE, barChart, figure, lineChart, type Series } from '../train/plot.js';
+import { TRAINING_FLAGS, TRAINING_HELP, choice, divergedAt, guarded, int, list, pattern, table, trainingConfig, type CliIO } from './train.js';
+import { UsageError, parseFlags } from './usage.js';
 
 const HELP = `Usage: nmsparse compare --recipes dense,ste,srste,... --patterns 2:4,1:4 --seeds 3 [--model mlp|cnn|mlp,cnn]
                         [--epochs N] [--out DIR] [--resume] [training flags]
@@ -44,20 +44,21 @@ export const std = (v: number[]): number => (v.length < 2 ? 0 : Math.sqrt(v.redu
 
 export interface Row {
   model: string;
+  /** '-' for the dense baseline. */
   pattern: string;
   recipe: string;
   runs: RunRecord[];
 }
 
-/** Groups runs by (model, pattern, recipe), dense rows shared across patterns. */
+/** Groups runs by (model, pattern, recipe): per model the dense baseline first (once, pattern '-'), then each pattern. */
 export function rows(runs: RunRecord[], models: string[], patterns: string[], recipes: string[]): Row[] {
   const out: Row[] = [];
-  for (const model of models)
+  const push = (model: string, p: string, recipe: string, rs: RunRecord[]) => rs.length && out.push({ model, pattern: p, recipe, runs: rs });
+  for (const model of models) {
+    if (recipes.includes('dense')) push(model, '-', 'dense', runs.filter((r) => r.model === model && r.recipe === 'dense'));
     for (const p of patterns)
-      for (const recipe of recipes) {
-        const rs = runs.filter((r) => r.model === model && r.recipe === recipe && (recipe === 'dense' || r.pattern === p));
-        if (rs.length) out.push({ model, pattern: p, recipe, runs: rs });
-      }
+      for (const recipe of recipes.filter((x) => x !== 'dense')) push(model, p, recipe, runs.filter((r) => r.model === model && r.recipe === recipe && r.pattern === p));
+  }
   return out;
 }
 
@@ -68,7 +69,8 @@ export function summaryTable(rs: Row[]): { head: string[]; body: string[][] } {
   const head = ['model', 'pattern', 'recipe', 'seeds', 'test acc % (mean ± std)', 'SAD last epoch', 'SAD vs first mask', 'train GFLOP', 'vs dense', 's/epoch'];
   const body = rs.map((r) => [
     r.model, r.pattern, r.recipe, String(r.runs.length), pm(r.runs.map((x) => x.testAccuracy)),
-    maybe(r.runs.map((x) => x.sad)), maybe(r.runs.map((x) => x.sadCumulative)),
+    // A dense run's SAD is of hypothetical top-N masks: not a property of the baseline.
+    ...(r.recipe === 'dense' ? ['-', '-'] : [maybe(r.runs.map((x) => x.sad)), maybe(r.runs.map((x) => x.sadCumulative))]),
     (mean(r.runs.map((x) => x.flopsTotal)) / 1e9).toFixed(1), mean(r.runs.map((x) => x.flopsTotal / x.denseFlopsTotal)).toFixed(2),
     mean(r.runs.map((x) => x.secondsPerEpoch)).toFixed(2),
   ]);
@@ -94,29 +96,36 @@ function curve(runs: RunRecord[], f: (r: EpochRecord) => number | null | undefin
 /** The plots of a comparison: accuracy bars per pattern, and per-epoch SAD and accuracy curves per pattern. */
 export function comparePlots(rs: Row[], models: string[], patterns: string[], recipes: string[]): Record<string, string> {
   const files: Record<string, string> = {};
+  // One colour per recipe in every chart, in the order barChart gives its bars: dense first, then the order given.
+  const order = [...recipes.filter((r) => r === 'dense'), ...recipes.filter((r) => r !== 'dense')];
+  const color = (recipe: string) => PALETTE[order.indexOf(recipe) % PALETTE.length];
   for (const model of models) {
     const mine = rs.filter((r) => r.model === model);
     if (!mine.length) continue;
-    const groups = patterns.map((p) => ({
-      label: p,
-      bars: mine.filter((r) => r.pattern === p).map((r) => ({ name: r.recipe, value: 100 * mean(r.runs.map((x) => x.testAccuracy)), err: 100 * std(r.runs.map((x) => x.testAccuracy)) })),
-    }));
+    const bar = (r: Row) => ({ name: r.recipe, value: 100 * mean(r.runs.map((x) => x.testAccuracy)), err: 100 * std(r.runs.map((x) => x.testAccuracy)) });
+    const baseline = mine.find((r) => r.recipe === 'dense');
+    const groups = [
+      ...(baseline ? [{ label: 'dense', bars: [bar(baseline)] }] : []),
+      ...patterns.map((p) => ({ label: p, bars: mine.filter((r) => r.pattern === p).map(bar) })),
+    ];
     files[`${model}-accuracy.svg`] = figure([barChart({ title: `${model}: test accuracy (mean ± std over seeds)`, yLabel: 'test accuracy %', groups, yCeil: 100 })], 1);
     const sadPanels = patterns.map((p) => lineChart({
-      title: `${model} ${p}: SAD vs first sparse mask`, xLabel: 'epoch', yFloor: 0,
-      series: mine.filter((r) => r.pattern === p && r.recipe !== 'dense').map((r) => ({ name: r.recipe, ...curve(r.runs, (h) => h.sadCumulative?.fraction) }) as Series),
+      title: `${model} ${p}: SAD vs first sparse mask`, xLabel: 'epoch', integerX: true, yFloor: 0,
+      series: mine.filter((r) => r.pattern === p && r.recipe !== 'dense').map((r) => ({ name: r.recipe, color: color(r.recipe), ...curve(r.runs, (h) => h.sadCumulative?.fraction) }) as Series),
     }));
     const sadEpoch = patterns.map((p) => lineChart({
-      title: `${model} ${p}: SAD vs previous epoch`, xLabel: 'epoch', yFloor: 0,
-      series: mine.filter((r) => r.pattern === p && r.recipe !== 'dense').map((r) => ({ name: r.recipe, ...curve(r.runs, (h) => h.sad?.fraction) }) as Series),
+      title: `${model} ${p}: SAD vs previous epoch`, xLabel: 'epoch', integerX: true, yFloor: 0,
+      series: mine.filter((r) => r.pattern === p && r.recipe !== 'dense').map((r) => ({ name: r.recipe, color: color(r.recipe), ...curve(r.runs, (h) => h.sad?.fraction) }) as Series),
     }));
     files[`${model}-sad.svg`] = figure([...sadPanels, ...sadEpoch], Math.min(patterns.length, 3), `${model}: SAD (fraction of mask positions that changed)`);
     const acc = patterns.map((p) => lineChart({
-      title: `${model} ${p}: test accuracy`, xLabel: 'epoch', yCeil: 100,
-      series: mine.filter((r) => r.pattern === p).map((r) => ({ name: r.recipe, ...curve(r.runs, (h) => 100 * h.testAccuracy) }) as Series),
+      title: `${model} ${p}: test accuracy`, xLabel: 'epoch', integerX: true, yCeil: 100,
+      series: [
+        ...(baseline ? [{ name: 'dense', color: color('dense'), dashed: true, ...curve(baseline.runs, (h) => 100 * h.testAccuracy) }] : []),
+        ...mine.filter((r) => r.pattern === p).map((r) => ({ name: r.recipe, color: color(r.recipe), ...curve(r.runs, (h) => 100 * h.testAccuracy) })),
+      ] as Series[],
     }));
     files[`${model}-curves.svg`] = figure(acc, Math.min(patterns.length, 3), `${model}: test accuracy per epoch`);
-    void recipes;
   }
   return files;
 }
@@ -135,8 +144,8 @@ export function reportMarkdown(rs: Row[], meta: { command: string; models: strin
     '',
     markdownTable(head, body),
     'SAD: fraction of mask positions whose kept/pruned state changed, target-pattern masks of the dense weights summed over the sparse layers;',
-    '"last epoch" compares the last two epochs, "vs first mask" the end of training with the first sparse step. For dense runs the masks are',
-    'the hypothetical top-N masks of the dense weights. FLOPs: products of Linear/Conv2d layers; a sparse forward counts N/M of dense.',
+    '"last epoch" compares the last two epochs, "vs first mask" the end of training with the first sparse step (none for the dense baseline).',
+    'FLOPs: products of Linear/Conv2d layers; a sparse forward counts N/M of dense.',
     '',
     ...meta.plots.map((p) => `![${p}](${p})`),
     '',
@@ -199,7 +208,7 @@ export async function compareCommand(argv: string[], io: CliIO = { stdout: proce
       if (runsFile) appendFileSync(runsFile, JSON.stringify(rec) + '\n');
       if (!v.quiet)
         io.stderr.write(`[${i}/${plan.length}] ${c.model} ${c.recipe} ${c.recipe === 'dense' ? '-' : c.pattern} seed ${c.seed}: test ${(100 * rec.testAccuracy).toFixed(2)}%` +
-          `${rec.sadCumulative !== null ? `, SAD vs first ${rec.sadCumulative.toFixed(4)}` : ''}${rec.nmValid ? '' : ', N:M CHECK FAILED'} (${rec.secondsPerEpoch.toFixed(2)} s/epoch)\n`);
+          `${rec.sadCumulative !== null && c.recipe !== 'dense' ? `, SAD vs first ${rec.sadCumulative.toFixed(4)}` : ''}${divergedAt(rec.history) !== null ? ', DIVERGED (loss NaN)' : rec.nmValid ? '' : ', N:M CHECK FAILED'} (${rec.secondsPerEpoch.toFixed(2)} s/epoch)\n`);
     }
     const rs = rows(runs, models, patterns, recipes);
     const { head, body } = summaryTable(rs);
@@ -211,5 +220,10 @@ export async function compareCommand(argv: string[], io: CliIO = { stdout: proce
       writeFileSync(path.join(out, 'report.md'), reportMarkdown(rs, { command: `nmsparse compare ${argv.join(' ')}`, models, patterns, recipes, seeds, config: cfg, plots: Object.keys(plots) }));
       io.stdout.write(`wrote ${out}/report.md, runs.jsonl, ${Object.keys(plots).join(', ')}\n`);
     }
+    const diverged = runs.filter((r) => divergedAt(r.history) !== null);
+    for (const r of diverged)
+      io.stderr.write(`nmsparse compare: warning: ${r.model} ${r.recipe}${r.recipe === 'dense' ? '' : ' ' + r.pattern} seed ${r.seed} diverged ` +
+        `(training loss not finite from epoch ${divergedAt(r.history)}; a lower --lr may help): its numbers above are not results\n`);
+    return diverged.length ? 1 : 0;
   });
 }

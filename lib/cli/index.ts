@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 /**
  * The `nmsparse` command. Each subcommand lives in its own module, imported only when it runs, so
- * `nmsparse info` stays fast and a broken optional part cannot break the others.
+ * `nmsparse info` stays fast and a broken optional part cannot break the others. Every command takes --help;
+ * exit codes: 0 done, 1 the run failed, 2 a bad command line (lib/cli/usage.ts).
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../native.js';
+import { UsageError, failure, parseFlags } from './usage.js';
 
 const USAGE = `Usage: nmsparse <command> [options]
 
@@ -16,14 +18,24 @@ Commands:
   train [options]      train an N:M sparse network on the shipped MNIST digits (nmsparse train --help)
   compare [options]    train several recipes × patterns × seeds and write one report (nmsparse compare --help)
   serve --model FILE   serve a model file over HTTP on 127.0.0.1 (nmsparse serve --help)
-  bench [cpu|gpu|serve|train]   run a benchmark and write its results under ./bench-results/
+  bench <cpu|gpu|serve|train>   run a benchmark and write its results under ./bench-results/ (nmsparse bench --help)
   version              print the package version
+
+Exit codes: 0 done, 1 the run failed, 2 a bad command line.
 
 Example:
   npx nmsparse train --model mlp --recipe srste --pattern 2:4 --epochs 3 --out runs/srste`;
 
-async function main(argv: string[]): Promise<void> {
-  const [command, ...rest] = argv;
+/** A command without flags: --help prints its usage, anything else is a usage error. */
+function noFlags(argv: string[], usage: string): boolean {
+  if (parseFlags(argv, { help: { type: 'boolean', short: 'h' } }).help) {
+    console.log(usage);
+    return false;
+  }
+  return true;
+}
+
+async function main(command: string | undefined, rest: string[]): Promise<void> {
   switch (command) {
     case 'info': {
       const { infoCommand } = await import('./info.js');
@@ -53,6 +65,7 @@ async function main(argv: string[]): Promise<void> {
     case 'version':
     case '--version':
     case '-v':
+      if (!noFlags(rest, 'Usage: nmsparse version\nPrints the package version.')) return;
       console.log(JSON.parse(readFileSync(path.join(packageRoot, 'package.json'), 'utf8')).version);
       return;
     case undefined:
@@ -62,13 +75,14 @@ async function main(argv: string[]): Promise<void> {
       console.log(USAGE);
       return;
     default:
-      console.error(`nmsparse: unknown command '${command}'\n\n${USAGE}`);
-      process.exitCode = 2;
+      throw new UsageError(`unknown command '${command}'\n\n${USAGE}`);
   }
 }
 
-main(process.argv.slice(2)).catch((e) => {
-  const err = e as { code?: string; message?: string };
-  console.error(`nmsparse: ${err.code ? err.code + ': ' : ''}${err.message ?? String(e)}`);
-  process.exitCode = 1;
+const [command, ...rest] = process.argv.slice(2);
+main(command, rest).catch((e) => {
+  const known = ['info', 'train', 'compare', 'serve', 'bench', 'version'].includes(command);
+  const f = failure(!known ? '' : command === 'bench' && rest[0] && !rest[0].startsWith('-') ? `bench ${rest[0]}` : command, e);
+  process.stderr.write(f.line);
+  process.exitCode = f.exitCode;
 });

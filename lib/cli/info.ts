@@ -4,10 +4,10 @@
  * GPU machine's script stops there instead of running everything on the CPU.
  */
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { backendInfo, formatBackendInfo } from '../backend-info.js';
 import { native, addonPath } from '../native.js';
 import { ENVIRONMENT } from '../env.js';
+import { parseFlags } from './usage.js';
 
 export const INFO_USAGE = `Usage: nmsparse info [--json] [--require-gpu]
 
@@ -16,11 +16,7 @@ export const INFO_USAGE = `Usage: nmsparse info [--json] [--require-gpu]
 
 /** Prints the report; returns the exit status. */
 export function infoCommand(args: string[], out: (line: string) => void = console.log): number {
-  const { values: o } = parseArgs({
-    args,
-    options: { json: { type: 'boolean', default: false }, 'require-gpu': { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } },
-    allowPositionals: false,
-  });
+  const o = parseFlags(args, { json: { type: 'boolean' }, 'require-gpu': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
   if (o.help) {
     out(INFO_USAGE);
     return 0;

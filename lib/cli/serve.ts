@@ -3,13 +3,13 @@
  * SIGTERM, then shuts down gracefully (stops accepting, finishes in-flight requests, exits 0).
  * Also runs on its own: `node dist/cli/serve.js --model FILE` (what `bench serve` starts).
  */
-import { parseArgs } from 'node:util';
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { NmSparseError } from '../errors.js';
 import { InferenceModel, type InferenceOptions } from '../serve/model.js';
 import { isLoopback, startServer, type RunningServer } from '../serve/server.js';
 import type { ArchSpec } from '../io/model-file.js';
+import { UsageError, failure, parseFlags } from './usage.js';
 
 export const SERVE_USAGE = `Usage: nmsparse serve --model FILE [options]
 
@@ -47,7 +47,7 @@ export interface ServeDeps {
 function intOpt(v: string | undefined, name: string, def: number): number {
   if (v === undefined) return def;
   const n = Number(v);
-  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) throw new NmSparseError('E_VALUE', `--${name}: got ${JSON.stringify(v)}, expected a non-negative integer`);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) throw new UsageError(`--${name}: got ${JSON.stringify(v)}, expected a non-negative integer`);
   return n;
 }
 
@@ -55,21 +55,17 @@ function intOpt(v: string | undefined, name: string, def: number): number {
 export async function runServe(argv: string[], deps: ServeDeps = {}): Promise<RunningServer | null> {
   const out = deps.out ?? ((l: string) => process.stdout.write(l + '\n'));
   const err = deps.err ?? ((l: string) => process.stderr.write(l + '\n'));
-  const { values } = parseArgs({
-    args: argv,
-    allowPositionals: false,
-    options: {
-      model: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, device: { type: 'string' },
-      'max-batch': { type: 'string' }, 'max-delay-ms': { type: 'string' }, 'max-body-bytes': { type: 'string' },
-      'max-rows': { type: 'string' }, arch: { type: 'string' }, pattern: { type: 'string' }, dense: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
+  const values = parseFlags(argv, {
+    model: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, device: { type: 'string' },
+    'max-batch': { type: 'string' }, 'max-delay-ms': { type: 'string' }, 'max-body-bytes': { type: 'string' },
+    'max-rows': { type: 'string' }, arch: { type: 'string' }, pattern: { type: 'string' }, dense: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {
     out(SERVE_USAGE);
     return null;
   }
-  if (!values.model) throw new NmSparseError('E_VALUE', '--model: required (a .safetensors checkpoint)');
+  if (!values.model) throw new UsageError('--model: required (a .safetensors checkpoint)');
   const host = values.host ?? '127.0.0.1';
   if (!isLoopback(host)) err(`warning: --host ${host} is not loopback: the server is reachable from other machines and has no authentication`);
   let arch: InferenceOptions['arch'];
@@ -123,15 +119,17 @@ export async function runServe(argv: string[], deps: ServeDeps = {}): Promise<Ru
   return running;
 }
 
-/** `nmsparse serve ...` (dispatched by lib/cli/index.ts). Errors print one line and set exit code 2. */
+/**
+ * `nmsparse serve ...` (dispatched by lib/cli/index.ts, or run directly). Errors print one line; exit code 2 for
+ * a bad command line, 1 for a failure (a model that does not load, a port in use).
+ */
 export async function serveCommand(argv: string[]): Promise<void> {
   try {
     await runServe(argv);
   } catch (e) {
-    const code = (e as { code?: string }).code;
-    process.stderr.write(`nmsparse serve: ${code ? code + ': ' : ''}${(e as Error).message}\n`);
-    if (code?.startsWith('ERR_PARSE_ARGS')) process.stderr.write(SERVE_USAGE);
-    process.exitCode = 2;
+    const f = failure('serve', e);
+    process.stderr.write(f.line);
+    process.exitCode = f.exitCode;
   }
 }
 

@@ -3,7 +3,6 @@
  * end-of-run table, and writes metrics.jsonl, plot.svg and a checkpoint to --out.
  * Bad flags: one line naming the flag on stderr, exit code 2. Failures while running: one line, exit code 1.
  */
-import { parseArgs } from 'node:util';
 import { NmSparseError } from '../errors.js';
 import { native } from '../native.js';
 import { parsePattern } from '../pattern.js';
@@ -15,6 +14,7 @@ import { MODEL_NAMES, type ModelName } from '../nn/models.js';
 import type { Device } from '../device.js';
 import { RUN_DEFAULTS, runTraining, type RunConfig } from '../train/run.js';
 import type { EpochRecord } from '../train/trainer.js';
+import { UsageError, failure, isUsageError, parseFlags, type Values } from './usage.js';
 
 /** Where a command writes, and whether it sets process.exitCode (tests pass their own). */
 export interface CliIO {
@@ -23,9 +23,6 @@ export interface CliIO {
   setExitCode: boolean;
 }
 const defaultIO = (): CliIO => ({ stdout: process.stdout, stderr: process.stderr, setExitCode: true });
-
-/** A bad command line: reported as one line, exit code 2. */
-export class UsageError extends Error {}
 
 /** The training flags shared by `train` and `compare` (parseArgs options). */
 export const TRAINING_FLAGS = {
@@ -125,8 +122,6 @@ export function pattern(v: string, flag = 'pattern'): string {
   return v.trim();
 }
 
-type Values = Record<string, string | boolean | undefined>;
-
 /** The training part of a command line as a RunConfig (without model, recipe, pattern, seed). */
 export function trainingConfig(v: Values): Omit<RunConfig, 'model' | 'recipe' | 'pattern' | 'seed'> {
   const s = (k: string) => v[k] as string | undefined;
@@ -169,34 +164,19 @@ export function trainingConfig(v: Values): Omit<RunConfig, 'model' | 'recipe' | 
   };
 }
 
-/** parseArgs in strict mode, with its errors turned into UsageErrors that name the flag. */
-export function parseFlags<O extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(argv: string[], options: O): Values {
-  try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as Values;
-  } catch (e) {
-    const msg = (e as Error).message;
-    const flag = /'(-[^']*)'/.exec(msg)?.[1];
-    if (/argument is ambiguous/.test(msg)) throw new UsageError(`${flag}: a value starting with "-" must be written ${flag}=VALUE`);
-    if (/Unknown option/.test(msg)) throw new UsageError(`${flag ?? 'option'}: unknown flag (see --help)`);
-    if (/argument missing/.test(msg)) throw new UsageError(`${flag?.split(' ')[0] ?? 'option'}: expects a value`);
-    if (/Unexpected argument/.test(msg)) throw new UsageError(`${/'([^']*)'/.exec(msg)?.[1] ?? 'argument'}: unexpected argument (flags take the form --name value)`);
-    throw new UsageError(msg.split('\n')[0]);
-  }
-}
-
-/** Runs `body`, turning UsageError into exit code 2 and library errors into exit code 1, each as one line. */
-export async function guarded(command: string, io: CliIO, body: () => Promise<void>): Promise<number> {
+/**
+ * Runs `body`, turning UsageError into exit code 2 and library errors into exit code 1, each as one line; a body
+ * that ran but failed (a diverged run) returns its exit code.
+ */
+export async function guarded(command: string, io: CliIO, body: () => Promise<number | void>): Promise<number> {
   let code = 0;
   try {
-    await body();
+    code = (await body()) ?? 0;
   } catch (e) {
-    if (e instanceof UsageError) {
-      io.stderr.write(`nmsparse ${command}: ${e.message}\n`);
-      code = 2;
-    } else if (e instanceof NmSparseError) {
-      io.stderr.write(`nmsparse ${command}: ${e.code}: ${e.message}\n`);
-      code = 1;
-    } else throw e;
+    if (!(e instanceof NmSparseError) && !isUsageError(e)) throw e;
+    const f = failure(command, e);
+    io.stderr.write(f.line);
+    code = f.exitCode;
   }
   if (code && io.setExitCode) process.exitCode = code;
   return code;
@@ -205,14 +185,22 @@ export async function guarded(command: string, io: CliIO, body: () => Promise<vo
 const pct = (x: number) => (100 * x).toFixed(2);
 const sadStr = (s: { fraction: number } | null) => (s ? s.fraction.toFixed(4) : '-');
 
-/** The end-of-run table. */
-export function epochTable(history: EpochRecord[]): string {
-  const head = ['epoch', 'phase', 'lr', 'loss', 'train %', 'test %', 'SAD/epoch', 'SAD/first', 'GFLOP', 's', 'img/s'];
+/**
+ * The end-of-run table. `sad: false` (the dense recipe) leaves the SAD columns out: a dense run has no mask, only
+ * the hypothetical top-N masks of its weights.
+ */
+export function epochTable(history: EpochRecord[], { sad = true } = {}): string {
+  const head = ['epoch', 'phase', 'lr', 'loss', 'train %', 'test %', ...(sad ? ['SAD/epoch', 'SAD/first'] : []), 'GFLOP', 's', 'img/s'];
   const rows = history.map((r) => [
     String(r.epoch), r.phase, r.lr.toPrecision(3), r.trainLoss.toFixed(4), pct(r.trainAccuracy), pct(r.testAccuracy),
-    sadStr(r.sad), sadStr(r.sadCumulative), (r.flops / 1e9).toFixed(1), r.seconds.toFixed(2), String(Math.round(r.imagesPerSecond)),
+    ...(sad ? [sadStr(r.sad), sadStr(r.sadCumulative)] : []), (r.flops / 1e9).toFixed(1), r.seconds.toFixed(2), String(Math.round(r.imagesPerSecond)),
   ]);
   return table(head, rows);
+}
+
+/** The first epoch whose training loss is not finite (the run diverged), or null. */
+export function divergedAt(history: EpochRecord[]): number | null {
+  return history.find((r) => !Number.isFinite(r.trainLoss))?.epoch ?? null;
 }
 
 /** A plain text table, columns padded to their widest cell. */
@@ -237,16 +225,25 @@ export async function trainCommand(argv: string[], io: CliIO = defaultIO()): Pro
       progress: !v.quiet && io.stderr.isTTY ? (io.stderr as NodeJS.WriteStream) : null,
     };
     const r = await runTraining(cfg);
-    if (!v.quiet) io.stdout.write(epochTable(r.history));
+    const sparse = recipe !== 'dense';
+    if (!v.quiet) io.stdout.write(epochTable(r.history, { sad: sparse }));
     const f = r.final;
     const dense = f.denseFlopsTotal ? f.flopsTotal / f.denseFlopsTotal : 1;
+    const diverged = divergedAt(r.history);
     io.stdout.write(
-      `${model} ${recipe} ${cfg.pattern} seed ${cfg.seed}: test accuracy ${pct(f.testAccuracy)}%` +
-        (f.sadCumulative ? `, SAD vs first sparse mask ${f.sadCumulative.fraction.toFixed(4)}` : '') +
-        `, ${r.sparseLayers.length} sparse layer${r.sparseLayers.length === 1 ? '' : 's'} (${r.sparseLayers.join(', ')})` +
-        (recipe === 'dense' ? '' : r.nmValid ? `, every deployed weight ${cfg.pattern}` : ', N:M CHECK FAILED') +
+      `${model} ${recipe}${sparse ? ' ' + cfg.pattern : ''} seed ${cfg.seed}: ` +
+        (diverged !== null ? `DIVERGED (training loss ${f.trainLoss} from epoch ${diverged}), ` : '') +
+        `test accuracy ${pct(f.testAccuracy)}%` +
+        (!sparse ? '' : (f.sadCumulative ? `, SAD vs first sparse mask ${f.sadCumulative.fraction.toFixed(4)}` : '') +
+          `, ${r.sparseLayers.length} sparse layer${r.sparseLayers.length === 1 ? '' : 's'} (${r.sparseLayers.join(', ')})` +
+          (diverged !== null ? '' : r.nmValid ? `, every deployed weight ${cfg.pattern}` : ', N:M CHECK FAILED')) +
         `, ${(f.flopsTotal / 1e9).toFixed(1)} training GFLOP (${dense.toFixed(2)}x dense)` +
         (cfg.out ? `; wrote ${cfg.out}/metrics.jsonl, plot.svg, checkpoint.safetensors` : '') + '\n',
     );
+    if (diverged !== null) {
+      io.stderr.write(`nmsparse train: warning: the training loss became ${r.history[diverged - 1].trainLoss} at epoch ${diverged}: ` +
+        `the run diverged (a lower --lr may help) and its checkpoint is not usable\n`);
+      return 1;
+    }
   });
 }

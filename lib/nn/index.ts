@@ -9,5 +9,5 @@ export { mlp, cnn, buildModel, MODEL_NAMES, type ModelName, type ModelOptions, t
 export {
   biasAdd, biasGrad, reluForward, reluBackward, geluForward, geluBackward, layerNormForward, layerNormBackward,
   softmaxCrossEntropy, softmaxCrossEntropyBackward, im2col, col2im, maxPoolForward, maxPoolBackward, dropout,
-  maskedScale, maskedAdd, nmMaskScale, type Window2d,
+  maskedScale, maskedAdd, nmMaskScale, type Window2d, type LayerNormSaved, type LayerNormGrads, type XentResult, type MaxPoolSaved,
 } from './elementwise.js';

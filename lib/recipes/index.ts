@@ -11,7 +11,7 @@ import { StructureDecay, type StructureDecayOptions } from './structure-decay.js
 export { Recipe, SparseWeight, RECIPE_NAMES, MASK_KINDS, type MaskKind, type RecipeName, type RecipeOptions, type Phase } from './recipe.js';
 export { Dense, STE, SRSTE, ASP, MaskDecay, StructureDecay };
 export { SRSTE_LAMBDA } from './srste.js';
-export { ALPHA_SCHEDULES, type AlphaSchedule, type MaskDecayOptions } from './mask-decay.js';
+export { ALPHA_SCHEDULES, type AlphaSchedule, type DecayGradient, type MaskDecayOptions } from './mask-decay.js';
 export { STRUCTURE_SCHEDULES, structureFrames, type StructureSchedule, type StructureDecayOptions } from './structure-decay.js';
 export type { SteOptions, AspOptions };
 

@@ -12,7 +12,7 @@
  * close() shuts down gracefully: it stops accepting, lets in-flight requests finish (answering them with
  * `Connection: close`), closes idle keep-alive connections, then resolves.
  */
-import http from 'node:http';
+import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { NmSparseError } from '../errors.js';
 import type { InferenceModel } from './model.js';

@@ -30,11 +30,11 @@ const fmt = (v: number): string => {
   return String(Number(v.toPrecision(3)));
 };
 
-/** About `count` round tick values covering [lo, hi]. */
-export function ticks(lo: number, hi: number, count = 5): number[] {
+/** About `count` round tick values covering [lo, hi], at least `minStep` apart (1: integers only, for epochs). */
+export function ticks(lo: number, hi: number, count = 5, minStep = 0): number[] {
   if (!(hi > lo)) return [lo];
   const raw = (hi - lo) / count, mag = 10 ** Math.floor(Math.log10(raw)), n = raw / mag;
-  const step = (n >= 5 ? 10 : n >= 2 ? 5 : n >= 1 ? 2 : 1) * mag;
+  const step = Math.max(minStep, (n >= 5 ? 10 : n >= 2 ? 5 : n >= 1 ? 2 : 1) * mag);
   const out: number[] = [];
   for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
   return out;
@@ -63,15 +63,41 @@ export interface LineChartOptions {
   yCeil?: number;
   /** Logarithmic y axis (values <= 0 are not drawn). */
   logY?: boolean;
+  /** Ticks on whole x values only (epochs). */
+  integerX?: boolean;
+  /** Said in the middle of the frame when no series has a finite point, e.g. why the loss is missing. */
+  empty?: string;
+}
+
+// Legend entries: a line sample, then the name; text width estimated from the 11 px sans-serif font.
+const LEGEND_ROW = 14, SAMPLE = 18;
+const textWidth = (s: string) => s.length * 6.2;
+
+/** Legend entries laid out left to right in rows no wider than `width`: their offsets and the row count. */
+function legendLayout(names: string[], width: number): { at: [number, number][]; rows: number } {
+  const at: [number, number][] = [];
+  let x = 0, row = 0;
+  for (const n of names) {
+    const w = SAMPLE + 4 + textWidth(n) + 14;
+    if (x > 0 && x + w > width) { x = 0; row++; }
+    at.push([x, row]);
+    x += w;
+  }
+  return { at, rows: names.length ? row + 1 : 0 };
 }
 
 export function lineChart(o: LineChartOptions): Panel {
   const width = o.width ?? 420, height = o.height ?? 280;
-  const m = { l: 58, r: 12, t: 28, b: 40 };
+  // The legend sits between the title and the frame, so that it never covers a curve or leaves the panel.
+  const legend = legendLayout(o.series.map((s) => s.name), width - 58 - 12);
+  const m = { l: 58, r: 12, t: 28 + legend.rows * LEGEND_ROW + (legend.rows ? 6 : 0), b: 40 };
   const pw = width - m.l - m.r, ph = height - m.t - m.b;
   const xs = o.series.flatMap((s) => s.points.map((p) => p[0]));
   const f = (v: number) => (o.logY ? (v > 0 ? Math.log10(v) : NaN) : v);
-  const ys = o.series.flatMap((s) => s.points.flatMap((p, i) => (s.err ? [p[1] - s.err[i], p[1] + s.err[i]] : [p[1]]))).map(f);
+  // Bands are cut to the clamps (no accuracy above 100%, no SAD below 0), so that they stay inside the frame.
+  const clamp = (v: number) => Math.min(o.yCeil ?? Infinity, Math.max(o.yFloor ?? -Infinity, v));
+  const band = (s: Series, j: number, sign: 1 | -1) => clamp(s.points[j][1] + sign * s.err![j]);
+  const ys = o.series.flatMap((s) => s.points.flatMap((p, j) => (s.err ? [band(s, j, -1), band(s, j, 1)] : [p[1]]))).map(f);
   const [x0, x1] = extent(xs, 0);
   const [y0, y1] = o.logY ? extent(ys, 0.05) : extent(ys, 0.05, o.yFloor, o.yCeil);
   const X = (v: number) => m.l + ((v - x0) / (x1 - x0 || 1)) * pw;
@@ -85,7 +111,7 @@ export function lineChart(o: LineChartOptions): Panel {
     parts.push(`<line x1="${m.l}" x2="${m.l + pw}" y1="${Y(t).toFixed(1)}" y2="${Y(t).toFixed(1)}" stroke="#eee"/>`);
     parts.push(`<text x="${m.l - 5}" y="${(Y(t) + 4).toFixed(1)}" text-anchor="end">${fmt(t)}</text>`);
   }
-  for (const t of ticks(x0, x1, 6)) {
+  for (const t of ticks(x0, x1, 6, o.integerX ? 1 : 0)) {
     parts.push(`<line x1="${X(t).toFixed(1)}" x2="${X(t).toFixed(1)}" y1="${m.t + ph}" y2="${m.t + ph + 4}" stroke="#666"/>`);
     parts.push(`<text x="${X(t).toFixed(1)}" y="${m.t + ph + 16}" text-anchor="middle">${fmt(t)}</text>`);
   }
@@ -93,24 +119,24 @@ export function lineChart(o: LineChartOptions): Panel {
     const color = s.color ?? PALETTE[i % PALETTE.length];
     const pts = s.points.filter((p) => Number.isFinite(f(p[1])));
     if (s.err && pts.length > 1 && !o.logY) {
-      const up = s.points.map((p, j) => `${X(p[0]).toFixed(1)},${Y(p[1] + s.err![j]).toFixed(1)}`);
-      const down = s.points.map((p, j) => `${X(p[0]).toFixed(1)},${Y(p[1] - s.err![j]).toFixed(1)}`).reverse();
+      const finite = s.points.map((_, j) => j).filter((j) => Number.isFinite(band(s, j, 1)) && Number.isFinite(band(s, j, -1)));
+      const up = finite.map((j) => `${X(s.points[j][0]).toFixed(1)},${Y(band(s, j, 1)).toFixed(1)}`);
+      const down = finite.map((j) => `${X(s.points[j][0]).toFixed(1)},${Y(band(s, j, -1)).toFixed(1)}`).reverse();
       parts.push(`<polygon points="${[...up, ...down].join(' ')}" fill="${color}" fill-opacity="0.15" stroke="none"/>`);
     }
     const d = pts.map((p, j) => `${j ? 'L' : 'M'}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join('');
     if (pts.length > 1) parts.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.8"${s.dashed ? ' stroke-dasharray="5,3"' : ''}/>`);
     for (const p of pts) parts.push(`<circle cx="${X(p[0]).toFixed(1)}" cy="${Y(p[1]).toFixed(1)}" r="2.2" fill="${color}"/>`);
   });
-  // Legend, top right inside the plot, on a translucent box.
-  if (o.series.length)
-    parts.push(`<rect x="${m.l + pw - 130}" y="${m.t + 2}" width="126" height="${o.series.length * 14 + 4}" fill="#fff" fill-opacity="0.8"/>`);
   o.series.forEach((s, i) => {
     const color = s.color ?? PALETTE[i % PALETTE.length];
-    const y = m.t + 12 + i * 14, x = m.l + pw - 8;
-    parts.push(`<line x1="${x - 118}" x2="${x - 100}" y1="${y - 4}" y2="${y - 4}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5,3"' : ''}/>`);
-    parts.push(`<text x="${x - 96}" y="${y}">${esc(s.name)}</text>`);
+    const x = m.l + legend.at[i][0], y = 34 + legend.at[i][1] * LEGEND_ROW;
+    parts.push(`<line x1="${x}" x2="${x + SAMPLE}" y1="${y - 4}" y2="${y - 4}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5,3"' : ''}/>`);
+    parts.push(`<text x="${x + SAMPLE + 4}" y="${y}">${esc(s.name)}</text>`);
   });
-  parts.push(`<text x="${m.l + pw / 2}" y="${m.t - 10}" text-anchor="middle" font-weight="bold">${esc(o.title)}</text>`);
+  if (o.empty && !o.series.some((s) => s.points.some((p) => Number.isFinite(f(p[1])))))
+    parts.push(`<text x="${m.l + pw / 2}" y="${m.t + ph / 2}" text-anchor="middle" fill="#b00">${esc(o.empty)}</text>`);
+  parts.push(`<text x="${m.l + pw / 2}" y="18" text-anchor="middle" font-weight="bold">${esc(o.title)}</text>`);
   if (o.xLabel) parts.push(`<text x="${m.l + pw / 2}" y="${height - 6}" text-anchor="middle">${esc(o.xLabel)}</text>`);
   if (o.yLabel) parts.push(`<text transform="translate(14 ${m.t + ph / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`);
   return { body: parts.join('\n'), width, height };
@@ -137,9 +163,9 @@ export function barChart(o: { title: string; yLabel?: string; groups: BarGroup[]
     parts.push(`<text x="${m.l - 5}" y="${(Y(t) + 4).toFixed(1)}" text-anchor="end">${fmt(t)}</text>`);
   }
   o.groups.forEach((g, gi) => {
-    const gx = m.l + gi * gw + (gw - bw * names.length) / 2;
-    for (const b of g.bars) {
-      const k = names.indexOf(b.name), x = gx + k * bw, color = PALETTE[k % PALETTE.length];
+    const gx = m.l + gi * gw + (gw - bw * g.bars.length) / 2;
+    for (const [j, b] of g.bars.entries()) {
+      const k = names.indexOf(b.name), x = gx + j * bw, color = PALETTE[k % PALETTE.length];
       parts.push(`<rect x="${x.toFixed(1)}" y="${Y(b.value).toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${(m.t + ph - Y(b.value)).toFixed(1)}" fill="${color}"/>`);
       if (b.err) {
         const cx = (x + (bw - 2) / 2).toFixed(1);
@@ -188,9 +214,11 @@ export function figure(panels: Panel[], columns = 3, title?: string): string {
 export function trainingPlot(history: EpochRecord[], title?: string): string {
   const at = (f: (r: EpochRecord) => number | null | undefined): [number, number][] =>
     history.map((r) => [r.epoch, f(r) ?? NaN] as [number, number]);
+  const nan = history.find((r) => !Number.isFinite(r.trainLoss));
+  const common = { xLabel: 'epoch', integerX: true, empty: nan ? `loss is ${nan.trainLoss} from epoch ${nan.epoch}: the run diverged` : 'no epochs' };
   return figure([
-    lineChart({ title: 'Loss', xLabel: 'epoch', series: [{ name: 'train', points: at((r) => r.trainLoss) }, { name: 'test', points: at((r) => r.testLoss), dashed: true }] }),
-    lineChart({ title: 'Accuracy', xLabel: 'epoch', yCeil: 1, series: [{ name: 'train', points: at((r) => r.trainAccuracy) }, { name: 'test', points: at((r) => r.testAccuracy), dashed: true }] }),
-    lineChart({ title: 'SAD (fraction of mask positions)', xLabel: 'epoch', yFloor: 0, series: [{ name: 'vs previous epoch', points: at((r) => r.sad?.fraction) }, { name: 'vs first sparse mask', points: at((r) => r.sadCumulative?.fraction), dashed: true }] }),
+    lineChart({ ...common, title: 'Loss', series: [{ name: 'train', points: at((r) => r.trainLoss) }, { name: 'test', points: at((r) => r.testLoss), dashed: true }] }),
+    lineChart({ ...common, title: 'Accuracy', yCeil: 1, series: [{ name: 'train', points: at((r) => r.trainAccuracy) }, { name: 'test', points: at((r) => r.testAccuracy), dashed: true }] }),
+    lineChart({ ...common, title: 'SAD (fraction of mask positions)', yFloor: 0, series: [{ name: 'vs previous epoch', points: at((r) => r.sad?.fraction) }, { name: 'vs first sparse mask', points: at((r) => r.sadCumulative?.fraction), dashed: true }] }),
   ], 3, title);
 }

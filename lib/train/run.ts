@@ -69,7 +69,10 @@ let splitCache: { train: Dataset; test: Dataset } | null = null;
 
 export async function runTraining(c: RunConfig): Promise<RunResult> {
   const device = c.device ?? 'cpu';
-  if (device !== 'cpu') backendFor(device, '--device');
+  if (device !== 'cpu') {
+    await import('../cuda.js');  // registers the backend, so that the error says why the GPU is unusable
+    backendFor(device, '--device');
+  }
   const pattern = parsePattern(c.pattern, '--pattern');
   const cfg = { ...RUN_DEFAULTS, ...stripUndefined(c), device, pattern: patternString(pattern) };
   const recipe = createRecipe(cfg.recipe, cfg.recipeOptions ?? {});
