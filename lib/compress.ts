@@ -9,7 +9,7 @@ import { deviceOp, type Device, type DeviceStorage } from './device.js';
 import { dtypeBytes, type DType } from './dtype.js';
 import { parsePattern, patternString, type Pattern } from './pattern.js';
 import { nmView, type PatternArg } from './mask.js';
-import { Tensor, checkOut, checkTensor, numel, outputFor } from './tensor.js';
+import { Tensor, checkOptions, checkOut, checkTensor, numel, outputFor } from './tensor.js';
 import { sparseMatmul, sparseMatmulAsync, type SparseMatmulOptions } from './spmm.js';
 
 export class SparseTensor {
@@ -90,8 +90,9 @@ export class SparseTensor {
   get denseBytes(): number { return numel(this.shape) * dtypeBytes(this.dtype); }
 
   /** The dense pruned tensor: decompress(compress(w)) equals prune(w) bit for bit. */
-  decompress(opts: { out?: Tensor } = {}): Tensor {
+  decompress(options: { out?: Tensor } = {}): Tensor {
     this.#alive('decompress');
+    const opts = checkOptions<{ out?: Tensor }>(options);
     if (this.device !== 'cpu') return deviceOp(this.device, 'decompress')(this, opts);
     const out = outputFor(checkOut(opts.out, this.shape, this.dtype, 'cpu'), this.shape, this.dtype);
     native.nmDecompress(this.#values!.storage(), this.#positions, this.#values!.dtypeCode, this.rows, this.cols, this.n, this.m, out.storage());

@@ -1,3 +1,5 @@
+import { NmSparseError } from './errors.js';
+
 /** Element types. The numeric codes are the native contract (native/core/dtype.h). */
 export type DType = 'float32' | 'float16' | 'bfloat16' | 'int8' | 'uint8';
 
@@ -12,11 +14,18 @@ export const isFloat = (d: DType): boolean => d === 'float32' || d === 'float16'
 export const isDType = (d: unknown): d is DType => typeof d === 'string' && (DTYPES as readonly string[]).includes(d);
 
 export function allocStorage(d: DType, count: number): Storage {
-  switch (d) {
-    case 'float32': return new Float32Array(count);
-    case 'float16': case 'bfloat16': return new Uint16Array(count);
-    case 'int8': return new Int8Array(count);
-    case 'uint8': return new Uint8Array(count);
+  try {
+    switch (d) {
+      case 'float32': return new Float32Array(count);
+      case 'float16': case 'bfloat16': return new Uint16Array(count);
+      case 'int8': return new Int8Array(count);
+      case 'uint8': return new Uint8Array(count);
+    }
+  } catch (e) {
+    // V8 throws RangeError for lengths past its TypedArray limit and for allocations it cannot make.
+    if (e instanceof RangeError)
+      throw new NmSparseError('E_OOM', `cannot allocate ${count} ${d} elements (${count * dtypeBytes(d)} bytes): ${e.message}`, { cause: e });
+    throw e;
   }
 }
 

@@ -9,7 +9,9 @@ import { native } from './native.js';
 import { fail } from './errors.js';
 import { deviceOp, type Device } from './device.js';
 import { isFloat, type DType } from './dtype.js';
-import { Tensor, checkOut, checkTensor, outputFor, type Shape } from './tensor.js';
+import { Tensor, checkOptions, checkOut, checkTensor, outputFor, type Shape } from './tensor.js';
+
+export { checkOptions };
 
 export interface MatmulOptions {
   /** Use aᵀ: a is [k, m]. */
@@ -28,13 +30,6 @@ export interface LinearOptions {
 }
 
 // ---- argument checks shared with lib/spmm.ts ---------------------------------------------------------------------
-
-/** `opts` as an object ({} when undefined). */
-export function checkOptions<T extends object>(opts: unknown, arg = 'options'): Partial<T> {
-  if (opts === undefined) return {};
-  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) fail('E_TYPE', arg, opts, 'an options object');
-  return opts as Partial<T>;
-}
 
 export function checkFlag(v: unknown, arg: string): boolean {
   if (v === undefined) return false;

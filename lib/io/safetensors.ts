@@ -436,6 +436,7 @@ export function saveSafetensorsSync(file: string, tensors: TensorMap, opts: Writ
 /** Parses a whole file held in memory (an upload, a test buffer). Same validation as loadSafetensors. */
 export function parseSafetensors(buf: Uint8Array, name = '<buffer>', opts: ReadOptions = {}): SafetensorsContents {
   checkHost(name);
+  if (!(buf instanceof Uint8Array)) throw new NmSparseError('E_TYPE', `buf: got ${describe(buf)}, expected a Uint8Array (the file's bytes)`);
   const len = checkHeaderLength(name, buf.subarray(0, 8), buf.length);
   const header = parseHeader(name, buf.subarray(8, 8 + len), buf.length);
   const tensors = new Map<string, Tensor>();

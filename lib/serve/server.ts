@@ -14,8 +14,9 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { NmSparseError } from '../errors.js';
-import type { InferenceModel } from './model.js';
+import { NmSparseError, fail as failWith } from '../errors.js';
+import { checkOptions } from '../tensor.js';
+import { InferenceModel } from './model.js';
 
 export interface ServerOptions {
   /** Port (default 8080; 0 picks a free one). */
@@ -148,7 +149,9 @@ function checkInt(v: unknown, arg: string, min: number, max: number): number {
 }
 
 /** Starts serving `model`; resolves once listening. */
-export async function startServer(model: InferenceModel, opts: ServerOptions = {}): Promise<RunningServer> {
+export async function startServer(model: InferenceModel, options: ServerOptions = {}): Promise<RunningServer> {
+  if (!(model instanceof InferenceModel)) failWith('E_TYPE', 'model', model, 'an InferenceModel (InferenceModel.load(file))');
+  const opts = checkOptions<ServerOptions>(options);
   const host = opts.host ?? '127.0.0.1';
   if (typeof host !== 'string' || host === '') throw new NmSparseError('E_VALUE', `options.host: got ${String(host)}, expected an interface address`);
   const port = checkInt(opts.port ?? 8080, 'options.port', 0, 65535);

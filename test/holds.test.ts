@@ -1,0 +1,90 @@
+// Inputs that used to crash, hang or throw an untyped error (issue 11). Each case runs in its own Node process
+// so that a crash (SIGSEGV, V8 out-of-memory abort) or a hang fails one test instead of killing vitest: the
+// child must exit by itself with status 0 and print the NmSparseError code the case expects.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { addonPath } from '../lib/native.js';
+
+const ROOT = path.resolve(__dirname, '..');
+let lib = '';
+let scratch = '';
+
+beforeAll(() => {
+  // The children run the library as compiled JavaScript: compile lib/ as it is now (dist/ may be stale). Inside
+  // the package so that the loader finds package.json above it; per process so parallel files do not collide.
+  lib = path.join(ROOT, 'node_modules', '.cache', `nmsparse-holds-${process.pid}`);
+  const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.json'),
+    '--outDir', lib, '--declaration', 'false', '--sourceMap', 'false'], { encoding: 'utf8' });
+  if (tsc.status !== 0) throw new Error(`tsc failed: ${tsc.stdout}${tsc.stderr}`);
+  scratch = mkdtempSync(path.join(os.tmpdir(), 'nmsparse-holds-'));
+}, 120_000);
+
+afterAll(() => {
+  if (lib) rmSync(lib, { recursive: true, force: true });
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
+});
+
+interface Child { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; ms: number }
+
+function node(args: string[], timeoutMs = 30_000): Child {
+  const t0 = Date.now();
+  const r = spawnSync(process.execPath, args, {
+    encoding: 'utf8', timeout: timeoutMs, cwd: scratch,
+    env: { ...process.env, NMSPARSE_ADDON: addonPath },
+  });
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t0 };
+}
+
+/** Runs `body` (an async function body with `nm` = the library) in a child: its RESULT line, after a clean exit. */
+function childResult(body: string, flags: string[] = []): { line: string; child: Child } {
+  const script = `
+    const nm = await import(${JSON.stringify(path.join(lib, 'index.js'))});
+    try { await (async () => { ${body} })(); console.log('RESULT no error'); }
+    catch (e) { console.log('RESULT', e?.name, e?.code, e?.message); }`;
+  const r = node([...flags, '--input-type=module', '-e', script]);
+  expect(r.signal, r.stderr).toBeNull();
+  expect(r.status, r.stderr).toBe(0);
+  return { line: r.stdout.split('\n').find((l) => l.startsWith('RESULT')) ?? '', child: r };
+}
+
+/** `body` must throw NmSparseError with `code`, and the child exit cleanly. */
+function expectCode(body: string, code: string, flags: string[] = []): Child {
+  const { line, child } = childResult(body, flags);
+  expect(line).toMatch(new RegExp(`^RESULT NmSparseError ${code} `));
+  return child;
+}
+
+describe('untyped errors become NmSparseError (item 5)', () => {
+  it.each([
+    ['zeros([1e12])', 'nm.zeros([1e12])', 'E_OOM'],
+    ['zeros([2**40])', 'nm.zeros([2 ** 40])', 'E_OOM'],
+    ['zeros([2**33], uint8)', "nm.zeros([2 ** 33], { dtype: 'uint8' })", 'E_OOM'],
+    ['zeros(shape, null)', 'nm.zeros([2, 2], null)', 'E_TYPE'],
+    ['randn(shape, null)', 'nm.randn([2, 2], null)', 'E_TYPE'],
+    ['tensor(data, shape, null)', 'nm.tensor([1, 2], [2], null)', 'E_TYPE'],
+    ['nm.mask(w, null)', 'nm.nm.mask(nm.randn([4, 8]), null)', 'E_PATTERN'],
+    ["nm.mask(w, '2:4', null)", "nm.nm.mask(nm.randn([4, 8]), '2:4', null)", 'E_TYPE'],
+    ["nm.prune(w, '2:4', 7)", "nm.nm.prune(nm.randn([4, 8]), '2:4', 7)", 'E_TYPE'],
+    ['tensor(BigInt64Array)', 'nm.tensor(new BigInt64Array(4))', 'E_TYPE'],
+    ['tensor(DataView)', 'nm.tensor(new DataView(new ArrayBuffer(8)))', 'E_TYPE'],
+    ['SharedArrayBuffer tensor in matmul', "const s = new Float32Array(new SharedArrayBuffer(64)); const t = new nm.Tensor([4, 4], 'float32', s); nm.matmul(t, t)", 'E_TYPE'],
+    ['SharedArrayBuffer tensor in nm.mask', "nm.nm.mask(new nm.Tensor([4, 4], 'float32', new Float32Array(new SharedArrayBuffer(64))), '2:4')", 'E_TYPE'],
+    ['resizable ArrayBuffer tensor', "new nm.Tensor([4], 'float32', new Float32Array(new ArrayBuffer(16, { maxByteLength: 64 })))", 'E_TYPE'],
+    ['toArray() after the buffer was detached', 'const t = nm.randn([4]); const b = t.storage().buffer; structuredClone(b, { transfer: [b] }); t.toArray()', 'E_DISPOSED'],
+    ['matmul after a buffer was detached', 'const t = nm.randn([4, 4]); const b = t.storage().buffer; structuredClone(b, { transfer: [b] }); nm.matmul(t, t)', 'E_DISPOSED'],
+    ['io.parseSafetensors("string")', 'nm.io.parseSafetensors("string")', 'E_TYPE'],
+    ['startServer({model: {}})', 'await nm.startServer({ model: {} })', 'E_TYPE'],
+  ])('%s', (_name, body, code) => {
+    expectCode(body, code);
+  });
+
+  it('train --hidden 70000,70000 fails with E_OOM before training', () => {
+    const r = node([path.join(lib, 'cli', 'index.js'), 'train', '--hidden', '70000,70000', '--epochs', '1', '--limit', '64']);
+    expect(r.signal, r.stderr).toBeNull();
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/E_OOM/);
+  });
+});
