@@ -88,3 +88,18 @@ describe('untyped errors become NmSparseError (item 5)', () => {
     expect(r.stderr).toMatch(/E_OOM/);
   });
 });
+
+describe('output directories that cannot be made fail at once with E_IO (item 3)', () => {
+  it.each([
+    ['train', '/proc/nope'],
+    ['train', '/proc/nope/deeper'],
+    ['compare', '/proc/nope'],
+    ['train', '/etc/passwd/x'],
+  ])('%s --out %s', (cmd, out) => {
+    const r = node([path.join(lib, 'cli', 'index.js'), cmd, '--epochs', '1', '--limit', '64', '--out', out], 20_000);
+    expect(r.signal, `hung or crashed: ${r.stderr}`).toBeNull();
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/E_IO: --out: /);
+    expect(r.stdout).not.toMatch(/epoch/i);
+  });
+});

@@ -12,7 +12,8 @@
  * 1:2, cuSPARSELt's rule), M = out features, N = tokens, K = in features. Nothing here is a test: it prints what the
  * GPU did and records it, with the machine, driver and library versions.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { makeWritableDir } from '../io/dir.js';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { packageRoot } from '../native.js';
@@ -221,7 +222,7 @@ export async function benchGpu(args: string[]): Promise<void> {
     plans: planInfo(),
   };
   const name = `gpu-${slug(dev.name)}`;
-  mkdirSync(o.out!, { recursive: true });
+  makeWritableDir(o.out!, '--out');
   writeFileSync(path.join(o.out!, `${name}.json`), JSON.stringify(result, null, 2) + '\n');
   writeFileSync(path.join(o.out!, `${name}.md`), markdown(result));
   clearPlans();

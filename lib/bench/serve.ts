@@ -16,7 +16,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { makeWritableDir } from '../io/dir.js';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -282,7 +283,7 @@ export async function benchServe(args: string[]): Promise<void> {
     }
     const compute = await modelTimes(model, cfg.device as Device, [1, 16, 64]);
     const doc = { bench: 'serve', date: new Date().toISOString(), machine: { ...machineInfo(), name: cfg.machine, gpu: null }, config: { ...cfg, out: undefined }, results, modelOnly: compute };
-    mkdirSync(cfg.out, { recursive: true });
+    makeWritableDir(cfg.out, '--out');
     const base = path.join(cfg.out, `serve-${cfg.machine}`);
     writeFileSync(`${base}.json`, JSON.stringify(doc, null, 1) + '\n');
     const md = `# bench serve — ${cfg.machine}\n\n${doc.machine.cpu}, ${doc.machine.cores} cores, Node ${process.version}, ${doc.date.slice(0, 10)}. ` +

@@ -9,7 +9,8 @@
  *   nmsparse bench train [--recipes dense,ste,srste] [--pattern 2:4] [--epochs 3] [--batch 128] [--hidden 1024,1024]
  *                        [--model mlp|cnn] [--threads N] [--machine NAME] [--out DIR] [--no-write]
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { makeWritableDir } from '../io/dir.js';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -210,7 +211,7 @@ export async function benchTrain(args: string[]): Promise<void> {
   const doc = { bench: 'train', date: new Date().toISOString(), machine, config: { ...cfg, out: undefined }, results, loadavgAfter: loadavg().map((x) => round(x, 2)) };
   process.stdout.write('\n' + textTable(rowsOf(results)) + '\n');
   if (cfg.write) {
-    mkdirSync(cfg.out, { recursive: true });
+    makeWritableDir(cfg.out, '--out');
     const base = path.join(cfg.out, `train-${machine.name}`);
     writeFileSync(base + '.json', JSON.stringify(doc, null, 2) + '\n');
     writeFileSync(base + '.md', markdown(doc));
