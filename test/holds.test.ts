@@ -103,3 +103,29 @@ describe('output directories that cannot be made fail at once with E_IO (item 3)
     expect(r.stdout).not.toMatch(/epoch/i);
   });
 });
+
+describe('model files cannot make the loader allocate what they do not hold (item 2)', () => {
+  it('layers.1000000000.weight: InferenceModel.load and serve --arch mlp answer E_VALUE', () => {
+    const file = path.join(scratch, 'far-index.safetensors');
+    const body = `
+      const m = new Map([['layers.0.weight', nm.tensor([1, 2, 3, 4], [2, 2])], ['layers.1000000000.weight', nm.tensor([1, 2, 3, 4], [2, 2])]]);
+      (await import('node:fs')).writeFileSync(${JSON.stringify(file)}, nm.io.serializeSafetensors(m));
+      await nm.InferenceModel.load(${JSON.stringify(file)}, { arch: 'mlp' });`;
+    const r = expectCode(body, 'E_VALUE', ['--max-old-space-size=256']);
+    expect(r.ms).toBeLessThan(20_000);
+    const s = node([path.join(lib, 'cli', 'index.js'), 'serve', '--model', file, '--arch', 'mlp', '--port', '0'], 20_000);
+    expect(s.signal, s.stderr).toBeNull();
+    expect(s.status).not.toBe(0);
+    expect(s.stderr).toMatch(/nmsparse serve: E_VALUE: arch "mlp": layers\.1000000000\.weight/);
+  });
+
+  it('a file whose layers are within the gap limit still loads', () => {
+    const body = `
+      const m = new Map([['layers.0.weight', nm.randn([3, 4], { seed: 1 })], ['layers.3.weight', nm.randn([2, 3], { seed: 2 })]]);
+      const f = ${JSON.stringify(path.join(scratch, 'gap.safetensors'))};
+      (await import('node:fs')).writeFileSync(f, nm.io.serializeSafetensors(m));
+      const model = await nm.InferenceModel.load(f, { arch: 'mlp' });
+      if (model.inFeatures !== 4 || model.outFeatures !== 2) throw new Error('wrong model');`;
+    expect(childResult(body).line).toBe('RESULT no error');
+  });
+});

@@ -313,6 +313,9 @@ export function checkArch(a: unknown, arg = 'arch'): ArchSpec {
   return { type: 'Sequential', ...(prefix ? { prefix } : {}), layers: out };
 }
 
+/** Most parameterless modules (activation, dropout, flatten) inferMlpArch accepts between two Linear layers. */
+const MAX_MLP_GAP = 4;
+
 /**
  * The architecture of a PyTorch MLP from its tensors: Linear layers at `${prefix}.${i}.weight` with ReLU (or
  * `activation`) at the indices between them, as `nn.Sequential(Linear, ReLU, …, Linear)` names them.
@@ -321,6 +324,11 @@ export function inferMlpArch(tensors: Map<string, Tensor>, prefix = 'layers', ac
   const re = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d+)\\.weight$`);
   const idx = [...tensors.keys()].map((k) => re.exec(k)).filter((m) => m !== null).map((m) => Number(m![1])).sort((a, b) => a - b);
   if (idx.length === 0) throw new NmSparseError('E_VALUE', `arch "mlp": no tensors named ${prefix}.<i>.weight`);
+  // The indices between two weights are parameterless modules (activation, dropout, flatten): a few at most. A
+  // file naming layers.1000000000.weight must not make a billion-entry layer list.
+  for (let j = 0, prev = -1; j < idx.length; prev = idx[j++])
+    if (idx[j] - prev > MAX_MLP_GAP + 1)
+      throw new NmSparseError('E_VALUE', `arch "mlp": ${prefix}.${idx[j]}.weight comes ${idx[j] - prev - 1} indices after ${prev < 0 ? 'the start' : `${prefix}.${prev}.weight`}, expected at most ${MAX_MLP_GAP} parameterless modules between Linear layers`);
   const layers: LayerSpec[] = [];
   for (let i = 0; i <= idx[idx.length - 1]; i++) {
     const w = tensors.get(`${prefix}.${i}.weight`);
