@@ -129,3 +129,36 @@ describe('model files cannot make the loader allocate what they do not hold (ite
     expect(childResult(body).line).toBe('RESULT no error');
   });
 });
+
+describe('outputs that partly overlap an input are rejected (item 4)', () => {
+  // w is elements [0, 32) of a buffer, the output a view shifted by one element into it.
+  const setup = `
+    const base = new Float32Array(33);
+    for (let i = 0; i < 33; i++) base[i] = Math.sin(i * 7.1);
+    const w = new nm.Tensor([4, 8], 'float32', base.subarray(0, 32));
+    const shifted = new nm.Tensor([4, 8], 'float32', base.subarray(1, 33));`;
+  it.each([
+    ['nm.prune', "nm.nm.prune(w, '2:4', { out: shifted })"],
+    ['nm.mask', "nm.nm.mask(w, '2:4', { out: new nm.Tensor([4, 8], 'uint8', new Uint8Array(base.buffer, 4, 32)) })"],
+    ['SparseTensor.decompress', "const s = nm.nm.compress(w, '2:4'); const big = new Float32Array(48); big.set(s.values.storage()); const s2 = new nm.SparseTensor([4, 8], { n: 2, m: 4 }, 'float32', { values: new nm.Tensor([4, 4], 'float32', big.subarray(0, 16)), positions: s.positions }); s2.decompress({ out: new nm.Tensor([4, 8], 'float32', big.subarray(8, 40)) })"],
+    ['nn.reluForward', 'nm.nn.reluForward(w, { out: shifted })'],
+    ['nn.geluForward', 'nm.nn.geluForward(w, { out: shifted })'],
+    ['nn.dropout', 'nm.nn.dropout(w, 0.5, 1, 0, { out: shifted })'],
+    ['linear', 'nm.linear(w, nm.randn([3, 8]), null, { out: new nm.Tensor([4, 3], "float32", base.subarray(20, 32)) })'],
+  ])('%s', (_name, call) => {
+    expectCode(`${setup} ${call}`, 'E_VALUE');
+  });
+
+  it('prune in place (out = w) still equals a 2:4 prune computed here', () => {
+    const body = `${setup}
+      const want = Array.from(w.storage());
+      for (let g = 0; g < 32; g += 4) {
+        const order = [0, 1, 2, 3].sort((a, b) => Math.abs(want[g + b]) - Math.abs(want[g + a]) || a - b);
+        for (const i of order.slice(2)) want[g + i] = 0;
+      }
+      nm.nm.prune(w, '2:4', { out: w });
+      const got = Array.from(w.storage());
+      if (got.some((v, i) => v !== want[i])) throw new Error('in-place prune differs: ' + got + ' vs ' + want);`;
+    expect(childResult(body).line).toBe('RESULT no error');
+  });
+});

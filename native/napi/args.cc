@@ -65,6 +65,13 @@ void require_disjoint(const void* a, int64_t na, const void* b, int64_t nb, cons
   if (pa && pb && na > 0 && nb > 0 && pa < pb + nb && pb < pa + na) fail("E_VALUE", std::string(what) + " must not overlap");
 }
 
+void require_same_or_disjoint(const void* a, int64_t na, const void* b, int64_t nb, const char* what) {
+  const char *pa = static_cast<const char*>(a), *pb = static_cast<const char*>(b);
+  if ((pa == pb && na == nb) || !pa || !pb || na <= 0 || nb <= 0 || pa >= pb + nb || pb >= pa + na) return;
+  fail("E_VALUE", std::string(what) + " partly overlap (a view shifted into the other's memory): expected the same memory "
+                  "(in place) or none in common");
+}
+
 Napi::Error to_js_error(Napi::Env env, const std::string& code, const std::string& message) {
   Napi::Error e = Napi::Error::New(env, message);
   e.Set("code", Napi::String::New(env, code));

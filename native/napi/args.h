@@ -34,6 +34,10 @@ void require_elems(const Buf& b, int64_t count, DType d, const char* name);
 // their inputs while writing their outputs).
 void require_disjoint(const void* a, int64_t na, const void* b, int64_t nb, const char* what);
 
+// Like require_disjoint, but also accepts the very same range: for kernels that may run in place (each element,
+// or each N:M group, is read before it is written), never on a shifted view that overlaps.
+void require_same_or_disjoint(const void* a, int64_t na, const void* b, int64_t nb, const char* what);
+
 using Callback = std::function<Napi::Value(const Napi::CallbackInfo&)>;
 // exports[name] = fn, with nms::Error → JS Error {code}, std::bad_alloc → E_OOM, other exceptions → E_INTERNAL.
 void define(Napi::Env env, Napi::Object exports, const char* name, Callback fn);
