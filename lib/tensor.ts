@@ -3,7 +3,7 @@
  * tensors on 'cuda' own device memory through a native handle. Row-major, like PyTorch.
  */
 import { native } from './native.js';
-import { allocStorage, dtypeBytes, dtypeCode, isDType, storageMatches, type DType, type Storage } from './dtype.js';
+import { allocStorage, copyStorage, dtypeBytes, dtypeCode, isDType, storageMatches, type DType, type Storage } from './dtype.js';
 import { backendFor, isDevice, type Device, type DeviceStorage } from './device.js';
 import { NmSparseError, describe, fail } from './errors.js';
 import { Rng, randomSeed } from './random.js';
@@ -161,7 +161,7 @@ export class Tensor {
   clone(): Tensor {
     this.#alive('clone');
     if (this.device !== 'cpu') return this.to('cpu').to(this.device);
-    return new Tensor(this.shape, this.dtype, this.#host!.slice());
+    return new Tensor(this.shape, this.dtype, copyStorage(this.dtype, this.#host!));
   }
 
   /** A copy of the elements as a TypedArray (float16/bfloat16: raw 16-bit patterns). Blocks on a GPU. */
@@ -276,7 +276,7 @@ export function tensor(data: ArrayLike<number> | Nested[], shape?: Shape, option
   const s = shape === undefined ? inferred : checkShape(shape, 'shape');
   if (numel(s) !== flat.length) fail('E_SHAPE', 'shape', shape, `a shape of ${flat.length} elements (the data's length)`);
   let t: Tensor;
-  if (ArrayBuffer.isView(data) && storageMatches(dtype, data)) t = new Tensor(s, dtype, (data as unknown as Storage).slice());
+  if (ArrayBuffer.isView(data) && storageMatches(dtype, data)) t = new Tensor(s, dtype, copyStorage(dtype, data as unknown as Storage));
   else t = fromNumbers(flat, s, dtype);
   return device === 'cpu' ? t : moveAndDispose(t, device);
 }
