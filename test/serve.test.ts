@@ -493,23 +493,29 @@ describe('HTTP server limits', () => {
     const srv = await startServer(model, { host: HOST, port: 0, maxJsonBytes: 2 << 20 });
     try {
       const nested = '['.repeat((2 << 20) - 16);
-      const hostile = Array.from({ length: 5 }, () => postJson(srv.url, nested));
-      const latencies: number[] = [];
-      for (let i = 0; i < 10; i++) {
-        const t0 = performance.now();
-        const h = await request(srv.url, { path: '/health' });
-        latencies.push(performance.now() - t0);
-        expect(h.status).toBe(200);
+      // The worst latency of other clients while 5 hostile bodies arrive. JSON.parse on the loop would show as
+      // seconds in every attempt; the best of three keeps other processes on a shared machine from deciding.
+      let best = Infinity;
+      for (let attempt = 0; attempt < 3 && best >= 100; attempt++) {
+        const hostile = Array.from({ length: 5 }, () => postJson(srv.url, nested));
+        const latencies: number[] = [];
+        for (let i = 0; i < 10; i++) {
+          const t0 = performance.now();
+          const h = await request(srv.url, { path: '/health' });
+          latencies.push(performance.now() - t0);
+          expect(h.status).toBe(200);
+        }
+        const p0 = performance.now();
+        const good = await postJson(srv.url, { inputs: [row()] });
+        latencies.push(performance.now() - p0);
+        expect(good.status).toBe(200);
+        for (const r of await Promise.all(hostile)) {
+          expect(r.status).toBe(400);
+          expect(json(r).error.code).toBe('E_JSON');
+        }
+        best = Math.min(best, Math.max(...latencies));
       }
-      const p0 = performance.now();
-      const good = await postJson(srv.url, { inputs: [row()] });
-      latencies.push(performance.now() - p0);
-      expect(good.status).toBe(200);
-      for (const r of await Promise.all(hostile)) {
-        expect(r.status).toBe(400);
-        expect(json(r).error.code).toBe('E_JSON');
-      }
-      expect(Math.max(...latencies)).toBeLessThan(100);
+      expect(best).toBeLessThan(100);
       const big = await postJson(srv.url, `{"inputs": [[${'0,'.repeat(1 << 20)}0]]}`);
       expect(big.status).toBe(413);
       expect(json(big).error.code).toBe('E_TOO_LARGE');
