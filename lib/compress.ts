@@ -6,7 +6,7 @@
 import { native } from './native.js';
 import { NmSparseError, fail } from './errors.js';
 import { deviceOp, type Device, type DeviceStorage } from './device.js';
-import { dtypeBytes, type DType } from './dtype.js';
+import { allocPinnedStorage, dtypeBytes, type DType } from './dtype.js';
 import { parsePattern, patternString, type Pattern } from './pattern.js';
 import { nmView, type PatternArg } from './mask.js';
 import { Tensor, checkOptions, checkOut, checkShape, checkTensor, numel, outputFor } from './tensor.js';
@@ -192,8 +192,9 @@ export function compress(w: Tensor, pattern: PatternArg): SparseTensor {
   const p = parsePattern(pattern);
   const { rows, cols } = nmView(t, p);
   if (t.device !== 'cpu') return deviceOp(t.device, 'compress')(t, p);
-  const values = new Tensor([...t.shape.slice(0, -1), (cols / p.m) * p.n], t.dtype, outputFor(undefined, [rows * (cols / p.m) * p.n], t.dtype).storage());
-  const positions = new Uint8Array(native.nmPositionBytes(rows, cols, p.n, p.m) as number);
+  // Pinned: a compressed weight is long-lived and what async products read most.
+  const values = outputFor(undefined, [...t.shape.slice(0, -1), (cols / p.m) * p.n], t.dtype, true);
+  const positions = allocPinnedStorage('uint8', native.nmPositionBytes(rows, cols, p.n, p.m) as number) as Uint8Array;
   native.nmCompress(t.storage(), t.dtypeCode, rows, cols, p.n, p.m, values.storage(), positions);
   return new SparseTensor(t.shape, p, t.dtype, { values, positions }, CHECKED);
 }

@@ -18,27 +18,43 @@ export const dtypeBytes = (d: DType): number => (d === 'float32' ? 4 : d === 'fl
 export const isFloat = (d: DType): boolean => d === 'float32' || d === 'float16' || d === 'bfloat16';
 export const isDType = (d: unknown): d is DType => typeof d === 'string' && (DTYPES as readonly string[]).includes(d);
 
+/** Zeroed storage for `count` elements of `d`; E_OOM past V8's TypedArray length limit. */
+export function allocStorage(d: DType, count: number): Storage {
+  checkLength(d, count);
+  switch (d) {
+    case 'float32': return new Float32Array(count);
+    case 'float16': case 'bfloat16': return new Uint16Array(count);
+    case 'int8': return new Int8Array(count);
+    case 'uint8': return new Uint8Array(count);
+  }
+}
+
 // Below this, V8 allocates faster (about 1 µs against 10 µs for an external buffer) and an async op's copy of
 // the bytes costs less than pinning them.
-const NATIVE_BYTES = 64 << 10;
+const PINNED_BYTES = 64 << 10;
 
 /**
- * Zeroed storage for `count` elements of `d`. From NATIVE_BYTES up it is native memory (native/napi/storage.cc)
- * that async ops pin while they run, so nothing JavaScript does to the buffer meanwhile (transfer, detach) can
- * free it under them; smaller storage they copy. E_OOM past V8's TypedArray length limit or when the memory
- * cannot be had.
+ * Like allocStorage, but from PINNED_BYTES up in native memory (native/napi/storage.cc) that async ops pin while
+ * they run instead of copying it: for weights and async results. Not the default, because Node frees external
+ * memory only when the event loop turns (its finalizers run as immediates): a synchronous loop making such
+ * tensors would pile them up, where V8's own buffers go at the next GC.
  */
-export function allocStorage(d: DType, count: number): Storage {
+export function allocPinnedStorage(d: DType, count: number): Storage {
+  const bytes = count * dtypeBytes(d);
+  if (bytes < PINNED_BYTES) return allocStorage(d, count);
+  checkLength(d, count);
+  const ab = native.allocBuffer(bytes) as ArrayBuffer;
+  switch (d) {
+    case 'float32': return new Float32Array(ab);
+    case 'float16': case 'bfloat16': return new Uint16Array(ab);
+    case 'int8': return new Int8Array(ab);
+    case 'uint8': return new Uint8Array(ab);
+  }
+}
+
+function checkLength(d: DType, count: number): void {
   if (count > MAX_LENGTH)
     throw new NmSparseError('E_OOM', `cannot allocate ${count} ${d} elements (${count * dtypeBytes(d)} bytes): a TypedArray holds at most ${MAX_LENGTH} elements`);
-  const bytes = count * dtypeBytes(d);
-  const src: ArrayBuffer | number = bytes < NATIVE_BYTES ? count : (native.allocBuffer(bytes) as ArrayBuffer);
-  switch (d) {
-    case 'float32': return new Float32Array(src as ArrayBuffer);
-    case 'float16': case 'bfloat16': return new Uint16Array(src as ArrayBuffer);
-    case 'int8': return new Int8Array(src as ArrayBuffer);
-    case 'uint8': return new Uint8Array(src as ArrayBuffer);
-  }
 }
 
 /** A copy of `s` in storage from allocStorage. */

@@ -3,7 +3,7 @@
  * tensors on 'cuda' own device memory through a native handle. Row-major, like PyTorch.
  */
 import { native } from './native.js';
-import { allocStorage, copyStorage, dtypeBytes, dtypeCode, isDType, storageMatches, type DType, type Storage } from './dtype.js';
+import { allocPinnedStorage, allocStorage, copyStorage, dtypeBytes, dtypeCode, isDType, storageMatches, type DType, type Storage } from './dtype.js';
 import { backendFor, isDevice, type Device, type DeviceStorage } from './device.js';
 import { NmSparseError, describe, fail } from './errors.js';
 import { Rng, randomSeed } from './random.js';
@@ -363,7 +363,10 @@ export function checkOut(out: unknown, shape: Shape, dtype: DType, device: Devic
   return t;
 }
 
-/** A fresh CPU tensor of `shape`/`dtype` (zeros), or `out` when given (already validated). */
-export function outputFor(out: Tensor | undefined, shape: Shape, dtype: DType): Tensor {
-  return out ?? new Tensor(shape, dtype, allocStorage(dtype, numel(shape)));
+/**
+ * A fresh CPU tensor of `shape`/`dtype` (zeros), or `out` when given (already validated). `pinned`: storage an
+ * async op pins rather than copies (lib/dtype.ts allocPinnedStorage), for the results of async ops and weights.
+ */
+export function outputFor(out: Tensor | undefined, shape: Shape, dtype: DType, pinned = false): Tensor {
+  return out ?? new Tensor(shape, dtype, (pinned ? allocPinnedStorage : allocStorage)(dtype, numel(shape)));
 }

@@ -8,7 +8,7 @@
 // reference-counted by std::shared_ptr: the ArrayBuffer JavaScript sees is an external view whose finalizer
 // drops one reference, and an async op takes another (pin_block) that it drops when it finishes. Whatever
 // happens to the ArrayBuffer meanwhile, the bytes stay mapped until both are gone. Buffers that did not come
-// from here (a user's own TypedArray, or a small tensor: lib/dtype.ts) are copied by the op instead
+// from here (ordinary tensors, a user's own TypedArray: lib/dtype.ts says which are pinned) are copied by the op instead
 // (napi/args.cc, Holds).
 #include <sys/mman.h>
 
