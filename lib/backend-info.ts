@@ -5,13 +5,15 @@
  * library versions and paths found. Calling it probes the driver once (no GPU work).
  */
 import { native } from './native.js';
-import { NOT_BUILT, cudaBuilt, cudaProbe } from './cuda.js';
+import { NOT_BUILT, cudaBuilt, cudaProbe, type CudaProbe } from './cuda.js';
 
 export interface LibraryInfo {
   version?: string;
   path?: string;
   /** Why the library is not loaded. */
   error?: string;
+  /** Loaded, but a version nmsparse was not checked against (cuSPARSELt newer than 0.8). */
+  note?: string;
 }
 
 export interface BackendInfo {
@@ -25,11 +27,15 @@ export interface BackendInfo {
     device?: { name: string; sm: string; memoryBytes: number; driver: string | null; smCount: number };
     cusparselt?: LibraryInfo;
     cublaslt?: LibraryInfo;
+    /** Usable, but sparse products run dense (cuBLASLt on the pruned weight), and why: cuSPARSELt did not load. */
+    sparseReason?: string;
   };
 }
 
-const lib = (l: { loaded: boolean; path?: string; version?: string; error?: string }): LibraryInfo =>
-  l.loaded ? { version: l.version, path: l.path } : { ...(l.version ? { version: l.version } : {}), ...(l.path ? { path: l.path } : {}), error: l.error };
+const lib = (l: CudaProbe['cusparselt']): LibraryInfo =>
+  l.loaded
+    ? { version: l.version, path: l.path, ...(l.note ? { note: l.note } : {}) }
+    : { ...(l.version ? { version: l.version } : {}), ...(l.path ? { path: l.path } : {}), error: l.error };
 
 export function backendInfo(): BackendInfo {
   const cpu = { threads: native.numThreads() as number, isa: (native.cpuIsa() as { active: string }).active };
@@ -48,6 +54,7 @@ export function backendInfo(): BackendInfo {
         : {}),
       cusparselt: lib(p.cusparselt),
       cublaslt: lib(p.cublaslt),
+      ...(p.usable && p.sparseReason ? { sparseReason: p.sparseReason } : {}),
     },
   };
 }
@@ -66,7 +73,8 @@ export function formatBackendInfo(info: BackendInfo = backendInfo()): string {
     lines.push(`  device: ${c.device.name}, sm ${c.device.sm}, ${c.device.smCount} SMs, ${gib} GiB, driver ${c.device.driver ?? '?'}`);
   }
   const libLine = (name: string, l?: LibraryInfo) =>
-    l && (l.error ? `  ${name}: ${l.error}` : `  ${name}: ${l.version} at ${l.path}`);
+    l && (l.error ? `  ${name}: ${l.error}` : `  ${name}: ${l.version} at ${l.path}${l.note ? ` (${l.note})` : ''}`);
   for (const l of [libLine('cuSPARSELt', c.cusparselt), libLine('cuBLASLt', c.cublaslt)]) if (l) lines.push(l);
+  if (c.sparseReason) lines.push(`  sparse products run dense: ${c.sparseReason}`);
   return lines.join('\n');
 }

@@ -57,8 +57,10 @@ export interface CudaProbe {
   driverVersion: string | null;
   deviceCount: number;
   device?: { index: number; name: string; sm: string; smCount: number; memoryBytes: number; driver: string | null; memoryPools: boolean };
-  cusparselt: { loaded: boolean; path?: string; version?: string; error?: string };
-  cublaslt: { loaded: boolean; path?: string; version?: string; error?: string };
+  cusparselt: { loaded: boolean; path?: string; version?: string; error?: string; note?: string };
+  cublaslt: { loaded: boolean; path?: string; version?: string; error?: string; note?: string };
+  /** Usable without cuSPARSELt: why sparse products run dense. */
+  sparseReason?: string;
 }
 
 /** One entry of the sparse plan cache: which path a shape runs on and why. */
@@ -399,6 +401,10 @@ export interface GemmBenchOptions { dtype: DType | 'e4m3'; m: number; n: number;
 export interface GemmBenchResult {
   sparseMs: number | null; denseMs: number | null; sparseError?: string; denseError?: string; algId: number; splitK: number;
   maxRelErr: number | null; pruneMs: number | null; compressMs: number | null; copyMs: number | null; weightBytes: number;
+  /** The fastest of the cuBLASLt heuristics timed (0 = its first answer), and how many were timed. */
+  denseHeuristic: number; denseHeuristics: number;
+  /** Calls between each pair of CUDA events, and the interleaved sparse/dense rounds each median is over. */
+  batch: number; rounds: number;
 }
 /** bench/gpu: cuSPARSELt vs cuBLASLt on synthetic data in the Linear layout (Y[n, m] = X[n, k]·W[m, k]ᵀ). */
 export function benchGemm(opts: GemmBenchOptions): GemmBenchResult {

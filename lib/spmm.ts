@@ -113,3 +113,24 @@ export async function sparseMatmulAsync(s: SparseTensor, b: Tensor, opts: Sparse
   await runSpmm(c, true);
   return c.out;
 }
+
+/**
+ * dX = dY·W̃, the input gradient of y = x·W̃ᵀ, with W̃ the masked weight of a sparse layer: dy [rows, out], w
+ * [out, in] float32 with its pruned entries zero → [rows, in]. The zeros are skipped (native/cpu/spmm.cc spmm_t:
+ * a 2:4 weight costs half the FMAs of matmul(dy, w)); the result equals the dense product up to the order of the
+ * sums. CPU, float32.
+ */
+export function linearInputGrad(dy: Tensor, w: Tensor, opts: { out?: Tensor } = {}): Tensor {
+  const D = checkTensor(dy, 'dy'), W = checkTensor(w, 'w');
+  for (const [t, arg] of [[D, 'dy'], [W, 'w']] as const) {
+    if (t.device !== 'cpu') fail('E_DEVICE', arg, t, 'a cpu tensor');
+    if (t.dtype !== 'float32') fail('E_DTYPE', arg, t, 'a float32 tensor');
+    if (t.rank !== 2) fail('E_SHAPE', arg, t, 'a matrix');
+  }
+  const [outF, inF] = W.shape, rows = D.shape[0];
+  if (D.shape[1] !== outF) fail('E_SHAPE', 'dy', D, `a matrix [rows, ${outF}] (w is [${outF}, ${inF}])`);
+  nonEmpty(D, 'dy', [rows, outF, inF]);
+  const out = outputTensor(opts.out, [rows, inF], 'float32', [[D, 'dy'], [W, 'w']], false);
+  native.spmmT(W.storage('w'), outF, inF, D.storage('dy'), D.dtypeCode, rows, out.storage('options.out'), out.dtypeCode, true, true);
+  return out;
+}

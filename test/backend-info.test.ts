@@ -5,11 +5,11 @@
 // compiler, skipped when there is none). Nothing here needs a GPU; test/gpu/ covers the GPU itself.
 import { describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { NmSparseError, randn, nm } from '../lib/index.js';
-import { addonPath } from '../lib/native.js';
+import { addonPath, packageRoot } from '../lib/native.js';
 import { backendInfo, formatBackendInfo } from '../lib/backend-info.js';
 import { cudaBuilt, cudaBackend } from '../lib/cuda.js';
 import { backendFor } from '../lib/device.js';
@@ -88,29 +88,35 @@ describe.skipIf(usable)("'cuda' without a usable GPU", () => {
 type Probe = {
   usable: boolean;
   reason: string | null;
-  cusparselt: { loaded: boolean; path?: string; version?: string; error?: string };
+  cusparselt: { loaded: boolean; path?: string; version?: string; error?: string; note?: string };
   cublaslt: { loaded: boolean; path?: string; version?: string; error?: string };
+  sparseReason?: string;
 };
 
-/** cudaInfo() of the addon in a fresh process whose environment is exactly `env` (plus PATH and HOME). */
-function probeWith(env: Record<string, string>): Probe {
-  const script = `process.stdout.write(JSON.stringify(require(${JSON.stringify(addonPath)}).cudaInfo()))`;
+/** addon.<fn>() in a fresh process whose environment is exactly `env` (plus PATH and HOME unless given). */
+function addonCallWith<T>(fn: string, env: Record<string, string>): T {
+  const script = `process.stdout.write(JSON.stringify(require(${JSON.stringify(addonPath)}).${fn}()))`;
   const r = spawnSync(process.execPath, ['-e', script], {
     env: { PATH: process.env.PATH ?? '', HOME: path.join(scratch, 'home'), ...env },
     encoding: 'utf8',
   });
   if (r.status !== 0) throw new Error(`child failed: ${r.stderr}`);
-  return JSON.parse(r.stdout) as Probe;
+  return JSON.parse(r.stdout) as T;
 }
 
-function hasCompiler(): boolean {
+/** cudaInfo() of the addon in a fresh process whose environment is exactly `env` (plus PATH and HOME). */
+const probeWith = (env: Record<string, string>): Probe => addonCallWith<Probe>('cudaInfo', env);
+
+function hasProgram(name: string): boolean {
   try {
-    execFileSync('cc', ['--version'], { stdio: 'ignore' });
+    execFileSync(name, ['--version'], { stdio: 'ignore' });
     return true;
   } catch {
     return false;
   }
 }
+const hasCompiler = (): boolean => hasProgram('cc');
+const hasCmake = (): boolean => hasProgram('cmake');
 
 const scratch = mkdtempSync(path.join(tmpdir(), 'nmsparse-loader-'));
 mkdirSync(path.join(scratch, 'home'), { recursive: true });
@@ -136,7 +142,7 @@ describe.skipIf(!cudaBuilt)('library search (DESIGN §3)', () => {
   it('reports where it looked when cuSPARSELt is nowhere', () => {
     const p = probeWith({ NMSPARSE_CUDA_LIBS: path.join(scratch, 'empty') });
     if (p.cusparselt.loaded) return;  // a system-wide install (ld.so.conf) answers first: nothing to assert
-    expect(p.cusparselt.error).toMatch(/libcusparseLt\.so\.0\) not found in the loader path/);
+    expect(p.cusparselt.error).toMatch(/libcusparseLt\.so\.0\) not found in .*the loader path/);
     expect(p.cusparselt.error).toMatch(/NMSPARSE_CUDA_LIBS=.*empty: not a directory/);
     if (!usable) expect(p.usable).toBe(false);
   });
@@ -189,5 +195,80 @@ describe.skipIf(!cudaBuilt)('library search (DESIGN §3)', () => {
     fakeCusparseLt(dir, [1, 0, 0], true);
     expect(probeWith({ NMSPARSE_CUDA_LIBS: dir }).cusparselt.error).toMatch(/new major version/);
     expect(probeWith({ NMSPARSE_CUDA_LIBS: dir, NMSPARSE_ALLOW_CUSPARSELT_MAJOR: '1' }).cusparselt.loaded).toBe(true);
+  });
+});
+
+describe.skipIf(!cudaBuilt)('library search order (issue 9: where users install the wheels)', () => {
+  // One fake Python prefix per place a wheel can live, each with the cuSPARSELt and cuBLASLt wheel directories.
+  const prefix = (name: string, python = '3.12') => {
+    const p = path.join(scratch, 'order', name);
+    for (const sub of ['cusparselt', 'cu13'])
+      mkdirSync(path.join(p, 'lib', `python${python}`, 'site-packages', 'nvidia', sub, 'lib'), { recursive: true });
+    return p;
+  };
+  const site = (p: string, python = '3.12') => path.join(p, 'lib', `python${python}`, 'site-packages');
+  const venv = prefix('venv'), conda = prefix('conda'), onPath = prefix('onpath', '3.11'), pyPath = prefix('pythonpath');
+  mkdirSync(path.join(onPath, 'bin'), { recursive: true });
+  writeFileSync(path.join(onPath, 'bin', 'python3'), '#!/bin/sh\n', { mode: 0o755 });
+  const env = {
+    VIRTUAL_ENV: venv, CONDA_PREFIX: conda, PYTHONPATH: site(pyPath),
+    PATH: `${path.join(onPath, 'bin')}:${process.env.PATH ?? ''}`,
+  };
+
+  it('tries $VIRTUAL_ENV, $CONDA_PREFIX, the python3 on PATH, the apt directory, then the loader path and the rest', () => {
+    const order = addonCallWith<{ cusparselt: string[]; cublaslt: string[] }>('cudaLibrarySearch', env);
+    const at = (dir: string) => order.cusparselt.indexOf(dir);
+    const wanted = [
+      path.join(site(venv), 'nvidia', 'cusparselt', 'lib'),
+      path.join(site(venv), 'nvidia', 'cu13', 'lib'),
+      path.join(site(conda), 'nvidia', 'cusparselt', 'lib'),
+      path.join(site(onPath, '3.11'), 'nvidia', 'cusparselt', 'lib'),
+      ...(existsSync('/usr/lib/x86_64-linux-gnu') ? ['/usr/lib/x86_64-linux-gnu'] : []),
+      '(loader path)',
+      path.join(site(pyPath), 'nvidia', 'cusparselt', 'lib'),
+    ];
+    for (const w of wanted) expect(order.cusparselt).toContain(w);
+    const positions = wanted.map(at);
+    expect(positions).toEqual([...positions].sort((a, b) => a - b));
+    // /opt/*/.venv and /opt/*/venv come after $CONDA_PREFIX and before the python3 on PATH, where this machine has any.
+    for (const d of order.cusparselt.filter((x) => /^\/opt\/[^/]+\/\.?venv\//.test(x))) {
+      expect(at(d)).toBeGreaterThan(at(path.join(site(conda), 'nvidia', 'cusparselt', 'lib')));
+      expect(at(d)).toBeLessThan(at(path.join(site(onPath, '3.11'), 'nvidia', 'cusparselt', 'lib')));
+    }
+    // cuBLASLt is looked for in the same places, in its own wheel directories.
+    expect(order.cublaslt.indexOf(path.join(site(venv), 'nvidia', 'cu13', 'lib'))).toBeLessThan(order.cublaslt.indexOf('(loader path)'));
+    expect(order.cublaslt).not.toContain(path.join(site(venv), 'nvidia', 'cusparselt', 'lib'));
+  });
+
+  it.skipIf(!hasCompiler())('finds cuSPARSELt in the active virtual environment, before the python3 on PATH', () => {
+    fakeCusparseLt(path.join(site(onPath, '3.11'), 'nvidia', 'cusparselt', 'lib'), [0, 7, 0], true);
+    expect(probeWith({ PATH: env.PATH }).cusparselt.path).toBe(path.join(site(onPath, '3.11'), 'nvidia', 'cusparselt', 'lib', 'libcusparseLt.so.0'));
+    fakeCusparseLt(path.join(site(venv), 'nvidia', 'cusparselt', 'lib'), [0, 8, 1], true);
+    const p = probeWith(env);
+    expect(p.cusparselt.path).toBe(path.join(site(venv), 'nvidia', 'cusparselt', 'lib', 'libcusparseLt.so.0'));
+    expect(p.cusparselt.loaded).toBe(true);
+    expect(p.cusparselt.note).toBeUndefined();  // 0.8.1 is a version nmsparse was checked against
+  });
+
+  it.skipIf(!hasCompiler())('loads a newer 0.x cuSPARSELt and says it is unverified', () => {
+    const dir = path.join(scratch, 'newer');
+    fakeCusparseLt(dir, [0, 10, 0], true);
+    const p = probeWith({ NMSPARSE_CUDA_LIBS: dir });
+    expect(p.cusparselt.loaded).toBe(true);
+    expect(p.cusparselt.note).toMatch(/0\.10\.0 is newer than the versions nmsparse was checked against \(0\.6 - 0\.8\)/);
+  });
+
+  it.skipIf(!hasCmake())('the build looks for the wheel headers in the same places (scripts/wheel-headers.cmake)', () => {
+    const inc = path.join(site(venv), 'nvidia', 'cusparselt', 'include');
+    const onPathInc = path.join(site(onPath, '3.11'), 'nvidia', 'cu13', 'include');
+    mkdirSync(inc, { recursive: true });
+    mkdirSync(onPathInc, { recursive: true });
+    const r = spawnSync('cmake', ['-P', path.join(packageRoot, 'scripts', 'wheel-headers.cmake')], {
+      env: { PATH: env.PATH, VIRTUAL_ENV: venv }, encoding: 'utf8',
+    });
+    expect(r.status).toBe(0);
+    const dirs = r.stderr.trim().split('\n');  // message() writes to stderr
+    expect(dirs).toContain(inc);
+    expect(dirs.indexOf(inc)).toBeLessThan(dirs.indexOf(onPathInc));
   });
 });

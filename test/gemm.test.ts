@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { randn, tensor, zeros, type DType, type Tensor } from '../lib/index.js';
 import { linear, linearAsync, matmul, matmulAsync } from '../lib/gemm.js';
 import { native } from '../lib/native.js';
-import { poison, prng } from './helpers.js';
+import { ISAS, poison, prng } from './helpers.js';
 
 /** A float tensor of normal-ish values from a seeded generator (values exactly representable in `dtype`). */
 function rand(shape: number[], dtype: DType, seed: number): Tensor {
@@ -44,10 +44,6 @@ function expectClose(got: Tensor, ref: { c: Float64Array; scale: Float64Array },
   expect(worst, `element ${at}: got ${g[at]}, expected ${ref.c[at]}`).toBeLessThanOrEqual(1);
 }
 
-const ISAS = (() => {
-  const best = (native.cpuIsa() as { best: string }).best;
-  return ['scalar', 'avx2', 'avx512'].slice(0, ['scalar', 'avx2', 'avx512'].indexOf(best) + 1);
-})();
 afterAll(() => native.cpuIsa('auto'));
 
 // m, n, k around the kernel tiles (MR 12/6/4, NR 32/16) and cache blocks (KC 256, MC 144).

@@ -1,6 +1,13 @@
 // Test-only utilities: a seeded PRNG independent of the library's own, float64 reference N:M loops, and
 // poisoning of outputs so unwritten elements show.
 import { Tensor, tensor, type DType } from '../lib/index.js';
+import { native } from '../lib/native.js';
+
+/** The CPU kernel sets this machine runs, lowest first (native.cpuIsa(name) selects one; 'auto' restores). */
+export const ISAS: string[] = (() => {
+  const best = (native.cpuIsa() as { best: string }).best;
+  return ['scalar', 'avx2', 'avx512'].slice(0, ['scalar', 'avx2', 'avx512'].indexOf(best) + 1);
+})();
 
 /** mulberry32: a different generator from lib/random.ts, so tests do not share the library's code paths. */
 export function prng(seed: number): () => number {

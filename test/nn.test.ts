@@ -8,10 +8,11 @@ import {
 } from '../lib/nn/layers.js';
 import { SoftmaxCrossEntropy } from '../lib/nn/loss.js';
 import { Module } from '../lib/nn/module.js';
-import { col2im, dropout, im2col, maskedAdd, maskedScale, nmMaskScale } from '../lib/nn/elementwise.js';
+import { col2im, dropout, im2col, maskedAdd, maskedScale, nmMaskScale, nmTrainPass } from '../lib/nn/elementwise.js';
+import { native } from '../lib/native.js';
 import { STE, MaskDecay } from '../lib/recipes/index.js';
 import { NmSparseError } from '../lib/errors.js';
-import { prng } from './helpers.js';
+import { ISAS, poison, prng, refMask } from './helpers.js';
 
 // ------------------------------------------------------------------ helpers
 
@@ -506,5 +507,79 @@ describe('nmMaskScale (the fused mask refresh)', () => {
   it('refuses an output that aliases w', () => {
     const w = f32(values(8, 1), [2, 4]);
     expect(() => nmMaskScale(w, { n: 2, m: 4 }, 0, { out: w })).toThrowError(/options.out/);
+  });
+});
+
+describe('nmTrainPass (mask, W ⊙ m, compressed form and SAD in one pass)', () => {
+  /** Position field t of a packed row (log2(M) bits each, little-endian), read bit by bit. */
+  function field(pos: Uint8Array, rowStart: number, t: number, bits: number): number {
+    let v = 0;
+    for (let k = 0; k < bits; k++) {
+      const bit = t * bits + k;
+      v |= ((pos[rowStart + (bit >> 3)] >> (bit & 7)) & 1) << k;
+    }
+    return v;
+  }
+
+  it('equals nm.mask, w ⊙ m, the portable compressed form and the changed-entry count, for every M and ISA', () => {
+    const r = prng(321);
+    for (const [n, m] of [[2, 4], [1, 4], [3, 4], [1, 8], [2, 8], [4, 8], [3, 16], [8, 16], [5, 32]]) {
+      for (const [rows, groups] of [[1, 1], [3, 5], [9, 7]]) {
+        const cols = m * groups;
+        const gen = () => {
+          const u = r();
+          if (u < 0.04) return NaN;
+          if (u < 0.1) return u < 0.07 ? 0 : -0;
+          if (u < 0.3) return [0.5, -0.5, 1, -1][Math.floor(r() * 4)];
+          return 2 * r() - 1;
+        };
+        const w0 = f32(Array.from({ length: rows * cols }, gen), [rows, cols]);
+        const w1 = f32(Array.from({ length: rows * cols }, gen), [rows, cols]);
+        for (const isa of ISAS) {
+          native.cpuIsa(isa);
+          const first = nmTrainPass(w0, { n, m });
+          expect(first.sad).toBe(0);
+          const prev = Array.from(first.mask.storage());
+          poison(first.buffers.out);
+          poison(first.buffers.sparse.values);
+          first.buffers.sparse.positions.fill(0xa5);
+          const { mask, buffers, sad } = nmTrainPass(w1, { n, m }, { mask: first.mask, buffers: first.buffers });
+          expect(buffers).toBe(first.buffers);
+          const want = refMask(w1.toArray(), cols, n, m);
+          const label = `${n}:${m} [${rows}, ${cols}] ${isa}`;
+          expect(Array.from(mask.storage()), label).toEqual(want);
+          expect(sad, label).toBe(want.reduce((acc, k, i) => acc + (k !== prev[i] ? 1 : 0), 0));
+          const wv = arr(w1), e = arr(buffers.out), vals = arr(buffers.sparse.values), pos = buffers.sparse.positions;
+          const bits = Math.log2(m), kpr = (cols / m) * n, prb = Math.ceil((kpr * bits) / 8);
+          for (let i = 0; i < e.length; i++) if (!Object.is(e[i], want[i] ? wv[i] : 0)) expect.fail(`${label} out[${i}]: ${e[i]}`);
+          for (let row = 0; row < rows; row++) {
+            let t = 0;
+            for (let g = 0; g < cols; g += m)
+              for (let i = 0; i < m; i++) {
+                if (!want[row * cols + g + i]) continue;
+                const k = row * kpr + t;
+                if (!Object.is(vals[k], wv[row * cols + g + i])) expect.fail(`${label} values[${k}]: ${vals[k]}`);
+                expect(field(pos, row * prb, t, bits), `${label} position ${row}/${t}`).toBe(i);
+                t++;
+              }
+          }
+        }
+        native.cpuIsa('auto');
+      }
+    }
+  });
+
+  it('applies the mask it is given without selecting (ASP, refresh intervals)', () => {
+    const w = f32(values(32, 5), [2, 16]);
+    const first = nmTrainPass(w, { n: 2, m: 4 });
+    const held = Array.from(first.mask.storage());
+    const w2 = f32(values(32, 6), [2, 16]);
+    const r = nmTrainPass(w2, { n: 2, m: 4 }, { mask: first.mask, buffers: first.buffers, select: false });
+    expect(r.sad).toBe(0);
+    expect(Array.from(r.mask.storage())).toEqual(held);
+    expect(Array.from(arr(r.buffers.out))).toEqual(Array.from(arr(w2)).map((v, i) => (held[i] ? v : 0)));
+    expect(Array.from(arr(r.buffers.sparse.decompress()))).toEqual(Array.from(arr(r.buffers.out)));
+    expect(() => nmTrainPass(w2, { n: 2, m: 4 }, { select: false })).toThrowError(expect.objectContaining({ code: 'E_VALUE' }));
+    expect(() => nmTrainPass(f32(values(6, 1), [1, 6]), { n: 2, m: 4 })).toThrowError(expect.objectContaining({ code: 'E_SHAPE' }));
   });
 });

@@ -20,6 +20,11 @@ beforeAll(() => {
 });
 
 const f32 = (v: number[], shape: number[]) => new Tensor(shape, 'float32', Float32Array.from(v));
+function transpose(t: Tensor): Tensor {
+  const [r, c] = t.shape, a = t.storage() as Float32Array, o = new Float32Array(r * c);
+  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) o[j * r + i] = a[i * c + j];
+  return new Tensor([c, r], 'float32', o);
+}
 const bits = (t: Tensor) => new Uint32Array((t.storage() as Float32Array).slice().buffer);
 
 /** A plain training loop (no Trainer), calling the recipe hooks the way the Trainer does. */
@@ -270,5 +275,76 @@ describe('after training, every sparse layer deploys a valid N:M weight', () => 
     const model = mlp({ hidden: [16, 16], pattern: '2:4', recipe, seed: 3 });
     train(model, recipe, 3);
     expect(sparseWeights(model).every(({ s }) => !s.active && s.mask === null && !nm.check(s.weight, '2:4').ok)).toBe(true);
+  });
+});
+
+describe('the N:M kernels in the training step (nmTrainPass, sparseLinear, linearInputGrad)', () => {
+  /**
+   * Weights of two runs agree to 1e-5 of each tensor's largest magnitude. The sums run in another order, so a
+   * ReLU input within round-off of 0 can flip and move a few weights further: at most 0.2% of a tensor's elements
+   * may differ by more, and none by more than 1e-3 (a real divergence moves most of them).
+   */
+  function expectSameWeights(a: Tensor[], b: Tensor[], label: string): void {
+    a.forEach((t, i) => {
+      const x = t.storage() as Float32Array, y = b[i].storage() as Float32Array;
+      let scale = 0;
+      for (const v of y) scale = Math.max(scale, Math.abs(v));
+      let far = 0, worst = 0;
+      for (let k = 0; k < x.length; k++) {
+        const d = Math.abs(x[k] - y[k]) / scale;
+        if (d > 1e-5) far++;
+        if (!(d <= worst)) worst = d;
+      }
+      expect(far / x.length, `${label} tensor ${i}: ${far} of ${x.length} beyond 1e-5`).toBeLessThanOrEqual(0.002);
+      expect(worst, `${label} tensor ${i}`).toBeLessThanOrEqual(1e-3);
+    });
+  }
+
+  const cases: [string, Record<string, unknown>, string][] = [
+    ['ste', {}, '2:4'], ['srste', {}, '2:4'], ['srste', {}, '1:8'], ['asp', { denseFraction: 0.25 }, '2:4'],
+    ['mask-decay', { alpha: 'step-linear' }, '2:4'], ['structure-decay', { schedule: 'kao' }, '2:8'], ['srste', { interval: 3 }, '4:8'],
+    ['srste', { mask: 'transposable' }, '2:4'], ['asp', { mask: 'transposable' }, '2:4'],
+  ];
+  for (const [name, opts, pattern] of cases)
+    it(`${name} ${JSON.stringify(opts)} ${pattern}: 20 steps equal the dense-masked path (MLP and CNN)`, () => {
+      for (const kind of ['mlp', 'cnn'] as const) {
+        const runs = [true, false].map((sparseKernels) => {
+          const recipe = createRecipe(name, { ...opts, sparseKernels });
+          const model = kind === 'mlp'
+            ? mlp({ hidden: [64, 64], pattern, recipe, seed: 11 })
+            : cnn({ channels: [8, 16], hidden: 32, pattern, recipe, seed: 12 });
+          let used = 0;
+          const sw = sparseWeights(model).map(({ s }) => s);
+          train(model, recipe, 20, () => { used += sw.filter((s) => s.compressed !== null).length; });
+          return { params: model.parameters().map((p) => p.value), used, sw };
+        });
+        expect(runs[0].used, `${kind}: steps × layers on the N:M kernels`).toBeGreaterThan(0);
+        expect(runs[1].used).toBe(0);
+        expectSameWeights(runs[0].params, runs[1].params, `${name} ${pattern} ${kind}`);
+        for (const s of runs[0].sw) {
+          const w = s.deployWeight();
+          expect(nm.check(w, pattern).ok).toBe(true);
+          if (opts.mask === 'transposable') expect(nm.check(transpose(w.reshape([s.rows, s.cols])), pattern).ok, `${s.name}ᵀ`).toBe(true);
+        }
+      }
+    });
+
+  it('rejects a transposable mask on a weight whose rows or columns are not multiples of 4', () => {
+    expect(() => mlp({ hidden: [30], pattern: '2:4', recipe: new SRSTE({ mask: 'transposable' }), seed: 1 })).toThrowError(expect.objectContaining({ code: 'E_SHAPE' }));
+    expect(() => new SRSTE({ mask: 'diagonal' as never })).toThrowError(expect.objectContaining({ code: 'E_VALUE' }));
+  });
+
+  it('the step SAD counts the mask entries that changed at each refresh', () => {
+    const recipe = new SRSTE();
+    const model = mlp({ hidden: [32, 32], pattern: '2:4', recipe, seed: 4 });
+    const sw = sparseWeights(model).map(({ s }) => s);
+    let prev: number[][] = [];
+    let checked = 0;
+    train(model, recipe, 6, () => {
+      const now = sw.map((s) => Array.from(s.mask!.storage()));
+      if (prev.length) sw.forEach((s, i) => { expect(s.stepSad).toBe(now[i].filter((k, j) => k !== prev[i][j]).length); checked++; });
+      prev = now;
+    });
+    expect(checked).toBe(10);
   });
 });

@@ -3,9 +3,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { nm, tensor, zeros, SparseTensor, type DType, type Tensor } from '../lib/index.js';
 import { matmul } from '../lib/gemm.js';
-import { sparseLinear, sparseLinearAsync, sparseMatmul, sparseMatmulAsync } from '../lib/spmm.js';
+import { linearInputGrad, sparseLinear, sparseLinearAsync, sparseMatmul, sparseMatmulAsync } from '../lib/spmm.js';
 import { native } from '../lib/native.js';
-import { poison, prng, refMask } from './helpers.js';
+import { ISAS, poison, prng, refMask } from './helpers.js';
 
 function rand(shape: number[], dtype: DType, seed: number): Tensor {
   const r = prng(seed);
@@ -55,10 +55,6 @@ function expectClose(got: Tensor, ref: { y: Float64Array; scale: Float64Array },
   expect(worst, at).toBeLessThanOrEqual(1);
 }
 
-const ISAS = (() => {
-  const best = (native.cpuIsa() as { best: string }).best;
-  return ['scalar', 'avx2', 'avx512'].slice(0, ['scalar', 'avx2', 'avx512'].indexOf(best) + 1);
-})();
 afterAll(() => native.cpuIsa('auto'));
 
 const PATTERNS: Array<[number, number]> = [[2, 4], [1, 4], [3, 4], [1, 8], [4, 8], [7, 8], [2, 16], [8, 16], [15, 16], [1, 32], [16, 32], [31, 32]];
@@ -215,3 +211,61 @@ describe('bad inputs', () => {
     expect(out.toArray().every(Number.isNaN)).toBe(true);
   });
 });
+
+describe('linearInputGrad (dX = dY·W̃ skipping the pruned zeros, native spmm_t)', () => {
+  /** float64 dX[rows, in] = dY[rows, out] · W[out, in], and Σ|dy·w| per element. */
+  function refInputGrad(dy: number[], w: number[], rows: number, outF: number, inF: number) {
+    const y = new Float64Array(rows * inF), scale = new Float64Array(rows * inF);
+    for (let b = 0; b < rows; b++)
+      for (let o = 0; o < outF; o++) {
+        const d = dy[b * outF + o];
+        for (let c = 0; c < inF; c++) {
+          const x = d * w[o * inF + c];
+          y[b * inF + c] += x;
+          scale[b * inF + c] += Math.abs(x);
+        }
+      }
+    return { y, scale };
+  }
+
+  it('equals the float64 product for N:M masks and arbitrary zeros, ragged shapes, every ISA', () => {
+    const cases: Array<[number, number, number, number, number]> = [
+      // rows (batch), out, in, n, m: edges of the 4-column quads, 128-column tasks, 128-row blocks and 32/64-wide panels
+      [1, 4, 4, 2, 4], [3, 7, 12, 2, 4], [33, 130, 200, 2, 4], [65, 129, 260, 1, 4], [70, 257, 136, 3, 4],
+      [5, 64, 64, 1, 8], [17, 40, 96, 4, 8], [9, 33, 32, 5, 32], [40, 300, 8, 0, 0],
+    ];
+    let seed = 900;
+    for (const [rows, outF, inF, n, m] of cases) {
+      const w = rand([outF, inF], 'float32', seed++);
+      // n = 0: a quarter of the entries zeroed at random (the kernel needs no pattern, only zeros).
+      const r = prng(seed++);
+      const wv = n ? refPrune(w, n, m) : w.toArray().map((x) => (r() < 0.25 ? 0 : x));
+      const W = tensor(wv, [outF, inF]);
+      const dy = rand([rows, outF], 'float32', seed++);
+      const ref = refInputGrad(dy.toArray(), wv, rows, outF, inF);
+      for (const isa of ISAS) {
+        native.cpuIsa(isa);
+        const out = poison(zeros([rows, inF]));
+        const got = linearInputGrad(dy, W, { out });
+        expect(got).toBe(out);
+        // dX [rows, in] is Yᵀ of Y = W̃ᵀ·dYᵀ [in, rows]
+        expectClose(got, { y: transposeRef(ref.y, rows, inF), scale: transposeRef(ref.scale, rows, inF) }, inF, rows, true, outF);
+      }
+      native.cpuIsa('auto');
+    }
+  });
+
+  it('rejects bad arguments with typed errors', () => {
+    const W = zeros([8, 16]), dy = zeros([4, 8]);
+    expect(() => linearInputGrad(zeros([4, 9]), W)).toThrowError(expect.objectContaining({ code: 'E_SHAPE' }));
+    expect(() => linearInputGrad(dy, zeros([8, 16], { dtype: 'float16' }))).toThrowError(expect.objectContaining({ code: 'E_DTYPE' }));
+    expect(() => linearInputGrad(dy, W, { out: zeros([4, 15]) })).toThrowError(expect.objectContaining({ code: 'E_SHAPE' }));
+  });
+});
+
+/** a [rows, cols] → its transpose [cols, rows]. */
+function transposeRef(a: Float64Array, rows: number, cols: number): Float64Array {
+  const t = new Float64Array(a.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = a[r * cols + c];
+  return t;
+}

@@ -12,7 +12,7 @@ const KINDS: Record<string, { file: string; fn: string; what: string }> = {
   cpu: { file: './cpu.js', fn: 'benchCpu', what: 'dense vs 2:4 sparse vs OpenBLAS on the CPU' },
   gpu: { file: './gpu.js', fn: 'benchGpu', what: 'cuSPARSELt 2:4 vs cuBLASLt dense on the GPU' },
   serve: { file: './serve.js', fn: 'benchServe', what: 'nmsparse serve: requests/s and latency, dense vs 2:4' },
-  train: { file: './train.js', fn: 'benchTrain', what: 'one MNIST training epoch: dense vs STE vs SR-STE (lib/bench/train.ts)' },
+  train: { file: './train.js', fn: 'benchTrain', what: 'a training step by phase and MNIST epochs: dense vs the sparse recipes (lib/bench/train.ts)' },
 };
 
 export function benchUsage(): string {

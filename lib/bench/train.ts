@@ -1,13 +1,19 @@
 /**
- * `nmsparse bench train`: the time of one MNIST training epoch on this machine, dense vs the sparse recipes,
- * for the issue's target (784-1024-1024-10 MLP, 2:4, SR-STE, 8,000 images: one epoch ≤ 2 s on 2 cores).
- * Each recipe trains `--epochs` epochs through the Trainer (the same loop as `nmsparse train`); the table gives the
- * median and best epoch (the first epoch, which allocates the buffers, is reported apart), images/s, effective
- * GFLOP/s of the training products, and a per-step breakdown (forward with the mask refresh, loss, backward,
- * optimizer + recipe update) from a separately timed loop. Writes bench/results/train-<machine>.json and .md.
+ * `nmsparse bench train`: what a training step costs on this machine, dense vs the sparse recipes, and where
+ * the time goes. Two measurements in one process:
+ *   - steps: every recipe × pattern gets its own model; their steps run interleaved (one step of each in turn, so
+ *     clock and load drift hit them alike), each step timed by phase: forward products, input-gradient
+ *     products, weight-gradient products, the mask/compress pass, the recipe's gradient terms, the optimizer, and
+ *     the rest (activations, loss) — lib/nn/profile.ts;
+ *   - epochs (unless --epochs 0): each configuration trains `--epochs` MNIST epochs through the Trainer (the loop
+ *     of `nmsparse train`): median and best epoch, the first (which allocates the buffers) apart, test accuracy.
+ * Sparse runs use the N:M kernels in the step (recipe option sparseKernels); `--dense-kernels` adds each sparse
+ * configuration again on the dense-masked path for comparison. Writes <out>/train-<machine>-<model>-<hidden>-b<batch>
+ * .json and .md.
  *
- *   nmsparse bench train [--recipes dense,ste,srste] [--pattern 2:4] [--epochs 3] [--batch 128] [--hidden 1024,1024]
- *                        [--model mlp|cnn] [--threads N] [--machine NAME] [--out DIR] [--no-write]
+ *   nmsparse bench train [--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128]
+ *                        [--hidden 1024,1024] [--model mlp|cnn] [--dense-kernels] [--threads N] [--machine NAME]
+ *                        [--out DIR] [--no-write]
  */
 import { writeFileSync } from 'node:fs';
 import { makeWritableDir } from '../io/dir.js';
@@ -23,35 +29,47 @@ import { SGD } from '../optim/sgd.js';
 import { warmupCosine } from '../optim/schedule.js';
 import { createRecipe, RECIPE_NAMES, type RecipeName } from '../recipes/index.js';
 import { Trainer, sparseWeights } from '../train/trainer.js';
+import { recordPhases, type StepPhase } from '../nn/profile.js';
 import { machineInfo, type MachineInfo } from './machine.js';
 
 interface Config {
   recipes: RecipeName[];
-  pattern: string;
+  patterns: string[];
   epochs: number;
+  steps: number;
   batch: number;
   hidden: number[];
   model: ModelName;
+  denseKernels: boolean;
   threads: number | null;
   machine: string | null;
   out: string;
   write: boolean;
 }
 
-export interface TrainBenchResult {
-  recipe: string;
+/** One configuration: a recipe, its pattern, and whether its sparse forward runs the N:M kernels. */
+interface Run {
+  recipe: RecipeName;
   pattern: string;
-  /** Seconds of each epoch's training steps (evaluation excluded). */
+  kernels: 'nm' | 'dense';
+}
+
+/** Milliseconds per step by phase (median over the timed steps; total is the median step, not the sum). */
+export type StepTimes = Record<StepPhase | 'optimizer' | 'other' | 'total', number>;
+
+export interface TrainBenchResult extends Run {
+  /** Per-step phase times, and the step time relative to dense (dense / this: > 1 is faster). */
+  step: StepTimes;
+  speedup: number | null;
+  /** Seconds of each epoch's training steps (evaluation excluded); empty with --epochs 0. */
   epochSeconds: number[];
-  firstEpoch: number;
-  medianEpoch: number;
-  bestEpoch: number;
-  imagesPerSecond: number;
+  firstEpoch: number | null;
+  medianEpoch: number | null;
+  bestEpoch: number | null;
+  imagesPerSecond: number | null;
   /** Training FLOPs of one epoch (products only; sparse forward at N/M) over the median epoch time. */
-  gflops: number;
-  testAccuracy: number;
-  /** Milliseconds per step, median over the timed loop. */
-  step: { forward: number; loss: number; backward: number; update: number; total: number };
+  gflops: number | null;
+  testAccuracy: number | null;
 }
 
 function parse(args: string[]): Config {
@@ -60,19 +78,20 @@ function parse(args: string[]): Config {
     ({ values } = parseArgs({
       args, strict: true, allowPositionals: false,
       options: {
-        recipes: { type: 'string' }, pattern: { type: 'string' }, epochs: { type: 'string' }, batch: { type: 'string' },
-        hidden: { type: 'string' }, model: { type: 'string' }, threads: { type: 'string' }, machine: { type: 'string' },
+        recipes: { type: 'string' }, patterns: { type: 'string' }, pattern: { type: 'string' }, epochs: { type: 'string' },
+        steps: { type: 'string' }, batch: { type: 'string' }, hidden: { type: 'string' }, model: { type: 'string' },
+        'dense-kernels': { type: 'boolean' }, threads: { type: 'string' }, machine: { type: 'string' },
         out: { type: 'string' }, 'no-write': { type: 'boolean' },
       },
     }));
   } catch (e) {
     throw new NmSparseError('E_VALUE', `bench train: ${(e as Error).message.split('\n')[0]}`);
   }
-  const int = (k: string, d: number | null): number | null => {
+  const int = (k: string, d: number, min = 1): number => {
     const v = values[k] as string | undefined;
     if (v === undefined) return d;
     const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < 1) throw new NmSparseError('E_VALUE', `bench train: --${k}: got ${JSON.stringify(v)}, expected an integer >= 1`);
+    if (!Number.isSafeInteger(n) || n < min) throw new NmSparseError('E_VALUE', `bench train: --${k}: got ${JSON.stringify(v)}, expected an integer >= ${min}`);
     return n;
   };
   const recipes = ((values.recipes as string | undefined) ?? 'dense,ste,srste').split(',').map((r) => r.trim());
@@ -82,9 +101,11 @@ function parse(args: string[]): Config {
   if (model !== 'mlp' && model !== 'cnn') throw new NmSparseError('E_VALUE', `bench train: --model: got ${JSON.stringify(model)}, expected mlp or cnn`);
   const hidden = ((values.hidden as string | undefined) ?? (model === 'mlp' ? '1024,1024' : '16,32,128')).split(',').map(Number);
   if (hidden.some((h) => !Number.isSafeInteger(h) || h < 1)) throw new NmSparseError('E_VALUE', `bench train: --hidden: got ${JSON.stringify(values.hidden)}, expected positive integers`);
+  const patterns = ((values.patterns as string | undefined) ?? (values.pattern as string | undefined) ?? '2:4').split(',').map((p) => p.trim());
+  const threads = values.threads === undefined ? null : int('threads', 1);
   return {
-    recipes: recipes as RecipeName[], pattern: (values.pattern as string | undefined) ?? '2:4', epochs: int('epochs', 3)!, batch: int('batch', 128)!,
-    hidden, model, threads: int('threads', null), machine: (values.machine as string | undefined) ?? null,
+    recipes: recipes as RecipeName[], patterns, epochs: int('epochs', 3, 0), steps: int('steps', 20), batch: int('batch', 128),
+    hidden, model, denseKernels: !!values['dense-kernels'], threads, machine: (values.machine as string | undefined) ?? null,
     out: (values.out as string | undefined) ?? path.join(packageRoot, 'bench', 'results'), write: !values['no-write'],
   };
 }
@@ -95,54 +116,70 @@ const median = (v: number[]): number => {
 };
 const round = (x: number, d = 3): number => Math.round(x * 10 ** d) / 10 ** d;
 
-function modelFor(cfg: Config, recipe: RecipeName, seed: number) {
-  const r = createRecipe(recipe);
+function runsOf(cfg: Config): Run[] {
+  const runs: Run[] = [];
+  for (const recipe of cfg.recipes) {
+    if (recipe === 'dense') { runs.push({ recipe, pattern: '-', kernels: 'dense' }); continue; }
+    for (const pattern of cfg.patterns) {
+      runs.push({ recipe, pattern, kernels: 'nm' });
+      if (cfg.denseKernels) runs.push({ recipe, pattern, kernels: 'dense' });
+    }
+  }
+  return runs;
+}
+
+function modelFor(cfg: Config, run: Run, seed: number) {
+  const r = createRecipe(run.recipe, { sparseKernels: run.kernels === 'nm' });
   const model = buildModel(cfg.model, {
-    pattern: cfg.pattern, recipe: r, seed,
+    pattern: run.pattern === '-' ? cfg.patterns[0] : run.pattern, recipe: r, seed,
     ...(cfg.model === 'mlp' ? { hidden: cfg.hidden } : { channels: [cfg.hidden[0], cfg.hidden[1]] as [number, number], hidden: cfg.hidden[2] }),
   });
   return { model, recipe: r };
 }
 
-/** Per-step phase times (ms, median of `steps` steps after a warm-up), with the Trainer's hook order. */
-function stepBreakdown(cfg: Config, recipe: RecipeName, train: ReturnType<typeof mnistSplit>['train'], steps = 30): TrainBenchResult['step'] {
-  const { model, recipe: r } = modelFor(cfg, recipe, 1);
-  r.plan(steps + 5);
-  model.requiresInputGrad = false;
-  const opt = new SGD(model.parameters(), { lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 5e-5 });
-  const loss = new SoftmaxCrossEntropy();
-  const sw = sparseWeights(model).map(({ s }) => s);
-  const t = { forward: [] as number[], loss: [] as number[], backward: [] as number[], update: [] as number[] };
-  let step = 0;
-  for (const b of new Batches(train, cfg.batch, { seed: 2 }).epoch(0)) {
-    if (step === steps + 5) break;
-    r.setStep(step);
-    const t0 = performance.now();
-    const logits = model.forward(b.x);
-    const t1 = performance.now();
-    loss.forward(logits, b.labels);
-    const d = loss.backward();
-    const t2 = performance.now();
-    model.backward(d);
-    const t3 = performance.now();
-    opt.step();
-    for (const s of sw) s.afterUpdate();
-    const t4 = performance.now();
-    if (step >= 5) {
-      t.forward.push(t1 - t0);
-      t.loss.push(t2 - t1);
-      t.backward.push(t3 - t2);
-      t.update.push(t4 - t3);
+const PHASES: (keyof StepTimes)[] = ['forward', 'inputGrad', 'weightGrad', 'mask', 'recipe', 'optimizer', 'other', 'total'];
+
+/** Phase times of every run, its steps interleaved with the other runs' (2 warm-up steps each, then cfg.steps). */
+function stepBreakdown(cfg: Config, runs: Run[], train: ReturnType<typeof mnistSplit>['train']): StepTimes[] {
+  const warm = 2;
+  const states = runs.map((run) => {
+    const { model, recipe } = modelFor(cfg, run, 1);
+    recipe.plan(cfg.steps + warm);
+    model.requiresInputGrad = false;
+    return {
+      model, recipe, sw: sparseWeights(model).map(({ s }) => s),
+      opt: new SGD(model.parameters(), { lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 5e-5 }),
+      loss: new SoftmaxCrossEntropy(), samples: [] as Record<string, number>[],
+    };
+  });
+  const batches = [...new Batches(train, cfg.batch, { seed: 2 }).epoch(0)];
+  for (let step = 0; step < cfg.steps + warm; step++) {
+    const b = batches[step % batches.length];
+    for (const st of states) {
+      const rec: Partial<Record<StepPhase, number>> = {};
+      recordPhases(rec);
+      st.recipe.setStep(step);
+      const t0 = performance.now();
+      st.loss.forward(st.model.forward(b.x), b.labels);
+      st.model.backward(st.loss.backward());
+      const t1 = performance.now();
+      st.opt.step();
+      const t2 = performance.now();
+      for (const s of st.sw) s.afterUpdate();
+      const t3 = performance.now();
+      recordPhases(null);
+      if (step < warm) continue;
+      const sample: Record<string, number> = { optimizer: t2 - t1, total: t3 - t0 };
+      for (const ph of ['forward', 'inputGrad', 'weightGrad', 'mask', 'recipe'] as StepPhase[]) sample[ph] = rec[ph] ?? 0;
+      sample.other = sample.total - PHASES.slice(0, 6).reduce((a, k) => a + sample[k], 0);
+      st.samples.push(sample);
     }
-    step++;
   }
-  const out = { forward: round(median(t.forward)), loss: round(median(t.loss)), backward: round(median(t.backward)), update: round(median(t.update)), total: 0 };
-  out.total = round(out.forward + out.loss + out.backward + out.update);
-  return out;
+  return states.map((st) => Object.fromEntries(PHASES.map((k) => [k, round(median(st.samples.map((x) => x[k])))])) as StepTimes);
 }
 
-async function benchRecipe(cfg: Config, recipe: RecipeName, split: ReturnType<typeof mnistSplit>): Promise<TrainBenchResult> {
-  const { model } = modelFor(cfg, recipe, 0);
+async function epochs(cfg: Config, run: Run, split: ReturnType<typeof mnistSplit>) {
+  const { model } = modelFor(cfg, run, 0);
   const opt = new SGD(model.parameters(), { lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 5e-5 });
   const trainer = new Trainer({ model, optimizer: opt, schedule: warmupCosine({ lr: 0.1, warmup: 0.05 }), epochs: cfg.epochs, batchSize: cfg.batch });
   const { history, final } = await trainer.fit(split.train, split.test);
@@ -150,9 +187,8 @@ async function benchRecipe(cfg: Config, recipe: RecipeName, split: ReturnType<ty
   const timed = secs.length > 1 ? secs.slice(1) : secs;
   const med = median(timed);
   return {
-    recipe, pattern: cfg.pattern, epochSeconds: secs.map((s) => round(s)), firstEpoch: round(secs[0]), medianEpoch: round(med), bestEpoch: round(Math.min(...timed)),
+    epochSeconds: secs.map((x) => round(x)), firstEpoch: round(secs[0]), medianEpoch: round(med), bestEpoch: round(Math.min(...timed)),
     imagesPerSecond: Math.round(split.train.count / med), gflops: round(history[0].flops / 1e9 / med, 1), testAccuracy: final.testAccuracy,
-    step: stepBreakdown(cfg, recipe, split.train),
   };
 }
 
@@ -161,37 +197,46 @@ function textTable(rows: string[][]): string {
   return rows.map((r, j) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ') + (j === 0 ? '\n' + w.map((n) => '-'.repeat(n)).join('  ') : '')).join('\n');
 }
 
-function rowsOf(results: TrainBenchResult[]): string[][] {
+const label = (r: Run): string => (r.recipe === 'dense' ? 'dense' : `${r.recipe} ${r.pattern}${r.kernels === 'dense' ? ' (dense-masked)' : ''}`);
+const fmt = (x: number | null, d: number): string => (x === null ? '-' : x.toFixed(d));
+
+function stepRows(results: TrainBenchResult[]): string[][] {
   return [
-    ['recipe', 'pattern', 'epoch s (median)', 'best', 'first', 'img/s', 'GFLOP/s', 'test %', 'ms/step: fwd', 'loss', 'bwd', 'update', 'total'],
-    ...results.map((r) => [
-      r.recipe, r.recipe === 'dense' ? '-' : r.pattern, r.medianEpoch.toFixed(3), r.bestEpoch.toFixed(3), r.firstEpoch.toFixed(3), String(r.imagesPerSecond),
-      r.gflops.toFixed(1), (100 * r.testAccuracy).toFixed(2), r.step.forward.toFixed(2), r.step.loss.toFixed(2), r.step.backward.toFixed(2), r.step.update.toFixed(2), r.step.total.toFixed(2),
-    ]),
+    ['run', 'fwd', 'dX', 'dW', 'mask', 'recipe', 'optim', 'other', 'step ms', 'vs dense'],
+    ...results.map((r) => [label(r), ...PHASES.map((k) => r.step[k].toFixed(2)), r.speedup === null ? '-' : `${r.speedup.toFixed(2)}×`]),
   ];
 }
+function epochRows(results: TrainBenchResult[]): string[][] {
+  return [
+    ['run', 'epoch s (median)', 'best', 'first', 'img/s', 'GFLOP/s', 'test %'],
+    ...results.map((r) => [label(r), fmt(r.medianEpoch, 3), fmt(r.bestEpoch, 3), fmt(r.firstEpoch, 3), r.imagesPerSecond === null ? '-' : String(r.imagesPerSecond),
+      fmt(r.gflops, 1), r.testAccuracy === null ? '-' : (100 * r.testAccuracy).toFixed(2)]),
+  ];
+}
+const md = (rows: string[][]): string[] => [`| ${rows[0].join(' | ')} |`, `|${rows[0].map(() => '---').join('|')}|`, ...rows.slice(1).map((r) => `| ${r.join(' | ')} |`)];
 
 function markdown(doc: { date: string; machine: MachineInfo; config: Partial<Config>; results: TrainBenchResult[]; loadavgAfter: number[] }): string {
   const m = doc.machine, c = doc.config;
-  const rows = rowsOf(doc.results);
-  const srste = doc.results.find((r) => r.recipe === 'srste');
+  const dims = c.model === 'mlp' ? `784-${c.hidden?.join('-')}-10` : `channels ${c.hidden?.slice(0, 2).join(', ')}, hidden ${c.hidden?.[2]}`;
   return [
-    `# Training epoch time — ${m.name}`,
+    `# Training step time — ${m.name}`,
     '',
-    `${m.cpu}, ${m.cores} cores, ${m.threads} threads, kernels ${m.cpuIsa.active}; Node ${m.node}; nmsparse ${m.nmsparse}; ${doc.date.slice(0, 10)}; ` +
+    `${m.cpu}${m.cpuId ? ` (${m.cpuId})` : ''}, ${m.cores} cores, ${m.threads} threads, kernels ${m.cpuIsa.active}; Node ${m.node}; nmsparse ${m.nmsparse}; ${doc.date.slice(0, 10)}; ` +
       `load average ${m.loadavg.join(' ')} before, ${doc.loadavgAfter.join(' ')} after.`,
     '',
-    `MNIST ${c.model} (${c.hidden?.join('-')} hidden), 8,000 training images per epoch, batch ${c.batch}, SGD Nesterov 0.9; ${c.epochs} epochs per recipe.`,
-    'Epoch time: the training steps of an epoch (evaluation excluded); median and best of the epochs after the first (which allocates the buffers).',
-    'GFLOP/s: training FLOPs of the products (sparse forward counted N/M of dense) over the median epoch time.',
+    `MNIST ${c.model} ${dims}, batch ${c.batch}, SGD Nesterov 0.9. Steps: ${c.steps} per run after 2 warm-up steps, the runs interleaved step by step; ` +
+      'milliseconds, median per phase: fwd / dX / dW = the forward, input-gradient and weight-gradient products of every layer; mask = the recipe\'s ' +
+      'mask / compress pass; recipe = its gradient terms and post-update hooks; other = activations, loss, bookkeeping. vs dense = dense step / this step.',
     '',
-    `| ${rows[0].join(' | ')} |`,
-    `|${rows[0].map(() => '---').join('|')}|`,
-    ...rows.slice(1).map((r) => `| ${r.join(' | ')} |`),
+    ...md(stepRows(doc.results)),
     '',
-    ...(srste && c.model === 'mlp' && c.hidden?.join(',') === '1024,1024'
-      ? [`Target (784-1024-1024-10, SR-STE, one epoch ≤ 2 s on 2 cores): median ${srste.medianEpoch.toFixed(2)} s — ${srste.medianEpoch <= 2 ? 'met' : 'not met'}.`, '']
-      : []),
+    ...(c.epochs ? [
+      `Epochs: ${c.epochs} per run through the Trainer (8,000 training images), one run after the other; the median and best exclude the first epoch (which allocates the buffers). ` +
+        'GFLOP/s: training FLOPs of the products (sparse forward counted N/M of dense) over the median epoch.',
+      '',
+      ...md(epochRows(doc.results)),
+      '',
+    ] : []),
   ].join('\n');
 }
 
@@ -203,16 +248,25 @@ export async function benchTrain(args: string[]): Promise<void> {
   const t0 = performance.now();
   const split = mnistSplit();
   process.stdout.write(`MNIST loaded in ${((performance.now() - t0) / 1000).toFixed(2)} s; ${machine.cpu}, ${machine.threads} threads\n`);
+  const runs = runsOf(cfg);
+  const steps = stepBreakdown(cfg, runs, split.train);
+  const dense = runs.findIndex((r) => r.recipe === 'dense');
   const results: TrainBenchResult[] = [];
-  for (const r of cfg.recipes) {
-    results.push(await benchRecipe(cfg, r, split));
-    process.stdout.write(`${r}: median epoch ${results[results.length - 1].medianEpoch.toFixed(3)} s\n`);
+  for (const [i, run] of runs.entries()) {
+    const e = cfg.epochs ? await epochs(cfg, run, split) : null;
+    results.push({
+      ...run, step: steps[i], speedup: dense >= 0 ? round(steps[dense].total / steps[i].total) : null,
+      epochSeconds: e?.epochSeconds ?? [], firstEpoch: e?.firstEpoch ?? null, medianEpoch: e?.medianEpoch ?? null, bestEpoch: e?.bestEpoch ?? null,
+      imagesPerSecond: e?.imagesPerSecond ?? null, gflops: e?.gflops ?? null, testAccuracy: e?.testAccuracy ?? null,
+    });
+    if (e) process.stdout.write(`${label(run)}: median epoch ${e.medianEpoch.toFixed(3)} s\n`);
   }
   const doc = { bench: 'train', date: new Date().toISOString(), machine, config: { ...cfg, out: undefined }, results, loadavgAfter: loadavg().map((x) => round(x, 2)) };
-  process.stdout.write('\n' + textTable(rowsOf(results)) + '\n');
+  process.stdout.write('\n' + textTable(stepRows(results)) + '\n');
+  if (cfg.epochs) process.stdout.write('\n' + textTable(epochRows(results)) + '\n');
   if (cfg.write) {
     makeWritableDir(cfg.out, '--out');
-    const base = path.join(cfg.out, `train-${machine.name}`);
+    const base = path.join(cfg.out, `train-${machine.name}-${cfg.model}-${cfg.hidden.join('-')}-b${cfg.batch}`);
     writeFileSync(base + '.json', JSON.stringify(doc, null, 2) + '\n');
     writeFileSync(base + '.md', markdown(doc));
     process.stdout.write(`wrote ${base}.json and .md\n`);

@@ -10,7 +10,9 @@ import { packageRoot } from '../native.js';
 const USAGE = `Usage: nmsparse <command> [options]
 
 Commands:
-  info                 what this machine can run: CPU kernels, CUDA device, cuSPARSELt / cuBLASLt found (and why not)
+  info [--json] [--require-gpu]
+                       what this machine can run: CPU kernels, CUDA device, cuSPARSELt / cuBLASLt found (and why not);
+                       --require-gpu exits 1 when the GPU is unusable
   train [options]      train an N:M sparse network on the shipped MNIST digits (nmsparse train --help)
   compare [options]    train several recipes × patterns × seeds and write one report (nmsparse compare --help)
   serve --model FILE   serve a model file over HTTP on 127.0.0.1 (nmsparse serve --help)
@@ -24,11 +26,8 @@ async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'info': {
-      const { backendInfo, formatBackendInfo } = await import('../backend-info.js');
-      const { native, addonPath } = await import('../native.js');
-      const build = native.buildInfo();
-      console.log(`nmsparse ${build.version} (${path.relative(process.cwd(), addonPath) || addonPath}, sources ${build.sourceHash})`);
-      console.log(formatBackendInfo(backendInfo()));
+      const { infoCommand } = await import('./info.js');
+      process.exitCode = infoCommand(rest);
       return;
     }
     case 'train': {

@@ -9,6 +9,7 @@ import { native } from '../native.js';
 import { parsePattern } from '../pattern.js';
 import { RECIPE_NAMES, type AnyRecipeOptions, type RecipeName } from '../recipes/index.js';
 import { ALPHA_SCHEDULES } from '../recipes/mask-decay.js';
+import { MASK_KINDS } from '../recipes/recipe.js';
 import { STRUCTURE_SCHEDULES } from '../recipes/structure-decay.js';
 import { MODEL_NAMES, type ModelName } from '../nn/models.js';
 import type { Device } from '../device.js';
@@ -51,6 +52,7 @@ export const TRAINING_FLAGS = {
   'dense-finetune': { type: 'string' },
   'dense-fraction': { type: 'string' },
   interval: { type: 'string' },
+  mask: { type: 'string' },
   threads: { type: 'string' },
   out: { type: 'string' },
   quiet: { type: 'boolean' },
@@ -81,7 +83,8 @@ Recipe flags:
   --structure kao|stepwise|geometric  structure-decay frames (default kao)
   --dense-warmup X, --dense-finetune X  fractions of the steps trained dense first / last
   --dense-fraction X    ASP: dense phase before the one-shot prune (default 0.5)
-  --interval N          mask refresh interval in steps`;
+  --interval N          mask refresh interval in steps
+  --mask rowwise|transposable  N:M along rows (default), or transposable 2:4 (2 per row and column of each 4×4 tile)`;
 
 const HELP = `Usage: nmsparse train --model mlp|cnn --recipe <${RECIPE_NAMES.join('|')}> --pattern 2:4
                       --epochs N --device cpu|cuda --seed S --out DIR [flags]
@@ -143,6 +146,7 @@ export function trainingConfig(v: Values): Omit<RunConfig, 'model' | 'recipe' | 
     denseFinetune: frac(s('dense-finetune'), 'dense-finetune'),
     denseFraction: frac(s('dense-fraction'), 'dense-fraction'),
     interval: int(s('interval'), 'interval'),
+    mask: choice(s('mask'), 'mask', MASK_KINDS),
   };
   if ((recipeOptions.denseWarmup ?? 0) + (recipeOptions.denseFinetune ?? 0) > 1)
     throw new UsageError(`--dense-warmup + --dense-finetune: got ${(recipeOptions.denseWarmup ?? 0) + (recipeOptions.denseFinetune ?? 0)}, expected at most 1`);

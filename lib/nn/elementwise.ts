@@ -7,7 +7,8 @@
 import { native } from '../native.js';
 import { fail } from '../errors.js';
 import { deviceOp } from '../device.js';
-import { checkOut, checkTensor, outputFor, Tensor, type Shape } from '../tensor.js';
+import { checkOut, checkTensor, outputFor, Tensor, zeros, type Shape } from '../tensor.js';
+import { SparseTensor } from '../compress.js';
 import { nmView } from '../mask.js';
 import type { Pattern } from '../pattern.js';
 
@@ -336,4 +337,40 @@ export function nmMaskScale(w: Tensor, pattern: Pattern, alpha: number, opts: { 
   if (out.storage() === t.storage()) fail('E_VALUE', 'options.out', out, 'a tensor other than w');
   native.nmMaskScale(fs(t), rows, cols, pattern.n, pattern.m, alpha, mask.storage(), fs(out));
   return { mask, out };
+}
+
+/** What nmTrainPass writes besides the mask: w ⊙ mask, and its compressed form (values and positions). */
+export interface TrainPassBuffers {
+  out: Tensor;
+  sparse: SparseTensor;
+}
+
+/**
+ * The training step's one pass over a weight whose forward is exactly N:M: `mask` = the N:M mask of w (the
+ * selection of nmMaskScale) — or, with `select: false`, the mask `opts.mask` already holds —, `out` = w ⊙ mask,
+ * and `sparse`, the compressed form of w ⊙ mask that the N:M products read. Returns the mask and the buffers (made
+ * when `opts.buffers` does not fit, reused otherwise) and the SAD of this selection: the entries of `opts.mask`
+ * that changed (0 without `opts.mask` or without selection). CPU only: other devices use nmMaskScale.
+ */
+export function nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask?: Tensor | null; buffers?: TrainPassBuffers | null; select?: boolean } = {}): { mask: Tensor; buffers: TrainPassBuffers; sad: number } {
+  const t = f32(w, 'w');
+  const { rows, cols } = nmView(t, pattern, 'w');
+  if (t.device !== 'cpu') fail('E_DEVICE', 'w', t, 'a cpu tensor (nmTrainPass is the CPU training pass)');
+  if (t.rank !== 2) fail('E_SHAPE', 'w', t, 'a [rows, cols] weight');
+  const select = opts.select ?? true;
+  const given = opts.mask ? checkMask(opts.mask, t) : null;
+  if (!select && !given) fail('E_VALUE', 'options.mask', opts.mask, 'the mask to apply when options.select is false');
+  const mask = given ?? zeros(t.shape, { dtype: 'uint8' });
+  const prev = opts.buffers ?? null;
+  const b: TrainPassBuffers = prev && prev.sparse.n === pattern.n && prev.sparse.m === pattern.m && sameShape(prev.out.shape, t.shape) ? prev : {
+    out: zeros(t.shape),
+    sparse: new SparseTensor(t.shape, pattern, 'float32', {
+      values: zeros([rows, (cols / pattern.m) * pattern.n]),
+      positions: new Uint8Array(native.nmPositionBytes(rows, cols, pattern.n, pattern.m) as number),
+    }),
+  };
+  if (b.out.storage() === t.storage()) fail('E_VALUE', 'options.buffers.out', b.out, 'a tensor other than w');
+  const sad = native.nmTrainPass(fs(t), rows, cols, pattern.n, pattern.m, mask.storage(), select, select && given !== null,
+    fs(b.out), fs(b.sparse.values), b.sparse.positions) as number;
+  return { mask, buffers: b, sad };
 }

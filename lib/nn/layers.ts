@@ -14,7 +14,7 @@ import { checkTensor, ones, rand, zeros, type Shape, type Tensor } from '../tens
 import { randomSeed } from '../random.js';
 import { SparseWeight, type Recipe } from '../recipes/recipe.js';
 import { Module, Parameter } from './module.js';
-import { linearForward, matmulNN, matmulTN } from './linalg.js';
+import { inputGrad, linearForward, matmulTN } from './linalg.js';
 import {
   biasGrad, col2im, dropout, geluBackward, geluForward, im2col, layerNormBackward, layerNormForward,
   maxPoolBackward, maxPoolForward, reluBackward, reluForward, windowOutput, type Window2d,
@@ -54,6 +54,7 @@ export class Linear extends Module {
   readonly #sparse: SparseWeight | null;
   #x: Tensor | null = null;
   #w: Tensor | null = null;
+  #nm = false;
   #inShape: Shape = [];
 
   constructor(readonly inFeatures: number, readonly outFeatures: number, opts: LinearOptions = {}) {
@@ -81,9 +82,11 @@ export class Linear extends Module {
     const x2 = t.rank === 2 ? t : t.reshape([-1, this.inFeatures]);
     const w = this.#sparse ? this.#sparse.forwardWeight(this.training) : this.weight.value;
     const rows = x2.shape[0];
-    const y = linearForward(x2, w, this.bias?.value ?? null, this.buffer('y', [rows, this.outFeatures], t));
+    const nmw = this.training ? this.#sparse?.compressed ?? null : null;
+    const y = linearForward(x2, w, this.bias?.value ?? null, this.buffer('y', [rows, this.outFeatures], t), nmw);
     this.#x = x2;
     this.#w = w;
+    this.#nm = nmw !== null;
     this.lastForwardFlops = 2 * rows * this.inFeatures * this.outFeatures;
     return t.rank === 2 ? y : y.reshape([...t.shape.slice(0, -1), this.outFeatures]);
   }
@@ -96,7 +99,7 @@ export class Linear extends Module {
     this.#sparse?.backward();
     if (this.bias) biasGrad(d, { out: this.bias.grad });
     if (!this.requiresInputGrad) return null;
-    const dx = matmulNN(d, w, this.buffer('dx', x.shape, x));
+    const dx = inputGrad(d, w, this.#nm, this.buffer('dx', x.shape, x));
     return this.#inShape.length === 2 ? dx : dx.reshape(this.#inShape as number[]);
   }
 }
@@ -132,6 +135,7 @@ export class Conv2d extends Module {
   readonly #sparse: SparseWeight | null;
   #cols: Tensor | null = null;
   #w: Tensor | null = null;
+  #nm = false;
   #inShape: Shape = [];
 
   constructor(readonly inChannels: number, readonly outChannels: number, kernelSize: number | [number, number], opts: Conv2dOptions = {}) {
@@ -169,9 +173,11 @@ export class Conv2d extends Module {
     const rows = g.batch * g.oh * g.ow, k = this.patchSize;
     const cols = im2col(t, this.window, { out: this.buffer('cols', [rows, k], t) });
     const w = this.#sparse ? this.#sparse.forwardWeight(this.training) : this.weight.value.reshape([this.outChannels, k]);
-    const y = linearForward(cols, w, this.bias?.value ?? null, this.buffer('y', [rows, this.outChannels], t));
+    const nmw = this.training ? this.#sparse?.compressed ?? null : null;
+    const y = linearForward(cols, w, this.bias?.value ?? null, this.buffer('y', [rows, this.outChannels], t), nmw);
     this.#cols = cols;
     this.#w = w;
+    this.#nm = nmw !== null;
     this.#inShape = t.shape;
     this.lastForwardFlops = 2 * rows * k * this.outChannels;
     return y.reshape([g.batch, g.oh, g.ow, this.outChannels]);
@@ -186,7 +192,7 @@ export class Conv2d extends Module {
     this.#sparse?.backward();
     if (this.bias) biasGrad(d2, { out: this.bias.grad });
     if (!this.requiresInputGrad) return null;
-    const dcols = matmulNN(d2, w, this.buffer('dcols', cols.shape, cols));
+    const dcols = inputGrad(d2, w, this.#nm, this.buffer('dcols', cols.shape, cols));
     return col2im(dcols, this.#inShape, this.window, { out: this.buffer('dx', this.#inShape, cols) });
   }
 }

@@ -1,25 +1,29 @@
 /**
  * The one place the training stack multiplies matrices. Every module calls these three functions, so switching
- * the implementation (a sparse forward, another backend) happens here and nowhere else. They run lib/gemm.ts
- * (the native GEMM on the CPU, the device's backend for tensors on a GPU), writing into the module's buffers.
- *   linearForward(x, W, b)  y  = x·Wᵀ + b     x [rows, in], W [out, in]
- *   matmulNN(a, b)          c  = a·b          a [m, k], b [k, n]     (dX = dY·W)
- *   matmulTN(a, b)          c  = aᵀ·b         a [k, m], b [k, n]     (dW = dYᵀ·X)
+ * the implementation (the N:M kernels, another backend) happens here and nowhere else. They run lib/gemm.ts (the
+ * native GEMM on the CPU, the device's backend for tensors on a GPU) or, for a weight that is exactly N:M this
+ * step, lib/spmm.ts (native/cpu/spmm.cc), writing into the module's buffers.
+ *   linearForward(x, W, b, S)  y  = x·Wᵀ + b     x [rows, in], W [out, in]; from S, W's compressed form, if given
+ *   inputGrad(dY, W, nm)       dX = dY·W         dY [rows, out]; skipping W's pruned zeros when nm
+ *   matmulTN(a, b)             c  = aᵀ·b         a [k, m], b [k, n]     (dW = dYᵀ·X, dense: the STE needs all of it)
  */
 import { linear, matmul } from '../gemm.js';
+import { linearInputGrad, sparseLinear } from '../spmm.js';
+import type { SparseTensor } from '../compress.js';
 import type { Tensor } from '../tensor.js';
+import { timed } from './profile.js';
 
-/** y = x·Wᵀ + bias. x [rows, in], W [out, in], bias [out] or null. */
-export function linearForward(x: Tensor, w: Tensor, bias: Tensor | null, out?: Tensor): Tensor {
-  return linear(x, w, bias, { out });
+/** y = x·Wᵀ + bias. x [rows, in], W [out, in], bias [out] or null; S = W in compressed form (the N:M product). */
+export function linearForward(x: Tensor, w: Tensor, bias: Tensor | null, out?: Tensor, s?: SparseTensor | null): Tensor {
+  return timed('forward', () => (s ? sparseLinear(x, s, bias, { out }) : linear(x, w, bias, { out })));
 }
 
-/** c = a·b. a [m, k], b [k, n]. */
-export function matmulNN(a: Tensor, b: Tensor, out?: Tensor): Tensor {
-  return matmul(a, b, { out });
+/** dX = dY·W. dY [rows, out], W [out, in]; nm: W is the masked weight of this step's N:M forward (CPU). */
+export function inputGrad(dy: Tensor, w: Tensor, nm: boolean, out?: Tensor): Tensor {
+  return timed('inputGrad', () => (nm ? linearInputGrad(dy, w, { out }) : matmul(dy, w, { out })));
 }
 
 /** c = aᵀ·b. a [k, m], b [k, n]. */
 export function matmulTN(a: Tensor, b: Tensor, out?: Tensor): Tensor {
-  return matmul(a, b, { transA: true, out });
+  return timed('weightGrad', () => matmul(a, b, { transA: true, out }));
 }

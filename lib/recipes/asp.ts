@@ -21,7 +21,7 @@ export class ASP extends Recipe {
   readonly name = 'asp' as const;
   readonly restartSchedule: boolean;
   constructor(opts: AspOptions = {}) {
-    super({ denseWarmup: fraction(opts.denseFraction ?? opts.denseWarmup ?? 0.5, 'denseFraction'), denseFinetune: opts.denseFinetune });
+    super({ denseWarmup: fraction(opts.denseFraction ?? opts.denseWarmup ?? 0.5, 'denseFraction'), denseFinetune: opts.denseFinetune, sparseKernels: opts.sparseKernels, mask: opts.mask });
     this.restartSchedule = opts.restartSchedule ?? true;
   }
   // The mask is computed once, at the first sparse step, and kept.

@@ -8,7 +8,7 @@ import { ASP, type AspOptions } from './asp.js';
 import { MaskDecay, type MaskDecayOptions } from './mask-decay.js';
 import { StructureDecay, type StructureDecayOptions } from './structure-decay.js';
 
-export { Recipe, SparseWeight, RECIPE_NAMES, type RecipeName, type RecipeOptions, type Phase } from './recipe.js';
+export { Recipe, SparseWeight, RECIPE_NAMES, MASK_KINDS, type MaskKind, type RecipeName, type RecipeOptions, type Phase } from './recipe.js';
 export { Dense, STE, SRSTE, ASP, MaskDecay, StructureDecay };
 export { SRSTE_LAMBDA } from './srste.js';
 export { ALPHA_SCHEDULES, type AlphaSchedule, type MaskDecayOptions } from './mask-decay.js';
@@ -21,13 +21,13 @@ export type AnyRecipeOptions = SteOptions & AspOptions & MaskDecayOptions & Stru
 export function createRecipe(name: RecipeName | string, opts: AnyRecipeOptions = {}): Recipe {
   switch (name) {
     case 'dense': return new Dense(pick(opts, ['denseWarmup', 'denseFinetune']));
-    case 'ste': return new STE(pick(opts, ['denseWarmup', 'denseFinetune', 'interval']));
-    case 'srste': return new SRSTE(pick(opts, ['denseWarmup', 'denseFinetune', 'interval', 'lambda']));
-    case 'asp': return new ASP(pick(opts, ['denseFraction', 'denseWarmup', 'denseFinetune', 'restartSchedule']));
+    case 'ste': return new STE(pick(opts, ['denseWarmup', 'denseFinetune', 'interval', 'sparseKernels', 'mask']));
+    case 'srste': return new SRSTE(pick(opts, ['denseWarmup', 'denseFinetune', 'interval', 'lambda', 'sparseKernels', 'mask']));
+    case 'asp': return new ASP(pick(opts, ['denseFraction', 'denseWarmup', 'denseFinetune', 'restartSchedule', 'sparseKernels', 'mask']));
     case 'mask-decay':
-      return new MaskDecay(pick(opts, ['denseWarmup', 'denseFinetune', 'interval', 'alpha', 'gradient', 'coefficient', 'binaryFraction']));
+      return new MaskDecay(pick(opts, ['denseWarmup', 'denseFinetune', 'interval', 'alpha', 'gradient', 'coefficient', 'binaryFraction', 'sparseKernels', 'mask']));
     case 'structure-decay':
-      return new StructureDecay(pick(opts, ['denseWarmup', 'denseFinetune', 'interval', 'schedule', 'frameSteps', 'gradient']) as StructureDecayOptions);
+      return new StructureDecay(pick(opts, ['denseWarmup', 'denseFinetune', 'interval', 'schedule', 'frameSteps', 'gradient', 'sparseKernels', 'mask']) as StructureDecayOptions);
     default:
       return fail('E_VALUE', 'recipe', name, `one of ${RECIPE_NAMES.join(', ')}`);
   }

@@ -14,10 +14,12 @@
  * interval. One recipe instance serves every sparse layer of a network; per-layer state lives in SparseWeight.
  */
 import { fail } from '../errors.js';
-import { mask as nmMask } from '../mask.js';
+import { mask as nmMask, sad as nmSad, transposableMask } from '../mask.js';
 import { SUPPORTED_M, parsePattern, patternString, type Pattern } from '../pattern.js';
 import type { Tensor } from '../tensor.js';
-import { maskedAdd, maskedScale, nmMaskScale } from '../nn/elementwise.js';
+import { maskedAdd, maskedScale, nmMaskScale, nmTrainPass, type TrainPassBuffers } from '../nn/elementwise.js';
+import type { SparseTensor } from '../compress.js';
+import { timed } from '../nn/profile.js';
 import type { Parameter } from '../nn/module.js';
 
 export type RecipeName = 'dense' | 'ste' | 'srste' | 'asp' | 'mask-decay' | 'structure-decay';
@@ -30,7 +32,22 @@ export interface RecipeOptions {
   denseFinetune?: number;
   /** Mask refresh interval in steps (default 1: every step, as SR-STE's official code). */
   interval?: number;
+  /**
+   * Whether a forward that is exactly N:M on the CPU runs the N:M kernels (default true): the forward product
+   * from the compressed weight and the input gradient skipping the pruned weights. false multiplies the masked
+   * dense weight through the dense GEMM (same results up to the order of the sums).
+   */
+  sparseKernels?: boolean;
+  /**
+   * 'rowwise' (default): N:M along each row. 'transposable': at 2:4, in every 4×4 tile 2 kept per row and per
+   * column (nm.transposableMask), so that W̃ᵀ is 2:4 too and the backward product to the input can run 2:4
+   * (cuSPARSELt); the weight needs rows and columns divisible by 4. Other patterns stay row-wise.
+   */
+  mask?: MaskKind;
 }
+
+export type MaskKind = 'rowwise' | 'transposable';
+export const MASK_KINDS: readonly MaskKind[] = ['rowwise', 'transposable'];
 
 /** 'dense' is the dense recipe's only phase. */
 export type Phase = 'dense-warmup' | 'sparse' | 'dense-finetune' | 'dense';
@@ -50,6 +67,15 @@ export class SparseWeight {
   density = 1;
   /** Whether the last forward used a mask. */
   active = false;
+  /**
+   * The compressed form of the last training forward's weight when it was exactly N:M on the CPU (the N:M
+   * products of the layer read it, forward and backward), else null.
+   */
+  compressed: SparseTensor | null = null;
+  /** Mask entries that changed at the last refresh (the step's SAD; 0 where not counted). */
+  stepSad = 0;
+  #pass: TrainPassBuffers | null = null;
+  #spare: Tensor | null = null;
   #effective: Tensor | null = null;
   #evalMask: Tensor | null = null;
 
@@ -72,6 +98,8 @@ export class SparseWeight {
     if (cols % groupExtent !== 0 || param.size % cols !== 0) fail('E_SHAPE', 'cols', cols, `a multiple of groupExtent ${groupExtent} that divides the weight`);
     if (groupExtent % pattern.m !== 0)
       fail('E_SHAPE', `${name}`, param.value, `a last dimension divisible by m = ${pattern.m} for ${patternString(pattern)} sparsity`);
+    if (recipe.mask === 'transposable' && (this.rows % 4 !== 0 || cols % 4 !== 0))
+      fail('E_SHAPE', `${name}`, param.value, `a weight whose [rows, cols] = [${this.rows}, ${cols}] are multiples of 4 for a transposable mask (keep this layer dense or row-wise)`);
   }
 
   /** Whether a pattern can run on this weight (M supported and dividing the group extent). */
@@ -91,18 +119,41 @@ export class SparseWeight {
   }
   /** A scratch mask for evaluation, so that evaluating never changes the training state. */
   evalMaskBuffer(): Tensor {
-    if (!this.#evalMask || this.#evalMask.device !== this.param.value.device) this.#evalMask = nmMask(this.weight, this.pattern);
+    if (!this.#evalMask || this.#evalMask.device !== this.param.value.device) this.#evalMask = this.targetMask();
     return this.#evalMask;
   }
 
+  /**
+   * Selects the transposable 2:4 mask of the current W into `mask` (nm.transposableMask), counting in stepSad the
+   * entries that changed.
+   */
+  selectTransposable(): void {
+    const next = transposableMask(this.weight, { out: this.#spare ?? undefined });
+    this.stepSad = this.mask ? nmSad(this.mask, next).changed : 0;
+    this.#spare = this.mask;
+    this.mask = next;
+  }
+
+  /** The buffers of the one-pass refresh (nmTrainPass), kept across steps. */
+  trainPass(p: Pattern, select: boolean): Tensor {
+    const r = nmTrainPass(this.weight, p, { mask: this.mask, buffers: this.#pass, select });
+    this.#pass = r.buffers;
+    this.mask = r.mask;
+    this.compressed = r.buffers.sparse;
+    if (select) this.stepSad = r.sad;
+    return r.buffers.out;
+  }
+
   /** The effective weight for this step's forward pass, as [rows, cols]. */
-  forwardWeight(training: boolean): Tensor { return this.recipe.forwardWeight(this, training); }
+  forwardWeight(training: boolean): Tensor { return timed('mask', () => this.recipe.forwardWeight(this, training)); }
   /** Turns the gradient of the effective weight (already in param.grad) into the gradient for the dense W. */
-  backward(): void { this.recipe.weightGrad(this, this.grad); }
-  afterUpdate(): void { this.recipe.afterUpdate(this); }
+  backward(): void { timed('recipe', () => this.recipe.weightGrad(this, this.grad)); }
+  afterUpdate(): void { timed('recipe', () => this.recipe.afterUpdate(this)); }
 
   /** The target-pattern mask of the current dense W (what SAD compares), in `out` when given. */
-  targetMask(out?: Tensor): Tensor { return nmMask(this.weight, this.pattern, { out }); }
+  targetMask(out?: Tensor): Tensor {
+    return this.recipe.transposable(this.pattern) ? transposableMask(this.weight, { out }) : nmMask(this.weight, this.pattern, { out });
+  }
   /** The weight the network deploys: W ⊙ m with the target pattern (N:M sparse by construction). */
   deployWeight(): Tensor { return this.recipe.deployWeight(this); }
 }
@@ -112,6 +163,8 @@ export abstract class Recipe {
   readonly denseWarmup: number;
   readonly denseFinetune: number;
   readonly interval: number;
+  readonly sparseKernels: boolean;
+  readonly mask: MaskKind;
   /** Steps in the whole run (0 until plan() is called: then the run is treated as all sparse, unbounded). */
   totalSteps = 0;
   /** The current step (0-based), set by the trainer before each step. */
@@ -123,7 +176,13 @@ export abstract class Recipe {
     if (this.denseWarmup + this.denseFinetune > 1)
       fail('E_VALUE', 'denseWarmup + denseFinetune', this.denseWarmup + this.denseFinetune, 'at most 1');
     this.interval = positiveInt(opts.interval ?? 1, 'interval');
+    if (opts.sparseKernels !== undefined && typeof opts.sparseKernels !== 'boolean') fail('E_TYPE', 'sparseKernels', opts.sparseKernels, 'a boolean');
+    this.sparseKernels = opts.sparseKernels ?? true;
+    this.mask = oneOf(opts.mask ?? 'rowwise', MASK_KINDS, 'mask');
   }
+
+  /** Whether masks at pattern p are transposable ones. */
+  transposable(p: Pattern): boolean { return this.mask === 'transposable' && p.n === 2 && p.m === 4; }
 
   /** Fixes the length of the run. Call once before training. */
   plan(totalSteps: number): void {
@@ -172,16 +231,30 @@ export abstract class Recipe {
   forwardWeight(s: SparseWeight, training: boolean): Tensor {
     const p = this.patternAt(s);
     const w = s.weight;
+    if (training) s.compressed = null;
     if (p === null) {
       if (training) { s.active = false; s.alpha = 1; s.density = 1; }
       return w;
     }
     const alpha = this.alphaAt();
     if (training) { s.active = true; s.alpha = alpha; s.density = alpha === 0 ? p.n / p.m : 1; }
+    const transposable = this.transposable(p);
+    if (training && alpha === 0 && this.sparseKernels && w.device === 'cpu') {
+      // Exactly N:M on the CPU: mask, W ⊙ m, its compressed form and the SAD in one pass (nmTrainPass).
+      if (!this.refreshDue(s, p)) return s.trainPass(p, false);
+      const out = transposable ? (s.selectTransposable(), s.trainPass(p, false)) : s.trainPass(p, true);
+      s.maskPattern = p;
+      s.lastRefresh = this.sparseStep;
+      s.updates++;
+      return this.onRefresh(s) ? s.trainPass(p, false) : out;
+    }
     if (!this.refreshDue(s, p)) return maskedScale(w, s.mask!, alpha, { out: s.effectiveBuffer() });
     // A refresh: mask and effective weight in one pass (into the layer's buffers).
     const buf = training ? (s.mask && s.mask.device === w.device ? s.mask : undefined) : s.evalMaskBuffer();
-    const r = nmMaskScale(w, p, alpha, { mask: buf, out: s.effectiveBuffer() });
+    const r = transposable
+      ? { mask: transposableMask(w, { out: buf }), out: s.effectiveBuffer() }
+      : nmMaskScale(w, p, alpha, { mask: buf, out: s.effectiveBuffer() });
+    if (transposable) maskedScale(w, r.mask, alpha, { out: r.out });
     if (training) {
       s.mask = r.mask;
       s.maskPattern = p;
@@ -212,7 +285,7 @@ export abstract class Recipe {
 
   /** The options that define this run, for logs and reports. */
   describe(): Record<string, unknown> {
-    return { recipe: this.name, denseWarmup: this.denseWarmup, denseFinetune: this.denseFinetune, interval: this.interval };
+    return { recipe: this.name, denseWarmup: this.denseWarmup, denseFinetune: this.denseFinetune, interval: this.interval, mask: this.mask };
   }
 
   /** SR-STE term, shared by STE-family recipes: g += λ·(1 − m)⊙W while a mask is active. */

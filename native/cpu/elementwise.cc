@@ -1,12 +1,15 @@
 #include "cpu/elementwise.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "core/threadpool.h"
+#include "core/nm_format.h"
 #include "cpu/mask.h"
+#include "cpu/simd.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -137,11 +140,107 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) int64_t nm_mask_scale_avx51
   }
   return i;
 }
-#pragma GCC diagnostic pop
-bool has_avx512bw() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-  return ok;
+// The vector paths follow the ISA that gemm/spmm use (cpu/simd.h: NMSPARSE_CPU_ISA and cpuIsa() lower it), so
+// the tests reach every path on one machine.
+bool has_avx512bw() { return active_isa() == Isa::Avx512; }
+// 2:4, 16 columns at a time: the 8 kept values compressed out of the vector, their in-group indices packed two
+// bits each into one 16-bit word. Returns the groups done (a multiple of 4).
+__attribute__((target("avx512f,avx512bw,avx512vl"))) int64_t nm_compress_row_24_avx512(const float* w, const uint8_t* mask, int64_t cols, float* values, uint8_t* pos) {
+  const __m512i inner = _mm512_and_si512(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(3));
+  const __m512i shift = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+  int64_t c = 0;
+  for (; c + 16 <= cols; c += 16) {
+    const __mmask16 keep = _mm_test_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mask + c)), _mm_set1_epi8(-1));
+    _mm256_storeu_ps(values + c / 2, _mm512_castps512_ps256(_mm512_maskz_compress_ps(keep, _mm512_loadu_ps(w + c))));
+    const __m512i idx = _mm512_sllv_epi32(_mm512_maskz_compress_epi32(keep, inner), shift);
+    const uint32_t word = static_cast<uint32_t>(_mm512_mask_reduce_or_epi32(0xff, idx));
+    pos[c / 8] = static_cast<uint8_t>(word);
+    pos[c / 8 + 1] = static_cast<uint8_t>(word >> 8);
+  }
+  return c / 4;
 }
+
+// AVX2 (the same rule as the AVX-512 path): 8 lanes hold 8/M groups, M in {4, 8}.
+bool has_avx2() { return active_isa() != Isa::Scalar; }
+// Mask bytes of an 8-bit keep set: byte i = bit i.
+struct MaskBytes {
+  uint64_t b[256];
+  MaskBytes() {
+    for (int k = 0; k < 256; ++k) {
+      b[k] = 0;
+      for (int i = 0; i < 8; ++i) b[k] |= static_cast<uint64_t>((k >> i) & 1) << (8 * i);
+    }
+  }
+};
+const MaskBytes kMaskBytes;
+
+template <int M>
+__attribute__((target("avx2,fma"))) int64_t nm_mask_scale_avx2(const float* w, int64_t count, int n, float alpha, uint8_t* mask, float* eff) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i inner = _mm256_and_si256(lane, _mm256_set1_epi32(M - 1)), base = _mm256_andnot_si256(_mm256_set1_epi32(M - 1), lane);
+  __m256i rot[M], earlier[M];
+  for (int s = 1; s < M; ++s) {
+    const __m256i other = _mm256_and_si256(_mm256_add_epi32(inner, _mm256_set1_epi32(s)), _mm256_set1_epi32(M - 1));
+    rot[s] = _mm256_or_si256(base, other);
+    earlier[s] = _mm256_cmpgt_epi32(inner, other);
+  }
+  // Keys are at most 0x7fc00000, so signed compares order them.
+  const __m256i absmask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000), qnan = _mm256_set1_epi32(0x7fc00000);
+  const __m256i nn = _mm256_set1_epi32(n);
+  const __m256 va = _mm256_set1_ps(alpha);
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    const __m256 v = _mm256_loadu_ps(w + i);
+    __m256i key = _mm256_and_si256(_mm256_castps_si256(v), absmask);
+    key = _mm256_blendv_epi8(key, qnan, _mm256_cmpgt_epi32(key, inf));
+    __m256i rank = _mm256_setzero_si256();
+    for (int s = 1; s < M; ++s) {
+      const __m256i o = _mm256_permutevar8x32_epi32(key, rot[s]);
+      const __m256i beats = _mm256_or_si256(_mm256_cmpgt_epi32(o, key), _mm256_and_si256(_mm256_cmpeq_epi32(o, key), earlier[s]));
+      rank = _mm256_sub_epi32(rank, beats);
+    }
+    const __m256i keep = _mm256_cmpgt_epi32(nn, rank);
+    const uint64_t bytes = kMaskBytes.b[_mm256_movemask_ps(_mm256_castsi256_ps(keep))];
+    std::memcpy(mask + i, &bytes, 8);
+    const __m256 e = alpha == 0.0f ? _mm256_and_ps(v, _mm256_castsi256_ps(keep)) : _mm256_blendv_ps(_mm256_mul_ps(va, v), v, _mm256_castsi256_ps(keep));
+    _mm256_storeu_ps(eff + i, e);
+  }
+  return i;
+}
+
+// 2:4 compression on AVX2, 8 columns (two groups) at a time: a table gives, for the 8-bit keep set, the lanes of
+// the 4 kept values and their packed position byte.
+struct Compress24 {
+  int32_t lanes[256][8];
+  uint8_t pos[256];
+  Compress24() {
+    for (int k = 0; k < 256; ++k) {
+      int t = 0;
+      pos[k] = 0;
+      for (int i = 0; i < 8; ++i) lanes[k][i] = 0;
+      for (int i = 0; i < 8 && t < 4; ++i)
+        if ((k >> i) & 1) {
+          lanes[k][t] = i;
+          pos[k] = static_cast<uint8_t>(pos[k] | ((i & 3) << (2 * t)));
+          ++t;
+        }
+    }
+  }
+};
+const Compress24 kCompress24;
+
+__attribute__((target("avx2,fma"))) int64_t nm_compress_row_24_avx2(const float* w, const uint8_t* mask, int64_t cols, float* values, uint8_t* pos) {
+  int64_t c = 0;
+  for (; c + 8 <= cols; c += 8) {
+    const __m128i mb = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mask + c));
+    const int keep = ~_mm_movemask_epi8(_mm_cmpeq_epi8(mb, _mm_setzero_si128())) & 0xff;
+    const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kCompress24.lanes[keep]));
+    _mm_storeu_ps(values + c / 2, _mm256_castps256_ps128(_mm256_permutevar8x32_ps(_mm256_loadu_ps(w + c), idx)));
+    pos[c / 8] = kCompress24.pos[keep];
+  }
+  return c / 4;
+}
+#pragma GCC diagnostic pop
 #endif
 
 template <int M>
@@ -150,11 +249,66 @@ void nm_mask_scale_span(const float* w, int64_t count, int n, float alpha, uint8
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
   if constexpr (M <= 16)
     if (has_avx512bw()) done = nm_mask_scale_avx512<M>(w, count, n, alpha, mask, eff);
+  if constexpr (M <= 8)
+    if (!done && has_avx2()) done = nm_mask_scale_avx2<M>(w, count, n, alpha, mask, eff);
 #endif
   nm_mask_scale_scalar<M>(w + done, count - done, n, alpha, mask + done, eff + done);
 }
 
+// The compressed form of one row from its mask: the kept values in ascending position and their positions
+// (core/nm_format.h), exactly n per group. 2:4 on AVX-512 / AVX2: 16 / 8 columns give 8 / 4 values and 2 / 1
+// position bytes.
+void nm_compress_row(const float* w, const uint8_t* mask, int64_t cols, int n, int m, float* values, uint8_t* pos) {
+  int64_t c = 0, t = 0;
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+  if (n == 2 && m == 4 && (has_avx512bw() || has_avx2())) {
+    const int64_t groups = has_avx512bw() ? nm_compress_row_24_avx512(w, mask, cols, values, pos)
+                                          : nm_compress_row_24_avx2(w, mask, cols, values, pos);
+    c = 4 * groups;
+    t = 2 * groups;
+  }
+#endif
+  const int bits = nm_pos_bits(m);
+  std::fill(pos + t * bits / 8, pos + nm_pos_row_bytes(cols, n, m), uint8_t{0});
+  for (; c < cols; c += m)
+    for (int i = 0; i < m; ++i)
+      if (mask[c + i]) {
+        values[t] = w[c + i];
+        nm_put_pos(pos, t++, bits, i);
+      }
+}
+
 }  // namespace
+
+int64_t nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, uint8_t* mask, bool select,
+                      bool count_sad, float* eff, float* values, uint8_t* positions) {
+  const int64_t kpr = nm_kept_per_row(cols, n, m), prb = nm_pos_row_bytes(cols, n, m);
+  std::atomic<int64_t> sad{0};
+  parallel_for(rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
+    thread_local std::vector<uint8_t> prev;
+    prev.resize(static_cast<size_t>(cols));
+    int64_t changed = 0;
+    for (int64_t r = r0; r < r1; ++r) {
+      uint8_t* mr = mask + r * cols;
+      if (!select) {
+        masked_zero_range(w + r * cols, mr, eff + r * cols, cols);
+        nm_compress_row(w + r * cols, mr, cols, n, m, values + r * kpr, positions + r * prb);
+        continue;
+      }
+      if (count_sad) std::copy(mr, mr + cols, prev.begin());
+      switch (m) {
+        case 4: nm_mask_scale_span<4>(w + r * cols, cols, n, 0.f, mr, eff + r * cols); break;
+        case 8: nm_mask_scale_span<8>(w + r * cols, cols, n, 0.f, mr, eff + r * cols); break;
+        case 16: nm_mask_scale_span<16>(w + r * cols, cols, n, 0.f, mr, eff + r * cols); break;
+        default: nm_mask_scale_span<32>(w + r * cols, cols, n, 0.f, mr, eff + r * cols); break;
+      }
+      if (count_sad) changed += mask_sad(prev.data(), mr, cols);
+      nm_compress_row(w + r * cols, mr, cols, n, m, values + r * kpr, positions + r * prb);
+    }
+    sad += changed;
+  });
+  return sad.load();
+}
 
 void bias_add(float* y, const float* b, int64_t rows, int64_t cols) {
   parallel_for(rows, row_grain(cols), [&](int64_t r0, int64_t r1) {

@@ -99,5 +99,11 @@ void masked_add(float* g, const float* w, const uint8_t* mask, float lambda, int
 // selection as nm_mask: top-N |w| per group of m along cols, ties to the lower index, NaN largest; m in {4, 8,
 // 16, 32}, cols % m == 0) and eff = w ⊙ (mask + (1 − mask)·α). eff must not alias w.
 void nm_mask_scale(const float* w, int64_t rows, int64_t cols, int n, int m, float alpha, uint8_t* mask, float* eff);
+// The training step's one pass over a weight whose forward is exactly N:M (α = 0): the mask and eff = w ⊙ m as
+// nm_mask_scale (or, without `select`, the mask as given: exactly n kept per group), the compressed form of eff
+// (values [rows, cols·n/m], positions: core/nm_format.h) for the N:M products, and, when selecting with
+// count_sad, the number of mask entries that changed from what `mask` held before (the step's SAD), returned.
+int64_t nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, uint8_t* mask, bool select,
+                      bool count_sad, float* eff, float* values, uint8_t* positions);
 
 }  // namespace nms::cpu

@@ -14,8 +14,7 @@ LoadResult g_load;
 std::once_flag g_load_once;
 
 void do_load() {
-  // cu13 wheels put it in nvidia/cu13/lib, cu12 wheels in nvidia/cublas/lib.
-  DynLib lib = open_library({"libcublasLt.so.13", "libcublasLt.so.12"}, {"cu13", "cublas", "cu12"});
+  DynLib lib = open_library({"libcublasLt.so.13", "libcublasLt.so.12"}, kWheelDirs);
   if (!lib.handle) {
     g_load.error = "cuBLASLt (libcublasLt.so.13 / .12) " + lib.summary() +
                    ". Install the nvidia-cublas wheel, or set NMSPARSE_CUDA_LIBS to its lib directory";

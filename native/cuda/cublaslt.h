@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace nms::cuda::blt {
 
@@ -80,6 +81,8 @@ struct Api {
   PFN_Matmul Matmul = nullptr;
 };
 
+// NVIDIA wheel directories that hold libcublasLt: cu13 wheels put it in nvidia/cu13/lib, cu12 in nvidia/cublas/lib.
+inline const std::vector<std::string> kWheelDirs = {"cu13", "cublas", "cu12"};
 struct LoadResult {
   bool ok = false;
   std::string path, version, error;

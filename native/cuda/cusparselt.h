@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace nms::cuda::slt {
 
@@ -122,13 +123,17 @@ struct Api {
   PFN_SpMMACompress2 SpMMACompress2 = nullptr;
 };
 
+// NVIDIA wheel directories (<site-packages>/nvidia/<dir>/lib) that hold libcusparseLt.so.0.
+inline const std::vector<std::string> kWheelDirs = {"cusparselt", "cu13", "cu12"};
 constexpr int kMinVersion = 600;  // 0.6.0: Hopper support, the compute-type numbering declared above
+constexpr int kNewestVerified = 899;  // 0.8.x: the newest headers these declarations were checked against
 
 // Loads the library once (no GPU needed) and reads its version. Fills `path`, `version`, `code`, or `error`.
 struct LoadResult {
   bool ok = false;
   std::string path, version, error;
-  int code = 0;  // major*10000 + minor*100 + patch
+  std::string note;  // loaded, but a version these declarations were not checked against
+  int code = 0;      // major*10000 + minor*100 + patch
 };
 const LoadResult& load();
 // The entry points; requires load().ok (throws E_DEVICE otherwise).

@@ -2,7 +2,9 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
+#include <sstream>
 
 #include "cuda/cublaslt.h"
 #include "cuda/cusparselt.h"
@@ -20,6 +22,27 @@ std::string version_text(int v) {  // 13000 -> "13.0"
   return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
 }
 
+// The kernel module's release ("580.95.05") from /proc/driver/nvidia/version, or "" (cudart gives only the CUDA
+// version a driver supports, and that only where libcuda.so.1 loads).
+std::string driver_release() {
+  std::ifstream f("/proc/driver/nvidia/version");
+  std::string line;
+  if (!std::getline(f, line)) return {};
+  const size_t at = line.find("Kernel Module");
+  if (at == std::string::npos) return {};
+  std::istringstream rest(line.substr(at + 13));
+  std::string v;
+  rest >> v;
+  return v;
+}
+
+// The oldest driver branch that runs a CUDA runtime of this major version (NVIDIA's minor-version compatibility:
+// any 13.x runtime on R580+, any 12.x on R525+, 11.x on R450+).
+int min_driver_for(int runtime_version) {
+  const int major = runtime_version / 1000;
+  return major >= 13 ? 580 : major == 12 ? 525 : 450;
+}
+
 Status probe() {
   Status s;
   cudaRuntimeGetVersion(&s.runtime_version);
@@ -31,6 +54,7 @@ Status probe() {
   s.cusparselt.version = sl.version;
   s.cusparselt.version_code = sl.code;
   s.cusparselt.error = sl.error;
+  s.cusparselt.note = sl.note;
   const blt::LoadResult& bl = blt::load();
   s.cublaslt.loaded = bl.ok;
   s.cublaslt.path = bl.path;
@@ -42,16 +66,23 @@ Status probe() {
   cudaGetLastError();  // the probe's failures must not linger as this thread's last error
   if (e != cudaSuccess) {
     s.device_count = 0;
-    if (e == cudaErrorInsufficientDriver && s.driver_version <= 0)
+    if (e == cudaErrorInsufficientDriver && s.driver_version <= 0) {
       s.reason = "no NVIDIA driver: cudaGetDeviceCount returned cudaErrorInsufficientDriver (35) and no driver is "
                  "installed (libcuda.so.1 not found)";
-    else if (e == cudaErrorInsufficientDriver)
-      s.reason = "the NVIDIA driver supports CUDA " + version_text(s.driver_version) + ", older than the CUDA " +
-                 version_text(s.runtime_version) + " runtime nmsparse was built with (cudaErrorInsufficientDriver)";
-    else if (e == cudaErrorNoDevice)
+    } else if (e == cudaErrorInsufficientDriver) {
+      const std::string release = driver_release();
+      s.reason = "the NVIDIA driver " + (release.empty() ? std::string() : release + " ") + "supports CUDA " +
+                 version_text(s.driver_version) + ", older than the CUDA " + version_text(s.runtime_version) +
+                 " runtime this nmsparse build links statically, which needs driver >= " +
+                 std::to_string(min_driver_for(s.runtime_version)) +
+                 " (cudaErrorInsufficientDriver). Update the driver, or build nmsparse from source with the CUDA "
+                 "toolkit the driver supports (its nvcc on PATH, then npx cmake-js compile; not yet tested below "
+                 "CUDA 13); the cpu device works meanwhile";
+    } else if (e == cudaErrorNoDevice) {
       s.reason = "no CUDA device: cudaGetDeviceCount returned cudaErrorNoDevice (100)";
-    else
+    } else {
       s.reason = "cudaGetDeviceCount failed: " + err_text(e);
+    }
     return s;
   }
   if (s.device_count == 0) {
@@ -87,10 +118,12 @@ Status probe() {
                std::to_string(p.minor) + "; nmsparse needs sm_80 or newer (Ampere, Ada, Hopper) for sparse tensor cores";
     return s;
   }
-  if (!sl.ok) {
-    s.reason = sl.error;
+  // Dense products (cuBLASLt) and our own kernels need no cuSPARSELt: without it sparse products run dense.
+  if (!sl.ok && !bl.ok) {
+    s.reason = "neither GPU GEMM library loads: " + sl.error + "; " + bl.error;
     return s;
   }
+  if (!sl.ok) s.sparse_reason = sl.error;
   s.usable = true;
   return s;
 }
@@ -135,6 +168,15 @@ cudaStream_t stream() {
   std::call_once(once, [] {
     activate();
     err = cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
+    // The pool's default release threshold (0) hands freed memory back to the OS at every synchronisation, so each
+    // sync-then-allocate maps it again. Keep it; alloc()'s retry and mem_stats(trim) still trim explicitly.
+    if (status().memory_pools) {
+      cudaMemPool_t pool;
+      uint64_t keep = UINT64_MAX;
+      if (cudaDeviceGetDefaultMemPool(&pool, status().device) != cudaSuccess ||
+          cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep) != cudaSuccess)
+        cudaGetLastError();  // an optimisation only
+    }
   });
   if (err != cudaSuccess) throw_cuda(err, "cudaStreamCreateWithFlags");
   return st;
@@ -245,16 +287,16 @@ void copy_d2d(void* dst, const void* src, size_t bytes) {
   NMS_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()));
 }
 
-void* workspace(size_t bytes) {
+Workspace workspace(size_t bytes) {
   static std::mutex mu;
   static DevPtr& ws = *new DevPtr();  // never destroyed (no cudaFree during static destruction at exit)
-  std::lock_guard<std::mutex> lock(mu);
-  if (bytes == 0) return ws ? ws->ptr() : nullptr;
-  if (!ws || ws->bytes() < bytes) {
+  std::unique_lock<std::mutex> lock(mu);
+  if (bytes > 0 && (!ws || ws->bytes() < bytes)) {
     ws.reset();  // stream-ordered free: work already enqueued keeps using the old buffer safely
     ws = alloc(bytes + bytes / 4);
   }
-  return ws->ptr();
+  void* p = ws ? ws->ptr() : nullptr;
+  return Workspace(std::move(lock), p);
 }
 
 }  // namespace nms::cuda

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "core/error.h"
@@ -33,6 +34,7 @@ struct LibInfo {
   std::string version;  // "0.8.1" / "13.1.1"
   int version_code = 0; // major*10000 + minor*100 + patch
   std::string error;    // why it is not usable (empty when it is)
+  std::string note;     // usable, but not a version nmsparse was checked against
 };
 
 struct Status {
@@ -45,6 +47,8 @@ struct Status {
   size_t memory_bytes = 0;
   bool memory_pools = false;  // stream-ordered allocator available
   LibInfo cusparselt, cublaslt;
+  // Usable without cuSPARSELt (cuBLASLt and our kernels): why sparse products run dense (empty when they need not).
+  std::string sparse_reason;
 };
 
 // Probes once (thread-safe) and caches: driver, device, architecture, cuSPARSELt, cuBLASLt. Needs no GPU to run.
@@ -96,8 +100,19 @@ void upload(void* dst, const void* src, size_t bytes);
 void download(void* dst, const void* src, size_t bytes);
 void copy_d2d(void* dst, const void* src, size_t bytes);
 
-// Grows-only scratch used by cuSPARSELt / cuBLASLt workspaces (one stream, so one buffer is enough).
-void* workspace(size_t bytes);
+// Grows-only scratch used by cuSPARSELt / cuBLASLt workspaces (one stream, so one buffer is enough). Keep the
+// returned object alive until the library call that uses ptr() has been enqueued: it holds the lock that stops
+// another thread from growing (freeing) the buffer meanwhile. Take no second one while holding one.
+class Workspace {
+ public:
+  Workspace(std::unique_lock<std::mutex> lock, void* ptr) : lock_(std::move(lock)), ptr_(ptr) {}
+  void* ptr() const { return ptr_; }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+  void* ptr_;
+};
+Workspace workspace(size_t bytes);
 
 // The driver's maximum grid.y / grid.z (65535) and a helper for 1-D launches over `n` items.
 inline unsigned grid_for(int64_t n, int block) {

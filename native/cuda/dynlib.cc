@@ -16,6 +16,11 @@ bool is_dir(const std::string& p) {
   return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+bool exists(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0;
+}
+
 std::vector<std::string> glob_dirs(const std::string& pattern) {
   std::vector<std::string> out;
   glob_t g{};
@@ -56,46 +61,91 @@ std::string DynLib::summary() const {
     else
       other.push_back(t);
   }
-  std::string s = "not found in the loader path";
+  // The places in search order; a bare soname stands for the loader path.
   std::vector<std::string> dirs;
   for (const auto& m : missing) {
-    if (m.find('/') == std::string::npos) continue;  // a bare soname: the loader path, said above
-    const std::string dir = m.substr(0, m.rfind('/'));
+    const std::string dir = m.find('/') == std::string::npos ? "the loader path" : m.substr(0, m.rfind('/'));
     if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
   }
-  for (size_t i = 0; i < dirs.size() && i < 8; ++i) s += ", " + dirs[i];
-  if (dirs.size() > 8) s += " and " + std::to_string(dirs.size() - 8) + " more directories";
+  std::string s = "not found in ";
+  for (size_t i = 0; i < dirs.size() && i < 8; ++i) s += (i ? ", " : "") + dirs[i];
+  if (dirs.empty()) s += "the loader path";
+  if (dirs.size() > 8) s += " and " + std::to_string(dirs.size() - 8) + " more places";
   for (const auto& o : other) s += "; " + o;
   return s;
 }
 
-std::vector<std::string> python_site_dirs() {
-  std::vector<std::string> cand;
-  split_paths(env("PYTHONPATH"), cand);
-  const std::string venv = env("VIRTUAL_ENV"), conda = env("CONDA_PREFIX"), home = env("HOME");
-  const char* layouts[] = {"/lib/python3*/site-packages", "/lib/python3*/dist-packages", "/lib64/python3*/site-packages"};
-  auto add_prefix = [&](const std::string& prefix) {
-    if (prefix.empty()) return;
-    for (const char* l : layouts)
-      for (auto& d : glob_dirs(prefix + l)) cand.push_back(d);
-  };
-  add_prefix(venv);
-  add_prefix(conda);
+namespace {
+
+// The site-packages (and dist-packages) directories of a Python prefix, newest Python first.
+void add_sites(const std::string& prefix, std::vector<std::string>& out) {
+  if (prefix.empty()) return;
+  for (const char* l : {"/lib/python3*/site-packages", "/lib/python3*/dist-packages", "/lib64/python3*/site-packages"})
+    for (auto& d : glob_dirs(prefix + l)) out.push_back(d);
+}
+
+// The prefix of the first python3 on PATH (<prefix>/bin/python3), symlinks not followed: a venv's python3 is a
+// link to the system one, and the venv's own site-packages is the one wanted.
+std::string python3_prefix() {
+  std::vector<std::string> path;
+  split_paths(env("PATH"), path);
+  for (const auto& dir : path) {
+    struct stat st;
+    const std::string exe = dir + "/python3";
+    if (stat(exe.c_str(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111)) {
+      const size_t slash = dir.find_last_of('/');
+      return slash == std::string::npos || slash == 0 ? std::string("/") : dir.substr(0, slash);
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+std::vector<std::string> search_locations(const std::vector<std::string>& wheel_subdirs) {
+  std::vector<std::string> first_sites, other_sites;
+  add_sites(env("VIRTUAL_ENV"), first_sites);
+  add_sites(env("CONDA_PREFIX"), first_sites);
+  for (const char* venv : {"/opt/*/.venv", "/opt/*/venv"})
+    for (auto& d : glob_dirs(venv)) add_sites(d, first_sites);
+  add_sites(python3_prefix(), first_sites);
+
+  split_paths(env("PYTHONPATH"), other_sites);
+  const std::string home = env("HOME");
   if (!home.empty()) {
-    add_prefix(home + "/.local");
-    for (auto& v : glob_dirs(home + "/.pyenv/versions/*")) add_prefix(v);
+    add_sites(home + "/.local", other_sites);
+    for (auto& v : glob_dirs(home + "/.pyenv/versions/*")) add_sites(v, other_sites);
   }
-  add_prefix("/usr/local");
-  add_prefix("/usr");
-  cand.push_back("/usr/lib/python3/dist-packages");
+  add_sites("/usr/local", other_sites);
+  add_sites("/usr", other_sites);
+  other_sites.push_back("/usr/lib/python3/dist-packages");
   for (auto& d : glob_dirs("/opt/*")) {
-    add_prefix(d);
-    for (auto& e : glob_dirs(d + "/envs/*")) add_prefix(e);  // conda environments under /opt/<conda>/envs
+    add_sites(d, other_sites);
+    for (auto& e : glob_dirs(d + "/envs/*")) add_sites(e, other_sites);  // conda environments under /opt/<conda>/envs
   }
+
+  std::vector<std::string> cand;
+  const std::string forced = env("NMSPARSE_CUDA_LIBS");
+  if (!forced.empty()) cand.push_back(forced);
+  auto wheels = [&](const std::vector<std::string>& sites) {
+    for (auto& site : sites)
+      for (auto& sub : wheel_subdirs) cand.push_back(site + "/nvidia/" + sub + "/lib");
+  };
+  wheels(first_sites);
+  cand.push_back("/usr/lib/x86_64-linux-gnu");
+  cand.push_back(kLoaderPath);
+  wheels(other_sites);
+  for (const char* v : {"CUDA_HOME", "CUDA_PATH"}) {
+    const std::string h = env(v);
+    if (!h.empty()) cand.push_back(h + "/lib64");
+  }
+  cand.push_back("/usr/local/cuda/lib64");
+  for (auto& d : glob_dirs("/usr/local/cuda/targets/*/lib")) cand.push_back(d);
+
   std::vector<std::string> out;
   std::set<std::string> seen;
   for (auto& d : cand)
-    if (seen.insert(d).second && is_dir(d)) out.push_back(d);
+    if (seen.insert(d).second && (d == kLoaderPath || is_dir(d))) out.push_back(d);
   return out;
 }
 
@@ -117,36 +167,17 @@ DynLib open_library(const std::vector<std::string>& sonames, const std::vector<s
     lib.tried.push_back(path + ": " + why);
     return false;
   };
-  auto in_dir = [&](const std::string& dir) -> bool {
-    if (!is_dir(dir)) return false;
-    for (auto& so : sonames)
-      if (attempt(dir + "/" + so)) return true;
-    return false;
-  };
-
-  // 1. an explicit directory
   const std::string forced = env("NMSPARSE_CUDA_LIBS");
-  if (!forced.empty()) {
-    if (in_dir(forced)) return lib;
-    if (!is_dir(forced)) lib.tried.push_back("NMSPARSE_CUDA_LIBS=" + forced + ": not a directory");
-  }
-  // 2. the loader's own search path
-  for (auto& so : sonames)
-    if (attempt(so)) return lib;
-  // 3. NVIDIA wheels
-  for (auto& site : python_site_dirs())
-    for (auto& sub : wheel_subdirs)
-      if (in_dir(site + "/nvidia/" + sub + "/lib")) return lib;
-  // 4. the CUDA toolkit
-  std::vector<std::string> toolkit;
-  for (const char* v : {"CUDA_HOME", "CUDA_PATH"}) {
-    const std::string h = env(v);
-    if (!h.empty()) toolkit.push_back(h + "/lib64");
-  }
-  toolkit.push_back("/usr/local/cuda/lib64");
-  for (auto& d : glob_dirs("/usr/local/cuda/targets/*/lib")) toolkit.push_back(d);
-  for (auto& d : toolkit)
-    if (in_dir(d)) return lib;
+  if (!forced.empty() && !is_dir(forced)) lib.tried.push_back("NMSPARSE_CUDA_LIBS=" + forced + ": not a directory");
+  for (const auto& where : search_locations(wheel_subdirs))
+    for (const auto& so : sonames) {
+      // A directory holds the file or not: skip a missing one quietly (summary() lists the directories searched).
+      if (where != kLoaderPath && !exists(where + "/" + so)) {
+        lib.tried.push_back(where + "/" + so + ": No such file");
+        continue;
+      }
+      if (attempt(where == kLoaderPath ? so : where + "/" + so)) return lib;
+    }
   return lib;
 }
 

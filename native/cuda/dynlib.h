@@ -1,10 +1,11 @@
-// Finding and opening the NVIDIA libraries we never link (cuSPARSELt, cuBLASLt), in the order of DESIGN §3:
-//   1. $NMSPARSE_CUDA_LIBS (a directory)
-//   2. the plain soname (LD_LIBRARY_PATH, ld.so.conf, already loaded in the process)
-//   3. NVIDIA Python wheels: <site-packages>/nvidia/<sub>/lib for each wheel sub-directory given
-//      (site-packages from $PYTHONPATH, $VIRTUAL_ENV, $CONDA_PREFIX, ~/.local, ~/.pyenv, /usr/local/lib,
-//      /usr/lib, /opt/*)
-//   4. the CUDA toolkit: $CUDA_HOME/lib64, /usr/local/cuda/lib64, /usr/local/cuda/targets/*/lib
+// Finding and opening the NVIDIA libraries we never link (cuSPARSELt, cuBLASLt). Where users install them, in order:
+//   1. $NMSPARSE_CUDA_LIBS (a directory: an explicit choice wins over everything)
+//   2. NVIDIA Python wheels, <site-packages>/nvidia/<sub>/lib for each wheel sub-directory given, in the
+//      site-packages of: $VIRTUAL_ENV, $CONDA_PREFIX, /opt/*/.venv and /opt/*/venv, the python3 on PATH
+//   3. NVIDIA's apt packages: /usr/lib/x86_64-linux-gnu
+//   4. the plain soname (LD_LIBRARY_PATH, ld.so.conf, already loaded in the process)
+//   5. other wheels: site-packages of $PYTHONPATH, ~/.local, ~/.pyenv, /usr/local, /usr, /opt/*, /opt/*/envs/*
+//   6. the CUDA toolkit: $CUDA_HOME/lib64, $CUDA_PATH/lib64, /usr/local/cuda/lib64, /usr/local/cuda/targets/*/lib
 // Opened with RTLD_NOW | RTLD_LOCAL and never closed (these libraries cannot be safely unloaded).
 #pragma once
 #include <string>
@@ -19,10 +20,12 @@ struct DynLib {
   std::string summary() const;     // a short "not found in …" text
 };
 
+// The search entry that stands for the loader's own path (step 4) in search_locations().
+constexpr const char* kLoaderPath = "(loader path)";
+// Every location open_library() tries, in order: existing directories (de-duplicated) and kLoaderPath.
+std::vector<std::string> search_locations(const std::vector<std::string>& wheel_subdirs);
 // Tries every soname in every location, in order; the first that opens wins.
 DynLib open_library(const std::vector<std::string>& sonames, const std::vector<std::string>& wheel_subdirs);
-// The site-packages directories searched in step 3 (existing ones only, de-duplicated, in order).
-std::vector<std::string> python_site_dirs();
 // dlsym, or nullptr.
 void* find_symbol(void* handle, const char* name);
 // Real path of the file a symbol came from (dladdr), or `fallback`.

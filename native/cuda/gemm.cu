@@ -95,10 +95,11 @@ struct DenseKey {
   int in_t, out_t, compute, scale_t, bias_t;
   int64_t mm, nn, kk;
   bool op1_t, op2_t;
-  int epilogue;
+  int epilogue, heuristic;
   bool operator<(const DenseKey& o) const {
-    return std::tie(in_t, out_t, compute, scale_t, bias_t, mm, nn, kk, op1_t, op2_t, epilogue) <
-           std::tie(o.in_t, o.out_t, o.compute, o.scale_t, o.bias_t, o.mm, o.nn, o.kk, o.op1_t, o.op2_t, o.epilogue);
+    return std::tie(in_t, out_t, compute, scale_t, bias_t, mm, nn, kk, op1_t, op2_t, epilogue, heuristic) <
+           std::tie(o.in_t, o.out_t, o.compute, o.scale_t, o.bias_t, o.mm, o.nn, o.kk, o.op1_t, o.op2_t, o.epilogue,
+                    o.heuristic);
   }
 };
 
@@ -141,19 +142,21 @@ std::unique_ptr<DensePlan> make_dense_plan(const RawDense& r) {
   NMS_BLT(api.MatmulPreferenceCreate(&pref));
   const uint64_t ws = kWorkspaceBytes;
   blt::Status st = api.MatmulPreferenceSetAttribute(pref, blt::MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-  blt::HeuristicResult res[4] = {};
+  blt::HeuristicResult res[kDenseHeuristics] = {};
   int found = 0;
   if (st == blt::STATUS_SUCCESS)
-    st = api.MatmulAlgoGetHeuristic(blt::handle(), p->desc, p->a, p->b, p->c, p->c, pref, 4, res, &found);
+    st = api.MatmulAlgoGetHeuristic(blt::handle(), p->desc, p->a, p->b, p->c, p->c, pref, kDenseHeuristics, res, &found);
   api.MatmulPreferenceDestroy(pref);
   if (st == blt::STATUS_NOT_SUPPORTED) found = 0;
   else NMS_BLT(st);
   int pick = -1;
-  for (int i = 0; i < found; ++i)
-    if (res[i].state == blt::STATUS_SUCCESS) {
+  for (int i = 0, usable = 0; i < found; ++i)
+    if (res[i].state == blt::STATUS_SUCCESS && usable++ == r.heuristic) {
       pick = i;
       break;
     }
+  if (pick < 0 && r.heuristic > 0)
+    fail("E_UNSUPPORTED", "cuBLASLt offers fewer than " + std::to_string(r.heuristic + 1) + " kernels for this GEMM");
   if (pick < 0)
     fail("E_UNSUPPORTED", "cuBLASLt has no kernel for this GEMM (output " + std::to_string(r.nn) + " x " +
                               std::to_string(r.mm) + ", reduction " + std::to_string(r.kk) +
@@ -196,7 +199,8 @@ void epilogue(const EpilogueArgs& e) {
 void dense_raw(const RawDense& r) {
   activate();
   const blt::Api& api = blt::api();
-  const DenseKey key{r.in_t, r.out_t, r.compute, r.scale_t, r.bias_t, r.mm, r.nn, r.kk, r.op1_t, r.op2_t, r.epilogue};
+  const DenseKey key{r.in_t, r.out_t, r.compute, r.scale_t, r.bias_t, r.mm, r.nn, r.kk, r.op1_t, r.op2_t, r.epilogue,
+                     r.heuristic};
   std::lock_guard<std::mutex> lock(g_dense_mu);  // held while the cached descriptor is updated and enqueued
   auto it = g_dense_plans.find(key);
   if (it == g_dense_plans.end()) {
@@ -211,9 +215,9 @@ void dense_raw(const RawDense& r) {
   const int32_t alpha_i = 1, beta_i = 0;
   const void* alpha = int_scale ? static_cast<const void*>(&alpha_i) : &alpha_f;
   const void* beta = int_scale ? static_cast<const void*>(&beta_i) : &beta_f;
-  void* ws = workspace(kWorkspaceBytes);
+  const Workspace ws = workspace(kWorkspaceBytes);
   NMS_BLT(api.Matmul(blt::handle(), plan->desc, alpha, r.x1, plan->a, r.x2, plan->b, beta, r.d, plan->c, r.d, plan->c,
-                     &plan->algo, ws, kWorkspaceBytes, stream()));
+                     &plan->algo, ws.ptr(), kWorkspaceBytes, stream()));
 }
 
 void clear_dense_plans() {

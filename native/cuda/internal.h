@@ -40,9 +40,10 @@ const slt::MatDescriptor* structured_descriptor(cudaDataType t, int64_t rows, in
 // rows, shape multiples). check_as: a type name to run cuSPARSELt's own prune check once per type, or nullptr.
 DevPtr slt_compress(cudaDataType t, int64_t rows, int64_t cols, int dense_align, const void* dense, const char* check_as);
 
-// Adds the cuSPARSELt form to `s` from its dense pruned weight [rows, cols] on the device (not padded).
-// Leaves s.has_slt false with s.slt_reason when cuSPARSELt cannot take it. Throws only on real failures.
-void build_slt_form(SparseMatrix& s, const void* dense_pruned);
+// Adds the cuSPARSELt form to `s` from its dense pruned weight [rows, cols] on the device (not padded): scratch
+// of the caller's, whose −0.0 become +0.0. Leaves s.has_slt false with s.slt_reason when cuSPARSELt is missing
+// or refuses it. Throws only on real failures (E_OOM, E_CUDA).
+void build_slt_form(SparseMatrix& s, void* dense_pruned);
 
 // Frees the dense copy dense_of() made (under the same lock).
 void drop_dense(SparseMatrix& s);
@@ -52,6 +53,7 @@ DevPtr pad_matrix(const void* src, size_t es, int64_t rows, int64_t cols, int64_
 
 // A raw cuBLASLt product in column-major terms: D[mm, nn] = op1(X1) · op2(X2), X1 [mm, kk] after op1, X2 [kk, nn]
 // after op2, every matrix packed (ld = its row count as stored). Plans are cached per shape and types.
+constexpr int kDenseHeuristics = 4;  // cuBLASLt heuristic answers asked for
 struct RawDense {
   cudaDataType in_t = CUDA_R_32F, out_t = CUDA_R_32F, scale_t = CUDA_R_32F, bias_t = CUDA_R_32F;
   blt::ComputeType compute = blt::COMPUTE_32F;
@@ -62,6 +64,7 @@ struct RawDense {
   const void* x1 = nullptr;
   const void* x2 = nullptr;
   void* d = nullptr;
+  int heuristic = 0;  // which of cuBLASLt's heuristic answers, best first (< kDenseHeuristics); the bench tries several
 };
 void dense_raw(const RawDense& r);
 void clear_dense_plans();

@@ -2,8 +2,6 @@
 // SAD. The CUDA twin of native/cpu/mask.cc, bit-identical to it: same keys, same tie rule, same pattern order.
 #include <cuda_runtime.h>
 
-#include <mutex>
-
 #include "core/nm_format.h"
 #include "cpu/mask.h"
 #include "cuda/nm_kernels.cuh"
@@ -109,7 +107,40 @@ __global__ void __launch_bounds__(kBlock) check_kernel(const typename kern::Stor
   if ((threadIdx.x & 31) == 0 && v != ~0ull) atomicMin(result, v);
 }
 
-__constant__ uint16_t c_patterns[cpu::kTransposablePatterns];
+// The 90 transposable 4x4 patterns, made at compile time in cpu::transposable_patterns()'s ascending order: each
+// row one of the six 2-of-4 masks, rows 3..0 from most to least significant nibble, columns checked. A constant
+// initialiser, so no copy to the device that kernels on our stream would have to be ordered after.
+struct PatternTable {
+  uint16_t p[cpu::kTransposablePatterns] = {};
+  int count = 0;
+};
+constexpr PatternTable make_patterns() {
+  constexpr uint16_t two_of_four[6] = {0x3, 0x5, 0x6, 0x9, 0xa, 0xc};
+  PatternTable t;
+  for (int r3 = 0; r3 < 6; ++r3)
+    for (int r2 = 0; r2 < 6; ++r2)
+      for (int r1 = 0; r1 < 6; ++r1)
+        for (int r0 = 0; r0 < 6; ++r0) {
+          const uint32_t code = two_of_four[r0] | two_of_four[r1] << 4 | two_of_four[r2] << 8 | two_of_four[r3] << 12;
+          bool ok = true;
+          for (int c = 0; c < 4; ++c) {
+            int ones = 0;
+            for (int r = 0; r < 4; ++r) ones += (code >> (4 * r + c)) & 1u;
+            ok = ok && ones == 2;
+          }
+          if (ok && t.count < cpu::kTransposablePatterns) t.p[t.count++] = static_cast<uint16_t>(code);
+        }
+  return t;
+}
+constexpr PatternTable kPatterns = make_patterns();
+constexpr bool ascending(const PatternTable& t) {
+  for (int i = 1; i < t.count; ++i)
+    if (t.p[i - 1] >= t.p[i]) return false;
+  return true;
+}
+static_assert(kPatterns.count == cpu::kTransposablePatterns && ascending(kPatterns),
+              "the transposable table must match cpu::transposable_patterns() (90 codes, ascending)");
+__constant__ const PatternTable c_table = kPatterns;
 
 // cpu::transposable_score on raw bits.
 template <DType D>
@@ -141,7 +172,7 @@ __global__ void __launch_bounds__(kBlock) transposable_kernel(const typename ker
   int best = 0;
   double best_score = -1;
   for (int p = 0; p < cpu::kTransposablePatterns; ++p) {
-    const uint32_t code = c_patterns[p];
+    const uint32_t code = c_table.p[p];
     double sum = 0;
 #pragma unroll
     for (int b = 0; b < 16; ++b)
@@ -151,7 +182,7 @@ __global__ void __launch_bounds__(kBlock) transposable_kernel(const typename ker
       best = p;
     }
   }
-  const uint32_t code = c_patterns[best];
+  const uint32_t code = c_table.p[best];
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
     kern::Group<uint8_t, 4> mrow;
@@ -181,15 +212,6 @@ __global__ void __launch_bounds__(kBlock) sad_kernel(const uint8_t* __restrict__
     local += (a[i] != 0) != (b[i] != 0);
   local = __reduce_add_sync(0xffffffffu, local);
   if ((threadIdx.x & 31) == 0 && local) atomicAdd(result, static_cast<unsigned long long>(local));
-}
-
-void upload_patterns() {
-  static std::once_flag once;
-  static cudaError_t err = cudaSuccess;
-  std::call_once(once, [] {
-    err = cudaMemcpyToSymbol(c_patterns, cpu::transposable_patterns(), sizeof(uint16_t) * cpu::kTransposablePatterns);
-  });
-  if (err != cudaSuccess) throw_cuda(err, "cudaMemcpyToSymbol(transposable patterns)");
 }
 
 // A small device scratch for results read back by the host (one per call: calls may overlap across threads).
@@ -249,7 +271,6 @@ int64_t nm_check(const void* w, DType d, int64_t rows, int64_t cols, int n, int 
 
 void transposable_mask(const void* w, DType d, int64_t rows, int64_t cols, uint8_t* out) {
   activate();
-  upload_patterns();
   const int64_t tiles = (rows / 4) * (cols / 4);
   NMS_DISPATCH_DTYPE(d, {
     using T = typename kern::Storage<kD>::type;

@@ -129,7 +129,7 @@ NativeLoopResult bench_native_loop(const SparseGemm& g, int iters);
 struct GemmBench {
   std::string dtype;  // "float16" | "bfloat16" | "float32" | "int8" | "e4m3"
   int64_t m, n, k;    // linear form: Y[n, m] = X[n, k] · W[m, k]ᵀ  (m = out, n = tokens, k = in)
-  int warmup = 5, iters = 20;
+  int warmup = 5, iters = 20;  // warm-up calls per candidate; interleaved timing rounds
   bool search = true;
 };
 struct GemmBenchResult {
@@ -139,6 +139,8 @@ struct GemmBenchResult {
   double max_rel_err = -1;  // sparse vs dense on the same pruned weight
   double compress_ms = -1, prune_ms = -1, copy_ms = -1;  // prune (ours) + compress (cuSPARSELt) vs a D2D copy
   int64_t weight_bytes = 0;
+  int dense_heuristic = -1, dense_heuristics = 0;  // the fastest of the cuBLASLt heuristics timed, and how many
+  int batch = 0, rounds = 0;                       // calls per event pair; interleaved rounds (samples per median)
 };
 GemmBenchResult bench_gemm(const GemmBench& b);
 

@@ -5,7 +5,10 @@
 #include <map>
 #include <mutex>
 
+#include "cuda/cublaslt.h"
+#include "cuda/cusparselt.h"
 #include "cuda/device.h"
+#include "cuda/dynlib.h"
 #include "cuda/ops.h"
 #include "napi/args.h"
 #include "napi/cuda_handles.h"
@@ -209,6 +212,7 @@ Napi::Object lib_object(Napi::Env env, const cuda::LibInfo& l) {
   if (!l.path.empty()) o.Set("path", l.path);
   if (!l.version.empty()) o.Set("version", l.version);
   if (!l.error.empty()) o.Set("error", l.error);
+  if (!l.note.empty()) o.Set("note", l.note);
   return o;
 }
 
@@ -243,6 +247,22 @@ void RegisterCudaDevice(Napi::Env env, Napi::Object exports) {
     }
     o.Set("cusparselt", lib_object(env, s.cusparselt));
     o.Set("cublaslt", lib_object(env, s.cublaslt));
+    if (!s.sparse_reason.empty()) o.Set("sparseReason", s.sparse_reason);
+    return o;
+  });
+
+  // cudaLibrarySearch() -> {cusparselt: string[], cublaslt: string[]}: the locations each library is looked for
+  // in, in order (existing directories, and "(loader path)" for the plain soname). Needs no GPU.
+  define(env, exports, "cudaLibrarySearch", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Napi::Env env = info.Env();
+    auto list = [&](const std::vector<std::string>& v) {
+      Napi::Array a = Napi::Array::New(env, v.size());
+      for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), v[i]);
+      return a;
+    };
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("cusparselt", list(cuda::search_locations(cuda::slt::kWheelDirs)));
+    o.Set("cublaslt", list(cuda::search_locations(cuda::blt::kWheelDirs)));
     return o;
   });
 

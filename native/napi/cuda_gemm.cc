@@ -190,6 +190,10 @@ void RegisterCudaGemm(Napi::Env env, Napi::Object exports) {
     o.Set("compressMs", ms(r.compress_ms));
     o.Set("copyMs", ms(r.copy_ms));
     o.Set("weightBytes", static_cast<double>(r.weight_bytes));
+    o.Set("denseHeuristic", r.dense_heuristic);
+    o.Set("denseHeuristics", r.dense_heuristics);
+    o.Set("batch", r.batch);
+    o.Set("rounds", r.rounds);
     return o;
   });
 }

@@ -67,6 +67,34 @@ void RegisterSpmm(Napi::Env env, Napi::Object exports) {
     s.bias = bias.data;
     return run(info.Env(), std::move(holds), [s] { cpu::spmm(s); });
   });
+  // spmmT(w, rows, cols, b, bDtype, p, out, outDtype, transB, transOut): out = W̃ᵀ·op(B) (or its transpose), W̃ a
+  // float32 [rows, cols] whose zeros are skipped; the training backward dX = dY·W̃ (cpu/spmm.h).
+  define(env, exports, "spmmT", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Buf w = buffer_arg(info, 0, "w");
+    cpu::SpmmTArgs s{};
+    s.rows = int_arg(info, 1, "rows");
+    s.cols = int_arg(info, 2, "cols");
+    Buf b = buffer_arg(info, 3, "b");
+    s.b_dtype = dtype_arg(info, 4, "bDtype");
+    s.p = int_arg(info, 5, "p");
+    Buf out = buffer_arg(info, 6, "out");
+    s.out_dtype = dtype_arg(info, 7, "outDtype");
+    s.trans_b = bool_arg(info, 8, "transB");
+    s.trans_out = bool_arg(info, 9, "transOut");
+    if (s.rows < 1 || s.cols < 1 || s.p < 1) fail("E_SHAPE", "spmmT: rows, cols and p must be >= 1");
+    for (DType d : {s.b_dtype, s.out_dtype})
+      if (!is_float(d)) fail("E_DTYPE", std::string("spmmT: expected float32, float16 or bfloat16, got ") + dtype_name(d));
+    require_elems(w, elems(s.rows, s.cols, "w"), DType::F32, "w");
+    require_elems(b, elems(s.rows, s.p, "b"), s.b_dtype, "b");
+    require_elems(out, elems(s.cols, s.p, "out"), s.out_dtype, "out");
+    require_apart(out, w, "out", "w");
+    require_apart(out, b, "out", "b");
+    s.w = static_cast<const float*>(w.data);
+    s.b = b.data;
+    s.out = out.data;
+    cpu::spmm_t(s);
+    return info.Env().Undefined();
+  });
 }
 
 }  // namespace

@@ -20,6 +20,9 @@ describe.skipIf(!gpuUsable)('backendInfo() on a GPU machine', () => {
     const [maj, min] = (c.cusparselt?.version ?? '0.0').split('.').map(Number);
     expect(maj * 100 + min).toBeGreaterThanOrEqual(6);
     expect(c.cusparselt?.path).toMatch(/libcusparseLt/);
+    // Usable without cuSPARSELt is a fallback, not a pass: on a GPU machine the sparse path must be there.
+    expect(c.sparseReason, c.sparseReason).toBeUndefined();
+    expect(c.cublaslt?.error, c.cublaslt?.error).toBeUndefined();
   });
 });
 

@@ -3,7 +3,7 @@
 // bias, ReLU and GELU epilogues; forced sparse / forced dense dispatch; the plan cache's record of each shape; and
 // cuBLASLt dense matmul/linear with every transpose.
 import { describe, expect, it } from 'vitest';
-import { nm, Tensor, type DType } from '../../lib/index.js';
+import { nm, tensor, Tensor, type DType } from '../../lib/index.js';
 import { cudaBackend, planInfo, clearPlans, sparseInfo, type Activation } from '../../lib/cuda.js';
 import { SparseTensor } from '../../lib/compress.js';
 import { randomTensor } from '../helpers.js';
@@ -52,6 +52,25 @@ describe.skipIf(!gpuUsable)('sparse linear on cuda = x · prune(W)ᵀ', () => {
     it(`${dtype}, 2:4`, () => {
       for (const [t, i, o] of shapes) if (i % 4 === 0) checkLinear(dtype, t, i, o, '2:4');
     });
+
+  it('a −0.0 kept by a 4:8 mask reaches cuSPARSELt as +0, so its 2:4 check agrees with ours', () => {
+    const rows = 64, cols = 128, tokens = 16;
+    // Each group of 8: [a, −0, −0, 0, b, 0, 0, 0]. 4:8 keeps a, b and the two lowest-index zeros (both −0.0): 2:4 for
+    // us (one non-zero in the first four), three non-zero bit patterns for cuSPARSELt unless they are made +0.
+    const data = new Float32Array(rows * cols);
+    for (let i = 0; i < rows * cols; i += 8) {
+      data[i] = 1 + (i % 5);
+      data[i + 1] = data[i + 2] = -0;
+      data[i + 4] = -(2 + (i % 3));
+    }
+    const w = tensor(data, [rows, cols], { dtype: 'float16' });
+    const x = randomTensor([tokens, cols], 'float16', 9);
+    const s = nm.compress(w.to('cuda'), '4:8');
+    expect(sparseInfo(s).cusparselt).toBe(true);
+    const y = withDispatch('sparse', () => sparseLinear(x.to('cuda'), s));
+    const r = refProduct(values(x), cols, 1, values(nm.prune(w, '4:8')), 1, cols, tokens, rows, cols, null, false, undefined);
+    expect(mismatch(values(y), r, tolerance('float16', 'float16', false))).toBeNull();
+  });
 
   it('float32 with a pattern cuSPARSELt takes (1:4 ⊂ 1:2 pairs) and one it cannot (2:4: dense, with the reason)', () => {
     for (const [t, i, o] of shapes) checkLinear('float32', t, i, o, '1:4');

@@ -1,11 +1,15 @@
 // Shared by test/gpu/*.test.ts: whether a usable GPU is here (every GPU suite skips itself otherwise), float64
 // reference products written for the tests, and tolerance checks. Importing lib/cuda.js registers the backend.
+// With NMSPARSE_REQUIRE_GPU=1 (npm run test:gpu, the GPU machine) an unusable GPU fails every GPU file instead:
+// a run that skipped everything must not pass.
 import { backendInfo } from '../../lib/backend-info.js';
 import { Tensor } from '../../lib/index.js';
 import '../../lib/cuda.js';
 
 const info = backendInfo();
-/** True only where the CUDA backend is built and usable (driver, sm >= 80, cuSPARSELt >= 0.6). */
+if (process.env.NMSPARSE_REQUIRE_GPU === '1' && !info.cuda.usable)
+  throw new Error(`NMSPARSE_REQUIRE_GPU=1 but the GPU is unusable: ${info.cuda.reason}`);
+/** True only where the CUDA backend is built and usable (driver, sm >= 80, cuBLASLt or cuSPARSELt found). */
 export const gpuUsable: boolean = info.cuda.usable;
 export const gpuInfo = info;
 
