@@ -6,11 +6,35 @@
 import { native } from './native.js';
 import { NmSparseError, fail } from './errors.js';
 import { deviceOp, type Device, type DeviceStorage } from './device.js';
-import { dtypeBytes, type DType } from './dtype.js';
+import { allocPinnedStorage, dtypeBytes, type DType } from './dtype.js';
 import { parsePattern, patternString, type Pattern } from './pattern.js';
 import { nmView, type PatternArg } from './mask.js';
-import { Tensor, checkOut, checkTensor, numel, outputFor } from './tensor.js';
+import { Tensor, checkOptions, checkOut, checkShape, checkTensor, numel, outputFor } from './tensor.js';
 import { sparseMatmul, sparseMatmulAsync, type SparseMatmulOptions } from './spmm.js';
+
+/** Passed by compress() and loadModel(), whose parts are already checked, so the constructor skips its checks. */
+export const CHECKED = Symbol('nmsparse.checked');
+
+/**
+ * The first [row, group] of packed positions `pos` whose positions are not strictly ascending (the format's
+ * contract: decompress and the products rely on it), or null. `rows` rows of `kept` values, `rowBytes` each.
+ */
+export function badPositions(pos: Uint8Array, rows: number, kept: number, rowBytes: number, p: Pattern): [number, number] | null {
+  const bits = Math.log2(p.m), maskBits = (1 << bits) - 1;
+  for (let r = 0; r < rows; r++) {
+    const base = r * rowBytes * 8;
+    let prev = -1;
+    for (let j = 0; j < kept; j++) {
+      const bit = base + j * bits, byte = bit >>> 3, sh = bit & 7;
+      const word = pos[byte] | ((sh + bits > 8 ? pos[byte + 1] : 0) << 8);
+      const v = (word >>> sh) & maskBits;
+      if (j % p.n === 0) prev = -1;
+      if (v <= prev) return [r, Math.floor(j / p.n)];
+      prev = v;
+    }
+  }
+  return null;
+}
 
 export class SparseTensor {
   /** Shape of the dense tensor it stands for. */
@@ -27,7 +51,10 @@ export class SparseTensor {
    * Low-level. CPU: `values` and `positions` in the portable form (see compress()). Device: `handle`, the opaque
    * device form made by that device's backend.
    */
-  constructor(shape: readonly number[], pattern: Pattern, dtype: DType, parts: { values: Tensor; positions: Uint8Array } | { device: Device; handle: DeviceStorage }) {
+  constructor(shape: readonly number[], pattern: Pattern, dtype: DType, parts: { values: Tensor; positions: Uint8Array } | { device: Device; handle: DeviceStorage }, checked?: typeof CHECKED) {
+    // Crafted CPU parts are checked like a file's: a corrupt position would decompress or multiply into a
+    // silently different result.
+    if (checked !== CHECKED && 'values' in parts) checkParts(shape, pattern, dtype, parts);
     this.shape = Object.freeze([...shape]);
     this.n = pattern.n;
     this.m = pattern.m;
@@ -90,8 +117,9 @@ export class SparseTensor {
   get denseBytes(): number { return numel(this.shape) * dtypeBytes(this.dtype); }
 
   /** The dense pruned tensor: decompress(compress(w)) equals prune(w) bit for bit. */
-  decompress(opts: { out?: Tensor } = {}): Tensor {
+  decompress(options: { out?: Tensor } = {}): Tensor {
     this.#alive('decompress');
+    const opts = checkOptions<{ out?: Tensor }>(options);
     if (this.device !== 'cpu') return deviceOp(this.device, 'decompress')(this, opts);
     const out = outputFor(checkOut(opts.out, this.shape, this.dtype, 'cpu'), this.shape, this.dtype);
     native.nmDecompress(this.#values!.storage(), this.#positions!, this.#values!.dtypeCode, this.rows, this.cols, this.n, this.m, out.storage());
@@ -133,6 +161,24 @@ export class SparseTensor {
   [Symbol.dispose](): void { this.dispose(); }
 }
 
+function checkParts(shape: unknown, pattern: unknown, dtype: DType, parts: { values: unknown; positions: unknown }): void {
+  const s = checkShape(shape, 'shape');
+  const p = parsePattern(pattern);
+  const cols = s[s.length - 1] ?? 0;
+  if (s.length < 1 || cols % p.m !== 0) fail('E_SHAPE', 'shape', shape, `a shape whose last dimension is a multiple of ${p.m}`);
+  const kept = (cols / p.m) * p.n, rows = cols === 0 ? 0 : numel(s) / cols;
+  const v = checkTensor(parts.values, 'parts.values');
+  const want = [...s.slice(0, -1), kept];
+  if (v.device !== 'cpu' || v.dtype !== dtype || v.rank !== want.length || v.shape.some((d, i) => d !== want[i]))
+    fail('E_SHAPE', 'parts.values', v, `a ${dtype} tensor [${want.join(', ')}] on 'cpu'`);
+  const rowBytes = Math.ceil((kept * Math.log2(p.m)) / 8);
+  const pos = parts.positions;
+  if (!(pos instanceof Uint8Array) || pos.length !== rows * rowBytes)
+    fail('E_SHAPE', 'parts.positions', pos, `a Uint8Array of ${rows * rowBytes} bytes (${rows} rows of ${rowBytes})`);
+  const bad = badPositions(pos, rows, kept, rowBytes, p);
+  if (bad) fail('E_VALUE', 'parts.positions', pos, `positions strictly ascending in every group (row ${bad[0]}, group ${bad[1]} is not)`);
+}
+
 /** Throws unless `s` is a live SparseTensor. */
 export function checkSparse(s: unknown, arg: string): SparseTensor {
   if (!(s instanceof SparseTensor)) fail('E_TYPE', arg, s, 'a SparseTensor (from nm.compress)');
@@ -146,8 +192,9 @@ export function compress(w: Tensor, pattern: PatternArg): SparseTensor {
   const p = parsePattern(pattern);
   const { rows, cols } = nmView(t, p);
   if (t.device !== 'cpu') return deviceOp(t.device, 'compress')(t, p);
-  const values = new Tensor([...t.shape.slice(0, -1), (cols / p.m) * p.n], t.dtype, outputFor(undefined, [rows * (cols / p.m) * p.n], t.dtype).storage());
-  const positions = new Uint8Array(native.nmPositionBytes(rows, cols, p.n, p.m) as number);
+  // Pinned: a compressed weight is long-lived and what async products read most.
+  const values = outputFor(undefined, [...t.shape.slice(0, -1), (cols / p.m) * p.n], t.dtype, true);
+  const positions = allocPinnedStorage('uint8', native.nmPositionBytes(rows, cols, p.n, p.m) as number) as Uint8Array;
   native.nmCompress(t.storage(), t.dtypeCode, rows, cols, p.n, p.m, values.storage(), positions);
-  return new SparseTensor(t.shape, p, t.dtype, { values, positions });
+  return new SparseTensor(t.shape, p, t.dtype, { values, positions }, CHECKED);
 }

@@ -9,7 +9,9 @@ import { native } from './native.js';
 import { fail } from './errors.js';
 import { deviceOp, type Device } from './device.js';
 import { isFloat, type DType } from './dtype.js';
-import { Tensor, checkOut, checkTensor, outputFor, type Shape } from './tensor.js';
+import { Tensor, checkOptions, checkOut, checkTensor, outputFor, type Shape } from './tensor.js';
+
+export { checkOptions };
 
 export interface MatmulOptions {
   /** Use aᵀ: a is [k, m]. */
@@ -28,13 +30,6 @@ export interface LinearOptions {
 }
 
 // ---- argument checks shared with lib/spmm.ts ---------------------------------------------------------------------
-
-/** `opts` as an object ({} when undefined). */
-export function checkOptions<T extends object>(opts: unknown, arg = 'options'): Partial<T> {
-  if (opts === undefined) return {};
-  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) fail('E_TYPE', arg, opts, 'an options object');
-  return opts as Partial<T>;
-}
 
 export function checkFlag(v: unknown, arg: string): boolean {
   if (v === undefined) return false;
@@ -68,7 +63,7 @@ export function checkBias(bias: unknown, arg: string, len: number, dtype: DType,
 }
 
 /** The output tensor (a new one, or the validated `out`), which must not share memory with any input. */
-export function outputTensor(out: unknown, shape: Shape, dtype: DType, inputs: [Tensor | undefined, string][]): Tensor {
+export function outputTensor(out: unknown, shape: Shape, dtype: DType, inputs: [Tensor | undefined, string][], async: boolean): Tensor {
   const o = checkOut(out, shape, dtype, 'cpu');
   if (o) {
     const os = o.storage('options.out');
@@ -79,7 +74,7 @@ export function outputTensor(out: unknown, shape: Shape, dtype: DType, inputs: [
         fail('E_VALUE', 'options.out', o, `a tensor that does not share memory with ${name}`);
     }
   }
-  return outputFor(o, shape, dtype);
+  return outputFor(o, shape, dtype, async);
 }
 
 /** Throws E_SHAPE when a product dimension is 0. */
@@ -95,7 +90,7 @@ interface GemmCall {
 }
 
 /** Validates matmul's arguments; a device result when the tensors are not on the CPU. */
-function planMatmul(a: unknown, b: unknown, opts: unknown): GemmCall | { device: Tensor } {
+function planMatmul(a: unknown, b: unknown, opts: unknown, async: boolean): GemmCall | { device: Tensor } {
   const A = checkTensor(a, 'a');
   const B = checkTensor(b, 'b');
   const o = checkOptions<MatmulOptions>(opts);
@@ -117,7 +112,7 @@ function planMatmul(a: unknown, b: unknown, opts: unknown): GemmCall | { device:
   nonEmpty(A, 'a', [m, k]);
   nonEmpty(B, 'b', [n]);
   const bias = checkBias(o.bias, 'options.bias', n, dtype, 'cpu', 'a');
-  const out = outputTensor(o.out, [m, n], dtype, [[A, 'a'], [B, 'b'], [bias, 'options.bias']]);
+  const out = outputTensor(o.out, [m, n], dtype, [[A, 'a'], [B, 'b'], [bias, 'options.bias']], async);
   return { a: A, b: B, out, bias, m, n, k, transA, transB };
 }
 
@@ -131,7 +126,7 @@ function runGemm(g: GemmCall, async: boolean): unknown {
  * Both inputs share one float dtype, which the result keeps.
  */
 export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
-  const g = planMatmul(a, b, opts);
+  const g = planMatmul(a, b, opts, false);
   if ('device' in g) return g.device;
   runGemm(g, false);
   return g.out;
@@ -139,7 +134,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
 
 /** matmul() on the thread pool: the event loop stays free while it runs. */
 export async function matmulAsync(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Promise<Tensor> {
-  const g = planMatmul(a, b, opts);
+  const g = planMatmul(a, b, opts, true);
   if ('device' in g) return g.device;
   await runGemm(g, true);
   return g.out;
@@ -147,7 +142,7 @@ export async function matmulAsync(a: Tensor, b: Tensor, opts: MatmulOptions = {}
 
 // ---- linear ------------------------------------------------------------------------------------------------------
 
-function planLinear(x: unknown, w: unknown, bias: unknown, opts: unknown): GemmCall | { device: Tensor } {
+function planLinear(x: unknown, w: unknown, bias: unknown, opts: unknown, async: boolean): GemmCall | { device: Tensor } {
   const X = checkTensor(x, 'x');
   const W = checkTensor(w, 'weight');
   const o = checkOptions<LinearOptions>(opts);
@@ -165,13 +160,13 @@ function planLinear(x: unknown, w: unknown, bias: unknown, opts: unknown): GemmC
   nonEmpty(X, 'x', [rows, inF]);
   nonEmpty(W, 'weight', [outF]);
   const b = checkBias(bias, 'bias', outF, dtype, 'cpu', 'x');
-  const out = outputTensor(o.out, [...X.shape.slice(0, -1), outF], dtype, [[X, 'x'], [W, 'weight'], [b, 'bias']]);
+  const out = outputTensor(o.out, [...X.shape.slice(0, -1), outF], dtype, [[X, 'x'], [W, 'weight'], [b, 'bias']], async);
   return { a: X, b: W, out, bias: b, m: rows, n: outF, k: inF, transA: false, transB: true };
 }
 
 /** x·Wᵀ + bias, PyTorch's Linear: x [..., in], W [out, in], bias [out] → [..., out]. */
 export function linear(x: Tensor, w: Tensor, bias?: Tensor | null, opts: LinearOptions = {}): Tensor {
-  const g = planLinear(x, w, bias, opts);
+  const g = planLinear(x, w, bias, opts, false);
   if ('device' in g) return g.device;
   runGemm(g, false);
   return g.out;
@@ -179,7 +174,7 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null, opts: LinearO
 
 /** linear() on the thread pool: the event loop stays free while it runs. */
 export async function linearAsync(x: Tensor, w: Tensor, bias?: Tensor | null, opts: LinearOptions = {}): Promise<Tensor> {
-  const g = planLinear(x, w, bias, opts);
+  const g = planLinear(x, w, bias, opts, true);
   if ('device' in g) return g.device;
   await runGemm(g, true);
   return g.out;

@@ -6,7 +6,7 @@ import { native } from './native.js';
 import { NmSparseError, fail } from './errors.js';
 import { deviceOp } from './device.js';
 import { parsePattern, type Pattern } from './pattern.js';
-import { Tensor, checkOut, checkTensor, outputFor } from './tensor.js';
+import { Tensor, checkOptions, checkOut, checkTensor, outputFor } from './tensor.js';
 
 export type PatternArg = Pattern | string;
 
@@ -26,7 +26,8 @@ function prepare(w: unknown, pattern: unknown, arg = 'w') {
 }
 
 /** uint8 mask, 1 where kept. */
-export function mask(w: Tensor, pattern: PatternArg, opts: { out?: Tensor } = {}): Tensor {
+export function mask(w: Tensor, pattern: PatternArg, options: { out?: Tensor } = {}): Tensor {
+  const opts = checkOptions<{ out?: Tensor }>(options);
   const { t, p, rows, cols } = prepare(w, pattern);
   if (t.device !== 'cpu') return deviceOp(t.device, 'mask')(t, p, opts);
   const out = outputFor(checkOut(opts.out, t.shape, 'uint8', 'cpu'), t.shape, 'uint8');
@@ -35,7 +36,8 @@ export function mask(w: Tensor, pattern: PatternArg, opts: { out?: Tensor } = {}
 }
 
 /** w with the pruned elements set to 0 (same dtype). `out` may be `w` itself (in place). */
-export function prune(w: Tensor, pattern: PatternArg, opts: { out?: Tensor } = {}): Tensor {
+export function prune(w: Tensor, pattern: PatternArg, options: { out?: Tensor } = {}): Tensor {
+  const opts = checkOptions<{ out?: Tensor }>(options);
   const { t, p, rows, cols } = prepare(w, pattern);
   if (t.device !== 'cpu') return deviceOp(t.device, 'prune')(t, p, opts);
   const out = outputFor(checkOut(opts.out, t.shape, t.dtype, 'cpu'), t.shape, t.dtype);
@@ -79,7 +81,8 @@ export function assertNM(w: Tensor, pattern: PatternArg, arg = 'w'): void {
  * Transposable 2:4 mask of a 2-D tensor: in every 4×4 tile, two kept per row and per column, maximising the kept
  * |w| over the 90 valid patterns (ties: the first pattern in ascending order of its 16-bit code, bit r*4+c).
  */
-export function transposableMask(w: Tensor, opts: { out?: Tensor } = {}): Tensor {
+export function transposableMask(w: Tensor, options: { out?: Tensor } = {}): Tensor {
+  const opts = checkOptions<{ out?: Tensor }>(options);
   const t = checkTensor(w, 'w');
   if (t.rank !== 2 || t.shape[0] % 4 !== 0 || t.shape[1] % 4 !== 0 || t.size === 0)
     fail('E_SHAPE', 'w', t, 'a non-empty 2-D tensor whose dimensions are multiples of 4');

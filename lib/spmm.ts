@@ -34,7 +34,7 @@ function sparseDevice(S: SparseTensor, t: Tensor, arg: string, like: string): vo
   if (t.device !== S.device) fail('E_DEVICE', arg, t, `a tensor on '${S.device}' like ${like}`);
 }
 
-function planLinear(x: unknown, s: unknown, bias: unknown, opts: unknown): SpmmCall | { device: Tensor } {
+function planLinear(x: unknown, s: unknown, bias: unknown, opts: unknown, async: boolean): SpmmCall | { device: Tensor } {
   const S = checkSparse(s, 'weight');
   const X = checkTensor(x, 'x');
   const o = checkOptions<SparseLinearOptions>(opts);
@@ -51,11 +51,11 @@ function planLinear(x: unknown, s: unknown, bias: unknown, opts: unknown): SpmmC
   const rows = X.size / inF;
   nonEmpty(X, 'x', [rows]);
   const b = checkBias(bias, 'bias', outF, dtype, 'cpu', 'the weight');
-  const out = outputTensor(o.out, [...X.shape.slice(0, -1), outF], dtype, [[X, 'x'], [S.values, 'the weight'], [b, 'bias']]);
+  const out = outputTensor(o.out, [...X.shape.slice(0, -1), outF], dtype, [[X, 'x'], [S.values, 'the weight'], [b, 'bias']], async);
   return { s: S, b: X, out, bias: b, rows: outF, cols: inF, p: rows, transB: true, transOut: true };
 }
 
-function planMatmul(s: unknown, b: unknown, opts: unknown): SpmmCall | { device: Tensor } {
+function planMatmul(s: unknown, b: unknown, opts: unknown, async: boolean): SpmmCall | { device: Tensor } {
   const S = checkSparse(s, 'sparse tensor');
   const B = checkTensor(b, 'b');
   const o = checkOptions<SparseMatmulOptions>(opts);
@@ -71,7 +71,7 @@ function planMatmul(s: unknown, b: unknown, opts: unknown): SpmmCall | { device:
   const p = B.shape[1];
   nonEmpty(B, 'b', [p]);
   const bias = checkBias(o.bias, 'options.bias', rows, dtype, 'cpu', 'the sparse tensor');
-  const out = outputTensor(o.out, [rows, p], dtype, [[B, 'b'], [S.values, 'the sparse tensor'], [bias, 'options.bias']]);
+  const out = outputTensor(o.out, [rows, p], dtype, [[B, 'b'], [S.values, 'the sparse tensor'], [bias, 'options.bias']], async);
   return { s: S, b: B, out, bias, rows, cols, p, transB: false, transOut: false };
 }
 
@@ -84,7 +84,7 @@ function runSpmm(c: SpmmCall, async: boolean): unknown {
 
 /** x·W̃ᵀ + bias with W̃ N:M-sparse: x [..., in], S [out, in], bias [out] → [..., out] (nm.linear). */
 export function sparseLinear(x: Tensor, s: SparseTensor, bias?: Tensor | null, opts: SparseLinearOptions = {}): Tensor {
-  const c = planLinear(x, s, bias, opts);
+  const c = planLinear(x, s, bias, opts, false);
   if ('device' in c) return c.device;
   runSpmm(c, false);
   return c.out;
@@ -92,7 +92,7 @@ export function sparseLinear(x: Tensor, s: SparseTensor, bias?: Tensor | null, o
 
 /** sparseLinear() on the thread pool: the event loop stays free while it runs. */
 export async function sparseLinearAsync(x: Tensor, s: SparseTensor, bias?: Tensor | null, opts: SparseLinearOptions = {}): Promise<Tensor> {
-  const c = planLinear(x, s, bias, opts);
+  const c = planLinear(x, s, bias, opts, true);
   if ('device' in c) return c.device;
   await runSpmm(c, true);
   return c.out;
@@ -100,7 +100,7 @@ export async function sparseLinearAsync(x: Tensor, s: SparseTensor, bias?: Tenso
 
 /** W̃·b (+ bias) with W̃ N:M-sparse: S [rows, cols], b [cols, p], bias [rows] → [rows, p] (S.matmul(b)). */
 export function sparseMatmul(s: SparseTensor, b: Tensor, opts: SparseMatmulOptions = {}): Tensor {
-  const c = planMatmul(s, b, opts);
+  const c = planMatmul(s, b, opts, false);
   if ('device' in c) return c.device;
   runSpmm(c, false);
   return c.out;
@@ -108,7 +108,7 @@ export function sparseMatmul(s: SparseTensor, b: Tensor, opts: SparseMatmulOptio
 
 /** sparseMatmul() on the thread pool: the event loop stays free while it runs. */
 export async function sparseMatmulAsync(s: SparseTensor, b: Tensor, opts: SparseMatmulOptions = {}): Promise<Tensor> {
-  const c = planMatmul(s, b, opts);
+  const c = planMatmul(s, b, opts, true);
   if ('device' in c) return c.device;
   await runSpmm(c, true);
   return c.out;
@@ -130,7 +130,7 @@ export function linearInputGrad(dy: Tensor, w: Tensor, opts: { out?: Tensor } = 
   const [outF, inF] = W.shape, rows = D.shape[0];
   if (D.shape[1] !== outF) fail('E_SHAPE', 'dy', D, `a matrix [rows, ${outF}] (w is [${outF}, ${inF}])`);
   nonEmpty(D, 'dy', [rows, outF, inF]);
-  const out = outputTensor(opts.out, [rows, inF], 'float32', [[D, 'dy'], [W, 'w']]);
+  const out = outputTensor(opts.out, [rows, inF], 'float32', [[D, 'dy'], [W, 'w']], false);
   native.spmmT(W.storage('w'), outF, inF, D.storage('dy'), D.dtypeCode, rows, out.storage('options.out'), out.dtypeCode, true, true);
   return out;
 }

@@ -3,7 +3,7 @@
  * tensors on 'cuda' own device memory through a native handle. Row-major, like PyTorch.
  */
 import { native } from './native.js';
-import { allocStorage, dtypeBytes, dtypeCode, isDType, storageMatches, type DType, type Storage } from './dtype.js';
+import { allocPinnedStorage, allocStorage, copyStorage, dtypeBytes, dtypeCode, isDType, storageMatches, type DType, type Storage } from './dtype.js';
 import { backendFor, isDevice, type Device, type DeviceStorage } from './device.js';
 import { NmSparseError, describe, fail } from './errors.js';
 import { Rng, randomSeed } from './random.js';
@@ -27,6 +27,13 @@ export function checkShape(shape: unknown, arg = 'shape'): number[] {
 }
 
 export const numel = (shape: Shape): number => shape.reduce((a, b) => a * b, 1);
+
+/** `opts` as an object ({} when undefined). */
+export function checkOptions<T extends object>(opts: unknown, arg = 'options'): Partial<T> {
+  if (opts === undefined) return {};
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) fail('E_TYPE', arg, opts, 'an options object');
+  return opts as Partial<T>;
+}
 
 function checkDType(d: unknown, arg = 'dtype'): DType {
   if (!isDType(d)) fail('E_DTYPE', arg, d, "one of 'float32', 'float16', 'bfloat16', 'int8', 'uint8'");
@@ -53,6 +60,11 @@ export class Tensor {
     if (device === 'cpu') {
       if (!ArrayBuffer.isView(storage) || !storageMatches(dtype, storage) || (storage as Storage).length !== numel(shape))
         fail('E_SHAPE', 'storage', storage, `a ${dtype} storage array of ${numel(shape)} elements`);
+      // Shared and resizable memory can change under a running kernel (another thread writes, resize() unmaps
+      // pages), so tensors only wrap plain ArrayBuffers.
+      const buf = (storage as Storage).buffer as ArrayBufferLike & { resizable?: boolean };
+      if (buf instanceof SharedArrayBuffer || buf.resizable)
+        fail('E_TYPE', 'storage', storage, `a TypedArray on a plain ArrayBuffer (not a ${buf.resizable ? 'resizable ArrayBuffer' : 'SharedArrayBuffer'}; copy it with .slice())`);
       this.#host = storage as Storage;
       this.#dev = null;
     } else {
@@ -75,6 +87,9 @@ export class Tensor {
 
   #alive(arg: string): void {
     if (this.disposed) throw new NmSparseError('E_DISPOSED', `${arg}: the tensor was disposed`);
+    // A detached buffer (transferred to a worker or structuredClone'd with transfer) reads as length 0.
+    if (this.#host !== null && this.#host.length !== this.size)
+      throw new NmSparseError('E_DISPOSED', `${arg}: the tensor's buffer was detached (transferred) after the tensor was made`);
   }
 
   /** The host TypedArray of a CPU tensor (no copy: writes change the tensor). */
@@ -146,7 +161,7 @@ export class Tensor {
   clone(): Tensor {
     this.#alive('clone');
     if (this.device !== 'cpu') return new Tensor(this.shape, this.dtype, backendFor(this.device).copy(this.#dev!), this.device);
-    return new Tensor(this.shape, this.dtype, this.#host!.slice());
+    return new Tensor(this.shape, this.dtype, copyStorage(this.dtype, this.#host!));
   }
 
   /** A copy of the elements as a TypedArray (float16/bfloat16: raw 16-bit patterns). Blocks on a GPU. */
@@ -234,12 +249,15 @@ function fromNumbers(values: ArrayLike<number>, shape: number[], dtype: DType): 
  * (Uint16Array for float16/bfloat16) is taken as raw elements; anything else as numeric values, converted.
  * The data is always copied. `shape` defaults to the nested array's shape (or [length]).
  */
-export function tensor(data: ArrayLike<number> | Nested[], shape?: Shape, opts: TensorOptions = {}): Tensor {
+export function tensor(data: ArrayLike<number> | Nested[], shape?: Shape, options: TensorOptions = {}): Tensor {
+  const opts = checkOptions<TensorOptions>(options);
   const dtype = checkDType(opts.dtype ?? 'float32', 'options.dtype');
   const device = checkDevice(opts.device ?? 'cpu', 'options.device');
   let flat: ArrayLike<number>;
   let inferred: number[];
   if (ArrayBuffer.isView(data)) {
+    if (data instanceof DataView || data instanceof BigInt64Array || data instanceof BigUint64Array)
+      fail('E_TYPE', 'data', data, 'a TypedArray of numbers (not BigInt or DataView)');
     flat = data as unknown as ArrayLike<number>;
     inferred = [flat.length];
   } else if (Array.isArray(data)) {
@@ -258,7 +276,7 @@ export function tensor(data: ArrayLike<number> | Nested[], shape?: Shape, opts: 
   const s = shape === undefined ? inferred : checkShape(shape, 'shape');
   if (numel(s) !== flat.length) fail('E_SHAPE', 'shape', shape, `a shape of ${flat.length} elements (the data's length)`);
   let t: Tensor;
-  if (ArrayBuffer.isView(data) && storageMatches(dtype, data)) t = new Tensor(s, dtype, (data as unknown as Storage).slice());
+  if (ArrayBuffer.isView(data) && storageMatches(dtype, data)) t = new Tensor(s, dtype, copyStorage(dtype, data as unknown as Storage));
   else t = fromNumbers(flat, s, dtype);
   return device === 'cpu' ? t : moveAndDispose(t, device);
 }
@@ -277,8 +295,9 @@ export function ones(shape: Shape, opts: TensorOptions = {}): Tensor {
   return full(shape, 1, opts);
 }
 
-export function full(shape: Shape, value: number, opts: TensorOptions = {}): Tensor {
+export function full(shape: Shape, value: number, options: TensorOptions = {}): Tensor {
   const s = checkShape(shape);
+  const opts = checkOptions<TensorOptions>(options);
   const dtype = checkDType(opts.dtype ?? 'float32', 'options.dtype');
   const device = checkDevice(opts.device ?? 'cpu', 'options.device');
   if (typeof value !== 'number') fail('E_TYPE', 'value', value, 'a number');
@@ -307,14 +326,15 @@ function randomTensor(shape: Shape, opts: RandomOptions, draw: (rng: Rng) => num
   const dtype = checkDType(opts.dtype ?? 'float32', 'options.dtype');
   checkDevice(opts.device ?? 'cpu', 'options.device');
   const rng = new Rng(checkSeed(opts.seed));
-  const f = new Float32Array(numel(s));
+  const f = allocStorage('float32', numel(s)) as Float32Array;
   for (let i = 0; i < f.length; i++) f[i] = draw(rng);
   const t = dtype === 'float32' ? new Tensor(s, dtype, f) : fromNumbers(f, s, dtype);
   return (opts.device ?? 'cpu') === 'cpu' ? t : moveAndDispose(t, opts.device!);
 }
 
 /** Normal(mean, std) samples. */
-export function randn(shape: Shape, opts: RandomOptions & { mean?: number; std?: number } = {}): Tensor {
+export function randn(shape: Shape, options: RandomOptions & { mean?: number; std?: number } = {}): Tensor {
+  const opts = checkOptions<RandomOptions & { mean?: number; std?: number }>(options);
   const mean = opts.mean ?? 0, std = opts.std ?? 1;
   if (!Number.isFinite(mean)) fail('E_VALUE', 'options.mean', mean, 'a finite number');
   if (!Number.isFinite(std) || std < 0) fail('E_VALUE', 'options.std', std, 'a finite number >= 0');
@@ -322,7 +342,8 @@ export function randn(shape: Shape, opts: RandomOptions & { mean?: number; std?:
 }
 
 /** Uniform samples in [low, high). */
-export function rand(shape: Shape, opts: RandomOptions & { low?: number; high?: number } = {}): Tensor {
+export function rand(shape: Shape, options: RandomOptions & { low?: number; high?: number } = {}): Tensor {
+  const opts = checkOptions<RandomOptions & { low?: number; high?: number }>(options);
   const low = opts.low ?? 0, high = opts.high ?? 1;
   if (!Number.isFinite(low) || !Number.isFinite(high) || high < low)
     fail('E_VALUE', 'options.low/high', [low, high], 'finite numbers with low <= high');
@@ -342,7 +363,10 @@ export function checkOut(out: unknown, shape: Shape, dtype: DType, device: Devic
   return t;
 }
 
-/** A fresh CPU tensor of `shape`/`dtype` (zeros), or `out` when given (already validated). */
-export function outputFor(out: Tensor | undefined, shape: Shape, dtype: DType): Tensor {
-  return out ?? new Tensor(shape, dtype, allocStorage(dtype, numel(shape)));
+/**
+ * A fresh CPU tensor of `shape`/`dtype` (zeros), or `out` when given (already validated). `pinned`: storage an
+ * async op pins rather than copies (lib/dtype.ts allocPinnedStorage), for the results of async ops and weights.
+ */
+export function outputFor(out: Tensor | undefined, shape: Shape, dtype: DType, pinned = false): Tensor {
+  return out ?? new Tensor(shape, dtype, (pinned ? allocPinnedStorage : allocStorage)(dtype, numel(shape)));
 }

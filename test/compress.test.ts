@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { nm, zeros, type DType } from '../lib/index.js';
+import { NmSparseError, SparseTensor, Tensor, nm, zeros, type DType } from '../lib/index.js';
 import { poison, randomTensor, refMask, sameBits } from './helpers.js';
 
 describe('nm.compress / SparseTensor', () => {
@@ -45,5 +45,27 @@ describe('nm.compress / SparseTensor', () => {
     s.dispose();
     s.dispose();
     expect(() => s.decompress()).toThrow(expect.objectContaining({ code: 'E_DISPOSED' }));
+  });
+});
+
+describe('crafted SparseTensors are checked like loaded ones', () => {
+  it('corrupt positions (all 0xFF), wrong sizes and wrong values shapes are typed errors', () => {
+    const w = randomTensor([4, 16], 'float32', 31);
+    const s = nm.compress(w, '2:4');
+    const make = (values: unknown, positions: unknown) => () => new SparseTensor([4, 16], { n: 2, m: 4 }, 'float32', { values: values as Tensor, positions: positions as Uint8Array });
+    const expectCode = (f: () => unknown, code: string, text: string) => {
+      let e: unknown = null;
+      try { f(); } catch (x) { e = x; }
+      expect(e).toBeInstanceOf(NmSparseError);
+      expect((e as NmSparseError).code).toBe(code);
+      expect((e as Error).message).toContain(text);
+    };
+    expectCode(make(s.values, new Uint8Array(s.positions.length).fill(0xff)), 'E_VALUE', 'row 0, group 0');
+    expectCode(make(s.values, s.positions.subarray(1)), 'E_SHAPE', 'parts.positions');
+    expectCode(make(s.values.reshape([8, 4]), s.positions), 'E_SHAPE', 'parts.values');
+    expectCode(make(s.values, [1, 2]), 'E_SHAPE', 'parts.positions');
+    // the genuine parts still make a tensor that decompresses to the pruned weight
+    const ok = make(s.values, s.positions.slice())() as SparseTensor;
+    expect(Array.from(ok.decompress().storage())).toEqual(Array.from(s.decompress().storage()));
   });
 });

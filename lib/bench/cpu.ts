@@ -12,7 +12,8 @@
  * --openblas-core sets OPENBLAS_CORETYPE (e.g. SkylakeX: OpenBLAS's AVX-512 kernels, which its DYNAMIC_ARCH
  * builds do not pick by themselves on CPUs newer than they know) and adds `-openblas-<name>` to the file names.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { makeWritableDir } from '../io/dir.js';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -254,7 +255,7 @@ export async function benchCpu(args: string[]): Promise<void> {
   const doc = { bench: 'cpu', date: new Date().toISOString(), machine, config: { ...cfg, out: undefined }, results, loadavgAfter: loadavg().map((x) => round(x, 2)) };
   process.stdout.write('\n' + textTable(results.map(row)) + '\n');
   if (cfg.write) {
-    mkdirSync(cfg.out, { recursive: true });
+    makeWritableDir(cfg.out, '--out');
     const base = path.join(cfg.out, `cpu-${machine.name}${cfg.openblasCore ? `-openblas-${cfg.openblasCore.toLowerCase()}` : ''}`);
     writeFileSync(base + '.json', JSON.stringify(doc, null, 2) + '\n');
     writeFileSync(base + '.md', markdown(doc));

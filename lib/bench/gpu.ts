@@ -16,7 +16,8 @@
  * 1:2, cuSPARSELt's rule), M = out features, N = tokens, K = in features. Nothing here is a test: it prints what the
  * GPU did and records it, with the machine, driver and library versions.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { makeWritableDir } from '../io/dir.js';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { backendInfo } from '../backend-info.js';
@@ -180,7 +181,7 @@ export async function benchGpu(args: string[]): Promise<void> {
   const ovh: OverheadRow[] = [];
   const comp: CompressRow[] = [];
   const name = `gpu-${slug(dev.name)}`;
-  mkdirSync(o.out!, { recursive: true });
+  makeWritableDir(o.out!, '--out');
   // Rewritten after every row, so that a run cut short keeps what it measured ("complete": false until the end).
   const save = (complete: boolean) => {
     const result = {

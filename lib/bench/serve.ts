@@ -7,16 +7,21 @@
  * N:M sparse product). A client in this process keeps `--concurrency` requests in flight over keep-alive
  * connections on 127.0.0.1, each one MNIST-sized row (or `--rows`), in JSON and in raw float32; after a warm-up
  * the four cases alternate over `--rounds` rounds so that other work on the machine falls on all of them alike.
- * Then the model alone (InferenceModel.forward, no HTTP) per batch size. Writes bench-results/serve-<machine>.json
- * and .md.
+ * With `--hostile F` that fraction of the requests attacks the server instead (a nested-bracket body, a declared
+ * oversized body, malformed HTTP, a body that never ends): each must get its 4xx, the good requests' latency is
+ * what the table shows, and the servers' RSS after is compared with before. Then the model alone
+ * (InferenceModel.forward, no HTTP) per batch size. Writes bench-results/serve-<machine>.json
+ * and .md (or --out DIR).
  *
  *   nmsparse bench serve [--requests 4000] [--rounds 4] [--concurrency 32] [--rows 1] [--hidden 1024,1024] [--device cpu]
- *                        [--max-batch 64] [--max-delay-ms 1] [--model FILE] [--machine NAME] [--out DIR]
+ *                        [--max-batch 64] [--max-delay-ms 1] [--hostile 0] [--model FILE] [--machine NAME] [--out DIR]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { makeWritableDir } from '../io/dir.js';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -31,6 +36,8 @@ import type { Device } from '../device.js';
 
 interface Config {
   requests: number;
+  /** Fraction of hostile requests (0: none). */
+  hostile: number;
   rounds: number;
   warmup: number;
   concurrency: number;
@@ -57,6 +64,10 @@ export interface ServeResult {
   maxMs: number;
   meanBatchRows: number;
   serverRssMB: number | null;
+  /** The server's RSS after the warm-up, to compare serverRssMB with. */
+  serverRssAfterWarmupMB: number | null;
+  /** Hostile requests sent in the measured rounds (each got its 4xx, or the bench failed). */
+  hostile: number;
   weightBytes: number;
 }
 
@@ -66,9 +77,11 @@ function parse(args: string[]): Config {
     options: {
       requests: { type: 'string' }, rounds: { type: 'string' }, warmup: { type: 'string' }, concurrency: { type: 'string' }, rows: { type: 'string' },
       hidden: { type: 'string' }, device: { type: 'string' }, 'max-batch': { type: 'string' }, 'max-delay-ms': { type: 'string' },
-      model: { type: 'string' }, machine: { type: 'string' }, out: { type: 'string' },
+      model: { type: 'string' }, machine: { type: 'string' }, out: { type: 'string' }, hostile: { type: 'string' },
     },
   });
+  const hostile = values.hostile === undefined ? 0 : Number(values.hostile);
+  if (!(hostile >= 0 && hostile <= 0.5)) throw new NmSparseError('E_VALUE', `--hostile: got ${JSON.stringify(values.hostile)}, expected a fraction in [0, 0.5]`);
   const int = (v: string | undefined, name: string, def: number, min = 1): number => {
     if (v === undefined) return def;
     const n = Number(v);
@@ -79,7 +92,7 @@ function parse(args: string[]): Config {
   const hidden = (values.hidden ?? '1024,1024').split(',').map((h) => int(h, 'hidden', 0));
   if (hidden.some((h) => h % 4 !== 0)) throw new UsageError(`--hidden: got ${values.hidden}, expected widths divisible by 4 (2:4)`);
   return {
-    requests, rounds: int(values.rounds, 'rounds', 4), warmup: int(values.warmup, 'warmup', Math.min(500, Math.ceil(requests / 4)), 0), concurrency: int(values.concurrency, 'concurrency', 32),
+    requests, hostile, rounds: int(values.rounds, 'rounds', 4), warmup: int(values.warmup, 'warmup', Math.min(500, Math.ceil(requests / 4)), 0), concurrency: int(values.concurrency, 'concurrency', 32),
     rows: int(values.rows, 'rows', 1), hidden, device: values.device ?? 'cpu', maxBatch: int(values['max-batch'], 'max-batch', 64),
     maxDelayMs: int(values['max-delay-ms'], 'max-delay-ms', 1, 0), model: values.model ?? null,
     machine: values.machine ?? machineName(),
@@ -114,7 +127,9 @@ interface Server { child: ChildProcess; url: string; stop(): Promise<number | nu
 function startServer(model: string, cfg: Config, dense: boolean): Promise<Server> {
   const script = fileURLToPath(new URL('../cli/serve.js', import.meta.url));
   const args = [script, '--model', model, '--port', '0', '--host', '127.0.0.1', '--device', cfg.device, '--max-batch', String(cfg.maxBatch),
-    '--max-delay-ms', String(cfg.maxDelayMs), '--max-rows', String(Math.max(1024, cfg.rows)), ...(dense ? ['--dense'] : [])];
+    '--max-delay-ms', String(cfg.maxDelayMs), '--max-rows', String(Math.max(1024, cfg.rows)), ...(dense ? ['--dense'] : []),
+    // Slow hostile bodies answered 408 in 2 s rather than holding a connection for the default 30 s.
+    ...(cfg.hostile > 0 ? ['--request-timeout-ms', '2000'] : [])];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((resolve, reject) => {
     let out = '', err = '';
@@ -162,7 +177,30 @@ function rssMB(pid: number | undefined): number | null {
 
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
-interface Samples { lat: number[]; seconds: number; batches: number; rows: number }
+interface Samples { lat: number[]; seconds: number; batches: number; rows: number; hostile: number; hostileWrong: string[] }
+
+/** Raw bytes on a fresh connection; the status of the reply (0 when none came before the close). */
+function rawStatus(url: URL, data: string): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.connect(Number(url.port), url.hostname, () => s.write(data));
+    let reply = '';
+    s.on('data', (d) => (reply += d.toString('latin1')));
+    s.on('error', () => undefined);
+    s.on('close', () => resolve(Number(/^HTTP\/1\.1 (\d{3})/.exec(reply)?.[1] ?? 0)));
+  });
+}
+
+const NESTED = '['.repeat(1 << 20);
+/** The `i`-th kind of attack and the statuses it must get. */
+function attack(url: URL, i: number): [Promise<number>, number[]] {
+  const head = 'POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n';
+  switch (i % 4) {
+    case 0: return [rawStatus(url, `${head}Content-Length: ${NESTED.length}\r\n\r\n${NESTED}`), [400]];
+    case 1: return [rawStatus(url, `${head}Content-Length: ${64 << 20}\r\n\r\n{"inputs": [[`), [413]];
+    case 2: return [rawStatus(url, 'GET /health HTTP/1.1\r\nHost bench\r\n\r\n'), [400]];
+    default: return [rawStatus(url, `${head}Content-Length: 100\r\n\r\n{"inputs": [[0.5,`), [408]];
+  }
+}
 
 /** `n` requests against one server with `concurrency` in flight; latencies when `keep`. */
 async function round(srv: Server, cfg: Config, format: 'json' | 'raw', bodies: Buffer[], n: number, into: Samples | null): Promise<void> {
@@ -171,16 +209,29 @@ async function round(srv: Server, cfg: Config, format: 'json' | 'raw', bodies: B
   const type = format === 'json' ? 'application/json' : 'application/octet-stream';
   const before = (await getJson(`${srv.url}/info`)).stats as { batches: { batches: number; rows: number } };
   let next = 0;
+  const every = cfg.hostile > 0 ? Math.round(1 / cfg.hostile) : 0;
+  const attacks: Promise<void>[] = [];
   const t0 = performance.now();
   await Promise.all(Array.from({ length: cfg.concurrency }, async () => {
     while (next < n) {
       const i = next++;
+      if (every && i % every === every - 1) {
+        // Not awaited: a slow body takes the server's timeout, and good clients go on meanwhile.
+        const [status, want] = attack(url, Math.floor(i / every));
+        attacks.push(status.then((st) => {
+          if (!into) return;
+          into.hostile++;
+          if (!want.includes(st)) into.hostileWrong.push(`attack kind ${Math.floor(i / every) % 4}: HTTP ${st}, expected ${want.join(' or ')}`);
+        }));
+        continue;
+      }
       const t = performance.now();
       await post(agent, url, bodies[i % bodies.length], type);
       into?.lat.push(performance.now() - t);
     }
   }));
   const seconds = (performance.now() - t0) / 1000;
+  await Promise.all(attacks);
   agent.destroy();
   if (!into) return;
   const after = (await getJson(`${srv.url}/info`)).stats as { batches: { batches: number; rows: number } };
@@ -191,11 +242,11 @@ async function round(srv: Server, cfg: Config, format: 'json' | 'raw', bodies: B
 
 const r2 = (v: number) => Math.round(v * 100) / 100;
 
-function summarize(s: Samples, cfg: Config): Omit<ServeResult, 'variant' | 'format' | 'weightBytes' | 'serverRssMB'> {
+function summarize(s: Samples, cfg: Config): Omit<ServeResult, 'variant' | 'format' | 'weightBytes' | 'serverRssMB' | 'serverRssAfterWarmupMB'> {
   const lat = [...s.lat].sort((a, b) => a - b);
   return {
     requests: lat.length, seconds: r2(s.seconds), requestsPerSecond: Math.round(lat.length / s.seconds), rowsPerSecond: Math.round((lat.length * cfg.rows) / s.seconds),
-    p50Ms: r2(pct(lat, 50)), p90Ms: r2(pct(lat, 90)), p99Ms: r2(pct(lat, 99)), maxMs: r2(lat[lat.length - 1]), meanBatchRows: r2(s.rows / Math.max(1, s.batches)),
+    hostile: s.hostile, p50Ms: r2(pct(lat, 50)), p90Ms: r2(pct(lat, 90)), p99Ms: r2(pct(lat, 99)), maxMs: r2(lat[lat.length - 1]), meanBatchRows: r2(s.rows / Math.max(1, s.batches)),
   };
 }
 
@@ -258,9 +309,10 @@ export async function benchServe(args: string[]): Promise<void> {
       for (const v of variants) servers.set(v, await startServer(model, cfg, v === 'dense'));
       const samples = new Map<string, Samples>();
       for (const v of variants) for (const f of formats) {
-        samples.set(`${v} ${f}`, { lat: [], seconds: 0, batches: 0, rows: 0 });
+        samples.set(`${v} ${f}`, { lat: [], seconds: 0, batches: 0, rows: 0, hostile: 0, hostileWrong: [] });
         await round(servers.get(v)!, cfg, f, f === 'json' ? json : raw, cfg.warmup, null);
       }
+      const rssWarm = new Map(variants.map((v) => [v, rssMB(servers.get(v)!.child.pid)]));
       // Rounds alternate the cases, so that other work on the machine falls on all of them alike.
       const per = Math.ceil(cfg.requests / cfg.rounds);
       for (let r = 0; r < cfg.rounds; r++)
@@ -269,9 +321,13 @@ export async function benchServe(args: string[]): Promise<void> {
       for (const v of variants) {
         const info = (await getJson(`${servers.get(v)!.url}/info`)).model as { weightBytes: number };
         for (const f of formats) {
-          const r: ServeResult = { variant: v, format: f, weightBytes: info.weightBytes, serverRssMB: rssMB(servers.get(v)!.child.pid), ...summarize(samples.get(`${v} ${f}`)!, cfg) };
+          const sm = samples.get(`${v} ${f}`)!;
+          if (sm.hostileWrong.length)
+            throw new NmSparseError('E_INTERNAL', `bench serve: ${v} ${f}: ${sm.hostileWrong.length} hostile requests got the wrong answer: ${sm.hostileWrong.slice(0, 3).join('; ')}`);
+          const r: ServeResult = { variant: v, format: f, weightBytes: info.weightBytes, serverRssMB: rssMB(servers.get(v)!.child.pid), serverRssAfterWarmupMB: rssWarm.get(v) ?? null, ...summarize(sm, cfg) };
           results.push(r);
-          process.stdout.write(`  ${v.padEnd(5)} ${f.padEnd(4)} ${String(r.requestsPerSecond).padStart(6)} req/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  mean batch ${r.meanBatchRows}\n`);
+          process.stdout.write(`  ${v.padEnd(5)} ${f.padEnd(4)} ${String(r.requestsPerSecond).padStart(6)} req/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  mean batch ${r.meanBatchRows}` +
+            (cfg.hostile > 0 ? `  (${r.hostile} hostile answered 4xx; server RSS ${r.serverRssAfterWarmupMB} → ${r.serverRssMB} MB)` : '') + '\n');
         }
       }
     } finally {
@@ -282,12 +338,13 @@ export async function benchServe(args: string[]): Promise<void> {
     }
     const compute = await modelTimes(model, cfg.device as Device, [1, 16, 64]);
     const doc = { bench: 'serve', date: new Date().toISOString(), machine: { ...machineInfo(), name: cfg.machine, gpu: null }, config: { ...cfg, out: undefined }, results, modelOnly: compute };
-    mkdirSync(cfg.out, { recursive: true });
+    makeWritableDir(cfg.out, '--out');
     const base = path.join(cfg.out, `serve-${cfg.machine}`);
     writeFileSync(`${base}.json`, JSON.stringify(doc, null, 1) + '\n');
     const md = `# bench serve — ${cfg.machine}\n\n${doc.machine.cpu}, ${doc.machine.cores} cores, Node ${process.version}, ${doc.date.slice(0, 10)}. ` +
       `\`nmsparse serve\` (a child process) on 127.0.0.1, MNIST MLP 784-${cfg.hidden.join('-')}-10 (fc1, fc2 2:4; classifier dense), ` +
       `${cfg.requests} requests of ${cfg.rows} row(s) after ${cfg.warmup} warm-up, ${cfg.concurrency} in flight over keep-alive, ` +
+      (cfg.hostile > 0 ? `${Math.round(cfg.hostile * 100)}% of them hostile (nested, oversized, malformed, slow: every one answered its 4xx; latencies are the good ones'), ` : '') +
       `max batch ${cfg.maxBatch}, max delay ${cfg.maxDelayMs} ms, device ${cfg.device}. "dense" serves the same pruned weights with --dense. ` +
       `The client runs on the same ${doc.machine.cores} cores as the server (load average at the start: ${doc.machine.loadavg.join(', ')}); ` +
       `the cases alternate over ${cfg.rounds} rounds.\n\n${table(results, cfg)}\n\nThe model alone (InferenceModel.forward on the thread pool, no HTTP; best of 3 medians of 15):\n\n${computeTable(compute)}\n`;

@@ -15,7 +15,8 @@
  *                        [--hidden 1024,1024] [--model mlp|cnn] [--dense-kernels] [--threads N] [--machine NAME]
  *                        [--out DIR] [--no-write]
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { makeWritableDir } from '../io/dir.js';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -264,7 +265,7 @@ export async function benchTrain(args: string[]): Promise<void> {
   process.stdout.write('\n' + textTable(stepRows(results)) + '\n');
   if (cfg.epochs) process.stdout.write('\n' + textTable(epochRows(results)) + '\n');
   if (cfg.write) {
-    mkdirSync(cfg.out, { recursive: true });
+    makeWritableDir(cfg.out, '--out');
     const base = path.join(cfg.out, `train-${machine.name}-${cfg.model}-${cfg.hidden.join('-')}-b${cfg.batch}`);
     writeFileSync(base + '.json', JSON.stringify(doc, null, 2) + '\n');
     writeFileSync(base + '.md', markdown(doc));

@@ -5,7 +5,8 @@
  * per seed, is one row of the table (pattern "-") and the baseline of every pattern's plot. With --resume, runs
  * already in DIR/runs.jsonl are not repeated. A run whose loss became NaN is reported, and the command exits 1.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { makeWritableDir } from '../io/dir.js';
 import path from 'node:path';
 import { RECIPE_NAMES, type RecipeName } from '../recipes/index.js';
 import { MODEL_NAMES, type ModelName } from '../nn/models.js';
@@ -175,7 +176,7 @@ export async function compareCommand(argv: string[], io: CliIO = { stdout: proce
     const runsFile = out ? path.join(out, 'runs.jsonl') : null;
     const done = new Map<string, RunRecord>();
     if (out) {
-      mkdirSync(out, { recursive: true });
+      makeWritableDir(out, '--out');
       if (v.resume && existsSync(runsFile!))
         for (const line of readFileSync(runsFile!, 'utf8').split('\n')) if (line.trim()) { const r = JSON.parse(line) as RunRecord; done.set(r.key, r); }
       else if (!v.resume) writeFileSync(runsFile!, '');

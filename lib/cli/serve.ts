@@ -23,7 +23,13 @@ Options:
   --max-batch N         most rows coalesced into one batch (default 64)
   --max-delay-ms T      how long a request waits for others to batch with (default 2)
   --max-body-bytes B    largest request body (default 8388608); larger gets 413
+  --max-json-bytes B    largest JSON body (default 2097152: it is parsed on the event loop); larger gets 413
   --max-rows N          most rows in one request (default 1024)
+  --max-connections N   most open connections (default 512); more get 503 and are closed
+  --max-in-flight N     most /predict requests received or computed at once (default 64); more get 503
+  --request-timeout-ms T   time to receive a whole request (default 30000); slower gets 408
+  --headers-timeout-ms T   time to receive the headers (default min(10000, request timeout)); slower gets 408
+  --keep-alive-timeout-ms T   how long an idle keep-alive connection stays open (default 5000)
   --arch A              architecture for a file without nmsparse.arch: 'mlp' or a JSON file
   --pattern N:M         for a file without N:M metadata: run the Linear weights that are N:M as sparse
   --dense               run every layer dense (to compare with the sparse path)
@@ -44,6 +50,8 @@ export interface ServeDeps {
   err?: (line: string) => void;
 }
 
+const optionalInt = (v: string | undefined, name: string): number | undefined => (v === undefined ? undefined : intOpt(v, name, 0));
+
 function intOpt(v: string | undefined, name: string, def: number): number {
   if (v === undefined) return def;
   const n = Number(v);
@@ -58,7 +66,9 @@ export async function runServe(argv: string[], deps: ServeDeps = {}): Promise<Ru
   const values = parseFlags(argv, {
     model: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, device: { type: 'string' },
     'max-batch': { type: 'string' }, 'max-delay-ms': { type: 'string' }, 'max-body-bytes': { type: 'string' },
-    'max-rows': { type: 'string' }, arch: { type: 'string' }, pattern: { type: 'string' }, dense: { type: 'boolean' },
+    'max-rows': { type: 'string' }, 'max-json-bytes': { type: 'string' }, 'max-connections': { type: 'string' },
+    'max-in-flight': { type: 'string' }, 'request-timeout-ms': { type: 'string' }, 'headers-timeout-ms': { type: 'string' },
+    'keep-alive-timeout-ms': { type: 'string' }, arch: { type: 'string' }, pattern: { type: 'string' }, dense: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {
@@ -92,6 +102,13 @@ export async function runServe(argv: string[], deps: ServeDeps = {}): Promise<Ru
     host,
     maxBodyBytes: intOpt(values['max-body-bytes'], 'max-body-bytes', 8 << 20),
     maxRows: intOpt(values['max-rows'], 'max-rows', 1024),
+    // The rest default in startServer.
+    maxJsonBytes: optionalInt(values['max-json-bytes'], 'max-json-bytes'),
+    maxConnections: optionalInt(values['max-connections'], 'max-connections'),
+    maxInFlight: optionalInt(values['max-in-flight'], 'max-in-flight'),
+    requestTimeoutMs: optionalInt(values['request-timeout-ms'], 'request-timeout-ms'),
+    headersTimeoutMs: optionalInt(values['headers-timeout-ms'], 'headers-timeout-ms'),
+    keepAliveTimeoutMs: optionalInt(values['keep-alive-timeout-ms'], 'keep-alive-timeout-ms'),
     log: (l) => err(`[serve] ${l}`),
   });
   const info = model.info();

@@ -24,7 +24,7 @@
 import { NmSparseError, describe } from '../errors.js';
 import { parsePattern, patternString, type Pattern } from '../pattern.js';
 import { check, type PatternArg } from '../mask.js';
-import { SparseTensor, compress } from '../compress.js';
+import { CHECKED, SparseTensor, badPositions, compress } from '../compress.js';
 import { Tensor } from '../tensor.js';
 import { loadSafetensors, loadSafetensorsSync, saveSafetensors, saveSafetensorsSync, type SafetensorsContents, type TensorMap } from './safetensors.js';
 
@@ -220,8 +220,10 @@ export function modelFromContents(file: string, st: SafetensorsContents): ModelF
       if (pos.dtype !== 'uint8' || pos.rank !== wantPos.length || pos.shape.some((d, i) => d !== wantPos[i]))
         throw new NmSparseError(pos.dtype !== 'uint8' ? 'E_DTYPE' : 'E_SHAPE', `${file}: tensor ${JSON.stringify(name + NM_POSITIONS)}: ${pos.describe()}, expected a uint8 tensor [${wantPos.join(', ')}]`);
       const positions = pos.storage() as Uint8Array;
-      checkPositions(file, name, positions, v.size / kept, kept, rowBytes, p, bits);
-      const s = new SparseTensor(grouped, p, v.dtype, { values: v, positions });
+      const bad = badPositions(positions, v.size / kept, kept, rowBytes, p);
+      if (bad)
+        throw new NmSparseError('E_IO', `${file}: tensor ${JSON.stringify(name + NM_POSITIONS)}: row ${bad[0]}, group ${bad[1]}: positions are not strictly ascending (corrupted)`);
+      const s = new SparseTensor(grouped, p, v.dtype, { values: v, positions }, CHECKED);
       const dense = s.decompress();
       tensors.delete(name + NM_VALUES);
       tensors.delete(name + NM_POSITIONS);
@@ -240,24 +242,6 @@ export function modelFromContents(file: string, st: SafetensorsContents): ModelF
     sparsity[name] = { pattern: patternString(p), ...(typeof e.recipe === 'string' ? { recipe: e.recipe } : {}), form: e.form, shape: [...shape], ...(e.form === 'nm' && shape.length === 4 ? { layout: CONV_LAYOUT } : {}) };
   }
   return { tensors, compressed, sparsity, arch, metadata: st.metadata };
-}
-
-/** Positions inside each group must be strictly ascending (the format's contract; decompress relies on it). */
-function checkPositions(file: string, name: string, pos: Uint8Array, rows: number, kept: number, rowBytes: number, p: Pattern, bits: number): void {
-  const maskBits = (1 << bits) - 1;
-  for (let r = 0; r < rows; r++) {
-    const base = r * rowBytes * 8;
-    let prev = -1;
-    for (let j = 0; j < kept; j++) {
-      const bit = base + j * bits, byte = bit >>> 3, sh = bit & 7;
-      const word = pos[byte] | ((sh + bits > 8 ? pos[byte + 1] : 0) << 8);
-      const v = (word >>> sh) & maskBits;
-      if (j % p.n === 0) prev = -1;
-      if (v <= prev)
-        throw new NmSparseError('E_IO', `${file}: tensor ${JSON.stringify(name + NM_POSITIONS)}: row ${r}, group ${Math.floor(j / p.n)}: positions are not strictly ascending (corrupted)`);
-      prev = v;
-    }
-  }
 }
 
 const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
@@ -313,6 +297,9 @@ export function checkArch(a: unknown, arg = 'arch'): ArchSpec {
   return { type: 'Sequential', ...(prefix ? { prefix } : {}), layers: out };
 }
 
+/** Most parameterless modules (activation, dropout, flatten) inferMlpArch accepts between two Linear layers. */
+const MAX_MLP_GAP = 4;
+
 /**
  * The architecture of a PyTorch MLP from its tensors: Linear layers at `${prefix}.${i}.weight` with ReLU (or
  * `activation`) at the indices between them, as `nn.Sequential(Linear, ReLU, …, Linear)` names them.
@@ -321,6 +308,11 @@ export function inferMlpArch(tensors: Map<string, Tensor>, prefix = 'layers', ac
   const re = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d+)\\.weight$`);
   const idx = [...tensors.keys()].map((k) => re.exec(k)).filter((m) => m !== null).map((m) => Number(m![1])).sort((a, b) => a - b);
   if (idx.length === 0) throw new NmSparseError('E_VALUE', `arch "mlp": no tensors named ${prefix}.<i>.weight`);
+  // The indices between two weights are parameterless modules (activation, dropout, flatten): a few at most. A
+  // file naming layers.1000000000.weight must not make a billion-entry layer list.
+  for (let j = 0, prev = -1; j < idx.length; prev = idx[j++])
+    if (idx[j] - prev > MAX_MLP_GAP + 1)
+      throw new NmSparseError('E_VALUE', `arch "mlp": ${prefix}.${idx[j]}.weight comes ${idx[j] - prev - 1} indices after ${prev < 0 ? 'the start' : `${prefix}.${prev}.weight`}, expected at most ${MAX_MLP_GAP} parameterless modules between Linear layers`);
   const layers: LayerSpec[] = [];
   for (let i = 0; i <= idx[idx.length - 1]; i++) {
     const w = tensors.get(`${prefix}.${i}.weight`);

@@ -21,7 +21,7 @@ import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, unlink
 import { open, rename, unlink } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { NmSparseError, describe, type ErrorCode } from '../errors.js';
-import { allocStorage, type DType, type Storage } from '../dtype.js';
+import { allocPinnedStorage, type DType, type Storage } from '../dtype.js';
 import { Tensor, numel } from '../tensor.js';
 
 /** The reference implementation's limit on the header length. */
@@ -185,7 +185,8 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
 function allocFor(file: string, info: TensorInfo): Tensor {
   if (info.dtype === null)
     throw ioError('E_DTYPE', file, `tensor ${JSON.stringify(info.name)}: dtype ${info.format} is not supported (nmsparse reads F32, F16, BF16, I8, U8)`);
-  return new Tensor(info.shape, info.dtype, allocStorage(info.dtype, numel(info.shape)));
+  // Pinned: what files hold is weights, long-lived and read by async products.
+  return new Tensor(info.shape, info.dtype, allocPinnedStorage(info.dtype, numel(info.shape)));
 }
 
 const bytesOf = (s: Storage): Uint8Array => new Uint8Array(s.buffer, s.byteOffset, s.byteLength);
@@ -436,6 +437,7 @@ export function saveSafetensorsSync(file: string, tensors: TensorMap, opts: Writ
 /** Parses a whole file held in memory (an upload, a test buffer). Same validation as loadSafetensors. */
 export function parseSafetensors(buf: Uint8Array, name = '<buffer>', opts: ReadOptions = {}): SafetensorsContents {
   checkHost(name);
+  if (!(buf instanceof Uint8Array)) throw new NmSparseError('E_TYPE', `buf: got ${describe(buf)}, expected a Uint8Array (the file's bytes)`);
   const len = checkHeaderLength(name, buf.subarray(0, 8), buf.length);
   const header = parseHeader(name, buf.subarray(8, 8 + len), buf.length);
   const tensors = new Map<string, Tensor>();

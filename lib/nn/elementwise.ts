@@ -8,7 +8,7 @@ import { native, type Window } from '../native.js';
 import { fail } from '../errors.js';
 import { deviceOp } from '../device.js';
 import { checkOut, checkTensor, outputFor, Tensor, zeros, type Shape } from '../tensor.js';
-import { SparseTensor } from '../compress.js';
+import { CHECKED, SparseTensor } from '../compress.js';
 import { nmView } from '../mask.js';
 import type { Pattern } from '../pattern.js';
 
@@ -364,10 +364,11 @@ export function nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask?: Tensor |
   const prev = opts.buffers ?? null;
   const b: TrainPassBuffers = prev && prev.sparse.n === pattern.n && prev.sparse.m === pattern.m && sameShape(prev.out.shape, t.shape) ? prev : {
     out: zeros(t.shape),
+    // CHECKED: its positions are all zero until the nmTrainPass below writes them.
     sparse: new SparseTensor(t.shape, pattern, 'float32', {
       values: zeros([rows, (cols / pattern.m) * pattern.n]),
       positions: new Uint8Array(native.nmPositionBytes(rows, cols, pattern.n, pattern.m) as number),
-    }),
+    }, CHECKED),
   };
   if (b.out.storage() === t.storage()) fail('E_VALUE', 'options.buffers.out', b.out, 'a tensor other than w');
   const sad = native.nmTrainPass(fs(t), rows, cols, pattern.n, pattern.m, mask.storage(), select, select && given !== null,

@@ -1,21 +1,29 @@
 /**
  * The HTTP front of an InferenceModel, on Node's own http module (no framework: four routes do not need one).
  *
- *   POST /predict   application/json {"inputs": [[...], ...]}  →  {"outputs": [[...], ...]}
+ *   POST /predict   application/json {"inputs": [[...], ...]}  →  {"outputs": [[...], ...], "classes": [argmax, ...]}
  *                   application/octet-stream: rows × inputs float32 little-endian  →  rows × outputs float32,
  *                   with the header `X-Shape: rows,outputs`
  *   GET  /health    {"status": "ok"} (503 {"status": "draining"} while shutting down)
- *   GET  /info      the model (layers, sizes, pattern per layer), the limits and counters
+ *   GET  /info      the model (layers, sizes, pattern per layer, nmsparse version), the limits and counters;
+ *                   never the host's paths or the training configuration
  *
  * Every error is JSON {"error": {"code", "message"}} with a 4xx status for the client's mistakes (400 malformed,
- * 404, 405, 411, 413 too large, 415 content type, 503 shutting down) and 500 for ours; the server keeps serving.
+ * 404, 405, 408 too slow, 411, 413 too large, 415 content type) and 500 for ours; 503 when shutting down or full
+ * (connections, requests in flight). The server keeps serving: bodies are bounded (JSON more tightly, since it is
+ * parsed on the event loop, after a scan that rejects nesting deeper than {"inputs": [[...]]} at once), and every
+ * timeout is enforced within a quarter of its length.
  * close() shuts down gracefully: it stops accepting, lets in-flight requests finish (answering them with
  * `Connection: close`), closes idle keep-alive connections, then resolves.
  */
 import * as http from 'node:http';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { NmSparseError } from '../errors.js';
-import type { InferenceModel } from './model.js';
+import { packageRoot } from '../native.js';
+import { NmSparseError, fail as failWith } from '../errors.js';
+import { checkOptions } from '../tensor.js';
+import { InferenceModel } from './model.js';
 
 export interface ServerOptions {
   /** Port (default 8080; 0 picks a free one). */
@@ -24,9 +32,19 @@ export interface ServerOptions {
   host?: string;
   /** Largest request body accepted, in bytes (default 8 MiB); larger → 413. */
   maxBodyBytes?: number;
+  /** Largest JSON request body, in bytes (default 2 MiB: 256 MNIST rows are ~1 MB; at most maxBodyBytes); larger → 413. */
+  maxJsonBytes?: number;
+  /** Most open connections (default 512, below the usual 1024 file descriptors); more → 503 and closed. */
+  maxConnections?: number;
+  /** Most /predict requests being received or computed at once (default 64); more → 503. */
+  maxInFlight?: number;
+  /** Time allowed to receive the request headers (default 10 s, at most requestTimeoutMs); → 408. */
+  headersTimeoutMs?: number;
+  /** How long an idle keep-alive connection stays open (default 5 s). */
+  keepAliveTimeoutMs?: number;
   /** Most rows in one request (default 1024); more → 413. */
   maxRows?: number;
-  /** Time allowed to receive a whole request (default 30 s). */
+  /** Time allowed to receive a whole request (default 30 s); → 408. */
   requestTimeoutMs?: number;
   /** Receives one line per notable event (start, shutdown, 5xx errors). Default: nothing. */
   log?: (line: string) => void;
@@ -34,6 +52,8 @@ export interface ServerOptions {
 
 export interface ServerStats {
   requests: number;
+  /** Requests and connections answered 503 because the server was full. */
+  rejectedFull: number;
   predictions: number;
   rows: number;
   clientErrors: number;
@@ -55,6 +75,7 @@ class HttpError extends Error {
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8';
+const VERSION = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
 const JSON_LIKE = new Set(['application/json', '', 'text/plain', 'application/x-www-form-urlencoded']);
 
 function send(res: http.ServerResponse, status: number, body: unknown, headers: http.OutgoingHttpHeaders = {}): void {
@@ -63,8 +84,8 @@ function send(res: http.ServerResponse, status: number, body: unknown, headers: 
   res.end(text);
 }
 
-/** Reads the body, enforcing the size limit as bytes arrive (Content-Length may be absent or lie). */
-function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
+/** Reads the body, enforcing the size limit and `check` (which throws) as bytes arrive (Content-Length may be absent or lie). */
+function readBody(req: http.IncomingMessage, limit: number, check?: (chunk: Buffer) => void): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = req.headers['content-length'];
     if (declared !== undefined && Number(declared) > limit) {
@@ -83,11 +104,42 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
         reject(new HttpError(413, 'E_TOO_LARGE', `request body is over the ${limit}-byte limit`));
         return;
       }
+      try {
+        check?.(c);
+      } catch (e) {
+        failed = true;
+        chunks.length = 0;
+        reject(e);
+        return;
+      }
       chunks.push(c);
     });
     req.on('end', () => { if (!failed) resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)); });
     req.on('error', (e) => { if (!failed) { failed = true; reject(e); } });
   });
+}
+
+/**
+ * A check for readBody that throws once brackets nest deeper than `max` outside strings, as the chunks arrive:
+ * a body of nested brackets is refused at its 4th byte, unread beyond its first chunk, instead of costing
+ * JSON.parse seconds of event loop.
+ */
+function nestingCheck(max: number): (chunk: Buffer) => void {
+  let depth = 0, inString = false, escaped = false, at = 0;
+  return (chunk) => {
+    for (let i = 0; i < chunk.length; i++) {
+      const c = chunk[i];
+      if (escaped) escaped = false;
+      else if (inString) {
+        if (c === 0x5c) escaped = true;
+        else if (c === 0x22) inString = false;
+      } else if (c === 0x22) inString = true;
+      else if (c === 0x5b || c === 0x7b) {
+        if (++depth > max) throw new HttpError(400, 'E_JSON', `body nests deeper than {"inputs": [[...], ...]} (at byte ${at + i})`);
+      } else if (c === 0x5d || c === 0x7d) depth--;
+    }
+    at += chunk.length;
+  };
 }
 
 /** {"inputs": [[...], ...]} → rows as one Float32Array, every rule checked. */
@@ -125,13 +177,23 @@ function parseRawInputs(body: Buffer, inF: number, maxRows: number): { x: Float3
   if (rows > maxRows) throw new HttpError(413, 'E_TOO_LARGE', `raw body has ${rows} rows, over the limit of ${maxRows}`);
   const x = new Float32Array(rows * inF); // a copy: aligned, and independent of the socket's buffer
   new Uint8Array(x.buffer).set(body);
+  for (let i = 0; i < x.length; i++)
+    if (!Number.isFinite(x[i]))
+      throw new HttpError(400, 'E_VALUE', `row ${Math.floor(i / inF)}, value ${i % inF}: expected a finite float32, got ${x[i]}`);
   return { x, rows };
 }
 
+/** {"outputs": [[...], ...], "classes": [...]}: the logits and each row's argmax (first of equal maxima). */
 function jsonOutputs(y: Float32Array, rows: number, outF: number): string {
-  const parts: string[] = new Array(rows);
-  for (let r = 0; r < rows; r++) parts[r] = '[' + Array.prototype.join.call(y.subarray(r * outF, (r + 1) * outF), ',') + ']';
-  return '{"outputs":[' + parts.join(',') + ']}';
+  const parts: string[] = new Array(rows), classes: number[] = new Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const row = y.subarray(r * outF, (r + 1) * outF);
+    parts[r] = '[' + Array.prototype.join.call(row, ',') + ']';
+    let best = 0;
+    for (let j = 1; j < outF; j++) if (row[j] > row[best]) best = j;
+    classes[r] = best;
+  }
+  return '{"outputs":[' + parts.join(',') + '],"classes":[' + classes.join(',') + ']}';
 }
 
 function mediaType(req: http.IncomingMessage): string {
@@ -148,18 +210,30 @@ function checkInt(v: unknown, arg: string, min: number, max: number): number {
 }
 
 /** Starts serving `model`; resolves once listening. */
-export async function startServer(model: InferenceModel, opts: ServerOptions = {}): Promise<RunningServer> {
+export async function startServer(model: InferenceModel, options: ServerOptions = {}): Promise<RunningServer> {
+  if (!(model instanceof InferenceModel)) failWith('E_TYPE', 'model', model, 'an InferenceModel (InferenceModel.load(file))');
+  const opts = checkOptions<ServerOptions>(options);
   const host = opts.host ?? '127.0.0.1';
   if (typeof host !== 'string' || host === '') throw new NmSparseError('E_VALUE', `options.host: got ${String(host)}, expected an interface address`);
   const port = checkInt(opts.port ?? 8080, 'options.port', 0, 65535);
   const maxBodyBytes = checkInt(opts.maxBodyBytes ?? 8 << 20, 'options.maxBodyBytes', 1, 2 ** 31);
+  const maxJsonBytes = Math.min(maxBodyBytes, checkInt(opts.maxJsonBytes ?? 2 << 20, 'options.maxJsonBytes', 1, 2 ** 31));
   const maxRows = checkInt(opts.maxRows ?? 1024, 'options.maxRows', 1, 2 ** 24);
+  const maxConnections = checkInt(opts.maxConnections ?? 512, 'options.maxConnections', 1, 1 << 20);
+  const maxInFlight = checkInt(opts.maxInFlight ?? 64, 'options.maxInFlight', 1, 1 << 20);
   const requestTimeoutMs = checkInt(opts.requestTimeoutMs ?? 30_000, 'options.requestTimeoutMs', 1, 3_600_000);
+  const headersTimeoutMs = checkInt(opts.headersTimeoutMs ?? Math.min(requestTimeoutMs, 10_000), 'options.headersTimeoutMs', 1, requestTimeoutMs);
+  const keepAliveTimeoutMs = checkInt(opts.keepAliveTimeoutMs ?? 5_000, 'options.keepAliveTimeoutMs', 1, 3_600_000);
   const log = opts.log ?? (() => undefined);
   const inF = model.inFeatures, outF = model.outFeatures;
-  const stats: ServerStats = { requests: 0, predictions: 0, rows: 0, clientErrors: 0, serverErrors: 0 };
+  const stats: ServerStats = { requests: 0, rejectedFull: 0, predictions: 0, rows: 0, clientErrors: 0, serverErrors: 0 };
   let draining = false;
+  let inFlight = 0;
   const started = Date.now();
+  // What clients learn about the model: its shape, patterns and version, not the host's file path or the
+  // training configuration the file's metadata records (output directories included).
+  const { file: _file, metadata: _metadata, ...shape } = model.info();
+  const publicInfo = { ...shape, version: VERSION };
 
   const fail = (res: http.ServerResponse, e: unknown): void => {
     if (res.headersSent) { res.destroy(); return; }
@@ -169,8 +243,9 @@ export async function startServer(model: InferenceModel, opts: ServerOptions = {
     else log(`error: ${(e as Error)?.stack ?? String(e)}`);
     if (status >= 500) stats.serverErrors++;
     else stats.clientErrors++;
-    // After a 413 the rest of a large body is not read: close the connection rather than drain it.
-    const headers: http.OutgoingHttpHeaders = status === 413 || draining ? { Connection: 'close' } : {};
+    // When the rest of the body is not read (413, 503, a refused nesting): close the connection rather than drain it.
+    const headers: http.OutgoingHttpHeaders = !res.req.complete || draining ? { Connection: 'close' } : {};
+    if (code === 'E_BUSY') headers['Retry-After'] = '1';
     if (status === 405) headers.Allow = (e as HttpError & { allow?: string }).allow ?? 'GET';
     send(res, status, { error: { code, message } }, headers);
   };
@@ -181,9 +256,20 @@ export async function startServer(model: InferenceModel, opts: ServerOptions = {
     // JSON also under the types plain clients send by default (curl -d: x-www-form-urlencoded).
     if (!raw && !JSON_LIKE.has(type))
       throw new HttpError(415, 'E_CONTENT_TYPE', `Content-Type ${JSON.stringify(type)} is not supported: use application/json or application/octet-stream`);
-    const body = await readBody(req, maxBodyBytes);
-    const { x, rows } = raw ? parseRawInputs(body, inF, maxRows) : parseJsonInputs(body, inF, maxRows);
-    const y = await model.predictRows(x, rows);
+    if (inFlight >= maxInFlight) {
+      stats.rejectedFull++;
+      throw new HttpError(503, 'E_BUSY', `${inFlight} requests in flight, the limit is ${maxInFlight}: retry later`);
+    }
+    inFlight++;
+    let y: Float32Array, rows: number;
+    try {
+      const body = raw ? await readBody(req, maxBodyBytes) : await readBody(req, maxJsonBytes, nestingCheck(3));
+      const input = raw ? parseRawInputs(body, inF, maxRows) : parseJsonInputs(body, inF, maxRows);
+      rows = input.rows;
+      y = await model.predictRows(input.x, rows);
+    } finally {
+      inFlight--;
+    }
     stats.predictions++;
     stats.rows += rows;
     const headers: http.OutgoingHttpHeaders = draining ? { Connection: 'close' } : {};
@@ -197,7 +283,12 @@ export async function startServer(model: InferenceModel, opts: ServerOptions = {
     }
   }
 
-  const server = http.createServer({ requestTimeout: requestTimeoutMs, headersTimeout: Math.min(requestTimeoutMs, 10_000), keepAliveTimeout: 5_000 }, (req, res) => {
+  const server = http.createServer({
+    requestTimeout: requestTimeoutMs, headersTimeout: headersTimeoutMs, keepAliveTimeout: keepAliveTimeoutMs,
+    // Node checks these timeouts only every connectionsCheckingInterval (30 s by default), so a 1.5 s limit
+    // answered 408 at 30 s: check at a quarter of the shortest.
+    connectionsCheckingInterval: Math.max(25, Math.floor(headersTimeoutMs / 4)),
+  }, (req, res) => {
     stats.requests++;
     const url = req.url ?? '/';
     const path = url.split('?')[0];
@@ -216,14 +307,29 @@ export async function startServer(model: InferenceModel, opts: ServerOptions = {
       } else if (path === '/info') {
         route('GET', 'GET');
         send(res, 200, {
-          model: model.info(),
-          server: { maxBodyBytes, maxRows, uptimeSeconds: (Date.now() - started) / 1000, draining },
+          model: publicInfo,
+          server: {
+            maxBodyBytes, maxJsonBytes, maxRows, maxConnections, maxInFlight, requestTimeoutMs, headersTimeoutMs, keepAliveTimeoutMs,
+            uptimeSeconds: (Date.now() - started) / 1000, draining, inFlight, connections: open,
+          },
           stats: { ...stats, batches: model.batchStats },
         });
       } else {
         throw new HttpError(404, 'E_NOT_FOUND', `${path}: not found (routes: POST /predict, GET /health, GET /info)`);
       }
     })().catch((e) => fail(res, e));
+  });
+  // Past maxConnections a new connection gets a 503 and is closed (Node's own maxConnections would drop it
+  // without a word).
+  let open = 0;
+  server.on('connection', (socket) => {
+    open++;
+    socket.once('close', () => open--);
+    if (open <= maxConnections) return;
+    stats.rejectedFull++;
+    const body = JSON.stringify({ error: { code: 'E_BUSY', message: `${maxConnections} connections open, the limit: retry later` } });
+    socket.end(`HTTP/1.1 503 Service Unavailable\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n${body}`);
+    socket.destroySoon();
   });
   // Malformed HTTP (bad request line, header overflow): a 400 and the connection closed, as Node does by default,
   // but with our JSON body.

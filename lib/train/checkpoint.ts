@@ -9,7 +9,7 @@
  *                      weight, see lib/io/model-file.ts), nmsparse.train (the run's metadata, JSON)
  * Layers trained with the dense recipe are dense: their weight is W itself and they get no sparsity entry.
  */
-import { mkdirSync } from 'node:fs';
+import { makeWritableDir } from '../io/dir.js';
 import path from 'node:path';
 import { NmSparseError } from '../errors.js';
 import { Tensor } from '../tensor.js';
@@ -31,7 +31,7 @@ export function saveCheckpoint(model: Module, file: string, meta: Record<string,
     if (t.mask) tensors.set(`${name}.mask`, t.mask);
   }
   const arch = archOf(model);
-  mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
+  makeWritableDir(path.dirname(path.resolve(out)), 'file');
   saveModelSync(out, tensors, { sparsity: st.sparsity, ...(arch ? { arch } : {}), metadata: { 'nmsparse.train': JSON.stringify(meta) } });
   return { file: out };
 }

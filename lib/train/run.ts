@@ -2,7 +2,8 @@
  * One training run from a plain configuration (what `nmsparse train` and `nmsparse compare` run): MNIST split,
  * model, recipe, optimizer, schedule, Trainer; optionally writes metrics.jsonl, plot.svg and checkpoint.safetensors.
  */
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, writeFileSync } from 'node:fs';
+import { makeWritableDir } from '../io/dir.js';
 import path from 'node:path';
 import { NmSparseError } from '../errors.js';
 import { parsePattern, patternString } from '../pattern.js';
@@ -76,6 +77,7 @@ export async function runTraining(c: RunConfig): Promise<RunResult> {
   const pattern = parsePattern(c.pattern, '--pattern');
   const cfg = { ...RUN_DEFAULTS, ...stripUndefined(c), device, pattern: patternString(pattern) };
   const recipe = createRecipe(cfg.recipe, cfg.recipeOptions ?? {});
+  if (cfg.out) makeWritableDir(cfg.out, '--out');
   const hidden = cfg.hidden;
   const model = buildModel(cfg.model, {
     pattern, recipe, seed: cfg.seed, dense: cfg.dense,
@@ -95,7 +97,6 @@ export async function runTraining(c: RunConfig): Promise<RunResult> {
   let metrics: string | null = null;
   if (cfg.out) {
     try {
-      mkdirSync(cfg.out, { recursive: true });
       metrics = path.join(cfg.out, 'metrics.jsonl');
       writeFileSync(metrics, '');
     } catch (e) {

@@ -1,28 +1,46 @@
 #include "napi/args.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <new>
 
 namespace nms::napi {
 
 static std::string at(size_t i, const char* name) { return std::string(name) + " (argument " + std::to_string(i) + ")"; }
 
-Buf buffer_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  Napi::Value v = info[i];
+// The bytes a TypedArray or ArrayBuffer holds now (data null, bytes 0 when it is neither, or detached).
+static Buf buffer_of(Napi::Value v, bool* shared = nullptr) {
   Buf b;
-  if (v.IsTypedArray()) {
-    auto ta = v.As<Napi::TypedArray>();
-    b.data = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-    b.bytes = ta.ByteLength();
-    b.owner = ta;
+  napi_env env = v.Env();
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
+    napi_value ab;
+    size_t length = 0, offset = 0;
+    napi_typedarray_type type;
+    void* data = nullptr;
+    // Fails for a TypedArray on a SharedArrayBuffer (N-API has no shared buffers).
+    if (napi_get_typedarray_info(env, v, &type, &length, &data, &ab, &offset) != napi_ok) {
+      if (shared) *shared = true;
+      return b;
+    }
+    b.data = data;
+    b.bytes = v.As<Napi::TypedArray>().ByteLength();
+    b.owner = v.As<Napi::Object>();
   } else if (v.IsArrayBuffer()) {
     auto ab = v.As<Napi::ArrayBuffer>();
     b.data = ab.Data();
     b.bytes = ab.ByteLength();
     b.owner = ab;
-  } else {
-    fail("E_TYPE", at(i, name) + ": expected a TypedArray or ArrayBuffer");
   }
+  return b;
+}
+
+Buf buffer_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  bool shared = false;
+  Buf b = buffer_of(info[i], &shared);
+  if (shared) fail("E_TYPE", at(i, name) + ": expected a TypedArray on a plain ArrayBuffer, got one on a SharedArrayBuffer");
+  if (b.owner.IsEmpty()) fail("E_TYPE", at(i, name) + ": expected a TypedArray or ArrayBuffer");
   return b;
 }
 
@@ -65,6 +83,13 @@ void require_disjoint(const void* a, int64_t na, const void* b, int64_t nb, cons
   if (pa && pb && na > 0 && nb > 0 && pa < pb + nb && pb < pa + na) fail("E_VALUE", std::string(what) + " must not overlap");
 }
 
+void require_same_or_disjoint(const void* a, int64_t na, const void* b, int64_t nb, const char* what) {
+  const char *pa = static_cast<const char*>(a), *pb = static_cast<const char*>(b);
+  if ((pa == pb && na == nb) || !pa || !pb || na <= 0 || nb <= 0 || pa >= pb + nb || pb >= pa + na) return;
+  fail("E_VALUE", std::string(what) + " partly overlap (a view shifted into the other's memory): expected the same memory "
+                  "(in place) or none in common");
+}
+
 Napi::Error to_js_error(Napi::Env env, const std::string& code, const std::string& message) {
   Napi::Error e = Napi::Error::New(env, message);
   e.Set("code", Napi::String::New(env, code));
@@ -87,13 +112,34 @@ void define(Napi::Env env, Napi::Object exports, const char* name, Callback fn) 
   }, name));
 }
 
+std::shared_ptr<void> Holds::own(Buf& b) {
+  if (!async_ || !b.data) return nullptr;
+  if (std::shared_ptr<void> pin = pin_block(b.data, b.bytes)) {
+    pins_.push_back(pin);
+    return nullptr;
+  }
+  std::shared_ptr<void> copy(std::malloc(b.bytes == 0 ? 1 : b.bytes), std::free);
+  if (!copy) fail("E_OOM", "cannot allocate " + std::to_string(b.bytes) + " bytes to copy an argument of an async op");
+  std::memcpy(copy.get(), b.data, b.bytes);
+  pins_.push_back(copy);
+  b.data = copy.get();
+  return copy;
+}
+
+void Holds::input(Buf& b) { own(b); }
+
+void Holds::output(Buf& b) {
+  if (std::shared_ptr<void> copy = own(b)) staged_.push_back({Napi::Persistent(b.owner), copy, b.bytes});
+}
+
+void Holds::keep(Napi::Object o) { refs_.push_back(Napi::Persistent(o)); }
+
 namespace {
 class Worker : public Napi::AsyncWorker {
  public:
-  Worker(Napi::Env env, std::vector<Napi::Object> keep, std::function<void()> work)
-      : Napi::AsyncWorker(env, "nmsparse"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)) {
-    for (auto& o : keep) refs_.push_back(Napi::Persistent(o));
-  }
+  Worker(Napi::Env env, Holds holds, std::function<void()> work)
+      : Napi::AsyncWorker(env, "nmsparse"), deferred_(Napi::Promise::Deferred::New(env)), holds_(std::move(holds)),
+        work_(std::move(work)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
@@ -110,25 +156,36 @@ class Worker : public Napi::AsyncWorker {
       SetError(e.what());
     }
   }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnOK() override {
+    // Copied outputs go back now, on the JS thread, into what the TypedArray holds at this moment.
+    for (const auto& s : holds_.staged()) {
+      Buf dst = buffer_of(s.target.Value());
+      if (dst.bytes < s.bytes) {
+        deferred_.Reject(to_js_error(Env(), "E_DISPOSED", "the output's buffer was detached or resized while the async op ran").Value());
+        return;
+      }
+      std::memcpy(dst.data, s.copy.get(), s.bytes);
+    }
+    deferred_.Resolve(Env().Undefined());
+  }
   void OnError(const Napi::Error& e) override {
     deferred_.Reject(to_js_error(Env(), code_, e.Message()).Value());
   }
 
  private:
   Napi::Promise::Deferred deferred_;
+  Holds holds_;
   std::function<void()> work_;
-  std::vector<Napi::ObjectReference> refs_;
   std::string code_ = "E_INTERNAL";
 };
 }  // namespace
 
-Napi::Value run(Napi::Env env, bool async, std::vector<Napi::Object> keep, std::function<void()> work) {
-  if (!async) {
+Napi::Value run(Napi::Env env, Holds holds, std::function<void()> work) {
+  if (!holds.async()) {
     work();
     return env.Undefined();
   }
-  auto* w = new Worker(env, std::move(keep), std::move(work));
+  auto* w = new Worker(env, std::move(holds), std::move(work));
   Napi::Promise p = w->promise();
   w->Queue();
   return p;

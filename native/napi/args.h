@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -34,13 +35,47 @@ void require_elems(const Buf& b, int64_t count, DType d, const char* name);
 // their inputs while writing their outputs).
 void require_disjoint(const void* a, int64_t na, const void* b, int64_t nb, const char* what);
 
+// Like require_disjoint, but also accepts the very same range: for kernels that may run in place (each element,
+// or each N:M group, is read before it is written), never on a shifted view that overlaps.
+void require_same_or_disjoint(const void* a, int64_t na, const void* b, int64_t nb, const char* what);
+
+// The Block of native tensor memory (napi/storage.cc, allocBuffer) that holds [data, data + bytes), shared with
+// the caller so the bytes outlive whatever JavaScript does to the ArrayBuffer; null when it came from elsewhere.
+std::shared_ptr<void> pin_block(const void* data, size_t bytes);
+
+// What an async op keeps until it finishes. input()/output() point b.data at memory the op owns: the pinned
+// Block when b lies in one (no copy), else a native copy of b (an output's copy goes back into b when the op
+// succeeds, unless b was detached meanwhile: then the op fails with E_DISPOSED). Sync ops need none of this.
+class Holds {
+ public:
+  explicit Holds(bool async) : async_(async) {}
+  void input(Buf& b);
+  void output(Buf& b);
+  void keep(Napi::Object o);  // a JS object the op needs alive (an ObjectWrap handle)
+  bool async() const { return async_; }
+
+  struct Staged {
+    Napi::ObjectReference target;  // the output's TypedArray
+    std::shared_ptr<void> copy;
+    size_t bytes;
+  };
+  const std::vector<Staged>& staged() const { return staged_; }
+
+ private:
+  std::shared_ptr<void> own(Buf& b);
+  bool async_;
+  std::vector<std::shared_ptr<void>> pins_;
+  std::vector<Staged> staged_;
+  std::vector<Napi::ObjectReference> refs_;
+};
+
 using Callback = std::function<Napi::Value(const Napi::CallbackInfo&)>;
 // exports[name] = fn, with nms::Error → JS Error {code}, std::bad_alloc → E_OOM, other exceptions → E_INTERNAL.
 void define(Napi::Env env, Napi::Object exports, const char* name, Callback fn);
 
-// Runs `work` now and returns undefined, or (async) on a libuv worker thread and returns a Promise that settles
-// when it is done. `keep` holds the JS objects whose memory `work` touches until then.
-Napi::Value run(Napi::Env env, bool async, std::vector<Napi::Object> keep, std::function<void()> work);
+// Runs `work` now and returns undefined, or (holds.async()) on a libuv worker thread and returns a Promise that
+// settles when it is done; `holds` is released then.
+Napi::Value run(Napi::Env env, Holds holds, std::function<void()> work);
 
 Napi::Error to_js_error(Napi::Env env, const std::string& code, const std::string& message);
 

@@ -18,9 +18,16 @@ Shape shape_args(const Napi::CallbackInfo& info, size_t i) {
   return s;
 }
 
-void check_compressed(const Shape& s, const Buf& values, const Buf& positions) {
-  require_elems(values, s.rows * nm_kept_per_row(s.cols, s.n, s.m), s.d, "values");
-  require_elems(positions, s.rows * nm_pos_row_bytes(s.cols, s.n, s.m), DType::U8, "positions");
+// Sizes, and values apart from positions; `dense` (the other side of the op) apart from both.
+void check_compressed(const Shape& s, const Buf& values, const Buf& positions, const Buf& dense, const char* dense_name) {
+  const int64_t nv = s.rows * nm_kept_per_row(s.cols, s.n, s.m), np = s.rows * nm_pos_row_bytes(s.cols, s.n, s.m);
+  require_elems(values, nv, s.d, "values");
+  require_elems(positions, np, DType::U8, "positions");
+  require_elems(dense, s.rows * s.cols, s.d, dense_name);
+  const int64_t vb = nv * dtype_size(s.d), db = s.rows * s.cols * dtype_size(s.d);
+  require_disjoint(values.data, vb, positions.data, np, "values and positions");
+  require_disjoint(dense.data, db, values.data, vb, (std::string(dense_name) + " and values").c_str());
+  require_disjoint(dense.data, db, positions.data, np, (std::string(dense_name) + " and positions").c_str());
 }
 
 void RegisterCompress(Napi::Env env, Napi::Object exports) {
@@ -35,9 +42,8 @@ void RegisterCompress(Napi::Env env, Napi::Object exports) {
   define(env, exports, "nmCompress", [](const Napi::CallbackInfo& info) -> Napi::Value {
     Buf w = buffer_arg(info, 0, "w");
     Shape s = shape_args(info, 1);
-    require_elems(w, s.rows * s.cols, s.d, "w");
     Buf values = buffer_arg(info, 6, "values"), positions = buffer_arg(info, 7, "positions");
-    check_compressed(s, values, positions);
+    check_compressed(s, values, positions, w, "w");
     cpu::nm_compress(w.data, s.d, s.rows, s.cols, s.n, s.m, values.data, static_cast<uint8_t*>(positions.data));
     return info.Env().Undefined();
   });
@@ -45,9 +51,8 @@ void RegisterCompress(Napi::Env env, Napi::Object exports) {
   define(env, exports, "nmDecompress", [](const Napi::CallbackInfo& info) -> Napi::Value {
     Buf values = buffer_arg(info, 0, "values"), positions = buffer_arg(info, 1, "positions");
     Shape s = shape_args(info, 2);
-    check_compressed(s, values, positions);
     Buf out = buffer_arg(info, 7, "out");
-    require_elems(out, s.rows * s.cols, s.d, "out");
+    check_compressed(s, values, positions, out, "out");
     cpu::nm_decompress(values.data, static_cast<const uint8_t*>(positions.data), s.d, s.rows, s.cols, s.n, s.m, out.data);
     return info.Env().Undefined();
   });

@@ -16,6 +16,7 @@ void RegisterConvert(Napi::Env env, Napi::Object exports) {
     const int64_t count = int_arg(info, 4, "count");
     require_elems(src, count, sd, "src");
     require_elems(dst, count, dd, "dst");
+    require_disjoint(src.data, count * dtype_size(sd), dst.data, count * dtype_size(dd), "convert: src and dst");
     cpu::convert(src.data, sd, dst.data, dd, count);
     return info.Env().Undefined();
   });

@@ -300,9 +300,12 @@ void RegisterCudaDevice(Napi::Env env, Napi::Object exports) {
     if (dst.bytes > b->bytes())
       fail("E_SHAPE", "dst: " + std::to_string(dst.bytes) + " bytes, but the device buffer has only " + std::to_string(b->bytes()));
     cuda::DevPtr mem = b->mem();  // shared: a dispose() meanwhile cannot free it under the copy
+    Holds holds(true);
+    holds.output(dst);
+    holds.keep(info[0].As<Napi::Object>());
     void* host = dst.data;
     const size_t bytes = dst.bytes;
-    return run(info.Env(), true, {dst.owner, info[0].As<Napi::Object>()}, [mem, host, bytes] {
+    return run(info.Env(), std::move(holds), [mem, host, bytes] {
       cuda::download(host, mem->ptr(), bytes);
     });
   });

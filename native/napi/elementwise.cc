@@ -30,6 +30,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const int64_t rows = size_arg(info, 2, "rows"), cols = size_arg(info, 3, "cols");
     float* y = f32_arg(info, 0, "y", rows * cols);
     const float* b = f32_arg(info, 1, "b", cols);
+    require_disjoint(y, rows * cols * 4, b, cols * 4, "y and b");
     cpu::bias_add(y, b, rows, cols);
     return info.Env().Undefined();
   });
@@ -45,22 +46,36 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   // reluForward(x, y, n) / geluForward(x, y, n); reluBackward(dy, y, dx, n) / geluBackward(dy, x, dx, n)
   define(env, exports, "reluForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = size_arg(info, 2, "n");
-    cpu::relu_forward(f32_arg(info, 0, "x", n), f32_arg(info, 1, "y", n), n);
+    const float* x = f32_arg(info, 0, "x", n);
+    float* y = f32_arg(info, 1, "y", n);
+    require_same_or_disjoint(x, n * 4, y, n * 4, "x and y");
+    cpu::relu_forward(x, y, n);
     return info.Env().Undefined();
   });
   define(env, exports, "reluBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = size_arg(info, 3, "n");
-    cpu::relu_backward(f32_arg(info, 0, "dy", n), f32_arg(info, 1, "y", n), f32_arg(info, 2, "dx", n), n);
+    const float *dy = f32_arg(info, 0, "dy", n), *y = f32_arg(info, 1, "y", n);
+    float* dx = f32_arg(info, 2, "dx", n);
+    require_same_or_disjoint(dy, n * 4, dx, n * 4, "dy and dx");
+    require_same_or_disjoint(y, n * 4, dx, n * 4, "y and dx");
+    cpu::relu_backward(dy, y, dx, n);
     return info.Env().Undefined();
   });
   define(env, exports, "geluForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = size_arg(info, 2, "n");
-    cpu::gelu_forward(f32_arg(info, 0, "x", n), f32_arg(info, 1, "y", n), n);
+    const float* x = f32_arg(info, 0, "x", n);
+    float* y = f32_arg(info, 1, "y", n);
+    require_same_or_disjoint(x, n * 4, y, n * 4, "x and y");
+    cpu::gelu_forward(x, y, n);
     return info.Env().Undefined();
   });
   define(env, exports, "geluBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = size_arg(info, 3, "n");
-    cpu::gelu_backward(f32_arg(info, 0, "dy", n), f32_arg(info, 1, "x", n), f32_arg(info, 2, "dx", n), n);
+    const float *dy = f32_arg(info, 0, "dy", n), *x = f32_arg(info, 1, "x", n);
+    float* dx = f32_arg(info, 2, "dx", n);
+    require_same_or_disjoint(dy, n * 4, dx, n * 4, "dy and dx");
+    require_same_or_disjoint(x, n * 4, dx, n * 4, "x and dx");
+    cpu::gelu_backward(dy, x, dx, n);
     return info.Env().Undefined();
   });
   // layerNormForward(x, gamma|null, beta|null, y, mean, rstd, rows, cols, eps)
@@ -68,10 +83,14 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const int64_t rows = size_arg(info, 6, "rows"), cols = size_arg(info, 7, "cols");
     const double eps = number_arg(info, 8, "eps");
     if (!(eps > 0)) fail("E_VALUE", "eps: expected a number > 0");
-    cpu::layernorm_forward(f32_arg(info, 0, "x", rows * cols), optional_f32_arg(info, 1, "gamma", cols),
-                           optional_f32_arg(info, 2, "beta", cols), f32_arg(info, 3, "y", rows * cols),
-                           f32_arg(info, 4, "mean", rows), f32_arg(info, 5, "rstd", rows), rows, cols,
-                           static_cast<float>(eps));
+    const float* x = f32_arg(info, 0, "x", rows * cols);
+    float *y = f32_arg(info, 3, "y", rows * cols), *mean = f32_arg(info, 4, "mean", rows), *rstd = f32_arg(info, 5, "rstd", rows);
+    require_same_or_disjoint(x, rows * cols * 4, y, rows * cols * 4, "x and y");
+    require_disjoint(y, rows * cols * 4, mean, rows * 4, "y and mean");
+    require_disjoint(y, rows * cols * 4, rstd, rows * 4, "y and rstd");
+    require_disjoint(mean, rows * 4, rstd, rows * 4, "mean and rstd");
+    cpu::layernorm_forward(x, optional_f32_arg(info, 1, "gamma", cols), optional_f32_arg(info, 2, "beta", cols), y, mean, rstd,
+                           rows, cols, static_cast<float>(eps));
     return info.Env().Undefined();
   });
   // layerNormBackward(dy, x, gamma|null, mean, rstd, dx, dgamma|null, dbeta|null, rows, cols)
@@ -94,9 +113,11 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const int32_t* labels = labels_arg(info, 1, rows, cols);
     const double eps = number_arg(info, 5, "labelSmoothing");
     if (!(eps >= 0 && eps <= 1)) fail("E_VALUE", "labelSmoothing: expected a number in [0, 1]");
-    const cpu::XentResult r = cpu::softmax_xent_forward(f32_arg(info, 0, "logits", rows * cols), labels,
-                                                        f32_arg(info, 2, "probs", rows * cols), rows, cols,
-                                                        static_cast<float>(eps));
+    const float* logits = f32_arg(info, 0, "logits", rows * cols);
+    float* probs = f32_arg(info, 2, "probs", rows * cols);
+    // Not even in place: the kernel reads each logit again after writing its probability.
+    require_disjoint(logits, rows * cols * 4, probs, rows * cols * 4, "logits and probs");
+    const cpu::XentResult r = cpu::softmax_xent_forward(logits, labels, probs, rows, cols, static_cast<float>(eps));
     Napi::Array out = Napi::Array::New(info.Env(), 2);
     out.Set(0u, Napi::Number::New(info.Env(), r.loss_sum));
     out.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(r.correct)));
@@ -106,8 +127,10 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   define(env, exports, "softmaxXentBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t rows = size_arg(info, 3, "rows"), cols = size_arg(info, 4, "cols");
     const int32_t* labels = labels_arg(info, 1, rows, cols);
-    cpu::softmax_xent_backward(f32_arg(info, 0, "probs", rows * cols), labels, f32_arg(info, 2, "dlogits", rows * cols), rows,
-                               cols, static_cast<float>(number_arg(info, 5, "labelSmoothing")),
+    const float* probs = f32_arg(info, 0, "probs", rows * cols);
+    float* dlogits = f32_arg(info, 2, "dlogits", rows * cols);
+    require_same_or_disjoint(probs, rows * cols * 4, dlogits, rows * cols * 4, "probs and dlogits");
+    cpu::softmax_xent_backward(probs, labels, dlogits, rows, cols, static_cast<float>(number_arg(info, 5, "labelSmoothing")),
                                static_cast<float>(number_arg(info, 6, "scale")));
     return info.Env().Undefined();
   });
@@ -164,22 +187,33 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const double p = number_arg(info, 3, "p");
     if (!(p >= 0 && p < 1)) fail("E_VALUE", "p: expected 0 <= p < 1");
     const int64_t seed = int_arg(info, 4, "seed"), offset = size_arg(info, 5, "offset");
-    cpu::dropout_apply(f32_arg(info, 0, "x", n), f32_arg(info, 1, "y", n), n, static_cast<float>(p),
+    const float* x = f32_arg(info, 0, "x", n);
+    float* y = f32_arg(info, 1, "y", n);
+    require_same_or_disjoint(x, n * 4, y, n * 4, "x and y");
+    cpu::dropout_apply(x, y, n, static_cast<float>(p),
                        static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
     return info.Env().Undefined();
   });
   // maskedScale(x, mask: Uint8Array, alpha, y, n): y = m ? x : alpha·x
   define(env, exports, "maskedScale", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = size_arg(info, 4, "n");
-    cpu::masked_scale(f32_arg(info, 0, "x", n), typed_arg<uint8_t>(info, 1, "mask", n),
-                      static_cast<float>(number_arg(info, 2, "alpha")), f32_arg(info, 3, "y", n), n);
+    const float* x = f32_arg(info, 0, "x", n);
+    const uint8_t* mask = typed_arg<uint8_t>(info, 1, "mask", n);
+    float* y = f32_arg(info, 3, "y", n);
+    require_same_or_disjoint(x, n * 4, y, n * 4, "x and y");
+    require_disjoint(mask, n, y, n * 4, "mask and y");
+    cpu::masked_scale(x, mask, static_cast<float>(number_arg(info, 2, "alpha")), y, n);
     return info.Env().Undefined();
   });
   // maskedAdd(g, w, mask: Uint8Array, lambda, n): g += lambda·(1 − m)·w
   define(env, exports, "maskedAdd", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = size_arg(info, 4, "n");
-    cpu::masked_add(f32_arg(info, 0, "g", n), f32_arg(info, 1, "w", n), typed_arg<uint8_t>(info, 2, "mask", n),
-                    static_cast<float>(number_arg(info, 3, "lambda")), n);
+    float* g = f32_arg(info, 0, "g", n);
+    const float* w = f32_arg(info, 1, "w", n);
+    const uint8_t* mask = typed_arg<uint8_t>(info, 2, "mask", n);
+    require_same_or_disjoint(g, n * 4, w, n * 4, "g and w");
+    require_disjoint(mask, n, g, n * 4, "mask and g");
+    cpu::masked_add(g, w, mask, static_cast<float>(number_arg(info, 3, "lambda")), n);
     return info.Env().Undefined();
   });
   // nmMaskScale(w, rows, cols, n, m, alpha, mask: Uint8Array, eff): mask = N:M mask of w, eff = w ⊙ (m + (1 − m)α)

@@ -42,13 +42,16 @@ void RegisterGemm(Napi::Env env, Napi::Object exports) {
     require_apart(c, a, "c", "a");
     require_apart(c, b, "c", "b");
     require_apart(c, bias, "c", "bias");
+    Holds holds(async);
+    holds.input(a);
+    holds.input(b);
+    holds.input(bias);
+    holds.output(c);
     g.a = a.data;
     g.b = b.data;
     g.c = c.data;
     g.bias = bias.data;
-    std::vector<Napi::Object> keep{a.owner, b.owner, c.owner};
-    if (bias.data) keep.push_back(bias.owner);
-    return run(info.Env(), async, std::move(keep), [g] { cpu::gemm(g); });
+    return run(info.Env(), std::move(holds), [g] { cpu::gemm(g); });
   });
 
   // cpuIsa() -> the ISA the CPU GEMM/SpMM kernels use; cpuIsa(name) selects one ("avx512", "avx2", "scalar",

@@ -33,6 +33,7 @@ void RegisterMask(Napi::Env env, Napi::Object exports) {
     NmArgs a = nm_args(info, 0);
     Buf out = buffer_arg(info, 6, "out");
     require_elems(out, a.rows * a.cols, DType::U8, "out");
+    require_disjoint(a.w.data, a.rows * a.cols * dtype_size(a.d), out.data, a.rows * a.cols, "w and out");
     cpu::nm_mask(a.w.data, a.d, a.rows, a.cols, a.n, a.m, static_cast<uint8_t*>(out.data));
     return info.Env().Undefined();
   });
@@ -41,6 +42,8 @@ void RegisterMask(Napi::Env env, Napi::Object exports) {
     NmArgs a = nm_args(info, 0);
     Buf out = buffer_arg(info, 6, "out");
     require_elems(out, a.rows * a.cols, a.d, "out");
+    const int64_t bytes = a.rows * a.cols * dtype_size(a.d);
+    require_same_or_disjoint(a.w.data, bytes, out.data, bytes, "w and out");
     cpu::nm_prune(a.w.data, a.d, a.rows, a.cols, a.n, a.m, out.data);
     return info.Env().Undefined();
   });
@@ -66,6 +69,7 @@ void RegisterMask(Napi::Env env, Napi::Object exports) {
     require_elems(w, rows * cols, d, "w");
     Buf out = buffer_arg(info, 4, "out");
     require_elems(out, rows * cols, DType::U8, "out");
+    require_disjoint(w.data, rows * cols * dtype_size(d), out.data, rows * cols, "w and out");
     cpu::transposable_mask(w.data, d, rows, cols, static_cast<uint8_t*>(out.data));
     return info.Env().Undefined();
   });

@@ -54,14 +54,18 @@ void RegisterSpmm(Napi::Env env, Napi::Object exports) {
     require_apart(out, b, "out", "b");
     require_apart(out, bias, "out", "bias");
 
+    Holds holds(async);
+    holds.input(values);
+    holds.input(positions);
+    holds.input(b);
+    holds.input(bias);
+    holds.output(out);
     s.w.values = values.data;
     s.w.positions = static_cast<const uint8_t*>(positions.data);
     s.b = b.data;
     s.out = out.data;
     s.bias = bias.data;
-    std::vector<Napi::Object> keep{values.owner, positions.owner, b.owner, out.owner};
-    if (bias.data) keep.push_back(bias.owner);
-    return run(info.Env(), async, std::move(keep), [s] { cpu::spmm(s); });
+    return run(info.Env(), std::move(holds), [s] { cpu::spmm(s); });
   });
   // spmmT(w, rows, cols, b, bDtype, p, out, outDtype, transB, transOut): out = W̃ᵀ·op(B) (or its transpose), W̃ a
   // float32 [rows, cols] whose zeros are skipped; the training backward dX = dY·W̃ (cpu/spmm.h).
