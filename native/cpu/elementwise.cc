@@ -208,37 +208,55 @@ __attribute__((target("avx2,fma"))) int64_t nm_mask_scale_avx2(const float* w, i
   return i;
 }
 
-// 2:4 compression on AVX2, 8 columns (two groups) at a time: a table gives, for the 8-bit keep set, the lanes of
-// the 4 kept values and their packed position byte.
-struct Compress24 {
+// Compression on AVX2 for M in {4, 8}, any N, 8 columns at a time: for the 8-bit keep set, a table gives the lanes
+// of the kept values (gathered by one permute) and their in-group indices packed log2(M) bits each, which go
+// through a bit buffer into the position stream.
+struct CompressLut {
   int32_t lanes[256][8];
-  uint8_t pos[256];
-  Compress24() {
+  uint32_t pos4[256], pos8[256];
+  CompressLut() {
     for (int k = 0; k < 256; ++k) {
       int t = 0;
-      pos[k] = 0;
+      pos4[k] = pos8[k] = 0;
       for (int i = 0; i < 8; ++i) lanes[k][i] = 0;
-      for (int i = 0; i < 8 && t < 4; ++i)
+      for (int i = 0; i < 8; ++i)
         if ((k >> i) & 1) {
           lanes[k][t] = i;
-          pos[k] = static_cast<uint8_t>(pos[k] | ((i & 3) << (2 * t)));
+          pos4[k] |= static_cast<uint32_t>(i & 3) << (2 * t);
+          pos8[k] |= static_cast<uint32_t>(i) << (3 * t);
           ++t;
         }
     }
   }
 };
-const Compress24 kCompress24;
+const CompressLut kCompressLut;
 
-__attribute__((target("avx2,fma"))) int64_t nm_compress_row_24_avx2(const float* w, const uint8_t* mask, int64_t cols, float* values, uint8_t* pos) {
-  int64_t c = 0;
-  for (; c + 8 <= cols; c += 8) {
+// Returns the columns done (whole chunks of 8); their values and position bytes are written, the last byte
+// possibly partly (its free high bits zero).
+__attribute__((target("avx2,fma"))) int64_t nm_compress_row_avx2(const float* w, const uint8_t* mask, int64_t cols, int n, int m,
+                                                                 float* values, uint8_t* pos) {
+  const int bits = m == 4 ? 2 : 3, per = 8 / m * n;  // kept values per chunk
+  const uint32_t* lut = m == 4 ? kCompressLut.pos4 : kCompressLut.pos8;
+  const int64_t kpr = cols / m * n;
+  uint64_t buf = 0;
+  int nbits = 0;
+  int64_t c = 0, t = 0;
+  for (; c + 8 <= cols; c += 8, t += per) {
     const __m128i mb = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mask + c));
     const int keep = ~_mm_movemask_epi8(_mm_cmpeq_epi8(mb, _mm_setzero_si128())) & 0xff;
-    const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kCompress24.lanes[keep]));
-    _mm_storeu_ps(values + c / 2, _mm256_castps256_ps128(_mm256_permutevar8x32_ps(_mm256_loadu_ps(w + c), idx)));
-    pos[c / 8] = kCompress24.pos[keep];
+    const __m256 v = _mm256_permutevar8x32_ps(_mm256_loadu_ps(w + c), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kCompressLut.lanes[keep])));
+    if (t + 8 <= kpr) _mm256_storeu_ps(values + t, v);
+    else {
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, v);
+      std::copy(tmp, tmp + per, values + t);
+    }
+    buf |= static_cast<uint64_t>(lut[keep]) << nbits;
+    nbits += per * bits;
+    for (; nbits >= 8; nbits -= 8, buf >>= 8) *pos++ = static_cast<uint8_t>(buf);
   }
-  return c / 4;
+  if (nbits > 0) *pos = static_cast<uint8_t>(buf);
+  return c;
 }
 #pragma GCC diagnostic pop
 #endif
@@ -256,20 +274,21 @@ void nm_mask_scale_span(const float* w, int64_t count, int n, float alpha, uint8
 }
 
 // The compressed form of one row from its mask: the kept values in ascending position and their positions
-// (core/nm_format.h), exactly n per group. 2:4 on AVX-512 / AVX2: 16 / 8 columns give 8 / 4 values and 2 / 1
-// position bytes.
+// (core/nm_format.h), exactly n per group. Vector paths: 2:4 on AVX-512, M <= 8 on AVX2.
 void nm_compress_row(const float* w, const uint8_t* mask, int64_t cols, int n, int m, float* values, uint8_t* pos) {
   int64_t c = 0, t = 0;
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-  if (n == 2 && m == 4 && (has_avx512bw() || has_avx2())) {
-    const int64_t groups = has_avx512bw() ? nm_compress_row_24_avx512(w, mask, cols, values, pos)
-                                          : nm_compress_row_24_avx2(w, mask, cols, values, pos);
+  if (n == 2 && m == 4 && has_avx512bw()) {
+    const int64_t groups = nm_compress_row_24_avx512(w, mask, cols, values, pos);
     c = 4 * groups;
     t = 2 * groups;
+  } else if (m <= 8 && has_avx2()) {
+    c = nm_compress_row_avx2(w, mask, cols, n, m, values, pos);
+    t = c / m * n;
   }
 #endif
   const int bits = nm_pos_bits(m);
-  std::fill(pos + t * bits / 8, pos + nm_pos_row_bytes(cols, n, m), uint8_t{0});
+  std::fill(pos + (t * bits + 7) / 8, pos + nm_pos_row_bytes(cols, n, m), uint8_t{0});
   for (; c < cols; c += m)
     for (int i = 0; i < m; ++i)
       if (mask[c + i]) {
