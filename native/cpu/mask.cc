@@ -81,6 +81,15 @@ const uint16_t* transposable_patterns() {
 
 void transposable_mask(const void* w, DType d, int64_t rows, int64_t cols, uint8_t* out) {
   const uint16_t* pats = transposable_patterns();
+  // The 8 kept positions of each pattern in increasing bit order: the scores are summed in that order without a
+  // test per bit (the same sums, bit for bit, as the CUDA kernel's loop over the 16 bits).
+  static const auto kept = [pats] {
+    struct K { uint8_t b[kTransposablePatterns][8]; } k{};
+    for (int p = 0; p < kTransposablePatterns; ++p)
+      for (int b = 0, t = 0; b < 16; ++b)
+        if ((pats[p] >> b) & 1u) k.b[p][t++] = static_cast<uint8_t>(b);
+    return k;
+  }();
   const int64_t tile_rows = rows / 4, tile_cols = cols / 4;
   parallel_for(tile_rows, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t tr = t0; tr < t1; ++tr)
@@ -92,8 +101,7 @@ void transposable_mask(const void* w, DType d, int64_t rows, int64_t cols, uint8
         double best_score = -1;
         for (int p = 0; p < kTransposablePatterns; ++p) {
           double sum = 0;  // summed in increasing bit order: the CUDA kernel does the same, so ties agree
-          for (int b = 0; b < 16; ++b)
-            if ((pats[p] >> b) & 1u) sum += s[b];
+          for (int t = 0; t < 8; ++t) sum += s[kept.b[p][t]];
           if (sum > best_score) { best_score = sum; best = p; }
         }
         for (int r = 0; r < 4; ++r)
