@@ -27,7 +27,7 @@ const KINDS: Record<string, { file: string; fn: string; what: string; flags: str
   },
   train: {
     file: './train.js', fn: 'benchTrain', what: 'a training step by phase and MNIST epochs: dense vs the sparse recipes (lib/bench/train.ts)',
-    flags: '[--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128] [--model mlp|cnn] [--hidden A,B] [--dense-kernels] [--threads N] [--machine NAME] [--out DIR] [--no-write]',
+    flags: '[--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128] [--model mlp|cnn] [--hidden A,B] [--dense-kernels] [--torch] [--threads N] [--machine NAME] [--out DIR] [--no-write]',
   },
 };
 

@@ -13,7 +13,8 @@
  *
  *   nmsparse bench train [--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128]
  *                        [--hidden 1024,1024] [--model mlp|cnn] [--dense-kernels] [--threads N] [--machine NAME]
- *                        [--out DIR] [--no-write]
+ *                        [--torch] [--out DIR] [--no-write]
+ * --torch also times PyTorch (python3 with torch) on the same MLP step: a peer, not a dependency.
  */
 import { writeFileSync } from 'node:fs';
 import { makeWritableDir } from '../io/dir.js';
@@ -21,7 +22,9 @@ import { loadavg } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { UsageError } from '../cli/usage.js';
-import { native } from '../native.js';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { native, packageRoot } from '../native.js';
 import { mnistSplit, Batches } from '../data/mnist.js';
 import { buildModel, type ModelName } from '../nn/models.js';
 import { SoftmaxCrossEntropy } from '../nn/loss.js';
@@ -41,6 +44,7 @@ interface Config {
   hidden: number[];
   model: ModelName;
   denseKernels: boolean;
+  torch: boolean;
   threads: number | null;
   machine: string | null;
   out: string;
@@ -80,7 +84,7 @@ function parse(args: string[]): Config {
       options: {
         recipes: { type: 'string' }, patterns: { type: 'string' }, pattern: { type: 'string' }, epochs: { type: 'string' },
         steps: { type: 'string' }, batch: { type: 'string' }, hidden: { type: 'string' }, model: { type: 'string' },
-        'dense-kernels': { type: 'boolean' }, threads: { type: 'string' }, machine: { type: 'string' },
+        'dense-kernels': { type: 'boolean' }, torch: { type: 'boolean' }, threads: { type: 'string' }, machine: { type: 'string' },
         out: { type: 'string' }, 'no-write': { type: 'boolean' },
       },
     }));
@@ -105,7 +109,7 @@ function parse(args: string[]): Config {
   const threads = values.threads === undefined ? null : int('threads', 1);
   return {
     recipes: recipes as RecipeName[], patterns, epochs: int('epochs', 3, 0), steps: int('steps', 20), batch: int('batch', 128),
-    hidden, model, denseKernels: !!values['dense-kernels'], threads, machine: (values.machine as string | undefined) ?? null,
+    hidden, model, denseKernels: !!values['dense-kernels'], torch: !!values.torch, threads, machine: (values.machine as string | undefined) ?? null,
     out: (values.out as string | undefined) ?? defaultResultsDir(), write: !values['no-write'],
   };
 }
@@ -215,7 +219,7 @@ function epochRows(results: TrainBenchResult[]): string[][] {
 }
 const md = (rows: string[][]): string[] => [`| ${rows[0].join(' | ')} |`, `|${rows[0].map(() => '---').join('|')}|`, ...rows.slice(1).map((r) => `| ${r.join(' | ')} |`)];
 
-function markdown(doc: { date: string; machine: MachineInfo; config: Partial<Config>; results: TrainBenchResult[]; loadavgAfter: number[] }): string {
+function markdown(doc: { date: string; machine: MachineInfo; config: Partial<Config>; results: TrainBenchResult[]; torch: TorchPeer | null; loadavgAfter: number[] }): string {
   const m = doc.machine, c = doc.config;
   const dims = c.model === 'mlp' ? `784-${c.hidden?.join('-')}-10` : `channels ${c.hidden?.slice(0, 2).join(', ')}, hidden ${c.hidden?.[2]}`;
   return [
@@ -230,6 +234,7 @@ function markdown(doc: { date: string; machine: MachineInfo; config: Partial<Con
     '',
     ...md(stepRows(doc.results)),
     '',
+    ...torchLines(doc.torch, doc.results),
     ...(c.epochs ? [
       `Epochs: ${c.epochs} per run through the Trainer (8,000 training images), one run after the other; the median and best exclude the first epoch (which allocates the buffers). ` +
         'GFLOP/s: training FLOPs of the products (sparse forward counted N/M of dense) over the median epoch.',
@@ -238,6 +243,36 @@ function markdown(doc: { date: string; machine: MachineInfo; config: Partial<Con
       '',
     ] : []),
   ].join('\n');
+}
+
+/** PyTorch's step on the same MLP (bench/peers/torch_train_step.py), or why there is none. */
+interface TorchPeer { torch?: string; threads?: number; dense?: number; srste24?: number; error?: string }
+
+function torchPeer(cfg: Config): TorchPeer {
+  const script = path.join(packageRoot, 'bench', 'peers', 'torch_train_step.py');
+  if (cfg.model !== 'mlp') return { error: 'the PyTorch peer runs the MLP only' };
+  if (!existsSync(script)) return { error: `${script} is not here (it ships with the repository, not the npm package)` };
+  const threads = String(native.numThreads());
+  const r = spawnSync(process.env.PYTHON ?? 'python3', [script, cfg.hidden.join(','), String(cfg.batch), String(cfg.steps), threads], {
+    env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' }, encoding: 'utf8', timeout: 600_000,
+  });
+  if (r.status !== 0) return { error: `python3 ${path.basename(script)}: ${(r.stderr || r.error?.message || '').trim().split('\n').pop()}` };
+  return JSON.parse(r.stdout) as TorchPeer;
+}
+
+function torchLines(peer: TorchPeer | null, results: TrainBenchResult[]): string[] {
+  if (!peer) return [];
+  if (peer.error) return [`PyTorch peer: none (${peer.error}).`, ''];
+  const ours = (recipe: string) => results.find((r) => r.recipe === recipe && (recipe === 'dense' || (r.pattern === '2:4' && r.kernels === 'nm')));
+  const d = ours('dense'), s = ours('srste');
+  const ratio = (a: number | undefined, b: TrainBenchResult | undefined) => (a && b ? `${(a / b.step.total).toFixed(2)}×` : '-');
+  return [
+    `PyTorch ${peer.torch} peer (bench/peers/torch_train_step.py, ${peer.threads} threads, OMP_WAIT_POLICY=PASSIVE, run after ours in a child ` +
+      `process, not interleaved): the same MLP and batch, dense ${peer.dense?.toFixed(2)} ms/step, SR-STE 2:4 the way PyTorch runs it on a CPU ` +
+      `(mask from |W| every step, W ⊙ m multiplied densely) ${peer.srste24?.toFixed(2)} ms/step. PyTorch step / ours: dense ${ratio(peer.dense, d)}, ` +
+      `SR-STE 2:4 ${ratio(peer.srste24, s)}.`,
+    '',
+  ];
 }
 
 export async function benchTrain(args: string[]): Promise<void> {
@@ -261,9 +296,11 @@ export async function benchTrain(args: string[]): Promise<void> {
     });
     if (e) process.stdout.write(`${label(run)}: median epoch ${e.medianEpoch.toFixed(3)} s\n`);
   }
-  const doc = { bench: 'train', date: new Date().toISOString(), machine, config: { ...cfg, out: undefined }, results, loadavgAfter: loadavg().map((x) => round(x, 2)) };
+  const torch = cfg.torch ? torchPeer(cfg) : null;
+  const doc = { bench: 'train', date: new Date().toISOString(), machine, config: { ...cfg, out: undefined }, results, torch, loadavgAfter: loadavg().map((x) => round(x, 2)) };
   process.stdout.write('\n' + textTable(stepRows(results)) + '\n');
   if (cfg.epochs) process.stdout.write('\n' + textTable(epochRows(results)) + '\n');
+  if (torch) process.stdout.write('\n' + torchLines(torch, results).join('\n'));
   if (cfg.write) {
     makeWritableDir(cfg.out, '--out');
     const base = path.join(cfg.out, `train-${machine.name}-${cfg.model}-${cfg.hidden.join('-')}-b${cfg.batch}`);
