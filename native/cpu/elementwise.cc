@@ -46,10 +46,17 @@ NMS_CLONES void masked_zero_range(const float* x, const uint8_t* m, float* y, in
     y[i] = m[i] ? v : 0.0f;
   }
 }
+// The select is done on the bits: written as `m ? g : g + λw`, GCC emits a conditional scalar store (the kept
+// case stores nothing), which neither vectorises nor predicts on a random mask.
 NMS_CLONES void masked_add_range(float* g, const float* w, const uint8_t* m, float lambda, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float gi = g[i], add = gi + lambda * w[i];
-    g[i] = m[i] ? gi : add;
+    uint32_t keep, moved;
+    std::memcpy(&keep, &gi, 4);
+    std::memcpy(&moved, &add, 4);
+    const uint32_t pruned = 0u - static_cast<uint32_t>(m[i] == 0);
+    const uint32_t r = (keep & ~pruned) | (moved & pruned);
+    std::memcpy(g + i, &r, 4);
   }
 }
 // Max pooling over channels, branch-free: the first window position, then each further one replaces the running
