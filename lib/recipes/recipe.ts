@@ -251,10 +251,11 @@ export abstract class Recipe {
     if (!this.refreshDue(s, p)) return maskedScale(w, s.mask!, alpha, { out: s.effectiveBuffer() });
     // A refresh: mask and effective weight in one pass (into the layer's buffers).
     const buf = training ? (s.mask && s.mask.device === w.device ? s.mask : undefined) : s.evalMaskBuffer();
-    const r = transposable
-      ? { mask: transposableMask(w, { out: buf }), out: s.effectiveBuffer() }
-      : nmMaskScale(w, p, alpha, { mask: buf, out: s.effectiveBuffer() });
-    if (transposable) maskedScale(w, r.mask, alpha, { out: r.out });
+    let r: { mask: Tensor; out: Tensor };
+    if (transposable) {
+      const mask = transposableMask(w, { out: buf });
+      r = { mask, out: maskedScale(w, mask, alpha, { out: s.effectiveBuffer() }) };
+    } else r = nmMaskScale(w, p, alpha, { mask: buf, out: s.effectiveBuffer() });
     if (training) {
       s.mask = r.mask;
       s.maskPattern = p;
