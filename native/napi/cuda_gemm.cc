@@ -9,7 +9,7 @@
 namespace nms::napi {
 namespace {
 
-// The epilogue of a product: options.activation (a code, lib/cuda.ts ACTIVATIONS; absent: none) and the bias,
+// The epilogue of a product: options.activation (a code, lib/gemm.ts ACTIVATIONS; absent: none) and the bias,
 // an optional CudaBuffer of `count` elements of `d`.
 cuda::Act act_option(Options& o) {
   if (!o.given("activation")) return cuda::Act::None;
