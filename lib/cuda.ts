@@ -4,21 +4,21 @@
  * and touches no GPU: the driver is probed the first time something asks (unavailableReason(), backendInfo(),
  * t.to('cuda')). In a build without CUDA the backend is registered all the same and reports why it is unavailable.
  *
- * The op entries implement DeviceOps (lib/device.ts); the op files call them for tensors on 'cuda'. The mask,
- * compression and training ops get arguments their op file has validated; the products (sparseLinear,
- * sparseMatmul, matmul, linear) still check theirs here. Products keep the input dtype; int8 inputs give float32 (int32 accumulation) unless
- * opts.outDtype says otherwise; int8 biases are float32. uint8 GEMMs are E_UNSUPPORTED on 'cuda'. float32 sparse
- * products use TF32 tensor cores (cuSPARSELt's float32 kernels), and need the weight's pattern to be 1:2 in pairs;
- * other float32 weights run through cuBLASLt on the pruned weight.
+ * The op entries implement DeviceOps (lib/device.ts); the op files call them for tensors on 'cuda' with arguments
+ * they have validated (the products: one GemmPlan / SpmmPlan, checked by lib/gemm.ts and lib/spmm.ts by the rules
+ * of every device), so these are thin calls. int8 products accumulate in int32 and give float32 (their bias is
+ * float32). float32 sparse products use TF32 tensor cores (cuSPARSELt's float32 kernels), and need the weight's
+ * pattern to be 1:2 in pairs; other float32 weights run through cuBLASLt on the pruned weight.
  *
  * Tuning and inspection (exported below): planInfo(), clearPlans(), memStats(), synchronize(). The environment
  * variables that steer it are listed in docs/design.md §11.
  */
 import { native, convertNativeError, type CudaSparse } from './native.js';
 import { NmSparseError, fail } from './errors.js';
-import { registerBackend, type DeviceBackend, type DeviceOps, type DeviceStorage } from './device.js';
-import { allocStorage, dtypeCode, DTYPES, type DType } from './dtype.js';
-import { Tensor, checkOut, checkTensor, numel, type Shape } from './tensor.js';
+import { registerBackend, type DeviceBackend, type DeviceOps, type DeviceStorage, type GemmPlan, type SpmmPlan } from './device.js';
+import { ACTIVATIONS } from './gemm.js';
+import { allocStorage, dtypeCode, type DType } from './dtype.js';
+import { Tensor, checkOut, numel, type Shape } from './tensor.js';
 import { SparseTensor, checkSparse } from './compress.js';
 import type { Pattern } from './pattern.js';
 import type { CheckResult, SadResult } from './mask.js';
@@ -53,11 +53,6 @@ export interface PlanInfo {
   denseMs: number | null;
   workspaceBytes: number;
 }
-
-/** Epilogue activations of the CUDA products; gelu = x·Φ(x), the erf form. */
-export type Activation = 'relu' | 'gelu';
-/** The native activation codes (index = code), the table of native/core/activation.h. */
-export const ACTIVATIONS = ['none', 'relu', 'gelu'] as const;
 
 export const NOT_BUILT = 'this build of nmsparse has no CUDA backend (nvcc was not found when it was built)';
 
@@ -100,47 +95,13 @@ function outBuffer(out: unknown, shape: Shape, dtype: DType): { tensor: Tensor |
   return { tensor: t, buf: t ? t.deviceStorage('options.out') : null };
 }
 
-/** Products cannot write over their own inputs (the first call of a shape runs the product more than once). */
-function notAliased(out: Tensor | undefined, inputs: Array<Tensor | null | undefined>): void {
-  if (!out) return;
-  const o = out.deviceStorage('options.out');
-  for (const t of inputs)
-    if (t && t.deviceStorage() === o) fail('E_VALUE', 'options.out', out, 'a tensor that is not one of the inputs of the product');
-}
-
 function result(out: Tensor | undefined, shape: Shape, dtype: DType, buf: DeviceStorage): Tensor {
   return out ?? wrap(shape, dtype, buf);
-}
-
-function activationCode(a: unknown): number {
-  if (a === undefined || a === null) return 0;
-  const code = a === 'none' ? -1 : ACTIVATIONS.indexOf(a as Activation);
-  if (code < 0) fail('E_VALUE', 'options.activation', a, "'relu', 'gelu' or undefined");
-  return code;
 }
 
 function sparseHandle(s: SparseTensor, arg: string): CudaSparse {
   if (s.device !== 'cuda') fail('E_DEVICE', arg, s, "a SparseTensor on 'cuda'");
   return s.handle as CudaSparse;
-}
-
-const productDtype = (d: DType): DType => (d === 'int8' ? 'float32' : d);
-
-function checkOutDtype(v: unknown, input: DType): DType {
-  if (v === undefined) return productDtype(input);
-  if (typeof v !== 'string' || !(DTYPES as readonly string[]).includes(v)) fail('E_DTYPE', 'options.outDtype', v, 'a dtype name');
-  const d = v as DType;
-  if (input !== 'int8' && d !== input) fail('E_DTYPE', 'options.outDtype', v, `'${input}' (products of ${input} tensors are ${input})`);
-  return d;
-}
-
-function checkBias(bias: unknown, len: number, dtype: DType, arg = 'bias'): Tensor | null {
-  if (bias === undefined || bias === null) return null;
-  const b = onCuda(checkTensor(bias, arg), arg);
-  const want = dtype === 'int8' ? 'float32' : dtype;
-  if (b.dtype !== want) fail('E_DTYPE', arg, b, `a ${want} tensor`);
-  if (b.size !== len) fail('E_SHAPE', arg, b, `a bias of ${len} elements`);
-  return b;
 }
 
 // ---- ops --------------------------------------------------------------------------------------------------------
@@ -218,85 +179,28 @@ function sparseFromCpu(s: SparseTensor): SparseTensor {
   return new SparseTensor(s.shape, { n: s.n, m: s.m }, s.dtype, { device: 'cuda', handle });
 }
 
-interface ProductOptions {
-  out?: Tensor;
-  activation?: Activation;
-  outDtype?: DType;
+/** The epilogue and output of a validated product plan, as cuda_gemm.cc reads them. */
+function epilogue(p: GemmPlan | SpmmPlan): { bias: DeviceStorage | null; activation: number; outDtype: number; out: DeviceStorage | null } {
+  return {
+    bias: p.bias ? storageOf(p.bias, 'bias') : null, activation: p.activation ? ACTIVATIONS.indexOf(p.activation) : 0,
+    outDtype: dtypeCode(p.dtype), out: p.out ? storageOf(p.out, 'options.out') : null,
+  };
 }
 
-function sparseLinear(x: Tensor, s: SparseTensor, bias?: Tensor | null, opts: ProductOptions = {}): Tensor {
-  checkSparse(s, 'weight');
-  onCuda(checkTensor(x, 'x'), 'x');
-  if (s.shape.length !== 2) fail('E_SHAPE', 'weight', s, 'a 2-D sparse weight [out, in]');
-  const [outF, inF] = s.shape;
-  if (x.rank < 1 || x.shape[x.rank - 1] !== inF) fail('E_SHAPE', 'x', x, `a tensor [..., ${inF}] (the weight is [${outF}, ${inF}])`);
-  if (x.dtype !== s.dtype) fail('E_DTYPE', 'x', x, `a ${s.dtype} tensor like the weight`);
-  const rows = x.size / inF;
-  if (rows === 0) fail('E_SHAPE', 'x', x, 'a non-empty tensor');
-  const outDtype = checkOutDtype(opts.outDtype, s.dtype);
-  const b = checkBias(bias, outF, s.dtype);
-  const shape = [...x.shape.slice(0, -1), outF];
-  const o = outBuffer(opts.out, shape, outDtype);
-  notAliased(o.tensor, [x, b]);
-  const buf = native.cudaSparseLinear(storageOf(x, 'x'), rows, sparseHandle(s, 'weight'), b ? storageOf(b, 'bias') : null,
-    activationCode(opts.activation), dtypeCode(outDtype), o.buf);
-  return result(o.tensor, shape, outDtype, buf);
+function gemm(g: GemmPlan): Tensor {
+  const buf = native.cudaMatmul({
+    a: storageOf(g.a, 'a'), b: storageOf(g.b, 'b'), dtype: g.a.dtypeCode, m: g.m, n: g.n, k: g.k, transA: g.transA, transB: g.transB,
+    ...epilogue(g),
+  });
+  return result(g.out, g.shape, g.dtype, buf);
 }
 
-function sparseMatmul(s: SparseTensor, b: Tensor, opts: ProductOptions & { bias?: Tensor | null } = {}): Tensor {
-  checkSparse(s, 'sparse tensor');
-  onCuda(checkTensor(b, 'b'), 'b');
-  const cols = s.shape[s.shape.length - 1], rows = numel(s.shape) / cols;
-  if (b.rank !== 2 || b.shape[0] !== cols) fail('E_SHAPE', 'b', b, `a matrix [${cols}, p]`);
-  if (b.dtype !== s.dtype) fail('E_DTYPE', 'b', b, `a ${s.dtype} tensor like the sparse tensor`);
-  const p = b.shape[1];
-  if (p === 0) fail('E_SHAPE', 'b', b, 'a non-empty matrix');
-  const outDtype = checkOutDtype(opts.outDtype, s.dtype);
-  const bias = checkBias(opts.bias, rows, s.dtype, 'options.bias');
-  const shape = [rows, p];
-  const o = outBuffer(opts.out, shape, outDtype);
-  notAliased(o.tensor, [b, bias]);
-  const buf = native.cudaSparseMatmul(sparseHandle(s, 'sparse tensor'), storageOf(b, 'b'), p, bias ? storageOf(bias, 'options.bias') : null,
-    activationCode(opts.activation), dtypeCode(outDtype), o.buf);
-  return result(o.tensor, shape, outDtype, buf);
-}
-
-function matmul(a: Tensor, b: Tensor, opts: ProductOptions & { transA?: boolean; transB?: boolean; bias?: Tensor | null; tf32?: boolean } = {}): Tensor {
-  onCuda(checkTensor(a, 'a'), 'a');
-  onCuda(checkTensor(b, 'b'), 'b');
-  if (a.rank !== 2) fail('E_SHAPE', 'a', a, 'a 2-D tensor');
-  if (b.rank !== 2) fail('E_SHAPE', 'b', b, 'a 2-D tensor');
-  if (a.dtype !== b.dtype) fail('E_DTYPE', 'b', b, `a ${a.dtype} tensor like a`);
-  const ta = !!opts.transA, tb = !!opts.transB;
-  const m = ta ? a.shape[1] : a.shape[0], k = ta ? a.shape[0] : a.shape[1];
-  const kb = tb ? b.shape[1] : b.shape[0], n = tb ? b.shape[0] : b.shape[1];
-  if (kb !== k) fail('E_SHAPE', 'b', b, `a matrix whose ${tb ? 'second' : 'first'} dimension is ${k} (op(a) is [${m}, ${k}])`);
-  const outDtype = checkOutDtype(opts.outDtype, a.dtype);
-  const bias = checkBias(opts.bias, n, a.dtype, 'options.bias');
-  const shape = [m, n];
-  const o = outBuffer(opts.out, shape, outDtype);
-  notAliased(o.tensor, [a, b, bias]);
-  const buf = native.cudaMatmul(storageOf(a, 'a'), storageOf(b, 'b'), a.dtypeCode, m, n, k, ta, tb,
-    bias ? storageOf(bias, 'options.bias') : null, false, activationCode(opts.activation), dtypeCode(outDtype), !!opts.tf32, o.buf);
-  return result(o.tensor, shape, outDtype, buf);
-}
-
-function linear(x: Tensor, w: Tensor, bias?: Tensor | null, opts: ProductOptions = {}): Tensor {
-  onCuda(checkTensor(x, 'x'), 'x');
-  onCuda(checkTensor(w, 'weight'), 'weight');
-  if (w.rank !== 2) fail('E_SHAPE', 'weight', w, 'a 2-D weight [out, in]');
-  const [outF, inF] = w.shape;
-  if (x.rank < 1 || x.shape[x.rank - 1] !== inF) fail('E_SHAPE', 'x', x, `a tensor [..., ${inF}] (the weight is [${outF}, ${inF}])`);
-  if (x.dtype !== w.dtype) fail('E_DTYPE', 'weight', w, `a ${x.dtype} tensor like x`);
-  const rows = x.size / inF;
-  const outDtype = checkOutDtype(opts.outDtype, x.dtype);
-  const b = checkBias(bias, outF, x.dtype);
-  const shape = [...x.shape.slice(0, -1), outF];
-  const o = outBuffer(opts.out, shape, outDtype);
-  notAliased(o.tensor, [x, w, b]);
-  const buf = native.cudaMatmul(storageOf(x, 'x'), storageOf(w, 'weight'), x.dtypeCode, rows, outF, inF, false, true,
-    b ? storageOf(b, 'bias') : null, false, activationCode(opts.activation), dtypeCode(outDtype), false, o.buf);
-  return result(o.tensor, shape, outDtype, buf);
+function spmm(c: SpmmPlan): Tensor {
+  const sparse = sparseHandle(c.s, 'weight');
+  const buf = c.linear
+    ? native.cudaSparseLinear({ x: storageOf(c.b, 'x'), p: c.p, sparse, ...epilogue(c) })
+    : native.cudaSparseMatmul({ sparse, b: storageOf(c.b, 'b'), p: c.p, ...epilogue(c) });
+  return result(c.out, c.shape, c.dtype, buf);
 }
 
 // ---- the backend ------------------------------------------------------------------------------------------------
@@ -327,8 +231,7 @@ export const cudaBackend = {
     return dst;
   },
   ops: {
-    mask, prune, check, transposableMask, sad, compress, decompress, sparseToCpu, sparseFromCpu, sparseLinear, sparseMatmul,
-    matmul, linear, ...trainOps,
+    mask, prune, check, transposableMask, sad, compress, decompress, sparseToCpu, sparseFromCpu, gemm, spmm, ...trainOps,
   } satisfies DeviceOps,
 } satisfies DeviceBackend;
 

@@ -22,16 +22,40 @@ export interface DeviceStorage {
 }
 
 type Out = { out?: Tensor };
-/** Options of the device products: the public ones plus the epilogue activation and the output dtype of int8. */
-export interface DeviceProductOptions extends Out {
-  activation?: 'relu' | 'gelu';
-  outDtype?: DType;
+
+/** The epilogue activations of the products (lib/gemm.ts ACTIVATIONS); gelu = x·Φ(x), the erf form. */
+export type Activation = 'relu' | 'gelu';
+
+/**
+ * A dense product whose arguments lib/gemm.ts has validated, for every device in one place (docs/design.md §4):
+ * [m, n] = op(a)·op(b) (+ bias[n] on every row), then the activation. linear(x, W) is a = x, b = W, transB.
+ */
+export interface GemmPlan {
+  a: Tensor; b: Tensor; bias: Tensor | null;
+  m: number; n: number; k: number; transA: boolean; transB: boolean;
+  activation: Activation | null;
+  /** The result's shape and dtype (the inputs' dtype; float32 for int8 inputs). */
+  shape: Shape; dtype: DType;
+  /** The caller's output, validated (shape, dtype, device, no memory shared with an input), or undefined. */
+  out: Tensor | undefined;
+}
+
+/**
+ * An N:M-sparse product whose arguments lib/spmm.ts has validated: W̃ [rows, cols] · b [cols, p] (+ bias[rows]),
+ * or, when `linear`, x [p, cols] · W̃ᵀ → [p, rows] (+ bias[rows] on every row) with b = x; then the activation.
+ */
+export interface SpmmPlan {
+  s: SparseTensor; b: Tensor; bias: Tensor | null;
+  rows: number; cols: number; p: number; linear: boolean;
+  activation: Activation | null;
+  shape: Shape; dtype: DType;
+  out: Tensor | undefined;
 }
 
 /**
  * The ops a device backend implements: the public function of the same name (lib/mask.ts, compress.ts, gemm.ts,
  * spmm.ts, nn/elementwise.ts, optim/) sends its tensors here when they live on the device. Tensor arguments are
- * on the device; the results are the public function's.
+ * on the device; the results are the public function's. The products (gemm, spmm) get one validated plan each.
  */
 export interface DeviceOps extends DeviceTrainOps {
   mask(w: Tensor, p: Pattern, opts?: Out): Tensor;
@@ -45,14 +69,10 @@ export interface DeviceOps extends DeviceTrainOps {
   sparseToCpu(s: SparseTensor): SparseTensor;
   /** A 'cpu' SparseTensor on the device (portable form uploaded, the device form built there). */
   sparseFromCpu(s: SparseTensor): SparseTensor;
-  /** [..., out] = x [..., in] · W̃ᵀ (+ bias). */
-  sparseLinear(x: Tensor, s: SparseTensor, bias?: Tensor | null, opts?: DeviceProductOptions): Tensor;
-  /** [rows, p] = W̃ [rows, cols] · b [cols, p] (+ bias[rows]). */
-  sparseMatmul(s: SparseTensor, b: Tensor, opts?: DeviceProductOptions & { bias?: Tensor | null }): Tensor;
-  /** [m, n] = op(a) · op(b) (+ bias[n]); tf32 lets float32 use TF32 tensor cores. */
-  matmul(a: Tensor, b: Tensor, opts?: DeviceProductOptions & { transA?: boolean; transB?: boolean; bias?: Tensor | null; tf32?: boolean }): Tensor;
-  /** [..., out] = x [..., in] · wᵀ (+ bias). */
-  linear(x: Tensor, w: Tensor, bias?: Tensor | null, opts?: DeviceProductOptions): Tensor;
+  /** The dense products (matmul, linear and their async forms), on validated arguments. */
+  gemm(plan: GemmPlan): Tensor;
+  /** The N:M-sparse products (nm.linear, S.matmul and their async forms), on validated arguments. */
+  spmm(plan: SpmmPlan): Tensor;
 }
 
 /** The training ops of DeviceOps (lib/nn/elementwise.ts, lib/optim/). */

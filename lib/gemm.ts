@@ -2,31 +2,39 @@
  * Dense products: matmul(a, b) = op(a)·op(b) and linear(x, W, bias) = x·Wᵀ + bias (PyTorch's Linear, W [out, in]).
  * On the CPU they run the native GEMM (native/cpu/gemm.cc: packed, cache-blocked, AVX-512/AVX2 kernels chosen at
  * run time, multi-threaded); float16/bfloat16 inputs are converted while packing, the math is float32, and the
- * result has the inputs' dtype. The async forms run on the thread pool and leave the event loop free. Tensors
- * on another device go to that device's backend (lib/device.ts).
+ * result has the inputs' dtype. The async forms run on the thread pool and leave the event loop free.
+ * Every product's arguments are checked here (and in lib/spmm.ts for the sparse ones) once, by the same rules on
+ * every device (docs/design.md §4); a tensor on another device then goes, as a validated plan, to that device's
+ * backend (lib/device.ts), which trusts it.
  */
 import { native } from './native.js';
 import { fail } from './errors.js';
-import { deviceOp, type Device } from './device.js';
+import { deviceOp, type Activation, type Device, type GemmPlan } from './device.js';
 import { isFloat, type DType } from './dtype.js';
 import { Tensor, checkOptions, checkOut, checkTensor, outputFor, type Shape } from './tensor.js';
 
 export { checkOptions };
+export type { Activation };
+
+/** The native activation codes (index = code), the table of native/core/activation.h. */
+export const ACTIVATIONS = ['none', 'relu', 'gelu'] as const;
 
 export interface MatmulOptions {
   /** Use aᵀ: a is [k, m]. */
   transA?: boolean;
   /** Use bᵀ: b is [n, k]. */
   transB?: boolean;
-  /** Added to every row of the result: [n], the inputs' dtype. */
+  /** Added to every row of the result: [n], the result's dtype. */
   bias?: Tensor;
-  /** Written in place of a new tensor: exactly [m, n], the inputs' dtype, on the same device. */
+  /** Written in place of a new tensor: exactly [m, n], the result's dtype, on the same device. */
   out?: Tensor;
 }
 
 export interface LinearOptions {
-  /** Written in place of a new tensor: exactly [..., out], x's dtype, on the same device. */
+  /** Written in place of a new tensor: exactly [..., out], the result's dtype, on the same device. */
   out?: Tensor;
+  /** Applied to x·Wᵀ + bias before it is rounded to the result's dtype: 'relu' or 'gelu' (x·Φ(x), the erf form). */
+  activation?: Activation;
 }
 
 // ---- argument checks shared with lib/spmm.ts ---------------------------------------------------------------------
@@ -42,39 +50,57 @@ export function sameDevice(t: Tensor, arg: string, device: Device, like: string)
   if (t.device !== device) fail('E_DEVICE', arg, t, `a tensor on '${device}' like ${like}`);
 }
 
-/** A float dtype for the CPU products (E_DTYPE otherwise). */
-export function floatDType(t: Tensor, arg: string): DType {
-  if (!isFloat(t.dtype)) fail('E_DTYPE', arg, t, 'a float32, float16 or bfloat16 tensor');
-  return t.dtype;
+/**
+ * The input dtype of a product on t's device: float32, float16 or bfloat16 everywhere, and int8 on 'cuda' (int32
+ * accumulation, a float32 result). E_DTYPE otherwise; uint8 on 'cuda' is E_UNSUPPORTED.
+ */
+export function productDType(t: Tensor, arg: string): DType {
+  if (isFloat(t.dtype) || (t.dtype === 'int8' && t.device === 'cuda')) return t.dtype;
+  if (t.device === 'cuda' && t.dtype === 'uint8') fail('E_UNSUPPORTED', arg, t, "a float or int8 tensor (uint8 products are not implemented on 'cuda')");
+  fail('E_DTYPE', arg, t, t.device === 'cuda' ? 'a float32, float16, bfloat16 or int8 tensor' : 'a float32, float16 or bfloat16 tensor');
 }
+
+/** The dtype of a product's result, its bias and its `out`: the inputs' dtype, float32 for int8 inputs. */
+export const resultDType = (input: DType): DType => (input === 'int8' ? 'float32' : input);
 
 export function sameDType(t: Tensor, arg: string, dtype: DType, like: string): void {
   if (t.dtype !== dtype) fail('E_DTYPE', arg, t, `a ${dtype} tensor like ${like}`);
 }
 
 /** An optional bias: undefined/null, or a live 1-D tensor of `len` elements, `dtype`, on `device`. */
-export function checkBias(bias: unknown, arg: string, len: number, dtype: DType, device: Device, like: string): Tensor | undefined {
-  if (bias === undefined || bias === null) return undefined;
+export function checkBias(bias: unknown, arg: string, len: number, dtype: DType, device: Device, like: string): Tensor | null {
+  if (bias === undefined || bias === null) return null;
   const b = checkTensor(bias, arg);
   sameDevice(b, arg, device, like);
   if (b.rank !== 1 || b.shape[0] !== len) fail('E_SHAPE', arg, b, `a 1-D tensor of ${len} elements`);
-  sameDType(b, arg, dtype, like);
+  if (b.dtype !== dtype) fail('E_DTYPE', arg, b, `a ${dtype} tensor (the result's dtype)`);
   return b;
 }
 
-/** The output tensor (a new one, or the validated `out`), which must not share memory with any input. */
-export function outputTensor(out: unknown, shape: Shape, dtype: DType, inputs: [Tensor | undefined, string][], async: boolean): Tensor {
-  const o = checkOut(out, shape, dtype, 'cpu');
-  if (o) {
-    const os = o.storage('options.out');
-    for (const [t, name] of inputs) {
-      if (!t) continue;
-      const s = t.storage(name);
-      if (s.buffer === os.buffer && s.byteOffset < os.byteOffset + os.byteLength && os.byteOffset < s.byteOffset + s.byteLength)
-        fail('E_VALUE', 'options.out', o, `a tensor that does not share memory with ${name}`);
-    }
-  }
-  return outputFor(o, shape, dtype, async);
+/** An optional epilogue activation: 'relu', 'gelu', or undefined/null for none. */
+export function checkActivation(v: unknown, arg = 'options.activation'): Activation | null {
+  if (v === undefined || v === null) return null;
+  if (v !== 'relu' && v !== 'gelu') fail('E_VALUE', arg, v, "'relu', 'gelu' or undefined");
+  return v;
+}
+
+/** Whether two live tensors on one device share memory (device tensors own whole buffers, views share them). */
+function sharesMemory(a: Tensor, b: Tensor): boolean {
+  if (a.device !== 'cpu') return a.deviceStorage() === b.deviceStorage();
+  const s = a.storage(), o = b.storage();
+  return s.buffer === o.buffer && s.byteOffset < o.byteOffset + o.byteLength && o.byteOffset < s.byteOffset + s.byteLength;
+}
+
+/**
+ * The caller's `out`, validated: exactly `shape`, `dtype`, on `device`, sharing no memory with any input (the
+ * kernels read the inputs while they write, and the first GPU call of a shape runs the product more than once).
+ */
+export function checkProductOut(out: unknown, shape: Shape, dtype: DType, device: Device, inputs: [Tensor | null, string][]): Tensor | undefined {
+  const o = checkOut(out, shape, dtype, device);
+  if (o)
+    for (const [t, name] of inputs)
+      if (t && sharesMemory(t, o)) fail('E_VALUE', 'options.out', o, `a tensor that does not share memory with ${name}`);
+  return o;
 }
 
 /** Throws E_SHAPE when a product dimension is 0. */
@@ -82,43 +108,65 @@ export function nonEmpty(t: Tensor, arg: string, dims: number[]): void {
   if (dims.some((d) => d === 0)) fail('E_SHAPE', arg, t, 'a non-empty tensor');
 }
 
-// ---- matmul ------------------------------------------------------------------------------------------------------
+// ---- the CPU epilogue ------------------------------------------------------------------------------------------
 
-interface GemmCall {
-  a: Tensor; b: Tensor; out: Tensor; bias?: Tensor;
-  m: number; n: number; k: number; transA: boolean; transB: boolean;
+/**
+ * Where a CPU product writes: its result `out`, or with an activation on a 16-bit result a float32 `acc`, so that
+ * the activation sees the float32 sums and the result is rounded once, as in the GPU epilogue.
+ */
+export interface CpuTarget { out: Tensor; acc: Tensor }
+
+export function cpuTarget(p: { out: Tensor | undefined; shape: Shape; dtype: DType; activation: Activation | null }, async: boolean): CpuTarget {
+  const out = outputFor(p.out, p.shape, p.dtype, async);
+  return { out, acc: p.activation && p.dtype !== 'float32' ? outputFor(undefined, p.shape, 'float32', async) : out };
 }
 
-/** Validates matmul's arguments; a device result when the tensors are not on the CPU. */
-function planMatmul(a: unknown, b: unknown, opts: unknown, async: boolean): GemmCall | { device: Tensor } {
+/** The activation as a second pass over `acc` (the native GEMM epilogue adds only the bias), then the rounding. */
+export function finishCpu(t: CpuTarget, activation: Activation | null): Tensor {
+  if (!activation) return t.out;
+  const acc = t.acc.storage('options.out');
+  if (activation === 'relu') native.reluForward(acc, acc, t.acc.size);
+  else native.geluForward(acc, acc, t.acc.size);
+  if (t.acc !== t.out) native.convert(acc, t.acc.dtypeCode, t.out.storage('options.out'), t.out.dtypeCode, t.out.size);
+  return t.out;
+}
+
+// ---- matmul ------------------------------------------------------------------------------------------------------
+
+function planMatmul(a: unknown, b: unknown, opts: unknown): GemmPlan {
   const A = checkTensor(a, 'a');
   const B = checkTensor(b, 'b');
   const o = checkOptions<MatmulOptions>(opts);
   const transA = checkFlag(o.transA, 'options.transA');
   const transB = checkFlag(o.transB, 'options.transB');
   sameDevice(B, 'b', A.device, 'a');
-  if (A.device !== 'cpu') {
-    if (o.bias !== undefined && o.bias !== null) sameDevice(checkTensor(o.bias, 'options.bias'), 'options.bias', A.device, 'a');
-    return { device: deviceOp(A.device, 'matmul')(A, B, { transA, transB, bias: o.bias ?? undefined, out: o.out }) as Tensor };
-  }
   if (A.rank !== 2) fail('E_SHAPE', 'a', A, 'a 2-D tensor');
   if (B.rank !== 2) fail('E_SHAPE', 'b', B, 'a 2-D tensor');
-  const dtype = floatDType(A, 'a');
-  sameDType(B, 'b', dtype, 'a');
+  const input = productDType(A, 'a');
+  sameDType(B, 'b', input, 'a');
   const [m, k] = transA ? [A.shape[1], A.shape[0]] : [A.shape[0], A.shape[1]];
   const [kb, n] = transB ? [B.shape[1], B.shape[0]] : [B.shape[0], B.shape[1]];
   if (kb !== k)
     fail('E_SHAPE', 'b', B, transB ? `a matrix [n, ${k}] (op(a) is [${m}, ${k}])` : `a matrix [${k}, n] (op(a) is [${m}, ${k}])`);
   nonEmpty(A, 'a', [m, k]);
   nonEmpty(B, 'b', [n]);
-  const bias = checkBias(o.bias, 'options.bias', n, dtype, 'cpu', 'a');
-  const out = outputTensor(o.out, [m, n], dtype, [[A, 'a'], [B, 'b'], [bias, 'options.bias']], async);
-  return { a: A, b: B, out, bias, m, n, k, transA, transB };
+  const dtype = resultDType(input);
+  const bias = checkBias(o.bias, 'options.bias', n, dtype, A.device, 'a');
+  const shape = [m, n];
+  const out = checkProductOut(o.out, shape, dtype, A.device, [[A, 'a'], [B, 'b'], [bias, 'options.bias']]);
+  return { a: A, b: B, bias, m, n, k, transA, transB, activation: null, shape, dtype, out };
 }
 
-function runGemm(g: GemmCall, async: boolean): unknown {
-  return native.gemm(g.a.storage('a'), g.a.dtypeCode, g.b.storage('b'), g.b.dtypeCode, g.out.storage('options.out'), g.out.dtypeCode,
-    g.m, g.n, g.k, g.transA, g.transB, g.bias ? g.bias.storage('bias') : null, g.bias ? g.bias.dtypeCode : 0, async);
+/** The product of a validated plan: the native GEMM on the CPU (a Promise when async), else the device's. */
+function runGemm(g: GemmPlan, async: boolean): Tensor | Promise<Tensor> {
+  if (g.a.device !== 'cpu') return deviceOp(g.a.device, 'gemm')(g);
+  const t = cpuTarget(g, async);
+  const bias = g.bias ? { bias: g.bias.storage('bias'), biasDtype: g.bias.dtypeCode } : {};
+  const r = native.gemm({
+    a: g.a.storage('a'), aDtype: g.a.dtypeCode, b: g.b.storage('b'), bDtype: g.b.dtypeCode, c: t.acc.storage('options.out'),
+    cDtype: t.acc.dtypeCode, m: g.m, n: g.n, k: g.k, transA: g.transA, transB: g.transB, async, ...bias,
+  });
+  return r ? r.then(() => finishCpu(t, g.activation)) : finishCpu(t, g.activation);
 }
 
 /**
@@ -126,56 +174,43 @@ function runGemm(g: GemmCall, async: boolean): unknown {
  * Both inputs share one float dtype, which the result keeps.
  */
 export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
-  const g = planMatmul(a, b, opts, false);
-  if ('device' in g) return g.device;
-  runGemm(g, false);
-  return g.out;
+  return runGemm(planMatmul(a, b, opts), false) as Tensor;
 }
 
 /** matmul() on the thread pool: the event loop stays free while it runs. */
 export async function matmulAsync(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Promise<Tensor> {
-  const g = planMatmul(a, b, opts, true);
-  if ('device' in g) return g.device;
-  await runGemm(g, true);
-  return g.out;
+  return runGemm(planMatmul(a, b, opts), true);
 }
 
 // ---- linear ------------------------------------------------------------------------------------------------------
 
-function planLinear(x: unknown, w: unknown, bias: unknown, opts: unknown, async: boolean): GemmCall | { device: Tensor } {
+function planLinear(x: unknown, w: unknown, bias: unknown, opts: unknown): GemmPlan {
   const X = checkTensor(x, 'x');
   const W = checkTensor(w, 'weight');
   const o = checkOptions<LinearOptions>(opts);
+  const activation = checkActivation(o.activation);
   sameDevice(W, 'weight', X.device, 'x');
-  if (X.device !== 'cpu') {
-    if (bias !== undefined && bias !== null) sameDevice(checkTensor(bias, 'bias'), 'bias', X.device, 'x');
-    return { device: deviceOp(X.device, 'linear')(X, W, bias as Tensor | null | undefined, { out: o.out }) };
-  }
   if (W.rank !== 2) fail('E_SHAPE', 'weight', W, 'a 2-D weight [out, in]');
   const [outF, inF] = W.shape;
   if (X.rank < 1 || X.shape[X.rank - 1] !== inF) fail('E_SHAPE', 'x', X, `a tensor [..., ${inF}] (the weight is [${outF}, ${inF}])`);
-  const dtype = floatDType(X, 'x');
-  sameDType(W, 'weight', dtype, 'x');
+  const input = productDType(X, 'x');
+  sameDType(W, 'weight', input, 'x');
   const rows = inF === 0 ? 0 : X.size / inF;
   nonEmpty(X, 'x', [rows, inF]);
   nonEmpty(W, 'weight', [outF]);
-  const b = checkBias(bias, 'bias', outF, dtype, 'cpu', 'x');
-  const out = outputTensor(o.out, [...X.shape.slice(0, -1), outF], dtype, [[X, 'x'], [W, 'weight'], [b, 'bias']], async);
-  return { a: X, b: W, out, bias: b, m: rows, n: outF, k: inF, transA: false, transB: true };
+  const dtype = resultDType(input);
+  const b = checkBias(bias, 'bias', outF, dtype, X.device, 'x');
+  const shape = [...X.shape.slice(0, -1), outF];
+  const out = checkProductOut(o.out, shape, dtype, X.device, [[X, 'x'], [W, 'weight'], [b, 'bias']]);
+  return { a: X, b: W, bias: b, m: rows, n: outF, k: inF, transA: false, transB: true, activation, shape, dtype, out };
 }
 
-/** x·Wᵀ + bias, PyTorch's Linear: x [..., in], W [out, in], bias [out] → [..., out]. */
+/** x·Wᵀ + bias, PyTorch's Linear: x [..., in], W [out, in], bias [out] → [..., out], then options.activation. */
 export function linear(x: Tensor, w: Tensor, bias?: Tensor | null, opts: LinearOptions = {}): Tensor {
-  const g = planLinear(x, w, bias, opts, false);
-  if ('device' in g) return g.device;
-  runGemm(g, false);
-  return g.out;
+  return runGemm(planLinear(x, w, bias, opts), false) as Tensor;
 }
 
 /** linear() on the thread pool: the event loop stays free while it runs. */
 export async function linearAsync(x: Tensor, w: Tensor, bias?: Tensor | null, opts: LinearOptions = {}): Promise<Tensor> {
-  const g = planLinear(x, w, bias, opts, true);
-  if ('device' in g) return g.device;
-  await runGemm(g, true);
-  return g.out;
+  return runGemm(planLinear(x, w, bias, opts), true);
 }

@@ -66,14 +66,15 @@ export { convert as convertNativeError };
 
 // ---- the addon's contract ----------------------------------------------------------------------------------------
 // Each entry mirrors the reader calls of its native/napi/*.cc binding, in order (buffer_arg: a host buffer; int_arg:
-// an integer; dtype_arg: a dtype code, lib/dtype.ts; CudaBuffer::Arg: device memory). test/native.test.ts checks
-// that the loaded addon exports exactly these names.
+// an integer; dtype_arg: a dtype code, lib/dtype.ts; CudaBuffer::Arg: device memory). The long calls take one
+// options object instead, read by name (napi/args.h Options: a wrong type, a missing or an unknown key is an
+// error naming options.<key>). test/native.test.ts checks that the loaded addon exports exactly these names.
 
 /** Host memory: the bindings read the bytes of any TypedArray or ArrayBuffer (a uint8 mask is a Tensor's Storage). */
 type Host = ArrayBufferView | ArrayBuffer;
 /** A dtype code: the index of the dtype in lib/dtype.ts DTYPES (native/core/dtype.h). */
 type DTypeCode = number;
-/** An activation code: the index in lib/cuda.ts ACTIVATIONS (native/core/activation.h). */
+/** An activation code: the index in lib/gemm.ts ACTIVATIONS (native/core/activation.h). */
 type ActCode = number;
 /** Device memory (native CudaBuffer). */
 type CudaBuffer = DeviceStorage;
@@ -83,6 +84,40 @@ export interface CudaSparse extends DeviceStorage {
 }
 /** -1 when every group has at most N non-zeros, else [index of the first group that has more, its non-zeros]. */
 type CheckCode = -1 | [group: number, nonzeros: number];
+
+/** An optional bias, given with its dtype code (the binding reads biasDtype only with a bias). */
+type BiasOf<B> = { bias: B; biasDtype: DTypeCode } | { bias?: null; biasDtype?: never };
+
+/** gemm.cc: C[m, n] = op(A)·op(B) (+ bias[n]), float32 math; a Promise when async. */
+export type NativeGemmOptions = {
+  a: Host; aDtype: DTypeCode; b: Host; bDtype: DTypeCode; c: Host; cDtype: DTypeCode; m: number; n: number; k: number;
+  transA: boolean; transB: boolean; async: boolean;
+} & BiasOf<Host>;
+
+/** spmm.cc: Y[rows, p] = W̃·op(B) (+ bias[rows]), W̃ in the portable form; out holds Y, or Yᵀ when transOut. */
+export type NativeSpmmOptions = {
+  values: Host; positions: Uint8Array; wDtype: DTypeCode; rows: number; cols: number; n: number; m: number; b: Host;
+  bDtype: DTypeCode; p: number; out: Host; outDtype: DTypeCode; transB: boolean; transOut: boolean; async: boolean;
+} & BiasOf<Host>;
+
+/** spmm.cc spmmT: out = W̃ᵀ·op(B) (or its transpose), W̃ a float32 [rows, cols] whose zeros are skipped. */
+export interface NativeSpmmTOptions {
+  w: Host; rows: number; cols: number; b: Host; bDtype: DTypeCode; p: number; out: Host; outDtype: DTypeCode;
+  transB: boolean; transOut: boolean;
+}
+
+/** The epilogue and output of the CUDA products (cuda_gemm.cc); out: null allocates. Int8 products' bias is float32. */
+interface CudaEpilogue {
+  bias?: CudaBuffer | null; activation?: ActCode; outDtype: DTypeCode; out?: CudaBuffer | null;
+}
+/** cudaSparseLinear: Y [p, rows] = x [p, cols] · W̃ᵀ (+ bias[rows]). */
+export interface NativeCudaSparseLinearOptions extends CudaEpilogue { x: CudaBuffer; p: number; sparse: CudaSparse }
+/** cudaSparseMatmul: Y [rows, p] = W̃ · b [cols, p] (+ bias[rows]). */
+export interface NativeCudaSparseMatmulOptions extends CudaEpilogue { sparse: CudaSparse; b: CudaBuffer; p: number }
+/** cudaMatmul: C [m, n] = op(A) · op(B) (+ bias[n]) through cuBLASLt. */
+export interface NativeCudaMatmulOptions extends CudaEpilogue {
+  a: CudaBuffer; b: CudaBuffer; dtype: DTypeCode; m: number; n: number; k: number; transA: boolean; transB: boolean;
+}
 
 /**
  * The training kernels (elementwise.cc, optim.cc; cuda_train.cc takes the same arguments) over buffers of type B:
@@ -128,16 +163,11 @@ export interface CpuAddon extends TrainFns<Host> {
   allocBuffer(bytes: number): ArrayBuffer;
   enumTables(): { dtype: string[]; activation: string[] };
   // gemm.cc
-  gemm(a: Host, aDtype: DTypeCode, b: Host, bDtype: DTypeCode, c: Host, cDtype: DTypeCode, m: number, n: number, k: number,
-    transA: boolean, transB: boolean, bias: Host | null, biasDtype: DTypeCode, async: boolean): Promise<void> | undefined;
+  gemm(options: NativeGemmOptions): Promise<void> | undefined;
   cpuIsa(name?: string): { active: string; best: string };
   // spmm.cc
-  spmm(values: Host, positions: Uint8Array, wDtype: DTypeCode, rows: number, cols: number, n: number, m: number, b: Host,
-    bDtype: DTypeCode, p: number, out: Host, outDtype: DTypeCode, transB: boolean, transOut: boolean, bias: Host | null,
-    biasDtype: DTypeCode, async: boolean): Promise<void> | undefined;
-  /** out = W̃ᵀ·op(B) (or its transpose), W̃ a float32 [rows, cols] whose zeros are skipped (dX = dY·W̃). */
-  spmmT(w: Host, rows: number, cols: number, b: Host, bDtype: DTypeCode, p: number, out: Host, outDtype: DTypeCode,
-    transB: boolean, transOut: boolean): void;
+  spmm(options: NativeSpmmOptions): Promise<void> | undefined;
+  spmmT(options: NativeSpmmTOptions): void;
   // blas_peer.cc
   blasPeer(): { available: boolean; path?: string; error?: string; config?: string; corename?: string; threads?: number };
   blasSgemm(a: Host, b: Host, c: Host, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
@@ -181,13 +211,10 @@ export interface CudaAddon extends CudaNames<TrainFns<CudaBuffer>> {
   cudaCopy(src: CudaBuffer, dst: CudaBuffer, bytes: number): void;
   cudaSynchronize(): void;
   cudaMemStats(trim?: boolean): { liveBytes: number; liveBuffers: number; freeBytes: number; totalBytes: number; poolReserved: number; poolUsed: number };
-  // cuda_gemm.cc (out: null allocates)
-  cudaSparseLinear(x: CudaBuffer, p: number, sparse: CudaSparse, bias: CudaBuffer | null, activation: ActCode, outDtype: DTypeCode,
-    out: CudaBuffer | null): CudaBuffer;
-  cudaSparseMatmul(sparse: CudaSparse, b: CudaBuffer, p: number, bias: CudaBuffer | null, activation: ActCode, outDtype: DTypeCode,
-    out: CudaBuffer | null): CudaBuffer;
-  cudaMatmul(a: CudaBuffer, b: CudaBuffer, dtype: DTypeCode, m: number, n: number, k: number, transA: boolean, transB: boolean,
-    bias: CudaBuffer | null, biasPerRow: boolean, activation: ActCode, outDtype: DTypeCode, tf32: boolean, out: CudaBuffer | null): CudaBuffer;
+  // cuda_gemm.cc
+  cudaSparseLinear(options: NativeCudaSparseLinearOptions): CudaBuffer;
+  cudaSparseMatmul(options: NativeCudaSparseMatmulOptions): CudaBuffer;
+  cudaMatmul(options: NativeCudaMatmulOptions): CudaBuffer;
   cudaPlanInfo(): PlanInfo[];
   cudaClearPlans(): void;
   cudaBenchNativeLoop(sparse: CudaSparse, x: CudaBuffer, p: number, bias: CudaBuffer | null, iters: number):

@@ -4,114 +4,113 @@
  *   sparseMatmul(S, b)        = W̃·b (+ bias)   (S.matmul(b); S [rows, cols], b [cols, p] → [rows, p])
  * On the CPU they run native/cpu/spmm.cc: only the kept values are multiplied (a 2:4 weight costs half the
  * FMAs of the dense product), float32 math, float16/bfloat16 converted on the fly, nothing allocated per call
- * beyond the result. The async forms run on the thread pool. Tensors on another device go to its backend.
+ * beyond the result (and a float32 scratch for an activation on a 16-bit result). The async forms run on the
+ * thread pool. The arguments are checked here once, by the rules of lib/gemm.ts for every device; a plan on
+ * another device goes to its backend.
  */
 import { native } from './native.js';
 import { fail } from './errors.js';
-import { deviceOp } from './device.js';
+import { deviceOp, type Activation, type SpmmPlan } from './device.js';
 import { SparseTensor, checkSparse } from './compress.js';
-import { Tensor, checkTensor } from './tensor.js';
-import { checkBias, checkOptions, floatDType, nonEmpty, outputTensor, sameDevice } from './gemm.js';
+import { Tensor, checkTensor, outputFor, type Shape } from './tensor.js';
+import {
+  checkActivation, checkBias, checkOptions, checkProductOut, cpuTarget, finishCpu, nonEmpty, productDType, resultDType,
+} from './gemm.js';
 
 export interface SparseLinearOptions {
-  /** Written in place of a new tensor: exactly [..., out], the weight's dtype, on the same device. */
+  /** Written in place of a new tensor: exactly [..., out], the result's dtype, on the same device. */
   out?: Tensor;
+  /** Applied to x·W̃ᵀ + bias before it is rounded to the result's dtype: 'relu' or 'gelu' (x·Φ(x), the erf form). */
+  activation?: Activation;
 }
 
 export interface SparseMatmulOptions {
-  /** Added to every column of the result: [rows], the sparse tensor's dtype. */
+  /** Added to every column of the result: [rows], the result's dtype. */
   bias?: Tensor;
-  /** Written in place of a new tensor: exactly [rows, p], the sparse tensor's dtype, on the same device. */
+  /** Written in place of a new tensor: exactly [rows, p], the result's dtype, on the same device. */
   out?: Tensor;
 }
 
-interface SpmmCall {
-  s: SparseTensor; b: Tensor; out: Tensor; bias?: Tensor;
-  rows: number; cols: number; p: number; transB: boolean; transOut: boolean;
-}
-
+/** Throws E_DEVICE unless `t` is on the sparse tensor's device. */
 function sparseDevice(S: SparseTensor, t: Tensor, arg: string, like: string): void {
   if (t.device !== S.device) fail('E_DEVICE', arg, t, `a tensor on '${S.device}' like ${like}`);
 }
 
-function planLinear(x: unknown, s: unknown, bias: unknown, opts: unknown, async: boolean): SpmmCall | { device: Tensor } {
+/** The inputs whose memory `out` must not share: on the CPU the weight's values too (a device form is its own). */
+function inputsOf(S: SparseTensor, name: string, rest: [Tensor | null, string][]): [Tensor | null, string][] {
+  return S.device === 'cpu' ? [[S.values, name], ...rest] : rest;
+}
+
+function planLinear(x: unknown, s: unknown, bias: unknown, opts: unknown): SpmmPlan {
   const S = checkSparse(s, 'weight');
   const X = checkTensor(x, 'x');
   const o = checkOptions<SparseLinearOptions>(opts);
+  const activation = checkActivation(o.activation);
   sparseDevice(S, X, 'x', 'the weight');
-  if (S.device !== 'cpu') {
-    if (bias !== undefined && bias !== null) sameDevice(checkTensor(bias, 'bias'), 'bias', S.device, 'the weight');
-    return { device: deviceOp(S.device, 'sparseLinear')(X, S, bias as Tensor | null | undefined, { out: o.out }) };
-  }
   if (S.shape.length !== 2) fail('E_SHAPE', 'weight', S, 'a 2-D sparse weight [out, in]');
   const [outF, inF] = S.shape;
   if (X.rank < 1 || X.shape[X.rank - 1] !== inF) fail('E_SHAPE', 'x', X, `a tensor [..., ${inF}] (the weight is [${outF}, ${inF}])`);
-  const dtype = floatDType(X, 'x');
-  if (S.dtype !== dtype) fail('E_DTYPE', 'x', X, `a ${S.dtype} tensor like the weight`);
+  const input = productDType(X, 'x');
+  if (S.dtype !== input) fail('E_DTYPE', 'x', X, `a ${S.dtype} tensor like the weight`);
   const rows = X.size / inF;
   nonEmpty(X, 'x', [rows]);
-  const b = checkBias(bias, 'bias', outF, dtype, 'cpu', 'the weight');
-  const out = outputTensor(o.out, [...X.shape.slice(0, -1), outF], dtype, [[X, 'x'], [S.values, 'the weight'], [b, 'bias']], async);
-  return { s: S, b: X, out, bias: b, rows: outF, cols: inF, p: rows, transB: true, transOut: true };
+  const dtype = resultDType(input);
+  const b = checkBias(bias, 'bias', outF, dtype, S.device, 'the weight');
+  const shape = [...X.shape.slice(0, -1), outF];
+  const out = checkProductOut(o.out, shape, dtype, S.device, inputsOf(S, 'the weight', [[X, 'x'], [b, 'bias']]));
+  return { s: S, b: X, bias: b, rows: outF, cols: inF, p: rows, linear: true, activation, shape, dtype, out };
 }
 
-function planMatmul(s: unknown, b: unknown, opts: unknown, async: boolean): SpmmCall | { device: Tensor } {
+function planMatmul(s: unknown, b: unknown, opts: unknown): SpmmPlan {
   const S = checkSparse(s, 'sparse tensor');
   const B = checkTensor(b, 'b');
   const o = checkOptions<SparseMatmulOptions>(opts);
   sparseDevice(S, B, 'b', 'the sparse tensor');
-  if (S.device !== 'cpu') {
-    if (o.bias !== undefined && o.bias !== null) sameDevice(checkTensor(o.bias, 'options.bias'), 'options.bias', S.device, 'the sparse tensor');
-    return { device: deviceOp(S.device, 'sparseMatmul')(S, B, { bias: o.bias ?? undefined, out: o.out }) as Tensor };
-  }
   const cols = S.cols, rows = S.rows;
   if (B.rank !== 2 || B.shape[0] !== cols) fail('E_SHAPE', 'b', B, `a matrix [${cols}, p] (the sparse tensor is [${S.shape.join(', ')}])`);
-  const dtype = floatDType(B, 'b');
-  if (S.dtype !== dtype) fail('E_DTYPE', 'b', B, `a ${S.dtype} tensor like the sparse tensor`);
+  const input = productDType(B, 'b');
+  if (S.dtype !== input) fail('E_DTYPE', 'b', B, `a ${S.dtype} tensor like the sparse tensor`);
   const p = B.shape[1];
   nonEmpty(B, 'b', [p]);
-  const bias = checkBias(o.bias, 'options.bias', rows, dtype, 'cpu', 'the sparse tensor');
-  const out = outputTensor(o.out, [rows, p], dtype, [[B, 'b'], [S.values, 'the sparse tensor'], [bias, 'options.bias']], async);
-  return { s: S, b: B, out, bias, rows, cols, p, transB: false, transOut: false };
+  const dtype = resultDType(input);
+  const bias = checkBias(o.bias, 'options.bias', rows, dtype, S.device, 'the sparse tensor');
+  const shape: Shape = [rows, p];
+  const out = checkProductOut(o.out, shape, dtype, S.device, inputsOf(S, 'the sparse tensor', [[B, 'b'], [bias, 'options.bias']]));
+  return { s: S, b: B, bias, rows, cols, p, linear: false, activation: null, shape, dtype, out };
 }
 
-function runSpmm(c: SpmmCall, async: boolean): unknown {
+/** The product of a validated plan: the native SpMM on the CPU (a Promise when async), else the device's. */
+function runSpmm(c: SpmmPlan, async: boolean): Tensor | Promise<Tensor> {
+  if (c.s.device !== 'cpu') return deviceOp(c.s.device, 'spmm')(c);
+  const t = cpuTarget(c, async);
   const v = c.s.values;
-  return native.spmm(v.storage('values'), c.s.positions, v.dtypeCode, c.rows, c.cols, c.s.n, c.s.m,
-    c.b.storage('b'), c.b.dtypeCode, c.p, c.out.storage('options.out'), c.out.dtypeCode, c.transB, c.transOut,
-    c.bias ? c.bias.storage('bias') : null, c.bias ? c.bias.dtypeCode : 0, async);
+  const bias = c.bias ? { bias: c.bias.storage('bias'), biasDtype: c.bias.dtypeCode } : {};
+  const r = native.spmm({
+    values: v.storage('values'), positions: c.s.positions, wDtype: v.dtypeCode, rows: c.rows, cols: c.cols, n: c.s.n, m: c.s.m,
+    b: c.b.storage('b'), bDtype: c.b.dtypeCode, p: c.p, out: t.acc.storage('options.out'), outDtype: t.acc.dtypeCode,
+    transB: c.linear, transOut: c.linear, async, ...bias,
+  });
+  return r ? r.then(() => finishCpu(t, c.activation)) : finishCpu(t, c.activation);
 }
 
-/** x·W̃ᵀ + bias with W̃ N:M-sparse: x [..., in], S [out, in], bias [out] → [..., out] (nm.linear). */
+/** x·W̃ᵀ + bias with W̃ N:M-sparse: x [..., in], S [out, in], bias [out] → [..., out], then options.activation (nm.linear). */
 export function sparseLinear(x: Tensor, s: SparseTensor, bias?: Tensor | null, opts: SparseLinearOptions = {}): Tensor {
-  const c = planLinear(x, s, bias, opts, false);
-  if ('device' in c) return c.device;
-  runSpmm(c, false);
-  return c.out;
+  return runSpmm(planLinear(x, s, bias, opts), false) as Tensor;
 }
 
 /** sparseLinear() on the thread pool: the event loop stays free while it runs. */
 export async function sparseLinearAsync(x: Tensor, s: SparseTensor, bias?: Tensor | null, opts: SparseLinearOptions = {}): Promise<Tensor> {
-  const c = planLinear(x, s, bias, opts, true);
-  if ('device' in c) return c.device;
-  await runSpmm(c, true);
-  return c.out;
+  return runSpmm(planLinear(x, s, bias, opts), true);
 }
 
 /** W̃·b (+ bias) with W̃ N:M-sparse: S [rows, cols], b [cols, p], bias [rows] → [rows, p] (S.matmul(b)). */
 export function sparseMatmul(s: SparseTensor, b: Tensor, opts: SparseMatmulOptions = {}): Tensor {
-  const c = planMatmul(s, b, opts, false);
-  if ('device' in c) return c.device;
-  runSpmm(c, false);
-  return c.out;
+  return runSpmm(planMatmul(s, b, opts), false) as Tensor;
 }
 
 /** sparseMatmul() on the thread pool: the event loop stays free while it runs. */
 export async function sparseMatmulAsync(s: SparseTensor, b: Tensor, opts: SparseMatmulOptions = {}): Promise<Tensor> {
-  const c = planMatmul(s, b, opts, true);
-  if ('device' in c) return c.device;
-  await runSpmm(c, true);
-  return c.out;
+  return runSpmm(planMatmul(s, b, opts), true);
 }
 
 /**
@@ -130,7 +129,10 @@ export function linearInputGrad(dy: Tensor, w: Tensor, opts: { out?: Tensor } = 
   const [outF, inF] = W.shape, rows = D.shape[0];
   if (D.shape[1] !== outF) fail('E_SHAPE', 'dy', D, `a matrix [rows, ${outF}] (w is [${outF}, ${inF}])`);
   nonEmpty(D, 'dy', [rows, outF, inF]);
-  const out = outputTensor(opts.out, [rows, inF], 'float32', [[D, 'dy'], [W, 'w']], false);
-  native.spmmT(W.storage('w'), outF, inF, D.storage('dy'), D.dtypeCode, rows, out.storage('options.out'), out.dtypeCode, true, true);
+  const out = outputFor(checkProductOut(opts.out, [rows, inF], 'float32', 'cpu', [[D, 'dy'], [W, 'w']]), [rows, inF], 'float32');
+  native.spmmT({
+    w: W.storage('w'), rows: outF, cols: inF, b: D.storage('dy'), bDtype: D.dtypeCode, p: rows, out: out.storage('options.out'),
+    outDtype: out.dtypeCode, transB: true, transOut: true,
+  });
   return out;
 }

@@ -1,10 +1,10 @@
 // Dense CPU products (lib/gemm.ts → native/cpu/gemm.cc) against float64 reference loops written here.
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randn, tensor, zeros, type DType, type Tensor } from '../lib/index.js';
 import { linear, linearAsync, matmul, matmulAsync } from '../lib/gemm.js';
-import { native } from '../lib/native.js';
-import { ISAS, poison, prng, refProduct, type Ref } from './helpers.js';
+import { native, type NativeGemmOptions } from '../lib/native.js';
+import { ISAS, checkOptionsContract, expectOptionError, fakeCuda, fakeCudaProducts, poison, prng, refProduct, type Ref } from './helpers.js';
 
 /** A float tensor of normal-ish values from a seeded generator (values exactly representable in `dtype`). */
 function rand(shape: number[], dtype: DType, seed: number): Tensor {
@@ -119,6 +119,32 @@ describe('linear (CPU)', () => {
   });
 });
 
+describe('linear options.activation (CPU: a pass over the float32 sums, then the rounding)', () => {
+  const [rows, inF, outF] = [21, 70, 37];
+  for (const dtype of ['float32', 'float16', 'bfloat16'] as DType[])
+    for (const act of ['relu', 'gelu'] as const)
+      it(`${dtype} ${act}, sync and async, into a poisoned out`, async () => {
+        const x = rand([rows, inF], dtype, 51), W = rand([outF, inF], dtype, 52), bias = rand([outF], dtype, 53);
+        const r = refProduct(x.toArray(), inF, 1, W.toArray(), 1, inF, rows, outF, inF, bias.toArray(), false, act);
+        const out = poison(zeros([rows, outF], { dtype }));
+        expect(linear(x, W, bias, { activation: act, out })).toBe(out);
+        // gelu's slope is below 1.13 and its float32 evaluation adds a few ulp: a slightly wider float32 term
+        expectClose(out, r, Math.ceil(1.2 * (inF + 4)));
+        const y = await linearAsync(x, W, bias, { activation: act });
+        expect(y.dtype).toBe(dtype);
+        expect(y.toArray()).toEqual(out.toArray());
+      });
+
+  it('a bad activation is E_VALUE naming options.activation, on the sync and async forms', async () => {
+    const x = zeros([2, 4]), W = zeros([3, 4]);
+    for (const bad of ['tanh', 'none', 'RELU', 1, true]) {
+      expect(() => linear(x, W, null, { activation: bad as 'relu' })).toThrow(
+        expect.objectContaining({ code: 'E_VALUE', message: expect.stringContaining('options.activation') }));
+      await expect(linearAsync(x, W, null, { activation: bad as 'relu' })).rejects.toMatchObject({ code: 'E_VALUE' });
+    }
+  });
+});
+
 describe('async forms', () => {
   it('matmulAsync and linearAsync resolve to the same results as the sync forms', async () => {
     const a = rand([64, 96], 'float32', 16), b = rand([96, 50], 'float32', 17), bias = rand([50], 'float32', 18);
@@ -171,6 +197,34 @@ describe('async forms', () => {
   });
 });
 
+/** A valid direct native.gemm call (C [3, 5] = A [3, 4] · B [4, 5]), with `over` replacing or adding fields. */
+const gemmBase = (): Record<string, unknown> => ({
+  a: new Float32Array(12), aDtype: 0, b: new Float32Array(20), bDtype: 0, c: new Float32Array(15), cDtype: 0, m: 3, n: 5, k: 4,
+  transA: false, transB: false, async: false,
+});
+const gemmCall = (over: Record<string, unknown> = {}) => native.gemm({ ...gemmBase(), ...over } as NativeGemmOptions);
+
+describe('native.gemm options object (called directly)', () => {
+  it('reads every field by name: op(A)·op(B) + bias with transA and transB into a poisoned c', () => {
+    const [m, n, k] = [3, 5, 4];
+    const a = rand([k, m], 'float32', 41), b = rand([n, k], 'float32', 42), bias = rand([n], 'float32', 43);
+    const c = poison(zeros([m, n]));
+    native.gemm({
+      a: a.storage(), aDtype: a.dtypeCode, b: b.storage(), bDtype: b.dtypeCode, c: c.storage(), cDtype: c.dtypeCode, m, n, k,
+      transA: true, transB: true, bias: bias.storage(), biasDtype: bias.dtypeCode, async: false,
+    });
+    expectClose(c, refGemm(a.toArray(), b.toArray(), m, n, k, true, true, bias.toArray()), k);
+  });
+
+  it('a missing key, a wrong type or an unknown key is a typed error naming options.<key>', () => {
+    checkOptionsContract((o) => native.gemm(o as NativeGemmOptions), gemmBase());
+    expectOptionError(() => gemmCall({ bias: 'x', biasDtype: 0 }), 'E_TYPE', 'bias');
+    expectOptionError(() => gemmCall({ bias: new Float32Array(5) }), 'E_TYPE', 'biasDtype');
+    expectOptionError(() => gemmCall({ biasDtype: 0 }), 'E_VALUE', 'biasDtype');  // read only with a bias
+    expect(() => native.gemm(3 as unknown as NativeGemmOptions)).toThrow(expect.objectContaining({ code: 'E_TYPE', name: 'NmSparseError' }));
+  });
+});
+
 describe('bad inputs', () => {
   const a = zeros([3, 4]), b = zeros([4, 5]);
   const cases: Array<[string, () => unknown, string]> = [
@@ -200,10 +254,10 @@ describe('bad inputs', () => {
     ['linear: bias is 2-D', () => linear(zeros([2, 4]), zeros([3, 4]), zeros([1, 3])), 'E_SHAPE'],
     ['linear: weight dtype differs', () => linear(zeros([2, 4]), zeros([3, 4], { dtype: 'float16' })), 'E_DTYPE'],
     ['linear: weight is not a tensor', () => linear(zeros([2, 4]), {} as Tensor), 'E_TYPE'],
-    ['native: c buffer too small', () => native.gemm(new Float32Array(12), 0, new Float32Array(20), 0, new Float32Array(14), 0, 3, 5, 4, false, false, null, 0, false), 'E_SHAPE'],
-    ['native: unknown dtype code', () => native.gemm(new Float32Array(12), 9, new Float32Array(20), 0, new Float32Array(15), 0, 3, 5, 4, false, false, null, 0, false), 'E_DTYPE'],
-    ['native: m = 0', () => native.gemm(new Float32Array(12), 0, new Float32Array(20), 0, new Float32Array(15), 0, 0, 5, 4, false, false, null, 0, false), 'E_SHAPE'],
-    ['native: c overlaps a', () => { const s = new Float32Array(16); return native.gemm(s, 0, new Float32Array(16), 0, s.subarray(4), 0, 3, 4, 4, false, false, null, 0, false); }, 'E_VALUE'],
+    ['native: c buffer too small', () => gemmCall({ c: new Float32Array(14) }), 'E_SHAPE'],
+    ['native: unknown dtype code', () => gemmCall({ aDtype: 9 }), 'E_DTYPE'],
+    ['native: m = 0', () => gemmCall({ m: 0 }), 'E_SHAPE'],
+    ['native: c overlaps a', () => { const s = new Float32Array(16); return gemmCall({ a: s, c: s.subarray(4), n: 4, b: new Float32Array(16) }); }, 'E_VALUE'],
     ['native: cpuIsa of an unknown name', () => native.cpuIsa('sse9'), 'E_VALUE'],
   ];
   for (const [what, call, code] of cases)
@@ -215,5 +269,62 @@ describe('bad inputs', () => {
     const out = poison(zeros([3, 5]));
     expect(() => matmul(a, b, { out, bias: zeros([4]) })).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
     expect(out.toArray().every(Number.isNaN)).toBe(true);
+  });
+});
+
+// Last in this file: it replaces the 'cuda' backend of this process with a fake one that records what reaches it.
+describe("one set of checks on every device (a fake 'cuda' backend records the plans that reach it)", () => {
+  let calls: Awaited<ReturnType<typeof fakeCudaProducts>>;
+  beforeAll(async () => { calls = await fakeCudaProducts(); });
+  type Make = (shape: number[], dtype?: DType) => Tensor;
+  const cpu: Make = (shape, dtype = 'float32') => zeros(shape, { dtype });
+  const cases: Array<[string, (t: Make) => unknown, string]> = [
+    ['linear: a [1, out] bias', (t) => linear(t([2, 4]), t([3, 4]), t([1, 3])), 'E_SHAPE'],
+    ['matmul: a [1, n] bias', (t) => matmul(t([2, 4]), t([4, 3]), { bias: t([1, 3]) }), 'E_SHAPE'],
+    ['linear: bias of the wrong length', (t) => linear(t([2, 4]), t([3, 4]), t([4])), 'E_SHAPE'],
+    ['linear: bias of another dtype', (t) => linear(t([2, 4]), t([3, 4]), t([3], 'float16')), 'E_DTYPE'],
+    ['linear: empty x', (t) => linear(t([0, 4]), t([3, 4])), 'E_SHAPE'],
+    ['matmul: k = 0', (t) => matmul(t([2, 0]), t([0, 3])), 'E_SHAPE'],
+    ['matmul: a is 3-D', (t) => matmul(t([2, 2, 2]), t([2, 2])), 'E_SHAPE'],
+    ['matmul: inner sizes differ', (t) => matmul(t([2, 4]), t([4, 3]), { transB: true }), 'E_SHAPE'],
+    ['matmul: transA is not a boolean', (t) => matmul(t([2, 4]), t([4, 3]), { transA: 1 as unknown as boolean }), 'E_TYPE'],
+    ['linear: weight of another dtype', (t) => linear(t([2, 4]), t([3, 4], 'bfloat16')), 'E_DTYPE'],
+    ['linear: out of the wrong shape', (t) => linear(t([2, 4]), t([3, 4]), null, { out: t([3, 2]) }), 'E_SHAPE'],
+    ['linear: out of the wrong dtype', (t) => linear(t([2, 4]), t([3, 4]), null, { out: t([2, 3], 'float16') }), 'E_DTYPE'],
+    ['matmul: out is a', (t) => { const a = t([3, 3]); return matmul(a, t([3, 3]), { out: a }); }, 'E_VALUE'],
+    ['linear: out is the bias', (t) => { const b = t([3]); return linear(t([1, 4]), t([3, 4]), b, { out: b.reshape([1, 3]) }); }, 'E_VALUE'],
+    ['linear: an unknown activation', (t) => linear(t([2, 4]), t([3, 4]), null, { activation: 'tanh' as 'relu' }), 'E_VALUE'],
+    ['linear: a disposed weight', (t) => { const w = t([3, 4]); w.dispose(); return linear(t([2, 4]), w); }, 'E_DISPOSED'],
+  ];
+  for (const [what, call, code] of cases)
+    it(`${what}: ${code} on the cpu and on cuda, before any backend is reached`, () => {
+      expect(() => call(cpu)).toThrow(expect.objectContaining({ code }));
+      expect(() => call(fakeCuda)).toThrow(expect.objectContaining({ code }));
+      expect(calls.gemm).toEqual([]);
+    });
+
+  it('the mixed-device and per-device dtype rules', () => {
+    expect(() => linear(fakeCuda([2, 4]), cpu([3, 4]))).toThrow(expect.objectContaining({ code: 'E_DEVICE' }));
+    expect(() => matmul(cpu([2, 4]), cpu([4, 3]), { bias: fakeCuda([3]) })).toThrow(expect.objectContaining({ code: 'E_DEVICE' }));
+    expect(() => matmul(cpu([2, 4], 'int8'), cpu([4, 3], 'int8'))).toThrow(expect.objectContaining({ code: 'E_DTYPE' }));
+    expect(() => matmul(fakeCuda([2, 4], 'uint8'), fakeCuda([4, 3], 'uint8'))).toThrow(expect.objectContaining({ code: 'E_UNSUPPORTED' }));
+    // int8 on cuda: a float32 result, so a float32 bias (an int8 one is E_DTYPE)
+    expect(() => matmul(fakeCuda([2, 4], 'int8'), fakeCuda([4, 3], 'int8'), { bias: fakeCuda([3], 'int8') })).toThrow(
+      expect.objectContaining({ code: 'E_DTYPE' }));
+    expect(calls.gemm).toEqual([]);
+    const y = matmul(fakeCuda([2, 4], 'int8'), fakeCuda([4, 3], 'int8'), { bias: fakeCuda([3]) });
+    expect([y.device, y.dtype, y.shape]).toEqual(['cuda', 'float32', [2, 3]]);
+    expect(calls.gemm.pop()).toMatchObject({ m: 2, n: 3, k: 4, dtype: 'float32', activation: null });
+  });
+
+  it('a valid call reaches the backend once, as one plan (sync and async)', async () => {
+    const x = fakeCuda([2, 3, 4]), W = fakeCuda([5, 4]), b = fakeCuda([5]), out = fakeCuda([2, 3, 5]);
+    expect(linear(x, W, b, { activation: 'gelu', out })).toBe(out);
+    expect(calls.gemm).toEqual([{ a: x, b: W, bias: b, m: 6, n: 5, k: 4, transA: false, transB: true, activation: 'gelu', shape: [2, 3, 5], dtype: 'float32', out }]);
+    const A = fakeCuda([4, 2], 'float16'), B = fakeCuda([3, 4], 'float16');
+    const c = await matmulAsync(A, B, { transA: true, transB: true });
+    expect([c.shape, c.dtype]).toEqual([[2, 3], 'float16']);
+    expect(calls.gemm[1]).toMatchObject({ m: 2, n: 3, k: 4, transA: true, transB: true, bias: null, out: undefined, activation: null });
+    expect(calls.gemm.length).toBe(2);
   });
 });

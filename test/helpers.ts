@@ -1,6 +1,11 @@
 // Test-only utilities: a seeded PRNG independent of the library's own, float64 reference N:M loops and products,
 // and poisoning of outputs so unwritten elements show.
+import { expect } from 'vitest';
 import { Tensor, tensor, type DType } from '../lib/index.js';
+import { NmSparseError } from '../lib/errors.js';
+import { registerBackend, type DeviceStorage, type GemmPlan, type SpmmPlan } from '../lib/device.js';
+import { dtypeBytes } from '../lib/dtype.js';
+import { SparseTensor } from '../lib/compress.js';
 import { native } from '../lib/native.js';
 
 /** The CPU kernel sets this machine runs, lowest first (native.cpuIsa(name) selects one; 'auto' restores). */
@@ -171,4 +176,67 @@ export function refProduct(
       absSum[i * n + j] = a;
     }
   return { ref, absSum };
+}
+
+/**
+ * Runs a direct addon call that must fail on one options field: a typed NmSparseError with `code` whose message
+ * names options.<key>.
+ */
+export function expectOptionError(call: () => unknown, code: string, key: string): void {
+  let err: unknown;
+  try {
+    call();
+  } catch (e) {
+    err = e;
+  }
+  expect(err, `options.${key}: no error`).toBeInstanceOf(NmSparseError);
+  expect((err as NmSparseError).code, String(err)).toBe(code);
+  expect((err as Error).message).toContain(`options.${key}`);
+}
+
+/**
+ * The options-object contract of a direct addon call, from a valid `base` call: each required key missing (E_TYPE),
+ * each key of the wrong type (E_TYPE; 'x' is a string, which no field takes), an unknown key (E_VALUE), each named.
+ */
+export function checkOptionsContract(call: (o: Record<string, unknown>) => unknown, base: Record<string, unknown>, optional: string[] = []): void {
+  for (const key of Object.keys(base)) {
+    if (!optional.includes(key)) {
+      const without = { ...base };
+      delete without[key];
+      expectOptionError(() => call(without), 'E_TYPE', key);
+    }
+    expectOptionError(() => call({ ...base, [key]: 'x' }), 'E_TYPE', key);
+  }
+  expectOptionError(() => call({ ...base, tranposeB: true }), 'E_VALUE', 'tranposeB');
+}
+
+/** Device memory that is not there: enough for a tensor on 'cuda' that lib/ validates and no kernel reads. */
+class FakeStorage implements DeviceStorage {
+  disposed = false;
+  constructor(readonly bytes: number) {}
+  dispose(): void { this.disposed = true; }
+}
+
+/** A tensor, or (2:4) sparse tensor, on a 'cuda' without a GPU (fakeCudaProducts). */
+export const fakeCuda = (shape: readonly number[], dtype: DType = 'float32'): Tensor =>
+  new Tensor(shape, dtype, new FakeStorage(shape.reduce((a, b) => a * b, 1) * dtypeBytes(dtype)), 'cuda');
+export const fakeCudaSparse = (shape: number[], dtype: DType = 'float32'): SparseTensor =>
+  new SparseTensor(shape, { n: 2, m: 4 }, dtype, { device: 'cuda', handle: new FakeStorage(1) });
+
+/**
+ * Replaces the 'cuda' backend of this test process (put it last in a file) with one whose products only record
+ * the plans that reach them, and return a fake result of the plan's shape and dtype (or its out).
+ */
+export async function fakeCudaProducts(): Promise<{ gemm: GemmPlan[]; spmm: SpmmPlan[] }> {
+  await import('../lib/cuda.js'); // the real backend registers itself on first import: before it is replaced
+  const calls: { gemm: GemmPlan[]; spmm: SpmmPlan[] } = { gemm: [], spmm: [] };
+  const none = (): never => { throw new Error('no transfers on the fake cuda backend'); };
+  registerBackend({
+    name: 'cuda', unavailableReason: () => null, upload: none, download: none, downloadAsync: none, alloc: none, copy: none,
+    ops: {
+      gemm: (g) => { calls.gemm.push(g); return g.out ?? fakeCuda(g.shape, g.dtype); },
+      spmm: (c) => { calls.spmm.push(c); return c.out ?? fakeCuda(c.shape, c.dtype); },
+    },
+  });
+  return calls;
 }

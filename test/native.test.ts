@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { native, addonNames } from '../lib/native.js';
 import { DTYPES } from '../lib/dtype.js';
-import { ACTIVATIONS } from '../lib/cuda.js';
+import { ACTIVATIONS } from '../lib/gemm.js';
 
 describe('addon contract', () => {
   it('exports exactly the functions lib/native.ts declares (the CUDA ones in a CUDA build)', () => {

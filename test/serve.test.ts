@@ -11,7 +11,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
 import { NmSparseError, SparseTensor, Tensor } from '../lib/index.js';
-import { registerBackend } from '../lib/device.js';
+import { registerBackend, type GemmPlan, type SpmmPlan } from '../lib/device.js';
 import { InferenceModel } from '../lib/serve/model.js';
 import { startServer, type RunningServer } from '../lib/serve/server.js';
 import { runServe } from '../lib/cli/serve.js';
@@ -429,7 +429,7 @@ describe("the device path, on a fake 'cuda' backend", () => {
     class HostBuffer { disposed = false; constructor(readonly data: Float32Array | Uint8Array | Uint16Array | Int8Array) {} get bytes() { return this.data.byteLength; } dispose() { this.disposed = true; } }
     const calls: string[] = [];
     const host = (t: Tensor): Tensor => new Tensor(t.shape, t.dtype, (t.deviceStorage() as HostBuffer).data as Float32Array);
-    const product = (x: Tensor, w: Tensor, b: Tensor | undefined, activation?: string) => {
+    const product = (x: Tensor, w: Tensor, b: Tensor | null, activation: string | null) => {
       const y = host(x).storage() as Float32Array, W = w.storage() as Float32Array, B = b ? (host(b).storage() as Float32Array) : null;
       const [outF, inF] = w.shape, rows = x.size / inF;
       const out = new Float32Array(rows * outF);
@@ -446,13 +446,14 @@ describe("the device path, on a fake 'cuda' backend", () => {
       name: 'cuda', unavailableReason: () => null,
       upload: (src) => new HostBuffer((src as Float32Array).slice()), download: (s, dst) => (dst as Float32Array).set((s as HostBuffer).data as Float32Array),
       downloadAsync: async (s, dst) => (dst as Float32Array).set((s as HostBuffer).data as Float32Array), alloc: (n) => new HostBuffer(new Float32Array(n / 4)),
+      copy: (s) => new HostBuffer((s as HostBuffer).data.slice()),
       ops: {
         compress: (w: Tensor, p: { n: number; m: number }) => { calls.push('compress'); return new SparseTensor(w.shape, p, w.dtype, { device: 'cuda', handle: new HostBuffer(host(w).storage().slice()) }); },
         reluForward: (x: Tensor) => { calls.push('reluForward'); return new Tensor(x.shape, 'float32', new HostBuffer((host(x).storage() as Float32Array).map((v) => Math.max(v, 0))), 'cuda'); },
-        linear: (x: Tensor, w: Tensor, b: Tensor | undefined, o: { activation?: string }) => { calls.push(`linear ${o.activation ?? '-'}`); return product(x, host(w), b, o.activation); },
-        sparseLinear: (x: Tensor, s: SparseTensor, b: Tensor | undefined, o: { activation?: string }) => {
-          calls.push(`sparseLinear ${o.activation ?? '-'}`);
-          return product(x, new Tensor(s.shape, 'float32', (s.handle as unknown as HostBuffer).data as Float32Array), b, o.activation);
+        gemm: (g: GemmPlan) => { calls.push(`gemm ${g.activation ?? '-'}`); return product(g.a, host(g.b), g.bias, g.activation); },
+        spmm: (c: SpmmPlan) => {
+          calls.push(`spmm ${c.activation ?? '-'}`);
+          return product(c.b, new Tensor(c.s.shape, 'float32', (c.s.handle as unknown as HostBuffer).data as Float32Array), c.bias, c.activation);
         },
       },
     });
@@ -462,7 +463,7 @@ describe("the device path, on a fake 'cuda' backend", () => {
     calls.length = 0;
     const y = await m.predict(expected.inputs);
     expect(y.device).toBe('cpu');
-    expect(calls).toEqual(['sparseLinear relu', 'sparseLinear relu', 'linear -']);
+    expect(calls).toEqual(['spmm relu', 'spmm relu', 'gemm -']);
     expectClose(y.storage() as Float32Array, expected.outputs.flat(), 'fake cuda outputs');
     await m.dispose();
     // a ReLU that follows no product runs as the backend's reluForward
@@ -472,7 +473,7 @@ describe("the device path, on a fake 'cuda' backend", () => {
     const m2 = await InferenceModel.load(OURS_NM, { device: 'cuda', arch });
     calls.length = 0;
     expectClose((await m2.predict(expected.inputs)).storage() as Float32Array, expected.outputs.flat(), 'fake cuda, unfused ReLU');
-    expect(calls).toEqual(['sparseLinear relu', 'reluForward', 'sparseLinear relu', 'linear -']);
+    expect(calls).toEqual(['spmm relu', 'reluForward', 'spmm relu', 'gemm -']);
     await m2.dispose();
   });
 });

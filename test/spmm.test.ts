@@ -1,11 +1,13 @@
 // N:M-sparse × dense on the CPU (lib/spmm.ts → native/cpu/spmm.cc), straight from the compressed form, against
 // float64 loops over the pruned dense weight (pruned here with the reference mask of test/helpers.ts).
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nm, tensor, zeros, SparseTensor, type DType, type Tensor } from '../lib/index.js';
 import { matmul } from '../lib/gemm.js';
 import { linearInputGrad, sparseLinear, sparseLinearAsync, sparseMatmul, sparseMatmulAsync } from '../lib/spmm.js';
-import { native } from '../lib/native.js';
-import { ISAS, poison, prng, refMask, refProduct, type Ref } from './helpers.js';
+import { native, type NativeSpmmOptions, type NativeSpmmTOptions } from '../lib/native.js';
+import {
+  ISAS, checkOptionsContract, expectOptionError, fakeCuda, fakeCudaProducts, fakeCudaSparse, poison, prng, refMask, refProduct, type Ref,
+} from './helpers.js';
 
 function rand(shape: number[], dtype: DType, seed: number): Tensor {
   const r = prng(seed);
@@ -152,6 +154,67 @@ describe('async forms', () => {
   });
 });
 
+/** A valid direct native.spmm call (a 6 x 16 2:4 weight times b [16, 2]), with `over` replacing or adding fields. */
+const spmmBase = (): Record<string, unknown> => ({
+  values: new Float32Array(48), positions: new Uint8Array(12), wDtype: 0, rows: 6, cols: 16, n: 2, m: 4, b: new Float32Array(32),
+  bDtype: 0, p: 2, out: new Float32Array(12), outDtype: 0, transB: false, transOut: false, async: false,
+});
+const spmmCall = (over: Record<string, unknown> = {}) => native.spmm({ ...spmmBase(), ...over } as NativeSpmmOptions);
+
+describe('native.spmm / spmmT options objects (called directly)', () => {
+  it('read every field by name: W̃·Bᵀ + bias written transposed into a poisoned out', () => {
+    const [rows, cols, p] = [6, 16, 5];
+    const W = rand([rows, cols], 'float32', 80), B = rand([p, cols], 'float32', 81), bias = rand([rows], 'float32', 82);
+    const S = nm.compress(W, '2:4');
+    const out = poison(zeros([p, rows]));
+    native.spmm({
+      values: S.values.storage(), positions: S.positions, wDtype: S.values.dtypeCode, rows, cols, n: 2, m: 4, b: B.storage(),
+      bDtype: B.dtypeCode, p, out: out.storage(), outDtype: out.dtypeCode, transB: true, transOut: true, bias: bias.storage(),
+      biasDtype: bias.dtypeCode, async: false,
+    });
+    expectClose(out, refSpmm(refPrune(W, 2, 4), rows, cols, B.toArray(), p, true, bias.toArray()), rows, p, true, cols);
+  });
+
+  it('a missing key, a wrong type or an unknown key is a typed error naming options.<key>', () => {
+    checkOptionsContract((o) => native.spmm(o as NativeSpmmOptions), spmmBase());
+    expectOptionError(() => spmmCall({ bias: new Float32Array(6) }), 'E_TYPE', 'biasDtype');
+    expectOptionError(() => spmmCall({ biasDtype: 0 }), 'E_VALUE', 'biasDtype');
+    const spmmT = (o: Record<string, unknown>) => native.spmmT(o as unknown as NativeSpmmTOptions);
+    checkOptionsContract(spmmT, {
+      w: new Float32Array(32), rows: 4, cols: 8, b: new Float32Array(12), bDtype: 0, p: 3, out: new Float32Array(24), outDtype: 0,
+      transB: false, transOut: false,
+    });
+  });
+});
+
+describe('nm.linear options.activation (CPU: a pass over the float32 sums, then the rounding)', () => {
+  const [batch, inF, outF] = [17, 96, 29];
+  for (const dtype of ['float32', 'float16', 'bfloat16'] as DType[])
+    for (const act of ['relu', 'gelu'] as const)
+      it(`${dtype} ${act}, sync and async, into a poisoned out`, async () => {
+        const W = rand([outF, inF], dtype, 90), x = rand([batch, inF], dtype, 91), bias = rand([outF], dtype, 92);
+        const S = nm.compress(W, '2:4');
+        const r = refProduct(x.toArray(), inF, 1, refPrune(W, 2, 4), 1, inF, batch, outF, inF, bias.toArray(), false, act);
+        const out = poison(zeros([batch, outF], { dtype }));
+        expect(sparseLinear(x, S, bias, { activation: act, out })).toBe(out);
+        // r is [batch, out] = Yᵀ; gelu's slope (< 1.13) and float32 evaluation widen the float32 term a little
+        expectClose(out, { ref: transposeRef(r.ref, batch, outF), absSum: transposeRef(r.absSum, batch, outF) }, outF, batch, true,
+          Math.ceil(1.2 * (inF + 4)));
+        const y = await sparseLinearAsync(x, S, bias, { activation: act });
+        expect(y.dtype).toBe(dtype);
+        expect(y.toArray()).toEqual(out.toArray());
+      });
+
+  it('a bad activation is E_VALUE naming options.activation', async () => {
+    const S = nm.compress(zeros([3, 8]), '2:4'), x = zeros([2, 8]);
+    for (const bad of ['tanh', 'none', 0]) {
+      expect(() => sparseLinear(x, S, null, { activation: bad as 'gelu' })).toThrow(
+        expect.objectContaining({ code: 'E_VALUE', message: expect.stringContaining('options.activation') }));
+      await expect(sparseLinearAsync(x, S, null, { activation: bad as 'gelu' })).rejects.toMatchObject({ code: 'E_VALUE' });
+    }
+  });
+});
+
 describe('bad inputs', () => {
   const S = nm.compress(rand([6, 16], 'float32', 70), '2:4');
   const x = zeros([3, 16]);
@@ -177,13 +240,13 @@ describe('bad inputs', () => {
     ['matmul: b has no columns', () => sparseMatmul(S, zeros([16, 0])), 'E_SHAPE'],
     ['matmul: bias of the columns', () => sparseMatmul(S, zeros([16, 2]), { bias: zeros([2]) }), 'E_SHAPE'],
     ['matmul: not a sparse tensor', () => sparseMatmul({} as SparseTensor, zeros([16, 2])), 'E_TYPE'],
-    ['native: M = 5', () => native.spmm(new Float32Array(48), new Uint8Array(12), 0, 6, 15, 2, 5, new Float32Array(30), 0, 2, new Float32Array(12), 0, false, false, null, 0, false), 'E_PATTERN'],
-    ['native: N = M', () => native.spmm(new Float32Array(96), new Uint8Array(24), 0, 6, 16, 4, 4, new Float32Array(32), 0, 2, new Float32Array(12), 0, false, false, null, 0, false), 'E_PATTERN'],
-    ['native: cols not a multiple of M', () => native.spmm(new Float32Array(48), new Uint8Array(12), 0, 6, 18, 2, 4, new Float32Array(36), 0, 2, new Float32Array(12), 0, false, false, null, 0, false), 'E_SHAPE'],
-    ['native: positions too short', () => native.spmm(new Float32Array(48), new Uint8Array(11), 0, 6, 16, 2, 4, new Float32Array(32), 0, 2, new Float32Array(12), 0, false, false, null, 0, false), 'E_SHAPE'],
-    ['native: out too short', () => native.spmm(new Float32Array(48), new Uint8Array(12), 0, 6, 16, 2, 4, new Float32Array(32), 0, 2, new Float32Array(11), 0, false, false, null, 0, false), 'E_SHAPE'],
-    ['native: p = 0', () => native.spmm(new Float32Array(48), new Uint8Array(12), 0, 6, 16, 2, 4, new Float32Array(32), 0, 0, new Float32Array(12), 0, false, false, null, 0, false), 'E_SHAPE'],
-    ['native: out overlaps b', () => { const s = new Float32Array(64); return native.spmm(new Float32Array(48), new Uint8Array(12), 0, 6, 16, 2, 4, s, 0, 2, s.subarray(40), 0, false, false, null, 0, false); }, 'E_VALUE'],
+    ['native: M = 5', () => spmmCall({ cols: 15, m: 5, b: new Float32Array(30) }), 'E_PATTERN'],
+    ['native: N = M', () => spmmCall({ values: new Float32Array(96), positions: new Uint8Array(24), n: 4, m: 4 }), 'E_PATTERN'],
+    ['native: cols not a multiple of M', () => spmmCall({ cols: 18, b: new Float32Array(36) }), 'E_SHAPE'],
+    ['native: positions too short', () => spmmCall({ positions: new Uint8Array(11) }), 'E_SHAPE'],
+    ['native: out too short', () => spmmCall({ out: new Float32Array(11) }), 'E_SHAPE'],
+    ['native: p = 0', () => spmmCall({ p: 0 }), 'E_SHAPE'],
+    ['native: out overlaps b', () => { const s = new Float32Array(64); return spmmCall({ b: s, out: s.subarray(40) }); }, 'E_VALUE'],
   ];
   for (const [what, call, code] of cases)
     it(`${what} → ${code}`, () => {
@@ -243,3 +306,46 @@ function transposeRef(a: Float64Array, rows: number, cols: number): Float64Array
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = a[r * cols + c];
   return t;
 }
+
+// Last in this file: it replaces the 'cuda' backend of this process with a fake one that records what reaches it.
+describe("one set of checks on every device (a fake 'cuda' backend records the plans that reach it)", () => {
+  let calls: Awaited<ReturnType<typeof fakeCudaProducts>>;
+  beforeAll(async () => { calls = await fakeCudaProducts(); });
+  type Make = { t: (shape: number[], dtype?: DType) => Tensor; s: (shape: number[], dtype?: DType) => SparseTensor };
+  const cpu: Make = { t: (shape, dtype = 'float32') => zeros(shape, { dtype }), s: (shape, dtype = 'float32') => nm.compress(zeros(shape, { dtype }), '2:4') };
+  const cuda: Make = { t: fakeCuda, s: fakeCudaSparse };
+  const cases: Array<[string, (d: Make) => unknown, string]> = [
+    ['nm.linear: a [1, out] bias', ({ t, s }) => sparseLinear(t([2, 8]), s([3, 8]), t([1, 3])), 'E_SHAPE'],
+    ['S.matmul: a [1, rows] bias', ({ t, s }) => s([3, 8]).matmul(t([8, 2]), { bias: t([1, 3]) }), 'E_SHAPE'],
+    ['S.matmul: a bias of the columns', ({ t, s }) => sparseMatmul(s([3, 8]), t([8, 2]), { bias: t([2]) }), 'E_SHAPE'],
+    ['nm.linear: bias of another dtype', ({ t, s }) => sparseLinear(t([2, 8]), s([3, 8]), t([3], 'bfloat16')), 'E_DTYPE'],
+    ['nm.linear: x of another dtype', ({ t, s }) => sparseLinear(t([2, 8], 'float16'), s([3, 8])), 'E_DTYPE'],
+    ['nm.linear: x does not end in `in`', ({ t, s }) => sparseLinear(t([2, 4]), s([3, 8])), 'E_SHAPE'],
+    ['nm.linear: empty x', ({ t, s }) => sparseLinear(t([0, 8]), s([3, 8])), 'E_SHAPE'],
+    ['nm.linear: a 3-D weight', ({ t, s }) => sparseLinear(t([2, 8]), s([2, 3, 8])), 'E_SHAPE'],
+    ['S.matmul: b without columns', ({ t, s }) => sparseMatmul(s([3, 8]), t([8, 0])), 'E_SHAPE'],
+    ['nm.linear: out of the wrong shape', ({ t, s }) => sparseLinear(t([2, 8]), s([3, 8]), null, { out: t([3, 2]) }), 'E_SHAPE'],
+    ['S.matmul: out is b', ({ t, s }) => { const b = t([8, 8]); return sparseMatmul(s([8, 8]), b, { out: b }); }, 'E_VALUE'],
+    ['nm.linear: out is the bias', ({ t, s }) => { const b = t([3]); return sparseLinear(t([1, 8]), s([3, 8]), b, { out: b.reshape([1, 3]) }); }, 'E_VALUE'],
+    ['nm.linear: an unknown activation', ({ t, s }) => sparseLinear(t([2, 8]), s([3, 8]), null, { activation: 'elu' as 'relu' }), 'E_VALUE'],
+    ['nm.linear: a disposed x', ({ t, s }) => { const x = t([2, 8]); x.dispose(); return sparseLinear(x, s([3, 8])); }, 'E_DISPOSED'],
+  ];
+  for (const [what, call, code] of cases)
+    it(`${what}: ${code} on the cpu and on cuda, before any backend is reached`, () => {
+      expect(() => call(cpu)).toThrow(expect.objectContaining({ code }));
+      expect(() => call(cuda)).toThrow(expect.objectContaining({ code }));
+      expect(calls.spmm).toEqual([]);
+    });
+
+  it('a valid call reaches the backend once, as one plan (sync and async)', async () => {
+    const x = fakeCuda([2, 3, 8]), S = fakeCudaSparse([5, 8]), b = fakeCuda([5]);
+    const y = sparseLinear(x, S, b, { activation: 'relu' });
+    expect([y.device, y.shape, y.dtype]).toEqual(['cuda', [2, 3, 5], 'float32']);
+    expect(calls.spmm).toEqual([{ s: S, b: x, bias: b, rows: 5, cols: 8, p: 6, linear: true, activation: 'relu', shape: [2, 3, 5], dtype: 'float32', out: undefined }]);
+    const Si = fakeCudaSparse([4, 8], 'int8'), B = fakeCuda([8, 3], 'int8'), out = fakeCuda([4, 3]);
+    expect(await sparseMatmulAsync(Si, B, { bias: fakeCuda([4]), out })).toBe(out);
+    expect(calls.spmm[1]).toMatchObject({ rows: 4, cols: 8, p: 3, linear: false, dtype: 'float32', activation: null, out });
+    expect(() => sparseLinear(fakeCuda([2, 8], 'uint8'), fakeCudaSparse([3, 8], 'uint8'))).toThrow(expect.objectContaining({ code: 'E_UNSUPPORTED' }));
+    expect(calls.spmm.length).toBe(2);
+  });
+});

@@ -21,8 +21,9 @@ import { makeWritableDir } from '../io/dir.js';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { backendInfo } from '../backend-info.js';
-import { cudaBackend, benchGemm, benchNativeLoop, clearPlans, planInfo, synchronize, type GemmBenchResult } from '../cuda.js';
+import { benchGemm, benchNativeLoop, clearPlans, planInfo, synchronize, type GemmBenchResult } from '../cuda.js';
 import { compress } from '../compress.js';
+import { sparseLinear as linear } from '../spmm.js';
 import { randn } from '../tensor.js';
 import { NmSparseError } from '../errors.js';
 import { UsageError } from '../cli/usage.js';
@@ -106,7 +107,6 @@ function overhead(m: number, n: number, k: number, iters: number): OverheadRow {
     const w = randn([m, k], { seed: 1, dtype: 'float16', device: 'cuda' });
     const x = randn([n, k], { seed: 2, dtype: 'float16', device: 'cuda' });
     const s = compress(w, '2:4');
-    const linear = cudaBackend.ops.sparseLinear;
     for (let i = 0; i < 5; i++) linear(x, s, null, {}).dispose();  // plan, search, check
     synchronize();
     const samples: number[] = [];

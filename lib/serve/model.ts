@@ -12,7 +12,7 @@
  * concurrent predict() calls are safe and those that arrive together are batched (lib/serve/batcher.ts).
  */
 import { NmSparseError, fail } from '../errors.js';
-import { backendFor, deviceOp, isDevice, type Device } from '../device.js';
+import { backendFor, isDevice, type Activation, type Device } from '../device.js';
 import { parsePattern, patternString, type Pattern } from '../pattern.js';
 import { check } from '../mask.js';
 import { SparseTensor, compress } from '../compress.js';
@@ -42,8 +42,8 @@ export interface InferenceOptions {
 type Product = { w: Tensor; s: null } | { w: null; s: SparseTensor };
 
 type Op =
-  | ({ kind: 'linear'; name: string; b: Tensor | null; in: number; out: number; activation?: 'relu' | 'gelu' } & Product)
-  | ({ kind: 'conv'; name: string; b: Tensor | null; window: Window2d; out: number; activation?: 'relu' | 'gelu' } & Product)
+  | ({ kind: 'linear'; name: string; b: Tensor | null; in: number; out: number; activation?: Activation } & Product)
+  | ({ kind: 'conv'; name: string; b: Tensor | null; window: Window2d; out: number; activation?: Activation } & Product)
   | { kind: 'maxpool'; window: Window2d }
   | { kind: 'layernorm'; gamma: Tensor | null; beta: Tensor | null; eps: number }
   | { kind: 'reshape'; shape: number[] }
@@ -210,7 +210,7 @@ export class InferenceModel {
     if (inputs === null || cur === null) throw new NmSparseError('E_VALUE', `${where}: the architecture has no layer that fixes the input size (Linear, Reshape or LayerNorm first)`);
     const outRow: number[] = cur;
     if (outRow.length !== 1) ops.push({ kind: 'reshape', shape: [size(outRow)] });
-    if (o.device !== 'cpu') fuseForDevice(ops);
+    fuseActivations(ops);
     return new InferenceModel(ops, {
       file, device: o.device, inputs, outputs: size(outRow), layers, weightBytes, denseWeightBytes,
       maxBatch: o.maxBatch, maxDelayMs: o.maxDelayMs, metadata: mf.metadata,
@@ -290,11 +290,10 @@ export class InferenceModel {
     let h = new Tensor([rows, this.inFeatures], 'float32', x);
     let owned = gpu; // whether h is ours to overwrite (not the caller's input)
     if (gpu) h = keep(h.to(this.device));
-    // On a GPU the products go straight to the backend, with ReLU/GELU fused into their epilogue (fuseForDevice).
-    const product = async (x: Tensor, op: Product & { b: Tensor | null; activation?: 'relu' | 'gelu' }): Promise<Tensor> => {
-      if (gpu && op.s) return deviceOp(this.device, 'sparseLinear')(x, op.s, op.b, { activation: op.activation });
-      if (gpu) return deviceOp(this.device, 'linear')(x, op.w!, op.b, { activation: op.activation });
-      return op.s ? sparseLinearAsync(x, op.s, op.b ?? undefined) : linearAsync(x, op.w, op.b ?? undefined);
+    // ReLU/GELU after a product run as its options.activation (fuseActivations).
+    const product = (x: Tensor, op: Product & { b: Tensor | null; activation?: Activation }): Promise<Tensor> => {
+      const opts = { activation: op.activation };
+      return op.s ? sparseLinearAsync(x, op.s, op.b, opts) : linearAsync(x, op.w, op.b, opts);
     };
     try {
       for (const op of this.#ops) {
@@ -337,10 +336,10 @@ function sparsePattern(mf: ModelFile, name: string, grouped: Tensor, pattern: Pa
 }
 
 /**
- * On a GPU each ReLU/GELU that follows a product (Linear, Conv2d) runs fused into that product's epilogue (the
- * backend's `activation` option); the other layers run through the backend's ops of the same name.
+ * Each ReLU/GELU that follows a product (Linear, Conv2d) becomes that product's `activation` option: fused into
+ * the epilogue on a GPU, a pass over the fresh result on the CPU (no separate op, no extra result).
  */
-function fuseForDevice(ops: Op[]): void {
+function fuseActivations(ops: Op[]): void {
   for (let i = 1; i < ops.length; i++) {
     const op = ops[i], prev = ops[i - 1];
     if ((op.kind === 'relu' || op.kind === 'gelu') && (prev.kind === 'linear' || prev.kind === 'conv') && !prev.activation) {

@@ -36,40 +36,86 @@ static Buf buffer_of(Napi::Value v, bool* shared = nullptr) {
   return b;
 }
 
-Buf buffer_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+// The readers of one value, shared by the positional and the named forms; `where` names it in errors.
+static Buf buffer_value(Napi::Value v, const std::string& where) {
   bool shared = false;
-  Buf b = buffer_of(info[i], &shared);
-  if (shared) fail("E_TYPE", at(i, name) + ": expected a TypedArray on a plain ArrayBuffer, got one on a SharedArrayBuffer");
-  if (b.owner.IsEmpty()) fail("E_TYPE", at(i, name) + ": expected a TypedArray or ArrayBuffer");
+  Buf b = buffer_of(v, &shared);
+  if (shared) fail("E_TYPE", where + ": expected a TypedArray on a plain ArrayBuffer, got one on a SharedArrayBuffer");
+  if (b.owner.IsEmpty()) fail("E_TYPE", where + ": expected a TypedArray or ArrayBuffer");
   return b;
 }
 
-Buf optional_buffer_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  if (info[i].IsNull() || info[i].IsUndefined()) return Buf{};
-  return buffer_arg(info, i, name);
+static Buf optional_buffer_value(Napi::Value v, const std::string& where) {
+  if (v.IsNull() || v.IsUndefined()) return Buf{};
+  return buffer_value(v, where);
 }
 
-double number_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  if (!info[i].IsNumber()) fail("E_TYPE", at(i, name) + ": expected a number");
-  return info[i].As<Napi::Number>().DoubleValue();
+static double number_value(Napi::Value v, const std::string& where) {
+  if (!v.IsNumber()) fail("E_TYPE", where + ": expected a number" + (v.IsUndefined() ? ", got undefined" : ""));
+  return v.As<Napi::Number>().DoubleValue();
 }
 
-int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  const double d = number_arg(info, i, name);
+static int64_t int_value(Napi::Value v, const std::string& where) {
+  const double d = number_value(v, where);
   if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9007199254740991.0)
-    fail("E_VALUE", at(i, name) + ": expected an integer, got " + std::to_string(d));
+    fail("E_VALUE", where + ": expected an integer, got " + std::to_string(d));
   return static_cast<int64_t>(d);
 }
 
-bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  if (!info[i].IsBoolean()) fail("E_TYPE", at(i, name) + ": expected a boolean");
-  return info[i].As<Napi::Boolean>().Value();
+static bool bool_value(Napi::Value v, const std::string& where) {
+  if (!v.IsBoolean()) fail("E_TYPE", where + ": expected a boolean" + (v.IsUndefined() ? ", got undefined" : ""));
+  return v.As<Napi::Boolean>().Value();
 }
 
-DType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  const int64_t d = int_arg(info, i, name);
-  if (d < 0 || d >= kNumDTypes) fail("E_DTYPE", at(i, name) + ": unknown dtype code " + std::to_string(d));
+static DType dtype_value(Napi::Value v, const std::string& where) {
+  const int64_t d = int_value(v, where);
+  if (d < 0 || d >= kNumDTypes) fail("E_DTYPE", where + ": unknown dtype code " + std::to_string(d));
   return static_cast<DType>(d);
+}
+
+Buf buffer_arg(const Napi::CallbackInfo& info, size_t i, const char* name) { return buffer_value(info[i], at(i, name)); }
+Buf optional_buffer_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  return optional_buffer_value(info[i], at(i, name));
+}
+double number_arg(const Napi::CallbackInfo& info, size_t i, const char* name) { return number_value(info[i], at(i, name)); }
+int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* name) { return int_value(info[i], at(i, name)); }
+bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* name) { return bool_value(info[i], at(i, name)); }
+DType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* name) { return dtype_value(info[i], at(i, name)); }
+
+Options::Options(const Napi::CallbackInfo& info, size_t i, const char* fn) : fn_(fn) {
+  const Napi::Value v = info[i];
+  if (!v.IsObject() || v.IsArray() || v.IsFunction() || v.IsTypedArray() || v.IsArrayBuffer())
+    fail("E_TYPE", fn_ + "(options): expected an options object");
+  o_ = v.As<Napi::Object>();
+}
+
+std::string Options::where(const char* key) const { return fn_ + ": options." + key; }
+
+Napi::Value Options::get(const char* key) {
+  read_.emplace_back(key);
+  return o_.Get(key);
+}
+
+bool Options::given(const char* key) {
+  const Napi::Value v = get(key);
+  return !v.IsNull() && !v.IsUndefined();
+}
+
+Buf Options::buffer(const char* key) { return buffer_value(get(key), where(key)); }
+Buf Options::optional_buffer(const char* key) { return optional_buffer_value(get(key), where(key)); }
+int64_t Options::integer(const char* key) { return int_value(get(key), where(key)); }
+double Options::number(const char* key) { return number_value(get(key), where(key)); }
+bool Options::boolean(const char* key) { return bool_value(get(key), where(key)); }
+DType Options::dtype(const char* key) { return dtype_value(get(key), where(key)); }
+
+void Options::done() const {
+  const Napi::Array keys = o_.GetPropertyNames();
+  for (uint32_t i = 0; i < keys.Length(); ++i) {
+    const std::string k = keys.Get(i).ToString().Utf8Value();
+    bool known = false;
+    for (const std::string& r : read_) known = known || r == k;
+    if (!known) fail("E_VALUE", fn_ + ": options." + k + ": unknown option");
+  }
 }
 
 void require_elems(const Buf& b, int64_t count, DType d, const char* name) {

@@ -21,12 +21,37 @@ struct Buf {
   Napi::Object owner;  // the TypedArray / ArrayBuffer, kept alive by async work
 };
 
+// Positional arguments: an error names "<name> (argument i)".
 Buf buffer_arg(const Napi::CallbackInfo& info, size_t i, const char* name);
 Buf optional_buffer_arg(const Napi::CallbackInfo& info, size_t i, const char* name);  // null/undefined → empty
 int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* name);
 double number_arg(const Napi::CallbackInfo& info, size_t i, const char* name);
 bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* name);
 DType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* name);
+
+// The fields of an options object (a long call's only argument, as sharp's pipeline(options)), each read by name
+// with its type; an error names "<fn>: options.<key>". A missing required key reads as undefined (E_TYPE).
+// done() rejects every key that was not read (E_VALUE), so a misspelt or stale field fails instead of being
+// ignored: call it after the last read.
+class Options {
+ public:
+  Options(const Napi::CallbackInfo& info, size_t i, const char* fn);
+  Napi::Value get(const char* key);  // the raw value, marked as read
+  bool given(const char* key);       // present and neither null nor undefined (marked as read)
+  std::string where(const char* key) const;
+  Buf buffer(const char* key);
+  Buf optional_buffer(const char* key);  // null/undefined/absent → empty
+  int64_t integer(const char* key);
+  double number(const char* key);
+  bool boolean(const char* key);
+  DType dtype(const char* key);
+  void done() const;
+
+ private:
+  Napi::Object o_;
+  std::string fn_;
+  std::vector<std::string> read_;
+};
 
 // Checks that `b` holds at least `count` elements of `d`.
 void require_elems(const Buf& b, int64_t count, DType d, const char* name);

@@ -91,10 +91,13 @@ bool CudaBuffer::Is(Napi::Env env, Napi::Value v) {
 }
 
 CudaBuffer* CudaBuffer::Arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  if (!Is(info.Env(), info[i]))
-    fail("E_TYPE", std::string(name) + " (argument " + std::to_string(i) + "): expected a CudaBuffer (device memory)");
-  CudaBuffer* b = Unwrap(info[i].As<Napi::Object>());
-  if (!b->mem_) fail("E_DISPOSED", std::string(name) + ": the tensor's device memory was disposed");
+  return From(info[i], std::string(name) + " (argument " + std::to_string(i) + ")");
+}
+
+CudaBuffer* CudaBuffer::From(Napi::Value v, const std::string& where) {
+  if (!Is(v.Env(), v)) fail("E_TYPE", where + ": expected a CudaBuffer (device memory)");
+  CudaBuffer* b = Unwrap(v.As<Napi::Object>());
+  if (!b->mem_) fail("E_DISPOSED", where + ": the tensor's device memory was disposed");
   return b;
 }
 
@@ -157,11 +160,14 @@ void CudaSparse::Resync(Napi::Env env) {
 }
 
 CudaSparse* CudaSparse::Arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  const Napi::Value v = info[i];
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor(info.Env(), g_sparse_ctor).Value()))
-    fail("E_TYPE", std::string(name) + " (argument " + std::to_string(i) + "): expected a CudaSparse handle");
+  return From(info[i], std::string(name) + " (argument " + std::to_string(i) + ")");
+}
+
+CudaSparse* CudaSparse::From(Napi::Value v, const std::string& where) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor(v.Env(), g_sparse_ctor).Value()))
+    fail("E_TYPE", where + ": expected a CudaSparse handle");
   CudaSparse* s = Unwrap(v.As<Napi::Object>());
-  if (!s->s_) fail("E_DISPOSED", std::string(name) + ": the sparse tensor was disposed");
+  if (!s->s_) fail("E_DISPOSED", where + ": the sparse tensor was disposed");
   return s;
 }
 

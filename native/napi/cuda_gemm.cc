@@ -9,40 +9,58 @@
 namespace nms::napi {
 namespace {
 
-cuda::Act act_arg(const Napi::CallbackInfo& info, size_t i) {
-  if (info[i].IsUndefined() || info[i].IsNull()) return cuda::Act::None;
-  const int64_t a = int_arg(info, i, "activation");
-  if (a < 0 || a >= kNumActs) fail("E_VALUE", "activation: got " + std::to_string(a) + ", expected 0 (none), 1 (relu) or 2 (gelu)");
+// The epilogue of a product: options.activation (a code, lib/gemm.ts ACTIVATIONS; absent: none) and the bias,
+// an optional CudaBuffer of `count` elements of `d`.
+cuda::Act act_option(Options& o) {
+  if (!o.given("activation")) return cuda::Act::None;
+  const int64_t a = o.integer("activation");
+  if (a < 0 || a >= kNumActs)
+    fail("E_VALUE", o.where("activation") + ": got " + std::to_string(a) + ", expected 0 (none), 1 (relu) or 2 (gelu)");
   return static_cast<cuda::Act>(a);
 }
 
-// Optional bias CudaBuffer of `count` elements of `d` (null/undefined: none).
+const void* bias_option(Options& o, int64_t count, DType d) {
+  if (!o.given("bias")) return nullptr;
+  CudaBuffer* b = CudaBuffer::From(o.get("bias"), o.where("bias"));
+  b->require(count, d, o.where("bias").c_str());
+  return b->ptr();
+}
+
+// cudaSparseLinear / cudaSparseMatmul: Y = x · W̃ᵀ [p, rows] (linear, dense operand options.x [p, cols]) or
+// W̃ · b [rows, p] (options.b [cols, p]), with options {sparse, p, bias?, activation?, outDtype, out?}.
+Napi::Value sparse_gemm_call(const Napi::CallbackInfo& info, bool linear) {
+  const char* fn = linear ? "cudaSparseLinear" : "cudaSparseMatmul";
+  const char* operand = linear ? "x" : "b";
+  Options o(info, 0, fn);
+  CudaSparse* h = CudaSparse::From(o.get("sparse"), o.where("sparse"));
+  cuda::SparseMatrix& s = *h->matrix();
+  CudaBuffer* dense = CudaBuffer::From(o.get(operand), o.where(operand));
+  const int64_t p = o.integer("p");
+  if (p < 1) fail("E_SHAPE", o.where("p") + ": got " + std::to_string(p) + ", expected at least 1");
+  dense->require(p * s.cols, s.dtype, o.where(operand).c_str());
+  cuda::SparseGemm g{};
+  g.s = &s;
+  g.b = dense->ptr();
+  g.p = p;
+  g.linear = linear;
+  g.out_dtype = o.dtype("outDtype");
+  g.bias = bias_option(o, s.rows, s.dtype == DType::I8 ? DType::F32 : s.dtype);
+  g.act = act_option(o);
+  CudaBuffer* out;
+  Napi::Object result = out_value(info.Env(), o.get("out"), o.where("out"), p * s.rows, g.out_dtype, &out);
+  o.done();
+  g.out = out->ptr();
+  cuda::sparse_gemm(g);
+  h->Resync(info.Env());
+  return result;
+}
+
+// Optional bias CudaBuffer (positional argument i) of `count` elements of `d` (null/undefined: none).
 const void* bias_arg(const Napi::CallbackInfo& info, size_t i, int64_t count, DType d) {
   if (info[i].IsUndefined() || info[i].IsNull()) return nullptr;
   CudaBuffer* b = CudaBuffer::Arg(info, i, "bias");
   b->require(count, d, "bias");
   return b->ptr();
-}
-
-// The shared tail of cudaSparseLinear and cudaSparseMatmul, whose arguments 3-6 are (bias?, activation,
-// outDtype, out?): Y = x · W̃ᵀ [p, rows] (linear) or W̃ · b [rows, p], from the already checked dense operand.
-Napi::Value sparse_gemm_call(const Napi::CallbackInfo& info, CudaSparse* h, const void* dense, int64_t p, bool linear) {
-  cuda::SparseMatrix& s = *h->matrix();
-  const DType out_dtype = dtype_arg(info, 5, "outDtype");
-  cuda::SparseGemm g{};
-  g.s = &s;
-  g.b = dense;
-  g.p = p;
-  g.linear = linear;
-  g.out_dtype = out_dtype;
-  g.bias = bias_arg(info, 3, s.rows, s.dtype == DType::I8 ? DType::F32 : s.dtype);
-  g.act = act_arg(info, 4);
-  CudaBuffer* out;
-  Napi::Object o = out_arg(info, 6, p * s.rows, out_dtype, &out);
-  g.out = out->ptr();
-  cuda::sparse_gemm(g);
-  h->Resync(info.Env());
-  return o;
 }
 
 Napi::Object plan_object(Napi::Env env, const cuda::PlanInfo& p) {
@@ -63,57 +81,37 @@ Napi::Object plan_object(Napi::Env env, const cuda::PlanInfo& p) {
 }
 
 void RegisterCudaGemm(Napi::Env env, Napi::Object exports) {
-  // cudaSparseLinear(x, p, sparse, bias?, activation, outDtype, out?) -> Y [p, rows] = x [p, cols] · W̃ᵀ (+ bias)
-  define(env, exports, "cudaSparseLinear", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    CudaBuffer* x = CudaBuffer::Arg(info, 0, "x");
-    const int64_t p = int_arg(info, 1, "p");
-    CudaSparse* h = CudaSparse::Arg(info, 2, "sparse");
-    cuda::SparseMatrix& s = *h->matrix();
-    if (p < 1) fail("E_SHAPE", "x: got " + std::to_string(p) + " rows, expected at least 1");
-    x->require(p * s.cols, s.dtype, "x");
-    return sparse_gemm_call(info, h, x->ptr(), p, true);
-  });
-  // cudaSparseMatmul(sparse, b, p, bias?, activation, outDtype, out?) -> Y [rows, p] = W̃ · b [cols, p] (+ bias[rows])
-  define(env, exports, "cudaSparseMatmul", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    CudaSparse* h = CudaSparse::Arg(info, 0, "sparse");
-    cuda::SparseMatrix& s = *h->matrix();
-    CudaBuffer* b = CudaBuffer::Arg(info, 1, "b");
-    const int64_t p = int_arg(info, 2, "p");
-    if (p < 1) fail("E_SHAPE", "b: got " + std::to_string(p) + " columns, expected at least 1");
-    b->require(p * s.cols, s.dtype, "b");
-    return sparse_gemm_call(info, h, b->ptr(), p, false);
-  });
-  // cudaMatmul(a, b, dtype, m, n, k, transA, transB, bias?, biasPerRow, activation, outDtype, tf32, out?)
-  //   -> C [m, n] = op(A) · op(B) (+ bias[n] per row, or bias[m] per column when biasPerRow) through cuBLASLt
+  // cudaSparseLinear({x, p, sparse, bias?, activation?, outDtype, out?}) -> Y [p, rows] = x [p, cols] · W̃ᵀ (+ bias)
+  define(env, exports, "cudaSparseLinear", [](const Napi::CallbackInfo& info) { return sparse_gemm_call(info, true); });
+  // cudaSparseMatmul({sparse, b, p, bias?, activation?, outDtype, out?}) -> Y [rows, p] = W̃ · b [cols, p] (+ bias[rows])
+  define(env, exports, "cudaSparseMatmul", [](const Napi::CallbackInfo& info) { return sparse_gemm_call(info, false); });
+  // cudaMatmul({a, b, dtype, m, n, k, transA, transB, bias?, activation?, outDtype, out?})
+  //   -> C [m, n] = op(A) · op(B) (+ bias[n] on every row) through cuBLASLt
   define(env, exports, "cudaMatmul", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    CudaBuffer* a = CudaBuffer::Arg(info, 0, "a");
-    CudaBuffer* b = CudaBuffer::Arg(info, 1, "b");
-    const DType d = dtype_arg(info, 2, "dtype");
-    const int64_t m = int_arg(info, 3, "m"), n = int_arg(info, 4, "n"), k = int_arg(info, 5, "k");
-    if (m < 1 || n < 1 || k < 0) fail("E_SHAPE", "matmul: sizes must be m, n >= 1 and k >= 0");
-    a->require(m * k, d, "a");
-    b->require(k * n, d, "b");
-    const bool bias_per_row = bool_arg(info, 9, "biasPerRow");
-    const DType out_dtype = dtype_arg(info, 11, "outDtype");
+    Options o(info, 0, "cudaMatmul");
+    CudaBuffer* a = CudaBuffer::From(o.get("a"), o.where("a"));
+    CudaBuffer* b = CudaBuffer::From(o.get("b"), o.where("b"));
     cuda::DenseGemm g{};
+    g.dtype = o.dtype("dtype");
+    g.m = o.integer("m");
+    g.n = o.integer("n");
+    g.k = o.integer("k");
+    if (g.m < 1 || g.n < 1 || g.k < 1) fail("E_SHAPE", "cudaMatmul: sizes must be m, n, k >= 1");
+    a->require(g.m * g.k, g.dtype, o.where("a").c_str());
+    b->require(g.k * g.n, g.dtype, o.where("b").c_str());
     g.a = a->ptr();
     g.b = b->ptr();
-    g.dtype = d;
-    g.out_dtype = out_dtype;
-    g.m = m;
-    g.n = n;
-    g.k = k;
-    g.trans_a = bool_arg(info, 6, "transA");
-    g.trans_b = bool_arg(info, 7, "transB");
-    g.bias = bias_arg(info, 8, bias_per_row ? m : n, d == DType::I8 ? DType::F32 : d);
-    g.bias_per_row = bias_per_row;
-    g.act = act_arg(info, 10);
-    g.tf32 = bool_arg(info, 12, "tf32");
+    g.trans_a = o.boolean("transA");
+    g.trans_b = o.boolean("transB");
+    g.bias = bias_option(o, g.n, g.dtype == DType::I8 ? DType::F32 : g.dtype);
+    g.act = act_option(o);
+    g.out_dtype = o.dtype("outDtype");
     CudaBuffer* out;
-    Napi::Object o = out_arg(info, 13, m * n, out_dtype, &out);
+    Napi::Object result = out_value(info.Env(), o.get("out"), o.where("out"), g.m * g.n, g.out_dtype, &out);
+    o.done();
     g.c = out->ptr();
     cuda::dense_gemm(g);
-    return o;
+    return result;
   });
   // cudaPlanInfo() -> one plan_object() per cached key (lib/cuda.ts PlanInfo)
   define(env, exports, "cudaPlanInfo", [](const Napi::CallbackInfo& info) -> Napi::Value {

@@ -8,6 +8,8 @@
 #ifdef NMSPARSE_WITH_CUDA
 #include <napi.h>
 
+#include <string>
+
 #include "core/dtype.h"
 #include "cuda/device.h"
 #include "cuda/ops.h"
@@ -21,6 +23,8 @@ class CudaBuffer : public Napi::ObjectWrap<CudaBuffer> {
   static Napi::Object Wrap(Napi::Env env, cuda::DevPtr mem, size_t bytes);
   // The live buffer behind argument i (E_TYPE if it is not a CudaBuffer, E_DISPOSED after dispose()).
   static CudaBuffer* Arg(const Napi::CallbackInfo& info, size_t i, const char* name);
+  // The same for any value (an options field); `where` names it in errors.
+  static CudaBuffer* From(Napi::Value v, const std::string& where);
   static bool Is(Napi::Env env, Napi::Value v);
 
   explicit CudaBuffer(const Napi::CallbackInfo& info);
@@ -48,6 +52,7 @@ class CudaSparse : public Napi::ObjectWrap<CudaSparse> {
   static void Register(Napi::Env env, Napi::Object exports);
   static Napi::Object Wrap(Napi::Env env, cuda::SparsePtr s);
   static CudaSparse* Arg(const Napi::CallbackInfo& info, size_t i, const char* name);
+  static CudaSparse* From(Napi::Value v, const std::string& where);
 
   explicit CudaSparse(const Napi::CallbackInfo& info);
   ~CudaSparse() override;
@@ -67,18 +72,23 @@ class CudaSparse : public Napi::ObjectWrap<CudaSparse> {
   int64_t reported_ = 0;
 };
 
-// The output of a CUDA binding: argument i if it is given (a CudaBuffer checked to hold count × d), else a new
-// allocation of that size. *out is set to the buffer; the JS object to return is returned.
-inline Napi::Object out_arg(const Napi::CallbackInfo& info, size_t i, int64_t count, DType d, CudaBuffer** out) {
-  if (info.Length() > i && !info[i].IsNull() && !info[i].IsUndefined()) {
-    *out = CudaBuffer::Arg(info, i, "out");
-    (*out)->require(count, d, "out");
-    return info[i].As<Napi::Object>();
+// The output of a CUDA binding: `v` if it is given (a CudaBuffer checked to hold count × d; `where` names it),
+// else a new allocation of that size. *out is set to the buffer; the JS object to return is returned.
+inline Napi::Object out_value(Napi::Env env, Napi::Value v, const std::string& where, int64_t count, DType d, CudaBuffer** out) {
+  if (!v.IsEmpty() && !v.IsNull() && !v.IsUndefined()) {
+    *out = CudaBuffer::From(v, where);
+    (*out)->require(count, d, where.c_str());
+    return v.As<Napi::Object>();
   }
   const size_t bytes = static_cast<size_t>(count) * dtype_size(d);
-  Napi::Object o = CudaBuffer::Wrap(info.Env(), cuda::alloc(bytes), bytes);
+  Napi::Object o = CudaBuffer::Wrap(env, cuda::alloc(bytes), bytes);
   *out = CudaBuffer::Unwrap(o);
   return o;
+}
+
+// out_value() for positional argument i.
+inline Napi::Object out_arg(const Napi::CallbackInfo& info, size_t i, int64_t count, DType d, CudaBuffer** out) {
+  return out_value(info.Env(), info[i], "out", count, d, out);
 }
 
 }  // namespace nms::napi

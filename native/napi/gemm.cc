@@ -12,22 +12,25 @@ namespace nms::napi {
 namespace {
 
 void RegisterGemm(Napi::Env env, Napi::Object exports) {
-  // gemm(a, aDtype, b, bDtype, c, cDtype, m, n, k, transA, transB, bias|null, biasDtype, async)
+  // gemm({a, aDtype, b, bDtype, c, cDtype, m, n, k, transA, transB, bias?, biasDtype (with bias), async})
   //   C[m,n] = op(A)·op(B) (+ bias[n]); float32 math. Returns undefined, or a Promise when async.
   define(env, exports, "gemm", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    Buf a = buffer_arg(info, 0, "a"), b = buffer_arg(info, 2, "b"), c = buffer_arg(info, 4, "c");
+    Options o(info, 0, "gemm");
+    Buf a = o.buffer("a");
     cpu::GemmArgs g{};
-    g.a_dtype = dtype_arg(info, 1, "aDtype");
-    g.b_dtype = dtype_arg(info, 3, "bDtype");
-    g.c_dtype = dtype_arg(info, 5, "cDtype");
-    g.m = int_arg(info, 6, "m");
-    g.n = int_arg(info, 7, "n");
-    g.k = int_arg(info, 8, "k");
-    g.trans_a = bool_arg(info, 9, "transA");
-    g.trans_b = bool_arg(info, 10, "transB");
-    Buf bias = optional_buffer_arg(info, 11, "bias");
-    g.bias_dtype = dtype_arg(info, 12, "biasDtype");
-    const bool async = bool_arg(info, 13, "async");
+    g.a_dtype = o.dtype("aDtype");
+    Buf b = o.buffer("b");
+    g.b_dtype = o.dtype("bDtype");
+    Buf c = o.buffer("c");
+    g.c_dtype = o.dtype("cDtype");
+    g.m = o.integer("m");
+    g.n = o.integer("n");
+    g.k = o.integer("k");
+    g.trans_a = o.boolean("transA");
+    g.trans_b = o.boolean("transB");
+    Buf bias = bias_option(o, &g.bias_dtype);
+    const bool async = o.boolean("async");
+    o.done();
     if (g.m < 1 || g.n < 1 || g.k < 1)
       fail("E_SHAPE", "gemm: expected m, n, k >= 1, got m=" + std::to_string(g.m) + " n=" + std::to_string(g.n) +
                           " k=" + std::to_string(g.k));

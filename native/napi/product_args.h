@@ -19,4 +19,11 @@ inline void require_apart(const Buf& out, const Buf& in, const char* out_name, c
                    (std::string(out_name) + " and " + in_name).c_str());
 }
 
+// options.bias (null/undefined/absent: none) and, only with a bias, options.biasDtype.
+inline Buf bias_option(Options& o, DType* dtype) {
+  Buf b = o.optional_buffer("bias");
+  if (b.data) *dtype = o.dtype("biasDtype");
+  return b;
+}
+
 }  // namespace nms::napi

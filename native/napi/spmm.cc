@@ -11,32 +11,40 @@
 namespace nms::napi {
 namespace {
 
+// The fields spmm and spmmT share: the dense operand B (p columns), the output and their layouts.
+template <class Args>
+void dense_and_out(Options& o, Args& s, Buf* b, Buf* out) {
+  *b = o.buffer("b");
+  s.b_dtype = o.dtype("bDtype");
+  s.p = o.integer("p");
+  *out = o.buffer("out");
+  s.out_dtype = o.dtype("outDtype");
+  s.trans_b = o.boolean("transB");
+  s.trans_out = o.boolean("transOut");
+}
+
 void RegisterSpmm(Napi::Env env, Napi::Object exports) {
-  // spmm(values, positions, wDtype, rows, cols, n, m, b, bDtype, p, out, outDtype, transB, transOut, bias|null,
-  //      biasDtype, async)
+  // spmm({values, positions, wDtype, rows, cols, n, m, b, bDtype, p, out, outDtype, transB, transOut, bias?,
+  //       biasDtype (with bias), async})
   //   Y[rows, p] = W̃·op(B) (+ bias[rows] on every column), W̃ in the portable compressed form; out holds Y, or
   //   Yᵀ when transOut. nm.linear(x, S) is transB = transOut = true with b = x [p, cols]. Returns undefined, or a
   //   Promise when async.
   define(env, exports, "spmm", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    Buf values = buffer_arg(info, 0, "values"), positions = buffer_arg(info, 1, "positions");
+    Options o(info, 0, "spmm");
+    Buf values = o.buffer("values"), positions = o.buffer("positions");
     cpu::SpmmArgs s{};
-    s.w.dtype = dtype_arg(info, 2, "wDtype");
-    s.w.rows = int_arg(info, 3, "rows");
-    s.w.cols = int_arg(info, 4, "cols");
-    const int64_t n = int_arg(info, 5, "n"), m = int_arg(info, 6, "m");
+    s.w.dtype = o.dtype("wDtype");
+    s.w.rows = o.integer("rows");
+    s.w.cols = o.integer("cols");
+    const int64_t n = o.integer("n"), m = o.integer("m");
     nm_validate(s.w.rows, s.w.cols, n, m);
     s.w.n = static_cast<int>(n);
     s.w.m = static_cast<int>(m);
-    Buf b = buffer_arg(info, 7, "b");
-    s.b_dtype = dtype_arg(info, 8, "bDtype");
-    s.p = int_arg(info, 9, "p");
-    Buf out = buffer_arg(info, 10, "out");
-    s.out_dtype = dtype_arg(info, 11, "outDtype");
-    s.trans_b = bool_arg(info, 12, "transB");
-    s.trans_out = bool_arg(info, 13, "transOut");
-    Buf bias = optional_buffer_arg(info, 14, "bias");
-    s.bias_dtype = dtype_arg(info, 15, "biasDtype");
-    const bool async = bool_arg(info, 16, "async");
+    Buf b, out;
+    dense_and_out(o, s, &b, &out);
+    Buf bias = bias_option(o, &s.bias_dtype);
+    const bool async = o.boolean("async");
+    o.done();
 
     if (s.p < 1) fail("E_SHAPE", "spmm: p: got " + std::to_string(s.p) + ", expected p >= 1");
     for (DType d : {s.w.dtype, s.b_dtype, s.out_dtype})
@@ -67,20 +75,17 @@ void RegisterSpmm(Napi::Env env, Napi::Object exports) {
     s.bias = bias.data;
     return run(info.Env(), std::move(holds), [s] { cpu::spmm(s); });
   });
-  // spmmT(w, rows, cols, b, bDtype, p, out, outDtype, transB, transOut): out = W̃ᵀ·op(B) (or its transpose), W̃ a
-  // float32 [rows, cols] whose zeros are skipped; the training backward dX = dY·W̃ (cpu/spmm.h).
+  // spmmT({w, rows, cols, b, bDtype, p, out, outDtype, transB, transOut}): out = W̃ᵀ·op(B) (or its transpose), W̃
+  // a float32 [rows, cols] whose zeros are skipped; the training backward dX = dY·W̃ (cpu/spmm.h).
   define(env, exports, "spmmT", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    Buf w = buffer_arg(info, 0, "w");
+    Options o(info, 0, "spmmT");
+    Buf w = o.buffer("w");
     cpu::SpmmTArgs s{};
-    s.rows = int_arg(info, 1, "rows");
-    s.cols = int_arg(info, 2, "cols");
-    Buf b = buffer_arg(info, 3, "b");
-    s.b_dtype = dtype_arg(info, 4, "bDtype");
-    s.p = int_arg(info, 5, "p");
-    Buf out = buffer_arg(info, 6, "out");
-    s.out_dtype = dtype_arg(info, 7, "outDtype");
-    s.trans_b = bool_arg(info, 8, "transB");
-    s.trans_out = bool_arg(info, 9, "transOut");
+    s.rows = o.integer("rows");
+    s.cols = o.integer("cols");
+    Buf b, out;
+    dense_and_out(o, s, &b, &out);
+    o.done();
     if (s.rows < 1 || s.cols < 1 || s.p < 1) fail("E_SHAPE", "spmmT: rows, cols and p must be >= 1");
     for (DType d : {s.b_dtype, s.out_dtype})
       if (!is_float(d)) fail("E_DTYPE", std::string("spmmT: expected float32, float16 or bfloat16, got ") + dtype_name(d));

@@ -1,12 +1,11 @@
 // Bad input on 'cuda': every case throws NmSparseError with the stated code (never a crash), and the process and
 // the GPU stay usable afterwards. Plus the facts backendInfo() must report on a GPU machine.
 import { describe, expect, it } from 'vitest';
-import { nm, zeros, type DType } from '../../lib/index.js';
+import { linear, matmul, nm, zeros, type DType } from '../../lib/index.js';
 import { cudaBackend, sparseInfo } from '../../lib/cuda.js';
 import { randomTensor, sameBits } from '../helpers.js';
 import { gpuUsable, gpuInfo } from './gpu-helpers.js';
 
-const ops = cudaBackend.ops;
 const g = (shape: number[], dtype: DType = 'float16', seed = 1) => randomTensor(shape, dtype, seed).to('cuda');
 
 describe.skipIf(!gpuUsable)('backendInfo() on a GPU machine', () => {
@@ -35,34 +34,41 @@ describe.skipIf(!gpuUsable)('bad input on cuda', () => {
     ['mask: last dim not divisible', 'E_SHAPE', () => nm.mask(g([4, 6]), '2:4')],
     ['mask: bad pattern', 'E_PATTERN', () => nm.mask(g([4, 8]), '4:4')],
     ['transposableMask: not multiples of 4', 'E_SHAPE', () => nm.transposableMask(g([6, 8]))],
-    ['sparseLinear: x on the cpu', 'E_DEVICE', () => ops.sparseLinear(randomTensor([2, 16], 'float16', 1), nm.compress(g([8, 16]), '2:4'))],
-    ['sparseLinear: dtype mismatch', 'E_DTYPE', () => ops.sparseLinear(g([2, 16], 'bfloat16'), nm.compress(g([8, 16]), '2:4'))],
-    ['sparseLinear: in mismatch', 'E_SHAPE', () => ops.sparseLinear(g([2, 32]), nm.compress(g([8, 16]), '2:4'))],
-    ['sparseLinear: bias length', 'E_SHAPE', () => ops.sparseLinear(g([2, 16]), nm.compress(g([8, 16]), '2:4'), g([7]))],
-    ['sparseLinear: bias dtype', 'E_DTYPE', () => ops.sparseLinear(g([2, 16]), nm.compress(g([8, 16]), '2:4'), g([8], 'float32'))],
-    ['sparseLinear: int8 bias must be float32', 'E_DTYPE', () => ops.sparseLinear(g([2, 32], 'int8'), nm.compress(g([8, 32], 'int8'), '2:4'), g([8], 'int8'))],
-    ['sparseLinear: unknown activation', 'E_VALUE', () => ops.sparseLinear(g([2, 16]), nm.compress(g([8, 16]), '2:4'), null, { activation: 'tanh' })],
-    ['sparseLinear: float16 product as float32', 'E_DTYPE', () => ops.sparseLinear(g([2, 16]), nm.compress(g([8, 16]), '2:4'), null, { outDtype: 'float32' })],
-    ['sparseLinear: uint8', 'E_UNSUPPORTED', () => ops.sparseLinear(g([2, 16], 'uint8'), nm.compress(g([8, 16], 'uint8'), '2:4'))],
+    ['sparseLinear: x on the cpu', 'E_DEVICE', () => nm.linear(randomTensor([2, 16], 'float16', 1), nm.compress(g([8, 16]), '2:4'))],
+    ['sparseLinear: dtype mismatch', 'E_DTYPE', () => nm.linear(g([2, 16], 'bfloat16'), nm.compress(g([8, 16]), '2:4'))],
+    ['sparseLinear: in mismatch', 'E_SHAPE', () => nm.linear(g([2, 32]), nm.compress(g([8, 16]), '2:4'))],
+    ['sparseLinear: bias length', 'E_SHAPE', () => nm.linear(g([2, 16]), nm.compress(g([8, 16]), '2:4'), g([7]))],
+    ['sparseLinear: bias dtype', 'E_DTYPE', () => nm.linear(g([2, 16]), nm.compress(g([8, 16]), '2:4'), g([8], 'float32'))],
+    ['sparseLinear: int8 bias must be float32', 'E_DTYPE', () => nm.linear(g([2, 32], 'int8'), nm.compress(g([8, 32], 'int8'), '2:4'), g([8], 'int8'))],
+    ['sparseLinear: unknown activation', 'E_VALUE', () => nm.linear(g([2, 16]), nm.compress(g([8, 16]), '2:4'), null, { activation: 'tanh' as 'relu' })],
+    // A bias is [out] on every device (docs/design.md §4): a [1, out] one is E_SHAPE here as on the CPU.
+    ['sparseLinear: a [1, out] bias', 'E_SHAPE', () => nm.linear(g([2, 16]), nm.compress(g([8, 16]), '2:4'), g([1, 8]))],
+    ['linear: a [1, out] bias', 'E_SHAPE', () => linear(g([2, 16]), g([8, 16]), g([1, 8]))],
+    ['matmul: a [1, n] bias', 'E_SHAPE', () => matmul(g([4, 8]), g([8, 4]), { bias: g([1, 4]) })],
+    ['linear: empty x', 'E_SHAPE', () => linear(g([0, 16]), g([8, 16]))],
+    ['linear: out is x', 'E_VALUE', () => { const x = g([8, 8]); return linear(x, g([8, 8]), null, { out: x }); }],
+    ['sparseLinear: out is the bias', 'E_VALUE', () => { const b = g([8]); return nm.linear(g([1, 16]), nm.compress(g([8, 16]), '2:4'), b, { out: b.reshape([1, 8]) }); }],
+    ['sparseLinear: out of the wrong dtype', 'E_DTYPE', () => nm.linear(g([2, 16]), nm.compress(g([8, 16]), '2:4'), null, { out: g([2, 8], 'float32') })],
+    ['sparseLinear: uint8', 'E_UNSUPPORTED', () => nm.linear(g([2, 16], 'uint8'), nm.compress(g([8, 16], 'uint8'), '2:4'))],
     ['sparseLinear: disposed weight', 'E_DISPOSED', () => {
       const s = nm.compress(g([8, 16]), '2:4');
       s.dispose();
-      return ops.sparseLinear(g([2, 16]), s);
+      return nm.linear(g([2, 16]), s);
     }],
     ['sparseLinear: disposed x', 'E_DISPOSED', () => {
       const x = g([2, 16]);
       x.dispose();
-      return ops.sparseLinear(x, nm.compress(g([8, 16]), '2:4'));
+      return nm.linear(x, nm.compress(g([8, 16]), '2:4'));
     }],
-    ['sparseMatmul: b rows', 'E_SHAPE', () => ops.sparseMatmul(nm.compress(g([8, 16]), '2:4'), g([8, 4]))],
-    ['matmul: inner dimensions', 'E_SHAPE', () => ops.matmul(g([4, 8]), g([4, 8]))],
-    ['matmul: dtypes differ', 'E_DTYPE', () => ops.matmul(g([4, 8]), g([8, 4], 'float32'))],
-    ['matmul: uint8', 'E_UNSUPPORTED', () => ops.matmul(g([4, 8], 'uint8'), g([8, 4], 'uint8'))],
-    ['matmul: 3-D', 'E_SHAPE', () => ops.matmul(g([2, 4, 8]), g([8, 4]))],
-    ['linear: weight on the cpu', 'E_DEVICE', () => ops.linear(g([2, 8]), randomTensor([4, 8], 'float16', 1))],
+    ['sparseMatmul: b rows', 'E_SHAPE', () => nm.compress(g([8, 16]), '2:4').matmul(g([8, 4]))],
+    ['matmul: inner dimensions', 'E_SHAPE', () => matmul(g([4, 8]), g([4, 8]))],
+    ['matmul: dtypes differ', 'E_DTYPE', () => matmul(g([4, 8]), g([8, 4], 'float32'))],
+    ['matmul: uint8', 'E_UNSUPPORTED', () => matmul(g([4, 8], 'uint8'), g([8, 4], 'uint8'))],
+    ['matmul: 3-D', 'E_SHAPE', () => matmul(g([2, 4, 8]), g([8, 4]))],
+    ['linear: weight on the cpu', 'E_DEVICE', () => linear(g([2, 8]), randomTensor([4, 8], 'float16', 1))],
     ['matmul: out is an input', 'E_VALUE', () => {
       const a = g([8, 8]);
-      return ops.matmul(a, g([8, 8]), { out: a });
+      return matmul(a, g([8, 8]), { out: a });
     }],
     ['alloc: more than the device has', 'E_OOM', () => cudaBackend.alloc(2 ** 40)],
     ['alloc: negative size', 'E_VALUE', () => cudaBackend.alloc(-1)],

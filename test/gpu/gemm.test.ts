@@ -3,15 +3,10 @@
 // bias, ReLU and GELU epilogues; forced sparse / forced dense dispatch; the plan cache's record of each shape; and
 // cuBLASLt dense matmul/linear with every transpose.
 import { describe, expect, it } from 'vitest';
-import { nm, tensor, Tensor, type DType } from '../../lib/index.js';
-import { cudaBackend, planInfo, clearPlans, sparseInfo, type Activation } from '../../lib/cuda.js';
-import { SparseTensor } from '../../lib/compress.js';
+import { linear, matmul, nm, tensor, type Activation, type DType } from '../../lib/index.js';
+import { planInfo, clearPlans, sparseInfo } from '../../lib/cuda.js';
 import { randomTensor } from '../helpers.js';
 import { gpuUsable, refProduct, tolerance, mismatch, values, withDispatch } from './gpu-helpers.js';
-
-const ops = cudaBackend.ops;
-const sparseLinear = (x: Tensor, s: SparseTensor, bias?: Tensor | null, opts: Record<string, unknown> = {}): Tensor => ops.sparseLinear(x, s, bias, opts);
-const sparseMatmul = (s: SparseTensor, b: Tensor, opts: Record<string, unknown> = {}): Tensor => ops.sparseMatmul(s, b, opts);
 
 /** x [tokens, in] and W [out, in] of `dtype`, small values (int8: integers), on both devices. */
 function operands(tokens: number, inF: number, outF: number, dtype: DType, seed: number) {
@@ -26,7 +21,7 @@ function checkLinear(dtype: DType, tokens: number, inF: number, outF: number, pa
   const pruned = nm.prune(w, pattern);
   const s = nm.compress(w.to('cuda'), pattern);
   const b = opts.bias ? bias.to('cuda') : null;
-  const y = sparseLinear(x.to('cuda'), s, b, { activation: opts.act });
+  const y = nm.linear(x.to('cuda'), s, b, { activation: opts.act });
   const outDtype = dtype === 'int8' ? 'float32' : dtype;
   expect(y.device).toBe('cuda');
   expect(y.dtype).toBe(outDtype);
@@ -67,7 +62,7 @@ describe.skipIf(!gpuUsable)('sparse linear on cuda = x · prune(W)ᵀ', () => {
     const x = randomTensor([tokens, cols], 'float16', 9);
     const s = nm.compress(w.to('cuda'), '4:8');
     expect(sparseInfo(s).cusparselt).toBe(true);
-    const y = withDispatch('sparse', () => sparseLinear(x.to('cuda'), s));
+    const y = withDispatch('sparse', () => nm.linear(x.to('cuda'), s));
     const r = refProduct(values(x), cols, 1, values(nm.prune(w, '4:8')), 1, cols, tokens, rows, cols, null, false, undefined);
     expect(mismatch(values(y), r, tolerance('float16', 'float16', false))).toBeNull();
   });
@@ -96,7 +91,7 @@ describe.skipIf(!gpuUsable)('sparse linear on cuda = x · prune(W)ᵀ', () => {
 
   it('x with leading batch dimensions', () => {
     const x = randomTensor([2, 3, 64], 'float16', 5), w = randomTensor([32, 64], 'float16', 6);
-    const y = sparseLinear(x.to('cuda'), nm.compress(w.to('cuda'), '2:4'));
+    const y = nm.linear(x.to('cuda'), nm.compress(w.to('cuda'), '2:4'));
     expect(y.shape).toEqual([2, 3, 32]);
     const r = refProduct(values(x), 64, 1, values(nm.prune(w, '2:4')), 1, 64, 6, 32, 64, null, false, undefined);
     expect(mismatch(values(y), r, tolerance('float16', 'float16', false))).toBeNull();
@@ -105,7 +100,7 @@ describe.skipIf(!gpuUsable)('sparse linear on cuda = x · prune(W)ᵀ', () => {
   it('writes into options.out', () => {
     const { x, w } = operands(16, 64, 32, 'float16', 3);
     const out = randomTensor([16, 32], 'float16', 4).to('cuda');
-    const y = sparseLinear(x.to('cuda'), nm.compress(w.to('cuda'), '2:4'), null, { out });
+    const y = nm.linear(x.to('cuda'), nm.compress(w.to('cuda'), '2:4'), null, { out });
     expect(y).toBe(out);
     const r = refProduct(values(x), 64, 1, values(nm.prune(w, '2:4')), 1, 64, 16, 32, 64, null, false, undefined);
     expect(mismatch(values(out), r, tolerance('float16', 'float16', false))).toBeNull();
@@ -121,7 +116,7 @@ describe.skipIf(!gpuUsable)('S.matmul on cuda = prune(W) · B', () => {
         const bias = randomTensor([rows], dtype === 'int8' ? 'float32' : dtype, 3);
         const s = nm.compress(w.to('cuda'), p);
         for (const withBias of [false, true]) {
-          const y = sparseMatmul(s, b.to('cuda'), withBias ? { bias: bias.to('cuda') } : {});
+          const y = s.matmul(b.to('cuda'), withBias ? { bias: bias.to('cuda') } : {});
           const outDtype = dtype === 'int8' ? 'float32' : dtype;
           expect(y.shape).toEqual([rows, n]);
           const r = refProduct(values(nm.prune(w, p)), cols, 1, values(b), n, 1, rows, n, cols, withBias ? values(bias) : null, true, undefined);
@@ -161,16 +156,16 @@ describe.skipIf(!gpuUsable)('dispatch and the plan cache', () => {
     clearPlans();
     const { x, w } = operands(32, 128, 64, 'float16', 1);
     const s = nm.compress(w.to('cuda'), '2:4'), xg = x.to('cuda');
-    for (let i = 0; i < 20; i++) sparseLinear(xg, s).dispose();
+    for (let i = 0; i < 20; i++) nm.linear(xg, s).dispose();
     expect(planInfo().length).toBe(1);
-    sparseLinear(randomTensor([33, 128], 'float16', 2).to('cuda'), s).dispose();  // 33 pads to 40: a new key
+    nm.linear(randomTensor([33, 128], 'float16', 2).to('cuda'), s).dispose();  // 33 pads to 40: a new key
     expect(planInfo().length).toBe(2);
   });
 
   it('forced sparse on a weight cuSPARSELt cannot take is a typed error naming the constraint', () => {
     const w = randomTensor([64, 128], 'float32', 1), x = randomTensor([8, 128], 'float32', 2);
     const s = nm.compress(w.to('cuda'), '2:4');  // float32 needs 1:2 pairs
-    expect(() => withDispatch('sparse', () => sparseLinear(x.to('cuda'), s))).toThrow(
+    expect(() => withDispatch('sparse', () => nm.linear(x.to('cuda'), s))).toThrow(
       expect.objectContaining({ code: 'E_UNSUPPORTED', message: expect.stringMatching(/1:2/) }));
   });
 });
@@ -183,7 +178,7 @@ describe.skipIf(!gpuUsable)('dense matmul / linear on cuda (cuBLASLt)', () => {
         for (const transA of [false, true])
           for (const transB of [false, true]) {
             const a = randomTensor(transA ? [k, m] : [m, k], dtype, m + k), b = randomTensor(transB ? [n, k] : [k, n], dtype, n + k);
-            const c = ops.matmul(a.to('cuda'), b.to('cuda'), { transA, transB });
+            const c = matmul(a.to('cuda'), b.to('cuda'), { transA, transB });
             const outDtype = dtype === 'int8' ? 'float32' : dtype;
             expect(c.shape).toEqual([m, n]);
             const r = refProduct(values(a), transA ? 1 : k, transA ? m : 1, values(b), transB ? 1 : n, transB ? k : 1, m, n, k, null, false, undefined);
@@ -196,7 +191,7 @@ describe.skipIf(!gpuUsable)('dense matmul / linear on cuda (cuBLASLt)', () => {
     for (const dtype of ['float32', 'float16', 'bfloat16'] as DType[])
       for (const act of [undefined, 'relu', 'gelu'] as Array<Activation | undefined>) {
         const { x, w, bias } = operands(24, 64, 40, dtype, 9);
-        const y = ops.linear(x.to('cuda'), w.to('cuda'), bias.to('cuda'), { activation: act });
+        const y = linear(x.to('cuda'), w.to('cuda'), bias.to('cuda'), { activation: act });
         const r = refProduct(values(x), 64, 1, values(w), 1, 64, 24, 40, 64, values(bias), false, act);
         expect(mismatch(values(y), r, tolerance(dtype, dtype, false)), `${dtype} ${act}`).toBeNull();
       }

@@ -5,9 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { nm, tensor, zeros, Tensor, SparseTensor, type DType } from '../../lib/index.js';
 import { randomTensor, sameBits, poison } from '../helpers.js';
 import { gpuUsable } from './gpu-helpers.js';
-import { cudaBackend } from '../../lib/cuda.js';
 
-const toCpu = (s: SparseTensor): SparseTensor => cudaBackend.ops.sparseToCpu(s);
+const toCpu = (s: SparseTensor): SparseTensor => s.to('cpu');
 
 const DTYPES: DType[] = ['float32', 'float16', 'bfloat16', 'int8', 'uint8'];
 const PATTERNS: Array<[number, number]> = [[1, 4], [2, 4], [3, 4], [2, 8], [3, 8], [4, 8], [5, 16], [8, 16], [16, 32], [31, 32], [1, 32]];
@@ -137,7 +136,7 @@ describe.skipIf(!gpuUsable)('N:M ops on cuda match the CPU bit for bit', () => {
     for (const dtype of DTYPES) {
       const w = randomTensor([32, 64], dtype, 21);
       const s = nm.compress(w, '2:4');
-      const g = cudaBackend.ops.sparseFromCpu(s);
+      const g = s.to('cuda');
       expect(g.device).toBe('cuda');
       expect(sameBits(g.decompress().to('cpu'), nm.prune(w, '2:4'))).toBe(true);
       const back = toCpu(g);
