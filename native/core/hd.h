@@ -8,3 +8,11 @@
 #else
 #define NMS_HD
 #endif
+
+// NMS_UNROLL before a loop with a constant trip count: unrolled in device code (keeps small arrays in registers);
+// nothing for a host compiler, which decides for itself.
+#ifdef __CUDA_ARCH__
+#define NMS_UNROLL _Pragma("unroll")
+#else
+#define NMS_UNROLL
+#endif

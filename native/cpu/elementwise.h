@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "core/hd.h"
+#include "core/train_types.h"
 
 // Streaming loops of the training kernels (here and in optim.cc) are compiled for AVX-512, AVX2 and baseline
 // x86-64 and picked at load time (GCC/clang function multi-versioning); elsewhere they are plain loops. They are
@@ -43,10 +44,7 @@ void layernorm_backward(const float* dy, const float* x, const float* gamma, con
                         float* dx, float* dgamma, float* dbeta, int64_t rows, int64_t cols);
 
 // ---- softmax cross-entropy (mean over rows) ----
-struct XentResult {
-  double loss_sum;   // Σ over rows of −Σ_c q_c·log p_c
-  int64_t correct;   // rows whose argmax (first maximum) equals the label
-};
+using ::nms::XentResult;  // core/train_types.h, shared with cuda/train.h
 // probs = softmax(logits) per row; q = (1 − ε)·onehot(label) + ε/cols. Labels are in [0, cols).
 XentResult softmax_xent_forward(const float* logits, const int32_t* labels, float* probs, int64_t rows,
                                 int64_t cols, float label_smoothing);
@@ -55,13 +53,7 @@ void softmax_xent_backward(const float* probs, const int32_t* labels, float* dlo
                            float label_smoothing, float scale);
 
 // ---- images, NHWC ----
-struct Window2d {
-  int64_t batch, h, w, c;       // input [batch, h, w, c]
-  int64_t kh, kw;               // window
-  int64_t stride_h, stride_w;
-  int64_t pad_h, pad_w;         // zero padding (conv) / ignored positions (pool)
-  int64_t oh, ow;               // output size = (h + 2·pad − k) / stride + 1
-};
+using ::nms::Window2d;  // core/train_types.h, shared with cuda/train.h
 // cols [batch·oh·ow, kh·kw·c]: row (b, oy, ox) holds the patch in (ky, kx, ci) order, ci fastest, zeros where
 // the window leaves the image. With a weight stored [co, kh, kw, ci], conv = cols · Wᵀ → [batch·oh·ow, co] NHWC.
 void im2col(const float* x, const Window2d& g, float* cols);
