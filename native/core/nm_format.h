@@ -33,14 +33,14 @@ inline void nm_validate(int64_t rows, int64_t cols, int64_t n, int64_t m) {
   if (cols % m != 0)
     fail("E_SHAPE", "last dimension: got " + std::to_string(cols) + ", expected a multiple of m = " + std::to_string(m));
 }
-NMS_HD inline int nm_pos_bits(int m) { return m == 4 ? 2 : m == 8 ? 3 : m == 16 ? 4 : 5; }
+NMS_HD int nm_pos_bits(int m) { return m == 4 ? 2 : m == 8 ? 3 : m == 16 ? 4 : 5; }
 inline int64_t nm_kept_per_row(int64_t cols, int n, int m) { return cols / m * n; }
 inline int64_t nm_pos_row_bytes(int64_t cols, int n, int m) {
   return (nm_kept_per_row(cols, n, m) * nm_pos_bits(m) + 7) / 8;
 }
 
 // Field j of a row's bit stream (host and device). Reads byte by byte so it never touches memory past the row.
-NMS_HD inline int nm_get_pos(const uint8_t* row, int64_t j, int bits) {
+NMS_HD int nm_get_pos(const uint8_t* row, int64_t j, int bits) {
   const int64_t bit = j * bits;
   const uint8_t* p = row + (bit >> 3);
   const int sh = static_cast<int>(bit & 7);

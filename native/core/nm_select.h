@@ -24,7 +24,7 @@ template <> struct Storage<DType::U8> { using type = uint8_t; };
 // Magnitude key: orders |x| exactly, with every NaN above +inf and equal to every other NaN, so "keep the N
 // largest |w|, ties to the lower index, NaN largest" is a comparison of integers.
 template <DType D>
-NMS_HD inline uint32_t magnitude_key(typename Storage<D>::type v) {
+NMS_HD uint32_t magnitude_key(typename Storage<D>::type v) {
   if constexpr (D == DType::F32) {
     const uint32_t u = v & 0x7fffffffu;
     return u > 0x7f800000u ? 0x7fc00000u : u;
@@ -44,7 +44,7 @@ NMS_HD inline uint32_t magnitude_key(typename Storage<D>::type v) {
 
 // Non-zero for the N:M check: floats compare without the sign bit (−0 is zero, NaN is non-zero).
 template <DType D>
-NMS_HD inline bool is_nonzero(typename Storage<D>::type v) {
+NMS_HD bool is_nonzero(typename Storage<D>::type v) {
   if constexpr (D == DType::F32) return (v & 0x7fffffffu) != 0;
   else if constexpr (D == DType::F16 || D == DType::BF16) return (v & 0x7fffu) != 0;
   else return v != 0;
@@ -53,7 +53,7 @@ NMS_HD inline bool is_nonzero(typename Storage<D>::type v) {
 // The kept set of one group of M keys, bit i for element i: element i is kept when fewer than n elements rank
 // above it, and j ranks above i when key[j] > key[i], or key[j] == key[i] and j < i (ties to the lower index).
 template <int M>
-NMS_HD inline uint32_t nm_keep(const uint32_t (&key)[M], int n) {
+NMS_HD uint32_t nm_keep(const uint32_t (&key)[M], int n) {
   uint32_t keep = 0;
   NMS_UNROLL
   for (int i = 0; i < M; ++i) {

@@ -72,13 +72,13 @@ void maxpool_backward(const float* dy, const int32_t* argmax, const Window2d& g,
 void dropout_apply(const float* x, float* y, int64_t n, float p, uint64_t seed, uint64_t offset);
 // The uniform in [0, 1) used for element `counter`: the top 24 bits of splitmix64(seed ⊕ splitmix64(counter)),
 // times 2⁻²⁴. Host and device code (cuda/elementwise.cu) both call these, so the masks are bit-identical.
-NMS_HD inline uint64_t splitmix64(uint64_t z) {
+NMS_HD uint64_t splitmix64(uint64_t z) {
   z += 0x9e3779b97f4a7c15ull;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
-NMS_HD inline float dropout_uniform(uint64_t seed, uint64_t counter) {
+NMS_HD float dropout_uniform(uint64_t seed, uint64_t counter) {
   return static_cast<float>(splitmix64(seed ^ splitmix64(counter)) >> 40) * (1.0f / 16777216.0f);
 }
 

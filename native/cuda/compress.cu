@@ -2,7 +2,7 @@
 //   * the portable form of core/nm_format.h (values + packed positions), bit-identical to the CPU's; it is what
 //     decompress() reads and what .to('cpu') downloads, and it works for every N:M and dtype;
 //   * the cuSPARSELt compressed buffer (opaque, per GPU and library version) of the same pruned weight, made
-//     where cuSPARSELt can take it, for sparse GEMM.
+//     here (build_slt_form, slt_compress) where cuSPARSELt can take it, for sparse GEMM (spmm.cu).
 // Why not keep the pruned dense copy for decompress(): the portable form is ~0.56x dense for 2:4 16-bit, so the
 // two forms together hold ~1.1x the dense bytes instead of ~1.6x, and decompress stays exact by construction.
 #include <cuda_runtime.h>
