@@ -13,5 +13,6 @@ export const ENVIRONMENT = {
   NMSPARSE_CUDA_DISPATCH: 'auto (the faster of sparse and dense per shape), sparse or dense',
   NMSPARSE_CUSPARSELT_SEARCH: '0: no cusparseLtMatmulSearch, the default algorithm',
   NMSPARSE_CUDA_VERIFY: '0: no float64 check of a new plan',
+  NMSPARSE_TEST_PLAN_CACHE: 'test-only: reject-winner, reject-all, capacity=N force the GPU plan cache\'s rare branches',
   NMSPARSE_MACHINE: 'the machine name in benchmark result files',
 } as const;

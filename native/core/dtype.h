@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/error.h"
+
 namespace nms {
 
 enum class DType : int { F32 = 0, F16 = 1, BF16 = 2, I8 = 3, U8 = 4 };
@@ -22,6 +24,18 @@ inline const char* dtype_name(DType d) {
   static const char* names[] = {"float32", "float16", "bfloat16", "int8", "uint8"};
   return names[static_cast<int>(d)];
 }
+
+// Runs the statements with kD the compile-time DType equal to the runtime value `d` (kernel choice, CPU scalar code).
+#define NMS_DISPATCH_DTYPE(d, ...)                                                       \
+  switch (d) {                                                                           \
+    case ::nms::DType::F32: { constexpr ::nms::DType kD = ::nms::DType::F32; __VA_ARGS__; break; } \
+    case ::nms::DType::F16: { constexpr ::nms::DType kD = ::nms::DType::F16; __VA_ARGS__; break; } \
+    case ::nms::DType::BF16: { constexpr ::nms::DType kD = ::nms::DType::BF16; __VA_ARGS__; break; } \
+    case ::nms::DType::I8: { constexpr ::nms::DType kD = ::nms::DType::I8; __VA_ARGS__; break; } \
+    case ::nms::DType::U8: { constexpr ::nms::DType kD = ::nms::DType::U8; __VA_ARGS__; break; } \
+    default: ::nms::fail("E_DTYPE", "unknown dtype");                                     \
+  }
+
 inline bool is_float(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16; }
 
 inline float bits_to_f32(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
@@ -94,32 +108,6 @@ inline void store_from_f32(void* p, DType d, int64_t i, float v) {
       static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(r < 0.f ? 0.f : (r > 255.f ? 255.f : r));
       return;
     }
-  }
-}
-
-// Magnitude key for N:M selection: orders |x| exactly, with every NaN above +inf and equal to every other NaN,
-// so "keep the N largest |w|, ties to the lower index, NaN largest" is a comparison of integers.
-inline uint32_t magnitude_key(const void* p, DType d, int64_t i) {
-  switch (d) {
-    case DType::F32: {
-      uint32_t u;
-      std::memcpy(&u, static_cast<const float*>(p) + i, 4);
-      u &= 0x7fffffffu;
-      return u > 0x7f800000u ? 0x7fc00000u : u;
-    }
-    case DType::F16: {
-      uint32_t u = static_cast<const uint16_t*>(p)[i] & 0x7fffu;
-      return u > 0x7c00u ? 0x7e00u : u;
-    }
-    case DType::BF16: {
-      uint32_t u = static_cast<const uint16_t*>(p)[i] & 0x7fffu;
-      return u > 0x7f80u ? 0x7fc0u : u;
-    }
-    case DType::I8: {
-      int v = static_cast<const int8_t*>(p)[i];
-      return static_cast<uint32_t>(v < 0 ? -v : v);
-    }
-    default: return static_cast<const uint8_t*>(p)[i];
   }
 }
 

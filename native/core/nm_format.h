@@ -7,10 +7,21 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/hd.h"
 
 namespace nms {
 
+// The supported M, written once: nm_supported_m, and NMS_DISPATCH_M for code that makes M a compile-time
+// constant (kM) — the CPU's group selection and the CUDA kernels.
 inline bool nm_supported_m(int64_t m) { return m == 4 || m == 8 || m == 16 || m == 32; }
+#define NMS_DISPATCH_M(m, ...)                                                   \
+  switch (m) {                                                                   \
+    case 4: { constexpr int kM = 4; __VA_ARGS__; break; }                        \
+    case 8: { constexpr int kM = 8; __VA_ARGS__; break; }                        \
+    case 16: { constexpr int kM = 16; __VA_ARGS__; break; }                      \
+    case 32: { constexpr int kM = 32; __VA_ARGS__; break; }                      \
+    default: ::nms::fail("E_PATTERN", "m must be 4, 8, 16 or 32");               \
+  }
 
 // Throws E_PATTERN unless 1 <= n < m with m in {4, 8, 16, 32}, and E_SHAPE unless cols is a multiple of m.
 inline void nm_validate(int64_t rows, int64_t cols, int64_t n, int64_t m) {
@@ -22,14 +33,14 @@ inline void nm_validate(int64_t rows, int64_t cols, int64_t n, int64_t m) {
   if (cols % m != 0)
     fail("E_SHAPE", "last dimension: got " + std::to_string(cols) + ", expected a multiple of m = " + std::to_string(m));
 }
-inline int nm_pos_bits(int m) { return m == 4 ? 2 : m == 8 ? 3 : m == 16 ? 4 : 5; }
+NMS_HD int nm_pos_bits(int m) { return m == 4 ? 2 : m == 8 ? 3 : m == 16 ? 4 : 5; }
 inline int64_t nm_kept_per_row(int64_t cols, int n, int m) { return cols / m * n; }
 inline int64_t nm_pos_row_bytes(int64_t cols, int n, int m) {
   return (nm_kept_per_row(cols, n, m) * nm_pos_bits(m) + 7) / 8;
 }
 
-// Field j of a row's bit stream. Reads byte by byte so it never touches memory past the row.
-inline int nm_get_pos(const uint8_t* row, int64_t j, int bits) {
+// Field j of a row's bit stream (host and device). Reads byte by byte so it never touches memory past the row.
+NMS_HD int nm_get_pos(const uint8_t* row, int64_t j, int bits) {
   const int64_t bit = j * bits;
   const uint8_t* p = row + (bit >> 3);
   const int sh = static_cast<int>(bit & 7);

@@ -96,25 +96,17 @@ NMS_CLONES void add_row(float* acc, const float* d, int64_t w) {
   for (int64_t j = 0; j < w; ++j) acc[j] += d[j];
 }
 
-// The mask refresh of the recipes: the N:M selection of nm_group_keep (ties to the lower index, NaN largest; the
-// function nm.mask uses) on float32, writing the mask and W ⊙ (m + (1 − m)·α) in the same pass.
-inline uint32_t f32_key(float v) {
-  uint32_t u;
-  std::memcpy(&u, &v, 4);
-  u &= 0x7fffffffu;
-  return u > 0x7f800000u ? 0x7fc00000u : u;
-}
+// The mask refresh of the recipes: the N:M selection of core/nm_select.h (ties to the lower index, NaN largest;
+// the rule nm.mask uses) on float32, writing the mask and W ⊙ (m + (1 − m)·α) in the same pass.
 
-// Scalar path, M a template constant so the rank loops unroll: rank_i = #{j : key_j > key_i or (key_j = key_i, j < i)}.
+// Scalar path: the core rule itself. The vector paths below rank each lane the same way:
+// rank_i = #{j : key_j > key_i or (key_j = key_i, j < i)}, kept when rank_i < n.
 template <int M>
 void nm_mask_scale_scalar(const float* w, int64_t count, int n, float alpha, uint8_t* mask, float* eff) {
   for (int64_t g = 0; g < count; g += M) {
-    uint32_t key[M];
-    for (int i = 0; i < M; ++i) key[i] = f32_key(w[g + i]);
+    const uint32_t keep = nm_group_keep<M>(w + g, DType::F32, 0, n);
     for (int i = 0; i < M; ++i) {
-      int rank = 0;
-      for (int j = 0; j < M; ++j) rank += (key[j] > key[i]) | ((key[j] == key[i]) & (j < i));
-      const bool k = rank < n;
+      const bool k = (keep >> i) & 1u;
       const float v = w[g + i];
       mask[g + i] = k;
       eff[g + i] = k ? v : (alpha == 0.0f ? 0.0f : alpha * v);
@@ -336,12 +328,7 @@ int64_t nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, 
         continue;
       }
       if (count_sad) std::copy(mr, mr + cols, prev.begin());
-      switch (m) {
-        case 4: nm_mask_scale_span<4>(w + r * cols, cols, n, 0.f, mr, eff + r * cols); break;
-        case 8: nm_mask_scale_span<8>(w + r * cols, cols, n, 0.f, mr, eff + r * cols); break;
-        case 16: nm_mask_scale_span<16>(w + r * cols, cols, n, 0.f, mr, eff + r * cols); break;
-        default: nm_mask_scale_span<32>(w + r * cols, cols, n, 0.f, mr, eff + r * cols); break;
-      }
+      NMS_DISPATCH_M(m, nm_mask_scale_span<kM>(w + r * cols, cols, n, 0.f, mr, eff + r * cols));
       if (count_sad) changed += mask_sad(prev.data(), mr, cols);
       nm_compress_row(w + r * cols, mr, cols, n, m, values + r * kpr, positions + r * prb);
     }
@@ -658,12 +645,7 @@ void nm_mask_scale(const float* w, int64_t rows, int64_t cols, int n, int m, flo
   parallel_for(count / 16 + 1, std::max<int64_t>(1, kGrain / 16), [&](int64_t c0, int64_t c1) {
     const int64_t i0 = c0 * 16, i1 = std::min(count, c1 * 16);  // 16 is a multiple of every m <= 16; m = 32 below
     auto run = [&](int64_t a, int64_t b) {
-      switch (m) {
-        case 4: nm_mask_scale_span<4>(w + a, b - a, n, alpha, mask + a, eff + a); break;
-        case 8: nm_mask_scale_span<8>(w + a, b - a, n, alpha, mask + a, eff + a); break;
-        case 16: nm_mask_scale_span<16>(w + a, b - a, n, alpha, mask + a, eff + a); break;
-        default: nm_mask_scale_span<32>(w + a, b - a, n, alpha, mask + a, eff + a); break;
-      }
+      NMS_DISPATCH_M(m, nm_mask_scale_span<kM>(w + a, b - a, n, alpha, mask + a, eff + a));
     };
     if (m <= 16) run(i0, i1);
     else {  // m = 32: chunks start on a 32-element boundary

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "core/hd.h"
+#include "core/train_types.h"
 
 // Streaming loops of the training kernels (here and in optim.cc) are compiled for AVX-512, AVX2 and baseline
 // x86-64 and picked at load time (GCC/clang function multi-versioning); elsewhere they are plain loops. They are
@@ -55,14 +56,8 @@ void layernorm_backward(const float* dy, const float* x, const float* gamma, con
                         float* dx, float* dgamma, float* dbeta, int64_t rows, int64_t cols);
 
 // ---- softmax cross-entropy (mean over the rows that have a label) ----
-// A label of kIgnoreLabel marks a row without one (padding, as PyTorch's ignore_index): it adds nothing to the
-// loss, to `correct` or to `counted`, and its gradient is zero.
-constexpr int32_t kIgnoreLabel = -1;
-struct XentResult {
-  double loss_sum;   // Σ over labelled rows of −Σ_c q_c·log p_c
-  int64_t correct;   // labelled rows whose argmax (first maximum) equals the label
-  int64_t counted;   // labelled rows
-};
+using ::nms::XentResult;  // core/train_types.h, shared with cuda/train.h
+using ::nms::kIgnoreLabel;
 // probs = softmax(logits) per row (every row); q = (1 − ε)·onehot(label) + ε/cols. Labels are in [0, cols) or
 // kIgnoreLabel.
 XentResult softmax_xent_forward(const float* logits, const int32_t* labels, float* probs, int64_t rows,
@@ -72,13 +67,7 @@ void softmax_xent_backward(const float* probs, const int32_t* labels, float* dlo
                            float label_smoothing, float scale);
 
 // ---- images, NHWC ----
-struct Window2d {
-  int64_t batch, h, w, c;       // input [batch, h, w, c]
-  int64_t kh, kw;               // window
-  int64_t stride_h, stride_w;
-  int64_t pad_h, pad_w;         // zero padding (conv) / ignored positions (pool)
-  int64_t oh, ow;               // output size = (h + 2·pad − k) / stride + 1
-};
+using ::nms::Window2d;  // core/train_types.h, shared with cuda/train.h
 // cols [batch·oh·ow, kh·kw·c]: row (b, oy, ox) holds the patch in (ky, kx, ci) order, ci fastest, zeros where
 // the window leaves the image. With a weight stored [co, kh, kw, ci], conv = cols · Wᵀ → [batch·oh·ow, co] NHWC.
 void im2col(const float* x, const Window2d& g, float* cols);
@@ -97,13 +86,13 @@ void maxpool_backward(const float* dy, const int32_t* argmax, const Window2d& g,
 void dropout_apply(const float* x, float* y, int64_t n, float p, uint64_t seed, uint64_t offset);
 // The uniform in [0, 1) used for element `counter`: the top 24 bits of splitmix64(seed ⊕ splitmix64(counter)),
 // times 2⁻²⁴. Host and device code (cuda/elementwise.cu) both call these, so the masks are bit-identical.
-NMS_HD inline uint64_t splitmix64(uint64_t z) {
+NMS_HD uint64_t splitmix64(uint64_t z) {
   z += 0x9e3779b97f4a7c15ull;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
-NMS_HD inline float dropout_uniform(uint64_t seed, uint64_t counter) {
+NMS_HD float dropout_uniform(uint64_t seed, uint64_t counter) {
   return static_cast<float>(splitmix64(seed ^ splitmix64(counter)) >> 40) * (1.0f / 16777216.0f);
 }
 

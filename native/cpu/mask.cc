@@ -11,14 +11,6 @@ constexpr int64_t kGrainElems = 1 << 14;
 
 inline int64_t row_grain(int64_t cols) { return cols >= kGrainElems ? 1 : kGrainElems / cols; }
 
-inline bool is_nonzero(const void* w, DType d, int64_t i) {
-  switch (d) {
-    case DType::F32: { uint32_t u; std::memcpy(&u, static_cast<const float*>(w) + i, 4); return (u & 0x7fffffffu) != 0; }
-    case DType::F16: case DType::BF16: return (static_cast<const uint16_t*>(w)[i] & 0x7fffu) != 0;
-    default: return static_cast<const uint8_t*>(w)[i] != 0;
-  }
-}
-
 }  // namespace
 
 void nm_mask(const void* w, DType d, int64_t rows, int64_t cols, int n, int m, uint8_t* out) {

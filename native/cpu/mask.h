@@ -4,21 +4,11 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "core/nm_select.h"
 
 namespace nms::cpu {
 
-// Kept flags of the group of m (<= 32) elements starting at element `base`, as a bit set (bit i = element i).
-inline uint32_t nm_group_keep(const void* w, DType d, int64_t base, int n, int m) {
-  uint32_t key[32];
-  for (int i = 0; i < m; ++i) key[i] = magnitude_key(w, d, base + i);
-  uint32_t keep = 0;
-  for (int i = 0; i < m; ++i) {
-    int beaten_by = 0;  // elements that rank above i: larger key, or equal key at a lower index
-    for (int j = 0; j < m; ++j) beaten_by += (key[j] > key[i]) | ((key[j] == key[i]) & (j < i));
-    if (beaten_by < n) keep |= 1u << i;
-  }
-  return keep;
-}
+// The selection itself (nm_group_keep, magnitude_key, is_nonzero) is core/nm_select.h, shared with the GPU.
 
 // out[i] = 1 where w[i] is among the N largest |w| of its group (ties: lower index; NaN: largest), else 0.
 void nm_mask(const void* w, DType d, int64_t rows, int64_t cols, int n, int m, uint8_t* out);

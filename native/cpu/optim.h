@@ -4,21 +4,17 @@
 #pragma once
 #include <cstdint>
 
+#include "core/train_types.h"
+
 namespace nms::cpu {
 
-struct SgdArgs {
-  float lr = 0.01f, momentum = 0.0f, dampening = 0.0f, weight_decay = 0.0f;
-  bool nesterov = false;
-  bool first = false;  // the first step with this momentum buffer: buf = d (PyTorch's clone on first use)
-};
+using ::nms::SgdArgs;  // core/train_types.h, shared with cuda/train.h
+using ::nms::AdamwArgs;
+
 // d = g + wd·p; with momentum: buf = first ? d : μ·buf + (1 − dampening)·d, then d = nesterov ? d + μ·buf : buf;
 // p −= lr·d. buf may be null when momentum == 0.
 void sgd_step(float* p, const float* g, float* buf, int64_t n, const SgdArgs& a);
 
-struct AdamwArgs {
-  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 1e-2f;
-  int64_t step = 1;  // 1-based step count, for the bias corrections
-};
 // p ·= 1 − lr·wd; m = β1·m + (1 − β1)·g; v = β2·v + (1 − β2)·g²;
 // p −= lr/(1 − β1^t) · m / (√v/√(1 − β2^t) + eps).
 void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamwArgs& a);

@@ -231,7 +231,7 @@ __global__ void xent_back_kernel(const float* probs, const int32_t* labels, floa
   }
 }
 
-__global__ void im2col_kernel(const float* x, Window g, float* out) {
+__global__ void im2col_kernel(const float* x, Window2d g, float* out) {
   const int64_t width = g.kh * g.kw * g.c, rows = g.batch * g.oh * g.ow;
   NMS_GRID_STRIDE(i, rows * width) {
     const int64_t r = i / width, rem = i - r * width;
@@ -253,7 +253,7 @@ __device__ __forceinline__ void covering(int64_t i, int64_t pad, int64_t k, int6
 }
 
 // Gather form of col2im: each input element sums the patch entries that cover it, patches in the CPU's order.
-__global__ void col2im_kernel(const float* cols, Window g, float* dx) {
+__global__ void col2im_kernel(const float* cols, Window2d g, float* dx) {
   const int64_t width = g.kh * g.kw * g.c;
   NMS_GRID_STRIDE(i, g.batch * g.h * g.w * g.c) {
     const int64_t c = i % g.c, t = i / g.c, ix = t % g.w, t2 = t / g.w, iy = t2 % g.h, b = t2 / g.h;
@@ -272,7 +272,7 @@ __global__ void col2im_kernel(const float* cols, Window g, float* dx) {
   }
 }
 
-__global__ void maxpool_fwd_kernel(const float* x, Window g, float* y, int32_t* argmax) {
+__global__ void maxpool_fwd_kernel(const float* x, Window2d g, float* y, int32_t* argmax) {
   NMS_GRID_STRIDE(i, g.batch * g.oh * g.ow * g.c) {
     const int64_t c = i % g.c, r = i / g.c;
     const int64_t b = r / (g.oh * g.ow), pos = r - b * (g.oh * g.ow), oy = pos / g.ow, ox = pos - oy * g.ow;
@@ -298,7 +298,7 @@ __global__ void maxpool_fwd_kernel(const float* x, Window g, float* y, int32_t* 
 }
 
 // Gather form of the scatter dx[argmax[i]] += dy[i]: outputs in ascending order, as the CPU adds them.
-__global__ void maxpool_bwd_kernel(const float* dy, const int32_t* argmax, Window g, float* dx) {
+__global__ void maxpool_bwd_kernel(const float* dy, const int32_t* argmax, Window2d g, float* dx) {
   NMS_GRID_STRIDE(i, g.batch * g.h * g.w * g.c) {
     const int64_t c = i % g.c, t = i / g.c, ix = t % g.w, t2 = t / g.w, iy = t2 % g.h, b = t2 / g.h;
     int64_t y0, y1, x0, x1;
@@ -344,8 +344,8 @@ __global__ void nm_mask_scale_kernel(const float* w, int64_t groups, int n, floa
   kern::load_group<uint32_t, M>(grp, reinterpret_cast<const uint32_t*>(w) + g * M);
   uint32_t key[M];
 #pragma unroll
-  for (int i = 0; i < M; ++i) key[i] = kern::magnitude_key<DType::F32>(grp.v[i]);
-  const uint32_t keep = kern::group_keep<M>(key, n);
+  for (int i = 0; i < M; ++i) key[i] = nms::magnitude_key<DType::F32>(grp.v[i]);
+  const uint32_t keep = nms::nm_keep<M>(key, n);
 #pragma unroll
   for (int i = 0; i < M; ++i) {
     const bool k = (keep >> i) & 1u;
@@ -426,8 +426,8 @@ void layernorm_backward(const float* dy, const float* x, const float* gamma, con
   launched("layernorm backward kernels");
 }
 
-XentSums softmax_xent_forward(const float* logits, const int32_t* labels, float* probs, int64_t rows, int64_t cols,
-                              float label_smoothing) {
+XentResult softmax_xent_forward(const float* logits, const int32_t* labels, float* probs, int64_t rows, int64_t cols,
+                                float label_smoothing) {
   activate();
   if (rows > 0x7fffffff) fail("E_SHAPE", "softmax cross-entropy on 'cuda': more than 2^31 rows");
   DevPtr loss = alloc(static_cast<size_t>(rows) * sizeof(double)), hit = alloc(static_cast<size_t>(rows) * sizeof(int));
@@ -438,7 +438,7 @@ XentSums softmax_xent_forward(const float* logits, const int32_t* labels, float*
   std::vector<int> h(static_cast<size_t>(rows));
   download(l.data(), loss->ptr(), l.size() * sizeof(double));
   download(h.data(), hit->ptr(), h.size() * sizeof(int));
-  XentSums s{0.0, 0, 0};
+  XentResult s{0.0, 0, 0};
   for (int64_t r = 0; r < rows; ++r) {  // in row order, as the CPU sums them
     s.loss_sum += l[static_cast<size_t>(r)];
     s.correct += h[static_cast<size_t>(r)] == 1;
@@ -456,7 +456,7 @@ void softmax_xent_backward(const float* probs, const int32_t* labels, float* dlo
   launched("softmax cross-entropy backward kernel");
 }
 
-void im2col(const float* x, const Window& g, float* cols) {
+void im2col(const float* x, const Window2d& g, float* cols) {
   activate();
   const int64_t total = g.batch * g.oh * g.ow * g.kh * g.kw * g.c;
   if (!total) return;
@@ -464,7 +464,7 @@ void im2col(const float* x, const Window& g, float* cols) {
   launched("im2col kernel");
 }
 
-void col2im(const float* cols, const Window& g, float* dx) {
+void col2im(const float* cols, const Window2d& g, float* dx) {
   activate();
   const int64_t total = g.batch * g.h * g.w * g.c;
   if (!total) return;
@@ -472,7 +472,7 @@ void col2im(const float* cols, const Window& g, float* dx) {
   launched("col2im kernel");
 }
 
-void maxpool_forward(const float* x, const Window& g, float* y, int32_t* argmax) {
+void maxpool_forward(const float* x, const Window2d& g, float* y, int32_t* argmax) {
   activate();
   const int64_t total = g.batch * g.oh * g.ow * g.c;
   if (!total) return;
@@ -480,7 +480,7 @@ void maxpool_forward(const float* x, const Window& g, float* y, int32_t* argmax)
   launched("max-pool kernel");
 }
 
-void maxpool_backward(const float* dy, const int32_t* argmax, const Window& g, float* dx) {
+void maxpool_backward(const float* dy, const int32_t* argmax, const Window2d& g, float* dx) {
   activate();
   const int64_t total = g.batch * g.h * g.w * g.c;
   if (!total) return;

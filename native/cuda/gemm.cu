@@ -116,7 +116,7 @@ struct DensePlan {
   }
 };
 
-std::mutex g_dense_mu;
+std::mutex g_blt_plans_mu;  // g_dense_plans and the plans' descriptors (lock order: spmm.cu)
 // Never destroyed: at process exit the destructors would call into cuBLASLt after the runtime may be gone.
 std::map<DenseKey, std::unique_ptr<DensePlan>>& g_dense_plans = *new std::map<DenseKey, std::unique_ptr<DensePlan>>();
 
@@ -201,7 +201,7 @@ void dense_raw(const RawDense& r) {
   const blt::Api& api = blt::api();
   const DenseKey key{r.in_t, r.out_t, r.compute, r.scale_t, r.bias_t, r.mm, r.nn, r.kk, r.op1_t, r.op2_t, r.epilogue,
                      r.heuristic};
-  std::lock_guard<std::mutex> lock(g_dense_mu);  // held while the cached descriptor is updated and enqueued
+  std::lock_guard<std::mutex> lock(g_blt_plans_mu);  // held while the cached descriptor is updated and enqueued
   auto it = g_dense_plans.find(key);
   if (it == g_dense_plans.end()) {
     if (g_dense_plans.size() >= 512) g_dense_plans.clear();
@@ -221,7 +221,7 @@ void dense_raw(const RawDense& r) {
 }
 
 void clear_dense_plans() {
-  std::lock_guard<std::mutex> lock(g_dense_mu);
+  std::lock_guard<std::mutex> lock(g_blt_plans_mu);
   g_dense_plans.clear();
 }
 

@@ -1,7 +1,10 @@
 // Declarations shared between the CUDA source files only (not part of the ops API).
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "core/dtype.h"
 #include "cuda/cublaslt.h"
@@ -47,6 +50,39 @@ void build_slt_form(SparseMatrix& s, void* dense_pruned);
 
 // Frees the dense copy dense_of() made (under the same lock).
 void drop_dense(SparseMatrix& s);
+
+// ---- the sparse products (spmm*.cu) --------------------------------------------------------------------------
+class SltPlan;  // spmm_plan.h
+// The dense operand of g as plan P takes it: padded to [n, k] / [k, n], transposed first for int8 matmul (into
+// the caller's scratch bt, bp).
+const void* prepare_b(const SltPlan& P, const SparseGemm& g, DevPtr& bt, DevPtr& bp);
+// Makes (or finds) g's cache entry, then runs `use` on its sparse plan under the cache lock; false, and nothing
+// run, when the key runs dense.
+bool with_cached_plan(const SparseGemm& g, const std::function<void(SltPlan&)>& use);
+// Checks g.out (already computed) against a float64 reference from the dense pruned weight w_dense, at sampled
+// points. Returns an empty string when it matches, else what differs.
+std::string verify_output(const SparseGemm& g, const void* w_dense);
+// max |a − b| / max |b| over `count` elements of type t (NaN in a counts as a huge difference). Synchronizes.
+double max_rel_diff(const void* a, const void* b, cudaDataType t, int64_t count);
+
+// Median time of `fn` in milliseconds, with CUDA events, after `warmup` runs.
+template <class F>
+double time_ms(F&& fn, int warmup, int iters) {
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<cudaEvent_t> ev(2 * iters);
+  for (auto& e : ev) NMS_CUDA(cudaEventCreate(&e));
+  for (int i = 0; i < iters; ++i) {
+    NMS_CUDA(cudaEventRecord(ev[2 * i], stream()));
+    fn();
+    NMS_CUDA(cudaEventRecord(ev[2 * i + 1], stream()));
+  }
+  NMS_CUDA(cudaEventSynchronize(ev.back()));
+  std::vector<float> t(iters);
+  for (int i = 0; i < iters; ++i) cudaEventElapsedTime(&t[i], ev[2 * i], ev[2 * i + 1]);
+  for (auto& e : ev) cudaEventDestroy(e);
+  std::sort(t.begin(), t.end());
+  return t[iters / 2];
+}
 
 // Copies a row-major [rows, cols] matrix into the top-left of a zeroed [rows_pad, cols_pad] one (element size es).
 DevPtr pad_matrix(const void* src, size_t es, int64_t rows, int64_t cols, int64_t rows_pad, int64_t cols_pad);

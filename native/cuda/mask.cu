@@ -29,8 +29,8 @@ __global__ void __launch_bounds__(kBlock) select_kernel(const typename kern::Sto
     kern::load_group<T, M>(grp, w + g * M);
     uint32_t key[M];
 #pragma unroll
-    for (int i = 0; i < M; ++i) key[i] = kern::magnitude_key<D>(grp.v[i]);
-    keep = kern::group_keep<M>(key, n);
+    for (int i = 0; i < M; ++i) key[i] = nms::magnitude_key<D>(grp.v[i]);
+    keep = nms::nm_keep<M>(key, n);
     if (mask) {
       kern::Group<uint8_t, M> mg;
 #pragma unroll
@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(kBlock) check_kernel(const typename kern::Stor
     kern::load_group<T, M>(grp, w + g * M);
     int nz = 0;
 #pragma unroll
-    for (int i = 0; i < M; ++i) nz += kern::is_nonzero<D>(grp.v[i]);
+    for (int i = 0; i < M; ++i) nz += nms::is_nonzero<D>(grp.v[i]);
     if (nz > n) v = (static_cast<unsigned long long>(g) << 8) | static_cast<unsigned>(nz);
   }
 #pragma unroll

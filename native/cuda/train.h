@@ -6,7 +6,15 @@
 #pragma once
 #include <cstdint>
 
+#include "core/train_types.h"
+
 namespace nms::cuda {
+
+// The argument and result structs are the CPU's (core/train_types.h).
+using ::nms::AdamwArgs;
+using ::nms::SgdArgs;
+using ::nms::Window2d;
+using ::nms::XentResult;
 
 void bias_add(float* y, const float* b, int64_t rows, int64_t cols);
 void bias_grad(const float* dy, int64_t rows, int64_t cols, float* db);
@@ -25,23 +33,15 @@ void layernorm_forward(const float* x, const float* gamma, const float* beta, fl
 void layernorm_backward(const float* dy, const float* x, const float* gamma, const float* mean, const float* rstd,
                         float* dx, float* dgamma, float* dbeta, int64_t rows, int64_t cols);
 // Writes per-row losses (float64) and hits into device scratch and returns their sums (synchronizes).
-struct XentSums {
-  double loss_sum;
-  int64_t correct;
-  int64_t counted;  // rows not labelled −1 (ignored)
-};
-XentSums softmax_xent_forward(const float* logits, const int32_t* labels, float* probs, int64_t rows, int64_t cols,
-                              float label_smoothing);
+XentResult softmax_xent_forward(const float* logits, const int32_t* labels, float* probs, int64_t rows, int64_t cols,
+                                float label_smoothing);
 void softmax_xent_backward(const float* probs, const int32_t* labels, float* dlogits, int64_t rows, int64_t cols,
                            float label_smoothing, float scale);
 
-struct Window {
-  int64_t batch, h, w, c, kh, kw, stride_h, stride_w, pad_h, pad_w, oh, ow;
-};
-void im2col(const float* x, const Window& g, float* cols);
-void col2im(const float* cols, const Window& g, float* dx);
-void maxpool_forward(const float* x, const Window& g, float* y, int32_t* argmax);
-void maxpool_backward(const float* dy, const int32_t* argmax, const Window& g, float* dx);
+void im2col(const float* x, const Window2d& g, float* cols);
+void col2im(const float* cols, const Window2d& g, float* dx);
+void maxpool_forward(const float* x, const Window2d& g, float* y, int32_t* argmax);
+void maxpool_backward(const float* dy, const int32_t* argmax, const Window2d& g, float* dx);
 
 void dropout_apply(const float* x, float* y, int64_t n, float p, uint64_t seed, uint64_t offset);
 void masked_scale(const float* x, const uint8_t* mask, float alpha, float* y, int64_t n);
@@ -49,15 +49,7 @@ void masked_add(float* g, const float* w, const uint8_t* mask, float lambda, int
 void nm_mask_scale(const float* w, int64_t rows, int64_t cols, int n, int m, float alpha, uint8_t* mask, float* eff);
 
 // ---- optim.cu ----
-struct SgdArgs {
-  float lr = 0.01f, momentum = 0.0f, dampening = 0.0f, weight_decay = 0.0f;
-  bool nesterov = false, first = false;
-};
 void sgd_step(float* p, const float* g, float* buf, int64_t n, const SgdArgs& a);
-struct AdamwArgs {
-  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 1e-2f;
-  int64_t step = 1;
-};
 void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamwArgs& a);
 // Σ x² in float64, deterministic (fixed partition); synchronizes.
 double sum_squares(const float* x, int64_t n);

@@ -1,6 +1,7 @@
 // N-API bindings of the CUDA GEMM family: sparse products through cuSPARSELt (native/cuda/spmm.cu), dense ones
 // through cuBLASLt (native/cuda/gemm.cu), the plan cache's contents, and the benchmark helpers of bench/gpu.
 #ifdef NMSPARSE_WITH_CUDA
+#include "cuda/bench.h"
 #include "cuda/ops.h"
 #include "napi/args.h"
 #include "napi/cuda_handles.h"

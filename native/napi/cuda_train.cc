@@ -163,7 +163,7 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
     float* p = f32(info, 2, "probs", rows * cols);
     same_buffer_forbidden(z, p, "logits and probs");
     cuda::DevPtr labels = int32_upload(info, 1, "labels", rows);
-    const cuda::XentSums s = cuda::softmax_xent_forward(z, labels->as<int32_t>(), p, rows, cols, static_cast<float>(eps));
+    const cuda::XentResult s = cuda::softmax_xent_forward(z, labels->as<int32_t>(), p, rows, cols, static_cast<float>(eps));
     Napi::Array r = Napi::Array::New(info.Env(), 3);
     r.Set(0u, Napi::Number::New(info.Env(), s.loss_sum));
     r.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(s.correct)));
@@ -181,7 +181,7 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
   });
   // cudaIm2col(x, cols, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
   define(env, exports, "cudaIm2col", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::Window g = window_arg<cuda::Window>(info, 2);
+    const cuda::Window2d g = window_arg<cuda::Window2d>(info, 2);
     const float* x = f32(info, 0, "x", g.batch * g.h * g.w * g.c);
     float* cols = f32(info, 1, "cols", g.batch * g.oh * g.ow * g.kh * g.kw * g.c);
     same_buffer_forbidden(x, cols, "x and cols");
@@ -190,7 +190,7 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
   });
   // cudaCol2im(cols, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
   define(env, exports, "cudaCol2im", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::Window g = window_arg<cuda::Window>(info, 2);
+    const cuda::Window2d g = window_arg<cuda::Window2d>(info, 2);
     const float* cols = f32(info, 0, "cols", g.batch * g.oh * g.ow * g.kh * g.kw * g.c);
     float* dx = f32(info, 1, "dx", g.batch * g.h * g.w * g.c);
     same_buffer_forbidden(cols, dx, "cols and dx");
@@ -199,7 +199,7 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
   });
   // cudaMaxPoolForward(x, y, argmax: Int32Array (host, filled), batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
   define(env, exports, "cudaMaxPoolForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::Window g = window_arg<cuda::Window>(info, 3);
+    const cuda::Window2d g = window_arg<cuda::Window2d>(info, 3);
     const int64_t nx = g.batch * g.h * g.w * g.c, ny = g.batch * g.oh * g.ow * g.c;
     if (nx >= (int64_t(1) << 31)) fail("E_SHAPE", "x: max pooling needs fewer than 2^31 elements");
     const float* x = f32(info, 0, "x", nx);
@@ -216,7 +216,7 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
   });
   // cudaMaxPoolBackward(dy, argmax: Int32Array, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
   define(env, exports, "cudaMaxPoolBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::Window g = window_arg<cuda::Window>(info, 3);
+    const cuda::Window2d g = window_arg<cuda::Window2d>(info, 3);
     const int64_t nx = g.batch * g.h * g.w * g.c, ny = g.batch * g.oh * g.ow * g.c;
     const float* dy = f32(info, 0, "dy", ny);
     float* dx = f32(info, 2, "dx", nx);

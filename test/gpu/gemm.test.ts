@@ -3,10 +3,11 @@
 // bias, ReLU and GELU epilogues; forced sparse / forced dense dispatch; the plan cache's record of each shape; and
 // cuBLASLt dense matmul/linear with every transpose.
 import { describe, expect, it } from 'vitest';
-import { linear, matmul, nm, tensor, type Activation, type DType } from '../../lib/index.js';
+import { linear, matmul, nm, tensor, zeros, type Activation, type DType } from '../../lib/index.js';
 import { planInfo, clearPlans, sparseInfo } from '../../lib/cuda.js';
-import { randomTensor } from '../helpers.js';
-import { gpuUsable, refProduct, tolerance, mismatch, values, withDispatch } from './gpu-helpers.js';
+import { SparseTensor } from '../../lib/compress.js';
+import { poison, randomTensor } from '../helpers.js';
+import { gpuInfo, gpuUsable, refProduct, tolerance, mismatch, values, withDispatch, withEnv } from './gpu-helpers.js';
 
 /** x [tokens, in] and W [out, in] of `dtype`, small values (int8: integers), on both devices. */
 function operands(tokens: number, inF: number, outF: number, dtype: DType, seed: number) {
@@ -167,6 +168,79 @@ describe.skipIf(!gpuUsable)('dispatch and the plan cache', () => {
     const s = nm.compress(w.to('cuda'), '2:4');  // float32 needs 1:2 pairs
     expect(() => withDispatch('sparse', () => nm.linear(x.to('cuda'), s))).toThrow(
       expect.objectContaining({ code: 'E_UNSUPPORTED', message: expect.stringMatching(/1:2/) }));
+  });
+});
+
+// NMSPARSE_TEST_PLAN_CACHE (test-only, native/cuda/spmm.cu) reaches the cache's rare branches on demand: a searched
+// winner that fails its float64 check, a key whose every check fails, and eviction when the cache is full.
+describe.skipIf(!gpuUsable || !!gpuInfo.cuda.sparseReason)('the plan cache\'s rare branches (NMSPARSE_TEST_PLAN_CACHE)', () => {
+  const inF = 128, outF = 64;
+  // Made at the first test (a skipped suite's body still runs, and there may be no GPU).
+  let weight: { s: SparseTensor; pruned: number[] } | undefined;
+  const theWeight = () => {
+    if (!weight) {
+      const { w } = operands(8, inF, outF, 'float16', 11);
+      weight = { s: nm.compress(w.to('cuda'), '2:4'), pruned: values(nm.prune(w, '2:4')) };
+    }
+    return weight;
+  };
+  /** nm.linear on cuda for `tokens` rows, into a poisoned out, checked against the float64 product. */
+  const linearChecked = (tokens: number): void => {
+    const { s, pruned } = theWeight();
+    const x = randomTensor([tokens, inF], 'float16', tokens);
+    const out = poison(zeros([tokens, outF], { dtype: 'float16' })).to('cuda');
+    nm.linear(x.to('cuda'), s, null, { out });
+    const r = refProduct(values(x), inF, 1, pruned, 1, inF, tokens, outF, inF);
+    expect(mismatch(values(out), r, tolerance('float16', 'float16', false)), `${tokens} tokens`).toBeNull();
+    out.dispose();
+  };
+  const knob = <T>(value: string, fn: () => T): T => withEnv('NMSPARSE_TEST_PLAN_CACHE', value, fn);
+
+  it('a winner that fails its check is replaced by the default algorithm, which passes and runs', () => {
+    clearPlans();
+    expect(sparseInfo(theWeight().s).cusparselt).toBe(true);
+    knob('reject-winner', () => withDispatch('sparse', () => linearChecked(16)));
+    const plans = planInfo();
+    expect(plans.length).toBe(1);
+    expect(plans[0].path).toBe('sparse');
+    expect(plans[0].verified).toBe(true);
+    expect(plans[0].reason).toMatch(/gave a wrong result: rejected by NMSPARSE_TEST_PLAN_CACHE/);
+    withDispatch('sparse', () => linearChecked(16));  // the entry made under the knob serves the next call
+    expect(planInfo().length).toBe(1);
+  });
+
+  it('a key whose every check fails runs dense (auto) or is a typed error (forced sparse)', () => {
+    clearPlans();
+    knob('reject-all', () => withDispatch('auto', () => linearChecked(16)));
+    const [p] = planInfo();
+    expect(p.path).toBe('dense');
+    expect(p.verified).toBe(false);
+    expect(p.reason).toMatch(/gave a wrong result: .*failed the reference check: rejected by NMSPARSE_TEST_PLAN_CACHE/);
+    clearPlans();
+    expect(() => knob('reject-all', () => withDispatch('sparse', () => linearChecked(16)))).toThrow(
+      expect.objectContaining({ code: 'E_CUSPARSELT', message: expect.stringMatching(/NMSPARSE_CUDA_DISPATCH=sparse, but .*reference check/) }));
+    expect(planInfo().length).toBe(0);
+  });
+
+  it('a new key beyond the capacity empties the cache first (eviction), and evicted keys are made again', () => {
+    clearPlans();
+    knob('capacity=2', () => {
+      linearChecked(8);   // tokens pad to n = 8, 16, 24: three keys
+      linearChecked(16);
+      expect(planInfo().length).toBe(2);
+      linearChecked(24);
+      const keys = planInfo().map((p) => p.key);
+      expect(keys.length).toBe(1);
+      expect(keys[0]).toMatch(/ n=24\b/);
+      linearChecked(8);
+      expect(planInfo().length).toBe(2);
+    });
+  });
+
+  it('a value it does not know is a typed error', () => {
+    clearPlans();
+    expect(() => knob('reject-some', () => linearChecked(8))).toThrow(
+      expect.objectContaining({ code: 'E_VALUE', message: expect.stringMatching(/NMSPARSE_TEST_PLAN_CACHE/) }));
   });
 });
 

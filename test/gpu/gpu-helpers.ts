@@ -36,14 +36,19 @@ export function mismatch(got: number[], r: Ref, tol: { terms: number; out: numbe
   return null;
 }
 
-/** Runs `fn` with NMSPARSE_CUDA_DISPATCH set (read by the addon on every call), then restores it. */
-export function withDispatch<T>(mode: 'auto' | 'sparse' | 'dense', fn: () => T): T {
-  const before = process.env.NMSPARSE_CUDA_DISPATCH;
-  process.env.NMSPARSE_CUDA_DISPATCH = mode;
+/** Runs `fn` with environment variable `name` set to `value` (the addon reads it at the call), then restores it. */
+export function withEnv<T>(name: string, value: string, fn: () => T): T {
+  const before = process.env[name];
+  process.env[name] = value;
   try {
     return fn();
   } finally {
-    if (before === undefined) delete process.env.NMSPARSE_CUDA_DISPATCH;
-    else process.env.NMSPARSE_CUDA_DISPATCH = before;
+    if (before === undefined) delete process.env[name];
+    else process.env[name] = before;
   }
+}
+
+/** Runs `fn` with NMSPARSE_CUDA_DISPATCH set (read by the addon on every call), then restores it. */
+export function withDispatch<T>(mode: 'auto' | 'sparse' | 'dense', fn: () => T): T {
+  return withEnv('NMSPARSE_CUDA_DISPATCH', mode, fn);
 }
