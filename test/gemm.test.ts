@@ -111,6 +111,22 @@ describe('linear (CPU)', () => {
     }
   });
 
+  it('small batches (the path for a few rows) on every kernel path: odd widths, k tails, with and without bias', () => {
+    for (const [m, n, k] of [[1, 1, 1], [1, 5, 7], [2, 4, 8], [3, 9, 17], [16, 13, 100], [17, 6, 33], [1, 300, 1030], [5, 301, 257]]) {
+      const x = rand([m, k], 'float32', 7 * m + k), W = rand([n, k], 'float32', n + 3 * k), bias = rand([n], 'float32', n);
+      for (const withBias of [true, false]) {
+        const ref = refGemm(x.toArray(), W.toArray(), m, n, k, false, true, withBias ? bias.toArray() : undefined);
+        for (const isa of ISAS) {
+          native.cpuIsa(isa);
+          const out = poison(zeros([m, n]));
+          expect(linear(x, W, withBias ? bias : null, { out })).toBe(out);
+          expectClose(out, ref, k);
+        }
+      }
+    }
+    native.cpuIsa('auto');
+  });
+
   it('writes into a poisoned out, without bias', () => {
     const x = rand([33, 130], 'float32', 14), W = rand([65, 130], 'float32', 15);
     const out = poison(zeros([33, 65]));

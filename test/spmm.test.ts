@@ -106,6 +106,38 @@ describe('nm.linear = sparseLinear (CPU): x·W̃ᵀ + b from the compressed form
   });
 });
 
+describe('small batches (2:4, a few rows of x: the kernel that streams W̃ once)', () => {
+  it('nm.linear at batch 1–5 on every kernel path: rows not a multiple of 4, columns ending inside a 16-column chunk', () => {
+    for (const [outF, inF] of [[1, 4], [3, 12], [4, 16], [5, 20], [37, 100], [64, 1040]])
+      for (const batch of [1, 2, 3, 4, 5]) {
+        const W = rand([outF, inF], 'float32', outF + inF), x = rand([batch, inF], 'float32', batch + inF);
+        const bias = batch % 2 ? rand([outF], 'float32', outF) : null;
+        const S = nm.compress(W, '2:4');
+        const ref = refSpmm(refPrune(W, 2, 4), outF, inF, x.toArray(), batch, true, bias?.toArray());
+        for (const isa of ISAS) {
+          native.cpuIsa(isa);
+          const out = poison(zeros([batch, outF]));
+          expect(sparseLinear(x, S, bias, { out })).toBe(out);
+          expectClose(out, ref, outF, batch, true, inF);
+        }
+      }
+    native.cpuIsa('auto');
+  });
+
+  it('S.matmul by one column (B [cols, 1]) on every kernel path', () => {
+    const W = rand([45, 520], 'float32', 60), b = rand([520, 1], 'float32', 61), bias = rand([45], 'float32', 62);
+    const S = nm.compress(W, '2:4');
+    const ref = refSpmm(refPrune(W, 2, 4), 45, 520, b.toArray(), 1, false, bias.toArray());
+    for (const isa of ISAS) {
+      native.cpuIsa(isa);
+      const out = poison(zeros([45, 1]));
+      expect(sparseMatmul(S, b, { bias, out })).toBe(out);
+      expectClose(out, ref, 45, 1, false, 520);
+    }
+    native.cpuIsa('auto');
+  });
+});
+
 describe('S.matmul = sparseMatmul (CPU): W̃·b', () => {
   for (const [n, m] of [[2, 4], [1, 8], [6, 16], [12, 32]] as const)
     it(`${n}:${m} with a bias, into a poisoned out`, () => {

@@ -99,6 +99,37 @@ NMS_TARGET_AVX2 void ukr_avx2(int64_t kc, const float* __restrict A, const float
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Small-m kernel: out[i][j] = A row i · B row j for IB rows of A and JB rows of B (B stored [n, k], the Linear
+// layout), each B vector loaded once for all IB rows.
+template <int IB, int JB>
+NMS_TARGET_AVX2 void dots_avx2(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* out,
+                               int64_t ldo) {
+  __m256 acc[IB][JB];
+#pragma GCC unroll 4
+  for (int i = 0; i < IB; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < JB; ++j) acc[i][j] = _mm256_setzero_ps();
+  int64_t p = 0;
+  for (; p + 8 <= k; p += 8) {
+    __m256 bv[JB];
+#pragma GCC unroll 4
+    for (int j = 0; j < JB; ++j) bv[j] = _mm256_loadu_ps(b + j * ldb + p);
+#pragma GCC unroll 4
+    for (int i = 0; i < IB; ++i) {
+      const __m256 av = _mm256_loadu_ps(a + i * lda + p);
+#pragma GCC unroll 4
+      for (int j = 0; j < JB; ++j) acc[i][j] = _mm256_fmadd_ps(av, bv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < IB; ++i)
+    for (int j = 0; j < JB; ++j) {
+      float s = hsum8(acc[i][j]);
+      for (int64_t q = p; q < k; ++q) s += a[i * lda + q] * b[j * ldb + q];
+      out[i * ldo + j] = s;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // AVX-512 microkernel: MR×(16·NV), MR·NV zmm accumulators.
 
 constexpr int kAvx512Mr = 12, kAvx512Nv = 2;
@@ -163,6 +194,48 @@ void check(const GemmArgs& g) {
     fail("E_DTYPE", std::string("gemm: bias must be float32, float16 or bfloat16, got ") + dtype_name(g.bias_dtype));
 }
 
+#if NMS_X86
+// A service's batch of a few rows times a Linear weight (A [m, k] with small m, B stored [n, k], all float32).
+// Packing B would read and write all of it for a handful of rows, so each row of B is streamed once straight from
+// memory and dotted with every row of A, which stays in cache; the threads split the rows of B.
+constexpr int64_t kSmallM = 16;
+
+bool small_m(const GemmArgs& g, Isa isa) {
+  return isa != Isa::Scalar && g.m <= kSmallM && !g.trans_a && g.trans_b && g.a_dtype == DType::F32 &&
+         g.b_dtype == DType::F32 && g.c_dtype == DType::F32;
+}
+
+void gemm_small_m(const GemmArgs& g, const float* bias) {
+  constexpr int JB = 4;
+  const int64_t m = g.m, n = g.n, k = g.k;
+  const float* A = static_cast<const float*>(g.a);
+  const float* B = static_cast<const float*>(g.b);
+  float* C = static_cast<float*>(g.c);
+  const int64_t nb = cdiv(n, JB);
+  const bool parallel = static_cast<double>(m) * n * k >= 64.0 * 64 * 64;
+  parallel_for(nb, parallel ? cdiv(nb, 4 * num_threads()) : nb, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t j = q * JB, jn = std::min<int64_t>(JB, n - j);
+      for (int64_t i = 0; i < m;) {
+        float* c = C + i * n + j;
+        if (jn == JB && i + 2 <= m) {
+          dots_avx2<2, JB>(k, A + i * k, k, B + j * k, k, c, n);
+          i += 2;
+        } else {
+          if (jn == JB) dots_avx2<1, JB>(k, A + i * k, k, B + j * k, k, c, n);
+          else
+            for (int64_t jj = 0; jj < jn; ++jj) dots_avx2<1, 1>(k, A + i * k, k, B + (j + jj) * k, k, c + jj, n);
+          i += 1;
+        }
+      }
+      if (bias)
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t jj = 0; jj < jn; ++jj) C[i * n + j + jj] += bias[j + jj];
+    }
+  });
+}
+#endif
+
 }  // namespace
 
 void gemm(const GemmArgs& g) {
@@ -184,6 +257,9 @@ void gemm(const GemmArgs& g) {
     convert_to_f32(isa, g.bias, g.bias_dtype, n, b32);
     bias = b32;
   }
+#if NMS_X86
+  if (small_m(g, isa)) return gemm_small_m(g, bias);
+#endif
   const bool direct = g.c_dtype == DType::F32;
   int64_t nc = K.nc;
   if (!direct) nc = std::max<int64_t>(NR, std::min<int64_t>(nc, (int64_t{1} << 22) / m / NR * NR));

@@ -69,6 +69,12 @@ void convert_to_f32(Isa isa, const void* src, DType dt, int64_t n, float* dst);
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+// The sum of the 8 lanes (the end of a dot product kept in one vector).
+NMS_TARGET_AVX2 inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
 // In-register 16×16 transpose: r[i] (row i, 16 columns) becomes column i.
 NMS_TARGET_AVX512 inline void transpose16(__m512 r[16]) {
   __m512 t[16];

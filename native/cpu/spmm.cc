@@ -22,6 +22,7 @@
 #include "cpu/spmm.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "core/error.h"
@@ -247,6 +248,99 @@ void check(const SpmmArgs& s) {
   if (s.bias && !is_float(s.bias_dtype))
     fail("E_DTYPE", std::string("spmm: bias must be float32, float16 or bfloat16, got ") + dtype_name(s.bias_dtype));
 }
+
+#if NMS_X86
+// ---------------------------------------------------------------------------------------------------------------
+// Small-batch 2:4 (spmm_gemv24; p <= kGemvP rows of x, each contiguous): the driver below puts columns of Y in the
+// lanes, which leaves 15 of 16 idle at p = 1. Here the lanes are the 8 kept values of 16 columns of a row of W̃,
+// and their operands are picked from two 8-column vectors of x by vpermps, with the lane indices decoded from
+// the 2-bit positions in registers. W̃ streams once in its compressed form, 0.53× the bytes of the dense weight,
+// which at a batch of a few rows is the speed-up over the dense product.
+constexpr int64_t kGemvP = 4;
+
+// y[j][i] = Σ_t v_j[t] · x_i[col_j(t)] for JB consecutive rows of W̃ (values v, positions pos, strides kpr and
+// prb) and IB rows of x (stride ldx), over `cols` columns. The x vectors of a chunk are loaded once for all JB rows.
+template <int JB, int IB>
+NMS_TARGET_AVX2 void gemv24_rows(int64_t cols, const float* v, int64_t kpr, const uint8_t* pos, int64_t prb,
+                                 const float* x, int64_t ldx, float (*y)[2]) {
+  __m256 acc[JB][IB];
+  for (int j = 0; j < JB; ++j)
+    for (int i = 0; i < IB; ++i) acc[j][i] = _mm256_setzero_ps();
+  // Lane q's position is bits 2q..2q+1 of the chunk's 16 bits of positions; lanes 0-3 pick from x[c:+8], 4-7
+  // from x[c+8:+8].
+  const __m256i shift = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), three = _mm256_set1_epi32(3);
+  const __m256i group = _mm256_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4);
+  int64_t c = 0;
+  for (; c + 16 <= cols; c += 16) {
+    const int64_t t = c / 2;  // the chunk's first kept value; its positions are bytes t/4 and t/4 + 1
+    __m256 lo[IB], hi[IB];
+    for (int i = 0; i < IB; ++i) {
+      lo[i] = _mm256_loadu_ps(x + i * ldx + c);
+      hi[i] = _mm256_loadu_ps(x + i * ldx + c + 8);
+    }
+    for (int j = 0; j < JB; ++j) {
+      uint16_t bits;
+      std::memcpy(&bits, pos + j * prb + t / 4, 2);
+      const __m256i idx = _mm256_add_epi32(
+          _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi16(static_cast<int16_t>(bits)), shift), three), group);
+      const __m256 vv = _mm256_loadu_ps(v + j * kpr + t);
+      for (int i = 0; i < IB; ++i) {
+        const __m256 g = _mm256_blend_ps(_mm256_permutevar8x32_ps(lo[i], idx), _mm256_permutevar8x32_ps(hi[i], idx), 0xf0);
+        acc[j][i] = _mm256_fmadd_ps(vv, g, acc[j][i]);
+      }
+    }
+  }
+  for (int j = 0; j < JB; ++j)
+    for (int i = 0; i < IB; ++i) {
+      float sum = hsum8(acc[j][i]);
+      for (int64_t t = c / 2; t < cols / 2; ++t)
+        sum += v[j * kpr + t] * x[i * ldx + (t / 2) * 4 + nm_get_pos(pos + j * prb, t, 2)];
+      y[j][i] = sum;
+    }
+}
+
+bool gemv24(const SpmmArgs& s, Isa isa) {
+  return isa != Isa::Scalar && s.w.n == 2 && s.w.m == 4 && s.p <= kGemvP && (s.trans_b || s.p == 1) &&
+         s.w.dtype == DType::F32 && s.b_dtype == DType::F32 && s.out_dtype == DType::F32;
+}
+
+void spmm_gemv24(const SpmmArgs& s, const float* bias) {
+  constexpr int JB = 4;
+  const NmMatrix& W = s.w;
+  const int64_t rows = W.rows, cols = W.cols, p = s.p;
+  const int64_t kpr = nm_kept_per_row(cols, 2, 4), prb = nm_pos_row_bytes(cols, 2, 4);
+  const float* values = static_cast<const float*>(W.values);
+  const float* x = static_cast<const float*>(s.b);
+  float* out = static_cast<float*>(s.out);
+  // Y[r, i] (+ bias) into out, or its transpose when trans_out.
+  auto store = [&](int64_t r, int64_t i, float y) { out[s.trans_out ? i * rows + r : r * p + i] = y + (bias ? bias[r] : 0.f); };
+  const int64_t nb = cdiv(rows, JB);
+  const bool parallel = static_cast<double>(rows) * kpr * p >= 32.0 * 32 * 32;
+  parallel_for(nb, parallel ? cdiv(nb, 4 * num_threads()) : nb, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t r0 = q * JB, jn = std::min<int64_t>(JB, rows - r0);
+      for (int64_t i = 0; i < p; i += 2) {
+        const int ib = i + 2 <= p ? 2 : 1;
+        const float* xi = x + i * cols;
+        float y[JB][2];
+        if (jn == JB) {
+          const float* v = values + r0 * kpr;
+          const uint8_t* pos = W.positions + r0 * prb;
+          ib == 2 ? gemv24_rows<JB, 2>(cols, v, kpr, pos, prb, xi, cols, y) : gemv24_rows<JB, 1>(cols, v, kpr, pos, prb, xi, cols, y);
+        } else {
+          for (int64_t j = 0; j < jn; ++j) {
+            const float* v = values + (r0 + j) * kpr;
+            const uint8_t* pos = W.positions + (r0 + j) * prb;
+            ib == 2 ? gemv24_rows<1, 2>(cols, v, kpr, pos, prb, xi, cols, y + j) : gemv24_rows<1, 1>(cols, v, kpr, pos, prb, xi, cols, y + j);
+          }
+        }
+        for (int64_t j = 0; j < jn; ++j)
+          for (int k = 0; k < ib; ++k) store(r0 + j, i + k, y[j][k]);
+      }
+    }
+  });
+}
+#endif
 
 // ---------------------------------------------------------------------------------------------------------------
 // Generic driver (any ISA, any N:M): lanes = columns of Y, one panel load per FMA.
@@ -744,6 +838,7 @@ void spmm(const SpmmArgs& s) {
     bias = b32;
   }
 #if NMS_X86
+  if (gemv24(s, isa)) return spmm_gemv24(s, bias);
   if (isa == Isa::Avx512 && s.w.m <= 16) return spmm_perm(s, bias);
 #endif
   spmm_rows(s, isa, bias);
