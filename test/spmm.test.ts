@@ -107,9 +107,9 @@ describe('nm.linear = sparseLinear (CPU): x·W̃ᵀ + b from the compressed form
 });
 
 describe('small batches (2:4, a few rows of x: the kernel that streams W̃ once)', () => {
-  it('nm.linear at batch 1–5 on every kernel path: rows not a multiple of 4, columns ending inside a 16-column chunk', () => {
+  it('nm.linear at batch 1–9 on every kernel path: rows not a multiple of 4, columns ending inside a 16-column chunk', () => {
     for (const [outF, inF] of [[1, 4], [3, 12], [4, 16], [5, 20], [37, 100], [64, 1040]])
-      for (const batch of [1, 2, 3, 4, 5]) {
+      for (const batch of [1, 2, 3, 4, 5, 8, 9]) {
         const W = rand([outF, inF], 'float32', outF + inF), x = rand([batch, inF], 'float32', batch + inF);
         const bias = batch % 2 ? rand([outF], 'float32', outF) : null;
         const S = nm.compress(W, '2:4');

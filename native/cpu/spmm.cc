@@ -256,7 +256,7 @@ void check(const SpmmArgs& s) {
 // and their operands are picked from two 8-column vectors of x by vpermps, with the lane indices decoded from
 // the 2-bit positions in registers. W̃ streams once in its compressed form, 0.53× the bytes of the dense weight,
 // which at a batch of a few rows is the speed-up over the dense product.
-constexpr int64_t kGemvP = 4;
+constexpr int64_t kGemvP = 8;
 
 // y[j][i] = Σ_t v_j[t] · x_i[col_j(t)] for JB consecutive rows of W̃ (values v, positions pos, strides kpr and
 // prb) and IB rows of x (stride ldx), over `cols` columns. The x vectors of a chunk are loaded once for all JB rows.
