@@ -1,6 +1,7 @@
 /**
  * One training run from a plain configuration (what `nmsparse train` and `nmsparse compare` run): MNIST split,
- * model, recipe, optimizer, schedule, Trainer; optionally writes metrics.jsonl, plot.svg and checkpoint.safetensors.
+ * model, recipe, optimizer, schedule, Trainer; optionally writes metrics.jsonl, plot.svg and the checkpoint
+ * (checkpoint.safetensors, the model; checkpoint.resume.safetensors, the training state).
  */
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { makeWritableDir } from '../io/dir.js';
@@ -44,7 +45,7 @@ export interface RunConfig {
   /** Layers kept dense (default: the classifier). */
   dense?: string[];
   recipeOptions?: AnyRecipeOptions;
-  /** Write metrics.jsonl, plot.svg and checkpoint.safetensors here. */
+  /** Write metrics.jsonl, plot.svg and the checkpoint (checkpoint.safetensors + checkpoint.resume.safetensors) here. */
   out?: string;
   progress?: NodeJS.WriteStream | null;
   onEpoch?: (r: EpochRecord) => void;
