@@ -545,6 +545,27 @@ describe('preprocessing travels with the model (nmsparse.input)', () => {
     await pre.dispose();
     await m.dispose();
   }, 120_000);
+
+  it('nmsparse serve applies the file\'s transform and says so; --inputs-transformed turns it off', async () => {
+    const src = await loadSafetensors(TORCH_MLP);
+    const f = path.join(dir, 'mlp-input.safetensors');
+    const input = { mean: 0.25, std: 2 };
+    await saveModel(f, src.tensors, { arch: inferMlpArch(src.tensors), input });
+    const x = expected.inputs.map((r) => r.map((v) => v * input.std + input.mean)); // raw values that standardise to the fixture's inputs
+    for (const flag of [[], ['--inputs-transformed']]) {
+      const lines: string[] = [];
+      const srv = (await runServe(['--model', f, '--port', '0', ...flag], { signals: new EventEmitter() as never, out: (l) => lines.push(l), err: (l) => lines.push(l) }))!;
+      try {
+        const info = json(await request(srv.url, { path: '/info' }));
+        const r = json(await postJson(srv.url, { inputs: flag.length ? expected.inputs : x }));
+        expect(info.model.input).toEqual(flag.length ? null : input);
+        expect(lines[0]).toMatch(flag.length ? /dense\) on cpu$/ : /inputs standardised \(x − 0\.25\) \/ 2\) on cpu$/);
+        expectClose(r.outputs.flat(), expected.outputs.flat(), `outputs ${flag.join(' ')}`, 1e-4, 1e-4);
+      } finally {
+        await srv.close();
+      }
+    }
+  });
 });
 
 describe('a model saved from tensors serves what it was given', () => {

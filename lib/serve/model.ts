@@ -149,9 +149,11 @@ export class InferenceModel {
         throw new NmSparseError('E_SHAPE', `${where}: tensor ${JSON.stringify(name)} is ${desc()}, the architecture needs [${shape.join(', ')}]`);
       if (dtype === 'int8' || dtype === 'uint8')
         throw new NmSparseError('E_DTYPE', `${where}: tensor ${JSON.stringify(name)} is ${desc()}, expected floating point`);
+      let memo: Tensor | null = null;
       const dense = (): Tensor => {
+        if (memo) return memo;
         const d = t ?? (shape.length === 4 ? convFromGroupLayout(pre!.decompress()) : pre!.decompress());
-        return d.dtype === 'float32' ? d : d.astype('float32');
+        return (memo = d.dtype === 'float32' ? d : d.astype('float32'));
       };
       return { pre, dense };
     };
