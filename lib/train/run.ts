@@ -1,7 +1,6 @@
 /**
  * One training run from a plain configuration (what `nmsparse train` and `nmsparse compare` run): MNIST split,
- * model, recipe, optimizer, schedule, Trainer; optionally writes metrics.jsonl, plot.svg and the checkpoint
- * (checkpoint.safetensors, the model; checkpoint.resume.safetensors, the training state).
+ * model, recipe, optimizer, schedule, Trainer; optionally writes metrics.jsonl, plot.svg and checkpoint.safetensors.
  */
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { makeWritableDir } from '../io/dir.js';
@@ -45,7 +44,7 @@ export interface RunConfig {
   /** Layers kept dense (default: the classifier). */
   dense?: string[];
   recipeOptions?: AnyRecipeOptions;
-  /** Write metrics.jsonl, plot.svg and the checkpoint (checkpoint.safetensors + checkpoint.resume.safetensors) here. */
+  /** Write metrics.jsonl, plot.svg and checkpoint.safetensors here. */
   out?: string;
   progress?: NodeJS.WriteStream | null;
   onEpoch?: (r: EpochRecord) => void;
