@@ -3,10 +3,13 @@
 // child must exit by itself with status 0 and print the NmSparseError code the case expects.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { addonPath } from '../lib/native.js';
+import { saveModel, type ArchSpec } from '../lib/io/model-file.js';
+import { prune } from '../lib/mask.js';
+import { randn, type Tensor } from '../lib/tensor.js';
 
 const ROOT = path.resolve(__dirname, '..');
 let lib = '';
@@ -128,6 +131,46 @@ describe('model files cannot make the loader allocate what they do not hold (ite
       if (model.inFeatures !== 4 || model.outFeatures !== 2) throw new Error('wrong model');`;
     expect(childResult(body).line).toBe('RESULT no error');
   });
+});
+
+describe('loading a compressed model never makes its dense weights (item 15)', () => {
+  it('InferenceModel.load of a 1:8 nm-form file grows RSS by about the file, not the dense weights', async () => {
+    // Three 2048² Linear layers pruned 1:8 (48 MiB dense; the nm form holds 0.137 of it) and a dense classifier.
+    const big = path.join(scratch, 'big-1of8.safetensors'), small = path.join(scratch, 'small-1of8.safetensors');
+    const write = async (file: string, width: number) => {
+      const tensors = new Map<string, Tensor>();
+      const layers: ArchSpec['layers'] = [];
+      const sparsity: Record<string, string> = {};
+      for (let i = 0; i < 4; i++) {
+        const out = i === 3 ? 10 : width;
+        const w = randn([out, width], { seed: i, std: 0.02 });
+        tensors.set(`${i}.weight`, i === 3 ? w : prune(w, '1:8'));
+        tensors.set(`${i}.bias`, randn([out], { seed: 10 + i }));
+        if (i < 3) sparsity[`${i}.weight`] = '1:8';
+        layers.push({ type: 'Linear', in: width, out });
+      }
+      await saveModel(file, tensors, { arch: { type: 'Sequential', layers }, sparsity, compressed: true });
+    };
+    await write(big, 2048);
+    await write(small, 64);
+    const fileBytes = statSync(big).size, denseBytes = 3 * 2048 * 2048 * 4;
+    // RSS before the load (after a small load has brought in the code) against the process's peak after it; the
+    // peak includes anything before, so this over-estimates the growth, never under-estimates it.
+    const growth = (load: string): number => {
+      const { line, child } = childResult(`
+        await (await nm.InferenceModel.load(${JSON.stringify(small)})).dispose();
+        const before = process.memoryUsage().rss;
+        const m = ${load};
+        console.log('GROWTH', process.resourceUsage().maxRSS * 1024 - before);`);
+      expect(line).toBe('RESULT no error');
+      return Number(/^GROWTH (\d+)/m.exec(child.stdout)![1]);
+    };
+    const served = growth(`await nm.InferenceModel.load(${JSON.stringify(big)})`);
+    expect(served, `grew ${served} bytes for a ${fileBytes}-byte file`).toBeLessThan(fileBytes + (16 << 20));
+    // The measurement sees dense weights when they are made: loadModel's default decompresses them.
+    const decompressed = growth(`await nm.io.loadModel(${JSON.stringify(big)})`);
+    expect(decompressed).toBeGreaterThan(denseBytes);
+  }, 60_000);
 });
 
 describe('outputs that partly overlap an input are rejected (item 4)', () => {

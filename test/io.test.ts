@@ -11,7 +11,7 @@ import {
   loadSafetensors, loadSafetensorsSync, parseSafetensors, readSafetensorsHeader, saveSafetensors, saveSafetensorsSync,
   serializeSafetensors, MAX_HEADER_BYTES,
 } from '../lib/io/safetensors.js';
-import { inferMlpArch, loadModel, saveModel } from '../lib/io/model-file.js';
+import { inferMlpArch, loadModel, paramName, saveModel } from '../lib/io/model-file.js';
 import { archOf, saveModule } from '../lib/io/module-file.js';
 import { loadCheckpoint, saveCheckpoint } from '../lib/train/checkpoint.js';
 import { sparseWeights } from '../lib/train/trainer.js';
@@ -335,6 +335,44 @@ describe('model checkpoints: PyTorch names, N:M metadata, the compressed nm form
     p.storage()[2] = 0b00000101; // row 2: positions 1, 1 in its first group
     write({ 'w.nm_values': v, 'w.nm_positions': p }, { 'nmsparse.sparsity': '{"w":{"pattern":"2:4","form":"nm","shape":[4,8]}}' });
     await rejects(() => loadModel(f), 'E_IO', f, 'row 2', 'ascending');
+    for (const bad of ['{"mean":0,"std":0}', '{"mean":"0.1","std":1}', '[0.1,0.3]', '{nope'])  {
+      write({ w }, { 'nmsparse.input': bad });
+      await rejects(() => loadModel(f), 'E_IO', f, 'nmsparse.input');
+    }
+    for (const bad of [{ mean: 0, std: -1 }, { mean: NaN, std: 1 }, null, 0.5])
+      await rejects(() => saveModel(path.join(dir, 'x'), { w }, { input: bad as never }), 'E_VALUE', 'options.input');
+    await rejects(() => loadModel(ours, { decompress: 'no' as never }), 'E_TYPE', 'decompress');
+  });
+
+  it('the input transform is recorded as nmsparse.input and read back', async () => {
+    const f = path.join(dir, 'input.safetensors');
+    await saveModel(f, { w: randomTensor([2, 4], 'float32', 1) }, { input: { mean: 0.1307, std: 0.3081 } });
+    expect(JSON.parse((await readSafetensorsHeader(f)).metadata['nmsparse.input'])).toEqual({ mean: 0.1307, std: 0.3081 });
+    expect((await loadModel(f)).input).toEqual({ mean: 0.1307, std: 0.3081 });
+    expect((await loadModel(ours)).input).toBeNull();
+  });
+
+  it('decompress: false keeps nm-form weights compressed only (no dense tensor made)', async () => {
+    const m = await loadModel(ours, { decompress: false });
+    expect([...m.compressed.keys()].sort()).toEqual(['layers.0.weight', 'layers.2.weight']);
+    expect(m.tensors.has('layers.0.weight') || m.tensors.has('layers.0.weight.nm_values')).toBe(false);
+    expect(m.tensors.has('layers.4.weight')).toBe(true);
+    const full = await loadModel(ours);
+    for (const k of m.compressed.keys()) expect(bytesOf(m.compressed.get(k)!.decompress()).equals(bytesOf(full.tensors.get(k)!)), k).toBe(true);
+  });
+
+  it("inferMlpArch finds the Sequential's prefix: none (a plain nn.Sequential), layers, or any module path", () => {
+    const t = (out: number, inp: number) => randomTensor([out, inp], 'float32', out);
+    const plain = new Map([['0.weight', t(8, 4)], ['0.bias', t(8, 1).reshape([8])], ['2.weight', t(3, 8)]]);
+    const a = inferMlpArch(plain);
+    expect(a).toEqual({ type: 'Sequential', layers: [{ type: 'Linear', in: 4, out: 8, bias: true }, { type: 'ReLU' }, { type: 'Linear', in: 8, out: 3, bias: false }] });
+    expect([0, 2].map((i) => paramName(a, i, 'weight'))).toEqual(['0.weight', '2.weight']);
+    const nested = new Map([...plain].map(([k, v]) => [`encoder.net.${k}`, v]));
+    expect(inferMlpArch(nested).prefix).toBe('encoder.net');
+    expect(paramName(inferMlpArch(nested), 2, 'weight')).toBe('encoder.net.2.weight');
+    expect(() => inferMlpArch(new Map([...plain, ['head.0.weight', t(2, 3)]]))).toThrowError(/more than one Sequential.*head\.<i>\.weight/);
+    expect(() => inferMlpArch(new Map([['fc1.weight', t(2, 3)]]))).toThrowError(/no tensors named <i>\.weight or <prefix>\.<i>\.weight/);
+    expect(() => inferMlpArch(plain, 'layers')).toThrowError(/no tensors named layers\.<i>\.weight/);
   });
 });
 
@@ -350,8 +388,9 @@ describe('Trainer checkpoints (lib/train/checkpoint.ts) are safetensors model fi
       const x = randomTensor([3, kind === 'mlp' ? 16 : 784], 'float32', 4);
       a.forward(x); // training-mode forward: the sparse layers compute their masks
       const f = path.join(dir, `ckpt-${kind}`);
-      const { file } = saveCheckpoint(a, f, { epochs: 3, note: 'ü' });
+      const { file, resume } = saveCheckpoint(a, f, { epochs: 3, note: 'ü' });
       expect(file).toBe(`${f}.safetensors`);
+      expect(resume).toBe(`${f}.resume.safetensors`);
       const b = make(2);
       expect(loadCheckpoint(b, f)).toEqual({ epochs: 3, note: 'ü' });
       const pb = new Map(b.namedParameters());
@@ -364,10 +403,21 @@ describe('Trainer checkpoints (lib/train/checkpoint.ts) are safetensors model fi
       expect(m.arch!.layers.map((l) => l.name)).toEqual(a.namedChildren().map(([n]) => n));
       const sparse = sparseWeights(a).map(({ name }) => name);
       expect(Object.keys(m.sparsity).sort()).toEqual([...sparse].sort());
+      // The model file holds the model only: one tensor per parameter, as PyTorch's state_dict names them.
+      expect([...m.tensors.keys()].sort()).toEqual(a.namedParameters().map(([n]) => n).sort());
+      const training = (await loadSafetensors(resume!)).tensors;
+      expect([...training.keys()].sort()).toEqual(sparse.flatMap((n) => [`${n}.dense`, `${n}.mask`]).sort());
       for (const name of sparse) {
         expect(m.sparsity[name]).toMatchObject({ pattern: '2:4', recipe: 'srste', form: 'dense' });
-        expect(m.tensors.has(`${name}.dense`) && m.tensors.has(`${name}.mask`), name).toBe(true);
+        expect(bytesOf(training.get(`${name}.dense`)!).equals(bytesOf(m.tensors.get(name)!)), `${name}.dense is W, not W ⊙ m`).toBe(false);
       }
+      // A checkpoint of the older single-file form (training tensors beside the model) still resumes.
+      const old = path.join(dir, `ckpt-${kind}-old.safetensors`);
+      await saveModel(old, new Map([...m.tensors, ...training]), { sparsity: Object.fromEntries(sparse.map((n) => [n, '2:4'])), metadata: { 'nmsparse.train': '{}' } });
+      const c = make(3);
+      expect(loadCheckpoint(c, old)).toEqual({});
+      const pc = new Map(c.namedParameters());
+      for (const [name, p] of a.namedParameters()) expect(bytesOf(pc.get(name)!.value).equals(bytesOf(p.value)), `old form: ${name}`).toBe(true);
       if (kind === 'cnn') expect(m.tensors.get('conv2.weight')!.shape).toEqual([8, 4, 3, 3]); // PyTorch [out, in, kh, kw]
     });
   }

@@ -4,7 +4,8 @@ import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import http from 'node:http';
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
-import { readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import v8 from 'node:v8';
@@ -14,6 +15,7 @@ import { NmSparseError, SparseTensor, Tensor } from '../lib/index.js';
 import { registerBackend, type GemmPlan, type SpmmPlan } from '../lib/device.js';
 import { InferenceModel } from '../lib/serve/model.js';
 import { startServer, type RunningServer } from '../lib/serve/server.js';
+import { Batcher } from '../lib/serve/batcher.js';
 import { runServe } from '../lib/cli/serve.js';
 import { loadSafetensors } from '../lib/io/safetensors.js';
 import { inferMlpArch, saveModel } from '../lib/io/model-file.js';
@@ -22,6 +24,8 @@ import { saveCheckpoint } from '../lib/train/checkpoint.js';
 import { sparseWeights } from '../lib/train/trainer.js';
 import { cnn, mlp } from '../lib/nn/models.js';
 import { createRecipe } from '../lib/recipes/index.js';
+import { runTraining } from '../lib/train/run.js';
+import { MNIST_MEAN, MNIST_STD, mnistSplit } from '../lib/data/mnist.js';
 import { prng } from './helpers.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -57,6 +61,58 @@ describe('InferenceModel', () => {
     expect(y.shape).toEqual([expected.inputs.length, 10]);
     expectClose(y.storage() as Float32Array, expected.outputs.flat(), 'outputs');
     await m.dispose();
+    // Without the option, the weights that are 2:4 are found at load.
+    const d = await InferenceModel.load(TORCH_MLP, { arch: 'mlp' });
+    expect(d.info().layers.map((l) => l.patternFrom ?? l.weight ?? l.type)).toEqual(['detected', 'ReLU', 'detected', 'ReLU', 'dense']);
+    expect(d.info().layers[0].weight).toBe('2:4');
+    expectClose((await d.predict(expected.inputs)).storage() as Float32Array, expected.outputs.flat(), 'outputs, detected');
+    await d.dispose();
+  });
+
+  const python = '/usr/bin/python3';
+  const hasTorch = existsSync(python) && spawnSync(python, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
+  it.skipIf(!hasTorch)('a plain nn.Sequential state_dict (0.weight, 2.weight, …) loads with arch "mlp"; its N:M weights run sparse, detected', async () => {
+    // torch makes and saves the model (make_torch_fixture.py's serializer) and runs it on its own inputs
+    const script = `
+import json, sys, torch
+from make_torch_fixture import save_file, prune_nm
+torch.manual_seed(11)
+net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 48), torch.nn.ReLU(), torch.nn.Linear(48, 10))
+with torch.no_grad():
+    net[0].weight.copy_(prune_nm(net[0].weight, 1, 8))
+    net[2].weight.copy_(prune_nm(net[2].weight, 2, 4))
+sd = {k: v.detach().clone() for k, v in net.state_dict().items()}
+save_file(sd, sys.argv[1], {'format': 'pt'})
+x = torch.randn(5, 32)
+with torch.no_grad():
+    y = net(x)
+print(json.dumps({'keys': sorted(sd), 'inputs': x.tolist(), 'outputs': y.tolist()}))
+`;
+    const f = path.join(dir, 'torch-sequential.safetensors');
+    const r = spawnSync(python, ['-c', script, f], { encoding: 'utf8', timeout: 120_000, cwd: FIXTURES });
+    expect(r.status, r.stderr).toBe(0);
+    const made = JSON.parse(r.stdout) as { keys: string[]; inputs: number[][]; outputs: number[][] };
+    expect(made.keys).toEqual(['0.bias', '0.weight', '2.bias', '2.weight', '4.bias', '4.weight']);
+    const m = await InferenceModel.load(f, { arch: 'mlp' });
+    expect(m.info().layers).toEqual([
+      { type: 'Linear', in: 32, out: 64, weight: '1:8', patternFrom: 'detected' }, { type: 'ReLU' },
+      { type: 'Linear', in: 64, out: 48, weight: '2:4', patternFrom: 'detected' }, { type: 'ReLU' },
+      { type: 'Linear', in: 48, out: 10, weight: 'dense' },
+    ]);
+    expect(m.info().weightBytes).toBeLessThan(m.info().denseWeightBytes);
+    expectClose((await m.predict(made.inputs)).storage() as Float32Array, made.outputs.flat(), 'outputs');
+    const srv = await startServer(m, { host: HOST, port: 0 });
+    try {
+      const info = json(await request(srv.url, { path: '/info' }));
+      expect(info.model.layers[0]).toEqual({ type: 'Linear', in: 32, out: 64, weight: '1:8', patternFrom: 'detected' });
+    } finally {
+      await srv.close();
+      await m.dispose();
+    }
+    const dense = await InferenceModel.load(f, { arch: 'mlp', sparse: false });
+    expect(dense.info().layers.filter((l) => l.weight === 'dense').length).toBe(3);
+    expectClose((await dense.predict(made.inputs)).storage() as Float32Array, made.outputs.flat(), 'outputs, dense');
+    await dense.dispose();
   });
 
   it('our checkpoint (arch + nm form from the file) and the dense path agree with torch', async () => {
@@ -89,6 +145,46 @@ describe('InferenceModel', () => {
     expect(m.batchStats.largestBatch).toBeLessThanOrEqual(16);
     ys.forEach((y, i) => expectClose(y.storage() as Float32Array, (direct.storage() as Float32Array).subarray(i * 10, i * 10 + 10), `row ${i}`, 1e-6, 1e-6));
     expectClose((await three).storage() as Float32Array, (direct.storage() as Float32Array).subarray(0, 30), 'three rows', 1e-6, 1e-6);
+    await m.dispose();
+  });
+
+  it('a lone request goes straight through; requests that queue behind a running batch run together', async () => {
+    const calls: number[] = [];
+    let release: () => void = () => undefined;
+    // rows of 2 values → 2 outputs: each row doubled, the first batch held until released
+    const b = new Batcher(async (x, rows) => {
+      calls.push(rows);
+      if (calls.length === 1) await new Promise<void>((r) => { release = r; });
+      return x.map((v) => 2 * v);
+    }, 2, 2, 64, 0);
+    const inputs = [[1, 2], [3, 4], [5, 6, 7, 8]].map((v) => Float32Array.from(v));
+    const first = b.submit(inputs[0], 1);
+    expect(calls).toEqual([1]); // ran before submit() returned: no timer, no tick
+    const queued = [b.submit(inputs[1], 1), b.submit(inputs[2], 2)];
+    expect(calls).toEqual([1]); // waiting behind the running batch
+    release();
+    const ys = await Promise.all([first, ...queued]);
+    expect(calls).toEqual([1, 3]); // the two that waited ran as one batch
+    ys.forEach((y, i) => expect([...y]).toEqual([...inputs[i]].map((v) => 2 * v)));
+    expect(b.stats).toMatchObject({ batches: 2, requests: 3, rows: 4, largestBatch: 3 });
+    // maxDelayMs > 0: the first request of an idle batcher waits that long for company
+    const waited: number[] = [];
+    const slow = new Batcher(async (x, rows) => { waited.push(rows); return x; }, 2, 2, 64, 5);
+    const both = [slow.submit(inputs[0], 1), slow.submit(inputs[1], 1)];
+    expect(waited).toEqual([]);
+    await Promise.all(both);
+    expect(waited).toEqual([2]);
+  });
+
+  it('with the defaults, concurrent predict() calls run the first at once and the rest as the next batches', async () => {
+    const m = await InferenceModel.load(OURS_NM, { maxBatch: 16 });
+    const rnd = prng(4);
+    const rows = Array.from({ length: 33 }, () => Array.from({ length: 32 }, () => rnd() * 2 - 1));
+    const direct = await m.forward(new Tensor([33, 32], 'float32', Float32Array.from(rows.flat())));
+    const ys = await Promise.all(rows.map((r) => m.predict([r])));
+    // 1 alone, then the 32 that queued behind it in batches of 16
+    expect(m.batchStats).toMatchObject({ batches: 3, requests: 33, largestBatch: 16 });
+    ys.forEach((y, i) => expectClose(y.storage() as Float32Array, (direct.storage() as Float32Array).subarray(i * 10, i * 10 + 10), `row ${i}`, 1e-6, 1e-6));
     await m.dispose();
   });
 
@@ -409,14 +505,78 @@ describe('networks trained here serve what they compute', () => {
   }
 });
 
+describe('preprocessing travels with the model (nmsparse.input)', () => {
+  it('a trained MNIST MLP served raw [0, 1] pixels scores the test accuracy its trainer measured', async () => {
+    const out = path.join(dir, 'trained');
+    const r = await runTraining({ model: 'mlp', recipe: 'srste', pattern: '2:4', epochs: 1, seed: 0, hidden: [64, 64], limit: 2000, out });
+    const m = await InferenceModel.load(path.join(out, 'checkpoint.safetensors'));
+    expect(m.info().input).toEqual({ mean: MNIST_MEAN, std: MNIST_STD });
+    const raw = mnistSplit({ normalize: false }).test; // the trainer's test digits, as pixels in [0, 1]
+    const srv = await startServer(m, { host: HOST, port: 0 });
+    try {
+      expect(json(await request(srv.url, { path: '/info' })).model.input).toEqual({ mean: MNIST_MEAN, std: MNIST_STD });
+      let correct = 0;
+      for (let at = 0; at < raw.count; at += 500) {
+        const rows = raw.images.subarray(at * 784, Math.min(raw.count, at + 500) * 784);
+        const reply = await request(srv.url, { method: 'POST', path: '/predict', body: Buffer.from(rows.buffer, rows.byteOffset, rows.byteLength), type: 'application/octet-stream' });
+        expect(reply.status).toBe(200);
+        const y = raw32(reply);
+        for (let i = 0; i < y.length / 10; i++) {
+          let best = 0;
+          for (let j = 1; j < 10; j++) if (y[i * 10 + j] > y[i * 10 + best]) best = j;
+          if (best === raw.labels[at + i]) correct++;
+        }
+      }
+      // The trainer evaluated on the same digits standardised; the products may round differently (a tie at most).
+      expect(Math.abs(correct / raw.count - r.final.testAccuracy)).toBeLessThanOrEqual(2 / raw.count);
+      // The README's request: JSON rows of raw pixels; its classes are those of the raw route.
+      const rows = Array.from({ length: 4 }, (_, i) => Array.from(raw.images.subarray(i * 784, (i + 1) * 784)));
+      const j = json(await postJson(srv.url, { inputs: rows }));
+      expect(j.classes).toEqual(rows.map((_, i) => j.outputs[i].indexOf(Math.max(...j.outputs[i]))));
+    } finally {
+      await srv.close();
+    }
+    // The transform is what training did to the pixels: standardised inputs without it give the same outputs, bit for bit.
+    const pre = await InferenceModel.load(path.join(out, 'checkpoint.safetensors'), { inputTransform: false });
+    expect(pre.info().input).toBeNull();
+    const x = new Tensor([100, 784], 'float32', raw.images.slice(0, 100 * 784));
+    const std = new Tensor([100, 784], 'float32', mnistSplit().test.images.slice(0, 100 * 784));
+    expect(Buffer.from((await pre.forward(std)).storage().buffer).equals(Buffer.from((await m.forward(x)).storage().buffer))).toBe(true);
+    await pre.dispose();
+    await m.dispose();
+  }, 120_000);
+
+  it('nmsparse serve applies the file\'s transform and says so; --inputs-transformed turns it off', async () => {
+    const src = await loadSafetensors(TORCH_MLP);
+    const f = path.join(dir, 'mlp-input.safetensors');
+    const input = { mean: 0.25, std: 2 };
+    await saveModel(f, src.tensors, { arch: inferMlpArch(src.tensors), input });
+    const x = expected.inputs.map((r) => r.map((v) => v * input.std + input.mean)); // raw values that standardise to the fixture's inputs
+    for (const flag of [[], ['--inputs-transformed']]) {
+      const lines: string[] = [];
+      const srv = (await runServe(['--model', f, '--port', '0', ...flag], { signals: new EventEmitter() as never, out: (l) => lines.push(l), err: (l) => lines.push(l) }))!;
+      try {
+        const info = json(await request(srv.url, { path: '/info' }));
+        const r = json(await postJson(srv.url, { inputs: flag.length ? expected.inputs : x }));
+        expect(info.model.input).toEqual(flag.length ? null : input);
+        expect(lines[0]).toMatch(flag.length ? /dense\) on cpu$/ : /inputs standardised \(x − 0\.25\) \/ 2\) on cpu$/);
+        expectClose(r.outputs.flat(), expected.outputs.flat(), `outputs ${flag.join(' ')}`, 1e-4, 1e-4);
+      } finally {
+        await srv.close();
+      }
+    }
+  });
+});
+
 describe('a model saved from tensors serves what it was given', () => {
   it('a PyTorch-layout MLP saved with saveModel() loads with its arch', async () => {
     const src = await loadSafetensors(TORCH_MLP);
     const f = path.join(dir, 'mlp.safetensors');
     await saveModel(f, src.tensors, { arch: inferMlpArch(src.tensors), sparsity: { 'layers.0.weight': '2:4' } });
     const m = await InferenceModel.load(f);
-    expect(m.info().layers[0].weight).toBe('2:4');
-    expect(m.info().layers[2].weight).toBe('dense'); // 2:4 too, but not declared: runs dense
+    expect(m.info().layers[0]).toMatchObject({ weight: '2:4', patternFrom: 'file' });
+    expect(m.info().layers[2]).toMatchObject({ weight: '2:4', patternFrom: 'detected' }); // 2:4 too, found at load
+    expect(m.info().layers[4].weight).toBe('dense');
     expectClose((await m.predict(expected.inputs)).storage() as Float32Array, expected.outputs.flat(), 'outputs');
     await m.dispose();
   });

@@ -10,11 +10,12 @@
  * With `--hostile F` that fraction of the requests attacks the server instead (a nested-bracket body, a declared
  * oversized body, malformed HTTP, a body that never ends): each must get its 4xx, the good requests' latency is
  * what the table shows, and the servers' RSS after is compared with before. Then the model alone
- * (InferenceModel.forward, no HTTP) per batch size. Writes bench-results/serve-<machine>.json
- * and .md (or --out DIR).
+ * (InferenceModel.forward, no HTTP) per batch size, and what predict() adds to it for a lone request (the
+ * batching layer: forward and predict() interleaved, one call at a time). Writes
+ * bench-results/serve-<machine>.json and .md (or --out DIR).
  *
  *   nmsparse bench serve [--requests 4000] [--rounds 4] [--concurrency 32] [--rows 1] [--hidden 1024,1024] [--device cpu]
- *                        [--max-batch 64] [--max-delay-ms 1] [--hostile 0] [--model FILE] [--machine NAME] [--out DIR]
+ *                        [--max-batch 64] [--max-delay-ms 0] [--hostile 0] [--model FILE] [--machine NAME] [--out DIR]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
@@ -94,7 +95,7 @@ function parse(args: string[]): Config {
   return {
     requests, hostile, rounds: int(values.rounds, 'rounds', 4), warmup: int(values.warmup, 'warmup', Math.min(500, Math.ceil(requests / 4)), 0), concurrency: int(values.concurrency, 'concurrency', 32),
     rows: int(values.rows, 'rows', 1), hidden, device: values.device ?? 'cpu', maxBatch: int(values['max-batch'], 'max-batch', 64),
-    maxDelayMs: int(values['max-delay-ms'], 'max-delay-ms', 1, 0), model: values.model ?? null,
+    maxDelayMs: int(values['max-delay-ms'], 'max-delay-ms', 0, 0), model: values.model ?? null,
     machine: values.machine ?? machineName(),
     out: values.out ?? defaultResultsDir(),
   };
@@ -271,6 +272,42 @@ async function modelTimes(file: string, device: Device, batches: number[]): Prom
   return out;
 }
 
+export interface PredictOverhead { batch: number; forwardMs: number; predictMs: number; overheadMs: number }
+
+/**
+ * What predict() adds to the model's forward for a lone request (nothing else queued), 2:4 model: `rounds` pairs
+ * of calls, one at a time, forward and predict() in alternating order; medians of each and of the pairs' differences.
+ */
+export async function predictOverhead(file: string, device: Device, batches: number[], rounds = 300): Promise<PredictOverhead[]> {
+  const m = await InferenceModel.load(file, { device });
+  const out: PredictOverhead[] = [];
+  const med = (v: number[]) => [...v].sort((a, c) => a - c)[v.length >> 1];
+  const r3 = (v: number) => Math.round(v * 1000) / 1000;
+  try {
+    for (const b of batches) {
+      const x = randn([b, m.inFeatures], { seed: b, mean: 0.5, std: 0.3 });
+      const f: number[] = [], p: number[] = [], d: number[] = [];
+      const timed = async (fn: () => Promise<unknown>) => { const t0 = performance.now(); await fn(); return performance.now() - t0; };
+      for (let i = 0; i < 20; i++) { await m.forward(x); await m.predict(x); }
+      for (let i = 0; i < rounds; i++) {
+        let tf: number, tp: number;
+        if (i % 2) { tf = await timed(() => m.forward(x)); tp = await timed(() => m.predict(x)); }
+        else { tp = await timed(() => m.predict(x)); tf = await timed(() => m.forward(x)); }
+        f.push(tf); p.push(tp); d.push(tp - tf);
+      }
+      out.push({ batch: b, forwardMs: r3(med(f)), predictMs: r3(med(p)), overheadMs: r3(med(d)) });
+    }
+  } finally {
+    await m.dispose();
+  }
+  return out;
+}
+
+function overheadTable(o: PredictOverhead[]): string {
+  return ['| batch | forward ms | predict() ms | predict() − forward, ms |', '|---:|---:|---:|---:|',
+    ...o.map((r) => `| ${r.batch} | ${r.forwardMs} | ${r.predictMs} | ${r.overheadMs} |`)].join('\n');
+}
+
 function table(results: ServeResult[], cfg: Config): string {
   const head = '| model | body | req/s | rows/s | p50 ms | p90 ms | p99 ms | mean batch | server RSS MB | weights KB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|';
   const rows = results.map((r) => `| ${r.variant} | ${r.format} | ${r.requestsPerSecond} | ${r.rowsPerSecond} | ${r.p50Ms} | ${r.p90Ms} | ${r.p99Ms} | ${r.meanBatchRows} | ${r.serverRssMB ?? '–'} | ${Math.round(r.weightBytes / 1024)} |`);
@@ -337,7 +374,8 @@ export async function benchServe(args: string[]): Promise<void> {
       }
     }
     const compute = await modelTimes(model, cfg.device as Device, [1, 16, 64]);
-    const doc = { bench: 'serve', date: new Date().toISOString(), machine: { ...machineInfo(), name: cfg.machine, gpu: null }, config: { ...cfg, out: undefined }, results, modelOnly: compute };
+    const overhead = await predictOverhead(model, cfg.device as Device, [1, 8]);
+    const doc = { bench: 'serve', date: new Date().toISOString(), machine: { ...machineInfo(), name: cfg.machine, gpu: null }, config: { ...cfg, out: undefined }, results, modelOnly: compute, predictOverhead: overhead };
     makeWritableDir(cfg.out, '--out');
     const base = path.join(cfg.out, `serve-${cfg.machine}`);
     writeFileSync(`${base}.json`, JSON.stringify(doc, null, 1) + '\n');
@@ -347,9 +385,11 @@ export async function benchServe(args: string[]): Promise<void> {
       (cfg.hostile > 0 ? `${Math.round(cfg.hostile * 100)}% of them hostile (nested, oversized, malformed, slow: every one answered its 4xx; latencies are the good ones'), ` : '') +
       `max batch ${cfg.maxBatch}, max delay ${cfg.maxDelayMs} ms, device ${cfg.device}. "dense" serves the same pruned weights with --dense. ` +
       `The client runs on the same ${doc.machine.cores} cores as the server (load average at the start: ${doc.machine.loadavg.join(', ')}); ` +
-      `the cases alternate over ${cfg.rounds} rounds.\n\n${table(results, cfg)}\n\nThe model alone (InferenceModel.forward on the thread pool, no HTTP; best of 3 medians of 15):\n\n${computeTable(compute)}\n`;
+      `the cases alternate over ${cfg.rounds} rounds.\n\n${table(results, cfg)}\n\nThe model alone (InferenceModel.forward on the thread pool, no HTTP; best of 3 medians of 15):\n\n${computeTable(compute)}\n\n` +
+      `What predict() adds to a lone request (2:4 model; forward and predict() one call at a time, interleaved, medians of 300 pairs; ` +
+      `load average ${machineInfo().loadavg.join(', ')}):\n\n${overheadTable(overhead)}\n`;
     writeFileSync(`${base}.md`, md);
-    process.stdout.write(`\n${table(results, cfg)}\n\n${computeTable(compute)}\n\nwrote ${base}.json, ${base}.md\n`);
+    process.stdout.write(`\n${table(results, cfg)}\n\n${computeTable(compute)}\n\n${overheadTable(overhead)}\n\nwrote ${base}.json, ${base}.md\n`);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

@@ -16,12 +16,13 @@ export const SERVE_USAGE = `Usage: nmsparse serve --model FILE [options]
 Serves a safetensors checkpoint: POST /predict (JSON {"inputs": [[...]]} or raw float32), GET /health, GET /info.
 
 Options:
-  --model FILE          checkpoint (.safetensors) written by nmsparse, or by PyTorch with --arch
+  --model FILE          model file (.safetensors) written by nmsparse, or a PyTorch state_dict with --arch
   --port P              port (default 8080; 0 picks a free one)
   --host H              interface (default 127.0.0.1: loopback only; anything else is reachable from outside)
   --device D            cpu (default) or cuda
   --max-batch N         most rows coalesced into one batch (default 64)
-  --max-delay-ms T      how long a request waits for others to batch with (default 2)
+  --max-delay-ms T      how long a request that finds the model idle waits for others to batch with
+                        (default 0: it runs at once; requests that queue behind a batch run together)
   --max-body-bytes B    largest request body (default 8388608); larger gets 413
   --max-json-bytes B    largest JSON body (default 2097152: it is parsed on the event loop); larger gets 413
   --max-rows N          most rows in one request (default 1024)
@@ -31,8 +32,11 @@ Options:
   --headers-timeout-ms T   time to receive the headers (default min(10000, request timeout)); slower gets 408
   --keep-alive-timeout-ms T   how long an idle keep-alive connection stays open (default 5000)
   --arch A              architecture for a file without nmsparse.arch: 'mlp' or a JSON file
-  --pattern N:M         for a file without N:M metadata: run the Linear weights that are N:M as sparse
+  --pattern N:M         for a file without N:M metadata: run the weights that are N:M under this pattern as
+                        sparse (default: each weight runs with the sparsest of 1:8 1:4 2:8 3:8 2:4 4:8 it is)
   --dense               run every layer dense (to compare with the sparse path)
+  --inputs-transformed  clients send inputs already standardised: do not apply the file's nmsparse.input
+                        (by default it is applied, so clients send raw values, e.g. MNIST pixels in [0, 1])
   -h, --help            this text
 `;
 
@@ -69,6 +73,7 @@ export async function runServe(argv: string[], deps: ServeDeps = {}): Promise<Ru
     'max-rows': { type: 'string' }, 'max-json-bytes': { type: 'string' }, 'max-connections': { type: 'string' },
     'max-in-flight': { type: 'string' }, 'request-timeout-ms': { type: 'string' }, 'headers-timeout-ms': { type: 'string' },
     'keep-alive-timeout-ms': { type: 'string' }, arch: { type: 'string' }, pattern: { type: 'string' }, dense: { type: 'boolean' },
+    'inputs-transformed': { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {
@@ -92,10 +97,11 @@ export async function runServe(argv: string[], deps: ServeDeps = {}): Promise<Ru
   const model = await InferenceModel.load(values.model, {
     device: (values.device ?? 'cpu') as InferenceOptions['device'],
     maxBatch: intOpt(values['max-batch'], 'max-batch', 64),
-    maxDelayMs: values['max-delay-ms'] === undefined ? 2 : Number(values['max-delay-ms']),
+    maxDelayMs: values['max-delay-ms'] === undefined ? 0 : Number(values['max-delay-ms']),
     arch,
     pattern: values.pattern,
     sparse: !values.dense,
+    inputTransform: !values['inputs-transformed'],
   });
   const running = await startServer(model, {
     port: intOpt(values.port, 'port', 8080),
@@ -112,8 +118,9 @@ export async function runServe(argv: string[], deps: ServeDeps = {}): Promise<Ru
     log: (l) => err(`[serve] ${l}`),
   });
   const info = model.info();
-  const layers = info.layers.filter((l) => l.type === 'Linear').map((l) => `${l.in}→${l.out} ${l.weight}`).join(', ');
-  out(`nmsparse serve: ${values.model} (${info.inputs} → ${info.outputs}; ${layers}) on ${info.device}`);
+  const layers = info.layers.filter((l) => l.weight !== undefined).map((l) => `${l.in}→${l.out} ${l.weight}${l.patternFrom === 'detected' ? ' (detected)' : ''}`).join(', ');
+  const input = info.input ? `; inputs standardised (x − ${info.input.mean}) / ${info.input.std}` : '';
+  out(`nmsparse serve: ${values.model} (${info.inputs} → ${info.outputs}; ${layers}${input}) on ${info.device}`);
   out(`listening on ${running.url}`);
 
   const signals = deps.signals ?? process;

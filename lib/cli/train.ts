@@ -86,7 +86,8 @@ Recipe flags:
 const HELP = `Usage: nmsparse train --model mlp|cnn --recipe <${RECIPE_NAMES.join('|')}> --pattern 2:4
                       --epochs N --device cpu|cuda --seed S --out DIR [flags]
 Trains on the 8,000/2,000 split of the mnist package's 10,000 digits; writes DIR/metrics.jsonl, DIR/plot.svg,
-DIR/checkpoint.safetensors (the deployable N:M model plus the dense weights and masks to resume from).
+DIR/checkpoint.safetensors (the deployable N:M model, with the input standardisation it was trained on) and
+DIR/checkpoint.resume.safetensors (the dense weights and masks to resume from).
 Defaults: --model mlp (784-1024-1024-10) --recipe srste --pattern 2:4 --seed 0 --device cpu; no --out, no files.
 A progress bar is drawn on a terminal; --quiet prints only the final line.
 ${TRAINING_HELP}`;
@@ -238,7 +239,7 @@ export async function trainCommand(argv: string[], io: CliIO = defaultIO()): Pro
           `, ${r.sparseLayers.length} sparse layer${r.sparseLayers.length === 1 ? '' : 's'} (${r.sparseLayers.join(', ')})` +
           (diverged !== null ? '' : r.nmValid ? `, every deployed weight ${cfg.pattern}` : ', N:M CHECK FAILED')) +
         `, ${(f.flopsTotal / 1e9).toFixed(1)} training GFLOP (${dense.toFixed(2)}x dense)` +
-        (cfg.out ? `; wrote ${cfg.out}/metrics.jsonl, plot.svg, checkpoint.safetensors` : '') + '\n',
+        (cfg.out ? `; wrote ${cfg.out}/metrics.jsonl, plot.svg, checkpoint.safetensors, checkpoint.resume.safetensors` : '') + '\n',
     );
     if (diverged !== null) {
       io.stderr.write(`nmsparse train: warning: the training loss became ${r.history[diverged - 1].trainLoss} at epoch ${diverged}: ` +

@@ -5,7 +5,7 @@ export {
   type SafetensorsHeader, type SafetensorsContents, type TensorInfo, type TensorMap, type ReadOptions, type WriteOptions,
 } from './safetensors.js';
 export {
-  saveModel, saveModelSync, loadModel, loadModelSync, buildModelFile, checkArch, inferMlpArch, paramName, NM_VALUES, NM_POSITIONS,
-  type ArchSpec, type LayerSpec, type LayerSparsity, type ModelFile, type SaveModelOptions,
+  saveModel, saveModelSync, loadModel, loadModelSync, buildModelFile, checkArch, checkInput, inferMlpArch, paramName, NM_VALUES, NM_POSITIONS,
+  type ArchSpec, type InputTransform, type LayerSpec, type LayerSparsity, type LoadModelOptions, type ModelFile, type SaveModelOptions,
 } from './model-file.js';
 export { archOf, moduleState, saveModule, type ModuleState } from './module-file.js';

@@ -1,8 +1,10 @@
 /**
  * Model checkpoints on top of safetensors: PyTorch names and layouts, plus nmsparse's metadata.
  *
- * Tensors: PyTorch state_dict names and layouts (`layers.0.weight` [out, in], `layers.0.bias` [out], a Conv2d
- * weight [co, ci, kh, kw]), so `model.load_state_dict(safetensors.torch.load_file(f))` works on a dense file.
+ * Tensors: PyTorch state_dict names and layouts (a parameter by its module path: `fc1.weight` [out, in] for
+ * nmsparse's named layers, `0.weight` or `layers.0.weight` for an nn.Sequential; `fc1.bias` [out]; a Conv2d weight
+ * [co, ci, kh, kw]), so `model.load_state_dict(safetensors.torch.load_file(f))` works on a dense file. A model
+ * file holds the model only (training state goes to a separate resume file: lib/train/checkpoint.ts).
  *
  * `__metadata__` (all values are strings, as the format requires):
  *   format              "pt" (what transformers and safetensors.torch look for)
@@ -10,6 +12,9 @@
  *   nmsparse.arch       JSON architecture (see ArchSpec) when the writer knows it
  *   nmsparse.sparsity   JSON {weight name: {pattern: "2:4", recipe?: "sr-ste", form: "dense" | "nm", shape: [...]}}
  *                       one entry per N:M-sparse weight; dense weights have none
+ *   nmsparse.input      JSON {mean, std} when the model was trained on standardised inputs: every input value
+ *                       becomes (x − mean) / std before the first layer. Readers apply it (InferenceModel, `nmsparse
+ *                       serve`), so clients send raw values (MNIST pixels in [0, 1]) as the training data came.
  *
  * Forms of an N:M-sparse weight `W` named `name`:
  *   dense (default)     `name` holds the pruned dense tensor (zeros included): any reader can load it.
@@ -78,8 +83,16 @@ export interface LayerSparsity {
   layout?: string;
 }
 
+/** The input standardisation a model was trained with (`nmsparse.input`): x → (x − mean) / std. */
+export interface InputTransform {
+  mean: number;
+  std: number;
+}
+
 export interface SaveModelOptions {
   arch?: ArchSpec;
+  /** The input standardisation the model was trained with, recorded as `nmsparse.input`. */
+  input?: InputTransform;
   /** Weight name → its pattern (and recipe). Each such weight must already be N:M sparse (nm.prune it first). */
   sparsity?: Record<string, PatternArg | { pattern: PatternArg; recipe?: string }>;
   /** Store the N:M weights in the compressed nm form (values + packed positions). Default false: dense. */
@@ -89,13 +102,26 @@ export interface SaveModelOptions {
 }
 
 export interface ModelFile {
-  /** Every tensor in PyTorch form: nm-form weights are decompressed to their dense pruned tensor. */
+  /**
+   * Every tensor in PyTorch form: nm-form weights are decompressed to their dense pruned tensor, unless loaded
+   * with `decompress: false` (then they are only in `compressed`).
+   */
   tensors: Map<string, Tensor>;
   /** N:M weights read in the nm form, kept compressed (no need to compress again). */
   compressed: Map<string, SparseTensor>;
   sparsity: Record<string, LayerSparsity>;
   arch: ArchSpec | null;
+  /** `nmsparse.input`: the standardisation to apply to raw inputs, or null. */
+  input: InputTransform | null;
   metadata: Record<string, string>;
+}
+
+export interface LoadModelOptions {
+  /**
+   * false: nm-form weights stay compressed (in `compressed` only), so loading never makes their dense tensors:
+   * the memory a load takes is the file's size. Default true.
+   */
+  decompress?: boolean;
 }
 
 const err = (file: string, what: string) => new NmSparseError('E_IO', `${file}: ${what}`);
@@ -141,6 +167,7 @@ export function buildModelFile(tensors: TensorMap, opts: SaveModelOptions = {}):
   }
   const metadata: Record<string, string> = { ...(opts.metadata ?? {}), format: 'pt', 'nmsparse.format': '1' };
   if (opts.arch !== undefined) metadata['nmsparse.arch'] = JSON.stringify(checkArch(opts.arch, 'options.arch'));
+  if (opts.input !== undefined) metadata['nmsparse.input'] = JSON.stringify(checkInput(opts.input, 'options.input'));
   if (Object.keys(sparsity).length > 0) metadata['nmsparse.sparsity'] = JSON.stringify(sparsity);
   return { tensors: out, metadata };
 }
@@ -158,13 +185,21 @@ export function saveModelSync(file: string, tensors: TensorMap, opts: SaveModelO
 }
 
 /** Reads a model file written by saveModel() or by PyTorch (then `sparsity` is empty, `arch` null). */
-export async function loadModel(file: string): Promise<ModelFile> {
-  return modelFromContents(file, await loadSafetensors(file));
+export async function loadModel(file: string, opts: LoadModelOptions = {}): Promise<ModelFile> {
+  return modelFromContents(file, await loadSafetensors(file), opts);
 }
 
 /** Synchronous loadModel. */
-export function loadModelSync(file: string): ModelFile {
-  return modelFromContents(file, loadSafetensorsSync(file));
+export function loadModelSync(file: string, opts: LoadModelOptions = {}): ModelFile {
+  return modelFromContents(file, loadSafetensorsSync(file), opts);
+}
+
+/** Validates an input transform {mean, std} (finite mean, std > 0); returns a copy. */
+export function checkInput(v: unknown, arg = 'input'): InputTransform {
+  const t = v as Partial<InputTransform> | null;
+  if (t === null || typeof t !== 'object' || typeof t.mean !== 'number' || !Number.isFinite(t.mean) || typeof t.std !== 'number' || !(t.std > 0) || !Number.isFinite(t.std))
+    throw new NmSparseError('E_VALUE', `${arg}: got ${describe(v)}, expected {mean: a finite number, std: a positive number}`);
+  return { mean: t.mean, std: t.std };
 }
 
 function parseJsonMeta(file: string, metadata: Record<string, string>, key: string): unknown {
@@ -177,7 +212,10 @@ function parseJsonMeta(file: string, metadata: Record<string, string>, key: stri
 }
 
 /** Builds the ModelFile view of a safetensors file's contents, validating the nmsparse metadata. */
-export function modelFromContents(file: string, st: SafetensorsContents): ModelFile {
+export function modelFromContents(file: string, st: SafetensorsContents, opts: LoadModelOptions = {}): ModelFile {
+  if (opts === null || typeof opts !== 'object') throw new NmSparseError('E_TYPE', `options: got ${describe(opts)}, expected an object`);
+  const decompress = opts.decompress ?? true;
+  if (typeof decompress !== 'boolean') throw new NmSparseError('E_TYPE', `options.decompress: got ${describe(decompress)}, expected a boolean`);
   const tensors = new Map(st.tensors);
   const compressed = new Map<string, SparseTensor>();
   const rawArch = parseJsonMeta(file, st.metadata, 'nmsparse.arch');
@@ -185,6 +223,15 @@ export function modelFromContents(file: string, st: SafetensorsContents): ModelF
   if (rawArch !== undefined) {
     try {
       arch = checkArch(rawArch, 'nmsparse.arch');
+    } catch (e) {
+      throw err(file, `metadata ${(e as Error).message}`);
+    }
+  }
+  const rawInput = parseJsonMeta(file, st.metadata, 'nmsparse.input');
+  let input: InputTransform | null = null;
+  if (rawInput !== undefined) {
+    try {
+      input = checkInput(rawInput, 'nmsparse.input');
     } catch (e) {
       throw err(file, `metadata ${(e as Error).message}`);
     }
@@ -224,10 +271,12 @@ export function modelFromContents(file: string, st: SafetensorsContents): ModelF
       if (bad)
         throw new NmSparseError('E_IO', `${file}: tensor ${JSON.stringify(name + NM_POSITIONS)}: row ${bad[0]}, group ${bad[1]}: positions are not strictly ascending (corrupted)`);
       const s = new SparseTensor(grouped, p, v.dtype, { values: v, positions }, CHECKED);
-      const dense = s.decompress();
       tensors.delete(name + NM_VALUES);
       tensors.delete(name + NM_POSITIONS);
-      tensors.set(name, shape.length === 4 ? convFromGroupLayout(dense) : dense);
+      if (decompress) {
+        const dense = s.decompress();
+        tensors.set(name, shape.length === 4 ? convFromGroupLayout(dense) : dense);
+      }
       compressed.set(name, s);
     } else if (e.form === 'dense') {
       const w = tensors.get(name);
@@ -241,7 +290,7 @@ export function modelFromContents(file: string, st: SafetensorsContents): ModelF
     }
     sparsity[name] = { pattern: patternString(p), ...(typeof e.recipe === 'string' ? { recipe: e.recipe } : {}), form: e.form, shape: [...shape], ...(e.form === 'nm' && shape.length === 4 ? { layout: CONV_LAYOUT } : {}) };
   }
-  return { tensors, compressed, sparsity, arch, metadata: st.metadata };
+  return { tensors, compressed, sparsity, arch, input, metadata: st.metadata };
 }
 
 const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
@@ -302,26 +351,42 @@ const MAX_MLP_GAP = 4;
 
 /**
  * The architecture of a PyTorch MLP from its tensors: Linear layers at `${prefix}.${i}.weight` with ReLU (or
- * `activation`) at the indices between them, as `nn.Sequential(Linear, ReLU, …, Linear)` names them.
+ * `activation`) at the indices between them, as `nn.Sequential(Linear, ReLU, …, Linear)` names them. Without
+ * `prefix`, the one the names use: '' for a plain nn.Sequential's state_dict (`0.weight`, `2.weight`, …),
+ * 'layers' for `self.layers = nn.Sequential(...)` (`layers.0.weight`), any other module path alike. `tensors` may
+ * hold SparseTensors (the nm-form weights of a file loaded with `decompress: false`).
  */
-export function inferMlpArch(tensors: Map<string, Tensor>, prefix = 'layers', activation: 'ReLU' | 'GELU' = 'ReLU'): ArchSpec {
-  const re = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d+)\\.weight$`);
-  const idx = [...tensors.keys()].map((k) => re.exec(k)).filter((m) => m !== null).map((m) => Number(m![1])).sort((a, b) => a - b);
-  if (idx.length === 0) throw new NmSparseError('E_VALUE', `arch "mlp": no tensors named ${prefix}.<i>.weight`);
+export function inferMlpArch(tensors: ReadonlyMap<string, { readonly shape: readonly number[]; describe(): string }>, prefix?: string, activation: 'ReLU' | 'GELU' = 'ReLU'): ArchSpec {
+  const byPrefix = new Map<string, number[]>();
+  for (const k of tensors.keys()) {
+    const m = /^(?:(.+)\.)?(\d+)\.weight$/.exec(k);
+    if (!m) continue;
+    const at = byPrefix.get(m[1] ?? '') ?? [];
+    byPrefix.set(m[1] ?? '', at);
+    at.push(Number(m[2]));
+  }
+  if (prefix === undefined) {
+    if (byPrefix.size > 1)
+      throw new NmSparseError('E_VALUE', `arch "mlp": the weights form more than one Sequential (${[...byPrefix.keys()].map((p) => (p ? `${p}.<i>.weight` : '<i>.weight')).join(', ')}): pass the architecture`);
+    prefix = byPrefix.keys().next().value ?? '';
+  }
+  const at = (i: number | string) => (prefix ? `${prefix}.${i}.weight` : `${i}.weight`);
+  const idx = (byPrefix.get(prefix) ?? []).sort((a, b) => a - b);
+  if (idx.length === 0) throw new NmSparseError('E_VALUE', `arch "mlp": no tensors named ${at('<i>')}${byPrefix.size === 0 && prefix === '' ? ' or <prefix>.<i>.weight' : ''}`);
   // The indices between two weights are parameterless modules (activation, dropout, flatten): a few at most. A
   // file naming layers.1000000000.weight must not make a billion-entry layer list.
   for (let j = 0, prev = -1; j < idx.length; prev = idx[j++])
     if (idx[j] - prev > MAX_MLP_GAP + 1)
-      throw new NmSparseError('E_VALUE', `arch "mlp": ${prefix}.${idx[j]}.weight comes ${idx[j] - prev - 1} indices after ${prev < 0 ? 'the start' : `${prefix}.${prev}.weight`}, expected at most ${MAX_MLP_GAP} parameterless modules between Linear layers`);
+      throw new NmSparseError('E_VALUE', `arch "mlp": ${at(idx[j])} comes ${idx[j] - prev - 1} indices after ${prev < 0 ? 'the start' : at(prev)}, expected at most ${MAX_MLP_GAP} parameterless modules between Linear layers`);
   const layers: LayerSpec[] = [];
   for (let i = 0; i <= idx[idx.length - 1]; i++) {
-    const w = tensors.get(`${prefix}.${i}.weight`);
+    const w = tensors.get(at(i));
     if (w) {
-      if (w.rank !== 2) throw new NmSparseError('E_SHAPE', `arch "mlp": ${prefix}.${i}.weight is ${w.describe()}, expected a Linear weight [out, in]`);
-      layers.push({ type: 'Linear', in: w.shape[1], out: w.shape[0], bias: tensors.has(`${prefix}.${i}.bias`) });
+      if (w.shape.length !== 2) throw new NmSparseError('E_SHAPE', `arch "mlp": ${at(i)} is ${w.describe()}, expected a Linear weight [out, in]`);
+      layers.push({ type: 'Linear', in: w.shape[1], out: w.shape[0], bias: tensors.has(at(i).replace(/weight$/, 'bias')) });
     } else {
       layers.push({ type: activation });
     }
   }
-  return { type: 'Sequential', prefix, layers };
+  return { type: 'Sequential', ...(prefix ? { prefix } : {}), layers };
 }

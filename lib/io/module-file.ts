@@ -4,7 +4,7 @@
  *   moduleState(net)            its parameters in PyTorch layout, N:M weights as they deploy (W ⊙ m), plus the
  *                               pattern and recipe of each sparse weight
  *   saveModule(file, net, o)    a deployable model file: what `nmsparse serve` and PyTorch load
- * The Trainer's checkpoint (lib/train/checkpoint.ts) adds the training state to the same file.
+ * The Trainer's checkpoint (lib/train/checkpoint.ts) writes the same file, and the training state to a resume file.
  */
 import { patternString } from '../pattern.js';
 import type { Tensor } from '../tensor.js';
@@ -81,9 +81,10 @@ export function moduleState(net: Module): ModuleState {
 
 /**
  * Writes a deployable model file of `net`: PyTorch names and layouts, N:M weights pruned (or in the compressed nm
- * form with `compressed: true`), the architecture and the N:M metadata. `nmsparse serve --model FILE` runs it.
+ * form with `compressed: true`), the architecture and the N:M metadata (and `input`, the standardisation its
+ * inputs had in training). `nmsparse serve --model FILE` runs it.
  */
-export async function saveModule(file: string, net: Module, opts: Pick<SaveModelOptions, 'compressed' | 'metadata'> = {}): Promise<void> {
+export async function saveModule(file: string, net: Module, opts: Pick<SaveModelOptions, 'compressed' | 'metadata' | 'input'> = {}): Promise<void> {
   const st = moduleState(net);
   const arch = archOf(net);
   await saveModel(file, st.tensors, { ...opts, sparsity: st.sparsity, ...(arch ? { arch } : {}) });

@@ -1,10 +1,14 @@
 /**
- * Dynamic batching: requests that arrive together run as one batch.
+ * Dynamic batching: requests that wait run together as one batch.
  *
- * The first request of an idle batcher waits at most `maxDelayMs` for company; a batch starts at once when
- * `maxBatch` rows are queued. One batch runs at a time (the thread pool already uses every core for it); while it
- * runs, new requests queue up and go out as the next batch the moment it finishes. Requests are taken in arrival
- * order and never split: a request of more than `maxBatch` rows runs as a batch of its own.
+ * One batch runs at a time (the thread pool already uses every core for it). A request that finds the batcher
+ * idle goes straight through, as a batch of its own, in the same tick: nothing is waiting to batch it with, and a
+ * timer would only add its delay (setTimeout's ~1 ms at least) to every lone request. While a batch runs, new
+ * requests queue up and go out together as the next batch the moment it finishes, so under load the batches
+ * grow by themselves. `maxDelayMs` > 0 brings back the wait: the first request of an idle batcher then waits at
+ * most that long for company (a batch starts at once when `maxBatch` rows are queued), trading latency for larger
+ * batches. Requests are taken in arrival order and never split: a request of more than `maxBatch` rows runs as a
+ * batch of its own.
  */
 export type RunBatch = (x: Float32Array, rows: number) => Promise<Float32Array>;
 
@@ -46,7 +50,7 @@ export class Batcher {
       this.#queuedRows += rows;
       this.stats.requests++;
       if (this.#busy) return; // the running batch flushes the queue when it ends
-      if (this.#queuedRows >= this.maxBatch) this.#flush();
+      if (this.maxDelayMs === 0 || this.#queuedRows >= this.maxBatch) this.#flush();
       else if (this.#timer === null) this.#timer = setTimeout(() => this.#flush(), this.maxDelayMs);
     });
   }

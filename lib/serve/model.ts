@@ -1,26 +1,38 @@
 /**
  * InferenceModel: a feed-forward network loaded from a checkpoint, ready to serve.
  *
- *   const model = await InferenceModel.load('mlp.safetensors', { maxBatch: 64, maxDelayMs: 2 });
+ *   const model = await InferenceModel.load('mlp.safetensors', { maxBatch: 64 });
  *   const y = await model.predict(x);          // x: Tensor [B, in] or number[][]; y: float32 Tensor [B, out]
  *
  * The network comes from the checkpoint's `nmsparse.arch` metadata (lib/io/model-file.ts), or from the `arch`
- * option for a file made elsewhere (`'mlp'`: the Linear layers found under `layers.<i>.weight`, ReLU between).
- * N:M-sparse Linear layers (`nmsparse.sparsity`, or the `pattern` option for a PyTorch file) are compressed once at
- * load (a SparseTensor; on 'cuda' the backend's device form) and run through the sparse product; the others run
- * through the dense GEMM. Products use the async native forms, so predict() never blocks the event loop;
- * concurrent predict() calls are safe and those that arrive together are batched (lib/serve/batcher.ts).
+ * option for a file made elsewhere (`'mlp'`: the Linear layers of a PyTorch nn.Sequential state_dict, `0.weight`,
+ * `2.weight`, … or `layers.0.weight`, …, with ReLU between). A state_dict does not say which activation the
+ * network used, so the option is required there rather than guessed.
+ *
+ * N:M-sparse weights run through the sparse product, compressed once at load (a SparseTensor; on 'cuda' the
+ * backend's device form); the others through the dense GEMM. Which weights are N:M: the file's
+ * `nmsparse.sparsity`; else the `pattern` option (the weights that satisfy it); else each weight is checked at load
+ * against 1:8, 1:4, 2:8, 3:8, 2:4, 4:8 and runs with the sparsest that holds exactly (info() says `patternFrom`:
+ * 'file', 'option' or 'detected'). A file in the compressed nm form is used as it is: its dense weights are never
+ * made (a Conv2d weight, or one going to a GPU, is converted alone, one tensor at a time).
+ *
+ * The file's input transform (`nmsparse.input`, the standardisation training applied) is applied to every input
+ * first, so predict() and forward() take raw values (MNIST pixels in [0, 1]).
+ *
+ * Products use the async native forms, so predict() never blocks the event loop; concurrent predict() calls are
+ * safe: one that finds the model idle runs at once, those that queue behind a running batch run together as the
+ * next one (lib/serve/batcher.ts).
  */
 import { NmSparseError, fail } from '../errors.js';
 import { backendFor, isDevice, type Activation, type Device } from '../device.js';
 import { parsePattern, patternString, type Pattern } from '../pattern.js';
 import { check } from '../mask.js';
-import { SparseTensor, compress } from '../compress.js';
+import { CHECKED, SparseTensor, compress } from '../compress.js';
 import { Tensor, checkTensor, tensor } from '../tensor.js';
 import { linearAsync } from '../gemm.js';
 import { sparseLinearAsync } from '../spmm.js';
 import { geluForward, im2col, layerNormForward, maxPoolForward, reluForward, type Window2d } from '../nn/elementwise.js';
-import { checkArch, convToGroupLayout, inferMlpArch, loadModel, paramName, type ArchSpec, type LayerSpec, type ModelFile } from '../io/model-file.js';
+import { checkArch, convFromGroupLayout, convToGroupLayout, inferMlpArch, loadModel, paramName, type ArchSpec, type InputTransform, type LayerSpec, type ModelFile } from '../io/model-file.js';
 import { Batcher, type BatcherStats } from './batcher.js';
 
 export interface InferenceOptions {
@@ -28,7 +40,10 @@ export interface InferenceOptions {
   device?: Device;
   /** Most rows in one coalesced batch (default 64). */
   maxBatch?: number;
-  /** How long the first request of a batch waits for others, in ms (default 2; 0 = the same tick only). */
+  /**
+   * How long a request that finds the model idle waits for others to batch with, in ms. Default 0: it runs at
+   * once, and requests batch only when they queue behind a running batch (lib/serve/batcher.ts).
+   */
   maxDelayMs?: number;
   /** Architecture for a file without `nmsparse.arch`: a spec, or 'mlp'. Overrides the file's when given. */
   arch?: ArchSpec | 'mlp';
@@ -36,6 +51,11 @@ export interface InferenceOptions {
   pattern?: string | Pattern;
   /** false: run every layer dense, even N:M ones (to compare). Default true. */
   sparse?: boolean;
+  /**
+   * false: the inputs given are already transformed, so the file's `nmsparse.input` standardisation is not applied.
+   * Default true.
+   */
+  inputTransform?: boolean;
 }
 
 /** A product: y = x·Wᵀ + b, dense or N:M sparse. Conv2d runs as im2col + this product. */
@@ -55,6 +75,8 @@ export interface LayerInfo {
   out?: number;
   /** 'dense', or the N:M pattern a sparse layer runs with. */
   weight?: string;
+  /** Where a sparse layer's pattern comes from: the file's metadata, the `pattern` option, or detected at load. */
+  patternFrom?: 'file' | 'option' | 'detected';
 }
 
 export interface ModelInfo {
@@ -67,6 +89,8 @@ export interface ModelInfo {
   weightBytes: number;
   /** Bytes the same weights take dense. */
   denseWeightBytes: number;
+  /** The standardisation applied to every input value (the file's `nmsparse.input`), or null. */
+  input: InputTransform | null;
   maxBatch: number;
   maxDelayMs: number;
   metadata: Record<string, string>;
@@ -79,6 +103,7 @@ export class InferenceModel {
   readonly outFeatures: number;
   readonly device: Device;
   #ops: Op[];
+  #transform: InputTransform | null;
   #batcher: Batcher;
   #info: ModelInfo;
   #disposed = false;
@@ -86,6 +111,7 @@ export class InferenceModel {
   private constructor(ops: Op[], info: ModelInfo) {
     this.#ops = ops;
     this.#info = info;
+    this.#transform = info.input;
     this.device = info.device;
     this.inFeatures = info.inputs;
     this.outFeatures = info.outputs;
@@ -97,25 +123,41 @@ export class InferenceModel {
     const o = checkOptions(opts);
     // The GPU backend registers itself when lib/cuda.ts is loaded (nothing happens without a CUDA build).
     if (o.device !== 'cpu') await import('../cuda.js');
-    return InferenceModel.fromModelFile(await loadModel(file), { ...o }, file);
+    // nm-form weights stay compressed: loading never makes their dense tensors.
+    return InferenceModel.fromModelFile(await loadModel(file, { decompress: false }), { ...o }, file);
   }
 
   /** Builds the network from a loaded ModelFile (tensors in PyTorch layout). */
   static fromModelFile(mf: ModelFile, opts: InferenceOptions = {}, file: string | null = null): InferenceModel {
     const o = checkOptions(opts);
     const where = file ?? 'model';
-    const arch = o.arch === 'mlp' ? inferMlpArch(mf.tensors) : o.arch !== undefined ? checkArch(o.arch, 'options.arch') : mf.arch;
+    const arch = o.arch === 'mlp' ? inferMlpArch(new Map<string, Tensor | SparseTensor>([...mf.tensors, ...mf.compressed])) : o.arch !== undefined ? checkArch(o.arch, 'options.arch') : mf.arch;
     if (!arch) throw new NmSparseError('E_VALUE', `${where}: the file records no architecture (nmsparse.arch): pass options.arch (--arch for nmsparse serve): a spec, or 'mlp'`);
     if (o.device !== 'cpu') backendFor(o.device, 'options.device');
-    const get = (name: string, shape: number[]): Tensor => {
+    /**
+     * Tensor `name` of `shape` (PyTorch layout) as float32. An nm-form weight (kept compressed) is checked against
+     * its recorded shape and decompressed only when `dense` is called: the sparse CPU path never calls it.
+     */
+    const weight = (name: string, shape: number[]): { pre: SparseTensor | null; dense: () => Tensor } => {
+      const pre = mf.compressed.get(name) ?? null;
       const t = mf.tensors.get(name);
-      if (!t) throw new NmSparseError('E_VALUE', `${where}: the architecture needs tensor ${JSON.stringify(name)}, which the file does not hold`);
-      if (t.rank !== shape.length || t.shape.some((d, i) => d !== shape[i]))
-        throw new NmSparseError('E_SHAPE', `${where}: tensor ${JSON.stringify(name)} is ${t.describe()}, the architecture needs [${shape.join(', ')}]`);
-      if (t.dtype === 'int8' || t.dtype === 'uint8')
-        throw new NmSparseError('E_DTYPE', `${where}: tensor ${JSON.stringify(name)} is ${t.describe()}, expected floating point`);
-      return t.dtype === 'float32' ? t : t.astype('float32');
+      const held = t?.shape ?? (pre ? mf.sparsity[name].shape : null);
+      const dtype = t?.dtype ?? pre?.dtype;
+      if (!held) throw new NmSparseError('E_VALUE', `${where}: the architecture needs tensor ${JSON.stringify(name)}, which the file does not hold`);
+      const desc = () => t?.describe() ?? `a ${pre!.describe()} (nm form of [${held.join(', ')}])`;
+      if (held.length !== shape.length || held.some((d, i) => d !== shape[i]))
+        throw new NmSparseError('E_SHAPE', `${where}: tensor ${JSON.stringify(name)} is ${desc()}, the architecture needs [${shape.join(', ')}]`);
+      if (dtype === 'int8' || dtype === 'uint8')
+        throw new NmSparseError('E_DTYPE', `${where}: tensor ${JSON.stringify(name)} is ${desc()}, expected floating point`);
+      let memo: Tensor | null = null;
+      const dense = (): Tensor => {
+        if (memo) return memo;
+        const d = t ?? (shape.length === 4 ? convFromGroupLayout(pre!.decompress()) : pre!.decompress());
+        return (memo = d.dtype === 'float32' ? d : d.astype('float32'));
+      };
+      return { pre, dense };
     };
+    const get = (name: string, shape: number[]): Tensor => weight(name, shape).dense();
     const dev = (t: Tensor | null): Tensor | null => (t && o.device !== 'cpu' ? t.to(o.device) : t);
 
     const ops: Op[] = [];
@@ -127,19 +169,26 @@ export class InferenceModel {
     const need = (i: number, what: string, ok: boolean) => {
       if (!ok) throw new NmSparseError('E_SHAPE', `${where}: layer ${i} (${describeLayer(arch.layers[i])}) needs ${what}, but its input rows are [${cur?.join(', ')}]`);
     };
-    /** The product for weight `w2` [out, k] (grouped along k), sparse when the file or options say so. */
-    const product = (name: string, w2: Tensor, dense: Tensor, groupOk: (p: Pattern) => boolean): { prod: Product; label: string } => {
-      const p = sparsePattern(mf, name, dense, o.pattern, groupOk);
-      denseWeightBytes += w2.bytes;
-      if (p && o.sparse) {
-        const pre = mf.compressed.get(name);
-        const reuse = o.device === 'cpu' && pre && pre.dtype === 'float32' && pre.shape.length === 2;
-        const sp = reuse ? pre : compress(o.device === 'cpu' ? w2 : w2.to(o.device), p);
+    /**
+     * The product for a weight held as [out, k] (`w2`; `grouped`: its N:M groups along the last dimension), sparse
+     * when the file, the options or its values say so. A compressed Linear weight from the file is used as it is
+     * (its values converted to float32 when they are not).
+     */
+    const product = (name: string, pre: SparseTensor | null, w2: () => Tensor, grouped: () => Tensor, groupOk: (p: Pattern) => boolean): { prod: Product; label: string; from?: LayerInfo['patternFrom'] } => {
+      const found = o.sparse ? sparsePattern(mf, name, grouped, o.pattern, groupOk) : null;
+      if (found) {
+        const { p, from } = found;
+        const sp = pre && o.device === 'cpu' && pre.shape.length === 2
+          ? (pre.dtype === 'float32' ? pre : new SparseTensor(pre.shape, pre.pattern, 'float32', { values: pre.values.astype('float32'), positions: pre.positions }, CHECKED))
+          : compress(o.device === 'cpu' ? w2() : w2().to(o.device), p);
+        denseWeightBytes += sp.denseBytes;
         weightBytes += sp.bytes;
-        return { prod: { w: null, s: sp }, label: patternString(p) };
+        return { prod: { w: null, s: sp }, label: patternString(p), from };
       }
-      weightBytes += w2.bytes;
-      return { prod: { w: dev(w2)!, s: null }, label: 'dense' };
+      const w = w2();
+      denseWeightBytes += w.bytes;
+      weightBytes += w.bytes;
+      return { prod: { w: dev(w)!, s: null }, label: 'dense' };
     };
     arch.layers.forEach((l, i) => {
       const pname = (param: string) => paramName(arch, i, param);
@@ -147,11 +196,11 @@ export class InferenceModel {
         case 'Linear': {
           if (cur === null) { cur = [l.in]; inputs = l.in; }
           need(i, `rows of ${l.in} features`, cur.length === 1 && cur[0] === l.in);
-          const w = get(pname('weight'), [l.out, l.in]);
+          const { pre, dense } = weight(pname('weight'), [l.out, l.in]);
           const b = l.bias === false ? null : get(pname('bias'), [l.out]);
-          const { prod, label } = product(pname('weight'), w, w, (p) => l.in % p.m === 0);
+          const { prod, label, from } = product(pname('weight'), pre, dense, dense, (p) => l.in % p.m === 0);
           ops.push({ kind: 'linear', name: pname('weight'), b: dev(b), in: l.in, out: l.out, ...prod });
-          layers.push({ type: 'Linear', in: l.in, out: l.out, weight: label });
+          layers.push({ type: 'Linear', in: l.in, out: l.out, weight: label, ...(from ? { patternFrom: from } : {}) });
           cur = [l.out];
           break;
         }
@@ -160,12 +209,14 @@ export class InferenceModel {
           const [h, wd] = cur!;
           const [kh, kw] = l.kernel, [sh, sw] = l.stride, [ph, pw] = l.padding;
           need(i, 'images at least as large as the kernel', h + 2 * ph >= kh && wd + 2 * pw >= kw);
-          const w = get(pname('weight'), [l.out, l.in, kh, kw]);
-          const ohwi = convToGroupLayout(w);
+          const { dense } = weight(pname('weight'), [l.out, l.in, kh, kw]);
+          let ohwi: Tensor | null = null;
+          const grouped = () => (ohwi ??= convToGroupLayout(dense()));
           const b = l.bias === false ? null : get(pname('bias'), [l.out]);
-          const { prod, label } = product(pname('weight'), ohwi.reshape([l.out, kh * kw * l.in]), ohwi, (p) => l.in % p.m === 0);
+          // The nm form of a conv weight groups rows of ci, the product rows of kh·kw·ci: compressed again (this tensor alone).
+          const { prod, label, from } = product(pname('weight'), null, () => grouped().reshape([l.out, kh * kw * l.in]), grouped, (p) => l.in % p.m === 0);
           ops.push({ kind: 'conv', name: pname('weight'), b: dev(b), window: { kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw] }, out: l.out, ...prod });
-          layers.push({ type: 'Conv2d', in: l.in, out: l.out, weight: label });
+          layers.push({ type: 'Conv2d', in: l.in, out: l.out, weight: label, ...(from ? { patternFrom: from } : {}) });
           cur = [Math.floor((h + 2 * ph - kh) / sh) + 1, Math.floor((wd + 2 * pw - kw) / sw) + 1, l.out];
           break;
         }
@@ -213,13 +264,13 @@ export class InferenceModel {
     fuseActivations(ops);
     return new InferenceModel(ops, {
       file, device: o.device, inputs, outputs: size(outRow), layers, weightBytes, denseWeightBytes,
-      maxBatch: o.maxBatch, maxDelayMs: o.maxDelayMs, metadata: mf.metadata,
+      input: o.inputTransform ? mf.input : null, maxBatch: o.maxBatch, maxDelayMs: o.maxDelayMs, metadata: mf.metadata,
     });
   }
 
   /** What was loaded: layers, sizes, device, batching. */
   info(): ModelInfo {
-    return { ...this.#info, layers: this.#info.layers.map((l) => ({ ...l })) };
+    return { ...this.#info, layers: this.#info.layers.map((l) => ({ ...l })), input: this.#transform && { ...this.#transform } };
   }
 
   get batchStats(): Readonly<BatcherStats> { return { ...this.#batcher.stats }; }
@@ -287,8 +338,8 @@ export class InferenceModel {
     // Device memory of the intermediates is freed as soon as the batch is done, not left to the finalizers.
     const temps: Tensor[] = [];
     const keep = (t: Tensor): Tensor => { if (gpu) temps.push(t); return t; };
-    let h = new Tensor([rows, this.inFeatures], 'float32', x);
-    let owned = gpu; // whether h is ours to overwrite (not the caller's input)
+    let h = new Tensor([rows, this.inFeatures], 'float32', this.#transform ? standardize(x, this.#transform) : x);
+    let owned = gpu || this.#transform !== null; // whether h is ours to overwrite (not the caller's input)
     if (gpu) h = keep(h.to(this.device));
     // ReLU/GELU after a product run as its options.activation (fuseActivations).
     const product = (x: Tensor, op: Product & { b: Tensor | null; activation?: Activation }): Promise<Tensor> => {
@@ -324,14 +375,27 @@ export class InferenceModel {
   }
 }
 
+/** (x − mean) / std of every value, as lib/data/mnist.ts normalize() computes it (so bit for bit what training saw). */
+function standardize(x: Float32Array, t: InputTransform): Float32Array {
+  const y = new Float32Array(x.length);
+  const inv = 1 / t.std;
+  for (let i = 0; i < x.length; i++) y[i] = (x[i] - t.mean) * inv;
+  return y;
+}
+
+/** Patterns a weight without a record is checked against, sparsest first (fewer position bits first on ties). */
+const DETECTED: readonly Pattern[] = ['1:8', '1:4', '2:8', '3:8', '2:4', '4:8'].map((p) => parsePattern(p));
+
 /**
- * The pattern a weight runs sparse with, or null for dense: the file's record, else `pattern` when the weight
- * (`grouped`: N:M groups along its last dimension) satisfies it.
+ * The pattern a weight runs sparse with, or null for dense: the file's record; else `pattern` when the weight
+ * (`grouped()`: N:M groups along its last dimension) satisfies it; else the sparsest of DETECTED it satisfies.
  */
-function sparsePattern(mf: ModelFile, name: string, grouped: Tensor, pattern: Pattern | undefined, fits: (p: Pattern) => boolean): Pattern | null {
+function sparsePattern(mf: ModelFile, name: string, grouped: () => Tensor, pattern: Pattern | undefined, fits: (p: Pattern) => boolean): { p: Pattern; from: NonNullable<LayerInfo['patternFrom']> } | null {
   const rec = mf.sparsity[name];
-  if (rec) return parsePattern(rec.pattern);
-  if (pattern && fits(pattern) && check(grouped, pattern).ok) return pattern;
+  if (rec) return { p: parsePattern(rec.pattern), from: 'file' };
+  if (pattern) return fits(pattern) && check(grouped(), pattern).ok ? { p: pattern, from: 'option' } : null;
+  // check() stops at the first group over N, so a dense weight costs one group per pattern.
+  for (const p of DETECTED) if (fits(p) && check(grouped(), p).ok) return { p, from: 'detected' };
   return null;
 }
 
@@ -359,14 +423,16 @@ function checkOptions(opts: InferenceOptions): Required<Omit<InferenceOptions, '
   if (!isDevice(device)) fail('E_DEVICE', 'options.device', device, "'cpu' or 'cuda'");
   const maxBatch = opts.maxBatch ?? 64;
   if (!isPosInt(maxBatch)) fail('E_VALUE', 'options.maxBatch', maxBatch, 'a positive integer');
-  const maxDelayMs = opts.maxDelayMs ?? 2;
+  const maxDelayMs = opts.maxDelayMs ?? 0;
   if (typeof maxDelayMs !== 'number' || !Number.isFinite(maxDelayMs) || maxDelayMs < 0 || maxDelayMs > 60_000)
     fail('E_VALUE', 'options.maxDelayMs', maxDelayMs, 'a number of milliseconds in [0, 60000]');
   const sparse = opts.sparse ?? true;
   if (typeof sparse !== 'boolean') fail('E_TYPE', 'options.sparse', sparse, 'a boolean');
+  const inputTransform = opts.inputTransform ?? true;
+  if (typeof inputTransform !== 'boolean') fail('E_TYPE', 'options.inputTransform', inputTransform, 'a boolean');
   const arch = opts.arch;
   if (arch !== undefined && arch !== 'mlp' && (arch === null || typeof arch !== 'object'))
     fail('E_VALUE', 'options.arch', arch, "an architecture spec or 'mlp'");
   const pattern = opts.pattern === undefined ? undefined : parsePattern(opts.pattern, 'options.pattern');
-  return { device, maxBatch, maxDelayMs, sparse, arch, pattern };
+  return { device, maxBatch, maxDelayMs, sparse, inputTransform, arch, pattern };
 }

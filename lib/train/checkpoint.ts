@@ -1,48 +1,67 @@
 /**
- * Training checkpoints: one safetensors file (lib/io/safetensors.ts) that is at once a deployable model (PyTorch
- * `load_file` + `load_state_dict(..., strict=False)`, `nmsparse serve --model`) and the trainer's state:
- *   <parameter>        every parameter by its path (`fc1.weight`), in PyTorch layout (Conv2d [out, in, kh, kw]);
- *                      an N:M-sparse weight as it deploys (W ⊙ m, pruned), so the file is a ready N:M model
- *   <weight>.dense     the dense W the optimizer updates (sparse layers only; what resuming needs)
- *   <weight>.mask      its current mask (uint8, PyTorch layout), when it has one
- *   __metadata__       format "pt", nmsparse.arch (the network), nmsparse.sparsity (pattern and recipe per sparse
- *                      weight, see lib/io/model-file.ts), nmsparse.train (the run's metadata, JSON)
+ * Training checkpoints, as PyTorch users keep them: the model in one file, what resuming needs in another.
+ *   checkpoint.safetensors         the deployable model (lib/io/model-file.ts), the model only: PyTorch
+ *                                  `load_state_dict(load_file(f))`, `nmsparse serve --model`
+ *     <parameter>                  every parameter by its path (`fc1.weight`), in PyTorch layout (Conv2d
+ *                                  [out, in, kh, kw]); an N:M-sparse weight as it deploys (W ⊙ m, pruned)
+ *     __metadata__                 format "pt", nmsparse.arch (the network), nmsparse.sparsity (pattern and recipe
+ *                                  per sparse weight), nmsparse.input (the input standardisation, when given),
+ *                                  nmsparse.train (the run's metadata, JSON)
+ *   checkpoint.resume.safetensors  the training state of the layers with N:M state (absent when none has any):
+ *     <weight>.dense               the dense W the optimizer updates (sparse layers only)
+ *     <weight>.mask                its current mask (uint8, PyTorch layout), when it has one
  * Layers trained with the dense recipe are dense: their weight is W itself and they get no sparsity entry.
+ * loadCheckpoint reads both (and older single files that hold the `.dense`/`.mask` tensors beside the model).
  */
+import { existsSync, rmSync } from 'node:fs';
 import { makeWritableDir } from '../io/dir.js';
 import path from 'node:path';
 import { NmSparseError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import type { Module } from '../nn/module.js';
 import { archOf, moduleState } from '../io/module-file.js';
-import { convToGroupLayout, loadModelSync, saveModelSync } from '../io/model-file.js';
+import { convToGroupLayout, loadModelSync, saveModelSync, type InputTransform } from '../io/model-file.js';
+import { loadSafetensorsSync, saveSafetensorsSync } from '../io/safetensors.js';
 import { sparseWeights } from './trainer.js';
 
 /** `<file>.safetensors` unless `file` already ends so (a trailing .json/.bin, the old format's, is replaced). */
 export const checkpointPath = (file: string): string => (file.endsWith('.safetensors') ? file : `${file.replace(/\.(json|bin)$/, '')}.safetensors`);
 
-/** Writes the checkpoint of `model` (see above). Returns the path written. */
-export function saveCheckpoint(model: Module, file: string, meta: Record<string, unknown> = {}): { file: string } {
+/** The resume file beside checkpoint `file`: `<base>.resume.safetensors`. */
+export const resumePath = (file: string): string => checkpointPath(file).replace(/\.safetensors$/, '.resume.safetensors');
+
+/**
+ * Writes the checkpoint of `model` (see above): the model file and, when a layer has N:M state, the resume file
+ * (an older resume file is removed otherwise). `input`: the standardisation the training data had, recorded so
+ * that whoever serves the model applies it. Returns the paths written.
+ */
+export function saveCheckpoint(model: Module, file: string, meta: Record<string, unknown> = {}, opts: { input?: InputTransform } = {}): { file: string; resume: string | null } {
   const out = checkpointPath(file);
   const st = moduleState(model);
-  const tensors = new Map(st.tensors);
+  const training = new Map<string, Tensor>();
   for (const [name, t] of st.training) {
-    if (name in st.sparsity) tensors.set(`${name}.dense`, t.dense);
-    if (t.mask) tensors.set(`${name}.mask`, t.mask);
+    if (name in st.sparsity) training.set(`${name}.dense`, t.dense);
+    if (t.mask) training.set(`${name}.mask`, t.mask);
   }
   const arch = archOf(model);
   makeWritableDir(path.dirname(path.resolve(out)), 'file');
-  saveModelSync(out, tensors, { sparsity: st.sparsity, ...(arch ? { arch } : {}), metadata: { 'nmsparse.train': JSON.stringify(meta) } });
-  return { file: out };
+  const resume = resumePath(out);
+  if (training.size > 0) saveSafetensorsSync(resume, training, { metadata: { format: 'pt' } });
+  else rmSync(resume, { force: true });
+  saveModelSync(out, st.tensors, { sparsity: st.sparsity, ...(arch ? { arch } : {}), ...(opts.input ? { input: opts.input } : {}), metadata: { 'nmsparse.train': JSON.stringify(meta) } });
+  return { file: out, resume: training.size > 0 ? resume : null };
 }
 
 /**
- * Reads a checkpoint into `model` (same architecture): every parameter (the dense W of sparse layers), and the
- * masks. Throws E_IO naming the tensor when one is missing or of the wrong shape. Returns the run's metadata.
+ * Reads a checkpoint into `model` (same architecture): every parameter (the dense W of sparse layers, from the
+ * resume file when there is one), and the masks. Throws E_IO naming the tensor when one is missing or of the wrong
+ * shape. Returns the run's metadata.
  */
 export function loadCheckpoint(model: Module, file: string): Record<string, unknown> {
   const f = checkpointPath(file);
   const mf = loadModelSync(f);
+  const resume = resumePath(f);
+  if (existsSync(resume)) for (const [name, t] of loadSafetensorsSync(resume).tensors) mf.tensors.set(name, t);
   const read = (name: string, shape: readonly number[], layout: string | undefined, dtype: 'float32' | 'uint8'): Tensor => {
     const t = mf.tensors.get(name);
     if (!t) throw new NmSparseError('E_IO', `${f}: no tensor ${JSON.stringify(name)} for this model`);

@@ -10,7 +10,7 @@ import { parsePattern, patternString } from '../pattern.js';
 import { backendFor, type Device } from '../device.js';
 import { native } from '../native.js';
 import { check } from '../mask.js';
-import { mnistSplit, subset, type Dataset } from '../data/mnist.js';
+import { MNIST_MEAN, MNIST_STD, mnistSplit, subset, type Dataset } from '../data/mnist.js';
 import { buildModel, type ModelName } from '../nn/models.js';
 import { createRecipe, type AnyRecipeOptions, type RecipeName } from '../recipes/index.js';
 import { SGD } from '../optim/sgd.js';
@@ -121,7 +121,8 @@ export async function runTraining(c: RunConfig): Promise<RunResult> {
   const nmValid = trainer.sparseLayers.every(({ s }) => s.recipe.name === 'dense' || check(s.deployWeight(), s.pattern).ok);
   if (cfg.out) {
     writeFileSync(path.join(cfg.out, 'plot.svg'), trainingPlot(history, `${cfg.model} · ${cfg.recipe} · ${cfg.pattern} · seed ${cfg.seed}`));
-    saveCheckpoint(model, path.join(cfg.out, 'checkpoint'), { ...config, final: summaryOf(final) });
+    // mnistSplit() standardised the pixels: the checkpoint records it, so that serving applies it to raw pixels.
+    saveCheckpoint(model, path.join(cfg.out, 'checkpoint'), { ...config, final: summaryOf(final) }, { input: { mean: MNIST_MEAN, std: MNIST_STD } });
   }
   return {
     config: config as RunResult['config'], history, final, nmValid,
