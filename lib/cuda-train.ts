@@ -1,5 +1,5 @@
 /**
- * The training ops of the 'cuda' backend (native/cuda/elementwise.cu, optim.cu): one entry per op that
+ * The training ops of the 'cuda' backend (native/cuda/elementwise.cu, optim.cu, attention.cu): one entry per op that
  * lib/nn/elementwise.ts and lib/optim/*.ts send to deviceOp(device, name) for tensors on 'cuda', with the same
  * arguments (already validated there) and the same results as the CPU kernels. float32 tensors; masks uint8.
  * Labels and max-pool indices stay host Int32Arrays, as in the public API: they are uploaded / downloaded per call
@@ -11,6 +11,7 @@ import type { DeviceStorage, DeviceTrainOps } from './device.js';
 import { Tensor, checkOut, type Shape } from './tensor.js';
 import type { Pattern } from './pattern.js';
 import type { Window2d } from './nn/elementwise.js';
+import type { AttentionOptions, AttentionSaved } from './nn/attention.js';
 
 const dev = (t: Tensor, arg: string): DeviceStorage => t.deviceStorage(arg);
 const numelOf = (s: Shape): number => s.reduce((a, b) => a * b, 1);
@@ -51,6 +52,26 @@ export const trainOps = {
     const [rows, cols] = rowsCols(dy);
     const out = output(opts.out, [cols]);
     native.cudaBiasGrad(dev(dy, 'dy'), rows, cols, dev(out, 'options.out'));
+    return out;
+  },
+
+  add(a: Tensor, b: Tensor, opts: { out?: Tensor } = {}): Tensor {
+    const out = output(opts.out, a.shape);
+    native.cudaAdd(dev(a, 'a'), dev(b, 'b'), dev(out, 'options.out'), a.size);
+    return out;
+  },
+
+  embeddingForward(ids: Tensor, table: Tensor, opts: { out?: Tensor; accumulate?: boolean } = {}): Tensor {
+    const [vocab, dim] = table.shape;
+    const out = output(opts.out, [...ids.shape, dim]);
+    native.cudaEmbeddingForward(dev(ids, 'ids'), dev(table, 'table'), dev(out, 'options.out'), ids.size, vocab, dim, opts.accumulate ?? false);
+    return out;
+  },
+
+  embeddingBackward(dy: Tensor, ids: Tensor, vocab: number, opts: { out?: Tensor; accumulate?: boolean } = {}): Tensor {
+    const dim = dy.shape[dy.rank - 1];
+    const out = output(opts.out, [vocab, dim]);
+    native.cudaEmbeddingBackward(dev(dy, 'dy'), dev(ids, 'ids'), dev(out, 'options.out'), ids.size, vocab, dim, opts.accumulate ?? false);
     return out;
   },
 
@@ -102,16 +123,16 @@ export const trainOps = {
   softmaxCrossEntropy(logits: Tensor, labels: Int32Array, opts: { labelSmoothing?: number; probs?: Tensor } = {}) {
     const [rows, cols] = logits.shape;
     const probs = output(opts.probs, logits.shape, 'options.probs');
-    const [sum, correct] = native.cudaSoftmaxXentForward(dev(logits, 'logits'), labels, dev(probs, 'options.probs'), rows, cols,
+    const [sum, correct, count] = native.cudaSoftmaxXentForward(dev(logits, 'logits'), labels, dev(probs, 'options.probs'), rows, cols,
       opts.labelSmoothing ?? 0);
-    return { loss: sum / rows, correct, probs };
+    return { loss: count ? sum / count : 0, correct, count, probs };
   },
 
-  softmaxCrossEntropyBackward(probs: Tensor, labels: Int32Array, opts: { labelSmoothing?: number; scale?: number; out?: Tensor } = {}): Tensor {
+  softmaxCrossEntropyBackward(probs: Tensor, labels: Int32Array, opts: { labelSmoothing?: number; scale?: number; out?: Tensor; count: number }): Tensor {
     const [rows, cols] = probs.shape;
     const out = output(opts.out, probs.shape);
     native.cudaSoftmaxXentBackward(dev(probs, 'probs'), labels, dev(out, 'options.out'), rows, cols, opts.labelSmoothing ?? 0,
-      (opts.scale ?? 1) / rows);
+      (opts.scale ?? 1) / Math.max(opts.count, 1));
     return out;
   },
 
@@ -192,5 +213,22 @@ export const trainOps = {
   scaleInplace(x: Tensor, s: number): Tensor {
     native.cudaScaleInplace(dev(x, 'x'), s, x.size);
     return x;
+  },
+
+  attentionForward(qkv: Tensor, heads: number, opts: AttentionOptions & { out?: Tensor; probs?: Tensor }): AttentionSaved {
+    const [batch, t, w] = qkv.shape, d = w / 3;
+    const y = output(opts.out, [batch, t, d]);
+    const probs = output(opts.probs, [batch, heads, t, t], 'options.probs');
+    native.cudaAttentionForward(dev(qkv, 'qkv'), dev(y, 'options.out'), dev(probs, 'options.probs'), batch, t, heads, d / heads,
+      opts.p ?? 0, opts.seed ?? 0, opts.offset ?? 0);
+    return { y, probs };
+  },
+
+  attentionBackward(dy: Tensor, qkv: Tensor, probs: Tensor, heads: number, opts: AttentionOptions & { out?: Tensor }): Tensor {
+    const [batch, t, w] = qkv.shape, d = w / 3;
+    const out = output(opts.out, qkv.shape);
+    native.cudaAttentionBackward(dev(dy, 'dy'), dev(qkv, 'qkv'), dev(probs, 'probs'), dev(out, 'options.out'), batch, t, heads, d / heads,
+      opts.p ?? 0, opts.seed ?? 0, opts.offset ?? 0);
+    return out;
   },
 } satisfies DeviceTrainOps;

@@ -11,6 +11,7 @@ import type { Pattern } from './pattern.js';
 import type { DType } from './dtype.js';
 import type { CheckResult, SadResult } from './mask.js';
 import type { LayerNormGrads, LayerNormSaved, MaxPoolSaved, Window2d, XentResult } from './nn/elementwise.js';
+import type { AttentionOptions, AttentionSaved } from './nn/attention.js';
 
 export type Device = 'cpu' | 'cuda';
 
@@ -59,6 +60,9 @@ export interface DeviceOps extends DeviceTrainOps {
 export interface DeviceTrainOps {
   biasAdd(y: Tensor, b: Tensor): Tensor;
   biasGrad(dy: Tensor, opts?: Out): Tensor;
+  add(a: Tensor, b: Tensor, opts?: Out): Tensor;
+  embeddingForward(ids: Tensor, table: Tensor, opts?: Out & { accumulate?: boolean }): Tensor;
+  embeddingBackward(dy: Tensor, ids: Tensor, vocab: number, opts?: Out & { accumulate?: boolean }): Tensor;
   reluForward(x: Tensor, opts?: Out): Tensor;
   reluBackward(dy: Tensor, y: Tensor, opts?: Out): Tensor;
   geluForward(x: Tensor, opts?: Out): Tensor;
@@ -68,7 +72,8 @@ export interface DeviceTrainOps {
   layerNormBackward(dy: Tensor, x: Tensor, gamma: Tensor | null, mean: Tensor, rstd: Tensor, withBeta: boolean,
     opts?: Out & { dgamma?: Tensor; dbeta?: Tensor }): LayerNormGrads;
   softmaxCrossEntropy(logits: Tensor, labels: Int32Array, opts?: { labelSmoothing?: number; probs?: Tensor }): XentResult;
-  softmaxCrossEntropyBackward(probs: Tensor, labels: Int32Array, opts?: Out & { labelSmoothing?: number; scale?: number }): Tensor;
+  /** `count`: the labelled rows, counted by the caller. */
+  softmaxCrossEntropyBackward(probs: Tensor, labels: Int32Array, opts: Out & { labelSmoothing?: number; scale?: number; count: number }): Tensor;
   im2col(x: Tensor, w: Window2d, opts?: Out): Tensor;
   col2im(cols: Tensor, inputShape: Shape, w: Window2d, opts?: Out): Tensor;
   maxPoolForward(x: Tensor, w: Window2d, opts?: Out & { argmax?: Int32Array }): MaxPoolSaved;
@@ -83,6 +88,8 @@ export interface DeviceTrainOps {
     o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number }): void;
   sumSquares(x: Tensor): number;
   scaleInplace(x: Tensor, s: number): Tensor;
+  attentionForward(qkv: Tensor, heads: number, opts: AttentionOptions & { out?: Tensor; probs?: Tensor }): AttentionSaved;
+  attentionBackward(dy: Tensor, qkv: Tensor, probs: Tensor, heads: number, opts: AttentionOptions & Out): Tensor;
 }
 
 /** A device backend: transfers, device memory, and its ops (those it lacks are E_UNSUPPORTED). */

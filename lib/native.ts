@@ -91,6 +91,10 @@ type CheckCode = -1 | [group: number, nonzeros: number];
 interface TrainFns<B> {
   biasAdd(y: B, b: B, rows: number, cols: number): void;
   biasGrad(dy: B, rows: number, cols: number, db: B): void;
+  add(a: B, b: B, y: B, n: number): void;
+  /** Token ids are float32 integers in [0, vocab) (checked on the CPU; a CUDA kernel writes NaN rows for bad ones). */
+  embeddingForward(ids: B, table: B, out: B, rows: number, vocab: number, dim: number, accumulate: boolean): void;
+  embeddingBackward(dy: B, ids: B, dtable: B, rows: number, vocab: number, dim: number, accumulate: boolean): void;
   reluForward(x: B, y: B, n: number): void;
   reluBackward(dy: B, y: B, dx: B, n: number): void;
   geluForward(x: B, y: B, n: number): void;
@@ -99,7 +103,7 @@ interface TrainFns<B> {
   layerNormBackward(dy: B, x: B, gamma: B | null, mean: B, rstd: B, dx: B, dgamma: B | null, dbeta: B | null, rows: number,
     cols: number): void;
   softmaxXentForward(logits: B, labels: Int32Array, probs: B, rows: number, cols: number, labelSmoothing: number):
-    [lossSum: number, correct: number];
+    [lossSum: number, correct: number, counted: number];
   softmaxXentBackward(probs: B, labels: Int32Array, dlogits: B, rows: number, cols: number, labelSmoothing: number,
     scale: number): void;
   im2col(x: B, cols: B, ...window: Window): void;
@@ -116,6 +120,12 @@ interface TrainFns<B> {
     step: number): void;
   sumSquares(x: B, n: number): number;
   scaleInplace(x: B, s: number, n: number): void;
+  // attention.cc / attention.cu
+  attentionForward(qkv: B, out: B, probs: B, batch: number, t: number, heads: number, headDim: number, p: number,
+    seed: number, offset: number): void;
+  /** Overwrites probs with the scores' gradient. */
+  attentionBackward(dout: B, qkv: B, probs: B, dqkv: B, batch: number, t: number, heads: number, headDim: number,
+    p: number, seed: number, offset: number): void;
 }
 
 /** The functions of every build (native/napi/*.cc except cuda_*.cc). */
@@ -219,7 +229,8 @@ export const addonNames: { cpu: string[]; cuda: string[] } = {
     biasGrad: true, reluForward: true, reluBackward: true, geluForward: true, geluBackward: true, layerNormForward: true,
     layerNormBackward: true, softmaxXentForward: true, softmaxXentBackward: true, im2col: true, col2im: true,
     maxPoolForward: true, maxPoolBackward: true, dropout: true, maskedScale: true, maskedAdd: true, nmMaskScale: true,
-    sgdStep: true, adamwStep: true, sumSquares: true, scaleInplace: true,
+    sgdStep: true, adamwStep: true, sumSquares: true, scaleInplace: true, add: true, embeddingForward: true,
+    embeddingBackward: true, attentionForward: true, attentionBackward: true,
   } satisfies Record<keyof CpuAddon, true>),
   cuda: names<CudaAddon>({
     CudaBuffer: true, CudaSparse: true, cudaInfo: true, cudaLibrarySearch: true, cudaAlloc: true, cudaUpload: true, cudaDownload: true,
@@ -232,5 +243,7 @@ export const addonNames: { cpu: string[]; cuda: string[] } = {
     cudaSoftmaxXentForward: true, cudaSoftmaxXentBackward: true, cudaIm2col: true, cudaCol2im: true,
     cudaMaxPoolForward: true, cudaMaxPoolBackward: true, cudaDropout: true, cudaMaskedScale: true, cudaMaskedAdd: true,
     cudaNmMaskScale: true, cudaSgdStep: true, cudaAdamwStep: true, cudaSumSquares: true, cudaScaleInplace: true,
+    cudaAdd: true, cudaEmbeddingForward: true, cudaEmbeddingBackward: true, cudaAttentionForward: true,
+    cudaAttentionBackward: true,
   } satisfies Record<keyof CudaAddon, true>),
 };

@@ -7,78 +7,14 @@ import {
   Conv2d, Dropout, Flatten, GELU, LayerNorm, Linear, MaxPool2d, ReLU, Reshape, Sequential, SparseConv2d, SparseLinear,
 } from '../lib/nn/layers.js';
 import { SoftmaxCrossEntropy } from '../lib/nn/loss.js';
-import { Module } from '../lib/nn/module.js';
 import { col2im, dropout, im2col, maskedAdd, maskedScale, nmMaskScale, nmTrainPass } from '../lib/nn/elementwise.js';
 import { native } from '../lib/native.js';
 import { STE, MaskDecay } from '../lib/recipes/index.js';
 import { NmSparseError } from '../lib/errors.js';
-import { ISAS, erf, poison, prng, refMask, refProduct } from './helpers.js';
-
-// ------------------------------------------------------------------ helpers
-
-/** Values in (−a, a) from the test generator. */
-function values(n: number, seed: number, a = 1): Float64Array {
-  const r = prng(seed);
-  const v = new Float64Array(n);
-  for (let i = 0; i < n; i++) v[i] = (2 * r() - 1) * a;
-  return v;
-}
-const f32 = (v: Float64Array | number[], shape: number[]): Tensor => new Tensor(shape, 'float32', Float32Array.from(v));
-const arr = (t: Tensor): Float32Array => t.storage() as Float32Array;
-/** Float64 copy of a tensor's values (the reference starts from exactly the module's float32 parameters). */
-const f64 = (t: Tensor): Float64Array => Float64Array.from(arr(t));
-
-/** Σ ref()·r, the scalar whose gradient the module's backward(r) computes. */
-function dot(y: Float64Array, r: Float64Array): number {
-  let s = 0;
-  for (let i = 0; i < y.length; i++) s += y[i] * r[i];
-  return s;
-}
-
-/**
- * Compares `analytic` with central differences of `loss` with respect to `theta` (perturbed in place).
- * Checks every element when there are few, else a seeded sample of 64.
- */
-function expectGrad(name: string, theta: Float64Array, analytic: Float32Array, loss: () => number, opts: { h?: number; rtol?: number; atol?: number } = {}): void {
-  const h = opts.h ?? 1e-6, rtol = opts.rtol ?? 2e-3, atol = opts.atol ?? 2e-4;
-  expect(analytic.length, `${name}: gradient size`).toBe(theta.length);
-  const r = prng(theta.length);
-  const idx = theta.length <= 96 ? [...theta.keys()] : Array.from({ length: 64 }, () => Math.floor(r() * theta.length));
-  let worst = 0;
-  for (const i of idx) {
-    const v = theta[i];
-    theta[i] = v + h;
-    const lp = loss();
-    theta[i] = v - h;
-    const lm = loss();
-    theta[i] = v;
-    const num = (lp - lm) / (2 * h);
-    const err = Math.abs(analytic[i] - num) - (atol + rtol * Math.abs(num));
-    worst = Math.max(worst, err);
-    if (err > 0) expect.fail(`${name}[${i}]: analytic ${analytic[i]} vs numeric ${num}`);
-  }
-  expect(worst).toBeLessThanOrEqual(0);
-}
-
-function expectClose(name: string, got: Float32Array, want: Float64Array, tol = 1e-5): void {
-  expect(got.length, name).toBe(want.length);
-  for (let i = 0; i < want.length; i++)
-    if (!(Math.abs(got[i] - want[i]) <= tol * (1 + Math.abs(want[i])))) expect.fail(`${name}[${i}]: ${got[i]} vs ${want[i]}`);
-}
-
-/** Runs forward(x) then backward(r) on a module; returns output, dx and the upstream gradient r. */
-function run(m: Module, x: Float64Array, shape: number[], seed: number) {
-  const y = m.forward(f32(x, shape));
-  const r = values(y.size, seed);
-  const dx = m.backward(f32(r, [...y.shape]));
-  return { y: arr(y).slice(), dx: dx ? arr(dx).slice() : null, r, yShape: [...y.shape] };
-}
+import { ISAS, erf, poison, prng, refMask } from './helpers.js';
+import { arr, dot, expectClose, expectGrad, f32, f64, refKeep, refLayerNorm, refLinear, run, values } from './nn-helpers.js';
 
 // ------------------------------------------------------------------ float64 references
-
-/** float64 x [rows, in] · wᵀ (+ b), w [out, in]. */
-const refLinear = (x: Float64Array, w: Float64Array, b: Float64Array | null, rows: number, inF: number, outF: number): Float64Array =>
-  refProduct(x, inF, 1, w, 1, inF, rows, outF, inF, b).ref;
 
 /** Direct convolution, NHWC input, weight [co, kh, kw, ci]. */
 function refConv(x: Float64Array, w: Float64Array, b: Float64Array | null, [n, h, wd, ci]: number[], co: number, k: number, stride: number, pad: number) {
@@ -114,33 +50,6 @@ function refMaxPool(x: Float64Array, [n, h, wd, c]: number[], k: number, stride:
               if (v > y[o]) y[o] = v;
             }
   return y;
-}
-
-function refLayerNorm(x: Float64Array, g: Float64Array, b: Float64Array, rows: number, cols: number, eps: number): Float64Array {
-  const y = new Float64Array(x.length);
-  for (let r = 0; r < rows; r++) {
-    let mu = 0;
-    for (let c = 0; c < cols; c++) mu += x[r * cols + c];
-    mu /= cols;
-    let v = 0;
-    for (let c = 0; c < cols; c++) v += (x[r * cols + c] - mu) ** 2;
-    v /= cols;
-    for (let c = 0; c < cols; c++) y[r * cols + c] = ((x[r * cols + c] - mu) / Math.sqrt(v + eps)) * g[c] + b[c];
-  }
-  return y;
-}
-
-/** The dropout generator re-derived with BigInt from its documented formula (elementwise.h). */
-function refKeep(seed: number, counter: number, p: number): boolean {
-  const M = (1n << 64n) - 1n;
-  const mix = (z: bigint): bigint => {
-    z = (z + 0x9e3779b97f4a7c15n) & M;
-    z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M;
-    z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M;
-    return z ^ (z >> 31n);
-  };
-  const u = Number(mix(BigInt(seed) ^ mix(BigInt(counter))) >> 40n) / 16777216;
-  return u >= p;
 }
 
 // ------------------------------------------------------------------ tests

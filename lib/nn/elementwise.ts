@@ -58,6 +58,52 @@ export function biasGrad(dy: Tensor, opts: { out?: Tensor } = {}): Tensor {
   return out;
 }
 
+// ---------------------------------------------------------------- sums and embeddings
+
+/** a + b (the residual connections). `out` may be a or b. */
+export function add(a: Tensor, b: Tensor, opts: { out?: Tensor } = {}): Tensor {
+  const at = f32(a, 'a'), bt = like(f32(b, 'b'), at, 'b', 'a');
+  if (at.device !== 'cpu') return deviceOp(at.device, 'add')(at, bt, opts);
+  const out = out32(opts.out, at.shape);
+  native.add(fs(at), fs(bt), fs(out), at.size);
+  return out;
+}
+
+function checkTable(table: unknown, ids: Tensor, arg: string): Tensor {
+  const t = f32(table, arg);
+  if (t.rank !== 2) fail('E_SHAPE', arg, t, 'a table [vocab, dim]');
+  if (t.device !== ids.device) fail('E_DEVICE', arg, t, `a tensor on '${ids.device}' like ids`);
+  return t;
+}
+
+/**
+ * Rows of an embedding table: out[..., :] = table[ids[...], :], ids float32 integers in [0, vocab) (the token
+ * batches the trainer moves are float32); shape [...ids.shape, dim]. With `accumulate`, added to `out`'s contents.
+ */
+export function embeddingForward(ids: Tensor, table: Tensor, opts: { out?: Tensor; accumulate?: boolean } = {}): Tensor {
+  const it = f32(ids, 'ids'), tt = checkTable(table, it, 'table');
+  const [vocab, dim] = tt.shape;
+  if (opts.accumulate && !opts.out) fail('E_VALUE', 'options.out', opts.out, 'the tensor to accumulate into');
+  if (it.device !== 'cpu') return deviceOp(it.device, 'embeddingForward')(it, tt, opts);
+  const out = out32(opts.out, [...it.shape, dim]);
+  native.embeddingForward(fs(it), fs(tt), fs(out), it.size, vocab, dim, opts.accumulate ?? false);
+  return out;
+}
+
+/** The table's gradient: dtable[v] = Σ over the positions holding id v of dy (added to `out` with accumulate). */
+export function embeddingBackward(dy: Tensor, ids: Tensor, vocab: number, opts: { out?: Tensor; accumulate?: boolean } = {}): Tensor {
+  const d = f32(dy, 'dy'), it = f32(ids, 'ids');
+  if (!Number.isSafeInteger(vocab) || vocab < 1) fail('E_VALUE', 'vocab', vocab, 'an integer >= 1');
+  const dim = d.shape[d.rank - 1];
+  if (d.rank !== it.rank + 1 || !it.shape.every((n, i) => n === d.shape[i])) fail('E_SHAPE', 'dy', d, `a gradient [${it.shape.join(', ')}, dim] like the output of ids`);
+  if (d.device !== it.device) fail('E_DEVICE', 'ids', it, `a tensor on '${d.device}' like dy`);
+  if (opts.accumulate && !opts.out) fail('E_VALUE', 'options.out', opts.out, 'the tensor to accumulate into');
+  if (d.device !== 'cpu') return deviceOp(d.device, 'embeddingBackward')(d, it, vocab, opts);
+  const out = out32(opts.out, [vocab, dim]);
+  native.embeddingBackward(fs(d), fs(it), fs(out), it.size, vocab, dim, opts.accumulate ?? false);
+  return out;
+}
+
 // ---------------------------------------------------------------- activations
 
 /** max(x, 0). `out` may be x. */
@@ -155,24 +201,38 @@ export function layerNormBackward(
 
 // ---------------------------------------------------------------- softmax cross-entropy
 
-function checkLabels(labels: unknown, rows: number, cols: number): Int32Array {
+/** The label of a row that has none (padding): PyTorch's ignore_index. */
+export const IGNORE_LABEL = -1;
+
+/** Checks the labels; returns how many rows have one (not IGNORE_LABEL). */
+function checkLabels(labels: unknown, rows: number, cols: number): number {
   if (!(labels instanceof Int32Array)) fail('E_TYPE', 'labels', labels, 'an Int32Array of class indices');
   if (labels.length !== rows) fail('E_SHAPE', 'labels', labels, `${rows} labels (one per row of logits)`);
-  for (let i = 0; i < rows; i++)
-    if (!(labels[i] >= 0 && labels[i] < cols)) fail('E_VALUE', `labels[${i}]`, labels[i], `a class index in [0, ${cols})`);
-  return labels;
+  let counted = 0;
+  for (let i = 0; i < rows; i++) {
+    if (labels[i] === IGNORE_LABEL) continue;
+    if (!(labels[i] >= 0 && labels[i] < cols)) fail('E_VALUE', `labels[${i}]`, labels[i], `a class index in [0, ${cols}) or ${IGNORE_LABEL} (ignored)`);
+    counted++;
+  }
+  return counted;
 }
 
 export interface XentResult {
-  /** Mean loss over the rows. */
+  /** Mean loss over the labelled rows (0 when every row is ignored). */
   loss: number;
-  /** Rows whose argmax equals the label. */
+  /** Labelled rows whose argmax equals the label. */
   correct: number;
+  /** Labelled rows (those whose label is not IGNORE_LABEL). */
+  count: number;
   /** softmax(logits), kept for the backward pass. */
   probs: Tensor;
 }
 
-/** Mean softmax cross-entropy of logits [rows, classes] against integer labels, with optional label smoothing ε. */
+/**
+ * Mean softmax cross-entropy of logits [rows, classes] against integer labels, with optional label smoothing ε.
+ * Rows labelled IGNORE_LABEL (−1) count for nothing: not in the loss, the mean's denominator, `correct` or the
+ * gradient (PyTorch's ignore_index).
+ */
 export function softmaxCrossEntropy(logits: Tensor, labels: Int32Array, opts: { labelSmoothing?: number; probs?: Tensor } = {}): XentResult {
   const z = f32(logits, 'logits');
   if (z.rank !== 2 || z.shape[0] === 0 || z.shape[1] === 0) fail('E_SHAPE', 'logits', z, 'a non-empty 2-D tensor [rows, classes]');
@@ -182,20 +242,20 @@ export function softmaxCrossEntropy(logits: Tensor, labels: Int32Array, opts: { 
   if (!(eps >= 0 && eps <= 1)) fail('E_VALUE', 'options.labelSmoothing', eps, 'a number in [0, 1]');
   if (z.device !== 'cpu') return deviceOp(z.device, 'softmaxCrossEntropy')(z, labels, opts);
   const probs = out32(opts.probs, z.shape, 'options.probs');
-  const [sum, correct] = native.softmaxXentForward(fs(z), labels, fs(probs), rows, cols, eps) as [number, number];
-  return { loss: sum / rows, correct, probs };
+  const [sum, correct, count] = native.softmaxXentForward(fs(z), labels, fs(probs), rows, cols, eps) as [number, number, number];
+  return { loss: count ? sum / count : 0, correct, count, probs };
 }
 
-/** d(mean loss)/d logits = (probs − q)/rows (times `scale`, default 1). `out` may be probs. */
+/** d(mean loss)/d logits = (probs − q)/(labelled rows) (times `scale`, default 1), 0 on ignored rows. `out` may be probs. */
 export function softmaxCrossEntropyBackward(probs: Tensor, labels: Int32Array, opts: { labelSmoothing?: number; scale?: number; out?: Tensor } = {}): Tensor {
   const p = f32(probs, 'probs');
   if (p.rank !== 2) fail('E_SHAPE', 'probs', p, 'a 2-D tensor [rows, classes]');
   const [rows, cols] = p.shape;
-  checkLabels(labels, rows, cols);
+  const count = checkLabels(labels, rows, cols);
   const eps = opts.labelSmoothing ?? 0;
-  if (p.device !== 'cpu') return deviceOp(p.device, 'softmaxCrossEntropyBackward')(p, labels, opts);
+  if (p.device !== 'cpu') return deviceOp(p.device, 'softmaxCrossEntropyBackward')(p, labels, { ...opts, count });
   const out = out32(opts.out, p.shape);
-  native.softmaxXentBackward(fs(p), labels, fs(out), rows, cols, eps, (opts.scale ?? 1) / rows);
+  native.softmaxXentBackward(fs(p), labels, fs(out), rows, cols, eps, (opts.scale ?? 1) / Math.max(count, 1));
   return out;
 }
 

@@ -5,9 +5,11 @@ export {
   type LinearOptions, type Conv2dOptions, type SparsityOptions,
 } from './layers.js';
 export { SoftmaxCrossEntropy } from './loss.js';
-export { mlp, cnn, buildModel, MODEL_NAMES, type ModelName, type ModelOptions, type MlpOptions, type CnnOptions } from './models.js';
+export { Embedding, CausalSelfAttention, TransformerBlock, GptBody, GPT, type GptOptions } from './transformer.js';
+export { attentionForward, attentionBackward, type AttentionOptions, type AttentionSaved } from './attention.js';
+export { mlp, cnn, gpt, buildModel, MODEL_NAMES, type ModelName, type ModelOptions, type MlpOptions, type CnnOptions } from './models.js';
 export {
-  biasAdd, biasGrad, reluForward, reluBackward, geluForward, geluBackward, layerNormForward, layerNormBackward,
+  add, embeddingForward, embeddingBackward, IGNORE_LABEL, biasAdd, biasGrad, reluForward, reluBackward, geluForward, geluBackward, layerNormForward, layerNormBackward,
   softmaxCrossEntropy, softmaxCrossEntropyBackward, im2col, col2im, maxPoolForward, maxPoolBackward, dropout,
   maskedScale, maskedAdd, nmMaskScale, type Window2d, type LayerNormSaved, type LayerNormGrads, type XentResult, type MaxPoolSaved,
 } from './elementwise.js';

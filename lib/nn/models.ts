@@ -10,6 +10,7 @@ import { Dense } from '../recipes/dense.js';
 import type { Recipe } from '../recipes/recipe.js';
 import { Conv2d, Flatten, Linear, MaxPool2d, ReLU, Reshape, Sequential, type SparsityOptions } from './layers.js';
 import type { Module } from './module.js';
+import { GPT, type GptOptions } from './transformer.js';
 
 export interface ModelOptions {
   /** Target pattern of the sparse layers (default 2:4). */
@@ -82,6 +83,15 @@ export function cnn(o: CnnOptions = {}): Sequential {
     ['relu3', new ReLU()],
     ['classifier', new Linear(hidden, 10, { seed: seed + 3, sparsity: sparsityFor('classifier', o) })],
   ]);
+}
+
+/**
+ * A GPT language model (lib/nn/transformer.ts): every Linear inside the blocks sparse with the pattern and recipe
+ * unless named in `dense` (a name matches a layer path or its tail: 'c_attn', 'mlp.c_proj',
+ * 'transformer.h.0.attn.c_proj'; default none); embeddings, LayerNorms and the head stay dense.
+ */
+export function gpt(o: GptOptions): GPT {
+  return new GPT(o);
 }
 
 export function buildModel(name: ModelName | string, o: ModelOptions = {}): Sequential {

@@ -78,6 +78,9 @@ NMS_CLONES void pool_update(const float* x, int32_t base, float* y, int32_t* a, 
 NMS_CLONES void bias_add_row(float* y, const float* b, int64_t cols) {
   for (int64_t c = 0; c < cols; ++c) y[c] += b[c];
 }
+NMS_CLONES void add_range(const float* a, const float* b, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
 NMS_CLONES void add_row(float* acc, const float* d, int64_t w) {
   for (int64_t j = 0; j < w; ++j) acc[j] += d[j];
 }
@@ -359,6 +362,35 @@ void relu_forward(const float* x, float* y, int64_t n) {
   parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) { relu_range(x + i0, y + i0, i1 - i0); });
 }
 
+void add(const float* a, const float* b, float* y, int64_t n) {
+  parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) { add_range(a + i0, b + i0, y + i0, i1 - i0); });
+}
+
+void embedding_forward(const float* ids, const float* table, float* out, int64_t rows, int64_t vocab, int64_t dim,
+                       bool accumulate) {
+  parallel_for(rows, row_grain(dim), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* src = table + static_cast<int64_t>(ids[r]) * dim;
+      if (accumulate) add_row(out + r * dim, src, dim);
+      else std::memcpy(out + r * dim, src, static_cast<size_t>(dim) * sizeof(float));
+    }
+  });
+}
+
+void embedding_backward(const float* dy, const float* ids, float* dtable, int64_t rows, int64_t vocab, int64_t dim,
+                        bool accumulate) {
+  // By column block, rows in order: each sum has one owner and a fixed order (repeated ids need no atomics).
+  if (!accumulate) std::memset(dtable, 0, static_cast<size_t>(vocab * dim) * sizeof(float));
+  const int64_t blocks = (dim + kColBlock - 1) / kColBlock;
+  parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t c0 = b * kColBlock, w = std::min(kColBlock, dim - c0);
+      for (int64_t r = 0; r < rows; ++r)
+        add_row(dtable + static_cast<int64_t>(ids[r]) * dim + c0, dy + r * dim + c0, w);
+    }
+  });
+}
+
 void relu_backward(const float* dy, const float* y, float* dx, int64_t n) {
   parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) { relu_back_range(dy + i0, y + i0, dx + i0, i1 - i0); });
 }
@@ -479,16 +511,22 @@ XentResult softmax_xent_forward(const float* logits, const int32_t* labels, floa
       const float inv = static_cast<float>(1.0 / sum);
       for (int64_t c = 0; c < cols; ++c) p[c] *= inv;
       const int32_t y = labels[r];
+      if (y == kIgnoreLabel) {
+        loss[r] = 0;
+        hit[r] = 0;
+        continue;
+      }
       const double lse = mx + std::log(sum);  // log Σ exp z
       // −Σ q·log p = (1−ε)(lse − z_y) + ε·(lse − mean z)
       loss[r] = (1.0 - eps) * (lse - z[y]) + eps * (lse - sumz / static_cast<double>(cols));
       hit[r] = arg == y;
     }
   });
-  XentResult res{0.0, 0};
+  XentResult res{0.0, 0, 0};
   for (int64_t r = 0; r < rows; ++r) {
     res.loss_sum += loss[r];
     res.correct += hit[r];
+    res.counted += labels[r] != kIgnoreLabel;
   }
   return res;
 }
@@ -501,7 +539,8 @@ void softmax_xent_backward(const float* probs, const int32_t* labels, float* dlo
       const float* p = probs + r * cols;
       float* d = dlogits + r * cols;
       const int32_t y = labels[r];
-      for (int64_t c = 0; c < cols; ++c) d[c] = (p[c] - (c == y ? on : off)) * scale;
+      if (y == kIgnoreLabel) std::fill(d, d + cols, 0.0f);
+      else for (int64_t c = 0; c < cols; ++c) d[c] = (p[c] - (c == y ? on : off)) * scale;
     }
   });
 }

@@ -24,6 +24,18 @@ void bias_add(float* y, const float* b, int64_t rows, int64_t cols);
 // db[c] = Σ_r dy[r, c].
 void bias_grad(const float* dy, int64_t rows, int64_t cols, float* db);
 
+// ---- sums and embeddings ----
+// y = a + b (the residual connections). y may alias a or b.
+void add(const float* a, const float* b, float* y, int64_t n);
+// out[r, :] = table[ids[r], :] (or += with accumulate) for rows r; ids are float32 holding integers in
+// [0, vocab) (checked by the N-API layer), table [vocab, dim].
+void embedding_forward(const float* ids, const float* table, float* out, int64_t rows, int64_t vocab, int64_t dim,
+                       bool accumulate);
+// dtable[v, :] = Σ_{r : ids[r] = v} dy[r, :] (rows in order; added to dtable's contents with accumulate, else
+// dtable is overwritten, zero for ids that do not occur).
+void embedding_backward(const float* dy, const float* ids, float* dtable, int64_t rows, int64_t vocab, int64_t dim,
+                        bool accumulate);
+
 // ---- activations (y may alias x, dx may alias dy) ----
 void relu_forward(const float* x, float* y, int64_t n);
 // dx = dy where y > 0 else 0 (y is the forward output; y > 0 exactly where x > 0).
@@ -42,15 +54,20 @@ void layernorm_forward(const float* x, const float* gamma, const float* beta, fl
 void layernorm_backward(const float* dy, const float* x, const float* gamma, const float* mean, const float* rstd,
                         float* dx, float* dgamma, float* dbeta, int64_t rows, int64_t cols);
 
-// ---- softmax cross-entropy (mean over rows) ----
+// ---- softmax cross-entropy (mean over the rows that have a label) ----
+// A label of kIgnoreLabel marks a row without one (padding, as PyTorch's ignore_index): it adds nothing to the
+// loss, to `correct` or to `counted`, and its gradient is zero.
+constexpr int32_t kIgnoreLabel = -1;
 struct XentResult {
-  double loss_sum;   // Σ over rows of −Σ_c q_c·log p_c
-  int64_t correct;   // rows whose argmax (first maximum) equals the label
+  double loss_sum;   // Σ over labelled rows of −Σ_c q_c·log p_c
+  int64_t correct;   // labelled rows whose argmax (first maximum) equals the label
+  int64_t counted;   // labelled rows
 };
-// probs = softmax(logits) per row; q = (1 − ε)·onehot(label) + ε/cols. Labels are in [0, cols).
+// probs = softmax(logits) per row (every row); q = (1 − ε)·onehot(label) + ε/cols. Labels are in [0, cols) or
+// kIgnoreLabel.
 XentResult softmax_xent_forward(const float* logits, const int32_t* labels, float* probs, int64_t rows,
                                 int64_t cols, float label_smoothing);
-// dlogits = (probs − q)·scale (scale = 1/rows for the mean loss). dlogits may alias probs.
+// dlogits = (probs − q)·scale (scale = 1/labelled rows for the mean loss), 0 on ignored rows. dlogits may alias probs.
 void softmax_xent_backward(const float* probs, const int32_t* labels, float* dlogits, int64_t rows, int64_t cols,
                            float label_smoothing, float scale);
 

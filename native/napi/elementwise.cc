@@ -13,14 +13,24 @@
 namespace nms::napi {
 namespace {
 
-// Labels in [0, cols): a bad label would index past its row.
+// Labels in [0, cols) or the ignore label −1: a bad label would index past its row.
 const int32_t* labels_arg(const Napi::CallbackInfo& info, size_t i, int64_t rows, int64_t cols) {
   const int32_t* labels = typed_arg<int32_t>(info, i, "labels", rows);
   for (int64_t r = 0; r < rows; ++r)
-    if (labels[r] < 0 || labels[r] >= cols)
+    if ((labels[r] < 0 || labels[r] >= cols) && labels[r] != cpu::kIgnoreLabel)
       fail("E_VALUE", "labels[" + std::to_string(r) + "]: got " + std::to_string(labels[r]) + ", expected 0 <= label < " +
-                          std::to_string(cols));
+                          std::to_string(cols) + " or -1 (ignored)");
   return labels;
+}
+
+// Token ids: float32 holding integers in [0, vocab), the rows of an embedding table.
+const float* ids_arg(const Napi::CallbackInfo& info, size_t i, int64_t rows, int64_t vocab) {
+  const float* ids = f32_arg(info, i, "ids", rows);
+  for (int64_t r = 0; r < rows; ++r)
+    if (!(ids[r] >= 0 && ids[r] < static_cast<float>(vocab) && ids[r] == static_cast<float>(static_cast<int64_t>(ids[r]))))
+      fail("E_VALUE", "ids[" + std::to_string(r) + "]: got " + std::to_string(ids[r]) + ", expected an integer id in [0, " +
+                          std::to_string(vocab) + ")");
+  return ids;
 }
 
 
@@ -41,6 +51,38 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     float* db = f32_arg(info, 3, "db", cols);
     require_disjoint(dy, rows * cols * 4, db, cols * 4, "dy and db");
     cpu::bias_grad(dy, rows, cols, db);
+    return info.Env().Undefined();
+  });
+  // add(a, b, y, n): y = a + b
+  define(env, exports, "add", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t n = size_arg(info, 3, "n");
+    const float *a = f32_arg(info, 0, "a", n), *b = f32_arg(info, 1, "b", n);
+    float* y = f32_arg(info, 2, "y", n);
+    require_same_or_disjoint(a, n * 4, y, n * 4, "a and y");
+    require_same_or_disjoint(b, n * 4, y, n * 4, "b and y");
+    cpu::add(a, b, y, n);
+    return info.Env().Undefined();
+  });
+  // embeddingForward(ids, table, out, rows, vocab, dim, accumulate): out[r] (+)= table[ids[r]]
+  define(env, exports, "embeddingForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = size_arg(info, 3, "rows"), vocab = size_arg(info, 4, "vocab"), dim = size_arg(info, 5, "dim");
+    const float* ids = ids_arg(info, 0, rows, vocab);
+    const float* table = f32_arg(info, 1, "table", vocab * dim);
+    float* out = f32_arg(info, 2, "out", rows * dim);
+    require_disjoint(out, rows * dim * 4, ids, rows * 4, "out and ids");
+    require_disjoint(out, rows * dim * 4, table, vocab * dim * 4, "out and table");
+    cpu::embedding_forward(ids, table, out, rows, vocab, dim, bool_arg(info, 6, "accumulate"));
+    return info.Env().Undefined();
+  });
+  // embeddingBackward(dy, ids, dtable, rows, vocab, dim, accumulate): dtable[v] (+)= Σ_{ids[r] = v} dy[r]
+  define(env, exports, "embeddingBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = size_arg(info, 3, "rows"), vocab = size_arg(info, 4, "vocab"), dim = size_arg(info, 5, "dim");
+    const float* dy = f32_arg(info, 0, "dy", rows * dim);
+    const float* ids = ids_arg(info, 1, rows, vocab);
+    float* dtable = f32_arg(info, 2, "dtable", vocab * dim);
+    require_disjoint(dtable, vocab * dim * 4, dy, rows * dim * 4, "dtable and dy");
+    require_disjoint(dtable, vocab * dim * 4, ids, rows * 4, "dtable and ids");
+    cpu::embedding_backward(dy, ids, dtable, rows, vocab, dim, bool_arg(info, 6, "accumulate"));
     return info.Env().Undefined();
   });
   // reluForward(x, y, n) / geluForward(x, y, n); reluBackward(dy, y, dx, n) / geluBackward(dy, x, dx, n)
@@ -106,7 +148,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
                             dgamma, dbeta, rows, cols);
     return info.Env().Undefined();
   });
-  // softmaxXentForward(logits, labels: Int32Array, probs, rows, cols, labelSmoothing) -> [lossSum, correct]
+  // softmaxXentForward(logits, labels: Int32Array, probs, rows, cols, labelSmoothing) -> [lossSum, correct, counted]
   define(env, exports, "softmaxXentForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t rows = size_arg(info, 3, "rows"), cols = size_arg(info, 4, "cols");
     if (cols < 1) fail("E_SHAPE", "cols: expected at least one class");
@@ -118,9 +160,10 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     // Not even in place: the kernel reads each logit again after writing its probability.
     require_disjoint(logits, rows * cols * 4, probs, rows * cols * 4, "logits and probs");
     const cpu::XentResult r = cpu::softmax_xent_forward(logits, labels, probs, rows, cols, static_cast<float>(eps));
-    Napi::Array out = Napi::Array::New(info.Env(), 2);
+    Napi::Array out = Napi::Array::New(info.Env(), 3);
     out.Set(0u, Napi::Number::New(info.Env(), r.loss_sum));
     out.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(r.correct)));
+    out.Set(2u, Napi::Number::New(info.Env(), static_cast<double>(r.counted)));
     return out;
   });
   // softmaxXentBackward(probs, labels, dlogits, rows, cols, labelSmoothing, scale)

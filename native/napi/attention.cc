@@ -1,0 +1,63 @@
+// N-API bindings of causal self-attention (native/cpu/attention.h). lib/nn/attention.ts has validated shapes with
+// user-facing messages; these checks keep a bad call from reaching the kernel.
+#include <string>
+
+#include "cpu/attention.h"
+#include "napi/args.h"
+#include "napi/registry.h"
+#include "napi/train_args.h"
+
+namespace nms::napi {
+namespace {
+
+// (batch, t, heads, headDim, p, seed, offset) from argument i on.
+cpu::AttentionShape shape_arg(const Napi::CallbackInfo& info, size_t i) {
+  cpu::AttentionShape s{};
+  s.batch = size_arg(info, i, "batch");
+  s.t = size_arg(info, i + 1, "t");
+  s.heads = size_arg(info, i + 2, "heads");
+  s.hd = size_arg(info, i + 3, "headDim");
+  if (s.t < 1 || s.heads < 1 || s.hd < 1) fail("E_SHAPE", "attention: t, heads and headDim must be >= 1");
+  const double p = number_arg(info, i + 4, "p");
+  if (!(p >= 0 && p < 1)) fail("E_VALUE", "p: expected 0 <= p < 1");
+  s.p = static_cast<float>(p);
+  s.seed = static_cast<uint64_t>(int_arg(info, i + 5, "seed"));
+  s.offset = static_cast<uint64_t>(size_arg(info, i + 6, "offset"));
+  return s;
+}
+
+void RegisterAttention(Napi::Env env, Napi::Object exports) {
+  // attentionForward(qkv, out, probs, batch, t, heads, headDim, p, seed, offset)
+  define(env, exports, "attentionForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const cpu::AttentionShape s = shape_arg(info, 3);
+    const int64_t rows = s.batch * s.t, d = s.heads * s.hd, np = s.batch * s.heads * s.t * s.t;
+    const float* qkv = f32_arg(info, 0, "qkv", rows * 3 * d);
+    float* out = f32_arg(info, 1, "out", rows * d);
+    float* probs = f32_arg(info, 2, "probs", np);
+    require_disjoint(qkv, rows * 3 * d * 4, out, rows * d * 4, "qkv and out");
+    require_disjoint(qkv, rows * 3 * d * 4, probs, np * 4, "qkv and probs");
+    require_disjoint(out, rows * d * 4, probs, np * 4, "out and probs");
+    cpu::attention_forward(qkv, s, out, probs);
+    return info.Env().Undefined();
+  });
+  // attentionBackward(dout, qkv, probs, dqkv, batch, t, heads, headDim, p, seed, offset); probs is overwritten
+  define(env, exports, "attentionBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const cpu::AttentionShape s = shape_arg(info, 4);
+    const int64_t rows = s.batch * s.t, d = s.heads * s.hd, np = s.batch * s.heads * s.t * s.t;
+    const float* dout = f32_arg(info, 0, "dout", rows * d);
+    const float* qkv = f32_arg(info, 1, "qkv", rows * 3 * d);
+    float* probs = f32_arg(info, 2, "probs", np);
+    float* dqkv = f32_arg(info, 3, "dqkv", rows * 3 * d);
+    const struct { const void* p; int64_t bytes; const char* name; } bufs[] = {
+        {dout, rows * d * 4, "dout"}, {qkv, rows * 3 * d * 4, "qkv"}, {probs, np * 4, "probs"}, {dqkv, rows * 3 * d * 4, "dqkv"}};
+    for (size_t i = 0; i < 4; ++i)
+      for (size_t j = i + 1; j < 4; ++j)
+        require_disjoint(bufs[i].p, bufs[i].bytes, bufs[j].p, bufs[j].bytes, (std::string(bufs[i].name) + " and " + bufs[j].name).c_str());
+    cpu::attention_backward(dout, qkv, s, probs, dqkv);
+    return info.Env().Undefined();
+  });
+}
+
+}  // namespace
+NMS_NAPI_FAMILY(attention, RegisterAttention);
+}  // namespace nms::napi
