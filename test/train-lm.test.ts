@@ -1,6 +1,7 @@
 // A character GPT through the Trainer, `nmsparse train --model transformer` and `nmsparse generate`, on the real
 // Brown corpus, with tiny models (d 16, 1 layer, context 16) so the file stays fast.
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -17,6 +18,8 @@ import { trainCommand, type CliIO } from '../lib/cli/train.js';
 import { generateCommand } from '../lib/cli/generate.js';
 import { nm } from '../lib/index.js';
 
+const python = '/usr/bin/python3';
+const hasTorch = existsSync(python) && spawnSync(python, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
 const tmp = () => mkdtempSync(path.join(tmpdir(), 'nms-lm-'));
 const TINY = ['--layers', '1', '--d-model', '16', '--heads', '2', '--context', '16', '--batch-size', '4', '--eval-tokens', '200'];
 const tinyGpt = { layers: 1, dModel: 16, heads: 2, context: 16, dropout: 0 };
@@ -146,6 +149,17 @@ describe('nmsparse train --model transformer, nmsparse generate', () => {
     const io = captureIO();
     expect(await generateCommand(['--model', dir, '--prompt', 'The jury', '--tokens', '40', '--seed', '1'], io)).toBe(0);
     expect(io.out.join('')).toBe(a);
+  });
+
+  it.skipIf(!hasTorch)('PyTorch loads the checkpoint into a nanoGPT-style GPT and gives our logits (test/fixtures/torch_gpt.py)', () => {
+    const lm = loadLanguageModel(path.join(dir, 'checkpoint.safetensors'));
+    const tokens = [[...corpus.validation.subarray(100, 116)], [...corpus.validation.subarray(5000, 5016)]];
+    const logits = lm.model.forward(new Tensor([2, 16], 'float32', Float32Array.from(tokens.flat()))).storage() as Float32Array;
+    const expected = path.join(dir, 'expected.json');
+    writeFileSync(expected, JSON.stringify({ tokens, logits: [...logits] }));
+    const r = spawnSync(python, [path.join(import.meta.dirname, 'fixtures', 'torch_gpt.py'), path.join(dir, 'checkpoint.safetensors'), expected], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^OK logits \[32, 84\].*4 N:M weights checked/);
   });
 
   it('bad flags: one line naming the flag, exit code 2; a non-LM checkpoint: exit code 1', async () => {
