@@ -1,5 +1,9 @@
 // The Witten–Bell character n-gram baseline, against a float64 reference written here from the formula.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ngramBaseline } from '../lib/bench/ngram.js';
 import { CharNgram } from '../lib/data/ngram.js';
 import { CharVocab } from '../lib/data/brown.js';
 import { prng } from './helpers.js';
@@ -57,5 +61,22 @@ describe('CharNgram (interpolated Witten–Bell)', () => {
     expect(b5).toBeCloseTo(bits / (held.length - 1), 10);
     expect(() => five.bitsPerChar(held, 5, 5)).toThrow(/from, to/);
     expect(() => new CharNgram(Int32Array.of(0, V), { vocabSize: V })).toThrow(/tokens\[1\]/);
+  });
+});
+
+describe('bench ngram', () => {
+  it('trains on the training documents and scores validation and test (a tiny corpus directory)', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'nms-ngram-'));
+    const sentences = text.split('. ').filter(Boolean);
+    const ids = Array.from({ length: 10 }, (_, k) => `ca${String(k + 1).padStart(2, '0')}`);
+    writeFileSync(path.join(dir, 'cats.txt'), ids.map((id) => `${id} news`).join('\n'));
+    ids.forEach((id, k) => writeFileSync(path.join(dir, id), `\n\t${sentences[k % sentences.length].split(' ').map((w) => `${w}/nn`).join(' ')} ./.\n`));
+    const r = ngramBaseline(3, dir);
+    expect(r.characters.validation).toBe(sentences[8 % sentences.length].length + 1);
+    const vocab = CharVocab.fromText(ids.slice(0, 8).map((_, k) => sentences[k % sentences.length] + '.').join('\n\n'));
+    expect(r.vocabSize).toBe(vocab.size);
+    const m = new CharNgram(vocab.encode(ids.slice(0, 8).map((_, k) => sentences[k % sentences.length] + '.').join('\n\n')), { vocabSize: vocab.size, order: 3 });
+    expect(r.validationBitsPerChar).toBeCloseTo(m.bitsPerChar(vocab.encode(sentences[8 % sentences.length] + '.')), 12);
+    expect(r.testBitsPerChar).toBeCloseTo(m.bitsPerChar(vocab.encode(sentences[9 % sentences.length] + '.')), 12);
   });
 });

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { Tensor } from '../lib/tensor.js';
 import { TextBatches, TextWindows, brownCorpus, type TextCorpus } from '../lib/data/brown.js';
 import { gpt } from '../lib/nn/models.js';
@@ -17,6 +17,7 @@ import { generate, loadLanguageModel } from '../lib/train/generate.js';
 import { trainCommand, type CliIO } from '../lib/cli/train.js';
 import { generateCommand } from '../lib/cli/generate.js';
 import { nm } from '../lib/index.js';
+import { benchTrain } from '../lib/bench/train.js';
 
 const python = '/usr/bin/python3';
 const hasTorch = existsSync(python) && spawnSync(python, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
@@ -187,5 +188,22 @@ describe('nmsparse train --model transformer, nmsparse generate', () => {
       expect(e.err.join('')).toMatch(re);
     }
     expect(existsSync(dir)).toBe(true);
+  });
+});
+
+describe('nmsparse bench train --model transformer', () => {
+  it('times dense and 2:4 steps in tokens per second and trains epochs through the Trainer', async () => {
+    const out: string[] = [];
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => { out.push(String(s)); return true; });
+    try {
+      await benchTrain(['--model', 'transformer', '--hidden', '1,16,2,16', '--batch', '4', '--steps', '3', '--epochs', '2', '--recipes', 'dense,srste', '--no-write']);
+    } finally {
+      spy.mockRestore();
+    }
+    const text = out.join('');
+    expect(text).toMatch(/step ms\s+vs dense\s+tok\/s/);
+    expect(text).toMatch(/^srste 2:4 .*×\s+\d+$/m);
+    expect(text).toMatch(/val next-char %/);
+    await expect(benchTrain(['--model', 'transformer', '--hidden', '4,128', '--no-write'])).rejects.toThrow(/--hidden: .*layers,d,heads,context/);
   });
 });
