@@ -210,12 +210,18 @@ export function figure(panels: Panel[], columns = 3, title?: string): string {
   return out.join('\n') + '\n';
 }
 
-/** Loss, accuracy and SAD of one run, per epoch. */
-export function trainingPlot(history: EpochRecord[], title?: string): string {
+/** A run's values per epoch as chart points, and the chart options every per-epoch panel shares. */
+function perEpoch(history: EpochRecord[]) {
   const at = (f: (r: EpochRecord) => number | null | undefined): [number, number][] =>
     history.map((r) => [r.epoch, f(r) ?? NaN] as [number, number]);
   const nan = history.find((r) => !Number.isFinite(r.trainLoss));
   const common = { xLabel: 'epoch', integerX: true, empty: nan ? `loss is ${nan.trainLoss} from epoch ${nan.epoch}: the run diverged` : 'no epochs' };
+  return { at, common };
+}
+
+/** Loss, accuracy and SAD of one run, per epoch. */
+export function trainingPlot(history: EpochRecord[], title?: string): string {
+  const { at, common } = perEpoch(history);
   return figure([
     lineChart({ ...common, title: 'Loss', series: [{ name: 'train', points: at((r) => r.trainLoss) }, { name: 'test', points: at((r) => r.testLoss), dashed: true }] }),
     lineChart({ ...common, title: 'Accuracy', yCeil: 1, series: [{ name: 'train', points: at((r) => r.trainAccuracy) }, { name: 'test', points: at((r) => r.testAccuracy), dashed: true }] }),
@@ -225,10 +231,7 @@ export function trainingPlot(history: EpochRecord[], title?: string): string {
 
 /** A language model's run per epoch: loss, bits per character (loss / ln 2), SAD per layer kind. */
 export function lmTrainingPlot(history: EpochRecord[], title?: string): string {
-  const at = (f: (r: EpochRecord) => number | null | undefined): [number, number][] =>
-    history.map((r) => [r.epoch, f(r) ?? NaN] as [number, number]);
-  const nan = history.find((r) => !Number.isFinite(r.trainLoss));
-  const common = { xLabel: 'epoch', integerX: true, empty: nan ? `loss is ${nan.trainLoss} from epoch ${nan.epoch}: the run diverged` : 'no epochs' };
+  const { at, common } = perEpoch(history);
   const kinds = [...new Set(history.flatMap((r) => (r.sadKinds ?? []).map((k) => k.kind)))];
   const sadOf = (kind: string, which: 'epoch' | 'cumulative') => at((r) => r.sadKinds?.find((k) => k.kind === kind)?.[which]?.fraction);
   return figure([
