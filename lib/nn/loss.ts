@@ -1,4 +1,4 @@
-/** Softmax cross-entropy over class logits, mean over the batch (optional label smoothing). */
+/** Softmax cross-entropy over class logits, mean over the labelled rows (optional label smoothing; label −1: ignored). */
 import { fail } from '../errors.js';
 import type { Tensor } from '../tensor.js';
 import { softmaxCrossEntropy, softmaxCrossEntropyBackward } from './elementwise.js';
@@ -9,13 +9,16 @@ export class SoftmaxCrossEntropy {
   #grad: Tensor | null = null;
   constructor(readonly opts: { labelSmoothing?: number } = {}) {}
 
-  /** Mean loss and the number of rows whose argmax is the label. Keeps the probabilities for backward(). */
-  forward(logits: Tensor, labels: Int32Array): { loss: number; correct: number } {
+  /**
+   * Mean loss over the labelled rows, the number of them whose argmax is the label, and how many there are (rows
+   * labelled −1 are ignored). Keeps the probabilities for backward().
+   */
+  forward(logits: Tensor, labels: Int32Array): { loss: number; correct: number; count: number } {
     const probs = this.#reuse(this.#probs, logits);
     const r = softmaxCrossEntropy(logits, labels, { labelSmoothing: this.opts.labelSmoothing, probs });
     this.#probs = r.probs;
     this.#saved = { probs: r.probs, labels };
-    return { loss: r.loss, correct: r.correct };
+    return { loss: r.loss, correct: r.correct, count: r.count };
   }
 
   /** d(mean loss)/d logits (a buffer owned by this object, reused by the next call). */

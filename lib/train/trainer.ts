@@ -163,9 +163,9 @@ export class Trainer {
     let loss = 0, correct = 0, count = 0;
     for (const b of this.#source(ds, false).epoch(0)) {
       const r = this.#loss.forward(model.forward(this.#input(b.x)), b.labels);
-      loss += r.loss * b.size;
+      loss += r.loss * r.count;
       correct += r.correct;
-      count += b.size;
+      count += r.count;
     }
     model.train(was);
     return { loss: loss / count, accuracy: correct / count };
@@ -224,13 +224,14 @@ export class Trainer {
 
         for (const m of flopModules) {
           const f = m.lastForwardFlops;
-          const back = m.requiresInputGrad ? 2 * f : f;
+          // The root's own products (a GPT's tied head) feed its children, so their input gradient is computed.
+          const back = m.requiresInputGrad || (m === model && m.children().length > 0) ? 2 * f : f;
           flops += (m.sparse ? m.sparse.density : 1) * f + back;
           denseTotal += f + back;
         }
-        lossSum += r.loss * b.size;
+        lossSum += r.loss * r.count;
         correct += r.correct;
-        seen += b.size;
+        seen += r.count;
         step++;
         progress?.tick(`loss ${(lossSum / seen).toFixed(4)} ${bits ? `${(lossSum / seen / Math.LN2).toFixed(3)} bits` : `acc ${((100 * correct) / seen).toFixed(1)}%`}`, seen / ((performance.now() - t0) / 1000));
         if (step % 4 === 0) await yieldToLoop();

@@ -1,43 +1,88 @@
 #include "cpu/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "core/threadpool.h"
 #include "cpu/elementwise.h"  // dropout_uniform
 #include "cpu/simd.h"         // Isa, Scratch
+#include "cpu/vmath.h"
 
 namespace nms::cpu {
 namespace {
 
 // The per-(batch, head) kernels are compiled once per ISA (AVX-512, AVX2, baseline) and picked by active_isa()
 // (cpu/simd.h), like gemm and spmm, so the tests reach every version on one machine; everything below is inlined
-// into each version, so its loops vectorise for that ISA. Loops run over the keys j (contiguous rows of Kᵀ / Vᵀ and of the
-// probabilities) or over the head dimension (contiguous rows of q, k, v), never a horizontal dot product.
+// into each version, so its loops vectorise for that ISA.
+//
+// Each (batch, head) is five small matrix products over the causal triangle, all run by one register-tiled kernel
+// (tile) on copies of the head's q, k, v (and dy) padded to multiples of the tile, so no tile reads past a buffer:
+//   forward   S = Q̂·Kᵀ (Q̂ = q/√hd), P = softmax(S) row-wise, Y = drop(P)·V
+//   backward  dP = drop'(dY·Vᵀ), dV = drop(P)ᵀ·dY, dS = P ⊙ (dP − rowsum(P ⊙ dP)), dQ = dS·K̂, dK = dSᵀ·Q̂ (K̂ = k/√hd)
 
-#define NMS_INLINE inline __attribute__((always_inline))
+constexpr int64_t kMr = 4, kNr = 16;  // tile: kMr rows × kNr columns of accumulators (8 AVX2 / 4 AVX-512 registers)
 
-NMS_INLINE void axpy(float* y, const float* x, float a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+NMS_INLINE int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+
+// C[0:rows, 0:cols] (ldc) = Σ_{k0 <= k < k1} A(r, k)·B[k, 0:kNr], A(r, k) = a[r·sa + k·ka], B rows ldb apart
+// (kNr readable floats each); r < kMr is always readable, only rows < rows and columns < cols are stored.
+#if NMS_X86
+// The AVX2 tile in eight registers (GCC keeps the portable version's array in memory). A function of its own, not
+// inlined: intrinsics need its target attribute, and a tile's work dwarfs the call.
+NMS_TARGET_AVX2 void tile_avx2(const float* a, int64_t sa, int64_t ka, const float* b, int64_t ldb, int64_t k0, int64_t k1,
+                               float* c, int64_t ldc, int64_t rows, int64_t cols) {
+  static_assert(kMr == 4 && kNr == 16, "the AVX2 tile is 4 x 16");
+  __m256 acc[kMr][2];
+  for (int r = 0; r < kMr; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (int64_t k = k0; k < k1; ++k) {
+    const float* bk = b + k * ldb;
+    const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
+    const float* ak = a + k * ka;
+    for (int r = 0; r < kMr; ++r) {
+      const __m256 av = _mm256_broadcast_ss(ak + r * sa);
+      acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+    }
+  }
+  if (rows == kMr && cols == kNr) {
+    for (int r = 0; r < kMr; ++r) {
+      _mm256_storeu_ps(c + r * ldc, acc[r][0]);
+      _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);
+    }
+    return;
+  }
+  alignas(32) float t[kMr][kNr];
+  for (int r = 0; r < kMr; ++r) {
+    _mm256_store_ps(t[r], acc[r][0]);
+    _mm256_store_ps(t[r] + 8, acc[r][1]);
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] = t[r][j];
 }
+#endif
 
-// e^x to about 2 ulp for x <= 0 (0 below −87), branch-free so that a loop of it vectorises: x = k·ln2 + r with
-// |r| <= ln2/2, e^r by its degree-6 Taylor polynomial, 2^k put into the exponent bits.
-NMS_INLINE float exp_nonpositive(float x) {
-  const float xc = x < -87.0f ? -87.0f : x;
-  const float k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
-  const float r = (xc - k * 0.693145751953125f) - k * 1.42860682030941723e-6f;
-  float p = 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, 4);
-  return x < -87.0f ? 0.0f : p * scale;
+template <bool Avx2>
+NMS_INLINE void tile(const float* a, int64_t sa, int64_t ka, const float* b, int64_t ldb, int64_t k0, int64_t k1, float* c,
+                     int64_t ldc, int64_t rows, int64_t cols) {
+#if NMS_X86
+  if constexpr (Avx2) return tile_avx2(a, sa, ka, b, ldb, k0, k1, c, ldc, rows, cols);
+#endif
+  float acc[kMr][kNr] = {};
+  for (int64_t k = k0; k < k1; ++k) {
+    const float* bk = b + k * ldb;
+    for (int r = 0; r < kMr; ++r) {
+      const float av = a[r * sa + k * ka];
+      for (int j = 0; j < kNr; ++j) acc[r][j] += av * bk[j];
+    }
+  }
+  if (rows == kMr && cols == kNr) {
+    for (int r = 0; r < kMr; ++r)
+      for (int j = 0; j < kNr; ++j) c[r * ldc + j] = acc[r][j];
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] = acc[r][j];
 }
 
 // Eight partial sums / maxima, so that the reductions vectorise without reassociation flags.
@@ -46,10 +91,10 @@ NMS_INLINE float row_max(const float* x, int64_t n) {
   for (int k = 0; k < 8; ++k) m[k] = x[0];
   int64_t j = 0;
   for (; j + 8 <= n; j += 8)
-    for (int k = 0; k < 8; ++k) m[k] = x[j + k] > m[k] ? x[j + k] : m[k];
-  for (; j < n; ++j) m[0] = x[j] > m[0] ? x[j] : m[0];
+    for (int k = 0; k < 8; ++k) m[k] = vselect(x[j + k] > m[k], x[j + k], m[k]);
+  for (; j < n; ++j) m[0] = vselect(x[j] > m[0], x[j], m[0]);
   float r = m[0];
-  for (int k = 1; k < 8; ++k) r = m[k] > r ? m[k] : r;
+  for (int k = 1; k < 8; ++k) r = vselect(m[k] > r, m[k], r);
   return r;
 }
 
@@ -58,12 +103,12 @@ NMS_INLINE float exp_sum(float* x, float mx, int64_t n) {
   int64_t j = 0;
   for (; j + 8 <= n; j += 8)
     for (int k = 0; k < 8; ++k) {
-      const float e = exp_nonpositive(x[j + k] - mx);
+      const float e = vexp(x[j + k] - mx);
       x[j + k] = e;
       s[k] += e;
     }
   for (; j < n; ++j) {
-    const float e = exp_nonpositive(x[j] - mx);
+    const float e = vexp(x[j] - mx);
     x[j] = e;
     s[0] += e;
   }
@@ -79,142 +124,195 @@ NMS_INLINE float dot(const float* a, const float* b, int64_t n) {
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+// One (batch, head) and its scratch: padded sizes tp (rows of t) and hp (columns of hd), and the padded copies.
 struct Task {
   const AttentionShape& s;
   int64_t b, h;
+  int64_t tp, hp;
+  float *q, *k, *v, *kt, *dy, *p, *g;  // [tp, hp] ×3, [hp, tp], [tp, hp], [tp, tp] ×2
+
   int64_t d() const { return s.heads * s.hd; }
   int64_t ld() const { return 3 * d(); }
   // Row i of this head's q, k or v (part 0, 1, 2) inside qkv-shaped data.
   template <class T>
   T* row(T* base, int64_t i, int part) const { return base + (b * s.t + i) * ld() + part * d() + h * s.hd; }
+  float* prob_row(float* probs, int64_t i) const { return probs + ((b * s.heads + h) * s.t + i) * s.t; }
   uint64_t counter(int64_t i) const { return s.offset + static_cast<uint64_t>(((b * s.heads + h) * s.t + i) * s.t); }
+  // The dropout factor of probability (i, j): 0 or 1/(1 − p).
+  float keep(int64_t i, int64_t j, float keep_scale) const {
+    return dropout_uniform(s.seed, counter(i) + static_cast<uint64_t>(j)) >= s.p ? keep_scale : 0.0f;
+  }
+
+  static size_t scratch_floats(const AttentionShape& s) {
+    const int64_t tp = round_up(s.t, kNr), hp = round_up(s.hd, kNr);
+    return static_cast<size_t>(5 * tp * hp + 2 * tp * tp);
+  }
+  Task(const AttentionShape& shape, int64_t task, float* scratch) : s(shape), b(task / shape.heads), h(task % shape.heads) {
+    tp = round_up(s.t, kNr);
+    hp = round_up(s.hd, kNr);
+    q = scratch;
+    k = q + tp * hp;
+    v = k + tp * hp;
+    kt = v + tp * hp;
+    dy = kt + hp * tp;
+    p = dy + tp * hp;
+    g = p + tp * tp;
+  }
+
+  // dst [tp, hp] = part's rows times `scale`, zero padded (and, with dst_t, its transpose [hp, tp]).
+  void load(const float* qkv, int part, float scale, float* dst, float* dst_t) const {
+    for (int64_t i = 0; i < tp; ++i) {
+      float* o = dst + i * hp;
+      if (i < s.t) {
+        const float* r = row(qkv, i, part);
+        for (int64_t c = 0; c < s.hd; ++c) o[c] = r[c] * scale;
+        for (int64_t c = s.hd; c < hp; ++c) o[c] = 0.0f;
+      } else {
+        for (int64_t c = 0; c < hp; ++c) o[c] = 0.0f;
+      }
+    }
+    if (dst_t)
+      for (int64_t c = 0; c < hp; ++c)
+        for (int64_t i = 0; i < tp; ++i) dst_t[c * tp + i] = dst[i * hp + c];
+  }
+
+  // Row blocks i0 of the lower triangle of an [t, t] product: C = A·Bᵀ-shaped, A [tp, hp] rows, bt [hp, tp].
+  template <bool V>
+  void lower(const float* a, const float* bt, float* c) const {
+    for (int64_t i0 = 0; i0 < s.t; i0 += kMr)
+      for (int64_t j0 = 0; j0 <= i0 + kMr - 1 && j0 < s.t; j0 += kNr)
+        tile<V>(a + i0 * hp, hp, 1, bt + j0, tp, 0, s.hd, c + i0 * tp + j0, tp, kMr, kNr);
+  }
+  // out rows (ld apart, hd wide) = L·X over the causal range: L [tp, tp] lower triangular, X [tp, hp].
+  template <bool V>
+  void lower_times(const float* l, const float* x, float* out, int64_t ld) const {
+    for (int64_t i0 = 0; i0 < s.t; i0 += kMr)
+      for (int64_t c0 = 0; c0 < s.hd; c0 += kNr)
+        tile<V>(l + i0 * tp, tp, 1, x + c0, hp, 0, std::min(i0 + kMr, s.t), out + i0 * ld + c0, ld,
+             std::min(kMr, s.t - i0), std::min(kNr, s.hd - c0));
+  }
+  // out rows = Lᵀ·X: (Lᵀ)(j, i) = l[i·tp + j], nonzero for i >= j.
+  template <bool V>
+  void upper_times(const float* l, const float* x, float* out, int64_t ld) const {
+    for (int64_t j0 = 0; j0 < s.t; j0 += kMr)
+      for (int64_t c0 = 0; c0 < s.hd; c0 += kNr)
+        tile<V>(l + j0, 1, tp, x + c0, hp, j0, s.t, out + j0 * ld + c0, ld, std::min(kMr, s.t - j0), std::min(kNr, s.hd - c0));
+  }
 };
 
-// kt [hd, t] = the head's k (or v), transposed.
-NMS_INLINE void transpose_part(const Task& k, const float* qkv, int part, float* kt) {
-  const int64_t t = k.s.t, hd = k.s.hd;
-  for (int64_t j = 0; j < t; ++j) {
-    const float* r = k.row(qkv, j, part);
-    for (int64_t c = 0; c < hd; ++c) kt[c * t + j] = r[c];
+template <bool V>
+NMS_INLINE void forward_task(Task& k, const float* qkv, float* out, float* probs) {
+  const int64_t t = k.s.t, tp = k.tp;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(k.s.hd));
+  const float keep_scale = k.s.p > 0.0f ? 1.0f / (1.0f - k.s.p) : 1.0f;
+  k.load(qkv, 0, scale, k.q, nullptr);
+  k.load(qkv, 1, 1.0f, k.k, k.kt);
+  k.load(qkv, 2, 1.0f, k.v, nullptr);
+  k.template lower<V>(k.q, k.kt, k.p);
+  for (int64_t i = 0; i < tp; ++i) {
+    float* pr = k.p + i * tp;
+    const int64_t n = std::min(i + 1, t);
+    if (i < t) {
+      const float inv = 1.0f / exp_sum(pr, row_max(pr, n), n);
+      for (int64_t j = 0; j < n; ++j) pr[j] *= inv;
+    }
+    for (int64_t j = i < t ? n : 0; j < tp; ++j) pr[j] = 0.0f;
+    if (i >= t) continue;
+    std::memcpy(k.prob_row(probs, i), pr, static_cast<size_t>(t) * sizeof(float));
+    if (k.s.p > 0.0f)
+      for (int64_t j = 0; j < n; ++j) pr[j] *= k.keep(i, j, keep_scale);
   }
+  k.template lower_times<V>(k.p, k.v, out + k.b * t * k.d() + k.h * k.s.hd, k.d());
 }
 
-NMS_INLINE void forward_task(const Task& k, const float* qkv, float* out, float* probs, float* kt) {
-  const int64_t t = k.s.t, hd = k.s.hd, d = k.d();
+template <bool V>
+NMS_INLINE void backward_task(Task& k, const float* dout, const float* qkv, float* probs, float* dqkv) {
+  const int64_t t = k.s.t, tp = k.tp, hd = k.s.hd, d = k.d();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const float p = k.s.p, keep_scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-  transpose_part(k, qkv, 1, kt);
-  for (int64_t i = 0; i < t; ++i) {
-    float* pr = probs + ((k.b * k.s.heads + k.h) * t + i) * t;
-    const float* q = k.row(qkv, i, 0);
-    const int64_t n = i + 1;
-    for (int64_t j = 0; j < t; ++j) pr[j] = 0.0f;
-    for (int64_t c = 0; c < hd; ++c) axpy(pr, kt + c * t, q[c] * scale, n);
-    const float mx = row_max(pr, n);
-    const float inv = 1.0f / exp_sum(pr, mx, n);
-    for (int64_t j = 0; j < n; ++j) pr[j] *= inv;
-    float* y = out + (k.b * t + i) * d + k.h * hd;
-    for (int64_t c = 0; c < hd; ++c) y[c] = 0.0f;
-    const uint64_t base = k.counter(i);
-    for (int64_t j = 0; j < n; ++j) {
-      const float pj = p > 0.0f ? (dropout_uniform(k.s.seed, base + j) >= p ? pr[j] * keep_scale : 0.0f) : pr[j];
-      axpy(y, k.row(qkv, j, 2), pj, hd);
-    }
+  const float keep_scale = k.s.p > 0.0f ? 1.0f / (1.0f - k.s.p) : 1.0f;
+  k.load(qkv, 0, scale, k.q, nullptr);
+  k.load(qkv, 1, scale, k.k, nullptr);
+  float* vt = k.kt;  // Vᵀ for dP = dY·Vᵀ
+  k.load(qkv, 2, 1.0f, k.v, vt);
+  for (int64_t i = 0; i < tp; ++i) {  // dy rows, padded
+    float* o = k.dy + i * k.hp;
+    for (int64_t c = 0; c < k.hp; ++c) o[c] = i < t && c < hd ? dout[(k.b * t + i) * d + k.h * hd + c] : 0.0f;
   }
+  // p = drop(P) (zero padded), g = ∂L/∂P' = dY·Vᵀ.
+  for (int64_t i = 0; i < tp; ++i) {
+    float* pr = k.p + i * tp;
+    if (i < t) std::memcpy(pr, k.prob_row(probs, i), static_cast<size_t>(t) * sizeof(float));
+    for (int64_t j = i < t ? t : 0; j < tp; ++j) pr[j] = 0.0f;
+    if (k.s.p > 0.0f && i < t)
+      for (int64_t j = 0; j <= i; ++j) pr[j] *= k.keep(i, j, keep_scale);
+  }
+  for (int64_t i = 0; i < tp; ++i) std::memset(k.g + i * tp, 0, static_cast<size_t>(tp) * sizeof(float));
+  k.template lower<V>(k.dy, vt, k.g);
+  float* dqkv0 = dqkv + k.b * t * k.ld() + k.h * hd;
+  k.template upper_times<V>(k.p, k.dy, dqkv0 + 2 * d, k.ld());  // dV = drop(P)ᵀ·dY
+  // dS = P ⊙ (dP − Σ P ⊙ dP) with dP = drop'(g), written over g and over the probabilities.
+  for (int64_t i = 0; i < t; ++i) {
+    float* gr = k.g + i * tp;
+    float* pr = k.prob_row(probs, i);
+    const int64_t n = i + 1;
+    if (k.s.p > 0.0f)
+      for (int64_t j = 0; j < n; ++j) gr[j] *= k.keep(i, j, keep_scale);
+    const float r = dot(pr, gr, n);
+    for (int64_t j = 0; j < n; ++j) gr[j] = pr[j] * (gr[j] - r);
+    for (int64_t j = n; j < tp; ++j) gr[j] = 0.0f;
+    std::memcpy(pr, gr, static_cast<size_t>(t) * sizeof(float));
+  }
+  k.template lower_times<V>(k.g, k.k, dqkv0, k.ld());        // dQ = dS·K̂
+  k.template upper_times<V>(k.g, k.q, dqkv0 + d, k.ld());    // dK = dSᵀ·Q̂
 }
 
-NMS_INLINE void backward_task(const Task& k, const float* dout, const float* qkv, float* probs, float* dqkv, float* vt,
-                              float* dp, float* dkv) {
-  const int64_t t = k.s.t, hd = k.s.hd, d = k.d();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const float p = k.s.p, keep_scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-  transpose_part(k, qkv, 2, vt);
-  float* dk = dkv;           // [t, hd]
-  float* dv = dkv + t * hd;  // [t, hd]
-  for (int64_t j = 0; j < 2 * t * hd; ++j) dkv[j] = 0.0f;
-  for (int64_t i = 0; i < t; ++i) {
-    float* pr = probs + ((k.b * k.s.heads + k.h) * t + i) * t;
-    const float* dy = dout + (k.b * t + i) * d + k.h * hd;
-    const float* q = k.row(qkv, i, 0);
-    const int64_t n = i + 1;
-    // dp_j = ∂L/∂(dropped p_ij) = dy_i·v_j; dv_j += dropped p_ij·dy_i; then dp_j becomes ∂L/∂p_ij.
-    for (int64_t j = 0; j < n; ++j) dp[j] = 0.0f;
-    for (int64_t c = 0; c < hd; ++c) axpy(dp, vt + c * t, dy[c], n);
-    const uint64_t base = k.counter(i);
-    for (int64_t j = 0; j < n; ++j) {
-      const bool kept = p > 0.0f ? dropout_uniform(k.s.seed, base + j) >= p : true;
-      const float f = p > 0.0f ? (kept ? keep_scale : 0.0f) : 1.0f;
-      axpy(dv + j * hd, dy, pr[j] * f, hd);
-      dp[j] *= f;
-    }
-    // Softmax: ∂L/∂s_ij = p_ij·(dp_j − Σ_k p_ik·dp_k), kept in the probabilities' row.
-    const float r = dot(pr, dp, n);
-    for (int64_t j = 0; j < n; ++j) pr[j] = pr[j] * (dp[j] - r);
-    float* dq = k.row(dqkv, i, 0);
-    for (int64_t c = 0; c < hd; ++c) dq[c] = 0.0f;
-    for (int64_t j = 0; j < n; ++j) {
-      const float g = pr[j] * scale;
-      axpy(dq, k.row(qkv, j, 1), g, hd);
-      axpy(dk + j * hd, q, g, hd);
-    }
-  }
-  for (int64_t j = 0; j < t; ++j) {
-    std::memcpy(k.row(dqkv, j, 1), dk + j * hd, static_cast<size_t>(hd) * sizeof(float));
-    std::memcpy(k.row(dqkv, j, 2), dv + j * hd, static_cast<size_t>(hd) * sizeof(float));
-  }
-}
-
-#define NMS_ATTENTION_VERSION(suffix, target)                                                                  \
-  target void forward_##suffix(const Task& k, const float* qkv, float* out, float* probs, float* kt) {          \
-    forward_task(k, qkv, out, probs, kt);                                                                     \
+#define NMS_ATTENTION_VERSION(suffix, target, avx2)                                                            \
+  target void forward_##suffix(Task& k, const float* qkv, float* out, float* probs) {                          \
+    forward_task<avx2>(k, qkv, out, probs);                                                                   \
   }                                                                                                          \
-  target void backward_##suffix(const Task& k, const float* dout, const float* qkv, float* probs, float* dqkv,  \
-                                float* vt, float* dp, float* dkv) {                                           \
-    backward_task(k, dout, qkv, probs, dqkv, vt, dp, dkv);                                                    \
+  target void backward_##suffix(Task& k, const float* dout, const float* qkv, float* probs, float* dqkv) {     \
+    backward_task<avx2>(k, dout, qkv, probs, dqkv);                                                           \
   }
-NMS_ATTENTION_VERSION(base, )
+NMS_ATTENTION_VERSION(base, , false)
 #if NMS_X86
-NMS_ATTENTION_VERSION(avx2, NMS_TARGET_AVX2)
-NMS_ATTENTION_VERSION(avx512, NMS_TARGET_AVX512)
+NMS_ATTENTION_VERSION(avx2, NMS_TARGET_AVX2, true)
+NMS_ATTENTION_VERSION(avx512, NMS_TARGET_AVX512, true)  // the AVX2 tile; AVX-512 for the streaming loops
 #endif
 
-void forward_any(Isa isa, const Task& k, const float* qkv, float* out, float* probs, float* kt) {
-#if NMS_X86
-  if (isa == Isa::Avx512) return forward_avx512(k, qkv, out, probs, kt);
-  if (isa == Isa::Avx2) return forward_avx2(k, qkv, out, probs, kt);
-#endif
-  forward_base(k, qkv, out, probs, kt);
-}
-
-void backward_any(Isa isa, const Task& k, const float* dout, const float* qkv, float* probs, float* dqkv, float* vt,
-                  float* dp, float* dkv) {
-#if NMS_X86
-  if (isa == Isa::Avx512) return backward_avx512(k, dout, qkv, probs, dqkv, vt, dp, dkv);
-  if (isa == Isa::Avx2) return backward_avx2(k, dout, qkv, probs, dqkv, vt, dp, dkv);
-#endif
-  backward_base(k, dout, qkv, probs, dqkv, vt, dp, dkv);
+// Runs f(task) for every (batch, head) on the pool, each with its thread's scratch.
+template <class F>
+void each_head(const AttentionShape& s, F f) {
+  parallel_for(s.batch * s.heads, 1, [&](int64_t t0, int64_t t1) {
+    thread_local Scratch scratch;
+    float* buf = scratch.floats(Task::scratch_floats(s));
+    for (int64_t task = t0; task < t1; ++task) {
+      Task k(s, task, buf);
+      f(k);
+    }
+  });
 }
 
 }  // namespace
 
 void attention_forward(const float* qkv, const AttentionShape& s, float* out, float* probs) {
   const Isa isa = active_isa();
-  parallel_for(s.batch * s.heads, 1, [&](int64_t t0, int64_t t1) {
-    thread_local Scratch scratch;
-    float* kt = scratch.floats(static_cast<size_t>(s.hd * s.t));
-    for (int64_t task = t0; task < t1; ++task)
-      forward_any(isa, Task{s, task / s.heads, task % s.heads}, qkv, out, probs, kt);
+  each_head(s, [&](Task& k) {
+#if NMS_X86
+    if (isa == Isa::Avx512) return forward_avx512(k, qkv, out, probs);
+    if (isa == Isa::Avx2) return forward_avx2(k, qkv, out, probs);
+#endif
+    forward_base(k, qkv, out, probs);
   });
 }
 
 void attention_backward(const float* dout, const float* qkv, const AttentionShape& s, float* probs, float* dqkv) {
   const Isa isa = active_isa();
-  parallel_for(s.batch * s.heads, 1, [&](int64_t t0, int64_t t1) {
-    thread_local Scratch scratch;
-    float* vt = scratch.floats(static_cast<size_t>(s.hd * s.t * 3 + s.t));
-    float *dkv = vt + s.hd * s.t, *dp = dkv + 2 * s.hd * s.t;
-    for (int64_t task = t0; task < t1; ++task)
-      backward_any(isa, Task{s, task / s.heads, task % s.heads}, dout, qkv, probs, dqkv, vt, dp, dkv);
+  each_head(s, [&](Task& k) {
+#if NMS_X86
+    if (isa == Isa::Avx512) return backward_avx512(k, dout, qkv, probs, dqkv);
+    if (isa == Isa::Avx2) return backward_avx2(k, dout, qkv, probs, dqkv);
+#endif
+    backward_base(k, dout, qkv, probs, dqkv);
   });
 }
 

@@ -10,6 +10,7 @@
 #include "core/nm_format.h"
 #include "cpu/mask.h"
 #include "cpu/simd.h"
+#include "cpu/vmath.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -77,6 +78,16 @@ NMS_CLONES void pool_update(const float* x, int32_t base, float* y, int32_t* a, 
 }
 NMS_CLONES void bias_add_row(float* y, const float* b, int64_t cols) {
   for (int64_t c = 0; c < cols; ++c) y[c] += b[c];
+}
+// GELU with the vectorising Φ and exp of cpu/vmath.h (std::erf and std::exp stay scalar calls).
+NMS_CLONES void gelu_range(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * vnormal_cdf(x[i]);
+}
+NMS_CLONES void gelu_back_range(const float* dy, const float* x, float* dx, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    dx[i] = dy[i] * (vnormal_cdf(v) + v * 0.39894228040143268f * vexp(-0.5f * v * v));
+  }
 }
 NMS_CLONES void add_range(const float* a, const float* b, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
@@ -396,23 +407,11 @@ void relu_backward(const float* dy, const float* y, float* dx, int64_t n) {
 }
 
 void gelu_forward(const float* x, float* y, int64_t n) {
-  parallel_for(n, kGrain / 4, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const float v = x[i];
-      y[i] = 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
-    }
-  });
+  parallel_for(n, kGrain / 4, [&](int64_t i0, int64_t i1) { gelu_range(x + i0, y + i0, i1 - i0); });
 }
 
 void gelu_backward(const float* dy, const float* x, float* dx, int64_t n) {
-  parallel_for(n, kGrain / 4, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const float v = x[i];
-      const float cdf = 0.5f * (1.0f + std::erf(v * 0.70710678118654752f));
-      const float pdf = 0.39894228040143268f * std::exp(-0.5f * v * v);
-      dx[i] = dy[i] * (cdf + v * pdf);
-    }
-  });
+  parallel_for(n, kGrain / 4, [&](int64_t i0, int64_t i1) { gelu_back_range(dy + i0, x + i0, dx + i0, i1 - i0); });
 }
 
 void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd,

@@ -47,6 +47,34 @@ __global__ void column_sum_kernel(const float* dy, int64_t rows, int64_t cols, f
   db[c] = acc;
 }
 
+__global__ void add_kernel(const float* a, const float* b, float* y, int64_t n) {
+  NMS_GRID_STRIDE(i, n) y[i] = __fadd_rn(a[i], b[i]);
+}
+
+// A float32 token id as a row index, or −1 when it is not an integer in [0, vocab).
+__device__ __forceinline__ int64_t row_of(float id, int64_t vocab) {
+  return id >= 0.0f && id < static_cast<float>(vocab) && id == floorf(id) ? static_cast<int64_t>(id) : -1;
+}
+
+// A bad id (the CPU rejects it up front; here ids are already on the device) gives a NaN row, not a stray read.
+__global__ void embedding_fwd_kernel(const float* ids, const float* table, float* out, int64_t rows, int64_t vocab,
+                                     int64_t dim, bool accumulate) {
+  NMS_GRID_STRIDE(i, rows * dim) {
+    const int64_t r = i / dim, c = i - r * dim, v = row_of(ids[r], vocab);
+    const float e = v < 0 ? __int_as_float(0x7fc00000) : table[v * dim + c];
+    out[i] = accumulate ? __fadd_rn(out[i], e) : e;
+  }
+}
+
+// Atomic adds: repeated ids sum in no fixed order (equal to the CPU's ordered sums to rounding).
+__global__ void embedding_back_kernel(const float* dy, const float* ids, float* dtable, int64_t rows, int64_t vocab,
+                                      int64_t dim) {
+  NMS_GRID_STRIDE(i, rows * dim) {
+    const int64_t r = i / dim, c = i - r * dim, v = row_of(ids[r], vocab);
+    if (v >= 0) atomicAdd(dtable + v * dim + c, dy[i]);
+  }
+}
+
 __global__ void relu_kernel(const float* x, float* y, int64_t n) {
   NMS_GRID_STRIDE(i, n) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
@@ -184,6 +212,11 @@ __global__ void __launch_bounds__(kBlock) xent_fwd_kernel(const float* logits, c
   for (int64_t c = threadIdx.x; c < cols; c += kBlock) p[c] = __fmul_rn(p[c], inv);
   if (threadIdx.x == 0) {
     const int32_t y = labels[r];
+    if (y < 0) {  // ignored row
+      row_loss[r] = 0;
+      row_hit[r] = -1;
+      return;
+    }
     const double lse = mx + log(sum);
     row_loss[r] = (1.0 - eps) * (lse - z[y]) + eps * (lse - sumz / static_cast<double>(cols));
     row_hit[r] = arg == y;
@@ -194,7 +227,7 @@ __global__ void xent_back_kernel(const float* probs, const int32_t* labels, floa
                                  float on, float off, float scale) {
   NMS_GRID_STRIDE(i, rows * cols) {
     const int64_t r = i / cols, c = i - r * cols;
-    d[i] = __fmul_rn(__fsub_rn(probs[i], c == labels[r] ? on : off), scale);
+    d[i] = labels[r] < 0 ? 0.0f : __fmul_rn(__fsub_rn(probs[i], c == labels[r] ? on : off), scale);
   }
 }
 
@@ -342,6 +375,20 @@ void bias_add(float* y, const float* b, int64_t rows, int64_t cols) {
   launched("bias_add kernel");
 }
 
+void add(const float* a, const float* b, float* y, int64_t n) { launch_stride(add_kernel, n, "add kernel", a, b, y, n); }
+
+void embedding_forward(const float* ids, const float* table, float* out, int64_t rows, int64_t vocab, int64_t dim,
+                       bool accumulate) {
+  launch_stride(embedding_fwd_kernel, rows * dim, "embedding kernel", ids, table, out, rows, vocab, dim, accumulate);
+}
+
+void embedding_backward(const float* dy, const float* ids, float* dtable, int64_t rows, int64_t vocab, int64_t dim,
+                        bool accumulate) {
+  activate();
+  if (!accumulate) NMS_CUDA(cudaMemsetAsync(dtable, 0, static_cast<size_t>(vocab * dim) * sizeof(float), stream()));
+  launch_stride(embedding_back_kernel, rows * dim, "embedding backward kernel", dy, ids, dtable, rows, vocab, dim);
+}
+
 void bias_grad(const float* dy, int64_t rows, int64_t cols, float* db) {
   activate();
   if (cols == 0) return;
@@ -391,10 +438,11 @@ XentSums softmax_xent_forward(const float* logits, const int32_t* labels, float*
   std::vector<int> h(static_cast<size_t>(rows));
   download(l.data(), loss->ptr(), l.size() * sizeof(double));
   download(h.data(), hit->ptr(), h.size() * sizeof(int));
-  XentSums s{0.0, 0};
+  XentSums s{0.0, 0, 0};
   for (int64_t r = 0; r < rows; ++r) {  // in row order, as the CPU sums them
     s.loss_sum += l[static_cast<size_t>(r)];
-    s.correct += h[static_cast<size_t>(r)];
+    s.correct += h[static_cast<size_t>(r)] == 1;
+    s.counted += h[static_cast<size_t>(r)] >= 0;
   }
   return s;
 }

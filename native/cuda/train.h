@@ -10,6 +10,12 @@ namespace nms::cuda {
 
 void bias_add(float* y, const float* b, int64_t rows, int64_t cols);
 void bias_grad(const float* dy, int64_t rows, int64_t cols, float* db);
+void add(const float* a, const float* b, float* y, int64_t n);
+// A bad id gives a NaN row (forward) or is skipped (backward); repeated ids sum with atomics, in no fixed order.
+void embedding_forward(const float* ids, const float* table, float* out, int64_t rows, int64_t vocab, int64_t dim,
+                       bool accumulate);
+void embedding_backward(const float* dy, const float* ids, float* dtable, int64_t rows, int64_t vocab, int64_t dim,
+                        bool accumulate);
 void relu_forward(const float* x, float* y, int64_t n);
 void relu_backward(const float* dy, const float* y, float* dx, int64_t n);
 void gelu_forward(const float* x, float* y, int64_t n);
@@ -22,6 +28,7 @@ void layernorm_backward(const float* dy, const float* x, const float* gamma, con
 struct XentSums {
   double loss_sum;
   int64_t correct;
+  int64_t counted;  // rows not labelled −1 (ignored)
 };
 XentSums softmax_xent_forward(const float* logits, const int32_t* labels, float* probs, int64_t rows, int64_t cols,
                               float label_smoothing);
@@ -55,5 +62,14 @@ void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const A
 // Σ x² in float64, deterministic (fixed partition); synchronizes.
 double sum_squares(const float* x, int64_t n);
 void scale_inplace(float* x, float s, int64_t n);
+
+// ---- attention.cu: causal self-attention, the contract of cpu/attention.h ----
+struct AttentionShape {
+  int64_t batch, t, heads, hd;
+  float p;
+  uint64_t seed, offset;
+};
+void attention_forward(const float* qkv, const AttentionShape& s, float* out, float* probs);
+void attention_backward(const float* dout, const float* qkv, const AttentionShape& s, float* probs, float* dqkv);
 
 }  // namespace nms::cuda

@@ -10,26 +10,10 @@
 namespace nms::napi {
 namespace {
 
-// (batch, t, heads, headDim, p, seed, offset) from argument i on.
-cpu::AttentionShape shape_arg(const Napi::CallbackInfo& info, size_t i) {
-  cpu::AttentionShape s{};
-  s.batch = size_arg(info, i, "batch");
-  s.t = size_arg(info, i + 1, "t");
-  s.heads = size_arg(info, i + 2, "heads");
-  s.hd = size_arg(info, i + 3, "headDim");
-  if (s.t < 1 || s.heads < 1 || s.hd < 1) fail("E_SHAPE", "attention: t, heads and headDim must be >= 1");
-  const double p = number_arg(info, i + 4, "p");
-  if (!(p >= 0 && p < 1)) fail("E_VALUE", "p: expected 0 <= p < 1");
-  s.p = static_cast<float>(p);
-  s.seed = static_cast<uint64_t>(int_arg(info, i + 5, "seed"));
-  s.offset = static_cast<uint64_t>(size_arg(info, i + 6, "offset"));
-  return s;
-}
-
 void RegisterAttention(Napi::Env env, Napi::Object exports) {
   // attentionForward(qkv, out, probs, batch, t, heads, headDim, p, seed, offset)
   define(env, exports, "attentionForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cpu::AttentionShape s = shape_arg(info, 3);
+    const cpu::AttentionShape s = attention_arg<cpu::AttentionShape>(info, 3);
     const int64_t rows = s.batch * s.t, d = s.heads * s.hd, np = s.batch * s.heads * s.t * s.t;
     const float* qkv = f32_arg(info, 0, "qkv", rows * 3 * d);
     float* out = f32_arg(info, 1, "out", rows * d);
@@ -42,7 +26,7 @@ void RegisterAttention(Napi::Env env, Napi::Object exports) {
   });
   // attentionBackward(dout, qkv, probs, dqkv, batch, t, heads, headDim, p, seed, offset); probs is overwritten
   define(env, exports, "attentionBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cpu::AttentionShape s = shape_arg(info, 4);
+    const cpu::AttentionShape s = attention_arg<cpu::AttentionShape>(info, 4);
     const int64_t rows = s.batch * s.t, d = s.heads * s.hd, np = s.batch * s.heads * s.t * s.t;
     const float* dout = f32_arg(info, 0, "dout", rows * d);
     const float* qkv = f32_arg(info, 1, "qkv", rows * 3 * d);

@@ -47,11 +47,62 @@ void same_buffer_forbidden(const void* a, const void* b, const char* what) {
 
 Napi::Value undef(const Napi::CallbackInfo& info) { return info.Env().Undefined(); }
 
+
 void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
   // cudaBiasAdd(y, b, rows, cols): y[r, c] += b[c]
   define(env, exports, "cudaBiasAdd", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t rows = size_arg(info, 2, "rows"), cols = size_arg(info, 3, "cols");
     cuda::bias_add(f32(info, 0, "y", rows * cols), f32(info, 1, "bias", cols), rows, cols);
+    return undef(info);
+  });
+  // cudaAdd(a, b, y, n): y = a + b
+  define(env, exports, "cudaAdd", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t n = size_arg(info, 3, "n");
+    cuda::add(f32(info, 0, "a", n), f32(info, 1, "b", n), f32(info, 2, "y", n), n);
+    return undef(info);
+  });
+  // cudaEmbeddingForward(ids, table, out, rows, vocab, dim, accumulate)
+  define(env, exports, "cudaEmbeddingForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = size_arg(info, 3, "rows"), vocab = size_arg(info, 4, "vocab"), dim = size_arg(info, 5, "dim");
+    const float *ids = f32(info, 0, "ids", rows), *table = f32(info, 1, "table", vocab * dim);
+    float* out = f32(info, 2, "out", rows * dim);
+    same_buffer_forbidden(ids, out, "ids and out");
+    same_buffer_forbidden(table, out, "table and out");
+    cuda::embedding_forward(ids, table, out, rows, vocab, dim, bool_arg(info, 6, "accumulate"));
+    return undef(info);
+  });
+  // cudaEmbeddingBackward(dy, ids, dtable, rows, vocab, dim, accumulate)
+  define(env, exports, "cudaEmbeddingBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = size_arg(info, 3, "rows"), vocab = size_arg(info, 4, "vocab"), dim = size_arg(info, 5, "dim");
+    const float *dy = f32(info, 0, "dy", rows * dim), *ids = f32(info, 1, "ids", rows);
+    float* dtable = f32(info, 2, "dtable", vocab * dim);
+    same_buffer_forbidden(dy, dtable, "dy and dtable");
+    same_buffer_forbidden(ids, dtable, "ids and dtable");
+    cuda::embedding_backward(dy, ids, dtable, rows, vocab, dim, bool_arg(info, 6, "accumulate"));
+    return undef(info);
+  });
+  // cudaAttentionForward(qkv, out, probs, batch, t, heads, headDim, p, seed, offset)
+  define(env, exports, "cudaAttentionForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const cuda::AttentionShape s = attention_arg<cuda::AttentionShape>(info, 3);
+    const int64_t rows = s.batch * s.t, d = s.heads * s.hd;
+    const float* qkv = f32(info, 0, "qkv", rows * 3 * d);
+    float *out = f32(info, 1, "out", rows * d), *probs = f32(info, 2, "probs", s.batch * s.heads * s.t * s.t);
+    same_buffer_forbidden(qkv, out, "qkv and out");
+    same_buffer_forbidden(qkv, probs, "qkv and probs");
+    same_buffer_forbidden(out, probs, "out and probs");
+    cuda::attention_forward(qkv, s, out, probs);
+    return undef(info);
+  });
+  // cudaAttentionBackward(dout, qkv, probs, dqkv, batch, t, heads, headDim, p, seed, offset); probs is overwritten
+  define(env, exports, "cudaAttentionBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const cuda::AttentionShape s = attention_arg<cuda::AttentionShape>(info, 4);
+    const int64_t rows = s.batch * s.t, d = s.heads * s.hd;
+    const float *dout = f32(info, 0, "dout", rows * d), *qkv = f32(info, 1, "qkv", rows * 3 * d);
+    float *probs = f32(info, 2, "probs", s.batch * s.heads * s.t * s.t), *dqkv = f32(info, 3, "dqkv", rows * 3 * d);
+    const void* bufs[] = {dout, qkv, probs, dqkv};
+    for (int i = 0; i < 4; ++i)
+      for (int j = i + 1; j < 4; ++j) same_buffer_forbidden(bufs[i], bufs[j], "dout, qkv, probs and dqkv");
+    cuda::attention_backward(dout, qkv, s, probs, dqkv);
     return undef(info);
   });
   // cudaBiasGrad(dy, rows, cols, db)
@@ -103,7 +154,7 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
                              optional_f32(info, 7, "dbeta", cols), rows, cols);
     return undef(info);
   });
-  // cudaSoftmaxXentForward(logits, labels: Int32Array, probs, rows, cols, eps) -> [loss sum, correct]
+  // cudaSoftmaxXentForward(logits, labels: Int32Array, probs, rows, cols, eps) -> [loss sum, correct, counted]
   define(env, exports, "cudaSoftmaxXentForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t rows = size_arg(info, 3, "rows"), cols = size_arg(info, 4, "cols");
     if (rows < 1 || cols < 1) fail("E_SHAPE", "logits: expected a non-empty [rows, classes] tensor");
@@ -113,9 +164,10 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
     same_buffer_forbidden(z, p, "logits and probs");
     cuda::DevPtr labels = int32_upload(info, 1, "labels", rows);
     const cuda::XentSums s = cuda::softmax_xent_forward(z, labels->as<int32_t>(), p, rows, cols, static_cast<float>(eps));
-    Napi::Array r = Napi::Array::New(info.Env(), 2);
+    Napi::Array r = Napi::Array::New(info.Env(), 3);
     r.Set(0u, Napi::Number::New(info.Env(), s.loss_sum));
     r.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(s.correct)));
+    r.Set(2u, Napi::Number::New(info.Env(), static_cast<double>(s.counted)));
     return r;
   });
   // cudaSoftmaxXentBackward(probs, labels: Int32Array, dlogits, rows, cols, eps, scale)

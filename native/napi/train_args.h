@@ -1,5 +1,6 @@
-// Argument readers shared by the training bindings (napi/elementwise.cc, napi/optim.cc): float32, int32 and uint8
-// buffers checked for their element count, sizes, and disjointness where a kernel cannot work in place.
+// Argument readers shared by the training bindings (napi/elementwise.cc, optim.cc, attention.cc, cuda_train.cc):
+// float32, int32 and uint8 buffers checked for their element count, sizes, and disjointness where a kernel cannot
+// work in place.
 #pragma once
 #include <string>
 
@@ -54,6 +55,24 @@ Window window_arg(const Napi::CallbackInfo& info, size_t i) {
   g.oh = (g.h + 2 * g.pad_h - g.kh) / g.stride_h + 1;
   g.ow = (g.w + 2 * g.pad_w - g.kw) / g.stride_w + 1;
   return g;
+}
+
+// (batch, t, heads, headDim, p, seed, offset) starting at argument i, checked: any struct with those fields
+// (cpu::AttentionShape, cuda::AttentionShape).
+template <class Shape>
+Shape attention_arg(const Napi::CallbackInfo& info, size_t i) {
+  Shape s{};
+  s.batch = size_arg(info, i, "batch");
+  s.t = size_arg(info, i + 1, "t");
+  s.heads = size_arg(info, i + 2, "heads");
+  s.hd = size_arg(info, i + 3, "headDim");
+  if (s.t < 1 || s.heads < 1 || s.hd < 1) fail("E_SHAPE", "attention: t, heads and headDim must be >= 1");
+  const double p = number_arg(info, i + 4, "p");
+  if (!(p >= 0 && p < 1)) fail("E_VALUE", "p: expected 0 <= p < 1");
+  s.p = static_cast<float>(p);
+  s.seed = static_cast<uint64_t>(int_arg(info, i + 5, "seed"));
+  s.offset = static_cast<uint64_t>(size_arg(info, i + 6, "offset"));
+  return s;
 }
 
 }  // namespace nms::napi
