@@ -150,6 +150,11 @@ export function trainingConfig(v: Values): Omit<RunConfig, 'model' | 'recipe' | 
   const lr = num(s('lr'), 'lr', (x) => x > 0, 'a number > 0');
   const optimizer = choice(s('optimizer'), 'optimizer', ['sgd', 'adamw'] as const);
   const hidden = list(s('hidden'), 'hidden')?.map((h) => int(h, 'hidden')!);
+  const shape = {
+    layers: int(s('layers'), 'layers'), dModel: int(s('d-model'), 'd-model'), heads: int(s('heads'), 'heads'),
+    context: int(s('context'), 'context'), dropout: num(s('dropout'), 'dropout', (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
+  };
+  const gpt = Object.values(shape).some((x) => x !== undefined) ? shape : undefined;
   const recipeOptions: AnyRecipeOptions = {
     lambda: num(s('lambda'), 'lambda', (x) => x >= 0, 'a number >= 0'),
     alpha: choice(s('alpha'), 'alpha', ALPHA_SCHEDULES),
@@ -182,10 +187,7 @@ export function trainingConfig(v: Values): Omit<RunConfig, 'model' | 'recipe' | 
     recipeOptions,
     clipGradNorm: num(s('clip'), 'clip', (x) => x > 0, 'a number > 0'),
     data: choice(s('data'), 'data', ['brown'] as const),
-    gpt: {
-      layers: int(s('layers'), 'layers'), dModel: int(s('d-model'), 'd-model'), heads: int(s('heads'), 'heads'),
-      context: int(s('context'), 'context'), dropout: num(s('dropout'), 'dropout', (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
-    },
+    gpt,
     stepsPerEpoch: int(s('steps-per-epoch'), 'steps-per-epoch'),
     evalTokens: int(s('eval-tokens'), 'eval-tokens', 0),
     out: s('out'),
