@@ -79,6 +79,14 @@ describe('Trainer on a language model', () => {
     }
     expect(kinds[0].epoch.total).toBe(16 * 48 + 16 * 16);
     expect(history[1].imagesPerSecond).toBeGreaterThan(0);
+    // FLOPs per step (B 8, T 16, d 16, 2 heads, V 84): the four block Linears forward at N/M = 1/2 (SR-STE is
+    // sparse from the first step), their backward dense (dW + dX); attention's q·kᵀ and p·v over the causal
+    // triangle, and the tied head, forward and backward (dW + dX) in full.
+    const rows = 8 * 16, lin = [48, 16, 64, 16].map((o, i) => 2 * rows * (i === 3 ? 64 : 16) * o);
+    const attn = 4 * 8 * 2 * ((16 * 17) / 2) * 8, head = 2 * rows * 16 * 84;
+    const perStep = lin.reduce((a, f) => a + 0.5 * f + 2 * f, 0) + 3 * attn + 3 * head;
+    expect(history[1].flops).toBeCloseTo(15 * perStep, 0);
+    expect(history[1].denseFlopsTotal).toBeCloseTo(30 * 3 * (lin.reduce((a, b) => a + b, 0) + attn + head), 0);
   });
 
   it('every recipe and --mask transposable trains a GPT: finite losses, deployed weights N:M', async () => {
