@@ -33,6 +33,8 @@ export * as optim from './optim/index.js';
 export * as recipes from './recipes/index.js';
 export * as train from './train/index.js';
 export { loadMnist, mnistSplit, Batches, type Dataset, type Batch } from './data/mnist.js';
+export { loadBrown, brownCorpus, splitDocuments, CharVocab, TextBatches, TextWindows, type BrownDocument, type TextCorpus } from './data/brown.js';
+export { CharNgram } from './data/ngram.js';
 
 /** Model files (safetensors, PyTorch layout, N:M metadata) and serving. */
 export * as io from './io/index.js';

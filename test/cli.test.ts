@@ -33,6 +33,7 @@ describe('nmsparse CLI grammar', () => {
     const lines = [
       ['--help'], ['help'], ['info', '--help'], ['train', '--help'], ['compare', '--help'], ['serve', '--help'], ['version', '--help'],
       ['bench', '--help'], ['bench', 'help'], ['bench', 'cpu', '--help'], ['bench', 'gpu', '--help'], ['bench', 'serve', '-h'], ['bench', 'train', '--help'],
+      ['generate', '--help'], ['bench', 'ngram', '--help'],
     ];
     for (const [i, r] of (await all(lines)).entries()) {
       const what = `nmsparse ${lines[i].join(' ')}: ${r.err}`;
@@ -60,6 +61,9 @@ describe('nmsparse CLI grammar', () => {
       [['bench', 'gpu', '--dtypes', 'float64'], /^nmsparse bench gpu: --dtypes: got "float64"/],
       [['bench', 'train', '--steps', '0'], /^nmsparse bench train: --steps: got "0"/],
       [['bench', 'serve', '--requests', '0'], /^nmsparse bench serve: --requests: got "0"/],
+      [['generate', '--model', 'x.safetensors', '--tokens', 'x'], /^nmsparse generate: --tokens: got "x"/],
+      [['generate', '--prompt', 'The'], /^nmsparse generate: --model: expected a checkpoint/],
+      [['bench', 'ngram', '--order', '0'], /^nmsparse bench ngram: --order: got "0"/],
     ];
     for (const [i, r] of (await all(cases.map((c) => c[0]))).entries()) {
       const what = `nmsparse ${cases[i][0].join(' ')}: ${r.err}`;

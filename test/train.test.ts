@@ -199,6 +199,11 @@ describe('nmsparse train', () => {
     q.tick('y', 1);
     q.done('z');
     expect(silent).toEqual([]);
+    const tok: string[] = [];
+    const t = new Progress({ isTTY: true, columns: 100, write: (s: string) => tok.push(s) } as unknown as NodeJS.WriteStream, 'tok');
+    t.start('epoch 1/1', 1);
+    t.tick('loss 2', 1234);
+    expect(tok.some((w) => w.includes('1234 tok/s'))).toBe(true);
   });
 });
 

@@ -1,6 +1,6 @@
 /**
  * `nmsparse bench <kind> [options]` (npm run bench -- <kind>): cpu (lib/bench/cpu.ts), gpu (lib/bench/gpu.ts),
- * serve (lib/bench/serve.ts), train (lib/bench/train.ts). Each kind is imported only when asked for, so a missing
+ * serve (lib/bench/serve.ts), train (lib/bench/train.ts), ngram (lib/bench/ngram.ts). Each kind is imported only when asked for, so a missing
  * or failing one (a build without the GPU part) fails that kind alone.
  */
 import { NmSparseError } from '../errors.js';
@@ -26,8 +26,12 @@ const KINDS: Record<string, { file: string; fn: string; what: string; flags: str
     flags: '[--requests 4000] [--rounds 4] [--warmup N] [--concurrency 32] [--rows 1] [--hidden 1024,1024] [--device cpu|cuda] [--max-batch 64] [--max-delay-ms 0] [--model FILE] [--machine NAME] [--out DIR]',
   },
   train: {
-    file: './train.js', fn: 'benchTrain', what: 'a training step by phase and MNIST epochs: dense vs the sparse recipes (lib/bench/train.ts)',
-    flags: '[--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128] [--model mlp|cnn] [--hidden A,B] [--dense-kernels] [--torch] [--threads N] [--machine NAME] [--out DIR] [--no-write]',
+    file: './train.js', fn: 'benchTrain', what: 'a training step by phase and MNIST epochs (or a character GPT\'s tokens/s): dense vs the sparse recipes (lib/bench/train.ts)',
+    flags: '[--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128|32] [--model mlp|cnn|transformer] [--hidden A,B | L,d,H,T] [--dense-kernels] [--torch] [--threads N] [--machine NAME] [--out DIR] [--no-write]',
+  },
+  ngram: {
+    file: './ngram.js', fn: 'benchNgram', what: 'the character n-gram baseline on the Brown split: validation and test bits per character (lib/bench/ngram.ts)',
+    flags: '[--order 5] [--out DIR] [--no-write]',
   },
 };
 

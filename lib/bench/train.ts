@@ -7,12 +7,15 @@
  *     the rest (activations, loss) — lib/nn/profile.ts;
  *   - epochs (unless --epochs 0): each configuration trains `--epochs` MNIST epochs through the Trainer (the loop
  *     of `nmsparse train`): median and best epoch, the first (which allocates the buffers) apart, test accuracy.
+ * --model transformer times a character GPT on the Brown corpus instead (--hidden layers,d,heads,context, default
+ * 4,128,4,128; --batch windows, default 32; AdamW as `nmsparse train` trains it): its rate is tokens per second,
+ * an epoch is --steps steps of random windows, its accuracy next-character accuracy on 8,192 validation characters.
  * Sparse runs use the N:M kernels in the step (recipe option sparseKernels); `--dense-kernels` adds each sparse
  * configuration again on the dense-masked path for comparison. Writes <out>/train-<machine>-<model>-<hidden>-b<batch>
  * .json and .md (<out>: --out, else ./bench-results).
  *
  *   nmsparse bench train [--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128]
- *                        [--hidden 1024,1024] [--model mlp|cnn] [--dense-kernels] [--threads N] [--machine NAME]
+ *                        [--hidden 1024,1024] [--model mlp|cnn|transformer] [--dense-kernels] [--threads N] [--machine NAME]
  *                        [--torch] [--out DIR] [--no-write]
  * --torch also times PyTorch (python3 with torch) on the same MLP step: a peer, not a dependency.
  */
@@ -25,13 +28,16 @@ import { UsageError } from '../cli/usage.js';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { native, packageRoot } from '../native.js';
-import { mnistSplit, Batches } from '../data/mnist.js';
-import { buildModel, type ModelName } from '../nn/models.js';
+import { mnistSplit, Batches, type Dataset } from '../data/mnist.js';
+import { TextBatches, TextWindows, brownCorpus, type TextCorpus } from '../data/brown.js';
+import { buildModel, gpt, type ModelName } from '../nn/models.js';
+import type { Module } from '../nn/module.js';
+import { AdamW } from '../optim/adamw.js';
 import { SoftmaxCrossEntropy } from '../nn/loss.js';
 import { SGD } from '../optim/sgd.js';
 import { warmupCosine } from '../optim/schedule.js';
 import { createRecipe, RECIPE_NAMES, type RecipeName } from '../recipes/index.js';
-import { Trainer, sparseWeights } from '../train/trainer.js';
+import { Trainer, sparseWeights, type BatchSource } from '../train/trainer.js';
 import { recordPhases, type StepPhase } from '../nn/profile.js';
 import { defaultResultsDir, machineInfo, type MachineInfo } from './machine.js';
 
@@ -102,13 +108,15 @@ function parse(args: string[]): Config {
   for (const r of recipes)
     if (!RECIPE_NAMES.includes(r as RecipeName)) throw new UsageError(`--recipes: got ${JSON.stringify(r)}, expected one of ${RECIPE_NAMES.join(', ')}`);
   const model = (values.model as string | undefined) ?? 'mlp';
-  if (model !== 'mlp' && model !== 'cnn') throw new UsageError(`--model: got ${JSON.stringify(model)}, expected mlp or cnn`);
-  const hidden = ((values.hidden as string | undefined) ?? (model === 'mlp' ? '1024,1024' : '16,32,128')).split(',').map(Number);
+  if (model !== 'mlp' && model !== 'cnn' && model !== 'transformer') throw new UsageError(`--model: got ${JSON.stringify(model)}, expected mlp, cnn or transformer`);
+  const hidden = ((values.hidden as string | undefined) ?? { mlp: '1024,1024', cnn: '16,32,128', transformer: '4,128,4,128' }[model]).split(',').map(Number);
   if (hidden.some((h) => !Number.isSafeInteger(h) || h < 1)) throw new UsageError(`--hidden: got ${JSON.stringify(values.hidden)}, expected positive integers`);
+  if (model === 'transformer' && (hidden.length !== 4 || hidden[1] % hidden[2] !== 0))
+    throw new UsageError(`--hidden: got ${JSON.stringify(values.hidden)}, expected layers,d,heads,context for the transformer (d a multiple of heads)`);
   const patterns = ((values.patterns as string | undefined) ?? (values.pattern as string | undefined) ?? '2:4').split(',').map((p) => p.trim());
   const threads = values.threads === undefined ? null : int('threads', 1);
   return {
-    recipes: recipes as RecipeName[], patterns, epochs: int('epochs', 3, 0), steps: int('steps', 20), batch: int('batch', 128),
+    recipes: recipes as RecipeName[], patterns, epochs: int('epochs', 3, 0), steps: int('steps', 20), batch: int('batch', model === 'transformer' ? 32 : 128),
     hidden, model, denseKernels: !!values['dense-kernels'], torch: !!values.torch, threads, machine: (values.machine as string | undefined) ?? null,
     out: (values.out as string | undefined) ?? defaultResultsDir(), write: !values['no-write'],
   };
@@ -134,17 +142,32 @@ function runsOf(cfg: Config): Run[] {
 
 function modelFor(cfg: Config, run: Run, seed: number) {
   const r = createRecipe(run.recipe, { sparseKernels: run.kernels === 'nm' });
-  const model = buildModel(cfg.model, {
-    pattern: run.pattern === '-' ? cfg.patterns[0] : run.pattern, recipe: r, seed,
-    ...(cfg.model === 'mlp' ? { hidden: cfg.hidden } : { channels: [cfg.hidden[0], cfg.hidden[1]] as [number, number], hidden: cfg.hidden[2] }),
-  });
+  const common = { pattern: run.pattern === '-' ? cfg.patterns[0] : run.pattern, recipe: r, seed };
+  const [layers, dModel, heads, context] = cfg.hidden;
+  const model = cfg.model === 'transformer' ? gpt({ ...common, vocabSize: corpus().vocab.size, layers, dModel, heads, context })
+    : buildModel(cfg.model, { ...common, ...(cfg.model === 'mlp' ? { hidden: cfg.hidden } : { channels: [cfg.hidden[0], cfg.hidden[1]] as [number, number], hidden: cfg.hidden[2] }) });
   return { model, recipe: r };
+}
+
+let corpusCache: TextCorpus | null = null;
+const corpus = (): TextCorpus => (corpusCache ??= brownCorpus());
+
+/** The optimizer a model trains with: AdamW (lr 1e-3) as `nmsparse train --model transformer`, else SGD (lr `sgdLr`, Nesterov). */
+function optimizerFor(cfg: Config, model: Module, sgdLr: number) {
+  return cfg.model === 'transformer' ? new AdamW(model.parameters(), { lr: 1e-3, weightDecay: 0.1, betas: [0.9, 0.99] })
+    : new SGD(model.parameters(), { lr: sgdLr, momentum: 0.9, nesterov: true, weightDecay: 5e-5 });
+}
+
+/** Training batches: MNIST's shuffled images, or the corpus' random windows (steps of them an epoch). */
+function trainBatches(cfg: Config, train: Dataset | null, seed: number, steps: number): BatchSource {
+  return cfg.model === 'transformer' ? new TextBatches(corpus().train, { context: cfg.hidden[3], batchSize: cfg.batch, steps, seed })
+    : new Batches(train!, cfg.batch, { seed });
 }
 
 const PHASES: (keyof StepTimes)[] = ['forward', 'inputGrad', 'weightGrad', 'mask', 'recipe', 'optimizer', 'other', 'total'];
 
 /** Phase times of every run, its steps interleaved with the other runs' (2 warm-up steps each, then cfg.steps). */
-function stepBreakdown(cfg: Config, runs: Run[], train: ReturnType<typeof mnistSplit>['train']): StepTimes[] {
+function stepBreakdown(cfg: Config, runs: Run[], train: Dataset | null): StepTimes[] {
   const warm = 2;
   const states = runs.map((run) => {
     const { model, recipe } = modelFor(cfg, run, 1);
@@ -152,11 +175,11 @@ function stepBreakdown(cfg: Config, runs: Run[], train: ReturnType<typeof mnistS
     model.requiresInputGrad = false;
     return {
       model, recipe, sw: sparseWeights(model).map(({ s }) => s),
-      opt: new SGD(model.parameters(), { lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 5e-5 }),
+      opt: optimizerFor(cfg, model, 0.05),
       loss: new SoftmaxCrossEntropy(), samples: [] as Record<string, number>[],
     };
   });
-  const batches = [...new Batches(train, cfg.batch, { seed: 2 }).epoch(0)];
+  const batches = [...trainBatches(cfg, train, 2, 1).epoch(0)];
   for (let step = 0; step < cfg.steps + warm; step++) {
     const b = batches[step % batches.length];
     for (const st of states) {
@@ -182,17 +205,23 @@ function stepBreakdown(cfg: Config, runs: Run[], train: ReturnType<typeof mnistS
   return states.map((st) => Object.fromEntries(PHASES.map((k) => [k, round(median(st.samples.map((x) => x[k])))])) as StepTimes);
 }
 
-async function epochs(cfg: Config, run: Run, split: ReturnType<typeof mnistSplit>) {
+async function epochs(cfg: Config, run: Run, split: ReturnType<typeof mnistSplit> | null) {
   const { model } = modelFor(cfg, run, 0);
-  const opt = new SGD(model.parameters(), { lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 5e-5 });
-  const trainer = new Trainer({ model, optimizer: opt, schedule: warmupCosine({ lr: 0.1, warmup: 0.05 }), epochs: cfg.epochs, batchSize: cfg.batch });
-  const { history, final } = await trainer.fit(split.train, split.test);
+  const opt = optimizerFor(cfg, model, 0.1);
+  const lm = cfg.model === 'transformer';
+  const trainer = new Trainer({
+    model, optimizer: opt, schedule: warmupCosine({ lr: opt.lr, warmup: 0.05 }), epochs: cfg.epochs, batchSize: cfg.batch, ...(lm ? { clipGradNorm: 1 } : {}),
+  });
+  const { history, final } = lm
+    ? await trainer.fit(trainBatches(cfg, null, 0, cfg.steps), new TextWindows(corpus().validation, { context: cfg.hidden[3], batchSize: 64, limit: 8192 }))
+    : await trainer.fit(split!.train, split!.test);
+  const perEpoch = lm ? cfg.steps * cfg.batch * cfg.hidden[3] : split!.train.count;
   const secs = history.map((h) => h.seconds);
   const timed = secs.length > 1 ? secs.slice(1) : secs;
   const med = median(timed);
   return {
     epochSeconds: secs.map((x) => round(x)), firstEpoch: round(secs[0]), medianEpoch: round(med), bestEpoch: round(Math.min(...timed)),
-    imagesPerSecond: Math.round(split.train.count / med), gflops: round(history[0].flops / 1e9 / med, 1), testAccuracy: final.testAccuracy,
+    imagesPerSecond: Math.round(perEpoch / med), gflops: round(history[0].flops / 1e9 / med, 1), testAccuracy: final.testAccuracy,
   };
 }
 
@@ -204,15 +233,21 @@ function textTable(rows: string[][]): string {
 const label = (r: Run): string => (r.recipe === 'dense' ? 'dense' : `${r.recipe} ${r.pattern}${r.kernels === 'dense' ? ' (dense-masked)' : ''}`);
 const fmt = (x: number | null, d: number): string => (x === null ? '-' : x.toFixed(d));
 
-function stepRows(results: TrainBenchResult[]): string[][] {
+/** A transformer step's tokens (its rates are tokens per second), or null for the MNIST models. */
+const tokensPerStep = (c: Partial<Config>): number | null => (c.model === 'transformer' ? c.batch! * c.hidden![3] : null);
+
+function stepRows(results: TrainBenchResult[], c: Partial<Config>): string[][] {
+  const tokens = tokensPerStep(c);
   return [
-    ['run', 'fwd', 'dX', 'dW', 'mask', 'recipe', 'optim', 'other', 'step ms', 'vs dense'],
-    ...results.map((r) => [label(r), ...PHASES.map((k) => r.step[k].toFixed(2)), r.speedup === null ? '-' : `${r.speedup.toFixed(2)}×`]),
+    ['run', 'fwd', 'dX', 'dW', 'mask', 'recipe', 'optim', 'other', 'step ms', 'vs dense', ...(tokens ? ['tok/s'] : [])],
+    ...results.map((r) => [label(r), ...PHASES.map((k) => r.step[k].toFixed(2)), r.speedup === null ? '-' : `${r.speedup.toFixed(2)}×`,
+      ...(tokens ? [String(Math.round(tokens / (r.step.total / 1000)))] : [])]),
   ];
 }
-function epochRows(results: TrainBenchResult[]): string[][] {
+function epochRows(results: TrainBenchResult[], c: Partial<Config>): string[][] {
+  const lm = c.model === 'transformer';
   return [
-    ['run', 'epoch s (median)', 'best', 'first', 'img/s', 'GFLOP/s', 'test %'],
+    ['run', 'epoch s (median)', 'best', 'first', lm ? 'tok/s' : 'img/s', 'GFLOP/s', lm ? 'val next-char %' : 'test %'],
     ...results.map((r) => [label(r), fmt(r.medianEpoch, 3), fmt(r.bestEpoch, 3), fmt(r.firstEpoch, 3), r.imagesPerSecond === null ? '-' : String(r.imagesPerSecond),
       fmt(r.gflops, 1), r.testAccuracy === null ? '-' : (100 * r.testAccuracy).toFixed(2)]),
   ];
@@ -221,25 +256,27 @@ const md = (rows: string[][]): string[] => [`| ${rows[0].join(' | ')} |`, `|${ro
 
 function markdown(doc: { date: string; machine: MachineInfo; config: Partial<Config>; results: TrainBenchResult[]; torch: TorchPeer | null; loadavgAfter: number[] }): string {
   const m = doc.machine, c = doc.config;
-  const dims = c.model === 'mlp' ? `784-${c.hidden?.join('-')}-10` : `channels ${c.hidden?.slice(0, 2).join(', ')}, hidden ${c.hidden?.[2]}`;
+  const lm = c.model === 'transformer';
+  const dims = c.model === 'mlp' ? `784-${c.hidden?.join('-')}-10` : lm ? `${c.hidden?.[0]} layers, d ${c.hidden?.[1]}, ${c.hidden?.[2]} heads, context ${c.hidden?.[3]}`
+    : `channels ${c.hidden?.slice(0, 2).join(', ')}, hidden ${c.hidden?.[2]}`;
   return [
     `# Training step time — ${m.name}`,
     '',
     `${m.cpu}${m.cpuId ? ` (${m.cpuId})` : ''}, ${m.cores} cores, ${m.threads} threads, kernels ${m.cpuIsa.active}; Node ${m.node}; nmsparse ${m.nmsparse}; ${doc.date.slice(0, 10)}; ` +
       `load average ${m.loadavg.join(' ')} before, ${doc.loadavgAfter.join(' ')} after.`,
     '',
-    `MNIST ${c.model} ${dims}, batch ${c.batch}, SGD Nesterov 0.9. Steps: ${c.steps} per run after 2 warm-up steps, the runs interleaved step by step; ` +
+    `${lm ? `Character GPT on the Brown corpus, ${dims}, batch ${c.batch} windows (${tokensPerStep(c)} tokens a step), AdamW, gradient clipping 1` : `MNIST ${c.model} ${dims}, batch ${c.batch}, SGD Nesterov 0.9`}. Steps: ${c.steps} per run after 2 warm-up steps, the runs interleaved step by step; ` +
       'milliseconds, median per phase: fwd / dX / dW = the forward, input-gradient and weight-gradient products of every layer; mask = the recipe\'s ' +
       'mask / compress pass; recipe = its gradient terms and post-update hooks; other = activations, loss, bookkeeping. vs dense = dense step / this step.',
     '',
-    ...md(stepRows(doc.results)),
+    ...md(stepRows(doc.results, c)),
     '',
     ...torchLines(doc.torch, doc.results),
     ...(c.epochs ? [
-      `Epochs: ${c.epochs} per run through the Trainer (8,000 training images), one run after the other; the median and best exclude the first epoch (which allocates the buffers). ` +
+      `Epochs: ${c.epochs} per run through the Trainer (${lm ? `${c.steps} steps of ${tokensPerStep(c)} tokens` : '8,000 training images'}), one run after the other; the median and best exclude the first epoch (which allocates the buffers). ` +
         'GFLOP/s: training FLOPs of the products (sparse forward counted N/M of dense) over the median epoch.',
       '',
-      ...md(epochRows(doc.results)),
+      ...md(epochRows(doc.results, c)),
       '',
     ] : []),
   ].join('\n');
@@ -281,10 +318,11 @@ export async function benchTrain(args: string[]): Promise<void> {
   if (cfg.machine) process.env.NMSPARSE_MACHINE = cfg.machine;
   const machine = machineInfo();
   const t0 = performance.now();
-  const split = mnistSplit();
-  process.stdout.write(`MNIST loaded in ${((performance.now() - t0) / 1000).toFixed(2)} s; ${machine.cpu}, ${machine.threads} threads\n`);
+  const split = cfg.model === 'transformer' ? null : mnistSplit();
+  if (!split) corpus();
+  process.stdout.write(`${split ? 'MNIST' : 'Brown corpus'} loaded in ${((performance.now() - t0) / 1000).toFixed(2)} s; ${machine.cpu}, ${machine.threads} threads\n`);
   const runs = runsOf(cfg);
-  const steps = stepBreakdown(cfg, runs, split.train);
+  const steps = stepBreakdown(cfg, runs, split?.train ?? null);
   const dense = runs.findIndex((r) => r.recipe === 'dense');
   const results: TrainBenchResult[] = [];
   for (const [i, run] of runs.entries()) {
@@ -298,8 +336,8 @@ export async function benchTrain(args: string[]): Promise<void> {
   }
   const torch = cfg.torch ? torchPeer(cfg) : null;
   const doc = { bench: 'train', date: new Date().toISOString(), machine, config: { ...cfg, out: undefined }, results, torch, loadavgAfter: loadavg().map((x) => round(x, 2)) };
-  process.stdout.write('\n' + textTable(stepRows(results)) + '\n');
-  if (cfg.epochs) process.stdout.write('\n' + textTable(epochRows(results)) + '\n');
+  process.stdout.write('\n' + textTable(stepRows(results, cfg)) + '\n');
+  if (cfg.epochs) process.stdout.write('\n' + textTable(epochRows(results, cfg)) + '\n');
   if (torch) process.stdout.write('\n' + torchLines(torch, results).join('\n'));
   if (cfg.write) {
     makeWritableDir(cfg.out, '--out');

@@ -15,16 +15,20 @@ Commands:
   info [--json] [--require-gpu]
                        what this machine can run: CPU kernels, CUDA device, cuSPARSELt / cuBLASLt found (and why not);
                        --require-gpu exits 1 when the GPU is unusable
-  train [options]      train an N:M sparse network on the shipped MNIST digits (nmsparse train --help)
+  train [options]      train an N:M sparse network on the shipped MNIST digits, or a character GPT on the Brown
+                       corpus with --model transformer (nmsparse train --help)
+  generate --model FILE --prompt TEXT   sample text from a trained transformer (nmsparse generate --help)
   compare [options]    train several recipes × patterns × seeds and write one report (nmsparse compare --help)
   serve --model FILE   serve a model file over HTTP on 127.0.0.1 (nmsparse serve --help)
-  bench <cpu|gpu|serve|train>   run a benchmark and write its results under ./bench-results/ (nmsparse bench --help)
+  bench <cpu|gpu|serve|train|ngram>   run a benchmark and write its results under ./bench-results/ (nmsparse bench --help)
   version              print the package version
 
 Exit codes: 0 done, 1 the run failed, 2 a bad command line.
 
-Example:
-  npx nmsparse train --model mlp --recipe srste --pattern 2:4 --epochs 3 --out runs/srste`;
+Examples:
+  npx nmsparse train --model mlp --recipe srste --pattern 2:4 --epochs 3 --out runs/srste
+  npx nmsparse train --model transformer --recipe srste --pattern 2:4 --out runs/gpt
+  npx nmsparse generate --model runs/gpt/checkpoint.safetensors --prompt "The jury" --tokens 200 --seed 1`;
 
 /** A command without flags: --help prints its usage, anything else is a usage error. */
 function noFlags(argv: string[], usage: string): boolean {
@@ -45,6 +49,11 @@ async function main(command: string | undefined, rest: string[]): Promise<void> 
     case 'train': {
       const { trainCommand } = await import('./train.js');
       await trainCommand(rest);
+      return;
+    }
+    case 'generate': {
+      const { generateCommand } = await import('./generate.js');
+      await generateCommand(rest);
       return;
     }
     case 'compare': {
@@ -81,7 +90,7 @@ async function main(command: string | undefined, rest: string[]): Promise<void> 
 
 const [command, ...rest] = process.argv.slice(2);
 main(command, rest).catch((e) => {
-  const known = ['info', 'train', 'compare', 'serve', 'bench', 'version'].includes(command);
+  const known = ['info', 'train', 'generate', 'compare', 'serve', 'bench', 'version'].includes(command);
   const f = failure(!known ? '' : command === 'bench' && rest[0] && !rest[0].startsWith('-') ? `bench ${rest[0]}` : command, e);
   process.stderr.write(f.line);
   process.exitCode = f.exitCode;

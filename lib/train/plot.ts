@@ -210,15 +210,36 @@ export function figure(panels: Panel[], columns = 3, title?: string): string {
   return out.join('\n') + '\n';
 }
 
-/** Loss, accuracy and SAD of one run, per epoch. */
-export function trainingPlot(history: EpochRecord[], title?: string): string {
+/** A run's values per epoch as chart points, and the chart options every per-epoch panel shares. */
+function perEpoch(history: EpochRecord[]) {
   const at = (f: (r: EpochRecord) => number | null | undefined): [number, number][] =>
     history.map((r) => [r.epoch, f(r) ?? NaN] as [number, number]);
   const nan = history.find((r) => !Number.isFinite(r.trainLoss));
   const common = { xLabel: 'epoch', integerX: true, empty: nan ? `loss is ${nan.trainLoss} from epoch ${nan.epoch}: the run diverged` : 'no epochs' };
+  return { at, common };
+}
+
+/** Loss, accuracy and SAD of one run, per epoch. */
+export function trainingPlot(history: EpochRecord[], title?: string): string {
+  const { at, common } = perEpoch(history);
   return figure([
     lineChart({ ...common, title: 'Loss', series: [{ name: 'train', points: at((r) => r.trainLoss) }, { name: 'test', points: at((r) => r.testLoss), dashed: true }] }),
     lineChart({ ...common, title: 'Accuracy', yCeil: 1, series: [{ name: 'train', points: at((r) => r.trainAccuracy) }, { name: 'test', points: at((r) => r.testAccuracy), dashed: true }] }),
     lineChart({ ...common, title: 'SAD (fraction of mask positions)', yFloor: 0, series: [{ name: 'vs previous epoch', points: at((r) => r.sad?.fraction) }, { name: 'vs first sparse mask', points: at((r) => r.sadCumulative?.fraction), dashed: true }] }),
+  ], 3, title);
+}
+
+/** A language model's run per epoch: loss, bits per character (loss / ln 2), SAD per layer kind. */
+export function lmTrainingPlot(history: EpochRecord[], title?: string): string {
+  const { at, common } = perEpoch(history);
+  const kinds = [...new Set(history.flatMap((r) => (r.sadKinds ?? []).map((k) => k.kind)))];
+  const sadOf = (kind: string, which: 'epoch' | 'cumulative') => at((r) => r.sadKinds?.find((k) => k.kind === kind)?.[which]?.fraction);
+  return figure([
+    lineChart({ ...common, title: 'Loss', series: [{ name: 'train', points: at((r) => r.trainLoss) }, { name: 'validation', points: at((r) => r.testLoss), dashed: true }] }),
+    lineChart({ ...common, title: 'Bits per character', series: [{ name: 'train', points: at((r) => r.trainLoss / Math.LN2) }, { name: 'validation', points: at((r) => r.testLoss / Math.LN2), dashed: true }] }),
+    lineChart({ ...common, title: 'SAD per layer kind', yFloor: 0, series: kinds.flatMap((k, i) => [
+      { name: `${k} vs previous epoch`, points: sadOf(k, 'epoch'), color: PALETTE[i] },
+      { name: `${k} vs first sparse`, points: sadOf(k, 'cumulative'), dashed: true, color: PALETTE[i] },
+    ]) }),
   ], 3, title);
 }

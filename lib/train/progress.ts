@@ -7,7 +7,8 @@ export class Progress {
   #n = 0;
   #last = 0;
 
-  constructor(out: NodeJS.WriteStream) {
+  /** `unit`: what the rate counts (`img` → `img/s`). */
+  constructor(out: NodeJS.WriteStream, readonly unit = 'img') {
     this.#out = out;
     this.#tty = !!out.isTTY;
   }
@@ -27,7 +28,7 @@ export class Progress {
     this.#last = now;
     const width = 24, filled = Math.round((width * this.#n) / this.#total);
     const bar = '='.repeat(Math.max(0, filled - 1)) + (filled > 0 ? (this.#n < this.#total ? '>' : '=') : '') + ' '.repeat(width - filled);
-    this.#write(`${this.#label} [${bar}] ${this.#n}/${this.#total} ${status} ${Math.round(perSecond)} img/s`);
+    this.#write(`${this.#label} [${bar}] ${this.#n}/${this.#total} ${status} ${Math.round(perSecond)} ${this.unit}/s`);
   }
 
   done(status: string): void {

@@ -1,6 +1,11 @@
 /**
- * One training run from a plain configuration (what `nmsparse train` and `nmsparse compare` run): MNIST split,
- * model, recipe, optimizer, schedule, Trainer; optionally writes metrics.jsonl, plot.svg and checkpoint.safetensors.
+ * One training run from a plain configuration (what `nmsparse train` and `nmsparse compare` run): data, model,
+ * recipe, optimizer, schedule, Trainer; optionally writes metrics.jsonl, plot.svg and checkpoint.safetensors.
+ * The MNIST models train on the 8,000/2,000 split; the transformer is a character-level GPT on the Brown corpus
+ * (lib/data/brown.ts): an epoch is `stepsPerEpoch` steps of random windows, evaluated on the first `evalTokens`
+ * validation predictions, AdamW (β = 0.9, 0.99) with warm-up + cosine and the gradient norm clipped to 1, as
+ * nanoGPT's character model. Its checkpoint's nmsparse.train metadata holds `gpt` (the GptOptions) and `vocab`
+ * (the characters, lib/data/brown.ts CharVocab), what `nmsparse generate` rebuilds the model from.
  */
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { makeWritableDir } from '../io/dir.js';
@@ -11,13 +16,15 @@ import { backendFor, type Device } from '../device.js';
 import { native } from '../native.js';
 import { check } from '../mask.js';
 import { MNIST_MEAN, MNIST_STD, mnistSplit, subset, type Dataset } from '../data/mnist.js';
-import { buildModel, type ModelName } from '../nn/models.js';
+import { TextBatches, TextWindows, brownCorpus, type TextCorpus } from '../data/brown.js';
+import { buildModel, gpt, type ModelName } from '../nn/models.js';
+import type { Module } from '../nn/module.js';
 import { createRecipe, type AnyRecipeOptions, type RecipeName } from '../recipes/index.js';
 import { SGD } from '../optim/sgd.js';
 import { AdamW } from '../optim/adamw.js';
 import { constant, stepDecay, warmupCosine, type LrSchedule } from '../optim/schedule.js';
-import { Trainer, type EpochRecord } from './trainer.js';
-import { trainingPlot } from './plot.js';
+import { Trainer, type BatchSource, type EpochRecord } from './trainer.js';
+import { lmTrainingPlot, trainingPlot } from './plot.js';
 import { saveCheckpoint } from './checkpoint.js';
 
 export interface RunConfig {
@@ -41,8 +48,18 @@ export interface RunConfig {
   hidden?: number[];
   /** Use only the first `limit` training digits of the split (quick runs). */
   limit?: number;
-  /** Layers kept dense (default: the classifier). */
+  /** Layers kept dense (default: the classifier; transformer: none). */
   dense?: string[];
+  /** Transformer: the GPT's shape (defaults LM_DEFAULTS.gpt). */
+  gpt?: Partial<LmShape>;
+  /** Transformer: the corpus (only 'brown'). */
+  data?: 'brown';
+  /** Transformer: training steps per epoch (default LM_DEFAULTS.stepsPerEpoch). */
+  stepsPerEpoch?: number;
+  /** Transformer: validation predictions evaluated after each epoch (default LM_DEFAULTS.evalTokens; 0: all). */
+  evalTokens?: number;
+  /** Clip the global gradient norm (default: transformer 1, MNIST none). */
+  clipGradNorm?: number;
   recipeOptions?: AnyRecipeOptions;
   /** Write metrics.jsonl, plot.svg and checkpoint.safetensors here. */
   out?: string;
@@ -66,7 +83,67 @@ export const RUN_DEFAULTS = {
   labelSmoothing: 0,
 } as const;
 
+/** A GPT's shape as `nmsparse train --model transformer` takes it. */
+export interface LmShape {
+  layers: number;
+  dModel: number;
+  heads: number;
+  context: number;
+  dropout: number;
+}
+
+/**
+ * Transformer defaults, nanoGPT's character model scaled to a CPU run of a few minutes: 4 layers, d 128, 4 heads,
+ * context 128, batch 32, AdamW lr 1e-3 with weight decay 0.1, 5% warm-up then cosine, clip 1, 100 steps an epoch.
+ */
+export const LM_DEFAULTS = {
+  batchSize: 32, optimizer: 'adamw', lr: 1e-3, weightDecay: 0.1, schedule: 'cosine', warmup: 0.05, clipGradNorm: 1,
+  stepsPerEpoch: 100, evalTokens: 65536, data: 'brown',
+  gpt: { layers: 4, dModel: 128, heads: 4, context: 128, dropout: 0 } as LmShape,
+} as const;
+
+/** The kind of a GPT's sparse layer for SAD: attention (c_attn, attn.c_proj) or MLP (c_fc, mlp.c_proj). */
+export const gptLayerKind = (name: string): string | null =>
+  /\.attn\.(c_attn|c_proj)\.weight$/.test(name) ? 'attention' : /\.mlp\.(c_fc|c_proj)\.weight$/.test(name) ? 'mlp' : null;
+
 let splitCache: { train: Dataset; test: Dataset } | null = null;
+let corpusCache: TextCorpus | null = null;
+
+interface Task {
+  model: Module;
+  train: Dataset | BatchSource;
+  test: Dataset | BatchSource;
+  /** Added to the run's configuration (and the checkpoint's metadata). */
+  meta: Record<string, unknown>;
+}
+
+function mnistTask(cfg: RunConfig & { batchSize: number }, pattern: ReturnType<typeof parsePattern>, recipe: ReturnType<typeof createRecipe>): Task {
+  const hidden = cfg.hidden;
+  const model = buildModel(cfg.model, {
+    pattern, recipe, seed: cfg.seed, dense: cfg.dense,
+    ...(hidden ? (cfg.model === 'cnn' ? { channels: hidden as [number, number], hidden: hidden[2] } : { hidden }) : {}),
+  });
+  splitCache ??= mnistSplit();
+  const train = cfg.limit ? subset(splitCache.train, Int32Array.from({ length: Math.min(cfg.limit, splitCache.train.count) }, (_, i) => i)) : splitCache.train;
+  return { model, train, test: splitCache.test, meta: {} };
+}
+
+function lmTask(cfg: RunConfig & { batchSize: number }, pattern: ReturnType<typeof parsePattern>, recipe: ReturnType<typeof createRecipe>): Task {
+  const shape: LmShape = { ...LM_DEFAULTS.gpt, ...stripUndefined(cfg.gpt ?? {}) };
+  corpusCache ??= brownCorpus();
+  const c = corpusCache;
+  const model = gpt({ vocabSize: c.vocab.size, ...shape, pattern, recipe, seed: cfg.seed, dense: cfg.dense });
+  const steps = cfg.stepsPerEpoch ?? LM_DEFAULTS.stepsPerEpoch, evalTokens = cfg.evalTokens ?? LM_DEFAULTS.evalTokens;
+  return {
+    model,
+    train: new TextBatches(c.train, { context: shape.context, batchSize: cfg.batchSize, steps, seed: cfg.seed }),
+    test: new TextWindows(c.validation, { context: shape.context, batchSize: Math.max(1, Math.floor(8192 / shape.context)), limit: evalTokens || undefined }),
+    meta: {
+      gpt: { vocabSize: c.vocab.size, ...shape, tiedHead: true }, vocab: c.vocab.toString(), data: 'brown', stepsPerEpoch: steps, evalTokens,
+      documents: c.documents,
+    },
+  };
+}
 
 export async function runTraining(c: RunConfig): Promise<RunResult> {
   const device = c.device ?? 'cpu';
@@ -75,20 +152,16 @@ export async function runTraining(c: RunConfig): Promise<RunResult> {
     backendFor(device, '--device');
   }
   const pattern = parsePattern(c.pattern, '--pattern');
-  const cfg = { ...RUN_DEFAULTS, ...stripUndefined(c), device, pattern: patternString(pattern) };
+  const lm = c.model === 'transformer';
+  const cfg = { ...RUN_DEFAULTS, ...(lm ? { ...LM_DEFAULTS, gpt: undefined } : {}), ...stripUndefined(c), device, pattern: patternString(pattern) };
   const recipe = createRecipe(cfg.recipe, cfg.recipeOptions ?? {});
   if (cfg.out) makeWritableDir(cfg.out, '--out');
-  const hidden = cfg.hidden;
-  const model = buildModel(cfg.model, {
-    pattern, recipe, seed: cfg.seed, dense: cfg.dense,
-    ...(hidden ? (cfg.model === 'cnn' ? { channels: hidden as [number, number], hidden: hidden[2] } : { hidden }) : {}),
-  });
+  const task = lm ? lmTask(cfg, pattern, recipe) : mnistTask(cfg, pattern, recipe);
+  const { model } = task;
   if (device !== 'cpu') model.to(device);
-  splitCache ??= mnistSplit();
-  const train = cfg.limit ? subset(splitCache.train, Int32Array.from({ length: Math.min(cfg.limit, splitCache.train.count) }, (_, i) => i)) : splitCache.train;
   const params = model.parameters();
   const optimizer = cfg.optimizer === 'adamw'
-    ? new AdamW(params, { lr: cfg.lr, weightDecay: cfg.weightDecay })
+    ? new AdamW(params, { lr: cfg.lr, weightDecay: cfg.weightDecay, ...(lm ? { betas: [0.9, 0.99] as [number, number] } : {}) })
     : new SGD(params, { lr: cfg.lr, momentum: cfg.momentum, nesterov: cfg.nesterov && cfg.momentum > 0, weightDecay: cfg.weightDecay });
   const schedule: LrSchedule = cfg.schedule === 'constant' ? constant({ lr: cfg.lr })
     : cfg.schedule === 'step' ? stepDecay({ lr: cfg.lr, stepSize: 1 / 3, gamma: 0.1 })
@@ -104,25 +177,27 @@ export async function runTraining(c: RunConfig): Promise<RunResult> {
     }
   }
   const config = {
-    ...cfg, progress: undefined, onEpoch: undefined, recipeOptions: recipe.describe(), threads: native.numThreads() as number,
+    ...cfg, ...task.meta, progress: undefined, onEpoch: undefined, recipeOptions: recipe.describe(), threads: native.numThreads() as number,
     parameters: params.reduce((a, p) => a + p.size, 0), layers: model.modules().filter((m) => m.parameters().length && m.children().length === 0).map((m) => m.describe()),
   };
   if (metrics) appendFileSync(metrics, JSON.stringify({ type: 'config', ...config }) + '\n');
 
   const trainer = new Trainer({
     model, optimizer, schedule, epochs: cfg.epochs, batchSize: cfg.batchSize, seed: cfg.seed, labelSmoothing: cfg.labelSmoothing,
-    device, progress: c.progress ?? null,
+    clipGradNorm: cfg.clipGradNorm, device, progress: c.progress ?? null,
+    ...(lm ? { layerKind: gptLayerKind, unit: 'tok', progressMetric: 'bits' as const } : {}),
     onEpoch: (r) => {
-      if (metrics) appendFileSync(metrics, JSON.stringify({ type: 'epoch', ...r }) + '\n');
+      const bits = lm ? { trainBitsPerChar: r.trainLoss / Math.LN2, validationBitsPerChar: r.testLoss / Math.LN2 } : {};
+      if (metrics) appendFileSync(metrics, JSON.stringify({ type: 'epoch', ...r, ...bits }) + '\n');
       c.onEpoch?.(r);
     },
   });
-  const { history, final } = await trainer.fit(train, splitCache.test);
+  const { history, final } = await trainer.fit(task.train, task.test);
   const nmValid = trainer.sparseLayers.every(({ s }) => s.recipe.name === 'dense' || check(s.deployWeight(), s.pattern).ok);
   if (cfg.out) {
-    writeFileSync(path.join(cfg.out, 'plot.svg'), trainingPlot(history, `${cfg.model} · ${cfg.recipe} · ${cfg.pattern} · seed ${cfg.seed}`));
-    // mnistSplit() standardised the pixels: the checkpoint records it, so that serving applies it to raw pixels.
-    saveCheckpoint(model, path.join(cfg.out, 'checkpoint'), { ...config, final: summaryOf(final) }, { input: { mean: MNIST_MEAN, std: MNIST_STD } });
+    writeFileSync(path.join(cfg.out, 'plot.svg'), (lm ? lmTrainingPlot : trainingPlot)(history, `${cfg.model} · ${cfg.recipe} · ${cfg.pattern} · seed ${cfg.seed}`));
+    // mnistSplit() standardised the pixels: an MNIST checkpoint records it, so that serving applies it to raw pixels.
+    saveCheckpoint(model, path.join(cfg.out, 'checkpoint'), { ...config, final: summaryOf(final) }, lm ? {} : { input: { mean: MNIST_MEAN, std: MNIST_STD } });
   }
   return {
     config: config as RunResult['config'], history, final, nmValid,
@@ -133,7 +208,7 @@ export async function runTraining(c: RunConfig): Promise<RunResult> {
 /** The headline numbers of an epoch record. */
 export function summaryOf(r: EpochRecord): Record<string, number | null> {
   return {
-    epoch: r.epoch, trainLoss: r.trainLoss, testAccuracy: r.testAccuracy, sad: r.sad?.fraction ?? null,
+    epoch: r.epoch, trainLoss: r.trainLoss, testLoss: r.testLoss, testAccuracy: r.testAccuracy, sad: r.sad?.fraction ?? null,
     sadCumulative: r.sadCumulative?.fraction ?? null, flopsTotal: r.flopsTotal, seconds: r.seconds,
   };
 }

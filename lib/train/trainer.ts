@@ -3,6 +3,11 @@
  * learning-rate schedule; the recipes of the sparse layers see every step. Per epoch it records loss and
  * accuracy (train and test), SAD, training FLOPs and throughput.
  *
+ * The data is an image Dataset (batched here) or any BatchSource: a language model's batches (lib/data/brown.ts)
+ * hold B·T token predictions, labels -1 for padding, `size` the predictions that count. Loss and accuracy are
+ * means over those predictions (next-token accuracy for a language model), throughput is predictions (images or
+ * tokens) per second.
+ *
  * SAD (docs/design.md §5) compares target-pattern masks of the dense weights, summed over the sparse layers:
  *   epoch       vs the mask at the end of the previous epoch (the initial weights' mask for epoch 1);
  *   cumulative  vs the first sparse mask (at the first step whose forward is sparse; for a recipe that is never
@@ -21,8 +26,14 @@ import { SoftmaxCrossEntropy } from '../nn/loss.js';
 import type { Optimizer } from '../optim/optimizer.js';
 import type { LrSchedule } from '../optim/schedule.js';
 import type { Recipe, SparseWeight } from '../recipes/recipe.js';
-import { Batches, type Dataset } from '../data/mnist.js';
+import { Batches, type Batch, type Dataset } from '../data/mnist.js';
 import { Progress } from './progress.js';
+
+/** Batches of one epoch: `length` per epoch; epoch(e) may reuse its buffers between batches. */
+export interface BatchSource {
+  readonly length: number;
+  epoch(epoch?: number): Iterable<Batch>;
+}
 
 export interface TrainerOptions {
   model: Module;
@@ -41,8 +52,14 @@ export interface TrainerOptions {
   onEpoch?: (r: EpochRecord) => void;
   /** A progress bar on this stream (only drawn when it is a TTY). Default: none. */
   progress?: NodeJS.WriteStream | null;
-  /** Batch size for evaluation (default 1000). */
+  /** Batch size for evaluation of a Dataset (default 1000). */
   evalBatchSize?: number;
+  /** Groups the sparse layers by kind for SAD (`attention`, `mlp`: EpochRecord.sadKinds); null leaves one out. */
+  layerKind?: (name: string) => string | null;
+  /** What a prediction is, for the progress bar's rate (default 'img': `img/s`). */
+  unit?: string;
+  /** What the progress bar shows beside the loss: accuracy (default) or bits per prediction (loss / ln 2). */
+  progressMetric?: 'accuracy' | 'bits';
 }
 
 export interface SadStat {
@@ -67,11 +84,13 @@ export interface EpochRecord {
   sad: SadStat | null;
   sadCumulative: SadStat | null;
   sadLayers: { name: string; epoch: SadStat; cumulative: SadStat | null }[];
+  /** SAD summed per layer kind (TrainerOptions.layerKind), in order of first appearance; absent without one. */
+  sadKinds?: { kind: string; epoch: SadStat; cumulative: SadStat | null }[];
   /** Training FLOPs of this epoch and of the run so far, and what they would be with every layer dense. */
   flops: number;
   flopsTotal: number;
   denseFlopsTotal: number;
-  /** Wall time of the epoch's training steps (evaluation excluded), and training images per second. */
+  /** Wall time of the epoch's training steps (evaluation excluded), and training predictions (images, tokens) per second. */
   seconds: number;
   imagesPerSecond: number;
 }
@@ -105,6 +124,18 @@ function sum(stats: SadStat[]): SadStat {
   return { changed, total, fraction: total ? changed / total : 0 };
 }
 
+/** SAD summed per kind of layer: a kind's cumulative SAD is null while one of its layers has none. */
+function byKind(layers: { name: string; epoch: SadStat; cumulative: SadStat | null }[], kindOf: (name: string) => string | null) {
+  const groups = new Map<string, typeof layers>();
+  for (const l of layers) {
+    const k = kindOf(l.name);
+    if (k !== null) groups.set(k, [...(groups.get(k) ?? []), l]);
+  }
+  return [...groups].map(([kind, ls]) => ({
+    kind, epoch: sum(ls.map((l) => l.epoch)), cumulative: ls.every((l) => l.cumulative) ? sum(ls.map((l) => l.cumulative!)) : null,
+  }));
+}
+
 export class Trainer {
   readonly opts: TrainerOptions;
   readonly #loss: SoftmaxCrossEntropy;
@@ -124,19 +155,27 @@ export class Trainer {
 
   get sparseLayers(): { name: string; s: SparseWeight }[] { return this.#sparse; }
 
-  /** Mean loss and accuracy over a dataset, in eval mode. */
-  evaluate(ds: Dataset): { loss: number; accuracy: number } {
+  /** Mean loss and accuracy over a dataset (or every batch of a source's epoch 0), in eval mode. */
+  evaluate(ds: Dataset | BatchSource): { loss: number; accuracy: number } {
     const model = this.opts.model;
     const was = model.training;
     model.eval();
-    let loss = 0, correct = 0;
-    for (const b of new Batches(ds, this.opts.evalBatchSize ?? 1000, { shuffle: false }).epoch()) {
+    let loss = 0, correct = 0, count = 0;
+    for (const b of this.#source(ds, false).epoch(0)) {
       const r = this.#loss.forward(model.forward(this.#input(b.x)), b.labels);
-      loss += r.loss * b.size;
+      loss += r.loss * r.count;
       correct += r.correct;
+      count += r.count;
     }
     model.train(was);
-    return { loss: loss / ds.count, accuracy: correct / ds.count };
+    return { loss: loss / count, accuracy: correct / count };
+  }
+
+  #source(ds: Dataset | BatchSource, train: boolean): BatchSource {
+    if (typeof (ds as BatchSource)?.epoch === 'function') return ds as BatchSource;
+    if (!(ds as Dataset)?.images) fail('E_TYPE', train ? 'train' : 'test', ds, 'a Dataset or a BatchSource');
+    return train ? new Batches(ds as Dataset, this.opts.batchSize ?? 128, { shuffle: true, seed: this.opts.seed ?? 0 })
+      : new Batches(ds as Dataset, this.opts.evalBatchSize ?? 1000, { shuffle: false });
   }
 
   #input(x: Tensor): Tensor {
@@ -144,9 +183,10 @@ export class Trainer {
     return d === 'cpu' ? x : x.to(d);
   }
 
-  async fit(train: Dataset, test: Dataset): Promise<TrainResult> {
+  /** Trains on `train` (a Dataset is shuffled per epoch with `seed`), evaluating on `test` after every epoch. */
+  async fit(train: Dataset | BatchSource, test: Dataset | BatchSource): Promise<TrainResult> {
     const { model, optimizer, schedule, epochs } = this.opts;
-    const batches = new Batches(train, this.opts.batchSize ?? 128, { shuffle: true, seed: this.opts.seed ?? 0 });
+    const batches = this.#source(train, true);
     const total = epochs * batches.length;
     for (const r of this.#recipes) r.plan(total);
     model.train();
@@ -158,7 +198,8 @@ export class Trainer {
     const scratch = tracked.map(({ s }) => s.targetMask());
     const lead = this.#recipes[0];
     const history: EpochRecord[] = [];
-    const progress = this.opts.progress ? new Progress(this.opts.progress) : null;
+    const progress = this.opts.progress ? new Progress(this.opts.progress, this.opts.unit) : null;
+    const bits = this.opts.progressMetric === 'bits';
     let step = 0, flopsTotal = 0, denseTotal = 0;
     const flopModules = model.modules().filter((m) => m.parameters().length > 0);
 
@@ -183,15 +224,16 @@ export class Trainer {
 
         for (const m of flopModules) {
           const f = m.lastForwardFlops;
-          const back = m.requiresInputGrad ? 2 * f : f;
+          // The root's own products (a GPT's tied head) feed its children, so their input gradient is computed.
+          const back = m.requiresInputGrad || (m === model && m.children().length > 0) ? 2 * f : f;
           flops += (m.sparse ? m.sparse.density : 1) * f + back;
           denseTotal += f + back;
         }
-        lossSum += r.loss * b.size;
+        lossSum += r.loss * r.count;
         correct += r.correct;
-        seen += b.size;
+        seen += r.count;
         step++;
-        progress?.tick(`loss ${(lossSum / seen).toFixed(4)} acc ${((100 * correct) / seen).toFixed(1)}%`, seen / ((performance.now() - t0) / 1000));
+        progress?.tick(`loss ${(lossSum / seen).toFixed(4)} ${bits ? `${(lossSum / seen / Math.LN2).toFixed(3)} bits` : `acc ${((100 * correct) / seen).toFixed(1)}%`}`, seen / ((performance.now() - t0) / 1000));
         if (step % 4 === 0) await yieldToLoop();
       }
       const seconds = (performance.now() - t0) / 1000;
@@ -207,14 +249,16 @@ export class Trainer {
         [t.prev, scratch[i]] = [cur, t.prev]; // the current mask becomes the previous one; its old buffer the scratch
         return { name: t.name, epoch: e, cumulative: c };
       });
+      const kinds = this.opts.layerKind ? byKind(layers, this.opts.layerKind) : undefined;
       const rec: EpochRecord = {
         epoch, steps: step, lr: optimizer.lr, phase,
         trainLoss: lossSum / seen, trainAccuracy: correct / seen, testLoss: ev.loss, testAccuracy: ev.accuracy,
         sad: layers.length ? sum(layers.map((l) => l.epoch)) : null,
         sadCumulative: layers.length && layers.every((l) => l.cumulative) ? sum(layers.map((l) => l.cumulative!)) : null,
-        sadLayers: layers, flops, flopsTotal, denseFlopsTotal: denseTotal, seconds, imagesPerSecond: seen / seconds,
+        sadLayers: layers, ...(kinds ? { sadKinds: kinds } : {}), flops, flopsTotal, denseFlopsTotal: denseTotal, seconds, imagesPerSecond: seen / seconds,
       };
-      progress?.done(`loss ${rec.trainLoss.toFixed(4)} train ${(100 * rec.trainAccuracy).toFixed(2)}% test ${(100 * rec.testAccuracy).toFixed(2)}% ${seconds.toFixed(2)} s`);
+      progress?.done(bits ? `loss ${rec.trainLoss.toFixed(4)} validation ${rec.testLoss.toFixed(4)} (${(rec.testLoss / Math.LN2).toFixed(3)} bits) ${seconds.toFixed(2)} s`
+        : `loss ${rec.trainLoss.toFixed(4)} train ${(100 * rec.trainAccuracy).toFixed(2)}% test ${(100 * rec.testAccuracy).toFixed(2)}% ${seconds.toFixed(2)} s`);
       history.push(rec);
       this.opts.onEpoch?.(rec);
     }
