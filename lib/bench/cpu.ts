@@ -1,13 +1,13 @@
 /**
  * `nmsparse bench cpu`: the CPU products side by side, in one run, on this machine.
  *   square  M = N = K:   dense matmul(W, B)      vs 2:4 S.matmul(B) = sparseMatmul(S, B)   vs OpenBLAS sgemm
- *   linear  batch 256:   dense linear(x, W)      vs 2:4 nm.linear(x, S) = sparseLinear      vs OpenBLAS sgemm (x·Wᵀ)
+ *   linear  per --batch: dense linear(x, W)      vs 2:4 nm.linear(x, S) = sparseLinear      vs OpenBLAS sgemm (x·Wᵀ)
  * GFLOP/s count 2·M·N·K for every column, so the sparse column is the dense work it replaces. Each timing is the
  * median of several runs after a warm-up; ours take turns, OpenBLAS runs after them and is followed by a pause
  * so that its spinning threads do not slow the next measurement. Prints a table and writes
  * bench-results/cpu-<machine>.json and .md (under the working directory, or --out).
  *
- *   nmsparse bench cpu [--sizes 512,1024,2048,4096] [--batch 256] [--no-linear] [--reps N] [--threads N]
+ *   nmsparse bench cpu [--sizes 512,1024,2048,4096] [--batch 256 | 1,8,64,...] [--no-linear] [--reps N] [--threads N]
  *                      [--openblas-core NAME] [--machine NAME] [--out DIR] [--no-write]
  * --openblas-core sets OPENBLAS_CORETYPE (e.g. SkylakeX: OpenBLAS's AVX-512 kernels, which its DYNAMIC_ARCH
  * builds do not pick by themselves on CPUs newer than they know) and adds `-openblas-<name>` to the file names.
@@ -28,7 +28,7 @@ import { defaultResultsDir, machineInfo, type MachineInfo } from './machine.js';
 
 interface Config {
   sizes: number[];
-  batch: number;
+  batch: number[];
   linear: boolean;
   reps: number | null;
   threads: number | null;
@@ -89,7 +89,7 @@ function parse(args: string[]): Config {
   }
   return {
     sizes: values.sizes ? positiveInts(values.sizes, '--sizes') : [512, 1024, 2048, 4096],
-    batch: values.batch ? positiveInts(values.batch, '--batch')[0] : 256,
+    batch: values.batch ? positiveInts(values.batch, '--batch') : [256],
     linear: !values['no-linear'],
     reps: values.reps ? positiveInts(values.reps, '--reps')[0] : null,
     threads: values.threads ? positiveInts(values.threads, '--threads')[0] : null,
@@ -244,7 +244,13 @@ export async function benchCpu(args: string[]): Promise<void> {
   process.stdout.write(`bench cpu: ${machine.cpu}, ${machine.cores} cores, ${machine.cpuIsa.active} kernels on ${machine.threads} threads; ` +
     `OpenBLAS: ${blas ? `${machine.openblas.corename ?? ''} ${machine.openblas.path}` : `not available (${machine.openblas.error})`}\n`);
   const shapes: Array<['square' | 'linear', number, number, number]> = cfg.sizes.map((s) => ['square', s, s, s] as ['square', number, number, number]);
-  if (cfg.linear) shapes.push(['linear', cfg.batch, 4096, 1024], ['linear', cfg.batch, 1024, 4096]);
+  // Linear layers per batch: the two 4096/1024 shapes, and below 256 rows also the square hidden layers of the
+  // serving MLPs (1024 and 4096 wide), where a service's few rows decide the speed.
+  if (cfg.linear)
+    for (const b of cfg.batch) {
+      shapes.push(['linear', b, 4096, 1024], ['linear', b, 1024, 4096]);
+      if (b < 256) shapes.push(['linear', b, 1024, 1024], ['linear', b, 4096, 4096]);
+    }
   const results: CpuResult[] = [];
   for (const [kind, m, n, k] of shapes) {
     const r = await benchCase(kind, m, n, k, cfg, blas);

@@ -15,7 +15,7 @@ type Runner = (args: string[]) => Promise<void>;
 const KINDS: Record<string, { file: string; fn: string; what: string; flags: string }> = {
   cpu: {
     file: './cpu.js', fn: 'benchCpu', what: 'dense vs 2:4 sparse vs OpenBLAS on the CPU',
-    flags: '[--sizes 512,1024,2048,4096] [--batch 256] [--no-linear] [--reps N] [--threads N] [--openblas-core NAME] [--machine NAME] [--out DIR] [--no-write]',
+    flags: '[--sizes 512,1024,2048,4096] [--batch 256 | 1,8,64] [--no-linear] [--reps N] [--threads N] [--openblas-core NAME] [--machine NAME] [--out DIR] [--no-write]',
   },
   gpu: {
     file: './gpu.js', fn: 'benchGpu', what: 'cuSPARSELt 2:4 vs cuBLASLt dense on the GPU',
