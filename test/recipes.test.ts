@@ -1,10 +1,11 @@
 // The recipe family (docs/design.md §6): exact equalities (SR-STE λ=0 ≡ STE), the SR-STE gradient on a hand-made example,
 // schedule values at given steps, ASP's exact zeros, and N:M validity of every recipe's trained weights.
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Tensor, nm } from '../lib/index.js';
 import { NmSparseError } from '../lib/errors.js';
 import { SparseLinear } from '../lib/nn/layers.js';
 import { SoftmaxCrossEntropy } from '../lib/nn/loss.js';
+import { nmKernelMinWidth } from '../lib/nn/linalg.js';
 import { mlp, cnn } from '../lib/nn/models.js';
 import type { Module } from '../lib/nn/module.js';
 import { SGD, warmupCosine } from '../lib/optim/index.js';
@@ -305,6 +306,10 @@ describe('the N:M kernels in the training step (nmTrainPass, sparseLinear, linea
     ['mask-decay', { alpha: 'step-linear' }, '2:4'], ['structure-decay', { schedule: 'kao' }, '2:8'], ['srste', { interval: 3 }, '4:8'],
     ['srste', { mask: 'transposable' }, '2:4'], ['asp', { mask: 'transposable' }, '2:4'],
   ];
+  // These layers are narrow: route their products through the N:M kernels too, as wider layers are by default.
+  const widths = { ...nmKernelMinWidth };
+  beforeAll(() => Object.assign(nmKernelMinWidth, { forward: 0, inputGrad: 0 }));
+  afterAll(() => Object.assign(nmKernelMinWidth, widths));
   for (const [name, opts, pattern] of cases)
     it(`${name} ${JSON.stringify(opts)} ${pattern}: 20 steps equal the dense-masked path (MLP and CNN)`, () => {
       for (const kind of ['mlp', 'cnn'] as const) {

@@ -15,12 +15,23 @@ import { timed } from './profile.js';
 
 /** y = x·Wᵀ + bias. x [rows, in], W [out, in], bias [out] or null; S = W in compressed form (the N:M product). */
 export function linearForward(x: Tensor, w: Tensor, bias: Tensor | null, out?: Tensor, s?: SparseTensor | null): Tensor {
-  return timed('forward', () => (s ? sparseLinear(x, s, bias, { out }) : linear(x, w, bias, { out })));
+  const sparse = s && Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.forward;
+  return timed('forward', () => (sparse ? sparseLinear(x, s, bias, { out }) : linear(x, w, bias, { out })));
 }
+
+/**
+ * The narrowest weight (the smaller of out and in) whose products run through the N:M kernels; narrower, they run
+ * dense on W ⊙ m (the same result within rounding). Measured by bench train on the Zen 3 (bench/results/train-*):
+ * at widths 128-512 (the character GPT) the N:M forward took 1.25x and the transposed product for dX 2.2x the dense
+ * GEMM's time; the MLPs' layers (784 and wider) gain in the forward, and dX breaks even at 1024 and wins at 4096.
+ * Mutable for tests and benchmarks (0: every N:M layer).
+ */
+export const nmKernelMinWidth = { forward: 784, inputGrad: 1024 };
 
 /** dX = dY·W. dY [rows, out], W [out, in]; nm: W is the masked weight of this step's N:M forward (CPU). */
 export function inputGrad(dy: Tensor, w: Tensor, nm: boolean, out?: Tensor): Tensor {
-  return timed('inputGrad', () => (nm ? linearInputGrad(dy, w, { out }) : matmul(dy, w, { out })));
+  const sparse = nm && Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.inputGrad;
+  return timed('inputGrad', () => (sparse ? linearInputGrad(dy, w, { out }) : matmul(dy, w, { out })));
 }
 
 /** c = aᵀ·b. a [k, m], b [k, n]. */
