@@ -84,6 +84,32 @@ describe('matmul (CPU)', () => {
     expect(results.length).toBe(ISAS.length);
   });
 
+  // k > 4096 with a small C takes the split-k path (conv weight gradients): slices of k summed in a fixed order.
+  it('a long reduction into a small C (split k): every kernel path, transposes, bias; the same bits on 1 and 3 threads', () => {
+    const before = native.numThreads() as number;
+    try {
+      for (const [m, n, k, ta, tb] of [[13, 9, 12301, true, false], [33, 70, 8193, false, true], [1, 1, 4097, true, true]] as const) {
+        const a = rand(ta ? [k, m] : [m, k], 'float32', m + k), b = rand(tb ? [n, k] : [k, n], 'float32', n + k);
+        const bias = rand([n], 'float32', 12);
+        const ref = refGemm(a.toArray(), b.toArray(), m, n, k, ta, tb, bias.toArray());
+        for (const isa of ISAS) {
+          native.cpuIsa(isa);
+          const bits: number[][] = [];
+          for (const t of [1, 3]) {
+            native.setNumThreads(t);
+            const out = poison(zeros([m, n]));
+            expectClose(matmul(a, b, { transA: ta, transB: tb, bias, out }), ref, k);
+            bits.push(out.toArray());
+          }
+          expect(bits[1], `${isa}: 3 threads vs 1`).toEqual(bits[0]);
+        }
+      }
+    } finally {
+      native.cpuIsa('auto');
+      native.setNumThreads(before);
+    }
+  });
+
   it('runs on every thread count of the pool', () => {
     const before = native.numThreads() as number;
     const a = rand([90, 200], 'float32', 10), b = rand([200, 77], 'float32', 11);

@@ -238,6 +238,80 @@ void gemm_small_m(const GemmArgs& g, const float* bias) {
 
 }  // namespace
 
+// Packs A[i0:+mb, pc:+kb] into MR-tall panels (in `scratch`) and multiplies them with the packed B panels [q0, q1)
+// of a block nb columns wide into C (ldc; C points at row i0, column jc): C = acc ? C + A·B : A·B + bias.
+void block_tiles(Isa isa, const KernelSet& K, const PackSrc& asrc, int64_t i0, int64_t mb, int64_t pc, int64_t kb,
+                 const float* Bp, int64_t q0, int64_t q1, int64_t nb, float* C, int64_t ldc, bool accumulate,
+                 const float* bias, Scratch& scratch) {
+  const int MR = K.mr, NR = K.nr;
+  const int64_t nap = cdiv(mb, MR);
+  float* Ap = scratch.floats(static_cast<size_t>(nap * MR * kb));
+  for (int64_t a = 0; a < nap; ++a)
+    pack_panel(isa, asrc, i0 + a * MR, std::min<int64_t>(MR, mb - a * MR), pc, kb, MR, Ap + a * MR * kb);
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t j = q * NR, nr = std::min<int64_t>(NR, nb - j);
+    const float* bp = Bp + q * NR * kb;
+    const float* brow = bias ? bias + j : nullptr;
+    for (int64_t a = 0; a < nap; ++a) {
+      const int64_t i = a * MR, mr = std::min<int64_t>(MR, mb - i);
+      float* cp = C + i * ldc + j;
+      if (mr == MR && nr == NR) {
+        K.ukr(kb, Ap + a * MR * kb, bp, cp, ldc, accumulate, brow);
+      } else {
+        alignas(64) float tmp[kMaxTile];
+        K.ukr(kb, Ap + a * MR * kb, bp, tmp, NR, false, nullptr);
+        for (int64_t r = 0; r < mr; ++r)
+          for (int64_t c = 0; c < nr; ++c) {
+            const float v = tmp[r * NR + c];
+            float& o = cp[r * ldc + c];
+            o = accumulate ? o + v : v + (brow ? brow[c] : 0.f);
+          }
+      }
+    }
+  }
+}
+
+// A small float32 C over a long reduction (conv weight gradients dW = dYᵀ·cols: m, n ≲ 300, k = batch·pixels up to
+// 10⁵): the main loop's per-KC-block B pack and two pool barriers cost more than the block's few FMAs, and there are
+// too few tiles to keep the threads busy. Instead each task takes fixed kSliceK-deep slices of k end to end (packs and
+// microkernels, no barrier) into its own partial C, and the partials are added in slice order: the result does not
+// depend on the thread count.
+constexpr int64_t kSliceK = 4096;
+
+bool split_k(const GemmArgs& g) {
+  return g.c_dtype == DType::F32 && g.k > kSliceK && g.m * g.n <= 256 * 256;
+}
+
+void gemm_split_k(const GemmArgs& g, Isa isa, const KernelSet& K, const PackSrc& asrc, const PackSrc& bsrc,
+                  const float* bias) {
+  const int NR = K.nr;
+  const int64_t m = g.m, n = g.n, k = g.k, mn = m * n, npan = cdiv(n, NR);
+  const int64_t slices = cdiv(k, kSliceK);
+  thread_local Scratch s_part;
+  float* part = s_part.floats(static_cast<size_t>(slices * mn));
+  const bool parallel = static_cast<double>(m) * n * k >= 64.0 * 64 * 64;
+  parallel_for(slices, parallel ? 1 : slices, [&](int64_t s0, int64_t s1) {
+    thread_local Scratch s_a, s_bp;
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t k1 = std::min(k, (s + 1) * kSliceK);
+      for (int64_t pc = s * kSliceK; pc < k1; pc += K.kc) {
+        const int64_t kb = std::min<int64_t>(K.kc, k1 - pc);
+        float* Bp = s_bp.floats(static_cast<size_t>(npan * NR * kb));
+        for (int64_t q = 0; q < npan; ++q)
+          pack_panel(isa, bsrc, q * NR, std::min<int64_t>(NR, n - q * NR), pc, kb, NR, Bp + q * NR * kb);
+        block_tiles(isa, K, asrc, 0, m, pc, kb, Bp, 0, npan, n, part + s * mn, n, pc > s * kSliceK, nullptr, s_a);
+      }
+    }
+  });
+  float* C = static_cast<float*>(g.c);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      float v = part[i * n + j];
+      for (int64_t s = 1; s < slices; ++s) v += part[s * mn + i * n + j];
+      C[i * n + j] = bias ? v + bias[j] : v;
+    }
+}
+
 void gemm(const GemmArgs& g) {
   check(g);
   const Isa isa = active_isa();
@@ -260,6 +334,7 @@ void gemm(const GemmArgs& g) {
 #if NMS_X86
   if (small_m(g, isa)) return gemm_small_m(g, bias);
 #endif
+  if (split_k(g)) return gemm_split_k(g, isa, K, asrc, bsrc, bias);
   const bool direct = g.c_dtype == DType::F32;
   int64_t nc = K.nc;
   if (!direct) nc = std::max<int64_t>(NR, std::min<int64_t>(nc, (int64_t{1} << 22) / m / NR * NR));
@@ -304,33 +379,9 @@ void gemm(const GemmArgs& g) {
       parallel_for(nic * nsplit, parallel ? 1 : nic * nsplit, [&](int64_t t0, int64_t t1) {
         thread_local Scratch s_a;
         for (int64_t t = t0; t < t1; ++t) {
-          const int64_t i0 = (t / nsplit) * mc, mb = std::min(mc, m - i0);
-          const int64_t q0 = (t % nsplit) * per, q1 = std::min(npan, q0 + per);
-          const int64_t nap = cdiv(mb, MR);
-          float* Ap = s_a.floats(static_cast<size_t>(nap * MR * kb));
-          for (int64_t a = 0; a < nap; ++a)
-            pack_panel(isa, asrc, i0 + a * MR, std::min<int64_t>(MR, mb - a * MR), pc, kb, MR, Ap + a * MR * kb);
-          for (int64_t q = q0; q < q1; ++q) {
-            const int64_t j = q * NR, nr = std::min<int64_t>(NR, nb - j);
-            const float* bp = Bp + q * NR * kb;
-            const float* brow = first && bias ? bias + jc + j : nullptr;
-            for (int64_t a = 0; a < nap; ++a) {
-              const int64_t i = a * MR, mr = std::min<int64_t>(MR, mb - i);
-              float* cp = cb + (i0 + i) * ldc + j;
-              if (mr == MR && nr == NR) {
-                K.ukr(kb, Ap + a * MR * kb, bp, cp, ldc, accumulate, brow);
-              } else {
-                alignas(64) float tmp[kMaxTile];
-                K.ukr(kb, Ap + a * MR * kb, bp, tmp, NR, false, nullptr);
-                for (int64_t r = 0; r < mr; ++r)
-                  for (int64_t c = 0; c < nr; ++c) {
-                    const float v = tmp[r * NR + c];
-                    float& o = cp[r * ldc + c];
-                    o = accumulate ? o + v : v + (brow ? brow[c] : 0.f);
-                  }
-              }
-            }
-          }
+          const int64_t i0 = (t / nsplit) * mc, q0 = (t % nsplit) * per;
+          block_tiles(isa, K, asrc, i0, std::min(mc, m - i0), pc, kb, Bp, q0, std::min(npan, q0 + per), nb, cb + i0 * ldc,
+                      ldc, accumulate, first && bias ? bias + jc : nullptr, s_a);
         }
       });
     }
