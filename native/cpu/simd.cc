@@ -166,6 +166,19 @@ template <DType D>
 NMS_TARGET_AVX512 void pack_avx512(const PackSrc& s, int64_t o0, int64_t olen, int64_t q0, int64_t qlen, int w,
                                    float* dst, int64_t ld) {
   if (s.outer_contig) {
+    if constexpr (D == DType::F32)
+      if (olen >= w) {  // whole rows: plain copies (a masked load + store per short row stalled the pack on Zen 5)
+        for (int64_t q = 0; q < qlen; ++q) {
+          const float* src = static_cast<const float*>(s.p) + (q0 + q) * s.ld + o0;
+          float* d = dst + q * ld;
+          int o = 0;
+          for (; o + 16 <= w; o += 16) _mm512_storeu_ps(d + o, _mm512_loadu_ps(src + o));
+          if (o + 8 <= w) _mm256_storeu_ps(d + o, _mm256_loadu_ps(src + o)), o += 8;
+          if (o + 4 <= w) _mm_storeu_ps(d + o, _mm_loadu_ps(src + o)), o += 4;
+          for (; o < w; ++o) d[o] = src[o];
+        }
+        return;
+      }
     for (int64_t q = 0; q < qlen; ++q) {
       const int64_t base = (q0 + q) * s.ld + o0;
       float* d = dst + q * ld;
