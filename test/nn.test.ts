@@ -2,7 +2,7 @@
 // (direct loops: no im2col, no GEMM), takes central differences of L = Σ f(θ)·r in float64, and compares them
 // with the float32 analytic gradients of the module's backward(r). Forward outputs are compared too.
 import { describe, expect, it } from 'vitest';
-import { Tensor, nm } from '../lib/index.js';
+import { Tensor, nm, tensor } from '../lib/index.js';
 import {
   Conv2d, Dropout, Flatten, GELU, LayerNorm, Linear, MaxPool2d, ReLU, Reshape, Sequential, SparseConv2d, SparseLinear,
 } from '../lib/nn/layers.js';
@@ -472,6 +472,17 @@ describe('nmTrainPass (mask, W ⊙ m, compressed form and SAD in one pass)', () 
     expect(Array.from(arr(r.buffers.out))).toEqual(Array.from(arr(w2)).map((v, i) => (held[i] ? v : 0)));
     expect(Array.from(arr(r.buffers.sparse.decompress()))).toEqual(Array.from(arr(r.buffers.out)));
     expect(() => nmTrainPass(w2, { n: 2, m: 4 }, { select: false })).toThrowError(expect.objectContaining({ code: 'E_VALUE' }));
+    // A given mask that keeps more or fewer than n in a group: E_VALUE naming the group, nothing written.
+    for (const group of [[1, 1, 1, 0], [0, 0, 1, 0]]) {
+      const bad = first.mask.storage().slice();
+      bad.set(group, 16 + 4);  // row 1, columns 4..7
+      const out = r.buffers.out.storage().slice(), vals = r.buffers.sparse.values.storage().slice();
+      const kept = group.reduce((a, b) => a + b, 0);
+      expect(() => nmTrainPass(w, { n: 2, m: 4 }, { mask: tensor(bad, [2, 16], { dtype: 'uint8' }), buffers: r.buffers, select: false }))
+        .toThrowError(expect.objectContaining({ code: 'E_VALUE', message: expect.stringContaining(`keeps ${kept} of the group at row 1, columns 4..7`) }));
+      expect(r.buffers.out.storage()).toEqual(out);
+      expect(r.buffers.sparse.values.storage()).toEqual(vals);
+    }
     expect(() => nmTrainPass(f32(values(6, 1), [1, 6]), { n: 2, m: 4 })).toThrowError(expect.objectContaining({ code: 'E_SHAPE' }));
   });
 });

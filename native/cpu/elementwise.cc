@@ -4,8 +4,10 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/threadpool.h"
 #include "core/nm_format.h"
 #include "cpu/mask.h"
@@ -315,6 +317,28 @@ void nm_compress_row(const float* w, const uint8_t* mask, int64_t cols, int n, i
 int64_t nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, uint8_t* mask, bool select,
                       bool count_sad, float* eff, float* values, uint8_t* positions) {
   const int64_t kpr = nm_kept_per_row(cols, n, m), prb = nm_pos_row_bytes(cols, n, m);
+  if (!select) {
+    // A given mask must keep exactly n per group: the compressed form has room for n. Checked before anything is
+    // written; the first bad group (lowest index) is named.
+    std::atomic<int64_t> first_bad{rows * cols};
+    parallel_for(rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
+      for (int64_t i = r0 * cols; i < r1 * cols && i < first_bad.load(std::memory_order_relaxed); i += m) {
+        int kept = 0;
+        for (int j = 0; j < m; ++j) kept += mask[i + j] != 0;
+        if (kept == n) continue;
+        int64_t cur = first_bad.load();
+        while (i < cur && !first_bad.compare_exchange_weak(cur, i)) continue;
+        break;
+      }
+    });
+    if (const int64_t i = first_bad.load(); i < rows * cols) {
+      int kept = 0;
+      for (int j = 0; j < m; ++j) kept += mask[i + j] != 0;
+      fail("E_VALUE", "nmTrainPass: options.mask keeps " + std::to_string(kept) + " of the group at row " + std::to_string(i / cols) +
+                          ", columns " + std::to_string(i % cols) + ".." + std::to_string(i % cols + m - 1) +
+                          "; expected exactly " + std::to_string(n) + " of " + std::to_string(m));
+    }
+  }
   std::atomic<int64_t> sad{0};
   parallel_for(rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
     thread_local std::vector<uint8_t> prev;
