@@ -365,7 +365,7 @@ __global__ void __launch_bounds__(kBlock) nm_train_pass_kernel(const float* __re
                                                                unsigned long long* sad) {
   const int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool valid = g < groups;
-  uint32_t keep = 0;
+  uint32_t keep = 0, stored = 0;
   unsigned changed = 0;
   if (valid) {
     kern::Group<uint32_t, M> grp;
@@ -389,17 +389,24 @@ __global__ void __launch_bounds__(kBlock) nm_train_pass_kernel(const float* __re
 #pragma unroll
       for (int i = 0; i < M; ++i) keep |= static_cast<uint32_t>(mg.v[i] != 0) << i;
     }
+    // A given mask keeps exactly n per group; should one keep more, only its first n reach the compressed form,
+    // which has room for n (eff still follows the mask).
+    stored = keep;
+    int c = 0;
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+      if (((stored >> i) & 1u) && ++c > n) stored &= ~(1u << i);
     uint32_t* dst = reinterpret_cast<uint32_t*>(values) + g * n;
     int j = 0;
 #pragma unroll
     for (int i = 0; i < M; ++i)
-      if (((keep >> i) & 1u) && j < n) dst[j++] = grp.v[i];  // a given mask keeps exactly n: j < n guards memory only
+      if ((stored >> i) & 1u) dst[j++] = grp.v[i];
 #pragma unroll
     for (int i = 0; i < M; ++i)
       if (!((keep >> i) & 1u)) grp.v[i] = 0;
     kern::store_group<uint32_t, M>(reinterpret_cast<uint32_t*>(eff) + g * M, grp);
   }
-  kern::store_positions<M>(keep, valid, g, groups_per_row, n, bits, pos_row_bytes, pos_words);
+  kern::store_positions<M>(stored, valid, g, groups_per_row, n, bits, pos_row_bytes, pos_words);
   if (!sad) return;  // uniform across the grid
   changed = __reduce_add_sync(0xffffffffu, changed);
   if ((threadIdx.x & 31) == 0 && changed) atomicAdd(sad, static_cast<unsigned long long>(changed));
