@@ -3,14 +3,16 @@
  * lib/nn/elementwise.ts and lib/optim/*.ts send to deviceOp(device, name) for tensors on 'cuda', with the same
  * arguments (already validated there) and the same results as the CPU kernels. float32 tensors; masks uint8.
  * Labels and max-pool indices stay host Int32Arrays, as in the public API: they are uploaded / downloaded per call
- * (softmaxCrossEntropy and maxPoolForward therefore wait for the GPU).
+ * (softmaxCrossEntropy and maxPoolForward therefore wait for the GPU). nmTrainPass makes the step's compressed weight
+ * on the device (a cuda SparseTensor with a cuSPARSELt form where the pattern allows: docs/design.md §7).
  */
 import { native, type Window } from './native.js';
 import { fail } from './errors.js';
 import type { DeviceStorage, DeviceTrainOps } from './device.js';
 import { Tensor, checkOut, type Shape } from './tensor.js';
 import type { Pattern } from './pattern.js';
-import type { Window2d } from './nn/elementwise.js';
+import type { TrainPassBuffers, TrainPassResult, Window2d } from './nn/elementwise.js';
+import { SparseTensor } from './compress.js';
 import type { AttentionOptions, AttentionSaved } from './nn/attention.js';
 
 const dev = (t: Tensor, arg: string): DeviceStorage => t.deviceStorage(arg);
@@ -189,6 +191,32 @@ export const trainOps = {
     if (out.deviceStorage() === w.deviceStorage()) fail('E_VALUE', 'options.out', out, 'a tensor other than w');
     native.cudaNmMaskScale(dev(w, 'w'), rows, cols, pattern.n, pattern.m, alpha, dev(mask, 'options.mask'), dev(out, 'options.out'));
     return { mask, out };
+  },
+
+  nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask: Tensor | null; buffers: TrainPassBuffers | null; select: boolean }): TrainPassResult {
+    const [rows, cols] = w.shape;
+    const mask = opts.mask ?? output(undefined, w.shape, 'options.mask', 'uint8');
+    const out = opts.buffers?.out ?? output(undefined, w.shape, 'options.buffers.out');
+    // The SAD goes to a zeroed device counter, read (a wait for the GPU) only if someone asks for it.
+    const counter = opts.select && opts.mask ? native.cudaAlloc(8, true) : null;
+    const handle = native.cudaNmTrainPass(dev(w, 'w'), rows, cols, pattern.n, pattern.m, dev(mask, 'options.mask'), opts.select,
+      dev(out, 'options.buffers.out'), counter);
+    // The previous step's compressed weight: its products are enqueued already, so freeing it is stream-ordered.
+    opts.buffers?.sparse.dispose();
+    const buffers = { out, sparse: new SparseTensor(w.shape, pattern, 'float32', { device: 'cuda', handle }) };
+    let sad = counter ? -1 : 0;
+    return {
+      mask, buffers,
+      get sad(): number {
+        if (sad < 0) {
+          const v = new BigUint64Array(1);
+          native.cudaDownload(counter!, v);
+          counter!.dispose();
+          sad = Number(v[0]);
+        }
+        return sad;
+      },
+    };
   },
 
   sgdStep(p: Tensor, g: Tensor, buf: Tensor | null,

@@ -10,7 +10,7 @@ import type { SparseTensor } from './compress.js';
 import type { Pattern } from './pattern.js';
 import type { DType } from './dtype.js';
 import type { CheckResult, SadResult } from './mask.js';
-import type { LayerNormGrads, LayerNormSaved, MaxPoolSaved, Window2d, XentResult } from './nn/elementwise.js';
+import type { LayerNormGrads, LayerNormSaved, MaxPoolSaved, TrainPassBuffers, TrainPassResult, Window2d, XentResult } from './nn/elementwise.js';
 import type { AttentionOptions, AttentionSaved } from './nn/attention.js';
 
 export type Device = 'cpu' | 'cuda';
@@ -102,6 +102,8 @@ export interface DeviceTrainOps {
   maskedScale(x: Tensor, mask: Tensor, alpha: number, opts?: Out): Tensor;
   maskedAdd(g: Tensor, w: Tensor, mask: Tensor, lambda: number): Tensor;
   nmMaskScale(w: Tensor, pattern: Pattern, alpha: number, opts?: { mask?: Tensor; out?: Tensor }): { mask: Tensor; out: Tensor };
+  /** `mask` is validated (given or null); `select` false comes with a mask. */
+  nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask: Tensor | null; buffers: TrainPassBuffers | null; select: boolean }): TrainPassResult;
   sgdStep(p: Tensor, g: Tensor, buf: Tensor | null,
     o: { lr: number; momentum: number; dampening: number; weightDecay: number; nesterov: boolean; first: boolean }): void;
   adamwStep(p: Tensor, g: Tensor, m: Tensor, v: Tensor,

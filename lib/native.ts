@@ -194,7 +194,8 @@ export interface CpuAddon extends TrainFns<Host> {
   // convert.cc
   convert(src: Host, srcDtype: DTypeCode, dst: Host, dstDtype: DTypeCode, count: number): void;
   transpose2d(src: Host, dtype: DTypeCode, batch: number, rows: number, cols: number, dst: Host): void;
-  // elementwise.cc, CPU only: the sparse training step's mask, w ⊙ m and its compressed form in one pass → SAD
+  // elementwise.cc: the sparse training step's mask, w ⊙ m and its compressed form in one pass → SAD (its CUDA twin,
+  // cudaNmTrainPass, takes other arguments)
   nmTrainPass(w: Host, rows: number, cols: number, n: number, m: number, mask: Host, select: boolean, countSad: boolean,
     eff: Host, values: Host, positions: Uint8Array): number;
 }
@@ -240,6 +241,9 @@ export interface CudaAddon extends CudaNames<TrainFns<CudaBuffer>> {
   cudaNmFromPortable(values: Host, positions: Uint8Array, dtype: DTypeCode, rows: number, cols: number, n: number, m: number): CudaSparse;
   cudaNmDecompress(sparse: CudaSparse, out: CudaBuffer | null): CudaBuffer;
   cudaNmDownloadPortable(sparse: CudaSparse, values: Host, positions: Uint8Array): void;
+  // cuda_train.cc: nmTrainPass on the device → the step's compressed weight; the SAD goes to the 8-byte counter `sad`
+  cudaNmTrainPass(w: CudaBuffer, rows: number, cols: number, n: number, m: number, mask: CudaBuffer, select: boolean,
+    eff: CudaBuffer, sad: CudaBuffer | null): CudaSparse;
 }
 
 /** The whole addon as lib/ sees it; the CudaAddon half is present only when buildInfo().cuda. */
@@ -265,7 +269,7 @@ export const addonNames: { cpu: string[]; cuda: string[] } = {
     cudaSparseMatmul: true, cudaMatmul: true, cudaPlanInfo: true, cudaClearPlans: true, cudaBenchNativeLoop: true,
     cudaBenchGemm: true, cudaNmMask: true, cudaNmPrune: true, cudaNmCheck: true, cudaTransposableMask: true,
     cudaMaskSad: true, cudaNmCompress: true, cudaNmFromPortable: true, cudaNmDecompress: true,
-    cudaNmDownloadPortable: true, cudaBiasAdd: true, cudaBiasGrad: true, cudaReluForward: true, cudaReluBackward: true,
+    cudaNmDownloadPortable: true, cudaNmTrainPass: true, cudaBiasAdd: true, cudaBiasGrad: true, cudaReluForward: true, cudaReluBackward: true,
     cudaGeluForward: true, cudaGeluBackward: true, cudaLayerNormForward: true, cudaLayerNormBackward: true,
     cudaSoftmaxXentForward: true, cudaSoftmaxXentBackward: true, cudaIm2col: true, cudaCol2im: true,
     cudaMaxPoolForward: true, cudaMaxPoolBackward: true, cudaDropout: true, cudaMaskedScale: true, cudaMaskedAdd: true,

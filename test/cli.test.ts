@@ -60,6 +60,8 @@ describe('nmsparse CLI grammar', () => {
       [['bench', 'gpu', '--frobnicate'], /^nmsparse bench gpu: .*'--frobnicate'/],
       [['bench', 'gpu', '--dtypes', 'float64'], /^nmsparse bench gpu: --dtypes: got "float64"/],
       [['bench', 'train', '--steps', '0'], /^nmsparse bench train: --steps: got "0"/],
+      [['bench', 'train', '--device', 'tpu'], /^nmsparse bench train: --device: got "tpu", expected cpu or cuda/],
+      [['bench', 'train', '--device', 'cuda', '--torch'], /^nmsparse bench train: --torch: the PyTorch peer runs on the CPU/],
       [['bench', 'serve', '--requests', '0'], /^nmsparse bench serve: --requests: got "0"/],
       [['generate', '--model', 'x.safetensors', '--tokens', 'x'], /^nmsparse generate: --tokens: got "x"/],
       [['generate', '--prompt', 'The'], /^nmsparse generate: --model: expected a checkpoint/],

@@ -4,7 +4,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Tensor, nm } from '../lib/index.js';
 import { NmSparseError } from '../lib/errors.js';
 import { SparseLinear } from '../lib/nn/layers.js';
-import { SoftmaxCrossEntropy } from '../lib/nn/loss.js';
 import { nmKernelMinWidth } from '../lib/nn/linalg.js';
 import { mlp, cnn } from '../lib/nn/models.js';
 import type { Module } from '../lib/nn/module.js';
@@ -12,8 +11,9 @@ import { SGD, warmupCosine } from '../lib/optim/index.js';
 import {
   ASP, Dense, MaskDecay, RECIPE_NAMES, SRSTE, STE, StructureDecay, createRecipe, structureFrames, type Recipe,
 } from '../lib/recipes/index.js';
-import { Batches, mnistSplit, type Dataset } from '../lib/data/mnist.js';
+import { mnistSplit, type Dataset } from '../lib/data/mnist.js';
 import { Trainer, sparseWeights } from '../lib/train/trainer.js';
+import { expectSameWeights, trainSteps } from './train-helpers.js';
 
 let data: Dataset;
 beforeAll(() => {
@@ -29,26 +29,7 @@ function transpose(t: Tensor): Tensor {
 const bits = (t: Tensor) => new Uint32Array((t.storage() as Float32Array).slice().buffer);
 
 /** A plain training loop (no Trainer), calling the recipe hooks the way the Trainer does. */
-function train(model: Module, recipe: Recipe, steps: number, onStep?: (step: number) => void): void {
-  recipe.plan(steps);
-  const opt = new SGD(model.parameters(), { lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 5e-4 });
-  const loss = new SoftmaxCrossEntropy();
-  const sw = sparseWeights(model).map(({ s }) => s);
-  const batches = new Batches(data, 64, { seed: 1 });
-  model.requiresInputGrad = false;
-  let step = 0;
-  for (let epoch = 0; step < steps; epoch++)
-    for (const b of batches.epoch(epoch)) {
-      if (step === steps) break;
-      recipe.setStep(step);
-      loss.forward(model.forward(b.x), b.labels);
-      model.backward(loss.backward());
-      opt.step();
-      for (const s of sw) s.afterUpdate();
-      onStep?.(step);
-      step++;
-    }
-}
+const train = (model: Module, recipe: Recipe, steps: number, onStep?: (step: number) => void): void => trainSteps(model, recipe, steps, data, { onStep });
 
 describe('SR-STE', () => {
   it('with λ_W = 0 equals STE bit for bit over 12 training steps (and λ_W = 2e-4 does not)', () => {
@@ -280,27 +261,6 @@ describe('after training, every sparse layer deploys a valid N:M weight', () => 
 });
 
 describe('the N:M kernels in the training step (nmTrainPass, sparseLinear, linearInputGrad)', () => {
-  /**
-   * Weights of two runs agree to 1e-5 of each tensor's largest magnitude. The sums run in another order, so a
-   * ReLU input within round-off of 0 can flip and move a few weights further: at most 0.2% of a tensor's elements
-   * may differ by more, and none by more than 1e-3 (a real divergence moves most of them).
-   */
-  function expectSameWeights(a: Tensor[], b: Tensor[], label: string): void {
-    a.forEach((t, i) => {
-      const x = t.storage() as Float32Array, y = b[i].storage() as Float32Array;
-      let scale = 0;
-      for (const v of y) scale = Math.max(scale, Math.abs(v));
-      let far = 0, worst = 0;
-      for (let k = 0; k < x.length; k++) {
-        const d = Math.abs(x[k] - y[k]) / scale;
-        if (d > 1e-5) far++;
-        if (!(d <= worst)) worst = d;
-      }
-      expect(far / x.length, `${label} tensor ${i}: ${far} of ${x.length} beyond 1e-5`).toBeLessThanOrEqual(0.002);
-      expect(worst, `${label} tensor ${i}`).toBeLessThanOrEqual(1e-3);
-    });
-  }
-
   const cases: [string, Record<string, unknown>, string][] = [
     ['ste', {}, '2:4'], ['srste', {}, '2:4'], ['srste', {}, '1:8'], ['asp', { denseFraction: 0.25 }, '2:4'],
     ['mask-decay', { alpha: 'step-linear' }, '2:4'], ['structure-decay', { schedule: 'kao' }, '2:8'], ['srste', { interval: 3 }, '4:8'],

@@ -27,7 +27,7 @@ import { sparseLinear as linear } from '../spmm.js';
 import { randn } from '../tensor.js';
 import { NmSparseError } from '../errors.js';
 import { UsageError } from '../cli/usage.js';
-import { defaultResultsDir, machineInfo } from './machine.js';
+import { defaultResultsDir, machineInfo, slug } from './machine.js';
 
 const BENCH_DTYPES = ['float16', 'bfloat16', 'float32', 'int8', 'e4m3'] as const;
 type BenchDtype = (typeof BENCH_DTYPES)[number];
@@ -76,7 +76,6 @@ interface CompressRow {
   nmCompressMs: number;
 }
 
-const slug = (s: string): string => s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
 const fmt = (v: number | null | undefined, d = 1): string => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(d));
 const tflops = (m: number, n: number, k: number, ms: number | null): number | null => (ms && ms > 0 ? (2 * m * n * k) / (ms * 1e-3) / 1e12 : null);
 

@@ -64,6 +64,9 @@ function osName(): string {
 /** Where results go without --out: ./bench-results in the working directory, never inside the installed package. */
 export const defaultResultsDir = (): string => path.resolve('bench-results');
 
+/** A file-name-safe slug of a device name: `NVIDIA H200` → `nvidia-h200`. */
+export const slug = (s: string): string => s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+
 /** `amd-epyc-2c`: NMSPARSE_MACHINE, or the CPU model and core count as a file-name-safe slug. */
 export function machineName(): string {
   if (process.env.NMSPARSE_MACHINE) return process.env.NMSPARSE_MACHINE;

@@ -12,11 +12,14 @@
  * an epoch is --steps steps of random windows, its accuracy next-character accuracy on 8,192 validation characters.
  * Sparse runs use the N:M kernels in the step (recipe option sparseKernels); `--dense-kernels` adds each sparse
  * configuration again on the dense-masked path for comparison. Writes <out>/train-<machine>-<model>-<hidden>-b<batch>
- * .json and .md (<out>: --out, else ./bench-results).
+ * .json and .md (<out>: --out, else ./bench-results; with --device cuda, <machine> is the GPU's name and -cuda).
+ * --device cuda trains on the GPU (float32: the training path on 'cuda' has no 16-bit tensors); each phase is then
+ * bracketed by a device synchronize, so it is GPU time, and the step total includes those waits. The H100/H200
+ * target of issue 12: --device cuda --hidden 8192,8192 --batch 8192 (8192 tokens a step) --epochs 0.
  *
  *   nmsparse bench train [--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128]
- *                        [--hidden 1024,1024] [--model mlp|cnn|transformer] [--dense-kernels] [--threads N] [--machine NAME]
- *                        [--torch] [--out DIR] [--no-write]
+ *                        [--hidden 1024,1024] [--model mlp|cnn|transformer] [--device cpu|cuda] [--dense-kernels]
+ *                        [--threads N] [--machine NAME] [--torch] [--out DIR] [--no-write]
  * --torch also times PyTorch (python3 with torch) on the same MLP step: a peer, not a dependency.
  */
 import { writeFileSync } from 'node:fs';
@@ -39,7 +42,10 @@ import { warmupCosine } from '../optim/schedule.js';
 import { createRecipe, RECIPE_NAMES, type RecipeName } from '../recipes/index.js';
 import { Trainer, sparseWeights, type BatchSource } from '../train/trainer.js';
 import { recordPhases, type StepPhase } from '../nn/profile.js';
-import { defaultResultsDir, machineInfo, type MachineInfo } from './machine.js';
+import { defaultResultsDir, machineInfo, slug, type MachineInfo } from './machine.js';
+import { backendFor, type Device } from '../device.js';
+import { cudaProbe, synchronize } from '../cuda.js';
+import type { Tensor } from '../tensor.js';
 
 interface Config {
   recipes: RecipeName[];
@@ -49,6 +55,7 @@ interface Config {
   batch: number;
   hidden: number[];
   model: ModelName;
+  device: Device;
   denseKernels: boolean;
   torch: boolean;
   threads: number | null;
@@ -89,7 +96,7 @@ function parse(args: string[]): Config {
       args, strict: true, allowPositionals: false,
       options: {
         recipes: { type: 'string' }, patterns: { type: 'string' }, pattern: { type: 'string' }, epochs: { type: 'string' },
-        steps: { type: 'string' }, batch: { type: 'string' }, hidden: { type: 'string' }, model: { type: 'string' },
+        steps: { type: 'string' }, batch: { type: 'string' }, hidden: { type: 'string' }, model: { type: 'string' }, device: { type: 'string' },
         'dense-kernels': { type: 'boolean' }, torch: { type: 'boolean' }, threads: { type: 'string' }, machine: { type: 'string' },
         out: { type: 'string' }, 'no-write': { type: 'boolean' },
       },
@@ -115,9 +122,12 @@ function parse(args: string[]): Config {
     throw new UsageError(`--hidden: got ${JSON.stringify(values.hidden)}, expected layers,d,heads,context for the transformer (d a multiple of heads)`);
   const patterns = ((values.patterns as string | undefined) ?? (values.pattern as string | undefined) ?? '2:4').split(',').map((p) => p.trim());
   const threads = values.threads === undefined ? null : int('threads', 1);
+  const device = (values.device as string | undefined) ?? 'cpu';
+  if (device !== 'cpu' && device !== 'cuda') throw new UsageError(`--device: got ${JSON.stringify(device)}, expected cpu or cuda`);
+  if (device === 'cuda' && values.torch) throw new UsageError('--torch: the PyTorch peer runs on the CPU; leave it out with --device cuda');
   return {
     recipes: recipes as RecipeName[], patterns, epochs: int('epochs', 3, 0), steps: int('steps', 20), batch: int('batch', model === 'transformer' ? 32 : 128),
-    hidden, model, denseKernels: !!values['dense-kernels'], torch: !!values.torch, threads, machine: (values.machine as string | undefined) ?? null,
+    hidden, model, device, denseKernels: !!values['dense-kernels'], torch: !!values.torch, threads, machine: (values.machine as string | undefined) ?? null,
     out: (values.out as string | undefined) ?? defaultResultsDir(), write: !values['no-write'],
   };
 }
@@ -146,6 +156,7 @@ function modelFor(cfg: Config, run: Run, seed: number) {
   const [layers, dModel, heads, context] = cfg.hidden;
   const model = cfg.model === 'transformer' ? gpt({ ...common, vocabSize: corpus().vocab.size, layers, dModel, heads, context })
     : buildModel(cfg.model, { ...common, ...(cfg.model === 'mlp' ? { hidden: cfg.hidden } : { channels: [cfg.hidden[0], cfg.hidden[1]] as [number, number], hidden: cfg.hidden[2] }) });
+  if (cfg.device !== 'cpu') model.to(cfg.device);
   return { model, recipe: r };
 }
 
@@ -179,20 +190,26 @@ function stepBreakdown(cfg: Config, runs: Run[], train: Dataset | null): StepTim
       loss: new SoftmaxCrossEntropy(), samples: [] as Record<string, number>[],
     };
   });
-  const batches = [...trainBatches(cfg, train, 2, 1).epoch(0)];
+  const onDevice = (x: Tensor): Tensor => (cfg.device === 'cpu' ? x : x.to(cfg.device));
+  const batches = [...trainBatches(cfg, train, 2, 1).epoch(0)].map((b) => ({ x: onDevice(b.x), labels: b.labels }));
+  const sync = cfg.device === 'cuda' ? synchronize : null;
   for (let step = 0; step < cfg.steps + warm; step++) {
     const b = batches[step % batches.length];
     for (const st of states) {
       const rec: Partial<Record<StepPhase, number>> = {};
-      recordPhases(rec);
+      recordPhases(rec, sync);
       st.recipe.setStep(step);
+      sync?.();
       const t0 = performance.now();
       st.loss.forward(st.model.forward(b.x), b.labels);
       st.model.backward(st.loss.backward());
+      sync?.();
       const t1 = performance.now();
       st.opt.step();
+      sync?.();
       const t2 = performance.now();
       for (const s of st.sw) s.afterUpdate();
+      sync?.();
       const t3 = performance.now();
       recordPhases(null);
       if (step < warm) continue;
@@ -210,7 +227,8 @@ async function epochs(cfg: Config, run: Run, split: ReturnType<typeof mnistSplit
   const opt = optimizerFor(cfg, model, 0.1);
   const lm = cfg.model === 'transformer';
   const trainer = new Trainer({
-    model, optimizer: opt, schedule: warmupCosine({ lr: opt.lr, warmup: 0.05 }), epochs: cfg.epochs, batchSize: cfg.batch, ...(lm ? { clipGradNorm: 1 } : {}),
+    model, optimizer: opt, schedule: warmupCosine({ lr: opt.lr, warmup: 0.05 }), epochs: cfg.epochs, batchSize: cfg.batch, device: cfg.device,
+    ...(lm ? { clipGradNorm: 1 } : {}),
   });
   const { history, final } = lm
     ? await trainer.fit(trainBatches(cfg, null, 0, cfg.steps), new TextWindows(corpus().validation, { context: cfg.hidden[3], batchSize: 64, limit: 8192 }))
@@ -254,17 +272,19 @@ function epochRows(results: TrainBenchResult[], c: Partial<Config>): string[][] 
 }
 const md = (rows: string[][]): string[] => [`| ${rows[0].join(' | ')} |`, `|${rows[0].map(() => '---').join('|')}|`, ...rows.slice(1).map((r) => `| ${r.join(' | ')} |`)];
 
-function markdown(doc: { date: string; machine: MachineInfo; config: Partial<Config>; results: TrainBenchResult[]; torch: TorchPeer | null; loadavgAfter: number[] }): string {
+function markdown(doc: { date: string; machine: MachineInfo; gpu: string | null; config: Partial<Config>; results: TrainBenchResult[]; torch: TorchPeer | null; loadavgAfter: number[] }): string {
   const m = doc.machine, c = doc.config;
   const lm = c.model === 'transformer';
   const dims = c.model === 'mlp' ? `784-${c.hidden?.join('-')}-10` : lm ? `${c.hidden?.[0]} layers, d ${c.hidden?.[1]}, ${c.hidden?.[2]} heads, context ${c.hidden?.[3]}`
     : `channels ${c.hidden?.slice(0, 2).join(', ')}, hidden ${c.hidden?.[2]}`;
   return [
-    `# Training step time — ${m.name}`,
+    `# Training step time — ${m.name}${doc.gpu ? ` — ${doc.gpu} (cuda)` : ''}`,
     '',
     `${m.cpu}${m.cpuId ? ` (${m.cpuId})` : ''}, ${m.cores} cores, ${m.threads} threads, kernels ${m.cpuIsa.active}; Node ${m.node}; nmsparse ${m.nmsparse}; ${doc.date.slice(0, 10)}; ` +
       `load average ${m.loadavg.join(' ')} before, ${doc.loadavgAfter.join(' ')} after.`,
     '',
+    ...(doc.gpu ? [`Trained on ${doc.gpu} ('cuda'), float32 (the training path on 'cuda' has no 16-bit tensors); every phase is bracketed by a device ` +
+      'synchronize, so phases are GPU time and the step total includes those waits.', ''] : []),
     `${lm ? `Character GPT on the Brown corpus, ${dims}, batch ${c.batch} windows (${tokensPerStep(c)} tokens a step), AdamW, gradient clipping 1` : `MNIST ${c.model} ${dims}, batch ${c.batch}, SGD Nesterov 0.9`}. Steps: ${c.steps} per run after 2 warm-up steps, the runs interleaved step by step; ` +
       'milliseconds, median per phase: fwd / dX / dW = the forward, input-gradient and weight-gradient products of every layer; mask = the recipe\'s ' +
       'mask / compress pass; recipe = its gradient terms and post-update hooks; other = activations, loss, bookkeeping. vs dense = dense step / this step.',
@@ -317,10 +337,12 @@ export async function benchTrain(args: string[]): Promise<void> {
   if (cfg.threads !== null) native.setNumThreads(cfg.threads);
   if (cfg.machine) process.env.NMSPARSE_MACHINE = cfg.machine;
   const machine = machineInfo();
+  if (cfg.device !== 'cpu') backendFor(cfg.device, '--device');
+  const gpu = cfg.device === 'cuda' ? (cudaProbe()?.device?.name ?? 'cuda') : null;
   const t0 = performance.now();
   const split = cfg.model === 'transformer' ? null : mnistSplit();
   if (!split) corpus();
-  process.stdout.write(`${split ? 'MNIST' : 'Brown corpus'} loaded in ${((performance.now() - t0) / 1000).toFixed(2)} s; ${machine.cpu}, ${machine.threads} threads\n`);
+  process.stdout.write(`${split ? 'MNIST' : 'Brown corpus'} loaded in ${((performance.now() - t0) / 1000).toFixed(2)} s; ${gpu ?? `${machine.cpu}, ${machine.threads} threads`}\n`);
   const runs = runsOf(cfg);
   const steps = stepBreakdown(cfg, runs, split?.train ?? null);
   const dense = runs.findIndex((r) => r.recipe === 'dense');
@@ -335,13 +357,13 @@ export async function benchTrain(args: string[]): Promise<void> {
     if (e) process.stdout.write(`${label(run)}: median epoch ${e.medianEpoch.toFixed(3)} s\n`);
   }
   const torch = cfg.torch ? torchPeer(cfg) : null;
-  const doc = { bench: 'train', date: new Date().toISOString(), machine, config: { ...cfg, out: undefined }, results, torch, loadavgAfter: loadavg().map((x) => round(x, 2)) };
+  const doc = { bench: 'train', date: new Date().toISOString(), machine, gpu, config: { ...cfg, out: undefined }, results, torch, loadavgAfter: loadavg().map((x) => round(x, 2)) };
   process.stdout.write('\n' + textTable(stepRows(results, cfg)) + '\n');
   if (cfg.epochs) process.stdout.write('\n' + textTable(epochRows(results, cfg)) + '\n');
   if (torch) process.stdout.write('\n' + torchLines(torch, results).join('\n'));
   if (cfg.write) {
     makeWritableDir(cfg.out, '--out');
-    const base = path.join(cfg.out, `train-${machine.name}-${cfg.model}-${cfg.hidden.join('-')}-b${cfg.batch}`);
+    const base = path.join(cfg.out, `train-${gpu ? `${slug(gpu)}-cuda` : machine.name}-${cfg.model}-${cfg.hidden.join('-')}-b${cfg.batch}`);
     writeFileSync(base + '.json', JSON.stringify(doc, null, 2) + '\n');
     writeFileSync(base + '.md', markdown(doc));
     process.stdout.write(`wrote ${base}.json and .md\n`);

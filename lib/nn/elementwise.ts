@@ -405,24 +405,36 @@ export interface TrainPassBuffers {
   sparse: SparseTensor;
 }
 
+/** What nmTrainPass returns; `sad` is read from the GPU when first asked for (on 'cuda' the pass does not wait). */
+export interface TrainPassResult {
+  mask: Tensor;
+  buffers: TrainPassBuffers;
+  readonly sad: number;
+}
+
 /**
  * The training step's one pass over a weight whose forward is exactly N:M: `mask` = the N:M mask of w (the
  * selection of nmMaskScale) — or, with `select: false`, the mask `opts.mask` already holds —, `out` = w ⊙ mask,
  * and `sparse`, the compressed form of w ⊙ mask that the N:M products read. Returns the mask and the buffers (made
  * when `opts.buffers` does not fit, reused otherwise) and the SAD of this selection: the entries of `opts.mask`
- * that changed (0 without `opts.mask` or without selection). CPU only: other devices use nmMaskScale.
+ * that changed (0 without `opts.mask` or without selection). On the CPU `sparse` is rewritten in place; on 'cuda'
+ * (lib/cuda-train.ts) it is made anew each step, as xFormers' sparsify24 does, and the previous one disposed.
  */
-export function nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask?: Tensor | null; buffers?: TrainPassBuffers | null; select?: boolean } = {}): { mask: Tensor; buffers: TrainPassBuffers; sad: number } {
+export function nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask?: Tensor | null; buffers?: TrainPassBuffers | null; select?: boolean } = {}): TrainPassResult {
   const t = f32(w, 'w');
   const { rows, cols } = nmView(t, pattern, 'w');
-  if (t.device !== 'cpu') fail('E_DEVICE', 'w', t, 'a cpu tensor (nmTrainPass is the CPU training pass)');
   if (t.rank !== 2) fail('E_SHAPE', 'w', t, 'a [rows, cols] weight');
   const select = opts.select ?? true;
   const given = opts.mask ? checkMask(opts.mask, t) : null;
   if (!select && !given) fail('E_VALUE', 'options.mask', opts.mask, 'the mask to apply when options.select is false');
-  const mask = given ?? zeros(t.shape, { dtype: 'uint8' });
   const prev = opts.buffers ?? null;
-  const b: TrainPassBuffers = prev && prev.sparse.n === pattern.n && prev.sparse.m === pattern.m && sameShape(prev.out.shape, t.shape) ? prev : {
+  const fits = prev !== null && prev.sparse.n === pattern.n && prev.sparse.m === pattern.m && sameShape(prev.out.shape, t.shape) &&
+    prev.out.device === t.device;
+  if (fits && (t.device === 'cpu' ? prev.out.storage() === t.storage() : prev.out.deviceStorage() === t.deviceStorage()))
+    fail('E_VALUE', 'options.buffers.out', prev.out, 'a tensor other than w');
+  if (t.device !== 'cpu') return deviceOp(t.device, 'nmTrainPass')(t, pattern, { mask: given, buffers: fits ? prev : null, select });
+  const mask = given ?? zeros(t.shape, { dtype: 'uint8' });
+  const b: TrainPassBuffers = fits ? prev : {
     out: zeros(t.shape),
     // CHECKED: its positions are all zero until the nmTrainPass below writes them.
     sparse: new SparseTensor(t.shape, pattern, 'float32', {
@@ -430,7 +442,6 @@ export function nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask?: Tensor |
       positions: new Uint8Array(native.nmPositionBytes(rows, cols, pattern.n, pattern.m) as number),
     }, CHECKED),
   };
-  if (b.out.storage() === t.storage()) fail('E_VALUE', 'options.buffers.out', b.out, 'a tensor other than w');
   const sad = native.nmTrainPass(fs(t), rows, cols, pattern.n, pattern.m, mask.storage(), select, select && given !== null,
     fs(b.out), fs(b.sparse.values), b.sparse.positions) as number;
   return { mask, buffers: b, sad };

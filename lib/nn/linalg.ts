@@ -2,20 +2,28 @@
  * The one place the training stack multiplies matrices. Every module calls these three functions, so switching
  * the implementation (the N:M kernels, another backend) happens here and nowhere else. They run lib/gemm.ts (the
  * native GEMM on the CPU, the device's backend for tensors on a GPU) or, for a weight that is exactly N:M this
- * step, lib/spmm.ts (native/cpu/spmm.cc), writing into the module's buffers.
+ * step, lib/spmm.ts (native/cpu/spmm.cc; on 'cuda' cuSPARSELt through the plan cache), writing into the module's
+ * buffers.
  *   linearForward(x, W, b, S)  y  = x·Wᵀ + b     x [rows, in], W [out, in]; from S, W's compressed form, if given
- *   inputGrad(dY, W, nm)       dX = dY·W         dY [rows, out]; skipping W's pruned zeros when nm
+ *   inputGrad(dY, W, nm)       dX = dY·W         dY [rows, out]; skipping W's pruned zeros when nm (CPU)
  *   matmulTN(a, b)             c  = aᵀ·b         a [k, m], b [k, n]     (dW = dYᵀ·X, dense: the STE needs all of it)
  */
 import { linear, matmul } from '../gemm.js';
 import { linearInputGrad, sparseLinear } from '../spmm.js';
 import type { SparseTensor } from '../compress.js';
+import type { CudaSparse } from '../native.js';
 import type { Tensor } from '../tensor.js';
 import { timed } from './profile.js';
 
-/** y = x·Wᵀ + bias. x [rows, in], W [out, in], bias [out] or null; S = W in compressed form (the N:M product). */
+/**
+ * y = x·Wᵀ + bias. x [rows, in], W [out, in], bias [out] or null; S = W in compressed form (the N:M product).
+ * On the CPU S is used for layers at least nmKernelMinWidth.forward wide. On 'cuda' S is used where it has a
+ * cuSPARSELt form (nmTrainPass makes one for float32 1:M; float32 2:4 cannot have one, cuSPARSELt's float32
+ * kernels take 1:2 pairs), and the plan cache then picks cuSPARSELt or cuBLASLt per shape by measurement, both in
+ * TF32 as nm.linear on 'cuda'; without one the product is W ⊙ m through the dense float32 GEMM.
+ */
 export function linearForward(x: Tensor, w: Tensor, bias: Tensor | null, out?: Tensor, s?: SparseTensor | null): Tensor {
-  const sparse = s && Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.forward;
+  const sparse = s && (s.device === 'cpu' ? Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.forward : hasSparseForm(s));
   return timed('forward', () => (sparse ? sparseLinear(x, s, bias, { out }) : linear(x, w, bias, { out })));
 }
 
@@ -28,9 +36,16 @@ export function linearForward(x: Tensor, w: Tensor, bias: Tensor | null, out?: T
  */
 export const nmKernelMinWidth = { forward: 784, inputGrad: 1024 };
 
-/** dX = dY·W. dY [rows, out], W [out, in]; nm: W is the masked weight of this step's N:M forward (CPU). */
+/** Whether a device SparseTensor has a cuSPARSELt form (native CudaSparse info()). */
+const hasSparseForm = (s: SparseTensor): boolean => (s.handle as CudaSparse).info().cusparselt === true;
+
+/**
+ * dX = dY·W. dY [rows, out], W [out, in]; nm: W is the masked weight of this step's N:M forward. On 'cuda' always
+ * the dense float32 GEMM: W̃ is N:M along `in`, not along `out` as a cuSPARSELt operand here must be, and W̃ᵀ of a
+ * transposable 2:4 mask is 2:4, not the 1:2 pairs cuSPARSELt's float32 kernels take (docs/design.md §7).
+ */
 export function inputGrad(dy: Tensor, w: Tensor, nm: boolean, out?: Tensor): Tensor {
-  const sparse = nm && Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.inputGrad;
+  const sparse = nm && w.device === 'cpu' && Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.inputGrad;
   return timed('inputGrad', () => (sparse ? linearInputGrad(dy, w, { out }) : matmul(dy, w, { out })));
 }
 

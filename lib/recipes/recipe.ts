@@ -68,12 +68,11 @@ export class SparseWeight {
   /** Whether the last forward used a mask. */
   active = false;
   /**
-   * The compressed form of the last training forward's weight when it was exactly N:M on the CPU (the N:M
-   * products of the layer read it, forward and backward), else null.
+   * The compressed form of the last training forward's weight when it was exactly N:M (the N:M products of the
+   * layer read it: forward and backward on the CPU, the forward on 'cuda' where it has a cuSPARSELt form), else null.
    */
   compressed: SparseTensor | null = null;
-  /** Mask entries that changed at the last refresh (the step's SAD; 0 where not counted). */
-  stepSad = 0;
+  #sad: number | (() => number) = 0;
   #pass: TrainPassBuffers | null = null;
   #spare: Tensor | null = null;
   #effective: Tensor | null = null;
@@ -105,6 +104,12 @@ export class SparseWeight {
   /** Whether a pattern can run on this weight (M supported and dividing the group extent). */
   supports(p: Pattern): boolean { return SUPPORTED_M.includes(p.m) && this.groupExtent % p.m === 0; }
 
+  /** Mask entries that changed at the last refresh (the step's SAD; 0 where not counted). On 'cuda' read from the GPU when asked. */
+  get stepSad(): number {
+    if (typeof this.#sad === 'function') this.#sad = this.#sad();
+    return this.#sad;
+  }
+
   get rows(): number { return this.param.size / this.cols; }
   /** The dense weight as [rows, cols] (shares storage). */
   get weight(): Tensor { return this.param.value.reshape([this.rows, this.cols]); }
@@ -129,7 +134,7 @@ export class SparseWeight {
    */
   selectTransposable(): void {
     const next = transposableMask(this.weight, { out: this.#spare ?? undefined });
-    this.stepSad = this.mask ? nmSad(this.mask, next).changed : 0;
+    this.#sad = this.mask ? nmSad(this.mask, next).changed : 0;
     this.#spare = this.mask;
     this.mask = next;
   }
@@ -140,7 +145,7 @@ export class SparseWeight {
     this.#pass = r.buffers;
     this.mask = r.mask;
     this.compressed = r.buffers.sparse;
-    if (select) this.stepSad = r.sad;
+    if (select) this.#sad = () => r.sad;
     return r.buffers.out;
   }
 
@@ -239,8 +244,8 @@ export abstract class Recipe {
     const alpha = this.alphaAt();
     if (training) { s.active = true; s.alpha = alpha; s.density = alpha === 0 ? p.n / p.m : 1; }
     const transposable = this.transposable(p);
-    if (training && alpha === 0 && this.sparseKernels && w.device === 'cpu') {
-      // Exactly N:M on the CPU: mask, W ⊙ m, its compressed form and the SAD in one pass (nmTrainPass).
+    if (training && alpha === 0 && this.sparseKernels) {
+      // Exactly N:M: mask, W ⊙ m, its compressed form and the SAD in one pass (nmTrainPass, on the CPU or 'cuda').
       if (!this.refreshDue(s, p)) return s.trainPass(p, false);
       const out = transposable ? (s.selectTransposable(), s.trainPass(p, false)) : s.trainPass(p, true);
       s.maskPattern = p;

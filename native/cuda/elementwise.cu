@@ -355,6 +355,63 @@ __global__ void nm_mask_scale_kernel(const float* w, int64_t groups, int n, floa
   }
 }
 
+// cpu::nm_train_pass: one thread per group of M. Every lane reaches the warp collectives (no early return).
+template <int M>
+__global__ void __launch_bounds__(kBlock) nm_train_pass_kernel(const float* __restrict__ w, int64_t groups,
+                                                               int64_t groups_per_row, int n, int bits,
+                                                               int64_t pos_row_bytes, uint8_t* __restrict__ mask,
+                                                               bool select, float* __restrict__ eff,
+                                                               float* __restrict__ values, uint32_t* pos_words,
+                                                               unsigned long long* sad) {
+  const int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const bool valid = g < groups;
+  uint32_t keep = 0, stored = 0;
+  unsigned changed = 0;
+  if (valid) {
+    kern::Group<uint32_t, M> grp;
+    kern::load_group<uint32_t, M>(grp, reinterpret_cast<const uint32_t*>(w) + g * M);
+    kern::Group<uint8_t, M> mg;
+    if (select) {
+      uint32_t key[M];
+#pragma unroll
+      for (int i = 0; i < M; ++i) key[i] = nms::magnitude_key<DType::F32>(grp.v[i]);
+      keep = nms::nm_keep<M>(key, n);
+      if (sad) {
+        kern::load_group<uint8_t, M>(mg, mask + g * M);
+#pragma unroll
+        for (int i = 0; i < M; ++i) changed += (mg.v[i] != 0) != (((keep >> i) & 1u) != 0);
+      }
+#pragma unroll
+      for (int i = 0; i < M; ++i) mg.v[i] = (keep >> i) & 1u;
+      kern::store_group<uint8_t, M>(mask + g * M, mg);
+    } else {
+      kern::load_group<uint8_t, M>(mg, mask + g * M);
+#pragma unroll
+      for (int i = 0; i < M; ++i) keep |= static_cast<uint32_t>(mg.v[i] != 0) << i;
+    }
+    // A given mask keeps exactly n per group; should one keep more, only its first n reach the compressed form,
+    // which has room for n (eff still follows the mask).
+    stored = keep;
+    int c = 0;
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+      if (((stored >> i) & 1u) && ++c > n) stored &= ~(1u << i);
+    uint32_t* dst = reinterpret_cast<uint32_t*>(values) + g * n;
+    int j = 0;
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+      if ((stored >> i) & 1u) dst[j++] = grp.v[i];
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+      if (!((keep >> i) & 1u)) grp.v[i] = 0;
+    kern::store_group<uint32_t, M>(reinterpret_cast<uint32_t*>(eff) + g * M, grp);
+  }
+  kern::store_positions<M>(stored, valid, g, groups_per_row, n, bits, pos_row_bytes, pos_words);
+  if (!sad) return;  // uniform across the grid
+  changed = __reduce_add_sync(0xffffffffu, changed);
+  if ((threadIdx.x & 31) == 0 && changed) atomicAdd(sad, static_cast<unsigned long long>(changed));
+}
+
 void launched(const char* what) { check_launch(what); }
 
 // activate(), then `kernel` on the grid-stride grid for n elements (nothing when n is 0), then the launch check.
@@ -513,6 +570,19 @@ void nm_mask_scale(const float* w, int64_t rows, int64_t cols, int n, int m, flo
   if (!groups) return;
   NMS_DISPATCH_M(m, { nm_mask_scale_kernel<kM><<<grid_for(groups, kBlock), kBlock, 0, stream()>>>(w, groups, n, alpha, mask, eff); });
   launched("nm_mask_scale kernel");
+}
+
+void nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, uint8_t* mask, bool select, float* eff,
+                   float* values, uint8_t* positions, unsigned long long* sad) {
+  activate();
+  const int64_t groups = rows * (cols / m);
+  if (!groups) return;
+  NMS_DISPATCH_M(m, {
+    nm_train_pass_kernel<kM><<<grid_for(groups, kBlock), kBlock, 0, stream()>>>(
+        w, groups, cols / m, n, nm_pos_bits(m), nm_pos_row_bytes(cols, n, m), mask, select, eff, values,
+        reinterpret_cast<uint32_t*>(positions), select ? sad : nullptr);
+  });
+  launched("nm_train_pass kernel");
 }
 
 }  // namespace nms::cuda

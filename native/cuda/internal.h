@@ -22,6 +22,9 @@ struct SltRules {
   int dense_align = 8;         // dense matrix rows/cols/ld multiple
   int64_t max_elems = 0;       // per matrix
   bool pair_rule = false;      // float32: 1:2 (pairs) instead of 2:4
+  // The hardware pattern along K: at most hw_n() non-zeros in each group of hw_m() (2:4, float32 1:2).
+  int hw_n() const { return pair_rule ? 1 : 2; }
+  int hw_m() const { return pair_rule ? 2 : 4; }
 };
 SltRules slt_rules(DType d);
 // The cudaDataType of a dtype (E_UNSUPPORTED for uint8, which neither library multiplies).

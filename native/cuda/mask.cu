@@ -52,37 +52,7 @@ __global__ void __launch_bounds__(kBlock) select_kernel(const typename kern::Sto
     }
   }
   if (!pos_words) return;  // uniform across the grid
-  // Positions: the group's N fields of `bits` bits, at bit (row * pos_row_bytes * 8 + index_in_row * N * bits).
-  const int64_t row = valid ? g / groups_per_row : 0;
-  const int64_t bit0 = valid ? (row * pos_row_bytes * 8 + (g - row * groups_per_row) * n * bits) : 0;
-  if (n * bits <= 32) {
-    uint64_t field = 0;
-    int j = 0;
-#pragma unroll
-    for (int i = 0; i < M; ++i)
-      if ((keep >> i) & 1u) field |= static_cast<uint64_t>(i) << (bits * j++);
-    const uint64_t word = static_cast<uint64_t>(bit0 >> 5);
-    const uint64_t shifted = field << (bit0 & 31);
-    const unsigned lane = threadIdx.x & 31;
-    // Neighbouring groups share words: OR them together inside the warp, then one atomic per word.
-    const unsigned long long key0 = valid ? word : ~0ull;
-    unsigned peers = __match_any_sync(0xffffffffu, key0);
-    uint32_t agg = __reduce_or_sync(peers, static_cast<uint32_t>(shifted));
-    if (valid && (__ffs(peers) - 1) == static_cast<int>(lane) && agg) atomicOr(pos_words + word, agg);
-    const unsigned long long key1 = valid ? word + 1 : ~0ull;
-    peers = __match_any_sync(0xffffffffu, key1);
-    agg = __reduce_or_sync(peers, static_cast<uint32_t>(shifted >> 32));
-    if (valid && (__ffs(peers) - 1) == static_cast<int>(lane) && agg) atomicOr(pos_words + word + 1, agg);
-  } else if (valid) {
-    int j = 0;
-    for (int i = 0; i < M; ++i) {
-      if (!((keep >> i) & 1u)) continue;
-      const int64_t bit = bit0 + static_cast<int64_t>(j++) * bits;
-      const int sh = static_cast<int>(bit & 31);
-      atomicOr(pos_words + (bit >> 5), static_cast<uint32_t>(i) << sh);
-      if (sh + bits > 32) atomicOr(pos_words + (bit >> 5) + 1, static_cast<uint32_t>(i) >> (32 - sh));
-    }
-  }
+  kern::store_positions<M>(keep, valid, g, groups_per_row, n, bits, pos_row_bytes, pos_words);
 }
 
 template <DType D, int M>

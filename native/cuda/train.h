@@ -47,6 +47,12 @@ void dropout_apply(const float* x, float* y, int64_t n, float p, uint64_t seed, 
 void masked_scale(const float* x, const uint8_t* mask, float alpha, float* y, int64_t n);
 void masked_add(float* g, const float* w, const uint8_t* mask, float lambda, int64_t n);
 void nm_mask_scale(const float* w, int64_t rows, int64_t cols, int n, int m, float alpha, uint8_t* mask, float* eff);
+// cpu::nm_train_pass on the device, with the same mask, eff and portable form (values, positions: zeroed by the
+// caller and 4-byte padded, as alloc_zeroed() gives). The SAD is not returned (that would wait for the GPU): when
+// selecting with `sad` non-null, the changed mask entries are added to the device counter *sad (zeroed by the
+// caller); without selection *sad is untouched.
+void nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, uint8_t* mask, bool select, float* eff,
+                   float* values, uint8_t* positions, unsigned long long* sad);
 
 // ---- optim.cu ----
 void sgd_step(float* p, const float* g, float* buf, int64_t n, const SgdArgs& a);

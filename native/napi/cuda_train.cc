@@ -6,6 +6,7 @@
 
 #include "core/nm_format.h"
 #include "cuda/device.h"
+#include "cuda/ops.h"
 #include "cuda/train.h"
 #include "napi/args.h"
 #include "napi/cuda_handles.h"
@@ -260,6 +261,32 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
     cuda::nm_mask_scale(w, rows, cols, static_cast<int>(n), static_cast<int>(m),
                         static_cast<float>(number_arg(info, 5, "alpha")), u8(info, 6, "mask", rows * cols), eff);
     return undef(info);
+  });
+  // cudaNmTrainPass(w, rows, cols, n, m, mask, select, eff, sad?) -> CudaSparse: nmTrainPass's one pass on the
+  // device (cuda/train.h nm_train_pass), its compressed weight made from it (cuda/ops.h from_train_pass). `sad`, an
+  // 8-byte zeroed counter, receives the SAD when selecting (read it later: nothing here waits for the GPU).
+  define(env, exports, "cudaNmTrainPass", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = size_arg(info, 1, "rows"), cols = size_arg(info, 2, "cols");
+    const int64_t n = int_arg(info, 3, "n"), m = int_arg(info, 4, "m");
+    nm_validate(rows, cols, n, m);
+    const int ni = static_cast<int>(n), mi = static_cast<int>(m);
+    const float* w = f32(info, 0, "w", rows * cols);
+    uint8_t* mask = u8(info, 5, "mask", rows * cols);
+    CudaBuffer* eff = CudaBuffer::Arg(info, 7, "eff");
+    eff->require(rows * cols, DType::F32, "eff");
+    unsigned long long* sad = nullptr;
+    if (!info[8].IsNull() && !info[8].IsUndefined()) {
+      CudaBuffer* b = CudaBuffer::Arg(info, 8, "sad");
+      b->require(8, DType::U8, "sad");
+      sad = static_cast<unsigned long long*>(b->ptr());
+    }
+    same_buffer_forbidden(w, eff->ptr(), "w and eff");
+    cuda::DevPtr values = cuda::alloc(static_cast<size_t>(rows * nm_kept_per_row(cols, ni, mi)) * sizeof(float));
+    cuda::DevPtr positions = cuda::alloc_zeroed(static_cast<size_t>(rows * nm_pos_row_bytes(cols, ni, mi)));
+    cuda::nm_train_pass(w, rows, cols, ni, mi, mask, bool_arg(info, 6, "select"), static_cast<float*>(eff->ptr()),
+                        values->as<float>(), positions->as<uint8_t>(), sad);
+    return CudaSparse::Wrap(info.Env(), cuda::from_train_pass(std::move(values), std::move(positions), eff->mem(), rows,
+                                                              cols, ni, mi));
   });
   // cudaSgdStep(p, g, buf?, n, lr, momentum, dampening, weightDecay, nesterov, first)
   define(env, exports, "cudaSgdStep", [](const Napi::CallbackInfo& info) -> Napi::Value {

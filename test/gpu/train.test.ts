@@ -1,13 +1,14 @@
 // Training ops on 'cuda' against the same public functions on the CPU (lib/nn/elementwise.ts, lib/optim): bit for
 // bit where the GPU adds in the CPU's order (bias and LayerNorm parameter gradients, col2im, max pooling, dropout,
-// masks, ReLU), to float32 rounding elsewhere (erf/exp, row reductions in float64 trees). Plus a few SGD/AdamW
-// steps and gradient clipping.
+// masks, ReLU, the fused N:M training pass), to float32 rounding elsewhere (erf/exp, row reductions in float64
+// trees). Plus a few SGD/AdamW steps and gradient clipping.
 import { describe, expect, it } from 'vitest';
 import { Tensor, randn, tensor, nm } from '../../lib/index.js';
 import * as E from '../../lib/nn/elementwise.js';
 import { Parameter } from '../../lib/nn/module.js';
 import { SGD, AdamW } from '../../lib/optim/index.js';
-import { sameBits } from '../helpers.js';
+import { poison, prng, refMask, sameBits } from '../helpers.js';
+import { sparseInfo } from '../../lib/cuda.js';
 import { gpuUsable } from './gpu-helpers.js';
 
 const cpu = (t: Tensor): Tensor => (t.device === 'cpu' ? t : t.to('cpu'));
@@ -150,5 +151,85 @@ describe.skipIf(!gpuUsable)('training ops on cuda match the CPU', () => {
     expect(Number.isFinite(loss.loss)).toBe(true);
     expect(loss.probs.device).toBe('cuda');
     void tensor;
+  });
+});
+
+describe.skipIf(!gpuUsable)('nmTrainPass on cuda: the CPU pass and a float64 reference', () => {
+  /** Position field t of a packed row (log2(M) bits each, little-endian), read bit by bit. */
+  function field(pos: Uint8Array, rowStart: number, t: number, bits: number): number {
+    let v = 0;
+    for (let k = 0; k < bits; k++) {
+      const bit = t * bits + k;
+      v |= ((pos[rowStart + (bit >> 3)] >> (bit & 7)) & 1) << k;
+    }
+    return v;
+  }
+  /** Overwrites a float32 tensor on 'cuda' with NaN (device memory has no host view to fill). */
+  const poisonCuda = (t: Tensor) => E.add(gpu(poison(r([...t.shape], 0))), gpu(r([...t.shape], 0)), { out: t });
+
+  it('mask, W ⊙ m, portable form and SAD for every M, ragged shapes, NaN / ±0 / ties, selecting or not', () => {
+    const rnd = prng(4242);
+    const gen = () => {
+      const u = rnd();
+      if (u < 0.04) return NaN;
+      if (u < 0.1) return u < 0.07 ? 0 : -0;
+      if (u < 0.3) return [0.5, -0.5, 1, -1][Math.floor(rnd() * 4)];
+      return 2 * rnd() - 1;
+    };
+    for (const [n, m] of [[2, 4], [1, 4], [3, 4], [1, 8], [2, 8], [4, 8], [7, 8], [1, 16], [3, 16], [8, 16], [5, 32], [16, 32]]) {
+      const p = { n, m };
+      for (const [rows, groups] of [[1, 1], [3, 5], [9, 7], [37, 70]]) {
+        const cols = m * groups, label = `${n}:${m} [${rows}, ${cols}]`;
+        const w0 = tensor(Array.from({ length: rows * cols }, gen)).reshape([rows, cols]);
+        const w1 = tensor(Array.from({ length: rows * cols }, gen)).reshape([rows, cols]);
+        const c0 = E.nmTrainPass(w0, p);
+        const c1 = E.nmTrainPass(w1, p, { mask: c0.mask.clone(), buffers: null });
+        const g0 = E.nmTrainPass(gpu(w0), p);
+        expect(g0.sad, label).toBe(0);
+        const prev = Array.from(cpu(g0.mask).storage());
+        poisonCuda(g0.buffers.out);
+        const first = g0.buffers.sparse;
+        const g1 = E.nmTrainPass(gpu(w1), p, { mask: g0.mask, buffers: g0.buffers });
+        expect(g1.buffers.out, label).toBe(g0.buffers.out);
+        expect(first.disposed, `${label}: the previous step's compressed weight is freed`).toBe(true);
+        // Against the float64 reference: the mask, the SAD, w ⊙ m, the kept values and their positions.
+        const want = refMask(w1.toArray(), cols, n, m);
+        expect(Array.from(cpu(g1.mask).storage()), label).toEqual(want);
+        expect(g1.sad, label).toBe(want.reduce((acc, k, i) => acc + (k !== prev[i] ? 1 : 0), 0));
+        const wv = w1.storage() as Float32Array, e = cpu(g1.buffers.out).storage() as Float32Array;
+        for (let i = 0; i < e.length; i++) if (!Object.is(e[i], want[i] ? wv[i] : 0)) expect.fail(`${label} out[${i}]: ${e[i]}`);
+        const host = g1.buffers.sparse.to('cpu');
+        const vals = host.values.storage() as Float32Array, pos = host.positions;
+        const bits = Math.log2(m), kpr = (cols / m) * n, prb = Math.ceil((kpr * bits) / 8);
+        for (let row = 0; row < rows; row++) {
+          let t = 0;
+          for (let g = 0; g < cols; g += m)
+            for (let i = 0; i < m; i++) {
+              if (!want[row * cols + g + i]) continue;
+              const k = row * kpr + t;
+              if (!Object.is(vals[k], wv[row * cols + g + i])) expect.fail(`${label} values[${k}]: ${vals[k]}`);
+              if (field(pos, row * prb, t, bits) !== i) expect.fail(`${label} position ${row}/${t}`);
+              t++;
+            }
+        }
+        // And bit for bit the CPU pass (padding bits of the positions included).
+        expect(sameBits(cpu(g1.buffers.out), c1.buffers.out), label).toBe(true);
+        expect(sameBits(host.values, c1.buffers.sparse.values), label).toBe(true);
+        expect(Array.from(pos), label).toEqual(Array.from(c1.buffers.sparse.positions));
+        expect(g1.sad, label).toBe(c1.sad);
+        // 2:4 and wider float32 patterns have no cuSPARSELt form (1:2 pairs); 1:M may (the library decides).
+        const info = sparseInfo(g1.buffers.sparse);
+        if (n > 1) expect(info.cusparselt, label).toBe(false);
+        // Without selection: the mask as given, w0 ⊙ m, the SAD counter untouched (0).
+        const held = cpu(g1.mask).storage().slice();
+        poisonCuda(g1.buffers.out);
+        const g2 = E.nmTrainPass(gpu(w0), p, { mask: g1.mask, buffers: g1.buffers, select: false });
+        expect(g2.sad).toBe(0);
+        expect(sameBits(cpu(g2.mask), new Tensor([rows, cols], 'uint8', held)), label).toBe(true);
+        const e2 = cpu(g2.buffers.out).storage() as Float32Array, w0v = w0.storage() as Float32Array;
+        for (let i = 0; i < e2.length; i++) if (!Object.is(e2[i], held[i] ? w0v[i] : 0)) expect.fail(`${label} select:false out[${i}]: ${e2[i]}`);
+        expect(sameBits(g2.buffers.sparse.decompress().to('cpu'), cpu(g2.buffers.out)), label).toBe(true);
+      }
+    }
   });
 });
