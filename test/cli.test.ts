@@ -95,6 +95,16 @@ describe('nmsparse CLI grammar', () => {
   }, 60_000);
 });
 
+describe('nmsparse bench train', () => {
+  it('--transposable adds each sparse recipe at 2:4 with the transposable mask, timed beside the row-wise one', async () => {
+    const r = await nmsparse('bench', 'train', '--recipes', 'dense,srste', '--patterns', '2:4,1:4', '--transposable', '--hidden', '32,32',
+      '--batch', '8', '--steps', '2', '--epochs', '0', '--no-write');
+    expect(r.code, r.err).toBe(0);
+    const rows = r.out.split('\n').filter((l) => /^(dense|srste)/.test(l)).map((l) => l.split(/\s{2,}/)[0]);
+    expect(rows).toEqual(['dense', 'srste 2:4', 'srste 2:4 transposable', 'srste 1:4']);
+  });
+});
+
 describe('nmsparse train tells the truth about a run', () => {
   it('a run whose loss becomes NaN warns, exits 1 and does not claim a valid N:M model', async () => {
     const out = mkdtempSync(path.join(tmpdir(), 'nms-cli-'));

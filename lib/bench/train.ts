@@ -11,7 +11,8 @@
  * 4,128,4,128; --batch windows, default 32; AdamW as `nmsparse train` trains it): its rate is tokens per second,
  * an epoch is --steps steps of random windows, its accuracy next-character accuracy on 8,192 validation characters.
  * Sparse runs use the N:M kernels in the step (recipe option sparseKernels); `--dense-kernels` adds each sparse
- * configuration again on the dense-masked path for comparison. Writes <out>/train-<machine>-<model>-<hidden>-b<batch>
+ * configuration again on the dense-masked path for comparison; `--transposable` adds each sparse recipe at 2:4 with
+ * mask 'transposable' (its Wᵀ is 2:4 too). Writes <out>/train-<machine>-<model>-<hidden>-b<batch>
  * .json and .md (<out>: --out, else ./bench-results; with --device cuda, <machine> is the GPU's name and -cuda).
  * --device cuda trains on the GPU (float32: the training path on 'cuda' has no 16-bit tensors); each phase is then
  * bracketed by a device synchronize, so it is GPU time, and the step total includes those waits. The H100/H200
@@ -19,7 +20,7 @@
  *
  *   nmsparse bench train [--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128]
  *                        [--hidden 1024,1024] [--model mlp|cnn|transformer] [--device cpu|cuda] [--dense-kernels]
- *                        [--threads N] [--machine NAME] [--torch] [--out DIR] [--no-write]
+ *                        [--transposable] [--threads N] [--machine NAME] [--torch] [--out DIR] [--no-write]
  * --torch also times PyTorch (python3 with torch) on the same MLP step: a peer, not a dependency.
  */
 import { writeFileSync } from 'node:fs';
@@ -39,7 +40,7 @@ import { AdamW } from '../optim/adamw.js';
 import { SoftmaxCrossEntropy } from '../nn/loss.js';
 import { SGD } from '../optim/sgd.js';
 import { warmupCosine } from '../optim/schedule.js';
-import { createRecipe, RECIPE_NAMES, type RecipeName } from '../recipes/index.js';
+import { createRecipe, RECIPE_NAMES, type MaskKind, type RecipeName } from '../recipes/index.js';
 import { Trainer, sparseWeights, type BatchSource } from '../train/trainer.js';
 import { recordPhases, type StepPhase } from '../nn/profile.js';
 import { defaultResultsDir, machineInfo, slug, type MachineInfo } from './machine.js';
@@ -57,6 +58,7 @@ interface Config {
   model: ModelName;
   device: Device;
   denseKernels: boolean;
+  transposable: boolean;
   torch: boolean;
   threads: number | null;
   machine: string | null;
@@ -64,10 +66,11 @@ interface Config {
   write: boolean;
 }
 
-/** One configuration: a recipe, its pattern, and whether its sparse forward runs the N:M kernels. */
+/** One configuration: a recipe, its pattern and mask kind, and whether its sparse forward runs the N:M kernels. */
 interface Run {
   recipe: RecipeName;
   pattern: string;
+  mask: MaskKind;
   kernels: 'nm' | 'dense';
 }
 
@@ -97,7 +100,7 @@ function parse(args: string[]): Config {
       options: {
         recipes: { type: 'string' }, patterns: { type: 'string' }, pattern: { type: 'string' }, epochs: { type: 'string' },
         steps: { type: 'string' }, batch: { type: 'string' }, hidden: { type: 'string' }, model: { type: 'string' }, device: { type: 'string' },
-        'dense-kernels': { type: 'boolean' }, torch: { type: 'boolean' }, threads: { type: 'string' }, machine: { type: 'string' },
+        'dense-kernels': { type: 'boolean' }, transposable: { type: 'boolean' }, torch: { type: 'boolean' }, threads: { type: 'string' }, machine: { type: 'string' },
         out: { type: 'string' }, 'no-write': { type: 'boolean' },
       },
     }));
@@ -127,7 +130,7 @@ function parse(args: string[]): Config {
   if (device === 'cuda' && values.torch) throw new UsageError('--torch: the PyTorch peer runs on the CPU; leave it out with --device cuda');
   return {
     recipes: recipes as RecipeName[], patterns, epochs: int('epochs', 3, 0), steps: int('steps', 20), batch: int('batch', model === 'transformer' ? 32 : 128),
-    hidden, model, device, denseKernels: !!values['dense-kernels'], torch: !!values.torch, threads, machine: (values.machine as string | undefined) ?? null,
+    hidden, model, device, denseKernels: !!values['dense-kernels'], transposable: !!values.transposable, torch: !!values.torch, threads, machine: (values.machine as string | undefined) ?? null,
     out: (values.out as string | undefined) ?? defaultResultsDir(), write: !values['no-write'],
   };
 }
@@ -141,17 +144,20 @@ const round = (x: number, d = 3): number => Math.round(x * 10 ** d) / 10 ** d;
 function runsOf(cfg: Config): Run[] {
   const runs: Run[] = [];
   for (const recipe of cfg.recipes) {
-    if (recipe === 'dense') { runs.push({ recipe, pattern: '-', kernels: 'dense' }); continue; }
+    if (recipe === 'dense') { runs.push({ recipe, pattern: '-', mask: 'rowwise', kernels: 'dense' }); continue; }
     for (const pattern of cfg.patterns) {
-      runs.push({ recipe, pattern, kernels: 'nm' });
-      if (cfg.denseKernels) runs.push({ recipe, pattern, kernels: 'dense' });
+      const masks: MaskKind[] = cfg.transposable && pattern === '2:4' ? ['rowwise', 'transposable'] : ['rowwise'];
+      for (const mask of masks) {
+        runs.push({ recipe, pattern, mask, kernels: 'nm' });
+        if (cfg.denseKernels) runs.push({ recipe, pattern, mask, kernels: 'dense' });
+      }
     }
   }
   return runs;
 }
 
 function modelFor(cfg: Config, run: Run, seed: number) {
-  const r = createRecipe(run.recipe, { sparseKernels: run.kernels === 'nm' });
+  const r = createRecipe(run.recipe, { sparseKernels: run.kernels === 'nm', mask: run.mask });
   const common = { pattern: run.pattern === '-' ? cfg.patterns[0] : run.pattern, recipe: r, seed };
   const [layers, dModel, heads, context] = cfg.hidden;
   const model = cfg.model === 'transformer' ? gpt({ ...common, vocabSize: corpus().vocab.size, layers, dModel, heads, context })
@@ -248,7 +254,8 @@ function textTable(rows: string[][]): string {
   return rows.map((r, j) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ') + (j === 0 ? '\n' + w.map((n) => '-'.repeat(n)).join('  ') : '')).join('\n');
 }
 
-const label = (r: Run): string => (r.recipe === 'dense' ? 'dense' : `${r.recipe} ${r.pattern}${r.kernels === 'dense' ? ' (dense-masked)' : ''}`);
+const label = (r: Run): string => (r.recipe === 'dense' ? 'dense'
+  : `${r.recipe} ${r.pattern}${r.mask === 'transposable' ? ' transposable' : ''}${r.kernels === 'dense' ? ' (dense-masked)' : ''}`);
 const fmt = (x: number | null, d: number): string => (x === null ? '-' : x.toFixed(d));
 
 /** A transformer step's tokens (its rates are tokens per second), or null for the MNIST models. */
@@ -320,7 +327,7 @@ function torchPeer(cfg: Config): TorchPeer {
 function torchLines(peer: TorchPeer | null, results: TrainBenchResult[]): string[] {
   if (!peer) return [];
   if (peer.error) return [`PyTorch peer: none (${peer.error}).`, ''];
-  const ours = (recipe: string) => results.find((r) => r.recipe === recipe && (recipe === 'dense' || (r.pattern === '2:4' && r.kernels === 'nm')));
+  const ours = (recipe: string) => results.find((r) => r.recipe === recipe && (recipe === 'dense' || (r.pattern === '2:4' && r.mask === 'rowwise' && r.kernels === 'nm')));
   const d = ours('dense'), s = ours('srste');
   const ratio = (a: number | undefined, b: TrainBenchResult | undefined) => (a && b ? `${(a / b.step.total).toFixed(2)}×` : '-');
   return [
