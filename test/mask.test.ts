@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { nm, tensor, zeros, type DType } from '../lib/index.js';
-import { poison, randomTensor, refMask, refTransposableMask } from './helpers.js';
+import { ISAS, poison, prng, randomTensor, refMask, refTransposableMask } from './helpers.js';
+import { native } from '../lib/native.js';
 
 const PATTERNS: Array<[number, number]> = [];
 for (const m of [4, 8, 16, 32]) for (let n = 1; n < m; n += m >= 16 ? 5 : 1) PATTERNS.push([n, m]);
@@ -71,6 +72,23 @@ describe('nm.transposableMask', () => {
         for (let g = 0; g < 16; g += 4) expect(got.slice(r * 16 + g, r * 16 + g + 4).reduce((a, b) => a + b)).toBe(2);
       for (let c = 0; c < 16; c++)
         for (let g = 0; g < 12; g += 4) expect([0, 1, 2, 3].reduce((a, k) => a + got[(g + k) * 16 + c], 0)).toBe(2);
+    }
+  });
+
+  // 8 tiles at a time on AVX-512, 4 on AVX2, the rest one by one: widths that leave every remainder, ties (small
+  // integers), NaN, ±inf, ±0 and values either side of the 3.4e38 cap.
+  it('gives the exhaustive search on every kernel path, with ties and special values, at widths beyond the lanes', () => {
+    const special = [NaN, Infinity, -Infinity, 0, -0, 3.3e38, -3.4028e38, 1e-40];
+    for (const [rows, cols] of [[8, 36], [4, 128], [12, 60]]) {
+      const r = prng(rows * cols);
+      const v = Array.from({ length: rows * cols }, () => (r() < 0.1 ? special[Math.floor(r() * special.length)] : Math.round(r() * 6 - 3)));
+      const w = tensor(v, [rows, cols]);
+      const want = refTransposableMask(w.toArray(), rows, cols);
+      for (const isa of ISAS) {
+        native.cpuIsa(isa);
+        expect(nm.transposableMask(w, { out: poison(zeros([rows, cols], { dtype: 'uint8' })) }).toArray(), `${isa} ${rows}x${cols}`).toEqual(want);
+      }
+      native.cpuIsa('auto');
     }
   });
 
