@@ -121,7 +121,8 @@ export class SparseTensor {
     this.#alive('decompress');
     const opts = checkOptions<{ out?: Tensor }>(options);
     if (this.device !== 'cpu') return deviceOp(this.device, 'decompress')(this, opts);
-    const out = outputFor(checkOut(opts.out, this.shape, this.dtype, 'cpu'), this.shape, this.dtype);
+    // Pinned: the dense copy of a compressed weight is long-lived and read by async products (a copy per call else).
+    const out = outputFor(checkOut(opts.out, this.shape, this.dtype, 'cpu'), this.shape, this.dtype, true);
     native.nmDecompress(this.#values!.storage(), this.#positions!, this.#values!.dtypeCode, this.rows, this.cols, this.n, this.m, out.storage());
     return out;
   }
