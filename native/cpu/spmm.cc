@@ -19,6 +19,10 @@
 //
 // Both write each task's float32 tile out once at its end (bias, transposition, dtype conversion). All scratch is
 // thread_local and only grows, so calls allocate nothing beyond their output.
+//
+// A few rows of x (x·W̃ᵀ at a service's batch sizes) leave most lanes of those drivers idle; there the lanes are
+// kept values of a row of W̃ instead and x's operands are picked by register permutes (spmm_pick, AVX-512, any N:M;
+// spmm_gemv24, AVX2, 2:4), so that W̃ streams from memory once in its compressed form.
 #include "cpu/spmm.h"
 
 #include <algorithm>
@@ -337,6 +341,274 @@ void spmm_gemv24(const SpmmArgs& s, const float* bias) {
         for (int64_t j = 0; j < jn; ++j)
           for (int k = 0; k < ib; ++k) store(r0 + j, i + k, y[j][k]);
       }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Small batches by picks (AVX-512, any N:M; spmm_pick). Lanes are up to 16 kept values of a row of W̃ (a slot),
+// and each lane's operand is picked from the chunk of x its columns fall in by one register permute: a chunk is
+// C = 32 columns (two zmm of x, vpermt2ps) when N/M <= 1/2 or M = 32, else 16 (vpermps), and holds K = C·N/M kept
+// values in one or two slots. Per row of x a slot costs a permute and an FMA, half the FMAs of the dense product
+// for 2:4, and W̃ streams once in its compressed form. A slot's positions (16 fields of 2-5 bits from a byte
+// boundary + s0 bits) are decoded in registers: vpshufb gathers each field's two bytes, vpsrlvd aligns it; the
+// decoded slots (indices and values) of 4 rows and 1024 columns are kept in L1 and reused by every row of x.
+constexpr int kPickJb = 4;       // rows of W̃ per task step and register block
+constexpr int kPickCols = 1024;  // W̃ columns per decoded block: a multiple of 32
+constexpr int kPickAhead = 1024;  // bytes of values prefetched ahead
+
+struct PickPattern {
+  int n, m, bits, C, K, S;  // chunk width, kept values per chunk, slots per chunk
+  int64_t nchunk;           // chunks per row (the last may be partial)
+  alignas(64) int8_t ctrl[8][32];   // per start-bit offset s0: vpshufb control (two bytes per lane)
+  alignas(64) int32_t shift[8][16]; // per s0: each lane's shift inside its two bytes
+  alignas(64) int32_t base[2][16];  // per slot: the column of each lane's group inside the chunk
+};
+
+void pick_pattern(int n, int m, int64_t cols, PickPattern* pp) {
+  PickPattern& P = *pp;
+  P.n = n, P.m = m, P.bits = nm_pos_bits(m);
+  P.C = m == 32 || 2 * n <= m ? 32 : 16;
+  P.K = P.C / m * n;
+  P.S = (P.K + 15) / 16;
+  P.nchunk = cdiv(cols, P.C);
+  for (int s0 = 0; s0 < 8; ++s0)
+    for (int l = 0; l < 16; ++l) {
+      const int bp = s0 + l * P.bits;
+      P.ctrl[s0][2 * l] = static_cast<int8_t>(bp >> 3);  // bytes 0-15 of each 128-bit half: the source is broadcast
+      P.ctrl[s0][2 * l + 1] = static_cast<int8_t>((bp >> 3) + 1);
+      P.shift[s0][l] = bp & 7;
+    }
+  for (int s = 0; s < 2; ++s)
+    for (int l = 0; l < 16; ++l) P.base[s][l] = ((16 * s + l) / n) * m;
+}
+
+// Slot s of chunk h of one row: its 16 column indices inside the chunk and its values, zero in lanes past the
+// chunk's kept values. pos_avail and v_avail: the bytes of positions and the values that may be read from the
+// row's start on (rows follow each other: only the last row's end must not be passed).
+struct PickRow {
+  const uint8_t* pos;
+  const float* v;
+  int64_t pos_avail, v_avail, kpr;
+};
+NMS_TARGET_AVX512 inline void pick_slot(const PickPattern& P, const PickRow& R, int64_t h, int s, __m512i* idx,
+                                        __m512* vals) {
+  const int64_t t0 = h * P.K + 16 * s;
+  const int64_t bit = t0 * P.bits, byte = bit >> 3;
+  // Ahead of the stream (the hardware prefetchers leave these loops short of the memory bandwidth).
+  _mm_prefetch(reinterpret_cast<const char*>(R.v + t0) + kPickAhead, _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(R.pos + byte) + kPickAhead / 8, _MM_HINT_T0);
+  __m128i src;
+  if (byte + 16 <= R.pos_avail) {
+    src = _mm_loadu_si128(reinterpret_cast<const __m128i*>(R.pos + byte));
+  } else {
+    alignas(16) uint8_t t[16] = {};
+    std::memcpy(t, R.pos + byte, static_cast<size_t>(std::clamp<int64_t>(R.pos_avail - byte, 0, 16)));
+    src = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+  }
+  const int s0 = static_cast<int>(bit & 7);
+  const __m256i two = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(src),
+                                          _mm256_load_si256(reinterpret_cast<const __m256i*>(P.ctrl[s0])));
+  const __m512i f = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu16_epi32(two), _mm512_load_si512(P.shift[s0])),
+                                     _mm512_set1_epi32((1 << P.bits) - 1));
+  const __m512i base = _mm512_load_si512(P.base[s]);
+  const int64_t live = std::min<int64_t>(std::min<int64_t>(16, P.K - 16 * s), R.kpr - t0);
+  if (live == 16 && t0 + 16 <= R.v_avail) {
+    *idx = _mm512_add_epi32(f, base);
+    *vals = _mm512_loadu_ps(R.v + t0);
+  } else {
+    const __mmask16 lm = static_cast<__mmask16>(live > 0 ? (1u << live) - 1 : 0);
+    *idx = _mm512_maskz_add_epi32(lm, f, base);
+    *vals = _mm512_maskz_loadu_ps(lm, R.v + t0);
+  }
+}
+
+// dst[(h·S + s)·32 ..] = the indices then the values of slot s of chunk h0 + h, for nh chunks.
+template <int S>
+NMS_TARGET_AVX512 void pick_decode(const PickPattern& P, const PickRow& R, int64_t h0, int64_t nh, float* dst) {
+  for (int64_t h = 0; h < nh; ++h)
+#pragma GCC unroll 2
+    for (int s = 0; s < S; ++s) {
+      __m512i idx;
+      __m512 vals;
+      pick_slot(P, R, h0 + h, s, &idx, &vals);
+      _mm512_store_si512(dst + (h * S + s) * 32, idx);
+      _mm512_store_ps(dst + (h * S + s) * 32 + 16, vals);
+    }
+}
+
+// T[(i·JB + j)·16 ..] (+)= the slots of JB rows (decoded by pick_decode, row stride ld floats) times IB rows of x
+// (stride ldx, from the block's first column) over nh chunks of C = 16·NX columns; `last` columns of the last chunk
+// are read.
+template <int IB, int NX, int S>
+NMS_TARGET_AVX512 void pick_kernel(int64_t nh, int last, const float* dec, int64_t ld, const float* x, int64_t ldx,
+                                   float* T, bool first) {
+  constexpr int JB = kPickJb;
+  __m512 acc[JB][IB];
+#pragma GCC unroll 4
+  for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 4
+    for (int i = 0; i < IB; ++i) acc[j][i] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(T + (i * JB + j) * 16);
+  for (int64_t h = 0; h < nh; ++h) {
+    __m512 xr[IB][NX];
+    if (h + 1 < nh) {
+#pragma GCC unroll 4
+      for (int i = 0; i < IB; ++i)
+#pragma GCC unroll 2
+        for (int q = 0; q < NX; ++q) xr[i][q] = _mm512_loadu_ps(x + i * ldx + (h * NX + q) * 16);
+    } else {
+#pragma GCC unroll 4
+      for (int i = 0; i < IB; ++i)
+#pragma GCC unroll 2
+        for (int q = 0; q < NX; ++q) {
+          const int w = std::min(16, std::max(0, last - 16 * q));
+          xr[i][q] = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << w) - 1), x + i * ldx + (h * NX + q) * 16);
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 2
+      for (int s = 0; s < S; ++s) {
+        const float* d = dec + j * ld + (h * S + s) * 32;
+        const __m512i idx = _mm512_load_si512(d);
+        const __m512 vv = _mm512_load_ps(d + 16);
+#pragma GCC unroll 4
+        for (int i = 0; i < IB; ++i) {
+          const __m512 g = NX == 2 ? _mm512_permutex2var_ps(xr[i][0], idx, xr[i][NX - 1]) : _mm512_permutexvar_ps(idx, xr[i][0]);
+          acc[j][i] = _mm512_fmadd_ps(vv, g, acc[j][i]);
+        }
+      }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 4
+    for (int i = 0; i < IB; ++i) _mm512_storeu_ps(T + (i * JB + j) * 16, acc[j][i]);
+}
+// The same for p <= kPickIb rows of x, decoding each slot where it is used (no L1 round trip): T[(i·JB + j)·16 ..]
+// = the whole rows R[0..JB) times IB rows of x.
+template <int IB, int NX, int S>
+NMS_TARGET_AVX512 void pick_fused(const PickPattern& P, const PickRow* R, int last, const float* x, int64_t ldx,
+                                  float* T) {
+  constexpr int JB = kPickJb;
+  __m512 acc[JB][IB];
+#pragma GCC unroll 4
+  for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 4
+    for (int i = 0; i < IB; ++i) acc[j][i] = _mm512_setzero_ps();
+  const int64_t nh = P.nchunk;
+  for (int64_t h = 0; h < nh; ++h) {
+    __m512 xr[IB][NX];
+#pragma GCC unroll 4
+    for (int i = 0; i < IB; ++i)
+#pragma GCC unroll 2
+      for (int q = 0; q < NX; ++q) {
+        const float* xp = x + i * ldx + (h * NX + q) * 16;
+        const int w = h + 1 < nh ? 16 : std::min(16, std::max(0, last - 16 * q));
+        xr[i][q] = w == 16 ? _mm512_loadu_ps(xp) : _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << w) - 1), xp);
+      }
+#pragma GCC unroll 4
+    for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 2
+      for (int s = 0; s < S; ++s) {
+        __m512i idx;
+        __m512 vv;
+        pick_slot(P, R[j], h, s, &idx, &vv);
+#pragma GCC unroll 4
+        for (int i = 0; i < IB; ++i) {
+          const __m512 g = NX == 2 ? _mm512_permutex2var_ps(xr[i][0], idx, xr[i][NX - 1]) : _mm512_permutexvar_ps(idx, xr[i][0]);
+          acc[j][i] = _mm512_fmadd_ps(vv, g, acc[j][i]);
+        }
+      }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 4
+    for (int i = 0; i < IB; ++i) _mm512_storeu_ps(T + (i * JB + j) * 16, acc[j][i]);
+}
+using PickFused = void (*)(const PickPattern&, const PickRow*, int, const float*, int64_t, float*);
+
+using PickKernel = void (*)(int64_t, int, const float*, int64_t, const float*, int64_t, float*, bool);
+constexpr int kPickIb = 4;
+
+template <int NX, int S>
+PickKernel pick_kernel_for(int ib) {
+  static const PickKernel k[kPickIb] = {pick_kernel<1, NX, S>, pick_kernel<2, NX, S>, pick_kernel<3, NX, S>,
+                                        pick_kernel<4, NX, S>};
+  return k[ib - 1];
+}
+template <int NX, int S>
+PickFused pick_fused_for(int ib) {
+  static const PickFused k[kPickIb] = {pick_fused<1, NX, S>, pick_fused<2, NX, S>, pick_fused<3, NX, S>,
+                                       pick_fused<4, NX, S>};
+  return k[ib - 1];
+}
+
+NMS_TARGET_AVX512 float hsum16_at(const float* t) { return _mm512_reduce_add_ps(_mm512_loadu_ps(t)); }
+
+// Up to how many rows of x the picks beat the lane-per-column drivers (measured on a Zen 5, 1024² to 4096²):
+// 2:4 has spmm_perm's fast decode beyond 8 rows; sparser patterns with M <= 16 go to spmm_perm beyond 16; the
+// rest (denser patterns, M = 32) only have the slower drivers, which the picks beat up to 32 rows and more.
+bool pick_batch(const SpmmArgs& s, Isa isa) {
+  const int n = s.w.n, m = s.w.m;
+  const int64_t most = n == 2 && m == 4 ? 8 : 2 * n < m && m <= 16 ? 16 : 32;
+  return isa == Isa::Avx512 && s.p <= most && (s.trans_b || s.p == 1) && s.w.dtype == DType::F32 &&
+         s.b_dtype == DType::F32;
+}
+
+void spmm_pick(const SpmmArgs& s, const float* bias) {
+  constexpr int JB = kPickJb;
+  const NmMatrix& W = s.w;
+  const int64_t rows = W.rows, cols = W.cols, p = s.p;
+  const int64_t kpr = nm_kept_per_row(cols, W.n, W.m), prb = nm_pos_row_bytes(cols, W.n, W.m);
+  PickPattern P;
+  pick_pattern(W.n, W.m, cols, &P);
+  const int NX = P.C / 16;
+  PickKernel kern[kPickIb];
+  for (int ib = 1; ib <= kPickIb; ++ib)
+    kern[ib - 1] = NX == 1 ? pick_kernel_for<1, 1>(ib) : P.S == 1 ? pick_kernel_for<2, 1>(ib) : pick_kernel_for<2, 2>(ib);
+  const bool fused = p <= kPickIb;
+  const int ibp = static_cast<int>(std::min<int64_t>(p, kPickIb));
+  const PickFused fk = NX == 1 ? pick_fused_for<1, 1>(ibp) : P.S == 1 ? pick_fused_for<2, 1>(ibp) : pick_fused_for<2, 2>(ibp);
+  const int tail = static_cast<int>(cols - (P.nchunk - 1) * P.C);
+  const int64_t bh = kPickCols / P.C;  // chunks per decoded block
+  const int64_t ld = bh * P.S * 32;    // floats per row of the decoded block
+  const float* values = static_cast<const float*>(W.values);
+  const float* x = static_cast<const float*>(s.b);
+  auto row = [&](int64_t r) {
+    return PickRow{W.positions + r * prb, values + r * kpr, (rows - r) * prb, (rows - r) * kpr, kpr};
+  };
+  const int64_t nb = cdiv(rows, JB);
+  const bool parallel = static_cast<double>(rows) * kpr * p >= 32.0 * 32 * 32;
+  parallel_for(nb, parallel ? cdiv(nb, 4 * num_threads()) : nb, [&](int64_t q0, int64_t q1) {
+    thread_local Scratch s_dec, s_t;
+    float* dec = s_dec.floats(static_cast<size_t>(JB * ld));
+    float* T = s_t.floats(static_cast<size_t>(p * JB * 16));
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t r0 = q * JB, jn = std::min<int64_t>(JB, rows - r0);
+      if (fused) {
+        PickRow R[JB];
+        for (int64_t j = 0; j < JB; ++j) R[j] = j < jn ? row(r0 + j) : PickRow{W.positions, values, 0, 0, 0};
+        fk(P, R, tail, x, cols, T);
+      } else {
+        for (int64_t h0 = 0; h0 < P.nchunk; h0 += bh) {
+          const int64_t nh = std::min(bh, P.nchunk - h0);
+          for (int64_t j = 0; j < JB; ++j) {
+            if (j < jn) (P.S == 1 ? pick_decode<1> : pick_decode<2>)(P, row(r0 + j), h0, nh, dec + j * ld);
+            else std::fill(dec + j * ld, dec + j * ld + nh * P.S * 32, 0.f);  // the last task's missing rows
+          }
+          const int last = static_cast<int>(std::min<int64_t>(P.C, cols - (h0 + nh - 1) * P.C));
+          for (int64_t i = 0; i < p; i += kPickIb) {
+            const int ib = static_cast<int>(std::min<int64_t>(kPickIb, p - i));
+            kern[ib - 1](nh, last, dec, ld, x + i * cols + h0 * P.C, cols, T + i * JB * 16, h0 == 0);
+          }
+        }
+      }
+      for (int64_t i = 0; i < p; ++i)
+        for (int64_t j = 0; j < jn; ++j) {
+          const int64_t r = r0 + j;
+          const float y = hsum16_at(T + (i * JB + j) * 16) + (bias ? bias[r] : 0.f);
+          store_from_f32(s.out, s.out_dtype, s.trans_out ? i * rows + r : r * p + i, y);
+        }
     }
   });
 }
@@ -838,6 +1110,7 @@ void spmm(const SpmmArgs& s) {
     bias = b32;
   }
 #if NMS_X86
+  if (pick_batch(s, isa)) return spmm_pick(s, bias);
   if (gemv24(s, isa)) return spmm_gemv24(s, bias);
   if (isa == Isa::Avx512 && s.w.m <= 16) return spmm_perm(s, bias);
 #endif
