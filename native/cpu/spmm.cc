@@ -21,8 +21,8 @@
 // thread_local and only grows, so calls allocate nothing beyond their output.
 //
 // A few rows of x (x·W̃ᵀ at a service's batch sizes) leave most lanes of those drivers idle; there the lanes are
-// kept values of a row of W̃ instead and x's operands are picked by register permutes (spmm_pick, AVX-512, any N:M;
-// spmm_gemv24, AVX2, 2:4), so that W̃ streams from memory once in its compressed form.
+// kept values of a row of W̃ instead and x's operands are picked by register permutes (spmm_pick: AVX-512 any N:M,
+// AVX2 M <= 16; spmm_gemv24: AVX2 2:4), so that W̃ streams from memory once in its compressed form.
 #include "cpu/spmm.h"
 
 #include <algorithm>
@@ -346,7 +346,7 @@ void spmm_gemv24(const SpmmArgs& s, const float* bias) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Small batches by picks (AVX-512, any N:M; spmm_pick). Lanes are up to 16 kept values of a row of W̃ (a slot),
+// Small batches by picks (spmm_pick; AVX-512 any N:M, AVX2 M <= 16 below). Lanes are up to 16 kept values of a row of W̃ (a slot),
 // and each lane's operand is picked from the chunk of x its columns fall in by one register permute: a chunk is
 // C = 32 columns (two zmm of x, vpermt2ps) when N/M <= 1/2 or M = 32, else 16 (vpermps), and holds K = C·N/M kept
 // values in one or two slots. Per row of x a slot costs a permute and an FMA, half the FMAs of the dense product
@@ -365,12 +365,13 @@ struct PickPattern {
   alignas(64) int32_t base[2][16];  // per slot: the column of each lane's group inside the chunk
 };
 
-void pick_pattern(int n, int m, int64_t cols, PickPattern* pp) {
+// lanes: 16 (AVX-512) or 8 (AVX2, M <= 16). A chunk is two vectors of x when N/M <= 1/2 or M = 2·lanes, else one.
+void pick_pattern(int n, int m, int64_t cols, int lanes, PickPattern* pp) {
   PickPattern& P = *pp;
   P.n = n, P.m = m, P.bits = nm_pos_bits(m);
-  P.C = m == 32 || 2 * n <= m ? 32 : 16;
+  P.C = m == 2 * lanes || 2 * n <= m ? 2 * lanes : lanes;
   P.K = P.C / m * n;
-  P.S = (P.K + 15) / 16;
+  P.S = (P.K + lanes - 1) / lanes;
   P.nchunk = cdiv(cols, P.C);
   for (int s0 = 0; s0 < 8; ++s0)
     for (int l = 0; l < 16; ++l) {
@@ -380,7 +381,7 @@ void pick_pattern(int n, int m, int64_t cols, PickPattern* pp) {
       P.shift[s0][l] = bp & 7;
     }
   for (int s = 0; s < 2; ++s)
-    for (int l = 0; l < 16; ++l) P.base[s][l] = ((16 * s + l) / n) * m;
+    for (int l = 0; l < 16; ++l) P.base[s][l] = ((lanes * s + l) / n) * m;
 }
 
 // Slot s of chunk h of one row: its 16 column indices inside the chunk and its values, zero in lanes past the
@@ -527,6 +528,83 @@ NMS_TARGET_AVX512 void pick_fused(const PickPattern& P, const PickRow* R, int la
 }
 using PickFused = void (*)(const PickPattern&, const PickRow*, int, const float*, int64_t, float*);
 
+// AVX2 (M <= 16): slots of 8 kept values, chunks of one or two ymm of x (two: two vpermps and a blend on the
+// index's bit 3). Each slot is decoded where it is used, for every 2 rows of x.
+NMS_TARGET_AVX2 inline void pick_slot8(const PickPattern& P, const PickRow& R, int64_t h, int s, __m256i* idx,
+                                       __m256* vals) {
+  const int64_t t0 = h * P.K + 8 * s;
+  const int64_t bit = t0 * P.bits, byte = bit >> 3;
+  _mm_prefetch(reinterpret_cast<const char*>(R.v + t0) + kPickAhead, _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(R.pos + byte) + kPickAhead / 8, _MM_HINT_T0);
+  __m128i src;  // 8 fields of at most 4 bits from bit s0 <= 7: 5 bytes
+  if (byte + 8 <= R.pos_avail) {
+    src = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(R.pos + byte));
+  } else {
+    alignas(16) uint8_t t[16] = {};
+    std::memcpy(t, R.pos + byte, static_cast<size_t>(std::clamp<int64_t>(R.pos_avail - byte, 0, 8)));
+    src = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+  }
+  const int s0 = static_cast<int>(bit & 7);
+  const __m128i two = _mm_shuffle_epi8(src, _mm_load_si128(reinterpret_cast<const __m128i*>(P.ctrl[s0])));
+  const __m256i f = _mm256_and_si256(
+      _mm256_srlv_epi32(_mm256_cvtepu16_epi32(two), _mm256_load_si256(reinterpret_cast<const __m256i*>(P.shift[s0]))),
+      _mm256_set1_epi32((1 << P.bits) - 1));
+  const __m256i base = _mm256_load_si256(reinterpret_cast<const __m256i*>(P.base[s]));
+  const int64_t live = std::min<int64_t>(std::min<int64_t>(8, P.K - 8 * s), R.kpr - t0);
+  if (live == 8 && t0 + 8 <= R.v_avail) {
+    *idx = _mm256_add_epi32(f, base);
+    *vals = _mm256_loadu_ps(R.v + t0);
+  } else {
+    const __m256i lm = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::max<int64_t>(live, 0))),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    *idx = _mm256_and_si256(_mm256_add_epi32(f, base), lm);
+    *vals = _mm256_maskload_ps(R.v + t0, lm);
+  }
+}
+
+template <int IB, int NX, int S>
+NMS_TARGET_AVX2 void pick_fused8(const PickPattern& P, const PickRow* R, int last, const float* x, int64_t ldx, float* T) {
+  constexpr int JB = kPickJb;
+  __m256 acc[JB][IB];
+#pragma GCC unroll 4
+  for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 2
+    for (int i = 0; i < IB; ++i) acc[j][i] = _mm256_setzero_ps();
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const int64_t nh = P.nchunk;
+  for (int64_t h = 0; h < nh; ++h) {
+    __m256 xr[IB][NX];
+#pragma GCC unroll 2
+    for (int i = 0; i < IB; ++i)
+#pragma GCC unroll 2
+      for (int q = 0; q < NX; ++q) {
+        const float* xp = x + i * ldx + (h * NX + q) * 8;
+        const int w = h + 1 < nh ? 8 : std::min(8, std::max(0, last - 8 * q));
+        xr[i][q] = w == 8 ? _mm256_loadu_ps(xp) : _mm256_maskload_ps(xp, _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lane));
+      }
+#pragma GCC unroll 4
+    for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 2
+      for (int s = 0; s < S; ++s) {
+        __m256i idx;
+        __m256 vv;
+        pick_slot8(P, R[j], h, s, &idx, &vv);
+        const __m256 hi = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));  // sign bit: column in the second vector
+#pragma GCC unroll 2
+        for (int i = 0; i < IB; ++i) {
+          __m256 g = _mm256_permutevar8x32_ps(xr[i][0], idx);
+          if (NX == 2) g = _mm256_blendv_ps(g, _mm256_permutevar8x32_ps(xr[i][NX - 1], idx), hi);
+          acc[j][i] = _mm256_fmadd_ps(vv, g, acc[j][i]);
+        }
+      }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 2
+    for (int i = 0; i < IB; ++i) _mm256_storeu_ps(T + (i * JB + j) * 8, acc[j][i]);
+}
+NMS_TARGET_AVX2 float hsum8_at(const float* t) { return hsum8(_mm256_loadu_ps(t)); }
+
 using PickKernel = void (*)(int64_t, int, const float*, int64_t, const float*, int64_t, float*, bool);
 constexpr int kPickIb = 4;
 
@@ -537,38 +615,48 @@ PickKernel pick_kernel_for(int ib) {
   return k[ib - 1];
 }
 template <int NX, int S>
-PickFused pick_fused_for(int ib) {
+PickFused pick_fused_for(bool z, int ib) {
   static const PickFused k[kPickIb] = {pick_fused<1, NX, S>, pick_fused<2, NX, S>, pick_fused<3, NX, S>,
                                        pick_fused<4, NX, S>};
-  return k[ib - 1];
+  static const PickFused k8[2] = {pick_fused8<1, NX, S>, pick_fused8<2, NX, S>};
+  return z ? k[ib - 1] : k8[ib - 1];
 }
 
 NMS_TARGET_AVX512 float hsum16_at(const float* t) { return _mm512_reduce_add_ps(_mm512_loadu_ps(t)); }
 
-// Up to how many rows of x the picks beat the lane-per-column drivers (measured on a Zen 5, 1024² to 4096²):
-// 2:4 has spmm_perm's fast decode beyond 8 rows; sparser patterns with M <= 16 go to spmm_perm beyond 16; the
-// rest (denser patterns, M = 32) only have the slower drivers, which the picks beat up to 32 rows and more.
+// Up to how many rows of x the picks beat the other kernels (measured on a Zen 5, 1024² to 4096², one thread).
+// AVX-512: 2:4 has spmm_perm's fast decode beyond 8 rows; sparser patterns with M <= 16 go to spmm_perm beyond
+// 16; the rest (denser patterns, M = 32) only have slower drivers, which the picks beat up to 32 rows and more.
+// AVX2: 2:4 is spmm_gemv24's (its decode is three instructions); M = 32 is not done; the lane-per-column driver
+// wins from 5 rows of x on where N/M < 1/4 and from 9 on otherwise.
 bool pick_batch(const SpmmArgs& s, Isa isa) {
   const int n = s.w.n, m = s.w.m;
-  const int64_t most = n == 2 && m == 4 ? 8 : 2 * n < m && m <= 16 ? 16 : 32;
-  return isa == Isa::Avx512 && s.p <= most && (s.trans_b || s.p == 1) && s.w.dtype == DType::F32 &&
+  const bool is24 = n == 2 && m == 4;
+  const int64_t most = isa == Isa::Avx2 ? (is24 || m > 16 ? 0 : 4 * n < m ? 4 : 8)
+                                        : is24 ? 8 : 2 * n < m && m <= 16 ? 16 : 32;
+  return isa != Isa::Scalar && s.p <= most && (s.trans_b || s.p == 1) && s.w.dtype == DType::F32 &&
          s.b_dtype == DType::F32;
 }
 
-void spmm_pick(const SpmmArgs& s, const float* bias) {
+void spmm_pick(const SpmmArgs& s, Isa isa, const float* bias) {
   constexpr int JB = kPickJb;
   const NmMatrix& W = s.w;
   const int64_t rows = W.rows, cols = W.cols, p = s.p;
   const int64_t kpr = nm_kept_per_row(cols, W.n, W.m), prb = nm_pos_row_bytes(cols, W.n, W.m);
+  const bool z = isa == Isa::Avx512;
+  const int lanes = z ? 16 : 8;
   PickPattern P;
-  pick_pattern(W.n, W.m, cols, &P);
-  const int NX = P.C / 16;
+  pick_pattern(W.n, W.m, cols, lanes, &P);
+  const int NX = P.C / lanes;
   PickKernel kern[kPickIb];
   for (int ib = 1; ib <= kPickIb; ++ib)
     kern[ib - 1] = NX == 1 ? pick_kernel_for<1, 1>(ib) : P.S == 1 ? pick_kernel_for<2, 1>(ib) : pick_kernel_for<2, 2>(ib);
-  const bool fused = p <= kPickIb;
-  const int ibp = static_cast<int>(std::min<int64_t>(p, kPickIb));
-  const PickFused fk = NX == 1 ? pick_fused_for<1, 1>(ibp) : P.S == 1 ? pick_fused_for<2, 1>(ibp) : pick_fused_for<2, 2>(ibp);
+  // AVX2 always decodes slots where they are used, for every 2 rows of x; AVX-512 up to 4 rows of x.
+  const bool fused = !z || p <= kPickIb;
+  const int fib = z ? kPickIb : 2;
+  PickFused fk[kPickIb];
+  for (int ib = 1; ib <= fib; ++ib)
+    fk[ib - 1] = NX == 1 ? pick_fused_for<1, 1>(z, ib) : P.S == 1 ? pick_fused_for<2, 1>(z, ib) : pick_fused_for<2, 2>(z, ib);
   const int tail = static_cast<int>(cols - (P.nchunk - 1) * P.C);
   const int64_t bh = kPickCols / P.C;  // chunks per decoded block
   const int64_t ld = bh * P.S * 32;    // floats per row of the decoded block
@@ -588,7 +676,8 @@ void spmm_pick(const SpmmArgs& s, const float* bias) {
       if (fused) {
         PickRow R[JB];
         for (int64_t j = 0; j < JB; ++j) R[j] = j < jn ? row(r0 + j) : PickRow{W.positions, values, 0, 0, 0};
-        fk(P, R, tail, x, cols, T);
+        for (int64_t i = 0; i < p; i += fib)
+          fk[std::min<int64_t>(fib, p - i) - 1](P, R, tail, x + i * cols, cols, T + i * JB * lanes);
       } else {
         for (int64_t h0 = 0; h0 < P.nchunk; h0 += bh) {
           const int64_t nh = std::min(bh, P.nchunk - h0);
@@ -606,7 +695,8 @@ void spmm_pick(const SpmmArgs& s, const float* bias) {
       for (int64_t i = 0; i < p; ++i)
         for (int64_t j = 0; j < jn; ++j) {
           const int64_t r = r0 + j;
-          const float y = hsum16_at(T + (i * JB + j) * 16) + (bias ? bias[r] : 0.f);
+          const float* t = T + (i * JB + j) * lanes;
+          const float y = (z ? hsum16_at(t) : hsum8_at(t)) + (bias ? bias[r] : 0.f);
           store_from_f32(s.out, s.out_dtype, s.trans_out ? i * rows + r : r * p + i, y);
         }
     }
@@ -1110,7 +1200,7 @@ void spmm(const SpmmArgs& s) {
     bias = b32;
   }
 #if NMS_X86
-  if (pick_batch(s, isa)) return spmm_pick(s, bias);
+  if (pick_batch(s, isa)) return spmm_pick(s, isa, bias);
   if (gemv24(s, isa)) return spmm_gemv24(s, bias);
   if (isa == Isa::Avx512 && s.w.m <= 16) return spmm_perm(s, bias);
 #endif
