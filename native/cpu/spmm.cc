@@ -392,6 +392,8 @@ struct PickRow {
   const float* v;
   int64_t pos_avail, v_avail, kpr;
 };
+// B24: 2:4, whose slot is one dword of positions (16 fields of 2 bits), decoded by one shift and one and.
+template <bool B24>
 NMS_TARGET_AVX512 inline void pick_slot(const PickPattern& P, const PickRow& R, int64_t h, int s, __m512i* idx,
                                         __m512* vals) {
   const int64_t t0 = h * P.K + 16 * s;
@@ -399,19 +401,27 @@ NMS_TARGET_AVX512 inline void pick_slot(const PickPattern& P, const PickRow& R, 
   // Ahead of the stream (the hardware prefetchers leave these loops short of the memory bandwidth).
   _mm_prefetch(reinterpret_cast<const char*>(R.v + t0) + kPickAhead, _MM_HINT_T0);
   _mm_prefetch(reinterpret_cast<const char*>(R.pos + byte) + kPickAhead / 8, _MM_HINT_T0);
-  __m128i src;
-  if (byte + 16 <= R.pos_avail) {
-    src = _mm_loadu_si128(reinterpret_cast<const __m128i*>(R.pos + byte));
-  } else {
-    alignas(16) uint8_t t[16] = {};
-    std::memcpy(t, R.pos + byte, static_cast<size_t>(std::clamp<int64_t>(R.pos_avail - byte, 0, 16)));
-    src = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+  constexpr int kSrc = B24 ? 4 : 16;
+  alignas(16) uint8_t t[16] = {};
+  const uint8_t* sp = R.pos + byte;
+  if (byte + kSrc > R.pos_avail) {  // the last row's end: never read past it
+    std::memcpy(t, sp, static_cast<size_t>(std::clamp<int64_t>(R.pos_avail - byte, 0, kSrc)));
+    sp = t;
   }
-  const int s0 = static_cast<int>(bit & 7);
-  const __m256i two = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(src),
-                                          _mm256_load_si256(reinterpret_cast<const __m256i*>(P.ctrl[s0])));
-  const __m512i f = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu16_epi32(two), _mm512_load_si512(P.shift[s0])),
-                                     _mm512_set1_epi32((1 << P.bits) - 1));
+  __m512i f;
+  if constexpr (B24) {
+    uint32_t w;
+    std::memcpy(&w, sp, 4);
+    f = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int32_t>(w)),
+                                           _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)),
+                         _mm512_set1_epi32(3));
+  } else {
+    const int s0 = static_cast<int>(bit & 7);
+    const __m256i two = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sp))),
+                                            _mm256_load_si256(reinterpret_cast<const __m256i*>(P.ctrl[s0])));
+    f = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu16_epi32(two), _mm512_load_si512(P.shift[s0])),
+                         _mm512_set1_epi32((1 << P.bits) - 1));
+  }
   const __m512i base = _mm512_load_si512(P.base[s]);
   const int64_t live = std::min<int64_t>(std::min<int64_t>(16, P.K - 16 * s), R.kpr - t0);
   if (live == 16 && t0 + 16 <= R.v_avail) {
@@ -425,14 +435,14 @@ NMS_TARGET_AVX512 inline void pick_slot(const PickPattern& P, const PickRow& R, 
 }
 
 // dst[(h·S + s)·32 ..] = the indices then the values of slot s of chunk h0 + h, for nh chunks.
-template <int S>
+template <int S, bool B24>
 NMS_TARGET_AVX512 void pick_decode(const PickPattern& P, const PickRow& R, int64_t h0, int64_t nh, float* dst) {
   for (int64_t h = 0; h < nh; ++h)
 #pragma GCC unroll 2
     for (int s = 0; s < S; ++s) {
       __m512i idx;
       __m512 vals;
-      pick_slot(P, R, h0 + h, s, &idx, &vals);
+      pick_slot<B24>(P, R, h0 + h, s, &idx, &vals);
       _mm512_store_si512(dst + (h * S + s) * 32, idx);
       _mm512_store_ps(dst + (h * S + s) * 32 + 16, vals);
     }
@@ -487,7 +497,7 @@ NMS_TARGET_AVX512 void pick_kernel(int64_t nh, int last, const float* dec, int64
 }
 // The same for p <= kPickIb rows of x, decoding each slot where it is used (no L1 round trip): T[(i·JB + j)·16 ..]
 // = the whole rows R[0..JB) times IB rows of x.
-template <int IB, int NX, int S>
+template <int IB, int NX, int S, bool B24>
 NMS_TARGET_AVX512 void pick_fused(const PickPattern& P, const PickRow* R, int last, const float* x, int64_t ldx,
                                   float* T) {
   constexpr int JB = kPickJb;
@@ -513,7 +523,7 @@ NMS_TARGET_AVX512 void pick_fused(const PickPattern& P, const PickRow* R, int la
       for (int s = 0; s < S; ++s) {
         __m512i idx;
         __m512 vv;
-        pick_slot(P, R[j], h, s, &idx, &vv);
+        pick_slot<B24>(P, R[j], h, s, &idx, &vv);
 #pragma GCC unroll 4
         for (int i = 0; i < IB; ++i) {
           const __m512 g = NX == 2 ? _mm512_permutex2var_ps(xr[i][0], idx, xr[i][NX - 1]) : _mm512_permutexvar_ps(idx, xr[i][0]);
@@ -614,10 +624,10 @@ PickKernel pick_kernel_for(int ib) {
                                         pick_kernel<4, NX, S>};
   return k[ib - 1];
 }
-template <int NX, int S>
+template <int NX, int S, bool B24 = false>
 PickFused pick_fused_for(bool z, int ib) {
-  static const PickFused k[kPickIb] = {pick_fused<1, NX, S>, pick_fused<2, NX, S>, pick_fused<3, NX, S>,
-                                       pick_fused<4, NX, S>};
+  static const PickFused k[kPickIb] = {pick_fused<1, NX, S, B24>, pick_fused<2, NX, S, B24>, pick_fused<3, NX, S, B24>,
+                                       pick_fused<4, NX, S, B24>};
   static const PickFused k8[2] = {pick_fused8<1, NX, S>, pick_fused8<2, NX, S>};
   return z ? k[ib - 1] : k8[ib - 1];
 }
@@ -655,8 +665,12 @@ void spmm_pick(const SpmmArgs& s, Isa isa, const float* bias) {
   const bool fused = !z || p <= kPickIb;
   const int fib = z ? kPickIb : 2;
   PickFused fk[kPickIb];
+  const bool b24 = z && W.n == 2 && W.m == 4;
   for (int ib = 1; ib <= fib; ++ib)
-    fk[ib - 1] = NX == 1 ? pick_fused_for<1, 1>(z, ib) : P.S == 1 ? pick_fused_for<2, 1>(z, ib) : pick_fused_for<2, 2>(z, ib);
+    fk[ib - 1] = b24       ? pick_fused_for<2, 1, true>(z, ib)
+                 : NX == 1 ? pick_fused_for<1, 1>(z, ib)
+                 : P.S == 1 ? pick_fused_for<2, 1>(z, ib)
+                            : pick_fused_for<2, 2>(z, ib);
   const int tail = static_cast<int>(cols - (P.nchunk - 1) * P.C);
   const int64_t bh = kPickCols / P.C;  // chunks per decoded block
   const int64_t ld = bh * P.S * 32;    // floats per row of the decoded block
@@ -682,7 +696,7 @@ void spmm_pick(const SpmmArgs& s, Isa isa, const float* bias) {
         for (int64_t h0 = 0; h0 < P.nchunk; h0 += bh) {
           const int64_t nh = std::min(bh, P.nchunk - h0);
           for (int64_t j = 0; j < JB; ++j) {
-            if (j < jn) (P.S == 1 ? pick_decode<1> : pick_decode<2>)(P, row(r0 + j), h0, nh, dec + j * ld);
+            if (j < jn) (b24 ? pick_decode<1, true> : P.S == 1 ? pick_decode<1, false> : pick_decode<2, false>)(P, row(r0 + j), h0, nh, dec + j * ld);
             else std::fill(dec + j * ld, dec + j * ld + nh * P.S * 32, 0.f);  // the last task's missing rows
           }
           const int last = static_cast<int>(std::min<int64_t>(P.C, cols - (h0 + nh - 1) * P.C));
