@@ -359,7 +359,7 @@ constexpr int kPickAhead = 1024;  // bytes of values prefetched ahead
 
 struct PickPattern {
   int n, m, bits, C, K, S;  // chunk width, kept values per chunk, slots per chunk
-  int64_t nchunk;           // chunks per row (the last may be partial)
+  int64_t nchunk, nfull;    // chunks per row (the last may be partial), chunks inside the row
   alignas(64) int8_t ctrl[8][32];   // per start-bit offset s0: vpshufb control (two bytes per lane)
   alignas(64) int32_t shift[8][16]; // per s0: each lane's shift inside its two bytes
   alignas(64) int32_t base[2][16];  // per slot: the column of each lane's group inside the chunk
@@ -373,6 +373,7 @@ void pick_pattern(int n, int m, int64_t cols, int lanes, PickPattern* pp) {
   P.K = P.C / m * n;
   P.S = (P.K + lanes - 1) / lanes;
   P.nchunk = cdiv(cols, P.C);
+  P.nfull = cols / P.C;
   for (int s0 = 0; s0 < 8; ++s0)
     for (int l = 0; l < 16; ++l) {
       const int bp = s0 + l * P.bits;
@@ -398,26 +399,30 @@ NMS_TARGET_AVX512 inline void pick_slot(const PickPattern& P, const PickRow& R, 
                                         __m512* vals) {
   const int64_t t0 = h * P.K + 16 * s;
   const int64_t bit = t0 * P.bits, byte = bit >> 3;
-  // Ahead of the stream (the hardware prefetchers leave these loops short of the memory bandwidth).
+  // Ahead of the stream (the hardware prefetchers leave these loops short of the memory bandwidth); positions
+  // once per 64-byte line.
   _mm_prefetch(reinterpret_cast<const char*>(R.v + t0) + kPickAhead, _MM_HINT_T0);
-  _mm_prefetch(reinterpret_cast<const char*>(R.pos + byte) + kPickAhead / 8, _MM_HINT_T0);
-  constexpr int kSrc = B24 ? 4 : 16;
-  alignas(16) uint8_t t[16] = {};
-  const uint8_t* sp = R.pos + byte;
-  if (byte + kSrc > R.pos_avail) {  // the last row's end: never read past it
-    std::memcpy(t, sp, static_cast<size_t>(std::clamp<int64_t>(R.pos_avail - byte, 0, kSrc)));
-    sp = t;
-  }
+  if ((bit & 511) < 16 * P.bits) _mm_prefetch(reinterpret_cast<const char*>(R.pos + byte) + kPickAhead / 8, _MM_HINT_T0);
   __m512i f;
   if constexpr (B24) {
-    uint32_t w;
-    std::memcpy(&w, sp, 4);
+    uint32_t w = 0;
+    if (byte + 4 <= R.pos_avail) std::memcpy(&w, R.pos + byte, 4);
+    else  // the last row's end: never read past it
+      for (int64_t i = 0; i < 4 && byte + i < R.pos_avail; ++i) w |= static_cast<uint32_t>(R.pos[byte + i]) << (8 * i);
     f = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int32_t>(w)),
                                            _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)),
                          _mm512_set1_epi32(3));
   } else {
+    __m128i src;
+    if (byte + 16 <= R.pos_avail) {
+      src = _mm_loadu_si128(reinterpret_cast<const __m128i*>(R.pos + byte));
+    } else {
+      alignas(16) uint8_t t[16] = {};
+      std::memcpy(t, R.pos + byte, static_cast<size_t>(std::clamp<int64_t>(R.pos_avail - byte, 0, 16)));
+      src = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+    }
     const int s0 = static_cast<int>(bit & 7);
-    const __m256i two = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sp))),
+    const __m256i two = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(src),
                                             _mm256_load_si256(reinterpret_cast<const __m256i*>(P.ctrl[s0])));
     f = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu16_epi32(two), _mm512_load_si512(P.shift[s0])),
                          _mm512_set1_epi32((1 << P.bits) - 1));
@@ -434,6 +439,20 @@ NMS_TARGET_AVX512 inline void pick_slot(const PickPattern& P, const PickRow& R, 
   }
 }
 
+// pick_slot<true> for a chunk inside the row (h < nfull), without its bounds and lane checks.
+NMS_TARGET_AVX512 inline void pick_slot24(const PickRow& R, int64_t h, __m512i* idx, __m512* vals) {
+  uint32_t w;
+  std::memcpy(&w, R.pos + 4 * h, 4);
+  _mm_prefetch(reinterpret_cast<const char*>(R.v + 16 * h) + kPickAhead, _MM_HINT_T0);
+  if ((h & 15) == 0) _mm_prefetch(reinterpret_cast<const char*>(R.pos + 4 * h) + kPickAhead / 8, _MM_HINT_T0);
+  const __m512i f = _mm512_and_si512(
+      _mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int32_t>(w)),
+                        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)),
+      _mm512_set1_epi32(3));
+  *idx = _mm512_add_epi32(f, _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28));
+  *vals = _mm512_loadu_ps(R.v + 16 * h);
+}
+
 // dst[(h·S + s)·32 ..] = the indices then the values of slot s of chunk h0 + h, for nh chunks.
 template <int S, bool B24>
 NMS_TARGET_AVX512 void pick_decode(const PickPattern& P, const PickRow& R, int64_t h0, int64_t nh, float* dst) {
@@ -442,7 +461,8 @@ NMS_TARGET_AVX512 void pick_decode(const PickPattern& P, const PickRow& R, int64
     for (int s = 0; s < S; ++s) {
       __m512i idx;
       __m512 vals;
-      pick_slot<B24>(P, R, h0 + h, s, &idx, &vals);
+      if (B24 && h0 + h < P.nfull) pick_slot24(R, h0 + h, &idx, &vals);
+      else pick_slot<B24>(P, R, h0 + h, s, &idx, &vals);
       _mm512_store_si512(dst + (h * S + s) * 32, idx);
       _mm512_store_ps(dst + (h * S + s) * 32 + 16, vals);
     }
@@ -523,7 +543,8 @@ NMS_TARGET_AVX512 void pick_fused(const PickPattern& P, const PickRow* R, int la
       for (int s = 0; s < S; ++s) {
         __m512i idx;
         __m512 vv;
-        pick_slot<B24>(P, R[j], h, s, &idx, &vv);
+        if (B24 && h < P.nfull) pick_slot24(R[j], h, &idx, &vv);
+        else pick_slot<B24>(P, R[j], h, s, &idx, &vv);
 #pragma GCC unroll 4
         for (int i = 0; i < IB; ++i) {
           const __m512 g = NX == 2 ? _mm512_permutex2var_ps(xr[i][0], idx, xr[i][NX - 1]) : _mm512_permutexvar_ps(idx, xr[i][0]);
@@ -545,7 +566,7 @@ NMS_TARGET_AVX2 inline void pick_slot8(const PickPattern& P, const PickRow& R, i
   const int64_t t0 = h * P.K + 8 * s;
   const int64_t bit = t0 * P.bits, byte = bit >> 3;
   _mm_prefetch(reinterpret_cast<const char*>(R.v + t0) + kPickAhead, _MM_HINT_T0);
-  _mm_prefetch(reinterpret_cast<const char*>(R.pos + byte) + kPickAhead / 8, _MM_HINT_T0);
+  if ((bit & 511) < 8 * P.bits) _mm_prefetch(reinterpret_cast<const char*>(R.pos + byte) + kPickAhead / 8, _MM_HINT_T0);
   __m128i src;  // 8 fields of at most 4 bits from bit s0 <= 7: 5 bytes
   if (byte + 8 <= R.pos_avail) {
     src = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(R.pos + byte));
