@@ -365,11 +365,12 @@ struct PickPattern {
   alignas(64) int32_t base[2][16];  // per slot: the column of each lane's group inside the chunk
 };
 
-// lanes: 16 (AVX-512) or 8 (AVX2, M <= 16). A chunk is two vectors of x when N/M <= 1/2 or M = 2·lanes, else one.
+// lanes: 16 (AVX-512) or 8 (AVX2, M <= 16). A chunk is two vectors of x when N/M <= 1/2 or M = 2·lanes, else one;
+// four on AVX-512 when N/M <= 1/4 (64 columns: full slots for 1:4, 2:8; one slot's decode for 1:8's 64 columns).
 void pick_pattern(int n, int m, int64_t cols, int lanes, PickPattern* pp) {
   PickPattern& P = *pp;
   P.n = n, P.m = m, P.bits = nm_pos_bits(m);
-  P.C = m == 2 * lanes || 2 * n <= m ? 2 * lanes : lanes;
+  P.C = lanes == 16 && 4 * n <= m ? 64 : m == 2 * lanes || 2 * n <= m ? 2 * lanes : lanes;
   P.K = P.C / m * n;
   P.S = (P.K + lanes - 1) / lanes;
   P.nchunk = cdiv(cols, P.C);
@@ -468,6 +469,17 @@ NMS_TARGET_AVX512 void pick_decode(const PickPattern& P, const PickRow& R, int64
     }
 }
 
+// The operands of a slot from the NX vectors of x of its chunk: one vpermps, one vpermt2ps, or two and a blend on
+// the index's bit 5.
+template <int NX>
+NMS_TARGET_AVX512 inline __m512 pick_x(const __m512* xr, __m512i idx) {
+  if (NX == 1) return _mm512_permutexvar_ps(idx, xr[0]);
+  const __m512 lo = _mm512_permutex2var_ps(xr[0], idx, xr[NX > 1 ? 1 : 0]);
+  if (NX == 2) return lo;
+  const __m512 hi = _mm512_permutex2var_ps(xr[NX > 2 ? 2 : 0], idx, xr[NX > 3 ? 3 : 0]);
+  return _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)), lo, hi);
+}
+
 // T[(i·JB + j)·16 ..] (+)= the slots of JB rows (decoded by pick_decode, row stride ld floats) times IB rows of x
 // (stride ldx, from the block's first column) over nh chunks of C = 16·NX columns; `last` columns of the last chunk
 // are read.
@@ -505,7 +517,7 @@ NMS_TARGET_AVX512 void pick_kernel(int64_t nh, int last, const float* dec, int64
         const __m512 vv = _mm512_load_ps(d + 16);
 #pragma GCC unroll 4
         for (int i = 0; i < IB; ++i) {
-          const __m512 g = NX == 2 ? _mm512_permutex2var_ps(xr[i][0], idx, xr[i][NX - 1]) : _mm512_permutexvar_ps(idx, xr[i][0]);
+          const __m512 g = pick_x<NX>(xr[i], idx);
           acc[j][i] = _mm512_fmadd_ps(vv, g, acc[j][i]);
         }
       }
@@ -547,7 +559,7 @@ NMS_TARGET_AVX512 void pick_fused(const PickPattern& P, const PickRow* R, int la
         else pick_slot<B24>(P, R[j], h, s, &idx, &vv);
 #pragma GCC unroll 4
         for (int i = 0; i < IB; ++i) {
-          const __m512 g = NX == 2 ? _mm512_permutex2var_ps(xr[i][0], idx, xr[i][NX - 1]) : _mm512_permutexvar_ps(idx, xr[i][0]);
+          const __m512 g = pick_x<NX>(xr[i], idx);
           acc[j][i] = _mm512_fmadd_ps(vv, g, acc[j][i]);
         }
       }
@@ -646,11 +658,15 @@ PickKernel pick_kernel_for(int ib) {
   return k[ib - 1];
 }
 template <int NX, int S, bool B24 = false>
-PickFused pick_fused_for(bool z, int ib) {
+PickFused pick_fused_for(int ib) {
   static const PickFused k[kPickIb] = {pick_fused<1, NX, S, B24>, pick_fused<2, NX, S, B24>, pick_fused<3, NX, S, B24>,
                                        pick_fused<4, NX, S, B24>};
-  static const PickFused k8[2] = {pick_fused8<1, NX, S>, pick_fused8<2, NX, S>};
-  return z ? k[ib - 1] : k8[ib - 1];
+  return k[ib - 1];
+}
+template <int NX, int S>
+PickFused pick_fused8_for(int ib) {
+  static const PickFused k[2] = {pick_fused8<1, NX, S>, pick_fused8<2, NX, S>};
+  return k[ib - 1];
 }
 
 NMS_TARGET_AVX512 float hsum16_at(const float* t) { return _mm512_reduce_add_ps(_mm512_loadu_ps(t)); }
@@ -681,17 +697,20 @@ void spmm_pick(const SpmmArgs& s, Isa isa, const float* bias) {
   const int NX = P.C / lanes;
   PickKernel kern[kPickIb];
   for (int ib = 1; ib <= kPickIb; ++ib)
-    kern[ib - 1] = NX == 1 ? pick_kernel_for<1, 1>(ib) : P.S == 1 ? pick_kernel_for<2, 1>(ib) : pick_kernel_for<2, 2>(ib);
+    kern[ib - 1] = NX == 1 ? pick_kernel_for<1, 1>(ib) : NX == 4 ? pick_kernel_for<4, 1>(ib)
+                   : P.S == 1 ? pick_kernel_for<2, 1>(ib) : pick_kernel_for<2, 2>(ib);
   // AVX2 always decodes slots where they are used, for every 2 rows of x; AVX-512 up to 4 rows of x.
   const bool fused = !z || p <= kPickIb;
   const int fib = z ? kPickIb : 2;
   PickFused fk[kPickIb];
   const bool b24 = z && W.n == 2 && W.m == 4;
   for (int ib = 1; ib <= fib; ++ib)
-    fk[ib - 1] = b24       ? pick_fused_for<2, 1, true>(z, ib)
-                 : NX == 1 ? pick_fused_for<1, 1>(z, ib)
-                 : P.S == 1 ? pick_fused_for<2, 1>(z, ib)
-                            : pick_fused_for<2, 2>(z, ib);
+    fk[ib - 1] = !z        ? (NX == 1 ? pick_fused8_for<1, 1>(ib) : P.S == 1 ? pick_fused8_for<2, 1>(ib) : pick_fused8_for<2, 2>(ib))
+                 : b24     ? pick_fused_for<2, 1, true>(ib)
+                 : NX == 1 ? pick_fused_for<1, 1>(ib)
+                 : NX == 4 ? pick_fused_for<4, 1>(ib)
+                 : P.S == 1 ? pick_fused_for<2, 1>(ib)
+                            : pick_fused_for<2, 2>(ib);
   const int tail = static_cast<int>(cols - (P.nchunk - 1) * P.C);
   const int64_t bh = kPickCols / P.C;  // chunks per decoded block
   const int64_t ld = bh * P.S * 32;    // floats per row of the decoded block
