@@ -346,19 +346,21 @@ void spmm_gemv24(const SpmmArgs& s, const float* bias) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Small batches by picks (spmm_pick; AVX-512 any N:M, AVX2 M <= 16 below). Lanes are up to 16 kept values of a row of W̃ (a slot),
-// and each lane's operand is picked from the chunk of x its columns fall in by one register permute: a chunk is
-// C = 32 columns (two zmm of x, vpermt2ps) when N/M <= 1/2 or M = 32, else 16 (vpermps), and holds K = C·N/M kept
-// values in one or two slots. Per row of x a slot costs a permute and an FMA, half the FMAs of the dense product
-// for 2:4, and W̃ streams once in its compressed form. A slot's positions (16 fields of 2-5 bits from a byte
-// boundary + s0 bits) are decoded in registers: vpshufb gathers each field's two bytes, vpsrlvd aligns it; the
-// decoded slots (indices and values) of 4 rows and 1024 columns are kept in L1 and reused by every row of x.
+// Small batches by picks (spmm_pick; AVX-512 any N:M, AVX2 M <= 16 below). Lanes are up to 16 kept values of a
+// row of W̃ (a slot), and each lane's operand is picked by register permutes from the chunk of x its column falls
+// in: a chunk is 16, 32 or 64 columns of x (one zmm: vpermps; two: vpermt2ps; four: two vpermt2ps and a blend, see
+// pick_pattern) and holds K = C·N/M kept values in one or two slots. Per row of x a slot costs its permutes and an
+// FMA (2:4: half the FMAs of the dense product, one vpermt2ps each), and W̃ streams once in its compressed form.
+// A slot's positions (16 fields of 2-5 bits from a byte boundary + s0 bits) are decoded in registers: vpshufb
+// gathers each field's two bytes, vpsrlvd aligns it (2:4: one dword, one shift). Up to 4 rows of x, a slot is
+// decoded where it is used; beyond, the decoded slots (indices and values) of 4 rows of W̃ and 1024 columns are
+// kept in L1 and reused by every row of x. Tasks split the rows of W̃.
 constexpr int kPickJb = 4;       // rows of W̃ per task step and register block
 constexpr int kPickCols = 1024;  // W̃ columns per decoded block: a multiple of 32
 constexpr int kPickAhead = 1024;  // bytes of values prefetched ahead
 
 struct PickPattern {
-  int n, m, bits, C, K, S;  // chunk width, kept values per chunk, slots per chunk
+  int bits, C, K, S;        // position bits; chunk width, kept values per chunk, slots per chunk
   int64_t nchunk, nfull;    // chunks per row (the last may be partial), chunks inside the row
   alignas(64) int8_t ctrl[8][32];   // per start-bit offset s0: vpshufb control (two bytes per lane)
   alignas(64) int32_t shift[8][16]; // per s0: each lane's shift inside its two bytes
@@ -369,7 +371,7 @@ struct PickPattern {
 // four on AVX-512 when N/M <= 1/4 (64 columns: full slots for 1:4, 2:8; one slot's decode for 1:8's 64 columns).
 void pick_pattern(int n, int m, int64_t cols, int lanes, PickPattern* pp) {
   PickPattern& P = *pp;
-  P.n = n, P.m = m, P.bits = nm_pos_bits(m);
+  P.bits = nm_pos_bits(m);
   P.C = lanes == 16 && 4 * n <= m ? 64 : m == 2 * lanes || 2 * n <= m ? 2 * lanes : lanes;
   P.K = P.C / m * n;
   P.S = (P.K + lanes - 1) / lanes;
@@ -705,12 +707,14 @@ void spmm_pick(const SpmmArgs& s, Isa isa, const float* bias) {
   PickFused fk[kPickIb];
   const bool b24 = z && W.n == 2 && W.m == 4;
   for (int ib = 1; ib <= fib; ++ib)
-    fk[ib - 1] = !z        ? (NX == 1 ? pick_fused8_for<1, 1>(ib) : P.S == 1 ? pick_fused8_for<2, 1>(ib) : pick_fused8_for<2, 2>(ib))
+    fk[ib - 1] = !z ? (NX == 1 ? pick_fused8_for<1, 1>(ib) : P.S == 1 ? pick_fused8_for<2, 1>(ib)
+                                                              : pick_fused8_for<2, 2>(ib))
                  : b24     ? pick_fused_for<2, 1, true>(ib)
                  : NX == 1 ? pick_fused_for<1, 1>(ib)
                  : NX == 4 ? pick_fused_for<4, 1>(ib)
                  : P.S == 1 ? pick_fused_for<2, 1>(ib)
                             : pick_fused_for<2, 2>(ib);
+  const auto decode = b24 ? pick_decode<1, true> : P.S == 1 ? pick_decode<1, false> : pick_decode<2, false>;
   const int tail = static_cast<int>(cols - (P.nchunk - 1) * P.C);
   const int64_t bh = kPickCols / P.C;  // chunks per decoded block
   const int64_t ld = bh * P.S * 32;    // floats per row of the decoded block
@@ -736,7 +740,7 @@ void spmm_pick(const SpmmArgs& s, Isa isa, const float* bias) {
         for (int64_t h0 = 0; h0 < P.nchunk; h0 += bh) {
           const int64_t nh = std::min(bh, P.nchunk - h0);
           for (int64_t j = 0; j < JB; ++j) {
-            if (j < jn) (b24 ? pick_decode<1, true> : P.S == 1 ? pick_decode<1, false> : pick_decode<2, false>)(P, row(r0 + j), h0, nh, dec + j * ld);
+            if (j < jn) decode(P, row(r0 + j), h0, nh, dec + j * ld);
             else std::fill(dec + j * ld, dec + j * ld + nh * P.S * 32, 0.f);  // the last task's missing rows
           }
           const int last = static_cast<int>(std::min<int64_t>(P.C, cols - (h0 + nh - 1) * P.C));
