@@ -432,12 +432,13 @@ NMS_TARGET_AVX512 inline void pick_slot(const PickPattern& P, const PickRow& R, 
   }
   const __m512i base = _mm512_load_si512(P.base[s]);
   const int64_t live = std::min<int64_t>(std::min<int64_t>(16, P.K - 16 * s), R.kpr - t0);
-  if (live == 16 && t0 + 16 <= R.v_avail) {
-    *idx = _mm512_add_epi32(f, base);
-    *vals = _mm512_loadu_ps(R.v + t0);
+  const __mmask16 lm = static_cast<__mmask16>(live >= 16 ? 0xffff : live > 0 ? (1u << live) - 1 : 0);
+  *idx = _mm512_maskz_add_epi32(lm, f, base);
+  if (t0 + 16 <= R.v_avail) {  // a plain load (masked loads that miss the cache are slow), its dead lanes zeroed
+    __m512 v = _mm512_loadu_ps(R.v + t0);
+    __asm__("" : "+v"(v));  // keeps GCC from folding the load and the zeroing into a masked load
+    *vals = _mm512_maskz_mov_ps(lm, v);
   } else {
-    const __mmask16 lm = static_cast<__mmask16>(live > 0 ? (1u << live) - 1 : 0);
-    *idx = _mm512_maskz_add_epi32(lm, f, base);
     *vals = _mm512_maskz_loadu_ps(lm, R.v + t0);
   }
 }
@@ -596,15 +597,11 @@ NMS_TARGET_AVX2 inline void pick_slot8(const PickPattern& P, const PickRow& R, i
       _mm256_set1_epi32((1 << P.bits) - 1));
   const __m256i base = _mm256_load_si256(reinterpret_cast<const __m256i*>(P.base[s]));
   const int64_t live = std::min<int64_t>(std::min<int64_t>(8, P.K - 8 * s), R.kpr - t0);
-  if (live == 8 && t0 + 8 <= R.v_avail) {
-    *idx = _mm256_add_epi32(f, base);
-    *vals = _mm256_loadu_ps(R.v + t0);
-  } else {
-    const __m256i lm = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::max<int64_t>(live, 0))),
-                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    *idx = _mm256_and_si256(_mm256_add_epi32(f, base), lm);
-    *vals = _mm256_maskload_ps(R.v + t0, lm);
-  }
+  const __m256i lm = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::max<int64_t>(live, 0))),
+                                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  *idx = _mm256_and_si256(_mm256_add_epi32(f, base), lm);
+  *vals = t0 + 8 <= R.v_avail ? _mm256_and_ps(_mm256_loadu_ps(R.v + t0), _mm256_castsi256_ps(lm))
+                              : _mm256_maskload_ps(R.v + t0, lm);
 }
 
 template <int IB, int NX, int S>
