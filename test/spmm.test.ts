@@ -138,6 +138,36 @@ describe('small batches (2:4, a few rows of x: the kernel that streams W̃ once)
   });
 });
 
+// The small-batch kernels (native/cpu/spmm.cc: spmm_pick on AVX-512, spmm_gemv24 on AVX2, the drivers elsewhere):
+// a chunk is 16 or 32 columns, 1 or 2 slots of 16 kept values, 4 rows of W̃ per step, rows of x 4 at a time,
+// decoded blocks of 1024 columns from 5 rows of x on.
+describe('small batches, every N:M (1–32 rows of x): x·W̃ᵀ on every kernel path', () => {
+  const SMALL: Array<[number, number]> = [
+    [2, 4], [1, 4], [3, 4], [1, 8], [2, 8], [3, 8], [4, 8], [5, 8], [7, 8],
+    [1, 16], [3, 16], [8, 16], [9, 16], [15, 16], [1, 32], [5, 32], [16, 32], [17, 32], [31, 32],
+  ];
+  for (const [n, m] of SMALL)
+    it(`${n}:${m}`, () => {
+      // [rows, cols]: one group; rows not a multiple of 4 and a last chunk cut short; past one decoded block.
+      const shapes: Array<[number, number]> = [[3, m], [37, m * 7], [6, 1024 + 3 * m]];
+      for (const [rows, cols] of shapes)
+        for (const batch of [1, 2, 3, 4, 5, 8, 13, 17, 32]) {
+          const seed = rows * 7919 + cols * 31 + batch;
+          const W = rand([rows, cols], 'float32', seed), x = rand([batch, cols], 'float32', seed + 1);
+          const bias = batch % 2 ? rand([rows], 'float32', seed + 2) : null;
+          const S = nm.compress(W, { n, m });
+          const ref = refSpmm(refPrune(W, n, m), rows, cols, x.toArray(), batch, true, bias?.toArray());
+          for (const isa of ISAS) {
+            native.cpuIsa(isa);
+            const out = poison(zeros([batch, rows]));
+            expect(sparseLinear(x, S, bias, { out })).toBe(out);
+            expectClose(out, ref, rows, batch, true, cols);
+          }
+        }
+      native.cpuIsa('auto');
+    });
+});
+
 describe('S.matmul = sparseMatmul (CPU): W̃·b', () => {
   for (const [n, m] of [[2, 4], [1, 8], [6, 16], [12, 32]] as const)
     it(`${n}:${m} with a bias, into a poisoned out`, () => {

@@ -19,6 +19,10 @@
 //
 // Both write each task's float32 tile out once at its end (bias, transposition, dtype conversion). All scratch is
 // thread_local and only grows, so calls allocate nothing beyond their output.
+//
+// A few rows of x (x·W̃ᵀ at a service's batch sizes) leave most lanes of those drivers idle; there the lanes are
+// kept values of a row of W̃ instead and x's operands are picked by register permutes (spmm_pick: AVX-512 any N:M,
+// AVX2 M <= 16; spmm_gemv24: AVX2 2:4), so that W̃ streams from memory once in its compressed form.
 #include "cpu/spmm.h"
 
 #include <algorithm>
@@ -337,6 +341,419 @@ void spmm_gemv24(const SpmmArgs& s, const float* bias) {
         for (int64_t j = 0; j < jn; ++j)
           for (int k = 0; k < ib; ++k) store(r0 + j, i + k, y[j][k]);
       }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Small batches by picks (spmm_pick; AVX-512 any N:M, AVX2 M <= 16 below). Lanes are up to 16 kept values of a
+// row of W̃ (a slot), and each lane's operand is picked by register permutes from the chunk of x its column falls
+// in: a chunk is 16, 32 or 64 columns of x (one zmm: vpermps; two: vpermt2ps; four: two vpermt2ps and a blend, see
+// pick_pattern) and holds K = C·N/M kept values in one or two slots. Per row of x a slot costs its permutes and an
+// FMA (2:4: half the FMAs of the dense product, one vpermt2ps each), and W̃ streams once in its compressed form.
+// A slot's positions (16 fields of 2-5 bits from a byte boundary + s0 bits) are decoded in registers: vpshufb
+// gathers each field's two bytes, vpsrlvd aligns it (2:4: one dword, one shift). Up to 4 rows of x, a slot is
+// decoded where it is used; beyond, the decoded slots (indices and values) of 4 rows of W̃ and 1024 columns are
+// kept in L1 and reused by every row of x. Tasks split the rows of W̃.
+constexpr int kPickJb = 4;       // rows of W̃ per task step and register block
+constexpr int kPickCols = 1024;  // W̃ columns per decoded block: a multiple of 32
+constexpr int kPickAhead = 1024;  // bytes of values prefetched ahead
+
+struct PickPattern {
+  int bits, C, K, S;        // position bits; chunk width, kept values per chunk, slots per chunk
+  int64_t nchunk, nfull;    // chunks per row (the last may be partial), chunks inside the row
+  alignas(64) int8_t ctrl[8][32];   // per start-bit offset s0: vpshufb control (two bytes per lane)
+  alignas(64) int32_t shift[8][16]; // per s0: each lane's shift inside its two bytes
+  alignas(64) int32_t base[2][16];  // per slot: the column of each lane's group inside the chunk
+};
+
+// lanes: 16 (AVX-512) or 8 (AVX2, M <= 16). A chunk is two vectors of x when N/M <= 1/2 or M = 2·lanes, else one;
+// four on AVX-512 when N/M <= 1/4 (64 columns: full slots for 1:4, 2:8; one slot's decode for 1:8's 64 columns).
+void pick_pattern(int n, int m, int64_t cols, int lanes, PickPattern* pp) {
+  PickPattern& P = *pp;
+  P.bits = nm_pos_bits(m);
+  P.C = lanes == 16 && 4 * n <= m ? 64 : m == 2 * lanes || 2 * n <= m ? 2 * lanes : lanes;
+  P.K = P.C / m * n;
+  P.S = (P.K + lanes - 1) / lanes;
+  P.nchunk = cdiv(cols, P.C);
+  P.nfull = cols / P.C;
+  for (int s0 = 0; s0 < 8; ++s0)
+    for (int l = 0; l < 16; ++l) {
+      const int bp = s0 + l * P.bits;
+      P.ctrl[s0][2 * l] = static_cast<int8_t>(bp >> 3);  // bytes 0-15 of each 128-bit half: the source is broadcast
+      P.ctrl[s0][2 * l + 1] = static_cast<int8_t>((bp >> 3) + 1);
+      P.shift[s0][l] = bp & 7;
+    }
+  for (int s = 0; s < 2; ++s)
+    for (int l = 0; l < 16; ++l) P.base[s][l] = ((lanes * s + l) / n) * m;
+}
+
+// Slot s of chunk h of one row: its 16 column indices inside the chunk and its values, zero in lanes past the
+// chunk's kept values. pos_avail and v_avail: the bytes of positions and the values that may be read from the
+// row's start on (rows follow each other: only the last row's end must not be passed).
+struct PickRow {
+  const uint8_t* pos;
+  const float* v;
+  int64_t pos_avail, v_avail, kpr;
+};
+// B24: 2:4, whose slot is one dword of positions (16 fields of 2 bits), decoded by one shift and one and.
+template <bool B24>
+NMS_TARGET_AVX512 inline void pick_slot(const PickPattern& P, const PickRow& R, int64_t h, int s, __m512i* idx,
+                                        __m512* vals) {
+  const int64_t t0 = h * P.K + 16 * s;
+  const int64_t bit = t0 * P.bits, byte = bit >> 3;
+  // Ahead of the stream (the hardware prefetchers leave these loops short of the memory bandwidth); positions
+  // once per 64-byte line.
+  _mm_prefetch(reinterpret_cast<const char*>(R.v + t0) + kPickAhead, _MM_HINT_T0);
+  if ((bit & 511) < 16 * P.bits) _mm_prefetch(reinterpret_cast<const char*>(R.pos + byte) + kPickAhead / 8, _MM_HINT_T0);
+  __m512i f;
+  if constexpr (B24) {
+    uint32_t w = 0;
+    if (byte + 4 <= R.pos_avail) std::memcpy(&w, R.pos + byte, 4);
+    else  // the last row's end: never read past it
+      for (int64_t i = 0; i < 4 && byte + i < R.pos_avail; ++i) w |= static_cast<uint32_t>(R.pos[byte + i]) << (8 * i);
+    f = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int32_t>(w)),
+                                           _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)),
+                         _mm512_set1_epi32(3));
+  } else {
+    __m128i src;
+    if (byte + 16 <= R.pos_avail) {
+      src = _mm_loadu_si128(reinterpret_cast<const __m128i*>(R.pos + byte));
+    } else {
+      alignas(16) uint8_t t[16] = {};
+      std::memcpy(t, R.pos + byte, static_cast<size_t>(std::clamp<int64_t>(R.pos_avail - byte, 0, 16)));
+      src = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+    }
+    const int s0 = static_cast<int>(bit & 7);
+    const __m256i two = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(src),
+                                            _mm256_load_si256(reinterpret_cast<const __m256i*>(P.ctrl[s0])));
+    f = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu16_epi32(two), _mm512_load_si512(P.shift[s0])),
+                         _mm512_set1_epi32((1 << P.bits) - 1));
+  }
+  const __m512i base = _mm512_load_si512(P.base[s]);
+  const int64_t live = std::min<int64_t>(std::min<int64_t>(16, P.K - 16 * s), R.kpr - t0);
+  const __mmask16 lm = static_cast<__mmask16>(live >= 16 ? 0xffff : live > 0 ? (1u << live) - 1 : 0);
+  *idx = _mm512_maskz_add_epi32(lm, f, base);
+  if (t0 + 16 <= R.v_avail) {  // a plain load (masked loads that miss the cache are slow), its dead lanes zeroed
+    __m512 v = _mm512_loadu_ps(R.v + t0);
+    __asm__("" : "+v"(v));  // keeps GCC from folding the load and the zeroing into a masked load
+    *vals = _mm512_maskz_mov_ps(lm, v);
+  } else {
+    *vals = _mm512_maskz_loadu_ps(lm, R.v + t0);
+  }
+}
+
+// pick_slot<true> for a chunk inside the row (h < nfull), without its bounds and lane checks.
+NMS_TARGET_AVX512 inline void pick_slot24(const PickRow& R, int64_t h, __m512i* idx, __m512* vals) {
+  uint32_t w;
+  std::memcpy(&w, R.pos + 4 * h, 4);
+  _mm_prefetch(reinterpret_cast<const char*>(R.v + 16 * h) + kPickAhead, _MM_HINT_T0);
+  if ((h & 15) == 0) _mm_prefetch(reinterpret_cast<const char*>(R.pos + 4 * h) + kPickAhead / 8, _MM_HINT_T0);
+  const __m512i f = _mm512_and_si512(
+      _mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int32_t>(w)),
+                        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)),
+      _mm512_set1_epi32(3));
+  *idx = _mm512_add_epi32(f, _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28));
+  *vals = _mm512_loadu_ps(R.v + 16 * h);
+}
+
+// dst[(h·S + s)·32 ..] = the indices then the values of slot s of chunk h0 + h, for nh chunks.
+template <int S, bool B24>
+NMS_TARGET_AVX512 void pick_decode(const PickPattern& P, const PickRow& R, int64_t h0, int64_t nh, float* dst) {
+  for (int64_t h = 0; h < nh; ++h)
+#pragma GCC unroll 2
+    for (int s = 0; s < S; ++s) {
+      __m512i idx;
+      __m512 vals;
+      if (B24 && h0 + h < P.nfull) pick_slot24(R, h0 + h, &idx, &vals);
+      else pick_slot<B24>(P, R, h0 + h, s, &idx, &vals);
+      _mm512_store_si512(dst + (h * S + s) * 32, idx);
+      _mm512_store_ps(dst + (h * S + s) * 32 + 16, vals);
+    }
+}
+
+// The operands of a slot from the NX vectors of x of its chunk: one vpermps, one vpermt2ps, or two and a blend on
+// the index's bit 5.
+template <int NX>
+NMS_TARGET_AVX512 inline __m512 pick_x(const __m512* xr, __m512i idx) {
+  if (NX == 1) return _mm512_permutexvar_ps(idx, xr[0]);
+  const __m512 lo = _mm512_permutex2var_ps(xr[0], idx, xr[NX > 1 ? 1 : 0]);
+  if (NX == 2) return lo;
+  const __m512 hi = _mm512_permutex2var_ps(xr[NX > 2 ? 2 : 0], idx, xr[NX > 3 ? 3 : 0]);
+  return _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)), lo, hi);
+}
+
+// T[(i·JB + j)·16 ..] (+)= the slots of JB rows (decoded by pick_decode, row stride ld floats) times IB rows of x
+// (stride ldx, from the block's first column) over nh chunks of C = 16·NX columns; `last` columns of the last chunk
+// are read.
+template <int IB, int NX, int S>
+NMS_TARGET_AVX512 void pick_kernel(int64_t nh, int last, const float* dec, int64_t ld, const float* x, int64_t ldx,
+                                   float* T, bool first) {
+  constexpr int JB = kPickJb;
+  __m512 acc[JB][IB];
+#pragma GCC unroll 4
+  for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 4
+    for (int i = 0; i < IB; ++i) acc[j][i] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(T + (i * JB + j) * 16);
+  for (int64_t h = 0; h < nh; ++h) {
+    __m512 xr[IB][NX];
+    if (h + 1 < nh) {
+#pragma GCC unroll 4
+      for (int i = 0; i < IB; ++i)
+#pragma GCC unroll 2
+        for (int q = 0; q < NX; ++q) xr[i][q] = _mm512_loadu_ps(x + i * ldx + (h * NX + q) * 16);
+    } else {
+#pragma GCC unroll 4
+      for (int i = 0; i < IB; ++i)
+#pragma GCC unroll 2
+        for (int q = 0; q < NX; ++q) {
+          const int w = std::min(16, std::max(0, last - 16 * q));
+          xr[i][q] = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << w) - 1), x + i * ldx + (h * NX + q) * 16);
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 2
+      for (int s = 0; s < S; ++s) {
+        const float* d = dec + j * ld + (h * S + s) * 32;
+        const __m512i idx = _mm512_load_si512(d);
+        const __m512 vv = _mm512_load_ps(d + 16);
+#pragma GCC unroll 4
+        for (int i = 0; i < IB; ++i) {
+          const __m512 g = pick_x<NX>(xr[i], idx);
+          acc[j][i] = _mm512_fmadd_ps(vv, g, acc[j][i]);
+        }
+      }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 4
+    for (int i = 0; i < IB; ++i) _mm512_storeu_ps(T + (i * JB + j) * 16, acc[j][i]);
+}
+// The same for p <= kPickIb rows of x, decoding each slot where it is used (no L1 round trip): T[(i·JB + j)·16 ..]
+// = the whole rows R[0..JB) times IB rows of x.
+template <int IB, int NX, int S, bool B24>
+NMS_TARGET_AVX512 void pick_fused(const PickPattern& P, const PickRow* R, int last, const float* x, int64_t ldx,
+                                  float* T) {
+  constexpr int JB = kPickJb;
+  __m512 acc[JB][IB];
+#pragma GCC unroll 4
+  for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 4
+    for (int i = 0; i < IB; ++i) acc[j][i] = _mm512_setzero_ps();
+  const int64_t nh = P.nchunk;
+  for (int64_t h = 0; h < nh; ++h) {
+    __m512 xr[IB][NX];
+#pragma GCC unroll 4
+    for (int i = 0; i < IB; ++i)
+#pragma GCC unroll 2
+      for (int q = 0; q < NX; ++q) {
+        const float* xp = x + i * ldx + (h * NX + q) * 16;
+        const int w = h + 1 < nh ? 16 : std::min(16, std::max(0, last - 16 * q));
+        xr[i][q] = w == 16 ? _mm512_loadu_ps(xp) : _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << w) - 1), xp);
+      }
+#pragma GCC unroll 4
+    for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 2
+      for (int s = 0; s < S; ++s) {
+        __m512i idx;
+        __m512 vv;
+        if (B24 && h < P.nfull) pick_slot24(R[j], h, &idx, &vv);
+        else pick_slot<B24>(P, R[j], h, s, &idx, &vv);
+#pragma GCC unroll 4
+        for (int i = 0; i < IB; ++i) {
+          const __m512 g = pick_x<NX>(xr[i], idx);
+          acc[j][i] = _mm512_fmadd_ps(vv, g, acc[j][i]);
+        }
+      }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 4
+    for (int i = 0; i < IB; ++i) _mm512_storeu_ps(T + (i * JB + j) * 16, acc[j][i]);
+}
+using PickFused = void (*)(const PickPattern&, const PickRow*, int, const float*, int64_t, float*);
+
+// AVX2 (M <= 16): slots of 8 kept values, chunks of one or two ymm of x (two: two vpermps and a blend on the
+// index's bit 3). Each slot is decoded where it is used, for every 2 rows of x.
+NMS_TARGET_AVX2 inline void pick_slot8(const PickPattern& P, const PickRow& R, int64_t h, int s, __m256i* idx,
+                                       __m256* vals) {
+  const int64_t t0 = h * P.K + 8 * s;
+  const int64_t bit = t0 * P.bits, byte = bit >> 3;
+  _mm_prefetch(reinterpret_cast<const char*>(R.v + t0) + kPickAhead, _MM_HINT_T0);
+  if ((bit & 511) < 8 * P.bits) _mm_prefetch(reinterpret_cast<const char*>(R.pos + byte) + kPickAhead / 8, _MM_HINT_T0);
+  __m128i src;  // 8 fields of at most 4 bits from bit s0 <= 7: 5 bytes
+  if (byte + 8 <= R.pos_avail) {
+    src = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(R.pos + byte));
+  } else {
+    alignas(16) uint8_t t[16] = {};
+    std::memcpy(t, R.pos + byte, static_cast<size_t>(std::clamp<int64_t>(R.pos_avail - byte, 0, 8)));
+    src = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+  }
+  const int s0 = static_cast<int>(bit & 7);
+  const __m128i two = _mm_shuffle_epi8(src, _mm_load_si128(reinterpret_cast<const __m128i*>(P.ctrl[s0])));
+  const __m256i f = _mm256_and_si256(
+      _mm256_srlv_epi32(_mm256_cvtepu16_epi32(two), _mm256_load_si256(reinterpret_cast<const __m256i*>(P.shift[s0]))),
+      _mm256_set1_epi32((1 << P.bits) - 1));
+  const __m256i base = _mm256_load_si256(reinterpret_cast<const __m256i*>(P.base[s]));
+  const int64_t live = std::min<int64_t>(std::min<int64_t>(8, P.K - 8 * s), R.kpr - t0);
+  const __m256i lm = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::max<int64_t>(live, 0))),
+                                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  *idx = _mm256_and_si256(_mm256_add_epi32(f, base), lm);
+  *vals = t0 + 8 <= R.v_avail ? _mm256_and_ps(_mm256_loadu_ps(R.v + t0), _mm256_castsi256_ps(lm))
+                              : _mm256_maskload_ps(R.v + t0, lm);
+}
+
+template <int IB, int NX, int S>
+NMS_TARGET_AVX2 void pick_fused8(const PickPattern& P, const PickRow* R, int last, const float* x, int64_t ldx, float* T) {
+  constexpr int JB = kPickJb;
+  __m256 acc[JB][IB];
+#pragma GCC unroll 4
+  for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 2
+    for (int i = 0; i < IB; ++i) acc[j][i] = _mm256_setzero_ps();
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const int64_t nh = P.nchunk;
+  for (int64_t h = 0; h < nh; ++h) {
+    __m256 xr[IB][NX];
+#pragma GCC unroll 2
+    for (int i = 0; i < IB; ++i)
+#pragma GCC unroll 2
+      for (int q = 0; q < NX; ++q) {
+        const float* xp = x + i * ldx + (h * NX + q) * 8;
+        const int w = h + 1 < nh ? 8 : std::min(8, std::max(0, last - 8 * q));
+        xr[i][q] = w == 8 ? _mm256_loadu_ps(xp) : _mm256_maskload_ps(xp, _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lane));
+      }
+#pragma GCC unroll 4
+    for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 2
+      for (int s = 0; s < S; ++s) {
+        __m256i idx;
+        __m256 vv;
+        pick_slot8(P, R[j], h, s, &idx, &vv);
+        const __m256 hi = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));  // sign bit: column in the second vector
+#pragma GCC unroll 2
+        for (int i = 0; i < IB; ++i) {
+          __m256 g = _mm256_permutevar8x32_ps(xr[i][0], idx);
+          if (NX == 2) g = _mm256_blendv_ps(g, _mm256_permutevar8x32_ps(xr[i][NX - 1], idx), hi);
+          acc[j][i] = _mm256_fmadd_ps(vv, g, acc[j][i]);
+        }
+      }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 2
+    for (int i = 0; i < IB; ++i) _mm256_storeu_ps(T + (i * JB + j) * 8, acc[j][i]);
+}
+NMS_TARGET_AVX2 float hsum8_at(const float* t) { return hsum8(_mm256_loadu_ps(t)); }
+
+using PickKernel = void (*)(int64_t, int, const float*, int64_t, const float*, int64_t, float*, bool);
+constexpr int kPickIb = 4;
+
+template <int NX, int S>
+PickKernel pick_kernel_for(int ib) {
+  static const PickKernel k[kPickIb] = {pick_kernel<1, NX, S>, pick_kernel<2, NX, S>, pick_kernel<3, NX, S>,
+                                        pick_kernel<4, NX, S>};
+  return k[ib - 1];
+}
+template <int NX, int S, bool B24 = false>
+PickFused pick_fused_for(int ib) {
+  static const PickFused k[kPickIb] = {pick_fused<1, NX, S, B24>, pick_fused<2, NX, S, B24>, pick_fused<3, NX, S, B24>,
+                                       pick_fused<4, NX, S, B24>};
+  return k[ib - 1];
+}
+template <int NX, int S>
+PickFused pick_fused8_for(int ib) {
+  static const PickFused k[2] = {pick_fused8<1, NX, S>, pick_fused8<2, NX, S>};
+  return k[ib - 1];
+}
+
+NMS_TARGET_AVX512 float hsum16_at(const float* t) { return _mm512_reduce_add_ps(_mm512_loadu_ps(t)); }
+
+// Up to how many rows of x the picks beat the other kernels (measured on a Zen 5, 1024² to 4096², one thread).
+// AVX-512: 2:4 has spmm_perm's fast decode beyond 8 rows; sparser patterns with M <= 16 go to spmm_perm beyond
+// 16; the rest (denser patterns, M = 32) only have slower drivers, which the picks beat up to 32 rows and more.
+// AVX2: 2:4 is spmm_gemv24's (its decode is three instructions); M = 32 is not done; the lane-per-column driver
+// wins from 5 rows of x on where N/M < 1/4 and from 9 on otherwise.
+bool pick_batch(const SpmmArgs& s, Isa isa) {
+  const int n = s.w.n, m = s.w.m;
+  const bool is24 = n == 2 && m == 4;
+  const int64_t most = isa == Isa::Avx2 ? (is24 || m > 16 ? 0 : 4 * n < m ? 4 : 8)
+                                        : is24 ? 8 : 2 * n < m && m <= 16 ? 16 : 32;
+  return isa != Isa::Scalar && s.p <= most && (s.trans_b || s.p == 1) && s.w.dtype == DType::F32 &&
+         s.b_dtype == DType::F32;
+}
+
+void spmm_pick(const SpmmArgs& s, Isa isa, const float* bias) {
+  constexpr int JB = kPickJb;
+  const NmMatrix& W = s.w;
+  const int64_t rows = W.rows, cols = W.cols, p = s.p;
+  const int64_t kpr = nm_kept_per_row(cols, W.n, W.m), prb = nm_pos_row_bytes(cols, W.n, W.m);
+  const bool z = isa == Isa::Avx512;
+  const int lanes = z ? 16 : 8;
+  PickPattern P;
+  pick_pattern(W.n, W.m, cols, lanes, &P);
+  const int NX = P.C / lanes;
+  PickKernel kern[kPickIb];
+  for (int ib = 1; ib <= kPickIb; ++ib)
+    kern[ib - 1] = NX == 1 ? pick_kernel_for<1, 1>(ib) : NX == 4 ? pick_kernel_for<4, 1>(ib)
+                   : P.S == 1 ? pick_kernel_for<2, 1>(ib) : pick_kernel_for<2, 2>(ib);
+  // AVX2 always decodes slots where they are used, for every 2 rows of x; AVX-512 up to 4 rows of x.
+  const bool fused = !z || p <= kPickIb;
+  const int fib = z ? kPickIb : 2;
+  PickFused fk[kPickIb];
+  const bool b24 = z && W.n == 2 && W.m == 4;
+  for (int ib = 1; ib <= fib; ++ib)
+    fk[ib - 1] = !z ? (NX == 1 ? pick_fused8_for<1, 1>(ib) : P.S == 1 ? pick_fused8_for<2, 1>(ib)
+                                                              : pick_fused8_for<2, 2>(ib))
+                 : b24     ? pick_fused_for<2, 1, true>(ib)
+                 : NX == 1 ? pick_fused_for<1, 1>(ib)
+                 : NX == 4 ? pick_fused_for<4, 1>(ib)
+                 : P.S == 1 ? pick_fused_for<2, 1>(ib)
+                            : pick_fused_for<2, 2>(ib);
+  const auto decode = b24 ? pick_decode<1, true> : P.S == 1 ? pick_decode<1, false> : pick_decode<2, false>;
+  const int tail = static_cast<int>(cols - (P.nchunk - 1) * P.C);
+  const int64_t bh = kPickCols / P.C;  // chunks per decoded block
+  const int64_t ld = bh * P.S * 32;    // floats per row of the decoded block
+  const float* values = static_cast<const float*>(W.values);
+  const float* x = static_cast<const float*>(s.b);
+  auto row = [&](int64_t r) {
+    return PickRow{W.positions + r * prb, values + r * kpr, (rows - r) * prb, (rows - r) * kpr, kpr};
+  };
+  const int64_t nb = cdiv(rows, JB);
+  const bool parallel = static_cast<double>(rows) * kpr * p >= 32.0 * 32 * 32;
+  parallel_for(nb, parallel ? cdiv(nb, 4 * num_threads()) : nb, [&](int64_t q0, int64_t q1) {
+    thread_local Scratch s_dec, s_t;
+    float* dec = s_dec.floats(static_cast<size_t>(JB * ld));
+    float* T = s_t.floats(static_cast<size_t>(p * JB * 16));
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t r0 = q * JB, jn = std::min<int64_t>(JB, rows - r0);
+      if (fused) {
+        PickRow R[JB];
+        for (int64_t j = 0; j < JB; ++j) R[j] = j < jn ? row(r0 + j) : PickRow{W.positions, values, 0, 0, 0};
+        for (int64_t i = 0; i < p; i += fib)
+          fk[std::min<int64_t>(fib, p - i) - 1](P, R, tail, x + i * cols, cols, T + i * JB * lanes);
+      } else {
+        for (int64_t h0 = 0; h0 < P.nchunk; h0 += bh) {
+          const int64_t nh = std::min(bh, P.nchunk - h0);
+          for (int64_t j = 0; j < JB; ++j) {
+            if (j < jn) decode(P, row(r0 + j), h0, nh, dec + j * ld);
+            else std::fill(dec + j * ld, dec + j * ld + nh * P.S * 32, 0.f);  // the last task's missing rows
+          }
+          const int last = static_cast<int>(std::min<int64_t>(P.C, cols - (h0 + nh - 1) * P.C));
+          for (int64_t i = 0; i < p; i += kPickIb) {
+            const int ib = static_cast<int>(std::min<int64_t>(kPickIb, p - i));
+            kern[ib - 1](nh, last, dec, ld, x + i * cols + h0 * P.C, cols, T + i * JB * 16, h0 == 0);
+          }
+        }
+      }
+      for (int64_t i = 0; i < p; ++i)
+        for (int64_t j = 0; j < jn; ++j) {
+          const int64_t r = r0 + j;
+          const float* t = T + (i * JB + j) * lanes;
+          const float y = (z ? hsum16_at(t) : hsum8_at(t)) + (bias ? bias[r] : 0.f);
+          store_from_f32(s.out, s.out_dtype, s.trans_out ? i * rows + r : r * p + i, y);
+        }
     }
   });
 }
@@ -838,6 +1255,7 @@ void spmm(const SpmmArgs& s) {
     bias = b32;
   }
 #if NMS_X86
+  if (pick_batch(s, isa)) return spmm_pick(s, isa, bias);
   if (gemv24(s, isa)) return spmm_gemv24(s, bias);
   if (isa == Isa::Avx512 && s.w.m <= 16) return spmm_perm(s, bias);
 #endif
