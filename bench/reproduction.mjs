@@ -169,6 +169,7 @@ if (lmRuns.length) {
   o.push('### Transformer: checks', '');
   const dense = bpc(lmPick('dense'));
   const se = (a, b) => Math.sqrt(std(a) ** 2 / a.length + std(b) ** 2 / b.length);
+  const kindSad = (rs, k) => (1000 * mean(rs.map((r) => r.sadKinds.find((x) => x.kind === k).sad))).toFixed(2);
   for (const p of LM_PATTERNS) {
     const s = lmPick('srste', p), t = lmPick('ste', p);
     if (!s.length || !t.length) continue;
@@ -183,7 +184,8 @@ if (lmRuns.length) {
       .map(([r, rs]) => `${r} ${mean(bpc(rs)) - mean(bpc(s)) >= 0 ? '+' : ''}${(mean(bpc(rs)) - mean(bpc(s))).toFixed(4)} (± ${se(bpc(rs), bpc(s)).toFixed(4)})`);
     o.push(
       `- ${p}: SR-STE − STE ${d >= 0 ? '+' : ''}${d.toFixed(4)} bits/char (± ${se(bpc(s), bpc(t)).toFixed(4)} s.e.; negative = SR-STE better); ` +
-        `last-epoch SAD SR-STE ${(1000 * mean(s.map((r) => r.sad))).toFixed(2)}e-3 vs STE ${(1000 * mean(t.map((r) => r.sad))).toFixed(2)}e-3, lower at every epoch after the first: ${lowerEvery ? 'yes' : 'no'}; ` +
+        `last-epoch SAD SR-STE ${(1000 * mean(s.map((r) => r.sad))).toFixed(2)}e-3 vs STE ${(1000 * mean(t.map((r) => r.sad))).toFixed(2)}e-3 ` +
+        `(${['attention', 'mlp'].map((k) => `${k} ${kindSad(s, k)} vs ${kindSad(t, k)}`).join(', ')}), lower at every epoch after the first: ${lowerEvery ? 'yes' : 'no'}; ` +
         `decay recipes − SR-STE: ${decay.join(', ')}; best ${ranked[0][0]} ${mean(bpc(ranked[0][1])).toFixed(4)}, dense ${pmx(dense)}`,
     );
   }
