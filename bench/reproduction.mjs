@@ -133,16 +133,17 @@ writeFileSync(path.join(results, 'reproduction-sad.svg'), figure(sadPanels, 5, '
 // ---- the Transformer grid: validation bits per character (lower is better), SAD per layer kind, FLOPs
 const readRuns = (f) => (existsSync(f) ? readFileSync(f, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : []);
 const AQT = 'structure-decay (aqt)';
-const lmRuns = [
-  ...readRuns(path.join(results, 'repro-transformer', 'runs.jsonl')),
-  ...readRuns(path.join(results, 'repro-transformer', 'aqt', 'runs.jsonl')).map((r) => ({ ...r, recipe: AQT })),
-];
-const LM_PATTERNS = ['2:4', '1:4', '1:8'];
 const LM_RECIPES = ['dense', 'asp', 'ste', 'srste', 'mask-decay', 'structure-decay', AQT];
-const lmPick = (recipe, p) => lmRuns.filter((r) => r.recipe === recipe && (recipe === 'dense' || r.pattern === p));
 const bpc = (rs) => rs.map((r) => r.bitsPerChar);
 const pmx = (v, d = 4) => `${mean(v).toFixed(d)} ± ${std(v).toFixed(d)}${v.length < 3 ? ` (n=${v.length})` : ''}`;
-if (lmRuns.length) {
+// One Transformer grid (DIR/runs.jsonl and its AQT structure-decay runs in DIR/aqt/): tables, checks, figures.
+function lmGrid(label, dir, LM_PATTERNS, figures) {
+  const lmRuns = [
+    ...readRuns(path.join(results, dir, 'runs.jsonl')),
+    ...readRuns(path.join(results, dir, 'aqt', 'runs.jsonl')).map((r) => ({ ...r, recipe: AQT })),
+  ];
+  if (!lmRuns.length) return;
+  const lmPick = (recipe, p) => lmRuns.filter((r) => r.recipe === recipe && (recipe === 'dense' || r.pattern === p));
   const o = [];
   const grid = (title, cell) => {
     o.push(title, '', `| recipe | ${LM_PATTERNS.join(' | ')} |`, `|---|${LM_PATTERNS.map(() => '---').join('|')}|`);
@@ -155,18 +156,18 @@ if (lmRuns.length) {
     }
     o.push('');
   };
-  grid('### Transformer: validation bits per character (mean ± std over seeds; lower is better)', (rs) => pmx(bpc(rs)));
-  grid('### Transformer: validation loss (nats per character, mean ± std)', (rs) => pmx(rs.map((r) => r.testLoss)));
-  grid('### Transformer: final SAD — last epoch vs the one before (×10⁻³) / end vs the first sparse mask (attention, MLP)', (rs, recipe) => {
+  grid(`### ${label}: validation bits per character (mean ± std over seeds; lower is better)`, (rs) => pmx(bpc(rs)));
+  grid(`### ${label}: validation loss (nats per character, mean ± std)`, (rs) => pmx(rs.map((r) => r.testLoss)));
+  grid(`### ${label}: final SAD — last epoch vs the one before (×10⁻³) / end vs the first sparse mask (attention, MLP)`, (rs, recipe) => {
     if (recipe === 'dense') return '—';
     const kind = (k) => mean(rs.map((r) => r.sadKinds.find((x) => x.kind === k)?.sadCumulative ?? NaN)).toFixed(3);
     return `${(1000 * mean(rs.map((r) => r.sad ?? NaN))).toFixed(2)} / ${mean(rs.map((r) => r.sadCumulative ?? NaN)).toFixed(3)} (${kind('attention')}, ${kind('mlp')})`;
   });
-  grid('### Transformer: training FLOPs (GFLOP, and relative to dense training)', (rs) => {
+  grid(`### ${label}: training FLOPs (GFLOP, and relative to dense training)`, (rs) => {
     const f = mean(rs.map((r) => r.flopsTotal));
     return `${(f / 1e9).toFixed(0)} (${mean(rs.map((r) => r.flopsTotal / r.denseFlopsTotal)).toFixed(2)}×)`;
   });
-  o.push('### Transformer: checks', '');
+  o.push(`### ${label}: checks`, '');
   const dense = bpc(lmPick('dense'));
   const se = (a, b) => Math.sqrt(std(a) ** 2 / a.length + std(b) ** 2 / b.length);
   const kindSad = (rs, k) => (1000 * mean(rs.map((r) => r.sadKinds.find((x) => x.kind === k).sad))).toFixed(2);
@@ -191,6 +192,7 @@ if (lmRuns.length) {
   }
   o.push('');
   process.stdout.write(o.join('\n') + '\n');
+  if (!figures) return;
 
   const lmBars = barChart({
     title: 'Transformer: validation bits per character (mean ± std over seeds; lower is better)', yLabel: 'bits / char',
@@ -212,4 +214,6 @@ if (lmRuns.length) {
   writeFileSync(path.join(results, 'reproduction-transformer.svg'), figure([lmBars], 1, 'Character GPT on the Brown corpus: recipes × N:M patterns'));
   writeFileSync(path.join(results, 'reproduction-transformer-sad.svg'), figure(lmSad, 3, 'Transformer: SAD per epoch (log scale; mean over seeds), STE vs SR-STE'));
 }
+lmGrid('Transformer', 'repro-transformer', ['2:4', '1:4', '1:8'], true);
+lmGrid('Transformer, 1:8 at 800 steps', 'repro-transformer-1to8-800', ['1:8'], false);
 process.stderr.write('wrote bench/results/reproduction-accuracy.svg, reproduction-sad.svg, reproduction-transformer.svg and reproduction-transformer-sad.svg\n');
