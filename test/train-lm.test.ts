@@ -11,7 +11,7 @@ import { gpt } from '../lib/nn/models.js';
 import { AdamW, warmupCosine } from '../lib/optim/index.js';
 import { RECIPE_NAMES, SRSTE } from '../lib/recipes/index.js';
 import { Trainer } from '../lib/train/trainer.js';
-import { gptLayerKind, runTraining } from '../lib/train/run.js';
+import { LM_DEFAULTS, gptLayerKind, runTraining } from '../lib/train/run.js';
 import { loadModelSync } from '../lib/io/model-file.js';
 import { resumePath } from '../lib/train/checkpoint.js';
 import { generate, loadLanguageModel } from '../lib/train/generate.js';
@@ -202,6 +202,18 @@ describe('nmsparse train --model transformer, nmsparse generate', () => {
       expect(e.err.join('')).toMatch(re);
     }
     expect(existsSync(dir)).toBe(true);
+  });
+});
+
+describe('the learning rate a run gets without --lr', () => {
+  it('--optimizer adamw keeps the transformer default; an MNIST model gets AdamW 1e-3, not SGD 0.1', async () => {
+    const lrOf = async (args: string[]) => {
+      const d = tmp();
+      expect(await trainCommand([...args, '--epochs', '1', '--out', d, '--quiet'], captureIO())).toBe(0);
+      return JSON.parse(readFileSync(path.join(d, 'metrics.jsonl'), 'utf8').split('\n')[0]).lr;
+    };
+    expect(await lrOf(['--model', 'transformer', ...TINY, '--steps-per-epoch', '1', '--optimizer', 'adamw'])).toBe(LM_DEFAULTS.lr);
+    expect(await lrOf(['--model', 'mlp', '--hidden', '8,8', '--limit', '64', '--optimizer', 'adamw'])).toBe(1e-3);
   });
 });
 

@@ -71,7 +71,7 @@ export const TRAINING_HELP = `Training flags:
   --device cpu|cuda     where to train (default cpu)
   --batch-size N        mini-batch size (default ${RUN_DEFAULTS.batchSize})
   --optimizer sgd|adamw (default sgd: Nesterov momentum 0.9)
-  --lr X                peak learning rate (default ${RUN_DEFAULTS.lr}; adamw: give one, e.g. 1e-3)
+  --lr X                peak learning rate (default ${RUN_DEFAULTS.lr}; with --optimizer adamw 1e-3; transformer ${LM_DEFAULTS.lr})
   --momentum X          SGD momentum (default ${RUN_DEFAULTS.momentum})
   --weight-decay X      (default ${RUN_DEFAULTS.weightDecay}; weights only)
   --schedule cosine|step|constant   (default cosine, with --warmup)
@@ -176,7 +176,7 @@ export function trainingConfig(v: Values): Omit<RunConfig, 'model' | 'recipe' | 
     device: choice(s('device'), 'device', ['cpu', 'cuda'] as const) as Device | undefined,
     batchSize: int(s('batch-size'), 'batch-size'),
     optimizer,
-    lr: lr ?? (optimizer === 'adamw' ? 1e-3 : undefined),
+    lr,
     momentum: num(s('momentum'), 'momentum', (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
     weightDecay: num(s('weight-decay'), 'weight-decay', (x) => x >= 0, 'a number >= 0'),
     schedule: choice(s('schedule'), 'schedule', ['cosine', 'step', 'constant'] as const),

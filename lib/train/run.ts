@@ -156,6 +156,8 @@ export async function runTraining(c: RunConfig): Promise<RunResult> {
   const pattern = parsePattern(c.pattern, '--pattern');
   const lm = c.model === 'transformer';
   const cfg = { ...RUN_DEFAULTS, ...(lm ? { ...LM_DEFAULTS, gpt: undefined } : {}), ...stripUndefined(c), device, pattern: patternString(pattern) };
+  // AdamW on an MNIST model without an lr: SGD's 0.1 would diverge; 1e-3 is AdamW's usual default.
+  if (c.lr === undefined && !lm && cfg.optimizer === 'adamw') cfg.lr = 1e-3;
   const recipe = createRecipe(cfg.recipe, cfg.recipeOptions ?? {});
   if (cfg.out) makeWritableDir(cfg.out, '--out');
   const task = lm ? lmTask(cfg, pattern, recipe) : mnistTask(cfg, pattern, recipe);
