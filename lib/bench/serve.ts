@@ -10,12 +10,16 @@
  * With `--hostile F` that fraction of the requests attacks the server instead (a nested-bracket body, a declared
  * oversized body, malformed HTTP, a body that never ends): each must get its 4xx, the good requests' latency is
  * what the table shows, and the servers' RSS after is compared with before. Then the model alone
- * (InferenceModel.forward, no HTTP) per batch size, and what predict() adds to it for a lone request (the
- * batching layer: forward and predict() interleaved, one call at a time). Writes
- * bench-results/serve-<machine>.json and .md (or --out DIR).
+ * (InferenceModel.forward, no HTTP) per batch size: when onnxruntime-node is installed (a peer, never a
+ * dependency: `ONNXRUNTIME_NODE_INSTALL=skip npm install --no-save onnxruntime-node@1.30.0`), against ONNX
+ * Runtime on the same weights for the MNIST MLP and a 4096-4096-4096 2:4 MLP, with 64 concurrent clients too;
+ * else dense vs 2:4 alone. Last, what predict() adds to forward for a lone request (the batching layer: forward
+ * and predict() interleaved, one call at a time). Writes bench-results/serve-<machine>.json and .md
+ * (serve-<machine>-hostile.* with --hostile; or --out DIR).
  *
  *   nmsparse bench serve [--requests 4000] [--rounds 4] [--concurrency 32] [--rows 1] [--hidden 1024,1024] [--device cpu]
- *                        [--max-batch 64] [--max-delay-ms 0] [--hostile 0] [--model FILE] [--machine NAME] [--out DIR]
+ *                        [--max-batch 64] [--max-delay-ms 0] [--hostile 0] [--model FILE] [--ort auto|off] [--ort-batch 1,8,64,256]
+ *                        [--ort-rounds 7] [--machine NAME] [--out DIR]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
@@ -34,6 +38,7 @@ import { randn, type Tensor } from '../tensor.js';
 import { saveModel, type ArchSpec } from '../io/model-file.js';
 import { InferenceModel } from '../serve/model.js';
 import type { Device } from '../device.js';
+import { mlpOnnx, type OnnxLinear } from './onnx.js';
 
 interface Config {
   requests: number;
@@ -48,6 +53,10 @@ interface Config {
   maxBatch: number;
   maxDelayMs: number;
   model: string | null;
+  /** Compare with onnxruntime-node when it is installed. */
+  ort: boolean;
+  ortBatch: number[];
+  ortRounds: number;
   machine: string;
   out: string;
 }
@@ -79,6 +88,7 @@ function parse(args: string[]): Config {
       requests: { type: 'string' }, rounds: { type: 'string' }, warmup: { type: 'string' }, concurrency: { type: 'string' }, rows: { type: 'string' },
       hidden: { type: 'string' }, device: { type: 'string' }, 'max-batch': { type: 'string' }, 'max-delay-ms': { type: 'string' },
       model: { type: 'string' }, machine: { type: 'string' }, out: { type: 'string' }, hostile: { type: 'string' },
+      ort: { type: 'string' }, 'ort-batch': { type: 'string' }, 'ort-rounds': { type: 'string' },
     },
   });
   const hostile = values.hostile === undefined ? 0 : Number(values.hostile);
@@ -91,35 +101,56 @@ function parse(args: string[]): Config {
   };
   const requests = int(values.requests, 'requests', 4000);
   const hidden = (values.hidden ?? '1024,1024').split(',').map((h) => int(h, 'hidden', 0));
+  if (values.ort !== undefined && values.ort !== 'auto' && values.ort !== 'off') throw new UsageError(`--ort: got ${JSON.stringify(values.ort)}, expected auto or off`);
+  const ortBatch = (values['ort-batch'] ?? '1,8,64,256').split(',').map((b) => int(b, 'ort-batch', 0));
   if (hidden.some((h) => h % 4 !== 0)) throw new UsageError(`--hidden: got ${values.hidden}, expected widths divisible by 4 (2:4)`);
   return {
     requests, hostile, rounds: int(values.rounds, 'rounds', 4), warmup: int(values.warmup, 'warmup', Math.min(500, Math.ceil(requests / 4)), 0), concurrency: int(values.concurrency, 'concurrency', 32),
     rows: int(values.rows, 'rows', 1), hidden, device: values.device ?? 'cpu', maxBatch: int(values['max-batch'], 'max-batch', 64),
     maxDelayMs: int(values['max-delay-ms'], 'max-delay-ms', 0, 0), model: values.model ?? null,
+    ort: values.ort !== 'off', ortBatch, ortRounds: int(values['ort-rounds'], 'ort-rounds', 7),
     machine: values.machine ?? machineName(),
     out: values.out ?? defaultResultsDir(),
   };
 }
 
-/** The MNIST MLP with seeded weights, fc1 and fc2 pruned 2:4, written in the nm form. */
-async function writeMnistMlp(file: string, hidden: number[]): Promise<void> {
+/** An MLP the bench builds: input width, then each Linear layer (ReLU between them, none after the last). */
+export interface MlpSpec { label: string; input: number; layers: { name: string; out: number; sparse: boolean }[] }
+
+/** The MNIST MLP 784 → hidden… → 10, every hidden layer 2:4, the classifier dense. */
+export const mnistMlp = (hidden: number[]): MlpSpec => ({
+  label: `MNIST MLP 784-${hidden.join('-')}-10`, input: 784,
+  layers: [...hidden.map((out, i) => ({ name: `fc${i + 1}`, out, sparse: true })), { name: 'classifier', out: 10, sparse: false }],
+});
+
+/** The 4096-wide MLP of the serving comparison: 4096 → 4096 → 4096, both layers 2:4. */
+export const WIDE_MLP: MlpSpec = { label: 'MLP 4096-4096-4096 (2:4)', input: 4096, layers: [{ name: 'fc1', out: 4096, sparse: true }, { name: 'fc2', out: 4096, sparse: true }] };
+
+/**
+ * Writes `spec` with seeded weights (the sparse layers pruned 2:4) to `file` in the compressed nm form and
+ * returns the same weights as an ONNX model (lib/bench/onnx.ts), for ONNX Runtime.
+ */
+export async function writeMlp(file: string, spec: MlpSpec): Promise<Uint8Array> {
   const layers: ArchSpec['layers'] = [];
   const tensors = new Map<string, Tensor>();
   const sparsity: Record<string, { pattern: string; recipe: string }> = {};
-  let width = 784;
-  const widths = [...hidden, 10];
-  widths.forEach((out, i) => {
-    const name = i === widths.length - 1 ? 'classifier' : `fc${i + 1}`;
+  const onnx: OnnxLinear[] = [];
+  let width = spec.input;
+  spec.layers.forEach(({ name, out, sparse }, i) => {
     const bound = 1 / Math.sqrt(width);
-    const w = randn([out, width], { seed: 100 + i, std: bound });
-    tensors.set(`${name}.weight`, name === 'classifier' ? w : prune(w, '2:4'));
-    tensors.set(`${name}.bias`, randn([out], { seed: 200 + i, std: bound }));
-    if (name !== 'classifier') sparsity[`${name}.weight`] = { pattern: '2:4', recipe: 'magnitude' };
+    const dense = randn([out, width], { seed: 100 + i, std: bound });
+    const w = sparse ? prune(dense, '2:4') : dense, b = randn([out], { seed: 200 + i, std: bound });
+    tensors.set(`${name}.weight`, w);
+    tensors.set(`${name}.bias`, b);
+    if (sparse) sparsity[`${name}.weight`] = { pattern: '2:4', recipe: 'magnitude' };
+    const relu = i < spec.layers.length - 1;
     layers.push({ name, type: 'Linear', in: width, out, bias: true });
-    if (name !== 'classifier') layers.push({ name: `relu${i + 1}`, type: 'ReLU' });
+    if (relu) layers.push({ name: `relu${i + 1}`, type: 'ReLU' });
+    onnx.push({ weight: w, bias: b, relu });
     width = out;
   });
-  await saveModel(file, tensors, { arch: { type: 'Sequential', layers }, sparsity, compressed: true, metadata: { 'nmsparse.note': 'bench serve: seeded MNIST MLP' } });
+  await saveModel(file, tensors, { arch: { type: 'Sequential', layers }, sparsity, compressed: true, metadata: { 'nmsparse.note': `bench serve: seeded ${spec.label}` } });
+  return mlpOnnx(onnx);
 }
 
 interface Server { child: ChildProcess; url: string; stop(): Promise<number | null> }
@@ -303,9 +334,155 @@ export async function predictOverhead(file: string, device: Device, batches: num
   return out;
 }
 
-function overheadTable(o: PredictOverhead[]): string {
-  return ['| batch | forward ms | predict() ms | predict() − forward, ms |', '|---:|---:|---:|---:|',
-    ...o.map((r) => `| ${r.batch} | ${r.forwardMs} | ${r.predictMs} | ${r.overheadMs} |`)].join('\n');
+/** The part of onnxruntime-node the bench uses (declared here: it is a peer, not a dependency). */
+interface OrtTensor { readonly data: unknown; readonly dims: readonly number[] }
+interface OrtSession { run(feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>>; release(): Promise<void> }
+interface Ort {
+  InferenceSession: { create(model: Uint8Array, options: Record<string, unknown>): Promise<OrtSession> };
+  Tensor: new (type: 'float32', data: Float32Array, dims: number[]) => OrtTensor;
+  env: { versions?: { node?: string } };
+}
+
+/** onnxruntime-node when it is installed (and loads), else null and why. */
+export async function loadOrt(): Promise<{ ort: Ort | null; note: string }> {
+  const spec: string = 'onnxruntime-node'; // a variable: the compiler must not require the package
+  try {
+    const ort = (await import(spec)) as Ort;
+    return { ort, note: `onnxruntime-node ${ort.env.versions?.node ?? '?'}` };
+  } catch (e) {
+    const missing = (e as { code?: string }).code === 'ERR_MODULE_NOT_FOUND';
+    return { ort: null, note: missing ? 'onnxruntime-node is not installed (ONNXRUNTIME_NODE_INSTALL=skip npm install --no-save onnxruntime-node@1.30.0 adds it)' : `onnxruntime-node did not load: ${(e as Error).message}` };
+  }
+}
+
+/** ONNX Runtime's CPU session as the comparison runs it: 2 intra-op threads, sequential, all graph optimizations. */
+export function ortSession(ort: Ort, onnx: Uint8Array): Promise<OrtSession> {
+  return ort.InferenceSession.create(onnx, { executionProviders: ['cpu'], intraOpNumThreads: 2, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' });
+}
+
+export interface OrtRow {
+  model: string; batch: number;
+  /** Medians of single calls, ms. */
+  ortMs: number; denseMs: number; sparseMs: number; predictMs: number;
+  /** Medians of how long each call held the event loop before it returned its promise, ms. */
+  ortLoopMs: number; sparseLoopMs: number;
+}
+export interface OrtConcurrent { model: string; clients: number; requests: number; ortP50Ms: number; ortRps: number; predictP50Ms: number; predictRps: number; predictMeanBatch: number }
+
+const med = (v: number[]) => [...v].sort((a, c) => a - c)[v.length >> 1];
+const r3 = (v: number) => Math.round(v * 1000) / 1000;
+
+/**
+ * ONNX Runtime dense vs nmsparse dense forward, 2:4 forward and 2:4 predict() on the same weights, per batch:
+ * `rounds` rounds, each a block of single calls per case (about 50 ms of them), the order of the cases rotating
+ * from round to round so that other work on the machine falls on all of them alike. Then 64 clients with one
+ * row each: predict() (batched) against session.run one call at a time. The largest |ORT − nmsparse dense| is
+ * checked first (both are float32 GEMMs of the same weights).
+ */
+async function ortCompare(ort: Ort, spec: MlpSpec, dir: string, batches: number[], rounds: number): Promise<{ file: string; rows: OrtRow[]; concurrent: OrtConcurrent; maxAbsDiff: number }> {
+  const file = path.join(dir, `${spec.input}-${spec.layers.map((l) => l.out).join('-')}.safetensors`);
+  const session = await ortSession(ort, await writeMlp(file, spec));
+  const dense = await InferenceModel.load(file, { sparse: false }), sparse = await InferenceModel.load(file);
+  const run = (x: Tensor) => session.run({ x: new ort.Tensor('float32', x.storage() as Float32Array, [...x.shape]) });
+  try {
+    const probe = randn([8, spec.input], { seed: 7, mean: 0.5, std: 0.3 });
+    const a = (await run(probe)).y.data as Float32Array, d = (await dense.forward(probe)).storage() as Float32Array;
+    const maxAbsDiff = a.reduce((m, v, i) => Math.max(m, Math.abs(v - d[i])), 0);
+    if (!(maxAbsDiff <= 1e-4)) throw new NmSparseError('E_INTERNAL', `bench serve: ONNX Runtime and nmsparse dense differ by ${maxAbsDiff} on ${spec.label}`);
+    const rows: OrtRow[] = [];
+    for (const b of batches) {
+      const x = randn([b, spec.input], { seed: b, mean: 0.5, std: 0.3 });
+      const cases: [string, () => Promise<unknown>][] = [['ort', () => run(x)], ['dense', () => dense.forward(x)], ['sparse', () => sparse.forward(x)], ['predict', () => sparse.predict(x)]];
+      const t = new Map(cases.map(([k]) => [k, [] as number[]])), loop = new Map(cases.map(([k]) => [k, [] as number[]]));
+      const once = async (k: string, fn: () => Promise<unknown>) => {
+        const t0 = performance.now();
+        const p = fn();
+        const t1 = performance.now();
+        await p;
+        t.get(k)!.push(performance.now() - t0); loop.get(k)!.push(t1 - t0);
+      };
+      // warm-up, and the calls per block: about 50 ms of each case
+      const reps = new Map<string, number>();
+      for (const [k, fn] of cases) {
+        for (let i = 0; i < 3; i++) await fn();
+        const t0 = performance.now(); await fn();
+        reps.set(k, Math.max(2, Math.min(200, Math.round(50 / Math.max(0.01, performance.now() - t0)))));
+      }
+      for (let r = 0; r < rounds; r++)
+        for (let j = 0; j < cases.length; j++) {
+          const [k, fn] = cases[(j + r) % cases.length];
+          for (let i = 0; i < reps.get(k)!; i++) await once(k, fn);
+        }
+      const m = (k: string) => r3(med(t.get(k)!));
+      rows.push({ model: spec.label, batch: b, ortMs: m('ort'), denseMs: m('dense'), sparseMs: m('sparse'), predictMs: m('predict'), ortLoopMs: r3(med(loop.get('ort')!)), sparseLoopMs: r3(med(loop.get('sparse')!)) });
+      process.stdout.write(`  ${spec.label}, batch ${b}: ORT ${m('ort')} ms, dense ${m('dense')} ms, 2:4 ${m('sparse')} ms, 2:4 predict() ${m('predict')} ms\n`);
+    }
+    // 64 clients, one row each, for about 64 · 40 requests on the MNIST MLP (fewer on a slower model)
+    const clients = 64, one = randn([1, spec.input], { seed: 11, mean: 0.5, std: 0.3 });
+    const per = rows.find((r) => r.batch === 1)?.ortMs ?? 1;
+    const requests = clients * Math.max(4, Math.min(40, Math.round(300 / (clients * per))));
+    const load = async (call: () => Promise<unknown>) => {
+      const lat: number[] = [];
+      let next = 0;
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: clients }, async () => {
+        while (next++ < requests) { const t = performance.now(); await call(); lat.push(performance.now() - t); }
+      }));
+      return { lat, seconds: (performance.now() - t0) / 1000 };
+    };
+    let queue: Promise<unknown> = Promise.resolve();
+    // one session.run at a time, in arrival order
+    const ortOne = () => (queue = queue.then(() => run(one), () => run(one)));
+    const res = { ort: { lat: [] as number[], seconds: 0 }, predict: { lat: [] as number[], seconds: 0 } };
+    const before = sparse.batchStats;
+    for (const k of ['ort', 'predict', 'predict', 'ort'] as const) {
+      const r = await load(k === 'ort' ? ortOne : () => sparse.predict(one));
+      res[k].lat.push(...r.lat); res[k].seconds += r.seconds;
+    }
+    const after = sparse.batchStats;
+    const concurrent: OrtConcurrent = {
+      model: spec.label, clients, requests: 2 * requests, ortP50Ms: r2(med(res.ort.lat)), ortRps: Math.round(res.ort.lat.length / res.ort.seconds),
+      predictP50Ms: r2(med(res.predict.lat)), predictRps: Math.round(res.predict.lat.length / res.predict.seconds),
+      predictMeanBatch: r2((after.rows - before.rows) / Math.max(1, after.batches - before.batches)),
+    };
+    return { file, rows, concurrent, maxAbsDiff };
+  } finally {
+    await dense.dispose();
+    await sparse.dispose();
+    await session.release();
+  }
+}
+
+function overheadTable(o: (PredictOverhead & { model: string })[]): string {
+  return ['| model | batch | forward ms | predict() ms | predict() − forward, ms |', '|---|---:|---:|---:|---:|',
+    ...o.map((r) => `| ${r.model} | ${r.batch} | ${r.forwardMs} | ${r.predictMs} | ${r.overheadMs} |`)].join('\n');
+}
+
+const x2 = (v: number) => `${v.toFixed(2)}×`;
+
+function ortTable(rows: OrtRow[]): string {
+  return ['| model | batch | ORT dense ms | nmsparse dense `forward` ms | nmsparse 2:4 `forward` ms | nmsparse 2:4 `predict()` ms | dense / ORT speed | 2:4 / ORT speed | loop held per call: ORT / 2:4, ms |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.model} | ${r.batch} | ${r.ortMs} | ${r.denseMs} | ${r.sparseMs} | ${r.predictMs} | ${x2(r.ortMs / r.denseMs)} | ${x2(r.ortMs / r.sparseMs)} | ${r.ortLoopMs} / ${r.sparseLoopMs} |`)].join('\n');
+}
+
+function concurrentTable(c: OrtConcurrent[]): string {
+  return ['| model | clients | requests per case | ORT session.run p50 ms | ORT req/s | nmsparse 2:4 predict() p50 ms | predict() req/s | mean batch |', '|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...c.map((r) => `| ${r.model} | ${r.clients} | ${r.requests} | ${r.ortP50Ms} | ${r.ortRps} | ${r.predictP50Ms} | ${r.predictRps} | ${r.predictMeanBatch} |`)].join('\n');
+}
+
+/** Issue 11's targets, each met or not, from the figures measured. */
+function targets(rows: OrtRow[], c: OrtConcurrent[], overhead: PredictOverhead[]): string {
+  const worst = (f: (r: OrtRow) => number) => rows.reduce((w, r) => (f(r) < f(w) ? r : w));
+  const s = worst((r) => r.ortMs / r.sparseMs), d = worst((r) => r.ortMs / r.denseMs);
+  const o = overhead.reduce((w, r) => (r.overheadMs > w.overheadMs ? r : w));
+  const met = (ok: boolean) => (ok ? '**met**' : '**not met**');
+  return [
+    `- nmsparse 2:4 forward ≥ 1.3× ORT dense throughput at every batch, both MLPs: ${met(s.ortMs / s.sparseMs >= 1.3)} (lowest ${x2(s.ortMs / s.sparseMs)}, ${s.model} batch ${s.batch})`,
+    `- nmsparse dense ≥ 0.9× ORT dense: ${met(d.ortMs / d.denseMs >= 0.9)} (lowest ${x2(d.ortMs / d.denseMs)}, ${d.model} batch ${d.batch})`,
+    `- predict() adds ≤ 0.1 ms to a lone request: ${met(o.overheadMs <= 0.1)} (largest ${o.overheadMs} ms, batch ${o.batch})`,
+    ...c.map((r) => `- under ${r.clients} clients predict() beats ORT one-at-a-time session.run, ${r.model}: ${met(r.predictP50Ms < r.ortP50Ms)} (p50 ${r.predictP50Ms} vs ${r.ortP50Ms} ms)`),
+  ].join('\n');
 }
 
 function table(results: ServeResult[], cfg: Config): string {
@@ -330,7 +507,7 @@ export async function benchServe(args: string[]): Promise<void> {
   const tmp = mkdtempSync(path.join(tmpdir(), 'nmsparse-bench-serve-'));
   try {
     const model = cfg.model ?? path.join(tmp, 'mnist-mlp-2of4.safetensors');
-    if (!cfg.model) await writeMnistMlp(model, cfg.hidden);
+    if (!cfg.model) await writeMlp(model, mnistMlp(cfg.hidden));
     // Inputs: seeded pixel-like rows (normal around 0.5), as JSON and as raw float32.
     const inputs = Array.from({ length: 64 }, (_, i) => randn([cfg.rows, 784], { seed: 1000 + i, mean: 0.5, std: 0.3 }));
     const json = inputs.map((t) => {
@@ -373,23 +550,42 @@ export async function benchServe(args: string[]): Promise<void> {
         if (code !== 0) process.stderr.write(`bench serve: the ${v} server exited with ${code} on SIGTERM\n`);
       }
     }
-    const compute = await modelTimes(model, cfg.device as Device, [1, 16, 64]);
-    const overhead = await predictOverhead(model, cfg.device as Device, [1, 8]);
-    const doc = { bench: 'serve', date: new Date().toISOString(), machine: { ...machineInfo(), name: cfg.machine, gpu: null }, config: { ...cfg, out: undefined }, results, modelOnly: compute, predictOverhead: overhead };
+    // With ONNX Runtime installed, its comparison (both MLPs, every batch) replaces the served model's dense vs 2:4 table.
+    const peer = cfg.ort && cfg.device === 'cpu' ? await loadOrt() : { ort: null, note: cfg.ort ? `ONNX Runtime runs on the CPU only, not ${cfg.device}` : '--ort off' };
+    const ortLoad = machineInfo().loadavg;
+    const compared = [];
+    if (peer.ort) {
+      process.stdout.write(`\nvs ONNX Runtime (${peer.note}, CPU, 2 intra-op threads), ${cfg.ortRounds} interleaved rounds per batch:\n`);
+      for (const spec of [mnistMlp(cfg.hidden), WIDE_MLP]) compared.push(await ortCompare(peer.ort, spec, tmp, cfg.ortBatch, cfg.ortRounds));
+    } else process.stdout.write(`\nno ONNX Runtime comparison: ${peer.note}\n`);
+    const compute = peer.ort ? null : await modelTimes(model, cfg.device as Device, [1, 16, 64]);
+    const overhead: (PredictOverhead & { model: string })[] = [];
+    for (const [label, file] of [[cfg.model ? path.basename(cfg.model) : mnistMlp(cfg.hidden).label, model], ...compared.slice(1).map((c) => [c.concurrent.model, c.file])])
+      overhead.push(...(await predictOverhead(file, cfg.device as Device, [1, 8])).map((o) => ({ ...o, model: label })));
+    type OrtDoc = { version: string; loadavg: number[]; maxAbsDiff: { model: string; maxAbsDiff: number }[]; rows: OrtRow[]; concurrent: OrtConcurrent[] } | { skipped: string };
+    const ort: OrtDoc = peer.ort ? { version: peer.note, loadavg: ortLoad, maxAbsDiff: compared.map((c) => ({ model: c.concurrent.model, maxAbsDiff: c.maxAbsDiff })), rows: compared.flatMap((c) => c.rows), concurrent: compared.map((c) => c.concurrent) } : { skipped: peer.note };
+    const doc = { bench: 'serve', date: new Date().toISOString(), machine: { ...machineInfo(), name: cfg.machine, gpu: null }, config: { ...cfg, out: undefined }, results, modelOnly: compute, ort, predictOverhead: overhead };
     makeWritableDir(cfg.out, '--out');
-    const base = path.join(cfg.out, `serve-${cfg.machine}`);
+    const base = path.join(cfg.out, `serve-${cfg.machine}${cfg.hostile > 0 ? '-hostile' : ''}`);
     writeFileSync(`${base}.json`, JSON.stringify(doc, null, 1) + '\n');
-    const md = `# bench serve — ${cfg.machine}\n\n${doc.machine.cpu}, ${doc.machine.cores} cores, Node ${process.version}, ${doc.date.slice(0, 10)}. ` +
+    const ortMd = 'rows' in ort
+      ? `ONNX Runtime (${ort.version}, CPU execution provider, 2 intra-op threads, sequential, all graph optimizations) on the same weights, ` +
+        `as an ONNX model the bench writes (Gemm + Relu, lib/bench/onnx.ts); largest |ORT − nmsparse dense| ${ort.maxAbsDiff.map((d) => `${d.maxAbsDiff.toExponential(1)} (${d.model})`).join(', ')}. ` +
+        `Medians of single calls, one call at a time, in blocks of ~50 ms per case whose order rotates over ${cfg.ortRounds} rounds (load average ${ortLoad.join(', ')}):\n\n${ortTable(ort.rows)}\n\n` +
+        `64 clients with one row each (predict() batches the rows that queue; ONNX Runtime runs them one session.run at a time), latency of a request:\n\n${concurrentTable(ort.concurrent)}\n\n` +
+        `Targets (issue 11):\n\n${targets(ort.rows, ort.concurrent, overhead)}\n\n`
+      : `No ONNX Runtime comparison: ${ort.skipped}.\n\nThe model alone (InferenceModel.forward on the thread pool, no HTTP; best of 3 medians of 15):\n\n${computeTable(compute!)}\n\n`;
+    const md = `# bench serve — ${cfg.machine}\n\n${doc.machine.cpu} (${doc.machine.cpuId ?? '?'}), ${doc.machine.cores} cores, Node ${process.version}, ${doc.date.slice(0, 10)}. ` +
       `\`nmsparse serve\` (a child process) on 127.0.0.1, MNIST MLP 784-${cfg.hidden.join('-')}-10 (fc1, fc2 2:4; classifier dense), ` +
       `${cfg.requests} requests of ${cfg.rows} row(s) after ${cfg.warmup} warm-up, ${cfg.concurrency} in flight over keep-alive, ` +
       (cfg.hostile > 0 ? `${Math.round(cfg.hostile * 100)}% of them hostile (nested, oversized, malformed, slow: every one answered its 4xx; latencies are the good ones'), ` : '') +
       `max batch ${cfg.maxBatch}, max delay ${cfg.maxDelayMs} ms, device ${cfg.device}. "dense" serves the same pruned weights with --dense. ` +
       `The client runs on the same ${doc.machine.cores} cores as the server (load average at the start: ${doc.machine.loadavg.join(', ')}); ` +
-      `the cases alternate over ${cfg.rounds} rounds.\n\n${table(results, cfg)}\n\nThe model alone (InferenceModel.forward on the thread pool, no HTTP; best of 3 medians of 15):\n\n${computeTable(compute)}\n\n` +
+      `the cases alternate over ${cfg.rounds} rounds.\n\n${table(results, cfg)}\n\n${ortMd}` +
       `What predict() adds to a lone request (2:4 model; forward and predict() one call at a time, interleaved, medians of 300 pairs; ` +
       `load average ${machineInfo().loadavg.join(', ')}):\n\n${overheadTable(overhead)}\n`;
     writeFileSync(`${base}.md`, md);
-    process.stdout.write(`\n${table(results, cfg)}\n\n${computeTable(compute)}\n\n${overheadTable(overhead)}\n\nwrote ${base}.json, ${base}.md\n`);
+    process.stdout.write(`\n${table(results, cfg)}\n\n${'rows' in ort ? `${ortTable(ort.rows)}\n\n${concurrentTable(ort.concurrent)}\n\n${targets(ort.rows, ort.concurrent, overhead)}` : computeTable(compute!)}\n\n${overheadTable(overhead)}\n\nwrote ${base}.json, ${base}.md\n`);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
