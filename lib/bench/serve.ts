@@ -24,7 +24,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { makeWritableDir } from '../io/dir.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -509,6 +509,7 @@ function computeTable(c: { batch: number; denseMs: number; sparseMs: number }[])
 /** `nmsparse bench serve ...` (dispatched by lib/bench/index.ts). */
 export async function benchServe(args: string[]): Promise<void> {
   const cfg = parse(args);
+  const loadAtStart = loadavg(); // the 1-minute figure lags: it includes little of this bench yet
   const tmp = mkdtempSync(path.join(tmpdir(), 'nmsparse-bench-serve-'));
   try {
     const model = cfg.model ?? path.join(tmp, 'mnist-mlp-2of4.safetensors');
@@ -569,14 +570,14 @@ export async function benchServe(args: string[]): Promise<void> {
       overhead.push(...(await predictOverhead(file, cfg.device as Device, [1, 8])).map((o) => ({ ...o, model: label })));
     type OrtDoc = { version: string; loadavg: number[]; maxAbsDiff: { model: string; maxAbsDiff: number }[]; rows: OrtRow[]; concurrent: OrtConcurrent[] } | { skipped: string };
     const ort: OrtDoc = peer.ort ? { version: peer.note, loadavg: ortLoad, maxAbsDiff: compared.map((c) => ({ model: c.concurrent.model, maxAbsDiff: c.maxAbsDiff })), rows: compared.flatMap((c) => c.rows), concurrent: compared.map((c) => c.concurrent) } : { skipped: peer.note };
-    const doc = { bench: 'serve', date: new Date().toISOString(), machine: { ...machineInfo(), name: cfg.machine, gpu: null }, config: { ...cfg, out: undefined }, results, modelOnly: compute, ort, predictOverhead: overhead };
+    const doc = { bench: 'serve', date: new Date().toISOString(), machine: { ...machineInfo(), name: cfg.machine, gpu: null }, loadavgAtStart: loadAtStart, config: { ...cfg, out: undefined }, results, modelOnly: compute, ort, predictOverhead: overhead };
     makeWritableDir(cfg.out, '--out');
     const base = path.join(cfg.out, `serve-${cfg.machine}${cfg.hostile > 0 ? '-hostile' : ''}`);
     writeFileSync(`${base}.json`, JSON.stringify(doc, null, 1) + '\n');
     const ortMd = 'rows' in ort
       ? `ONNX Runtime (${ort.version}, CPU execution provider, 2 intra-op threads, sequential, all graph optimizations) on the same weights, ` +
         `as an ONNX model the bench writes (Gemm + Relu, lib/bench/onnx.ts); largest |ORT − nmsparse dense| ${ort.maxAbsDiff.map((d) => `${d.maxAbsDiff.toExponential(1)} (${d.model})`).join(', ')}. ` +
-        `Medians of single calls, one call at a time, in blocks of ~50 ms per case whose order rotates over ${cfg.ortRounds} rounds (load average ${ortLoad.join(', ')}):\n\n${ortTable(ort.rows)}\n\n` +
+        `Medians of single calls, one call at a time, in blocks of ~50 ms per case whose order rotates over ${cfg.ortRounds} rounds (load average before: ${ortLoad.map((v) => v.toFixed(2)).join(', ')}):\n\n${ortTable(ort.rows)}\n\n` +
         `64 clients with one row each (predict() batches the rows that queue; ONNX Runtime runs them one session.run at a time), latency of a request:\n\n${concurrentTable(ort.concurrent)}\n\n` +
         `Targets (issue 11):\n\n${targets(ort.rows, ort.concurrent, overhead)}\n\n`
       : `No ONNX Runtime comparison: ${ort.skipped}.\n\nThe model alone (InferenceModel.forward on the thread pool, no HTTP; best of 3 medians of 15):\n\n${computeTable(compute!)}\n\n`;
@@ -585,7 +586,7 @@ export async function benchServe(args: string[]): Promise<void> {
       `${cfg.requests} requests of ${cfg.rows} row(s) after ${cfg.warmup} warm-up, ${cfg.concurrency} in flight over keep-alive, ` +
       (cfg.hostile > 0 ? `${Math.round(cfg.hostile * 100)}% of them hostile (nested, oversized, malformed, slow: every one answered its 4xx; latencies are the good ones'), ` : '') +
       `max batch ${cfg.maxBatch}, max delay ${cfg.maxDelayMs} ms, device ${cfg.device}. "dense" serves the same pruned weights with --dense. ` +
-      `The client runs on the same ${doc.machine.cores} cores as the server (load average at the start: ${doc.machine.loadavg.join(', ')}); ` +
+      `The client runs on the same ${doc.machine.cores} cores as the server (load average at the start: ${loadAtStart.map((v) => v.toFixed(2)).join(', ')}; later ones include this bench's own processes); ` +
       `the cases alternate over ${cfg.rounds} rounds.\n\n${table(results, cfg)}\n\n${ortMd}` +
       `What predict() adds to a lone request (2:4 model; forward and predict() one call at a time, interleaved, medians of 300 pairs; ` +
       `load average ${machineInfo().loadavg.join(', ')}):\n\n${overheadTable(overhead)}\n`;
