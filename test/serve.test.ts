@@ -719,6 +719,22 @@ describe('HTTP server limits', () => {
     }
   });
 
+  it('a body refused before its end is read to its declared end: the answer is not reset away, the connection goes on', async () => {
+    const srv = await startServer(model, { host: HOST, port: 0 });
+    try {
+      const body = '['.repeat(1 << 20);
+      const { reply } = stalled(Number(new URL(srv.url).port), `POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}` +
+        'GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n');
+      const { text } = await reply;
+      const [first, second] = text.split(/(?=HTTP\/1\.1 )/);
+      expect(first).toMatch(/^HTTP\/1\.1 400 [^]*E_JSON/);
+      expect(first.toLowerCase()).not.toContain('connection: close');
+      expect(second).toMatch(/^HTTP\/1\.1 200 [^]*"status":"ok"/);
+    } finally {
+      await srv.close();
+    }
+  });
+
   it('past maxConnections a new connection gets 503 E_BUSY, and service resumes when they go', async () => {
     const srv = await startServer(model, { host: HOST, port: 0, maxConnections: 4 });
     const idle = Array.from({ length: 4 }, () => stalled(srv.port, 'POST /predict HTTP/1.1\r\nHost: x\r\n'));

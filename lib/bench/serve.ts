@@ -212,14 +212,15 @@ const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, 
 
 interface Samples { lat: number[]; seconds: number; batches: number; rows: number; hostile: number; hostileWrong: string[] }
 
-/** Raw bytes on a fresh connection; the status of the reply (0 when none came before the close). */
+/** Raw bytes on a fresh connection; the status of the reply (0 when none came before the close), then closed. */
 function rawStatus(url: URL, data: string): Promise<number> {
   return new Promise((resolve) => {
     const s = net.connect(Number(url.port), url.hostname, () => s.write(data));
     let reply = '';
-    s.on('data', (d) => (reply += d.toString('latin1')));
+    const status = () => Number(/^HTTP\/1\.1 (\d{3}) /.exec(reply)?.[1] ?? 0);
+    s.on('data', (d) => { reply += d.toString('latin1'); if (status()) s.destroy(); });
     s.on('error', () => undefined);
-    s.on('close', () => resolve(Number(/^HTTP\/1\.1 (\d{3})/.exec(reply)?.[1] ?? 0)));
+    s.on('close', () => resolve(status()));
   });
 }
 
