@@ -74,6 +74,8 @@ export interface ServeResult {
   maxMs: number;
   meanBatchRows: number;
   serverRssMB: number | null;
+  /** With --hostile: the server's RSS after 10 s idle that follow the rounds (V8 gives memory back when idle). */
+  serverRssIdleMB?: number | null;
   /** The server's RSS after the warm-up, to compare serverRssMB with. */
   serverRssAfterWarmupMB: number | null;
   /** Hostile requests sent in the measured rounds (each got its 4xx, or the bench failed). */
@@ -212,21 +214,21 @@ const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, 
 
 interface Samples { lat: number[]; seconds: number; batches: number; rows: number; hostile: number; hostileWrong: string[] }
 
-/** Raw bytes on a fresh connection; the status of the reply (0 when none came before the close), then closed. */
-function rawStatus(url: URL, data: string): Promise<number> {
+/** Raw bytes on a fresh connection; the status of the reply (0 when none came before the close: then the socket's error), then closed. */
+function rawStatus(url: URL, data: string): Promise<{ status: number; error?: string }> {
   return new Promise((resolve) => {
     const s = net.connect(Number(url.port), url.hostname, () => s.write(data));
-    let reply = '';
+    let reply = '', error: string | undefined;
     const status = () => Number(/^HTTP\/1\.1 (\d{3}) /.exec(reply)?.[1] ?? 0);
     s.on('data', (d) => { reply += d.toString('latin1'); if (status()) s.destroy(); });
-    s.on('error', () => undefined);
-    s.on('close', () => resolve(status()));
+    s.on('error', (e: NodeJS.ErrnoException) => (error ??= e.code ?? e.message));
+    s.on('close', () => resolve({ status: status(), ...(status() ? {} : { error: error ?? 'closed' }) }));
   });
 }
 
 const NESTED = '['.repeat(1 << 20);
 /** The `i`-th kind of attack and the statuses it must get. */
-function attack(url: URL, i: number): [Promise<number>, number[]] {
+function attack(url: URL, i: number): [Promise<{ status: number; error?: string }>, number[]] {
   const head = 'POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n';
   switch (i % 4) {
     case 0: return [rawStatus(url, `${head}Content-Length: ${NESTED.length}\r\n\r\n${NESTED}`), [400]];
@@ -252,10 +254,10 @@ async function round(srv: Server, cfg: Config, format: 'json' | 'raw', bodies: B
       if (every && i % every === every - 1) {
         // Not awaited: a slow body takes the server's timeout, and good clients go on meanwhile.
         const [status, want] = attack(url, Math.floor(i / every));
-        attacks.push(status.then((st) => {
+        attacks.push(status.then(({ status: st, error }) => {
           if (!into) return;
           into.hostile++;
-          if (!want.includes(st)) into.hostileWrong.push(`attack kind ${Math.floor(i / every) % 4}: HTTP ${st}, expected ${want.join(' or ')}`);
+          if (!want.includes(st)) into.hostileWrong.push(`attack kind ${Math.floor(i / every) % 4}: HTTP ${st}${error ? ` (${error})` : ''}, expected ${want.join(' or ')}`);
         }));
         continue;
       }
@@ -495,9 +497,10 @@ function table(results: ServeResult[], cfg: Config): string {
     return d && s ? `${f}: 2:4/dense = ${(s.requestsPerSecond / d.requestsPerSecond).toFixed(2)}× req/s, p99 ${(s.p99Ms / d.p99Ms).toFixed(2)}×` : '';
   };
   // With hostile requests: the servers' memory after them against after the warm-up (the target: within 10%).
-  const rss = cfg.hostile > 0 ? results.filter((r) => r.serverRssMB !== null && r.serverRssAfterWarmupMB !== null).map((r) => {
-    const q = r.serverRssMB! / r.serverRssAfterWarmupMB!;
-    return `${r.variant} ${r.format}: ${r.hostile} hostile requests answered 4xx; server RSS ${r.serverRssAfterWarmupMB} MB after the warm-up → ${r.serverRssMB} MB after (${x2(q)}, within 10%: ${q <= 1.1 ? '**met**' : '**not met**'})`;
+  const rss = cfg.hostile > 0 ? results.filter((r) => r.serverRssIdleMB && r.serverRssAfterWarmupMB).map((r) => {
+    const q = r.serverRssIdleMB! / r.serverRssAfterWarmupMB!;
+    return `${r.variant} ${r.format}: ${r.hostile} hostile requests answered 4xx; server RSS ${r.serverRssAfterWarmupMB} MB after the warm-up → ` +
+      `${r.serverRssMB} MB right after the rounds → ${r.serverRssIdleMB} MB 10 s later (${x2(q)} the warm-up's, within 10%: ${q <= 1.1 ? '**met**' : '**not met**'})`;
   }) : [];
   return [head, ...rows, '', ratio('json'), ratio('raw'), ...(rss.length ? ['', ...rss] : [])].join('\n');
 }
@@ -529,9 +532,17 @@ export async function benchServe(args: string[]): Promise<void> {
     try {
       for (const v of variants) servers.set(v, await startServer(model, cfg, v === 'dense'));
       const samples = new Map<string, Samples>();
-      for (const v of variants) for (const f of formats) {
-        samples.set(`${v} ${f}`, { lat: [], seconds: 0, batches: 0, rows: 0, hostile: 0, hostileWrong: [] });
-        await round(servers.get(v)!, cfg, f, f === 'json' ? json : raw, cfg.warmup, null);
+      for (const v of variants) for (const f of formats) samples.set(`${v} ${f}`, { lat: [], seconds: 0, batches: 0, rows: 0, hostile: 0, hostileWrong: [] });
+      // Warm-up until each server's RSS settles (V8 sizes its young generation to the allocation rate, and RSS
+      // follows): rounds of --warmup requests per body, at least 4, until two in a row change it by under 2%, at most 8.
+      for (const v of variants) {
+        let prev = rssMB(servers.get(v)!.child.pid), calm = 0;
+        for (let r = 0; r < 8 && calm < 2 && cfg.warmup > 0; r++) {
+          for (const f of formats) await round(servers.get(v)!, cfg, f, f === 'json' ? json : raw, cfg.warmup, null);
+          const now = rssMB(servers.get(v)!.child.pid);
+          calm = r >= 3 && prev !== null && now !== null && Math.abs(now - prev) / prev < 0.02 ? calm + 1 : 0;
+          prev = now;
+        }
       }
       const rssWarm = new Map(variants.map((v) => [v, rssMB(servers.get(v)!.child.pid)]));
       // Rounds alternate the cases, so that other work on the machine falls on all of them alike.
@@ -539,16 +550,20 @@ export async function benchServe(args: string[]): Promise<void> {
       for (let r = 0; r < cfg.rounds; r++)
         for (const v of r % 2 ? [...variants].reverse() : variants)
           for (const f of formats) await round(servers.get(v)!, cfg, f, f === 'json' ? json : raw, per, samples.get(`${v} ${f}`)!);
+      const rssAfter = new Map(variants.map((v) => [v, rssMB(servers.get(v)!.child.pid)]));
+      if (cfg.hostile > 0) await new Promise((r) => setTimeout(r, 10_000));
+      const rssIdle = new Map(variants.map((v) => [v, rssMB(servers.get(v)!.child.pid)]));
       for (const v of variants) {
         const info = (await getJson(`${servers.get(v)!.url}/info`)).model as { weightBytes: number };
         for (const f of formats) {
           const sm = samples.get(`${v} ${f}`)!;
           if (sm.hostileWrong.length)
             throw new NmSparseError('E_INTERNAL', `bench serve: ${v} ${f}: ${sm.hostileWrong.length} hostile requests got the wrong answer: ${sm.hostileWrong.slice(0, 3).join('; ')}`);
-          const r: ServeResult = { variant: v, format: f, weightBytes: info.weightBytes, serverRssMB: rssMB(servers.get(v)!.child.pid), serverRssAfterWarmupMB: rssWarm.get(v) ?? null, ...summarize(sm, cfg) };
+          const r: ServeResult = { variant: v, format: f, weightBytes: info.weightBytes, serverRssMB: rssAfter.get(v) ?? null, serverRssAfterWarmupMB: rssWarm.get(v) ?? null,
+            ...(cfg.hostile > 0 ? { serverRssIdleMB: rssIdle.get(v) ?? null } : {}), ...summarize(sm, cfg) };
           results.push(r);
           process.stdout.write(`  ${v.padEnd(5)} ${f.padEnd(4)} ${String(r.requestsPerSecond).padStart(6)} req/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  mean batch ${r.meanBatchRows}` +
-            (cfg.hostile > 0 ? `  (${r.hostile} hostile answered 4xx; server RSS ${r.serverRssAfterWarmupMB} → ${r.serverRssMB} MB)` : '') + '\n');
+            (cfg.hostile > 0 ? `  (${r.hostile} hostile answered 4xx; server RSS ${r.serverRssAfterWarmupMB} → ${r.serverRssMB} MB, ${r.serverRssIdleMB} MB idle)` : '') + '\n');
         }
       }
     } finally {
@@ -584,7 +599,7 @@ export async function benchServe(args: string[]): Promise<void> {
       : `No ONNX Runtime comparison: ${ort.skipped}.\n\nThe model alone (InferenceModel.forward on the thread pool, no HTTP; best of 3 medians of 15):\n\n${computeTable(compute!)}\n\n`;
     const md = `# bench serve — ${cfg.machine}\n\n${doc.machine.cpu} (${doc.machine.cpuId ?? '?'}), ${doc.machine.cores} cores, Node ${process.version}, ${doc.date.slice(0, 10)}. ` +
       `\`nmsparse serve\` (a child process) on 127.0.0.1, MNIST MLP 784-${cfg.hidden.join('-')}-10 (fc1, fc2 2:4; classifier dense), ` +
-      `${cfg.requests} requests of ${cfg.rows} row(s) after ${cfg.warmup} warm-up, ${cfg.concurrency} in flight over keep-alive, ` +
+      `${cfg.requests} requests of ${cfg.rows} row(s) after warm-up rounds of ${cfg.warmup} until the server's RSS settles, ${cfg.concurrency} in flight over keep-alive, ` +
       (cfg.hostile > 0 ? `${Math.round(cfg.hostile * 100)}% of them hostile (nested, oversized, malformed, slow: every one answered its 4xx; latencies are the good ones'), ` : '') +
       `max batch ${cfg.maxBatch}, max delay ${cfg.maxDelayMs} ms, device ${cfg.device}. "dense" serves the same pruned weights with --dense. ` +
       `The client runs on the same ${doc.machine.cores} cores as the server (load average at the start: ${loadAtStart.map((v) => v.toFixed(2)).join(', ')}; later ones include this bench's own processes); ` +
