@@ -600,7 +600,7 @@ export async function benchServe(args: string[]): Promise<void> {
     const md = `# bench serve — ${cfg.machine}\n\n${doc.machine.cpu} (${doc.machine.cpuId ?? '?'}), ${doc.machine.cores} cores, Node ${process.version}, ${doc.date.slice(0, 10)}. ` +
       `\`nmsparse serve\` (a child process) on 127.0.0.1, MNIST MLP 784-${cfg.hidden.join('-')}-10 (fc1, fc2 2:4; classifier dense), ` +
       `${cfg.requests} requests of ${cfg.rows} row(s) after warm-up rounds of ${cfg.warmup} until the server's RSS settles, ${cfg.concurrency} in flight over keep-alive, ` +
-      (cfg.hostile > 0 ? `${Math.round(cfg.hostile * 100)}% of them hostile (nested, oversized, malformed, slow: every one answered its 4xx; latencies are the good ones'), ` : '') +
+      (cfg.hostile > 0 ? `${Math.round(cfg.hostile * 100)}% of them hostile (nested, oversized, malformed, slow: every one answered its 4xx; latencies are the good ones'; the servers run with --request-timeout-ms 2000 and --max-in-flight ${cfg.concurrency + 512}, since a slow body holds a slot until its 408), ` : '') +
       `max batch ${cfg.maxBatch}, max delay ${cfg.maxDelayMs} ms, device ${cfg.device}. "dense" serves the same pruned weights with --dense. ` +
       `The client runs on the same ${doc.machine.cores} cores as the server (load average at the start: ${loadAtStart.map((v) => v.toFixed(2)).join(', ')}; later ones include this bench's own processes); ` +
       `the cases alternate over ${cfg.rounds} rounds.\n\n${table(results, cfg)}\n\n${ortMd}` +
