@@ -478,6 +478,32 @@ describe('nmsparse serve: graceful shutdown', () => {
 });
 
 describe('networks trained here serve what they compute', () => {
+  it("--arch mlp on our own checkpoint (fc1, fc2, classifier) keeps the file's architecture; on a CNN's it is E_VALUE", async () => {
+    const net = mlp({ inputs: 784, hidden: [64, 32], pattern: '2:4', recipe: createRecipe('srste'), seed: 3 });
+    const rnd = prng(8);
+    const x = new Tensor([4, 784], 'float32', Float32Array.from({ length: 4 * 784 }, () => rnd()));
+    net.forward(x);
+    net.train(false);
+    const want = (net.forward(x).storage() as Float32Array).slice();
+    const f = path.join(dir, 'mlp-arch-own.safetensors');
+    await saveModule(f, net, { compressed: true });
+    const m = await InferenceModel.load(f, { arch: 'mlp' });
+    expect(m.info().layers.map((l) => l.weight ?? l.type)).toEqual(['2:4', 'ReLU', '2:4', 'ReLU', 'dense']);
+    expectClose((await m.predict(x)).storage() as Float32Array, want, 'outputs');
+    await m.dispose();
+    const lines: string[] = [];
+    const srv = (await runServe(['--model', f, '--arch', 'mlp', '--port', '0'], { signals: new EventEmitter() as never, out: (l) => lines.push(l), err: (l) => lines.push(l) }))!;
+    try {
+      expectClose(json(await postJson(srv.url, { inputs: [Array.from(x.storage().subarray(0, 784))] })).outputs.flat(), want.subarray(0, 10), 'served outputs', 1e-4, 1e-4);
+    } finally {
+      await srv.close();
+    }
+    const c = cnn({ channels: [4, 8], hidden: 16, pattern: '2:4', recipe: createRecipe('srste'), seed: 7 });
+    const fc = path.join(dir, 'cnn-arch-mlp.safetensors');
+    await saveModule(fc, c);
+    await rejects(() => InferenceModel.load(fc, { arch: 'mlp' }), 'E_VALUE', "'mlp'", 'Reshape');
+  });
+
   for (const kind of ['mlp', 'cnn'] as const) {
     it(`${kind}: a Trainer checkpoint and a saveModule() file predict like the network in eval mode`, async () => {
       const net = kind === 'mlp'
@@ -688,6 +714,22 @@ describe('HTTP server limits', () => {
       const big = await postJson(srv.url, `{"inputs": [[${'0,'.repeat(1 << 20)}0]]}`);
       expect(big.status).toBe(413);
       expect(json(big).error.code).toBe('E_TOO_LARGE');
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('a body refused before its end is read to its declared end: the answer is not reset away, the connection goes on', async () => {
+    const srv = await startServer(model, { host: HOST, port: 0 });
+    try {
+      const body = '['.repeat(1 << 20);
+      const { reply } = stalled(Number(new URL(srv.url).port), `POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}` +
+        'GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n');
+      const { text } = await reply;
+      const [first, second] = text.split(/(?=HTTP\/1\.1 )/);
+      expect(first).toMatch(/^HTTP\/1\.1 400 [^]*E_JSON/);
+      expect(first.toLowerCase()).not.toContain('connection: close');
+      expect(second).toMatch(/^HTTP\/1\.1 200 [^]*"status":"ok"/);
     } finally {
       await srv.close();
     }

@@ -23,7 +23,7 @@ const KINDS: Record<string, { file: string; fn: string; what: string; flags: str
   },
   serve: {
     file: './serve.js', fn: 'benchServe', what: 'nmsparse serve: requests/s and latency, dense vs 2:4',
-    flags: '[--requests 4000] [--rounds 4] [--warmup N] [--concurrency 32] [--rows 1] [--hidden 1024,1024] [--device cpu|cuda] [--max-batch 64] [--max-delay-ms 0] [--model FILE] [--machine NAME] [--out DIR]',
+    flags: '[--requests 4000] [--rounds 4] [--warmup N] [--concurrency 32] [--rows 1] [--hidden 1024,1024] [--device cpu|cuda] [--max-batch 64] [--max-delay-ms 0] [--hostile 0] [--model FILE] [--ort auto|off] [--ort-batch 1,8,64,256] [--ort-rounds 7] [--machine NAME] [--out DIR]',
   },
   train: {
     file: './train.js', fn: 'benchTrain', what: 'a training step by phase and MNIST epochs (or a character GPT\'s tokens/s): dense vs the sparse recipes (lib/bench/train.ts)',

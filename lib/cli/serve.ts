@@ -31,7 +31,8 @@ Options:
   --request-timeout-ms T   time to receive a whole request (default 30000); slower gets 408
   --headers-timeout-ms T   time to receive the headers (default min(10000, request timeout)); slower gets 408
   --keep-alive-timeout-ms T   how long an idle keep-alive connection stays open (default 5000)
-  --arch A              architecture for a file without nmsparse.arch: 'mlp' or a JSON file
+  --arch A              architecture for a file without nmsparse.arch: 'mlp' (a file that records an MLP
+                        keeps its own) or a JSON file
   --pattern N:M         for a file without N:M metadata: run the weights that are N:M under this pattern as
                         sparse (default: each weight runs with the sparsest of 1:8 1:4 2:8 3:8 2:4 4:8 it is)
   --dense               run every layer dense (to compare with the sparse path)

@@ -45,7 +45,10 @@ export interface InferenceOptions {
    * once, and requests batch only when they queue behind a running batch (lib/serve/batcher.ts).
    */
   maxDelayMs?: number;
-  /** Architecture for a file without `nmsparse.arch`: a spec, or 'mlp'. Overrides the file's when given. */
+  /**
+   * Architecture for a file without `nmsparse.arch`: a spec (which overrides the file's), or 'mlp' (the Linear
+   * layers of a state_dict; a file that records an MLP keeps its own, names and activations included).
+   */
   arch?: ArchSpec | 'mlp';
   /** For a file without N:M metadata: run as sparse every Linear weight that is N:M sparse under this pattern. */
   pattern?: string | Pattern;
@@ -131,7 +134,7 @@ export class InferenceModel {
   static fromModelFile(mf: ModelFile, opts: InferenceOptions = {}, file: string | null = null): InferenceModel {
     const o = checkOptions(opts);
     const where = file ?? 'model';
-    const arch = o.arch === 'mlp' ? inferMlpArch(new Map<string, Tensor | SparseTensor>([...mf.tensors, ...mf.compressed])) : o.arch !== undefined ? checkArch(o.arch, 'options.arch') : mf.arch;
+    const arch = o.arch === 'mlp' ? recordedMlp(mf.arch, where) ?? inferMlpArch(new Map<string, Tensor | SparseTensor>([...mf.tensors, ...mf.compressed])) : o.arch !== undefined ? checkArch(o.arch, 'options.arch') : mf.arch;
     if (!arch) throw new NmSparseError('E_VALUE', `${where}: the file records no architecture (nmsparse.arch): pass options.arch (--arch for nmsparse serve): a spec, or 'mlp'`);
     if (o.device !== 'cpu') backendFor(o.device, 'options.device');
     /**
@@ -411,6 +414,20 @@ function fuseActivations(ops: Op[]): void {
       ops.splice(i--, 1);
     }
   }
+}
+
+/** Layers an MLP is made of: what `arch: 'mlp'` accepts in a file that records its architecture. */
+const MLP_LAYERS = new Set(['Linear', 'ReLU', 'GELU', 'Dropout', 'Flatten']);
+
+/**
+ * The file's own architecture when `arch: 'mlp'` is asked of a file that records one (nmsparse's checkpoints name
+ * their layers fc1, fc2, …, which the state_dict naming does not match); null when it records none.
+ */
+function recordedMlp(arch: ArchSpec | null, where: string): ArchSpec | null {
+  if (!arch) return null;
+  const other = arch.layers.find((l) => !MLP_LAYERS.has(l.type));
+  if (other) throw new NmSparseError('E_VALUE', `${where}: options.arch is 'mlp' (--arch mlp), but the file records an architecture with a ${other.type} layer: leave the option out to use it`);
+  return arch;
 }
 
 function describeLayer(l: LayerSpec): string {

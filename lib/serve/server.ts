@@ -243,8 +243,12 @@ export async function startServer(model: InferenceModel, options: ServerOptions 
     else log(`error: ${(e as Error)?.stack ?? String(e)}`);
     if (status >= 500) stats.serverErrors++;
     else stats.clientErrors++;
-    // When the rest of the body is not read (413, 503, a refused nesting): close the connection rather than drain it.
-    const headers: http.OutgoingHttpHeaders = !res.req.complete || draining ? { Connection: 'close' } : {};
+    // A body answered before its end (415, 503, a refused nesting) whose declared length is within the limit is
+    // read to its end and dropped, the connection kept: closing a socket with unread bytes makes the kernel reset
+    // it, which can destroy the answer before the client reads it. A longer or unbounded (chunked) one: closed.
+    const declared = Number(res.req.headers['content-length']);
+    const readToEnd = res.req.complete || (Number.isSafeInteger(declared) && declared <= maxBodyBytes);
+    const headers: http.OutgoingHttpHeaders = !readToEnd || draining ? { Connection: 'close' } : {};
     if (code === 'E_BUSY') headers['Retry-After'] = '1';
     if (status === 405) headers.Allow = (e as HttpError & { allow?: string }).allow ?? 'GET';
     send(res, status, { error: { code, message } }, headers);
