@@ -29,8 +29,8 @@ import { parsePattern, patternString, type Pattern } from '../pattern.js';
 import { check } from '../mask.js';
 import { CHECKED, SparseTensor, compress } from '../compress.js';
 import { Tensor, checkTensor, tensor } from '../tensor.js';
-import { linearAsync } from '../gemm.js';
-import { sparseLinearAsync } from '../spmm.js';
+import { linear, linearAsync } from '../gemm.js';
+import { sparseLinear, sparseLinearAsync } from '../spmm.js';
 import { geluForward, im2col, layerNormForward, maxPoolForward, reluForward, type Window2d } from '../nn/elementwise.js';
 import { checkArch, convFromGroupLayout, convToGroupLayout, inferMlpArch, loadModel, paramName, type ArchSpec, type InputTransform, type LayerSpec, type ModelFile } from '../io/model-file.js';
 import { Batcher, type BatcherStats } from './batcher.js';
@@ -99,6 +99,9 @@ export interface ModelInfo {
   metadata: Record<string, string>;
 }
 
+// Products of at most this many multiply-adds (≤ 0.2 ms on a 2-core Zen 5) run on the calling thread in
+// InferenceModel.forward: the trip to a worker and back (25–80 µs there) would cost more than the loop they hold.
+const SYNC_MACS = 1 << 23;
 const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
 
 export class InferenceModel {
@@ -334,6 +337,8 @@ export class InferenceModel {
     return { data: t.storage() as Float32Array, rows };
   }
 
+  #inlineMacs = 0;
+
   /** The network on `rows` rows. */
   async #runRows(x: Float32Array, rows: number): Promise<Float32Array> {
     this.#alive();
@@ -345,8 +350,17 @@ export class InferenceModel {
     let owned = gpu || this.#transform !== null; // whether h is ours to overwrite (not the caller's input)
     if (gpu) h = keep(h.to(this.device));
     // ReLU/GELU after a product run as its options.activation (fuseActivations).
-    const product = (x: Tensor, op: Product & { b: Tensor | null; activation?: Activation }): Promise<Tensor> => {
+    const product = async (x: Tensor, op: Product & { b: Tensor | null; out: number; activation?: Activation }): Promise<Tensor> => {
       const opts = { activation: op.activation };
+      const macs = x.shape[0] * x.shape[1] * op.out;
+      if (!gpu && macs <= SYNC_MACS) {
+        // Inline work since the loop last turned stays under SYNC_MACS: a stream of small batches cannot hold it.
+        if ((this.#inlineMacs += macs) > SYNC_MACS) {
+          this.#inlineMacs = macs;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        return op.s ? sparseLinear(x, op.s, op.b, opts) : linear(x, op.w, op.b, opts);
+      }
       return op.s ? sparseLinearAsync(x, op.s, op.b, opts) : linearAsync(x, op.w, op.b, opts);
     };
     try {
