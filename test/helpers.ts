@@ -114,6 +114,16 @@ function popcount(x: number): number {
   return c;
 }
 
+/** Position field t of a packed portable-form row starting at byte rowStart (`bits` bits each, little-endian), bit by bit. */
+export function posField(pos: Uint8Array, rowStart: number, t: number, bits: number): number {
+  let v = 0;
+  for (let k = 0; k < bits; k++) {
+    const bit = t * bits + k;
+    v |= ((pos[rowStart + (bit >> 3)] >> (bit & 7)) & 1) << k;
+  }
+  return v;
+}
+
 /** Bitwise equality of two tensors' storage (NaN patterns included). */
 export function sameBits(a: Tensor, b: Tensor): boolean {
   const x = new Uint8Array(a.storage().buffer, a.storage().byteOffset, a.storage().byteLength);

@@ -11,7 +11,7 @@ import { col2im, dropout, im2col, maskedAdd, maskedScale, nmMaskScale, nmTrainPa
 import { native } from '../lib/native.js';
 import { STE, MaskDecay } from '../lib/recipes/index.js';
 import { NmSparseError } from '../lib/errors.js';
-import { ISAS, erf, poison, prng, refMask } from './helpers.js';
+import { ISAS, erf, poison, posField, prng, refMask } from './helpers.js';
 import { arr, dot, expectClose, expectGrad, f32, f64, refKeep, refLayerNorm, refLinear, run, values } from './nn-helpers.js';
 
 // ------------------------------------------------------------------ float64 references
@@ -403,15 +403,6 @@ describe('nmMaskScale (the fused mask refresh)', () => {
 });
 
 describe('nmTrainPass (mask, W ⊙ m, compressed form and SAD in one pass)', () => {
-  /** Position field t of a packed row (log2(M) bits each, little-endian), read bit by bit. */
-  function field(pos: Uint8Array, rowStart: number, t: number, bits: number): number {
-    let v = 0;
-    for (let k = 0; k < bits; k++) {
-      const bit = t * bits + k;
-      v |= ((pos[rowStart + (bit >> 3)] >> (bit & 7)) & 1) << k;
-    }
-    return v;
-  }
 
   it('equals nm.mask, w ⊙ m, the portable compressed form and the changed-entry count, for every M and ISA', () => {
     const r = prng(321);
@@ -451,7 +442,7 @@ describe('nmTrainPass (mask, W ⊙ m, compressed form and SAD in one pass)', () 
                 if (!want[row * cols + g + i]) continue;
                 const k = row * kpr + t;
                 if (!Object.is(vals[k], wv[row * cols + g + i])) expect.fail(`${label} values[${k}]: ${vals[k]}`);
-                expect(field(pos, row * prb, t, bits), `${label} position ${row}/${t}`).toBe(i);
+                expect(posField(pos, row * prb, t, bits), `${label} position ${row}/${t}`).toBe(i);
                 t++;
               }
           }

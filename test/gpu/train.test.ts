@@ -7,7 +7,7 @@ import { Tensor, randn, tensor, nm } from '../../lib/index.js';
 import * as E from '../../lib/nn/elementwise.js';
 import { Parameter } from '../../lib/nn/module.js';
 import { SGD, AdamW } from '../../lib/optim/index.js';
-import { poison, prng, refMask, sameBits } from '../helpers.js';
+import { poison, posField, prng, refMask, sameBits } from '../helpers.js';
 import { sparseInfo } from '../../lib/cuda.js';
 import { gpuUsable } from './gpu-helpers.js';
 
@@ -155,15 +155,6 @@ describe.skipIf(!gpuUsable)('training ops on cuda match the CPU', () => {
 });
 
 describe.skipIf(!gpuUsable)('nmTrainPass on cuda: the CPU pass and a float64 reference', () => {
-  /** Position field t of a packed row (log2(M) bits each, little-endian), read bit by bit. */
-  function field(pos: Uint8Array, rowStart: number, t: number, bits: number): number {
-    let v = 0;
-    for (let k = 0; k < bits; k++) {
-      const bit = t * bits + k;
-      v |= ((pos[rowStart + (bit >> 3)] >> (bit & 7)) & 1) << k;
-    }
-    return v;
-  }
   /** Overwrites a float32 tensor on 'cuda' with NaN (device memory has no host view to fill). */
   const poisonCuda = (t: Tensor) => E.add(gpu(poison(r([...t.shape], 0))), gpu(r([...t.shape], 0)), { out: t });
 
@@ -208,7 +199,7 @@ describe.skipIf(!gpuUsable)('nmTrainPass on cuda: the CPU pass and a float64 ref
               if (!want[row * cols + g + i]) continue;
               const k = row * kpr + t;
               if (!Object.is(vals[k], wv[row * cols + g + i])) expect.fail(`${label} values[${k}]: ${vals[k]}`);
-              if (field(pos, row * prb, t, bits) !== i) expect.fail(`${label} position ${row}/${t}`);
+              if (posField(pos, row * prb, t, bits) !== i) expect.fail(`${label} position ${row}/${t}`);
               t++;
             }
         }
