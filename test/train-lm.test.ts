@@ -227,8 +227,8 @@ describe('nmsparse bench train --model transformer', () => {
       spy.mockRestore();
     }
     const text = out.join('');
-    expect(text).toMatch(/step ms\s+vs dense\s+tok\/s/);
-    expect(text).toMatch(/^srste 2:4 .*×\s+\d+$/m);
+    expect(text).toMatch(/step ms\s+vs dense\s+tok\/s\s+infer ms\s+infer tok\/s/);
+    expect(text).toMatch(/^srste 2:4 .*×\s+\d+\s+\d+\.\d\d\s+\d+$/m);
     expect(text).toMatch(/val next-char %/);
     await expect(benchTrain(['--model', 'transformer', '--hidden', '4,128', '--no-write'])).rejects.toThrow(/--hidden: .*layers,d,heads,context/);
   });

@@ -74,8 +74,11 @@ interface Run {
   kernels: 'nm' | 'dense';
 }
 
-/** Milliseconds per step by phase (median over the timed steps; total is the median step, not the sum). */
-export type StepTimes = Record<StepPhase | 'optimizer' | 'other' | 'total', number>;
+/**
+ * Milliseconds per step by phase (median over the timed steps; total is the median step, not the sum), and
+ * `inference`: one forward pass of the same batch in eval mode after those steps (median).
+ */
+export type StepTimes = Record<StepPhase | 'optimizer' | 'other' | 'total' | 'inference', number>;
 
 export interface TrainBenchResult extends Run {
   /** Per-step phase times, and the step time relative to dense (dense / this: > 1 is faster). */
@@ -225,7 +228,23 @@ function stepBreakdown(cfg: Config, runs: Run[], train: Dataset | null): StepTim
       st.samples.push(sample);
     }
   }
-  return states.map((st) => Object.fromEntries(PHASES.map((k) => [k, round(median(st.samples.map((x) => x[k])))])) as StepTimes);
+  // Inference: the forward pass alone in eval mode (the trained N:M weights as the recipe deploys them), interleaved.
+  const infer = states.map(() => [] as number[]);
+  for (let step = 0; step < cfg.steps + warm; step++) {
+    const b = batches[step % batches.length];
+    states.forEach((st, i) => {
+      st.model.eval();
+      sync?.();
+      const t0 = performance.now();
+      st.model.forward(b.x);
+      sync?.();
+      if (step >= warm) infer[i].push(performance.now() - t0);
+      st.model.train();
+    });
+  }
+  return states.map((st, i) => ({
+    ...Object.fromEntries(PHASES.map((k) => [k, round(median(st.samples.map((x) => x[k])))])), inference: round(median(infer[i])),
+  }) as StepTimes);
 }
 
 async function epochs(cfg: Config, run: Run, split: ReturnType<typeof mnistSplit> | null) {
@@ -264,9 +283,10 @@ const tokensPerStep = (c: Partial<Config>): number | null => (c.model === 'trans
 function stepRows(results: TrainBenchResult[], c: Partial<Config>): string[][] {
   const tokens = tokensPerStep(c);
   return [
-    ['run', 'fwd', 'dX', 'dW', 'mask', 'recipe', 'optim', 'other', 'step ms', 'vs dense', ...(tokens ? ['tok/s'] : [])],
+    ['run', 'fwd', 'dX', 'dW', 'mask', 'recipe', 'optim', 'other', 'step ms', 'vs dense', ...(tokens ? ['tok/s'] : []), 'infer ms', ...(tokens ? ['infer tok/s'] : [])],
     ...results.map((r) => [label(r), ...PHASES.map((k) => r.step[k].toFixed(2)), r.speedup === null ? '-' : `${r.speedup.toFixed(2)}×`,
-      ...(tokens ? [String(Math.round(tokens / (r.step.total / 1000)))] : [])]),
+      ...(tokens ? [String(Math.round(tokens / (r.step.total / 1000)))] : []), r.step.inference.toFixed(2),
+      ...(tokens ? [String(Math.round(tokens / (r.step.inference / 1000)))] : [])]),
   ];
 }
 function epochRows(results: TrainBenchResult[], c: Partial<Config>): string[][] {
@@ -294,7 +314,8 @@ function markdown(doc: { date: string; machine: MachineInfo; gpu: string | null;
       'synchronize, so phases are GPU time and the step total includes those waits.', ''] : []),
     `${lm ? `Character GPT on the Brown corpus, ${dims}, batch ${c.batch} windows (${tokensPerStep(c)} tokens a step), AdamW, gradient clipping 1` : `MNIST ${c.model} ${dims}, batch ${c.batch}, SGD Nesterov 0.9`}. Steps: ${c.steps} per run after 2 warm-up steps, the runs interleaved step by step; ` +
       'milliseconds, median per phase: fwd / dX / dW = the forward, input-gradient and weight-gradient products of every layer; mask = the recipe\'s ' +
-      'mask / compress pass; recipe = its gradient terms and post-update hooks; other = activations, loss, bookkeeping. vs dense = dense step / this step.',
+      'mask / compress pass; recipe = its gradient terms and post-update hooks; other = activations, loss, bookkeeping. vs dense = dense step / this step. ' +
+      'infer = one forward pass of the same batch in eval mode after the steps (the N:M weights as the recipe deploys them), interleaved likewise.',
     '',
     ...md(stepRows(doc.results, c)),
     '',
