@@ -1204,6 +1204,23 @@ NMS_TARGET_AVX512 void block_scan_avx512(const float* w, int64_t ld, int64_t kr,
 }
 #endif
 
+// Pass 2: row by row, each quad's entry at its set's cursor, cursor[q*16 + S] (so that consecutive placements go
+// to different quads' cursors); set 0's cursor points past the buckets, where the entry is never read: no branch
+// to mispredict. Out of the driver's loop, whose register pressure made this a dozen instructions an entry.
+__attribute__((noinline)) void place_rows(const uint8_t* sel, const float* blk, int64_t kr, int64_t nq, int32_t pb,
+                                          int32_t* cursor, QuadEntry* ent) {
+  for (int64_t r = 0; r < kr; ++r) {
+    const uint8_t* sr = sel + r * (kTcb / 4);
+    const float* src = blk + r * kTcb;
+    const int32_t off = static_cast<int32_t>(r) * pb;
+    for (int64_t q = 0; q < nq; ++q) {
+      QuadEntry& e = ent[q * kTrb + cursor[q * 16 + sr[q]]++];
+      e.off = off;
+      std::memcpy(e.v, src + 4 * q, sizeof e.v);
+    }
+  }
+}
+
 void spmm_t_check(const SpmmTArgs& s) {
   if (s.rows < 1 || s.cols < 1 || s.p < 1)
     fail("E_SHAPE", "spmm_t: got rows " + std::to_string(s.rows) + ", cols " + std::to_string(s.cols) + ", p " +
@@ -1265,25 +1282,15 @@ void spmm_t(const SpmmTArgs& s) {
 #endif
           block_scan_scalar(wb, cols, kr, 0, nc, blk, sel, count);
         // Each quad's rows sorted by their set (counting sort; set 0, all zero, is left out), with their entries.
-        // Row by row, so that consecutive placements go to different quads' cursors.
         for (int64_t q = 0; q < nq; ++q) {
           QuadBuckets& qb = qbs[q];
           qb.e = ent + q * kTrb;
           qb.start[0] = qb.start[1] = 0;
           for (int S = 1; S < 16; ++S) qb.start[S + 1] = qb.start[S] + count[q * 16 + S];
           for (int S = 1; S < 16; ++S) count[q * 16 + S] = qb.start[S];  // now the cursors
-          count[q * 16] = qb.start[16];  // all-zero rows go past the buckets, unread: no branch to mispredict
+          count[q * 16] = qb.start[16];
         }
-        for (int64_t r = 0; r < kr; ++r) {
-          const uint8_t* sr = sel + r * (kTcb / 4);
-          const float* src = blk + r * kTcb;
-          const int32_t off = static_cast<int32_t>(r * pb);
-          for (int64_t q = 0; q < nq; ++q) {
-            QuadEntry& e = ent[q * kTrb + count[q * 16 + sr[q]]++];
-            e.off = off;
-            for (int i = 0; i < 4; ++i) e.v[i] = src[4 * q + i];
-          }
-        }
+        place_rows(sel, blk, kr, nq, static_cast<int32_t>(pb), count, ent);
         // Panel by panel (it stays in L1 across the quads), every quad's buckets.
         for (int64_t jb = 0; jb < njb; ++jb) {
           const float* panel = Bp + (jb * rows + r0) * pb;
