@@ -160,17 +160,24 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) int64_t nm_mask_scale_avx51
 bool has_avx512bw() { return active_isa() == Isa::Avx512; }
 // 2:4, 16 columns at a time: the 8 kept values compressed out of the vector, their in-group indices packed two
 // bits each into one 16-bit word. Returns the groups done (a multiple of 4).
+// A group's 4 position bits from its 4 keep bits (exactly 2 set: the mask keeps n per group): a table, not a
+// second compress and a reduction, which held the loop to a third of its speed.
+struct Pos24Lut {
+  uint8_t code[16] = {};
+  constexpr Pos24Lut() {
+    for (int k = 0; k < 16; ++k)
+      for (int i = 0, t = 0; i < 4 && t < 2; ++i)
+        if ((k >> i) & 1) code[k] = static_cast<uint8_t>(code[k] | i << (2 * t++));  // the t-th kept, ascending
+  }
+};
+constexpr Pos24Lut kPos24;
 __attribute__((target("avx512f,avx512bw,avx512vl"))) int64_t nm_compress_row_24_avx512(const float* w, const uint8_t* mask, int64_t cols, float* values, uint8_t* pos) {
-  const __m512i inner = _mm512_and_si512(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(3));
-  const __m512i shift = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
   int64_t c = 0;
   for (; c + 16 <= cols; c += 16) {
-    const __mmask16 keep = _mm_test_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mask + c)), _mm_set1_epi8(-1));
+    const unsigned keep = _mm_test_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mask + c)), _mm_set1_epi8(-1));
     _mm256_storeu_ps(values + c / 2, _mm512_castps512_ps256(_mm512_maskz_compress_ps(keep, _mm512_loadu_ps(w + c))));
-    const __m512i idx = _mm512_sllv_epi32(_mm512_maskz_compress_epi32(keep, inner), shift);
-    const uint32_t word = static_cast<uint32_t>(_mm512_mask_reduce_or_epi32(0xff, idx));
-    pos[c / 8] = static_cast<uint8_t>(word);
-    pos[c / 8 + 1] = static_cast<uint8_t>(word >> 8);
+    pos[c / 8] = static_cast<uint8_t>(kPos24.code[keep & 15] | kPos24.code[(keep >> 4) & 15] << 4);
+    pos[c / 8 + 1] = static_cast<uint8_t>(kPos24.code[(keep >> 8) & 15] | kPos24.code[keep >> 12] << 4);
   }
   return c / 4;
 }
