@@ -1221,6 +1221,20 @@ __attribute__((noinline)) void place_rows(const uint8_t* sel, const float* blk, 
   }
 }
 
+#if NMS_X86
+// out[j·ld + c] = tile[c·ldy + j] for c < nc16, j < p16 (multiples of 16), float32 out: the element loop's strided
+// reads and dtype switch were a few percent of the call.
+NMS_TARGET_AVX512 void store_t_avx512(const float* tile, int64_t ldy, int64_t nc16, int64_t p16, float* out, int64_t ld) {
+  for (int64_t c = 0; c < nc16; c += 16)
+    for (int64_t j = 0; j < p16; j += 16) {
+      __m512 r[16];
+      for (int k = 0; k < 16; ++k) r[k] = _mm512_loadu_ps(tile + (c + k) * ldy + j);
+      transpose16(r);
+      for (int k = 0; k < 16; ++k) _mm512_storeu_ps(out + (j + k) * ld + c, r[k]);
+    }
+}
+#endif
+
 void spmm_t_check(const SpmmTArgs& s) {
   if (s.rows < 1 || s.cols < 1 || s.p < 1)
     fail("E_SHAPE", "spmm_t: got rows " + std::to_string(s.rows) + ", cols " + std::to_string(s.cols) + ", p " +
@@ -1304,8 +1318,15 @@ void spmm_t(const SpmmTArgs& s) {
       }
       // Y[c0 + c, j] = tile[c][j], into out or its transpose, in out's dtype.
       if (s.trans_out) {  // out rows are runs of c
+        int64_t nc16 = 0, p16 = 0;  // the part done by 16×16 transposes
+#if NMS_X86
+        if (isa == Isa::Avx512 && s.out_dtype == DType::F32) {
+          nc16 = nc / 16 * 16, p16 = p / 16 * 16;
+          store_t_avx512(tile, ldy, nc16, p16, static_cast<float*>(s.out) + c0, cols);
+        }
+#endif
         for (int64_t j = 0; j < p; ++j)
-          for (int64_t c = 0; c < nc; ++c) store_from_f32(s.out, s.out_dtype, j * cols + c0 + c, tile[c * ldy + j]);
+          for (int64_t c = j < p16 ? nc16 : 0; c < nc; ++c) store_from_f32(s.out, s.out_dtype, j * cols + c0 + c, tile[c * ldy + j]);
       } else {
         for (int64_t c = 0; c < nc; ++c)
           for (int64_t j = 0; j < p; ++j) store_from_f32(s.out, s.out_dtype, (c0 + c) * p + j, tile[c * ldy + j]);
