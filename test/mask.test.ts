@@ -117,4 +117,18 @@ describe('nm.sad', () => {
     const changed = a.reduce((s, v, i) => s + (v !== b[i] ? 1 : 0), 0);
     expect(nm.sad(m1, m2).changed).toBe(changed);
   });
+
+  it('counts any non-zero byte as kept, at every ISA and length (vector blocks and their tails)', () => {
+    const r = prng(77);
+    for (const len of [1, 31, 32, 33, 63, 64, 65, 200]) {
+      // bytes 0..3: a non-zero byte other than 1 is kept too
+      const a = Array.from({ length: len }, () => Math.floor(r() * 4)), b = Array.from({ length: len }, () => Math.floor(r() * 4));
+      const changed = a.reduce((s, v, i) => s + ((v !== 0) !== (b[i] !== 0) ? 1 : 0), 0);
+      for (const isa of ISAS) {
+        native.cpuIsa(isa);
+        expect(nm.sad(tensor(a, [len], { dtype: 'uint8' }), tensor(b, [len], { dtype: 'uint8' })).changed).toBe(changed);
+      }
+      native.cpuIsa('auto');
+    }
+  });
 });

@@ -192,10 +192,42 @@ void transposable_mask(const void* w, DType d, int64_t rows, int64_t cols, uint8
   });
 }
 
-int64_t mask_sad(const uint8_t* a, const uint8_t* b, int64_t count) {
+namespace {
+int64_t mask_sad_scalar(const uint8_t* a, const uint8_t* b, int64_t count) {
   int64_t changed = 0;
   for (int64_t i = 0; i < count; ++i) changed += (a[i] != 0) != (b[i] != 0);
   return changed;
+}
+#if NMS_X86
+// The byte loop above does not vectorize (an int64 sum of bytes): it was a fifth of nmTrainPass at 4096².
+__attribute__((target("avx512f,avx512bw,popcnt"))) int64_t mask_sad_avx512(const uint8_t* a, const uint8_t* b, int64_t count) {
+  int64_t changed = 0, i = 0;
+  for (; i + 64 <= count; i += 64) {
+    const __m512i va = _mm512_loadu_si512(a + i), vb = _mm512_loadu_si512(b + i);
+    changed += _mm_popcnt_u64(_mm512_test_epi8_mask(va, va) ^ _mm512_test_epi8_mask(vb, vb));
+  }
+  return changed + mask_sad_scalar(a + i, b + i, count - i);
+}
+__attribute__((target("avx2,popcnt"))) int64_t mask_sad_avx2(const uint8_t* a, const uint8_t* b, int64_t count) {
+  const __m256i zero = _mm256_setzero_si256();
+  int64_t changed = 0, i = 0;
+  for (; i + 32 <= count; i += 32) {
+    const __m256i za = _mm256_cmpeq_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i)), zero);
+    const __m256i zb = _mm256_cmpeq_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + i)), zero);
+    changed += _mm_popcnt_u32(static_cast<unsigned>(_mm256_movemask_epi8(_mm256_xor_si256(za, zb))));
+  }
+  return changed + mask_sad_scalar(a + i, b + i, count - i);
+}
+#endif
+}  // namespace
+
+int64_t mask_sad(const uint8_t* a, const uint8_t* b, int64_t count) {
+#if NMS_X86
+  const Isa isa = active_isa();
+  if (isa == Isa::Avx512) return mask_sad_avx512(a, b, count);
+  if (isa == Isa::Avx2) return mask_sad_avx2(a, b, count);
+#endif
+  return mask_sad_scalar(a, b, count);
 }
 
 }  // namespace nms::cpu

@@ -1046,62 +1046,83 @@ void quad_bucket_scalar(const QuadBuckets& qb, const float* panel, float* y, int
 }
 
 #if NMS_X86
+// A bucket of one column (every one at 1:4 and 1:8) has 4 accumulators: one FMA chain each would wait on the FMA
+// latency (4 cycles; 2 FMAs a cycle issue), so its even and odd entries go into two sets, added at the end.
+template <int S>
+constexpr int kQuadSets = (S & (S - 1)) == 0 ? 2 : 1;
+
 template <int S>
 NMS_TARGET_AVX2 void quad_bucket_avx2(const QuadBuckets& qb, const float* panel, float* y, int64_t ldy) {
   const int32_t t0 = qb.start[S], t1 = qb.start[S + 1];
   if (t0 == t1) return;
-  __m256 acc[4][4];
+  constexpr int H = kQuadSets<S>;
+  __m256 acc[H][4][4];
 #pragma GCC unroll 4
   for (int i = 0; i < 4; ++i)
     if ((S >> i) & 1)
-      for (int k = 0; k < 4; ++k) acc[i][k] = _mm256_loadu_ps(y + i * ldy + 8 * k);
-  for (int32_t t = t0; t < t1; ++t) {
-    const float* b = panel + qb.e[t].off;
-    const float* v = qb.e[t].v;
-    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), b2 = _mm256_load_ps(b + 16), b3 = _mm256_load_ps(b + 24);
+      for (int k = 0; k < 4; ++k) {
+        acc[0][i][k] = _mm256_loadu_ps(y + i * ldy + 8 * k);
+        if (H == 2) acc[H - 1][i][k] = _mm256_setzero_ps();
+      }
+  for (int32_t t = t0; t < t1; t += H)
+#pragma GCC unroll 2
+    for (int h = 0; h < H; ++h) {
+      if (h > 0 && t + h == t1) break;
+      const float* b = panel + qb.e[t + h].off;
+      const float* v = qb.e[t + h].v;
+      const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), b2 = _mm256_load_ps(b + 16), b3 = _mm256_load_ps(b + 24);
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      if (!((S >> i) & 1)) continue;
-      const __m256 vi = _mm256_broadcast_ss(v + i);
-      acc[i][0] = _mm256_fmadd_ps(vi, b0, acc[i][0]);
-      acc[i][1] = _mm256_fmadd_ps(vi, b1, acc[i][1]);
-      acc[i][2] = _mm256_fmadd_ps(vi, b2, acc[i][2]);
-      acc[i][3] = _mm256_fmadd_ps(vi, b3, acc[i][3]);
+      for (int i = 0; i < 4; ++i) {
+        if (!((S >> i) & 1)) continue;
+        const __m256 vi = _mm256_broadcast_ss(v + i);
+        acc[h][i][0] = _mm256_fmadd_ps(vi, b0, acc[h][i][0]);
+        acc[h][i][1] = _mm256_fmadd_ps(vi, b1, acc[h][i][1]);
+        acc[h][i][2] = _mm256_fmadd_ps(vi, b2, acc[h][i][2]);
+        acc[h][i][3] = _mm256_fmadd_ps(vi, b3, acc[h][i][3]);
+      }
     }
-  }
 #pragma GCC unroll 4
   for (int i = 0; i < 4; ++i)
     if ((S >> i) & 1)
-      for (int k = 0; k < 4; ++k) _mm256_storeu_ps(y + i * ldy + 8 * k, acc[i][k]);
+      for (int k = 0; k < 4; ++k)
+        _mm256_storeu_ps(y + i * ldy + 8 * k, H == 2 ? _mm256_add_ps(acc[0][i][k], acc[H - 1][i][k]) : acc[0][i][k]);
 }
 
 template <int S>
 NMS_TARGET_AVX512 void quad_bucket_avx512(const QuadBuckets& qb, const float* panel, float* y, int64_t ldy) {
   const int32_t t0 = qb.start[S], t1 = qb.start[S + 1];
   if (t0 == t1) return;
-  __m512 acc[4][4];
+  constexpr int H = kQuadSets<S>;
+  __m512 acc[H][4][4];
 #pragma GCC unroll 4
   for (int i = 0; i < 4; ++i)
     if ((S >> i) & 1)
-      for (int k = 0; k < 4; ++k) acc[i][k] = _mm512_loadu_ps(y + i * ldy + 16 * k);
-  for (int32_t t = t0; t < t1; ++t) {
-    const float* b = panel + qb.e[t].off;
-    const float* v = qb.e[t].v;
-    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32), b3 = _mm512_load_ps(b + 48);
+      for (int k = 0; k < 4; ++k) {
+        acc[0][i][k] = _mm512_loadu_ps(y + i * ldy + 16 * k);
+        if (H == 2) acc[H - 1][i][k] = _mm512_setzero_ps();
+      }
+  for (int32_t t = t0; t < t1; t += H)
+#pragma GCC unroll 2
+    for (int h = 0; h < H; ++h) {
+      if (h > 0 && t + h == t1) break;
+      const float* b = panel + qb.e[t + h].off;
+      const float* v = qb.e[t + h].v;
+      const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32), b3 = _mm512_load_ps(b + 48);
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      if (!((S >> i) & 1)) continue;
-      const __m512 vi = _mm512_set1_ps(v[i]);
-      acc[i][0] = _mm512_fmadd_ps(vi, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(vi, b1, acc[i][1]);
-      acc[i][2] = _mm512_fmadd_ps(vi, b2, acc[i][2]);
-      acc[i][3] = _mm512_fmadd_ps(vi, b3, acc[i][3]);
+      for (int i = 0; i < 4; ++i) {
+        if (!((S >> i) & 1)) continue;
+        const __m512 vi = _mm512_set1_ps(v[i]);
+        acc[h][i][0] = _mm512_fmadd_ps(vi, b0, acc[h][i][0]);
+        acc[h][i][1] = _mm512_fmadd_ps(vi, b1, acc[h][i][1]);
+        acc[h][i][2] = _mm512_fmadd_ps(vi, b2, acc[h][i][2]);
+        acc[h][i][3] = _mm512_fmadd_ps(vi, b3, acc[h][i][3]);
+      }
     }
-  }
 #pragma GCC unroll 4
   for (int i = 0; i < 4; ++i)
     if ((S >> i) & 1)
-      for (int k = 0; k < 4; ++k) _mm512_storeu_ps(y + i * ldy + 16 * k, acc[i][k]);
+      for (int k = 0; k < 4; ++k)
+        _mm512_storeu_ps(y + i * ldy + 16 * k, H == 2 ? _mm512_add_ps(acc[0][i][k], acc[H - 1][i][k]) : acc[0][i][k]);
 }
 #endif
 
@@ -1118,28 +1139,99 @@ const QuadFn kQuadAvx512[16] = NMS_QUAD_TABLE(quad_bucket_avx512);
 #endif
 #undef NMS_QUAD_TABLE
 
-// sel[q*kTrb + r] = the non-zero set of W̃[r, 4q : 4q + 4] for the kr rows and nc columns of a block (w points at
-// its first entry; columns past nc count as zero).
-void quad_sets_scalar(const float* w, int64_t ld, int64_t kr, int64_t nc, uint8_t* sel) {
-  const int64_t nq = (nc + 3) / 4;
+// Pass 1 over a block of kr rows and nc columns of W̃ (w points at its first entry, row stride ld): copies it into
+// blk [kr][kTcb] (zeros from nc to the quad edge), sel[r*kTcb/4 + q] = the non-zero set of row r's quad q, and
+// count[q*16 + S] += the rows of quad q with set S. W̃'s rows are usually a power of two of bytes apart, so a
+// block's rows alias in L1 and L2: read in place a second time they came from memory (a third of the time at 1:8).
+// The next rows are prefetched (this task reads its next block there): the hardware prefetchers do not cross the
+// 4 KiB pages that every row of the block starts in. Columns [c, nc) here, c a multiple of 4.
+void block_scan_scalar(const float* w, int64_t ld, int64_t kr, int64_t c, int64_t nc, float* blk, uint8_t* sel,
+                       int32_t* count) {
   for (int64_t r = 0; r < kr; ++r)
-    for (int64_t q = 0; q < nq; ++q) {
-      unsigned s = 0;
-      for (int i = 0; i < 4; ++i) s |= static_cast<unsigned>(4 * q + i < nc && w[r * ld + 4 * q + i] != 0.f) << i;
-      sel[q * kTrb + r] = static_cast<uint8_t>(s);
+    for (int64_t q = c / 4; 4 * q < nc; ++q) {
+      unsigned set = 0;
+      for (int i = 0; i < 4; ++i) {
+        const float v = 4 * q + i < nc ? w[r * ld + 4 * q + i] : 0.f;
+        blk[r * kTcb + 4 * q + i] = v;
+        set |= static_cast<unsigned>(v != 0.f) << i;
+      }
+      sel[r * (kTcb / 4) + q] = static_cast<uint8_t>(set);
+      ++count[q * 16 + set];
     }
 }
+constexpr int64_t kTscanAhead = 8;  // rows of W̃ prefetched ahead
 #if NMS_X86
-NMS_TARGET_AVX2 void quad_sets_avx2(const float* w, int64_t ld, int64_t kr, int64_t nc, uint8_t* sel) {
+NMS_TARGET_AVX2 void block_scan_avx2(const float* w, int64_t ld, int64_t kr, int64_t nc, int64_t rows_left, float* blk,
+                                     uint8_t* sel, int32_t* count) {
   const int64_t n8 = nc / 8 * 8;
   const __m256 zero = _mm256_setzero_ps();
-  for (int64_t r = 0; r < kr; ++r)
+  for (int64_t r = 0; r < kr; ++r) {
+    if (r + kTscanAhead < rows_left)
+      for (int64_t c = 0; c < nc; c += 16) _mm_prefetch(reinterpret_cast<const char*>(w + (r + kTscanAhead) * ld + c), _MM_HINT_T0);
     for (int64_t c = 0; c < n8; c += 8) {
-      const unsigned bits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(w + r * ld + c), zero, _CMP_NEQ_UQ)));
-      sel[(c / 4) * kTrb + r] = static_cast<uint8_t>(bits & 15);
-      sel[(c / 4 + 1) * kTrb + r] = static_cast<uint8_t>(bits >> 4);
+      const __m256 v = _mm256_loadu_ps(w + r * ld + c);
+      _mm256_storeu_ps(blk + r * kTcb + c, v);
+      const unsigned bits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NEQ_UQ)));
+      uint8_t* sr = sel + r * (kTcb / 4) + c / 4;
+      sr[0] = static_cast<uint8_t>(bits & 15);
+      sr[1] = static_cast<uint8_t>(bits >> 4);
+      ++count[(c / 4) * 16 + (bits & 15)];
+      ++count[(c / 4 + 1) * 16 + (bits >> 4)];
     }
-  if (n8 < nc) quad_sets_scalar(w + n8, ld, kr, nc - n8, sel + (n8 / 4) * kTrb);
+  }
+  if (n8 < nc) block_scan_scalar(w, ld, kr, n8, nc, blk, sel, count);
+}
+NMS_TARGET_AVX512 void block_scan_avx512(const float* w, int64_t ld, int64_t kr, int64_t nc, int64_t rows_left,
+                                         float* blk, uint8_t* sel, int32_t* count) {
+  const int64_t n16 = nc / 16 * 16;
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t r = 0; r < kr; ++r) {
+    if (r + kTscanAhead < rows_left)
+      for (int64_t c = 0; c < nc; c += 16) _mm_prefetch(reinterpret_cast<const char*>(w + (r + kTscanAhead) * ld + c), _MM_HINT_T0);
+    for (int64_t c = 0; c < n16; c += 16) {
+      const __m512 v = _mm512_loadu_ps(w + r * ld + c);
+      _mm512_storeu_ps(blk + r * kTcb + c, v);
+      const unsigned bits = _mm512_cmp_ps_mask(v, zero, _CMP_NEQ_UQ);
+      uint8_t* sr = sel + r * (kTcb / 4) + c / 4;
+      for (int k = 0; k < 4; ++k) {
+        const unsigned set = (bits >> (4 * k)) & 15;
+        sr[k] = static_cast<uint8_t>(set);
+        ++count[(c / 4 + k) * 16 + set];
+      }
+    }
+  }
+  if (n16 < nc) block_scan_scalar(w, ld, kr, n16, nc, blk, sel, count);
+}
+#endif
+
+// Pass 2: row by row, each quad's entry at its set's cursor, cursor[q*16 + S] (so that consecutive placements go
+// to different quads' cursors); set 0's cursor points past the buckets, where the entry is never read: no branch
+// to mispredict. Out of the driver's loop, whose register pressure made this a dozen instructions an entry.
+__attribute__((noinline)) void place_rows(const uint8_t* sel, const float* blk, int64_t kr, int64_t nq, int32_t pb,
+                                          int32_t* cursor, QuadEntry* ent) {
+  for (int64_t r = 0; r < kr; ++r) {
+    const uint8_t* sr = sel + r * (kTcb / 4);
+    const float* src = blk + r * kTcb;
+    const int32_t off = static_cast<int32_t>(r) * pb;
+    for (int64_t q = 0; q < nq; ++q) {
+      QuadEntry& e = ent[q * kTrb + cursor[q * 16 + sr[q]]++];
+      e.off = off;
+      std::memcpy(e.v, src + 4 * q, sizeof e.v);
+    }
+  }
+}
+
+#if NMS_X86
+// out[j·ld + c] = tile[c·ldy + j] for c < nc16, j < p16 (multiples of 16), float32 out: the element loop's strided
+// reads and dtype switch were a few percent of the call.
+NMS_TARGET_AVX512 void store_t_avx512(const float* tile, int64_t ldy, int64_t nc16, int64_t p16, float* out, int64_t ld) {
+  for (int64_t c = 0; c < nc16; c += 16)
+    for (int64_t j = 0; j < p16; j += 16) {
+      __m512 r[16];
+      for (int k = 0; k < 16; ++k) r[k] = _mm512_loadu_ps(tile + (c + k) * ldy + j);
+      transpose16(r);
+      for (int k = 0; k < 16; ++k) _mm512_storeu_ps(out + (j + k) * ld + c, r[k]);
+    }
 }
 #endif
 
@@ -1182,8 +1274,10 @@ void spmm_t(const SpmmTArgs& s) {
 
   const int64_t ntask = cdiv(cols, kTcb);
   parallel_for(ntask, parallel ? 1 : ntask, [&](int64_t t0, int64_t t1) {
-    thread_local Scratch s_tile, s_ent, s_sel, s_qb;
+    thread_local Scratch s_tile, s_ent, s_sel, s_qb, s_blk, s_cnt;
     float* tile = s_tile.floats(static_cast<size_t>(kTcb * ldy));
+    float* blk = s_blk.floats(static_cast<size_t>(kTrb * kTcb));
+    int32_t* cnt = s_cnt.as<int32_t>(static_cast<size_t>(kTcb / 4 * 16));
     QuadEntry* ent = s_ent.as<QuadEntry>(static_cast<size_t>(kTcb / 4 * kTrb));
     uint8_t* sel = s_sel.as<uint8_t>(static_cast<size_t>(kTcb / 4 * kTrb));
     QuadBuckets* qbs = s_qb.as<QuadBuckets>(static_cast<size_t>(kTcb / 4));
@@ -1193,34 +1287,24 @@ void spmm_t(const SpmmTArgs& s) {
       for (int64_t r0 = 0; r0 < rows; r0 += kTrb) {
         const int64_t kr = std::min(kTrb, rows - r0);
         const float* wb = s.w + r0 * cols + c0;
+        int32_t* count = cnt;
+        std::fill(count, count + nq * 16, 0);
 #if NMS_X86
-        if (isa != Isa::Scalar) quad_sets_avx2(wb, cols, kr, nc, sel);
+        if (isa == Isa::Avx512) block_scan_avx512(wb, cols, kr, nc, rows - r0, blk, sel, count);
+        else if (isa == Isa::Avx2) block_scan_avx2(wb, cols, kr, nc, rows - r0, blk, sel, count);
         else
 #endif
-          quad_sets_scalar(wb, cols, kr, nc, sel);
+          block_scan_scalar(wb, cols, kr, 0, nc, blk, sel, count);
         // Each quad's rows sorted by their set (counting sort; set 0, all zero, is left out), with their entries.
         for (int64_t q = 0; q < nq; ++q) {
-          const uint8_t* sq = sel + q * kTrb;
           QuadBuckets& qb = qbs[q];
           qb.e = ent + q * kTrb;
-          int32_t count[16] = {};
-          for (int64_t r = 0; r < kr; ++r) ++count[sq[r]];
-          int32_t at[16];
           qb.start[0] = qb.start[1] = 0;
-          for (int S = 1; S < 16; ++S) {
-            at[S] = qb.start[S];
-            qb.start[S + 1] = qb.start[S] + count[S];
-          }
-          const int64_t w4 = std::min<int64_t>(4, nc - 4 * q);  // a quad cut by the edge: zeros past nc
-          for (int64_t r = 0; r < kr; ++r) {
-            const int S = sq[r];
-            if (S == 0) continue;
-            QuadEntry& e = qb.e[at[S]++];
-            e.off = static_cast<int32_t>(r * pb);
-            const float* src = wb + r * cols + 4 * q;
-            for (int i = 0; i < 4; ++i) e.v[i] = i < w4 ? src[i] : 0.f;
-          }
+          for (int S = 1; S < 16; ++S) qb.start[S + 1] = qb.start[S] + count[q * 16 + S];
+          for (int S = 1; S < 16; ++S) count[q * 16 + S] = qb.start[S];  // now the cursors
+          count[q * 16] = qb.start[16];
         }
+        place_rows(sel, blk, kr, nq, static_cast<int32_t>(pb), count, ent);
         // Panel by panel (it stays in L1 across the quads), every quad's buckets.
         for (int64_t jb = 0; jb < njb; ++jb) {
           const float* panel = Bp + (jb * rows + r0) * pb;
@@ -1234,8 +1318,15 @@ void spmm_t(const SpmmTArgs& s) {
       }
       // Y[c0 + c, j] = tile[c][j], into out or its transpose, in out's dtype.
       if (s.trans_out) {  // out rows are runs of c
+        int64_t nc16 = 0, p16 = 0;  // the part done by 16×16 transposes
+#if NMS_X86
+        if (isa == Isa::Avx512 && s.out_dtype == DType::F32) {
+          nc16 = nc / 16 * 16, p16 = p / 16 * 16;
+          store_t_avx512(tile, ldy, nc16, p16, static_cast<float*>(s.out) + c0, cols);
+        }
+#endif
         for (int64_t j = 0; j < p; ++j)
-          for (int64_t c = 0; c < nc; ++c) store_from_f32(s.out, s.out_dtype, j * cols + c0 + c, tile[c * ldy + j]);
+          for (int64_t c = j < p16 ? nc16 : 0; c < nc; ++c) store_from_f32(s.out, s.out_dtype, j * cols + c0 + c, tile[c * ldy + j]);
       } else {
         for (int64_t c = 0; c < nc; ++c)
           for (int64_t j = 0; j < p; ++j) store_from_f32(s.out, s.out_dtype, (c0 + c) * p + j, tile[c * ldy + j]);
