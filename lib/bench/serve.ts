@@ -307,6 +307,10 @@ async function modelTimes(file: string, device: Device, batches: number[]): Prom
   return out;
 }
 
+/** The median (the upper middle of an even count) and a round to µs, for the latency tables below. */
+const med = (v: number[]) => [...v].sort((a, c) => a - c)[v.length >> 1];
+const r3 = (v: number) => Math.round(v * 1000) / 1000;
+
 export interface PredictOverhead { batch: number; forwardMs: number; predictMs: number; overheadMs: number }
 
 /**
@@ -316,8 +320,6 @@ export interface PredictOverhead { batch: number; forwardMs: number; predictMs: 
 export async function predictOverhead(file: string, device: Device, batches: number[], rounds = 300): Promise<PredictOverhead[]> {
   const m = await InferenceModel.load(file, { device });
   const out: PredictOverhead[] = [];
-  const med = (v: number[]) => [...v].sort((a, c) => a - c)[v.length >> 1];
-  const r3 = (v: number) => Math.round(v * 1000) / 1000;
   try {
     for (const b of batches) {
       const x = randn([b, m.inFeatures], { seed: b, mean: 0.5, std: 0.3 });
@@ -372,9 +374,6 @@ export interface OrtRow {
   ortLoopMs: number; sparseLoopMs: number;
 }
 export interface OrtConcurrent { model: string; clients: number; requests: number; ortP50Ms: number; ortRps: number; predictP50Ms: number; predictRps: number; predictMeanBatch: number }
-
-const med = (v: number[]) => [...v].sort((a, c) => a - c)[v.length >> 1];
-const r3 = (v: number) => Math.round(v * 1000) / 1000;
 
 /**
  * ONNX Runtime dense vs nmsparse dense forward, 2:4 forward and 2:4 predict() on the same weights, per batch:

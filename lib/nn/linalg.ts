@@ -29,9 +29,9 @@ export function linearForward(x: Tensor, w: Tensor, bias: Tensor | null, out?: T
 
 /**
  * The narrowest weight (the smaller of out and in) whose products run through the N:M kernels; narrower, they run
- * dense on W ⊙ m (the same result within rounding). Measured by bench train on the Zen 3 (bench/results/train-*):
- * at widths 128-512 (the character GPT) the N:M forward took 1.25x and the transposed product for dX 2.2x the dense
- * GEMM's time; the MLPs' layers (784 and wider) gain in the forward. dX: after spmm_t's AVX-512 fixes, on the Zen 5
+ * dense on W ⊙ m (the same result within rounding). Forward, by bench train on the Zen 3 (bench/results/train-*):
+ * at widths 128-512 (the character GPT) the N:M forward took 1.25x the dense GEMM's time; the MLPs' layers (784 and
+ * wider) gain. dX, after spmm_t's AVX-512 rework, on the Zen 5
  * (one process, interleaved, medians, batch 256-1024, 2:4 and 1:4, AVX-512 and forced AVX2) 0.6-0.9x the GEMM's
  * time at 512² and 0.5-0.8x at 768², but 1.2-1.7x at 128×512 (out × in, 4096 rows).
  * Mutable for tests and benchmarks (0: every N:M layer).

@@ -300,7 +300,7 @@ export class InferenceModel {
     return this.#batcher.submit(x, rows);
   }
 
-  /** One forward pass of exactly this batch, without batching (still off the event loop). */
+  /** One forward pass of exactly this batch, without batching (small products inline, larger ones off the event loop). */
   async forward(x: Tensor): Promise<Tensor> {
     const { data, rows } = this.#input(x);
     return new Tensor([rows, this.outFeatures], 'float32', await this.#runRows(data, rows));
@@ -338,6 +338,7 @@ export class InferenceModel {
   }
 
   #inlineMacs = 0;
+  #inlineReset = false;
 
   /** The network on `rows` rows. */
   async #runRows(x: Float32Array, rows: number): Promise<Float32Array> {
@@ -358,6 +359,10 @@ export class InferenceModel {
         if ((this.#inlineMacs += macs) > SYNC_MACS) {
           this.#inlineMacs = macs;
           await new Promise((resolve) => setImmediate(resolve));
+        }
+        if (!this.#inlineReset) {
+          this.#inlineReset = true;
+          setImmediate(() => { this.#inlineMacs = 0; this.#inlineReset = false; });  // the loop turned
         }
         return op.s ? sparseLinear(x, op.s, op.b, opts) : linear(x, op.w, op.b, opts);
       }

@@ -315,8 +315,9 @@ void block_tiles(Isa isa, const KernelSet& K, const PackSrc& asrc, int64_t i0, i
 
 // A small float32 C over a long reduction (conv weight gradients dW = dYᵀ·cols: m, n ≲ 300, k = batch·pixels up to
 // 10⁵): the main loop's per-KC-block B pack and two pool barriers cost more than the block's few FMAs, and there are
-// too few tiles to keep the threads busy. Instead each task takes fixed kSliceK-deep slices of k end to end (packs and
-// microkernels, no barrier) into its own partial C, and the partials are added in slice order: the result does not
+// too few tiles to keep the threads busy. Instead each task takes slices of k end to end (packs and microkernels, no
+// barrier) into its own partial C, and the partials are added in slice order. The slice depth depends on k alone
+// (about k/8, whole KC blocks, at most kSliceK), so there are tasks for a wider pool and the result does not
 // depend on the thread count.
 constexpr int64_t kSliceK = 4096;
 
@@ -328,30 +329,33 @@ void gemm_split_k(const GemmArgs& g, Isa isa, const KernelSet& K, const PackSrc&
                   const float* bias) {
   const int NR = K.nr;
   const int64_t m = g.m, n = g.n, k = g.k, mn = m * n, npan = cdiv(n, NR);
-  const int64_t slices = cdiv(k, kSliceK);
+  const int64_t depth = std::clamp<int64_t>(cdiv(cdiv(k, 8), K.kc) * K.kc, K.kc, kSliceK);
+  const int64_t slices = cdiv(k, depth);
   thread_local Scratch s_part;
   float* part = s_part.floats(static_cast<size_t>(slices * mn));
   const bool parallel = static_cast<double>(m) * n * k >= 64.0 * 64 * 64;
   parallel_for(slices, parallel ? 1 : slices, [&](int64_t s0, int64_t s1) {
     thread_local Scratch s_a, s_bp;
     for (int64_t s = s0; s < s1; ++s) {
-      const int64_t k1 = std::min(k, (s + 1) * kSliceK);
-      for (int64_t pc = s * kSliceK; pc < k1; pc += K.kc) {
+      const int64_t k1 = std::min(k, (s + 1) * depth);
+      for (int64_t pc = s * depth; pc < k1; pc += K.kc) {
         const int64_t kb = std::min<int64_t>(K.kc, k1 - pc);
         float* Bp = s_bp.floats(static_cast<size_t>(npan * NR * kb));
         for (int64_t q = 0; q < npan; ++q)
           pack_panel(isa, bsrc, q * NR, std::min<int64_t>(NR, n - q * NR), pc, kb, NR, Bp + q * NR * kb);
-        block_tiles(isa, K, asrc, 0, m, pc, kb, Bp, 0, npan, n, part + s * mn, n, pc > s * kSliceK, nullptr, s_a);
+        block_tiles(isa, K, asrc, 0, m, pc, kb, Bp, 0, npan, n, part + s * mn, n, pc > s * depth, nullptr, s_a);
       }
     }
   });
   float* C = static_cast<float*>(g.c);
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j) {
-      float v = part[i * n + j];
-      for (int64_t s = 1; s < slices; ++s) v += part[s * mn + i * n + j];
-      C[i * n + j] = bias ? v + bias[j] : v;
-    }
+  parallel_for(m, parallel ? std::max<int64_t>(1, 16384 / (n * slices)) : m, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        float v = part[i * n + j];
+        for (int64_t s = 1; s < slices; ++s) v += part[s * mn + i * n + j];
+        C[i * n + j] = bias ? v + bias[j] : v;
+      }
+  });
 }
 
 void gemm(const GemmArgs& g) {

@@ -281,7 +281,10 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
       sad = static_cast<unsigned long long*>(b->ptr());
     }
     same_buffer_forbidden(w, eff->ptr(), "w and eff");
-    cuda::DevPtr values = cuda::alloc(static_cast<size_t>(rows * nm_kept_per_row(cols, ni, mi)) * sizeof(float));
+    same_buffer_forbidden(mask, eff->ptr(), "mask and eff");
+    same_buffer_forbidden(mask, w, "mask and w");
+    // Zeroed: a given mask that keeps fewer than n in a group leaves slots the kernel does not write.
+    cuda::DevPtr values = cuda::alloc_zeroed(static_cast<size_t>(rows * nm_kept_per_row(cols, ni, mi)) * sizeof(float));
     cuda::DevPtr positions = cuda::alloc_zeroed(static_cast<size_t>(rows * nm_pos_row_bytes(cols, ni, mi)));
     cuda::nm_train_pass(w, rows, cols, ni, mi, mask, bool_arg(info, 6, "select"), static_cast<float*>(eff->ptr()),
                         values->as<float>(), positions->as<uint8_t>(), sad);
