@@ -141,7 +141,11 @@ export class SparseWeight {
 
   /** The buffers of the one-pass refresh (nmTrainPass), kept across steps. */
   trainPass(p: Pattern, select: boolean): Tensor {
-    const r = nmTrainPass(this.weight, p, { mask: this.mask, buffers: this.#pass, select });
+    const old = this.#pass;
+    const r = nmTrainPass(this.weight, p, { mask: this.mask, buffers: old, select });
+    // New buffers (the pattern changed, e.g. a structure-decay frame): free the old ones now, not at GC (on 'cuda'
+    // they are device memory V8 does not weigh). The last step's backward, their only reader, is done.
+    if (old && old !== r.buffers) { old.out.dispose(); old.sparse.dispose(); }
     this.#pass = r.buffers;
     this.mask = r.mask;
     this.compressed = r.buffers.sparse;
