@@ -115,13 +115,33 @@ function popcount(x: number): number {
 }
 
 /** Position field t of a packed portable-form row starting at byte rowStart (`bits` bits each, little-endian), bit by bit. */
-export function posField(pos: Uint8Array, rowStart: number, t: number, bits: number): number {
+function posField(pos: Uint8Array, rowStart: number, t: number, bits: number): number {
   let v = 0;
   for (let k = 0; k < bits; k++) {
     const bit = t * bits + k;
     v |= ((pos[rowStart + (bit >> 3)] >> (bit & 7)) & 1) << k;
   }
   return v;
+}
+
+/**
+ * Fails unless (vals, pos) is the portable N:M form of w under `keep` (row-major 0/1, [rows, cols]): each row's kept
+ * values in ascending position, each with its in-group index in log2(M) bits, rows padded to whole bytes.
+ */
+export function expectPortableForm(label: string, keep: number[], w: Float32Array, vals: Float32Array, pos: Uint8Array,
+  rows: number, cols: number, n: number, m: number): void {
+  const bits = Math.log2(m), kpr = (cols / m) * n, prb = Math.ceil((kpr * bits) / 8);
+  for (let row = 0; row < rows; row++) {
+    let t = 0;
+    for (let g = 0; g < cols; g += m)
+      for (let i = 0; i < m; i++) {
+        if (!keep[row * cols + g + i]) continue;
+        const k = row * kpr + t;
+        if (!Object.is(vals[k], w[row * cols + g + i])) throw new Error(`${label} values[${k}]: ${vals[k]}, expected ${w[row * cols + g + i]}`);
+        if (posField(pos, row * prb, t, bits) !== i) throw new Error(`${label} position ${row}/${t}: expected ${i}`);
+        t++;
+      }
+  }
 }
 
 /** Bitwise equality of two tensors' storage (NaN patterns included). */

@@ -419,6 +419,8 @@ export interface TrainPassResult {
  * when `opts.buffers` does not fit, reused otherwise) and the SAD of this selection: the entries of `opts.mask`
  * that changed (0 without `opts.mask` or without selection). On the CPU `sparse` is rewritten in place; on 'cuda'
  * (lib/cuda-train.ts) it is made anew each step, as xFormers' sparsify24 does, and the previous one disposed.
+ * A given mask that does not keep exactly N per group is E_VALUE on the CPU (the buffers are then partly
+ * rewritten: they are the step's scratch).
  */
 export function nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask?: Tensor | null; buffers?: TrainPassBuffers | null; select?: boolean } = {}): TrainPassResult {
   const t = f32(w, 'w');

@@ -100,7 +100,7 @@ export interface ModelInfo {
 }
 
 // Products of at most this many multiply-adds (≤ 0.2 ms on a 2-core Zen 5) run on the calling thread in
-// InferenceModel.forward: the trip to a worker and back (25–80 µs there) would cost more than the loop they hold.
+// InferenceModel.forward: the trip to a worker and back (tens of µs, timed there) would cost more than the loop they hold.
 const SYNC_MACS = 1 << 23;
 const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
 

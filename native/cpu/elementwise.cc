@@ -335,34 +335,24 @@ void nm_compress_row(const float* w, const uint8_t* mask, int64_t cols, int n, i
       }
 }
 
+// Whether every group of M in a row of a given mask keeps exactly n (no early exit, so the loop vectorises).
+template <int M>
+bool row_keeps_n(const uint8_t* mr, int64_t cols, int n) {
+  int bad = 0;
+  for (int64_t g = 0; g < cols; g += M) {
+    int kept = 0;
+    for (int j = 0; j < M; ++j) kept += mr[g + j] != 0;
+    bad |= kept != n;
+  }
+  return bad == 0;
+}
+
 }  // namespace
 
 int64_t nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, uint8_t* mask, bool select,
                       bool count_sad, float* eff, float* values, uint8_t* positions) {
   const int64_t kpr = nm_kept_per_row(cols, n, m), prb = nm_pos_row_bytes(cols, n, m);
-  if (!select) {
-    // A given mask must keep exactly n per group: the compressed form has room for n. Checked before anything is
-    // written; the first bad group (lowest index) is named.
-    std::atomic<int64_t> first_bad{rows * cols};
-    parallel_for(rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
-      for (int64_t i = r0 * cols; i < r1 * cols && i < first_bad.load(std::memory_order_relaxed); i += m) {
-        int kept = 0;
-        for (int j = 0; j < m; ++j) kept += mask[i + j] != 0;
-        if (kept == n) continue;
-        int64_t cur = first_bad.load();
-        while (i < cur && !first_bad.compare_exchange_weak(cur, i)) continue;
-        break;
-      }
-    });
-    if (const int64_t i = first_bad.load(); i < rows * cols) {
-      int kept = 0;
-      for (int j = 0; j < m; ++j) kept += mask[i + j] != 0;
-      fail("E_VALUE", "nmTrainPass: options.mask keeps " + std::to_string(kept) + " of the group at row " + std::to_string(i / cols) +
-                          ", columns " + std::to_string(i % cols) + ".." + std::to_string(i % cols + m - 1) +
-                          "; expected exactly " + std::to_string(n) + " of " + std::to_string(m));
-    }
-  }
-  std::atomic<int64_t> sad{0};
+  std::atomic<int64_t> sad{0}, bad_row{rows};
   parallel_for(rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
     thread_local std::vector<uint8_t> prev;
     prev.resize(static_cast<size_t>(cols));
@@ -370,6 +360,15 @@ int64_t nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, 
     for (int64_t r = r0; r < r1; ++r) {
       uint8_t* mr = mask + r * cols;
       if (!select) {
+        // A given mask must keep exactly n per group (the compressed form has room for n): a row that does not is
+        // not written, and the call fails naming it.
+        bool ok = true;
+        NMS_DISPATCH_M(m, ok = row_keeps_n<kM>(mr, cols, n));
+        if (!ok) {
+          int64_t cur = bad_row.load();
+          while (r < cur && !bad_row.compare_exchange_weak(cur, r)) continue;
+          continue;
+        }
         masked_zero_range(w + r * cols, mr, eff + r * cols, cols);
         nm_compress_row(w + r * cols, mr, cols, n, m, values + r * kpr, positions + r * prb);
         continue;
@@ -381,6 +380,16 @@ int64_t nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, 
     }
     sad += changed;
   });
+  if (const int64_t r = bad_row.load(); r < rows) {
+    const uint8_t* mr = mask + r * cols;
+    for (int64_t g = 0; g < cols; g += m) {
+      const int kept = static_cast<int>(std::count_if(mr + g, mr + g + m, [](uint8_t b) { return b != 0; }));
+      if (kept != n)
+        fail("E_VALUE", "nmTrainPass: options.mask keeps " + std::to_string(kept) + " of the group at row " + std::to_string(r) +
+                            ", columns " + std::to_string(g) + ".." + std::to_string(g + m - 1) + "; expected exactly " +
+                            std::to_string(n) + " of " + std::to_string(m));
+    }
+  }
   return sad.load();
 }
 

@@ -7,7 +7,7 @@ import { Tensor, randn, tensor, nm } from '../../lib/index.js';
 import * as E from '../../lib/nn/elementwise.js';
 import { Parameter } from '../../lib/nn/module.js';
 import { SGD, AdamW } from '../../lib/optim/index.js';
-import { poison, posField, prng, refMask, sameBits } from '../helpers.js';
+import { expectPortableForm, poison, prng, refMask, sameBits } from '../helpers.js';
 import { sparseInfo } from '../../lib/cuda.js';
 import { gpuUsable } from './gpu-helpers.js';
 
@@ -191,18 +191,7 @@ describe.skipIf(!gpuUsable)('nmTrainPass on cuda: the CPU pass and a float64 ref
         for (let i = 0; i < e.length; i++) if (!Object.is(e[i], want[i] ? wv[i] : 0)) expect.fail(`${label} out[${i}]: ${e[i]}`);
         const host = g1.buffers.sparse.to('cpu');
         const vals = host.values.storage() as Float32Array, pos = host.positions;
-        const bits = Math.log2(m), kpr = (cols / m) * n, prb = Math.ceil((kpr * bits) / 8);
-        for (let row = 0; row < rows; row++) {
-          let t = 0;
-          for (let g = 0; g < cols; g += m)
-            for (let i = 0; i < m; i++) {
-              if (!want[row * cols + g + i]) continue;
-              const k = row * kpr + t;
-              if (!Object.is(vals[k], wv[row * cols + g + i])) expect.fail(`${label} values[${k}]: ${vals[k]}`);
-              if (posField(pos, row * prb, t, bits) !== i) expect.fail(`${label} position ${row}/${t}`);
-              t++;
-            }
-        }
+        expectPortableForm(label, want, wv, vals, pos, rows, cols, n, m);
         // And bit for bit the CPU pass (padding bits of the positions included).
         expect(sameBits(cpu(g1.buffers.out), c1.buffers.out), label).toBe(true);
         expect(sameBits(host.values, c1.buffers.sparse.values), label).toBe(true);
