@@ -20,6 +20,7 @@ import type { Tensor } from '../tensor.js';
 import { maskedAdd, maskedScale, nmMaskScale, nmTrainPass, type TrainPassBuffers } from '../nn/elementwise.js';
 import type { SparseTensor } from '../compress.js';
 import { timed } from '../nn/profile.js';
+import { autocastPrecision } from '../nn/amp.js';
 import type { Parameter } from '../nn/module.js';
 
 export type RecipeName = 'dense' | 'ste' | 'srste' | 'asp' | 'mask-decay' | 'structure-decay';
@@ -72,6 +73,17 @@ export class SparseWeight {
    * layer read it: forward and backward on the CPU, the forward on 'cuda' where it has a cuSPARSELt form), else null.
    */
   compressed: SparseTensor | null = null;
+  /**
+   * Under a 16-bit autocast (lib/nn/amp.ts) the training forward's weight rounded to that dtype when `compressed`
+   * is set (the dense operand of the layer's 16-bit products; `compressed` then has that dtype too), else null.
+   */
+  halfWeight: Tensor | null = null;
+  /**
+   * The factor on this weight's gradient while the backward runs: the loss scale under float16 loss scaling
+   * (GradScaler), else 1. Gradient terms a recipe adds itself (SR-STE's) are multiplied by it, so that unscaling
+   * leaves them as they are.
+   */
+  gradScale = 1;
   #sad: number | (() => number) = 0;
   #pass: TrainPassBuffers | null = null;
   #spare: Tensor | null = null;
@@ -142,13 +154,15 @@ export class SparseWeight {
   /** The buffers of the one-pass refresh (nmTrainPass), kept across steps. */
   trainPass(p: Pattern, select: boolean): Tensor {
     const old = this.#pass;
-    const r = nmTrainPass(this.weight, p, { mask: this.mask, buffers: old, select });
-    // New buffers (the pattern changed, e.g. a structure-decay frame): free the old ones now, not at GC (on 'cuda'
-    // they are device memory V8 does not weigh). The last step's backward, their only reader, is done.
-    if (old && old !== r.buffers) { old.out.dispose(); old.sparse.dispose(); }
+    const precision = autocastPrecision();
+    const r = nmTrainPass(this.weight, p, { mask: this.mask, buffers: old, select, dtype: precision });
+    // New buffers (the pattern or the precision changed, e.g. a structure-decay frame): free the old ones now, not
+    // at GC (on 'cuda' they are device memory V8 does not weigh). The last step's backward, their only reader, is done.
+    if (old && old !== r.buffers) for (const t of [old.out, old.sparse, old.out16, old.values32]) t?.dispose();
     this.#pass = r.buffers;
     this.mask = r.mask;
     this.compressed = r.buffers.sparse;
+    this.halfWeight = r.buffers.out16 ?? null;
     if (select) this.#sad = () => r.sad;
     return r.buffers.out;
   }
@@ -240,7 +254,7 @@ export abstract class Recipe {
   forwardWeight(s: SparseWeight, training: boolean): Tensor {
     const p = this.patternAt(s);
     const w = s.weight;
-    if (training) s.compressed = null;
+    if (training) { s.compressed = null; s.halfWeight = null; }
     if (p === null) {
       if (training) { s.active = false; s.alpha = 1; s.density = 1; }
       return w;
@@ -300,7 +314,7 @@ export abstract class Recipe {
 
   /** SR-STE term, shared by STE-family recipes: g += λ·(1 − m)⊙W while a mask is active. */
   protected addRefinedTerm(s: SparseWeight, g: Tensor, lambda: number): void {
-    if (lambda !== 0 && s.active && s.mask) maskedAdd(g, s.weight, s.mask, lambda);
+    if (lambda !== 0 && s.active && s.mask) maskedAdd(g, s.weight, s.mask, lambda * s.gradScale);
   }
   /** autodiff through W ⊙ (m + (1 − m)α): g ⊙= (m + (1 − m)α) while a mask is active. */
   protected scaleByMask(s: SparseWeight, g: Tensor): void {
