@@ -1,7 +1,8 @@
 /**
- * The training ops of the 'cuda' backend (native/cuda/elementwise.cu, optim.cu, attention.cu): one entry per op that
- * lib/nn/elementwise.ts and lib/optim/*.ts send to deviceOp(device, name) for tensors on 'cuda', with the same
- * arguments (already validated there) and the same results as the CPU kernels. float32 tensors; masks uint8.
+ * The training ops of the 'cuda' backend (native/cuda/elementwise.cu, optim.cu, attention.cu, convert.cu): one entry
+ * per op that lib/nn/elementwise.ts and lib/optim/*.ts send to deviceOp(device, name) for tensors on 'cuda', with the
+ * same arguments (already validated there) and the same results as the CPU kernels. float32 tensors (cast and a
+ * 16-bit nmTrainPass also float16/bfloat16: mixed precision, lib/nn/amp.ts); masks uint8.
  * Labels and max-pool indices stay host Int32Arrays, as in the public API: they are uploaded / downloaded per call
  * (softmaxCrossEntropy and maxPoolForward therefore wait for the GPU). nmTrainPass makes the step's compressed weight
  * on the device (a cuda SparseTensor with a cuSPARSELt form where the pattern allows: docs/design.md §7).

@@ -229,10 +229,13 @@ const sadStr = (s: { fraction: number } | null) => (s ? s.fraction.toFixed(4) : 
  * the hypothetical top-N masks of its weights.
  */
 export function epochTable(history: EpochRecord[], { sad = true } = {}): string {
-  const head = ['epoch', 'phase', 'lr', 'loss', 'train %', 'test %', ...(sad ? ['SAD/epoch', 'SAD/first'] : []), 'GFLOP', 's', 'img/s'];
+  const scaled = history.some((r) => r.lossScale !== undefined); // float16: the loss scale and the skipped steps
+  const head = ['epoch', 'phase', 'lr', 'loss', 'train %', 'test %', ...(sad ? ['SAD/epoch', 'SAD/first'] : []), 'GFLOP', 's', 'img/s',
+    ...(scaled ? ['loss scale', 'skipped'] : [])];
   const rows = history.map((r) => [
     String(r.epoch), r.phase, r.lr.toPrecision(3), r.trainLoss.toFixed(4), pct(r.trainAccuracy), pct(r.testAccuracy),
     ...(sad ? [sadStr(r.sad), sadStr(r.sadCumulative)] : []), (r.flops / 1e9).toFixed(1), r.seconds.toFixed(2), String(Math.round(r.imagesPerSecond)),
+    ...(scaled ? [String(r.lossScale), String(r.skippedSteps)] : []),
   ]);
   return table(head, rows);
 }

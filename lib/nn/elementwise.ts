@@ -1,7 +1,8 @@
 /**
  * Training ops (native/cpu/elementwise.{h,cc}): typed wrappers that validate their tensors, send tensors that
  * live on another device to that device's op of the same name (lib/device.ts deviceOp), and run the CPU kernel
- * otherwise. float32 tensors; class labels and pooling indices are Int32Arrays; masks are uint8 tensors.
+ * otherwise. float32 tensors (cast also float16/bfloat16); class labels and pooling indices are Int32Arrays; masks are
+ * uint8 tensors.
  * Images are NHWC ([batch, height, width, channels]).
  */
 import { native, type Window } from '../native.js';
