@@ -14,7 +14,11 @@ import { createRecipe } from '../lib/recipes/index.js';
 import { mnistSplit, type Dataset } from '../lib/data/mnist.js';
 import { Trainer, sparseWeights } from '../lib/train/trainer.js';
 import { runTraining } from '../lib/train/run.js';
-import { poison, prng, refMask } from './helpers.js';
+import { fakeCuda, poison, prng, refMask } from './helpers.js';
+import { registerBackend } from '../lib/device.js';
+import { SparseTensor } from '../lib/compress.js';
+import { Parameter } from '../lib/nn/module.js';
+import { SparseWeight } from '../lib/recipes/recipe.js';
 
 // ---- the roundings, independent of native/cpu/convert.cc ----------------------------------------------------------
 
@@ -299,5 +303,46 @@ describe('errors', () => {
     await expect(runTraining({ model: 'transformer', recipe: 'srste', pattern: '2:4', epochs: 1, seed: 0, precision: 'float16' }))
       .rejects.toThrow(/--precision.*transformer/);
     expect(code(() => new GradScaler({ backoffFactor: 1 }))).toMatch(/^E_VALUE backoffFactor/);
+  });
+});
+
+// Last in the file: replaces the 'cuda' backend of this test process.
+describe("SparseWeight's pass buffers on a backend that makes the compressed weight anew each step (as 'cuda')", () => {
+  it('keeps the reused buffers alive, frees the replaced ones, at float32 and 16 bits', async () => {
+    await import('../lib/cuda.js'); // the real backend registers itself on first import: before it is replaced
+    const none = (): never => { throw new Error('no transfers on the fake cuda backend'); };
+    // What lib/cuda-train.ts's nmTrainPass does with the buffers: out (and out16) reused, sparse new each call.
+    registerBackend({
+      name: 'cuda', unavailableReason: () => null, download: none, downloadAsync: none, alloc: none, copy: none,
+      upload: (src) => fakeCuda([src.byteLength], 'uint8').deviceStorage(), // the Parameter's zero gradient
+      ops: {
+        nmTrainPass: (w, pattern, o) => ({
+          mask: o.mask ?? fakeCuda(w.shape, 'uint8'),
+          buffers: {
+            out: o.buffers?.out ?? fakeCuda(w.shape),
+            sparse: new SparseTensor(w.shape, pattern, o.dtype, { device: 'cuda', handle: fakeCuda([1]).deviceStorage() }),
+            ...(o.dtype === 'float32' ? {} : { out16: o.buffers?.out16 ?? fakeCuda(w.shape, o.dtype) }),
+          },
+          sad: 0,
+        }),
+      },
+    });
+    for (const precision of ['float32', 'bfloat16'] as const) {
+      const s = new SparseWeight(new Parameter(fakeCuda([8, 16])), { n: 2, m: 4 }, createRecipe('ste'));
+      const out1 = autocast(precision, () => s.trainPass({ n: 2, m: 4 }, true));
+      const c1 = s.compressed!, h1 = s.halfWeight;
+      const out2 = autocast(precision, () => s.trainPass({ n: 2, m: 4 }, false));
+      expect(out2).toBe(out1);
+      expect(out2.disposed).toBe(false);
+      expect(s.halfWeight).toBe(h1);
+      expect(h1?.disposed ?? false).toBe(false);
+      expect(c1.disposed).toBe(true);
+      expect(s.compressed!.disposed).toBe(false);
+      expect(s.compressed!.dtype).toBe(precision);
+      // The precision changed: new buffers, the old ones freed.
+      autocast(precision === 'float32' ? 'float16' : 'float32', () => s.trainPass({ n: 2, m: 4 }, false));
+      expect(out1.disposed).toBe(true);
+      expect(h1?.disposed ?? true).toBe(true);
+    }
   });
 });

@@ -156,9 +156,13 @@ export class SparseWeight {
     const old = this.#pass;
     const precision = autocastPrecision();
     const r = nmTrainPass(this.weight, p, { mask: this.mask, buffers: old, select, dtype: precision });
-    // New buffers (the pattern or the precision changed, e.g. a structure-decay frame): free the old ones now, not
-    // at GC (on 'cuda' they are device memory V8 does not weigh). The last step's backward, their only reader, is done.
-    if (old && old !== r.buffers) for (const t of [old.out, old.sparse, old.out16, old.values32]) t?.dispose();
+    // Buffers not carried over (the pattern or the precision changed, e.g. a structure-decay frame; on 'cuda' the
+    // compressed weight every step, while `out` is reused in a new buffers object): free them now, not at GC (on
+    // 'cuda' they are device memory V8 does not weigh). The last step's backward, their only reader, is done.
+    if (old && old !== r.buffers) {
+      const kept: unknown[] = Object.values(r.buffers);
+      for (const t of [old.out, old.sparse, old.out16, old.values32]) if (t && !kept.includes(t)) t.dispose();
+    }
     this.#pass = r.buffers;
     this.mask = r.mask;
     this.compressed = r.buffers.sparse;
