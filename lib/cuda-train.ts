@@ -223,6 +223,12 @@ export const trainOps = {
     };
   },
 
+  nmTransposedForm(w16: Tensor): SparseTensor {
+    const [rows, cols] = w16.shape;
+    const handle = native.cudaNmTransposedTrainForm(dev(w16, 'w16'), w16.dtypeCode, rows, cols);
+    return new SparseTensor([cols, rows], { n: 2, m: 4 }, w16.dtype, { device: 'cuda', handle });
+  },
+
   cast(x: Tensor, dtype: DType, opts: { out?: Tensor } = {}): Tensor {
     const out = output(opts.out, x.shape, 'options.out', dtype);
     native.cudaConvert(dev(x, 'x'), x.dtypeCode, dev(out, 'options.out'), dtypeCode(dtype), x.size);

@@ -104,6 +104,8 @@ export interface DeviceTrainOps {
   nmMaskScale(w: Tensor, pattern: Pattern, alpha: number, opts?: { mask?: Tensor; out?: Tensor }): { mask: Tensor; out: Tensor };
   /** `mask` is validated (given or null); `select` false comes with a mask. */
   nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask: Tensor | null; buffers: TrainPassBuffers | null; select: boolean; dtype: DType }): TrainPassResult;
+  /** W̃ᵀ compressed 2:4, from a 16-bit W̃ with a transposable mask (validated). */
+  nmTransposedForm(w16: Tensor): SparseTensor;
   /** x converted between float32, float16 and bfloat16 (the arguments validated). */
   cast(x: Tensor, dtype: DType, opts: Out): Tensor;
   sgdStep(p: Tensor, g: Tensor, buf: Tensor | null,

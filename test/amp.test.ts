@@ -14,7 +14,7 @@ import { createRecipe } from '../lib/recipes/index.js';
 import { mnistSplit, type Dataset } from '../lib/data/mnist.js';
 import { Trainer, sparseWeights } from '../lib/train/trainer.js';
 import { runTraining } from '../lib/train/run.js';
-import { fakeCuda, poison, prng, refMask } from './helpers.js';
+import { fakeCuda, poison, prng, refMask, refTransposableMask } from './helpers.js';
 import { registerBackend } from '../lib/device.js';
 import { SparseTensor } from '../lib/compress.js';
 import { Parameter } from '../lib/nn/module.js';
@@ -114,16 +114,17 @@ function ulpError(dtype: HalfPrecision, got: Float32Array, ref: Float64Array, pl
 
 describe.each(['bfloat16', 'float16'] as const)('one training step in %s', (dtype) => {
   const R = ROUND[dtype];
-  // nm: the N:M kernels from the 16-bit compressed weight; masked: the pass's 16-bit W ⊙ m through the dense GEMM
-  // (a layer narrower than nmKernelMinWidth); dense: a dense Linear.
-  it.each(['nm', 'masked', 'dense'] as const)('forward, dX and dW (%s) equal float64 on rounded operands to one unit', (path) => {
+  // nm: the N:M kernels from the 16-bit compressed weight; transposable: also dX from W̃ᵀ compressed; masked: the
+  // pass's 16-bit W ⊙ m through the dense GEMM (a layer narrower than nmKernelMinWidth); dense: a dense Linear.
+  it.each(['nm', 'transposable', 'masked', 'dense'] as const)('forward, dX and dW (%s) equal float64 on rounded operands to one unit', (path) => {
     const rows = 24, inF = 64, outF = 32;
-    nmKernelMinWidth.forward = path === 'nm' ? 0 : 1e9;
-    const layer = path === 'dense' ? new Linear(inF, outF, { seed: 3 }) : new SparseLinear(inF, outF, '2:4', createRecipe('ste'), { seed: 3 });
+    nmKernelMinWidth.forward = path === 'nm' || path === 'transposable' ? 0 : 1e9;
+    const recipe = createRecipe('ste', { mask: path === 'transposable' ? 'transposable' : 'rowwise' });
+    const layer = path === 'dense' ? new Linear(inF, outF, { seed: 3 }) : new SparseLinear(inF, outF, '2:4', recipe, { seed: 3 });
     layer.sparse?.recipe.plan(1);
     layer.requiresInputGrad = true;
     const w = Float64Array.from(arr(layer.weight.value));
-    const keep = path === 'dense' ? w.map(() => 1) : refMask([...w], inF, 2, 4);
+    const keep = path === 'dense' ? w.map(() => 1) : path === 'transposable' ? refTransposableMask([...w], outF, inF) : refMask([...w], inF, 2, 4);
     const wt = w.map((v, i) => v * keep[i]);
     const x = rand(rows * inF, 11), dy = rand(rows * outF, 12, 0.01);
     const b = Float64Array.from(arr(layer.bias!.value));
@@ -132,7 +133,8 @@ describe.each(['bfloat16', 'float16'] as const)('one training step in %s', (dtyp
       const y = layer.forward(t32(x, [rows, inF]));
       return { y: arr(y).slice(), dx: arr(layer.backward(t32(dy, [rows, outF]))!).slice() };
     });
-    if (path === 'nm') expect(layer.sparse!.compressed!.dtype).toBe(dtype);
+    if (path === 'nm' || path === 'transposable') expect(layer.sparse!.compressed!.dtype).toBe(dtype);
+    expect(layer.sparse?.compressedT?.dtype ?? null).toBe(path === 'transposable' ? dtype : null);
     if (path === 'masked') expect(layer.sparse!.halfWeight!.dtype).toBe(dtype);
     const bias = Float64Array.from({ length: rows * outF }, (_, i) => b[i % outF]);
     const refY = refProduct((i, k) => R(x[i * inF + k]), (k, j) => R(wt[j * inF + k]), rows, inF, outF, R);

@@ -9,7 +9,7 @@ import { native, type Window } from '../native.js';
 import { fail } from '../errors.js';
 import { deviceOp } from '../device.js';
 import { checkOut, checkTensor, outputFor, Tensor, zeros, type Shape } from '../tensor.js';
-import { CHECKED, SparseTensor } from '../compress.js';
+import { CHECKED, SparseTensor, compress } from '../compress.js';
 import { nmView } from '../mask.js';
 import type { Pattern } from '../pattern.js';
 import { dtypeCode, type DType } from '../dtype.js';
@@ -486,4 +486,18 @@ export function nmTrainPass(w: Tensor, pattern: Pattern,
     native.convert(fs(b.out), b.out.dtypeCode, b.out16!.storage(), dtypeCode(dtype), b.out.size);
   }
   return { mask, buffers: b, sad };
+}
+
+/**
+ * W̃ᵀ compressed, from a 16-bit training pass's `out16` = W̃ [rows, cols] whose mask is transposable 2:4 (2 kept per
+ * row and column of every 4×4 tile): W̃ᵀ [cols, rows] is then 2:4 along its rows, and the input gradient
+ * dY·W̃ = dY·(W̃ᵀ)ᵀ runs as the N:M product sparseLinear(dY, W̃ᵀ) (on 'cuda' through cuSPARSELt). A new tensor each
+ * call; nothing of W̃ is pruned, as each group of W̃ᵀ holds at most 2 non-zeros (not checked here).
+ */
+export function nmTransposedForm(w16: Tensor): SparseTensor {
+  const t = checkTensor(w16, 'w16');
+  if (t.dtype !== 'float16' && t.dtype !== 'bfloat16') fail('E_DTYPE', 'w16', t, 'a float16 or bfloat16 tensor');
+  if (t.rank !== 2 || t.shape[0] % 4 !== 0 || t.shape[1] % 4 !== 0) fail('E_SHAPE', 'w16', t, 'a [rows, cols] weight, both multiples of 4');
+  if (t.device !== 'cpu') return deviceOp(t.device, 'nmTransposedForm')(t);
+  return compress(t.transpose(), '2:4');
 }

@@ -21,11 +21,15 @@ import type { HalfPrecision } from './amp.js';
 import { biasAdd, cast } from './elementwise.js';
 import { timed } from './profile.js';
 
-/** A layer's 16-bit products: their dtype, the layer's buffers, and the operands its forward rounded. */
+/**
+ * A layer's 16-bit products: their dtype, the layer's buffers, and the operands its forward rounded; wT, set by the
+ * layer, is W̃ᵀ compressed (a transposable 2:4 mask) for an N:M input gradient.
+ */
 export class HalfProducts {
   x: Tensor | null = null;
   w: Tensor | null = null;
   dy: Tensor | null = null;
+  wT: SparseTensor | null = null;
   constructor(readonly dtype: HalfPrecision, readonly buffer: (key: string, shape: Shape, like: Tensor, dtype: HalfPrecision) => Tensor) {}
   /** t cast to the dtype, into the layer's buffer `key`. */
   round(t: Tensor, key: string): Tensor { return cast(t, this.dtype, { out: this.buffer(key, t.shape, t, this.dtype) }); }
@@ -80,10 +84,15 @@ const hasSparseForm = (s: SparseTensor): boolean => (s.handle as CudaSparse).inf
  */
 export function inputGrad(dy: Tensor, w: Tensor, nm: boolean, out?: Tensor, half?: HalfProducts | null): Tensor {
   if (half) {
-    // The dense 16-bit product on every device (spmm_t is float32): dY·W̃ with W̃'s zeros multiplied.
+    // With W̃ᵀ compressed (a transposable 2:4 mask), dY·W̃ = dY·(W̃ᵀ)ᵀ is the N:M product (on 'cuda' the plan cache
+    // picks cuSPARSELt or cuBLASLt per shape by measurement, as for the forward); else the dense 16-bit product
+    // (spmm_t reads float32 weights).
+    const wT = half.wT;
+    const sparse = wT && (wT.device === 'cpu' ? Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.forward : hasSparseForm(wT));
     return timed('inputGrad', () => {
       const dy16 = half.dy ?? (half.dy = half.round(dy, 'dy16'));
-      return widen(matmul(dy16, half.w!, { out: half.buffer('dx16', [dy.shape[0], w.shape[1]], dy, half.dtype) }), null, out);
+      const dx16 = half.buffer('dx16', [dy.shape[0], w.shape[1]], dy, half.dtype);
+      return widen(sparse ? sparseLinear(dy16, wT, null, { out: dx16 }) : matmul(dy16, half.w!, { out: dx16 }), null, out);
     });
   }
   const sparse = nm && w.device === 'cpu' && Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.inputGrad;

@@ -17,7 +17,7 @@ import { fail } from '../errors.js';
 import { mask as nmMask, sad as nmSad, transposableMask } from '../mask.js';
 import { SUPPORTED_M, parsePattern, patternString, type Pattern } from '../pattern.js';
 import type { Tensor } from '../tensor.js';
-import { maskedAdd, maskedScale, nmMaskScale, nmTrainPass, type TrainPassBuffers } from '../nn/elementwise.js';
+import { maskedAdd, maskedScale, nmMaskScale, nmTrainPass, nmTransposedForm, type TrainPassBuffers } from '../nn/elementwise.js';
 import type { SparseTensor } from '../compress.js';
 import { timed } from '../nn/profile.js';
 import { autocastPrecision } from '../nn/amp.js';
@@ -78,6 +78,11 @@ export class SparseWeight {
    * is set (the dense operand of the layer's 16-bit products; `compressed` then has that dtype too), else null.
    */
   halfWeight: Tensor | null = null;
+  /**
+   * With `halfWeight` and a transposable 2:4 mask: W̃ᵀ compressed in that dtype (nmTransposedForm), from which the
+   * layer's input gradient runs as an N:M product; else null. Made anew each step.
+   */
+  compressedT: SparseTensor | null = null;
   /**
    * The factor on this weight's gradient while the backward runs: the loss scale under float16 loss scaling
    * (GradScaler), else 1. Gradient terms a recipe adds itself (SR-STE's) are multiplied by it, so that unscaling
@@ -167,6 +172,9 @@ export class SparseWeight {
     this.mask = r.mask;
     this.compressed = r.buffers.sparse;
     this.halfWeight = r.buffers.out16 ?? null;
+    // The previous step's W̃ᵀ: its products are enqueued already, so freeing it is stream-ordered on 'cuda'.
+    this.compressedT?.dispose();
+    this.compressedT = this.halfWeight && this.recipe.transposable(p) ? nmTransposedForm(this.halfWeight) : null;
     if (select) this.#sad = () => r.sad;
     return r.buffers.out;
   }
@@ -258,7 +266,7 @@ export abstract class Recipe {
   forwardWeight(s: SparseWeight, training: boolean): Tensor {
     const p = this.patternAt(s);
     const w = s.weight;
-    if (training) { s.compressed = null; s.halfWeight = null; }
+    if (training) { s.compressed = null; s.halfWeight = null; s.compressedT?.dispose(); s.compressedT = null; }
     if (p === null) {
       if (training) { s.active = false; s.alpha = 1; s.density = 1; }
       return w;

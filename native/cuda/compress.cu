@@ -160,6 +160,16 @@ SparsePtr from_train_pass(DevPtr values, DevPtr positions, const DevPtr& eff, in
   return s;
 }
 
+SparsePtr transposed_train_form(const void* eff, DType d, int64_t rows, int64_t cols) {
+  activate();
+  DevPtr t = alloc(static_cast<size_t>(rows * cols) * dtype_size(d));
+  transpose2d(eff, d, 1, rows, cols, t->ptr());
+  SparsePtr s = compress(t->ptr(), d, cols, rows, 2, 4);
+  // Each group of 4 along W̃ᵀ's rows holds at most 2 non-zeros, so compress() pruned nothing: t is its dense form.
+  s->dense_cache = std::move(t);
+  return s;
+}
+
 // ---- the cuSPARSELt form -------------------------------------------------------------------------------------
 
 namespace {

@@ -311,6 +311,17 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
     return CudaSparse::Wrap(info.Env(), cuda::from_train_pass(std::move(values16), std::move(positions), eff16->mem(),
                                                               rows, cols, ni, mi, d));
   });
+  // cudaNmTransposedTrainForm(eff16, dtype, rows, cols) -> CudaSparse: W̃ᵀ [cols, rows] of a 16-bit training pass's
+  // W ⊙ m whose mask is transposable 2:4 (cuda/ops.h transposed_train_form), for its sparse input gradient.
+  define(env, exports, "cudaNmTransposedTrainForm", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const DType d = dtype_arg(info, 1, "dtype");
+    if (d != DType::F16 && d != DType::BF16) fail("E_DTYPE", std::string("dtype: expected float16 or bfloat16, got ") + dtype_name(d));
+    const int64_t rows = size_arg(info, 2, "rows"), cols = size_arg(info, 3, "cols");
+    nm_validate(cols, rows, 2, 4);  // W̃ᵀ: 2:4 along its rows, of length `rows`
+    CudaBuffer* eff = CudaBuffer::Arg(info, 0, "eff16");
+    eff->require(rows * cols, d, "eff16");
+    return CudaSparse::Wrap(info.Env(), cuda::transposed_train_form(eff->ptr(), d, rows, cols));
+  });
   // cudaSgdStep(p, g, buf?, n, lr, momentum, dampening, weightDecay, nesterov, first)
   define(env, exports, "cudaSgdStep", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = size_arg(info, 3, "n");

@@ -66,11 +66,12 @@ describe.skipIf(!gpuUsable)('mixed precision on cuda matches the CPU', () => {
     if (sltLoaded) expect(sparseInfo(rg.buffers.sparse).cusparselt).toBe(true);
   });
 
-  it.each(DTYPES)('one %s step of a 2:4 SparseLinear: forward through cuSPARSELt, dX and dW, as the CPU to one unit', (dtype) => {
+  const STEPS = DTYPES.flatMap((d) => (['rowwise', 'transposable'] as const).map((mask) => [d, mask] as const));
+  it.each(STEPS)('one %s step of a 2:4 (%s) SparseLinear: forward (and with W̃ᵀ dX) through cuSPARSELt, as the CPU to one unit', (dtype, mask) => {
     nmKernelMinWidth.forward = 0;
     const run = (device: 'cpu' | 'cuda') => {
       // No bias: y ≈ −b would make a unit of |y| smaller than the unit the product was rounded to.
-      const layer = new SparseLinear(512, 256, '2:4', createRecipe('srste'), { seed: 3, bias: false });
+      const layer = new SparseLinear(512, 256, '2:4', createRecipe('srste', { mask }), { seed: 3, bias: false });
       layer.sparse!.recipe.plan(1);
       layer.requiresInputGrad = true;
       if (device !== 'cpu') layer.to(device);
@@ -86,7 +87,12 @@ describe.skipIf(!gpuUsable)('mixed precision on cuda matches the CPU', () => {
     const g = withDispatch(sltLoaded ? 'sparse' : 'auto', () => run('cuda'));
     const c = run('cpu');
     expect(g.s.compressed!.dtype).toBe(dtype);
-    if (sltLoaded) expect(planInfo().some((p) => p.key.startsWith(`[forced sparse] linear ${dtype}->${dtype}`) && p.path === 'sparse')).toBe(true);
+    const sparsePlan = (w: string) => planInfo().some((p) => p.key.startsWith(`[forced sparse] linear ${dtype}->${dtype} W[${w}]`) && p.path === 'sparse');
+    if (sltLoaded) {
+      expect(sparsePlan('256x512'), 'the forward').toBe(true);
+      expect(sparsePlan('512x256'), 'dX from W̃ᵀ').toBe(mask === 'transposable');
+      if (mask === 'transposable') expect(sparseInfo(g.s.compressedT!).cusparselt).toBe(true);
+    }
     expect(offByUnits(dtype, g.y, c.y)).toBeNull();
     expect(offByUnits(dtype, g.dx, c.dx)).toBeNull();
     // dW plus the SR-STE term λ(1 − m)⊙W, added in float32 on both.
