@@ -1,7 +1,8 @@
 /**
- * The training ops of the 'cuda' backend (native/cuda/elementwise.cu, optim.cu, attention.cu): one entry per op that
- * lib/nn/elementwise.ts and lib/optim/*.ts send to deviceOp(device, name) for tensors on 'cuda', with the same
- * arguments (already validated there) and the same results as the CPU kernels. float32 tensors; masks uint8.
+ * The training ops of the 'cuda' backend (native/cuda/elementwise.cu, optim.cu, attention.cu, convert.cu): one entry
+ * per op that lib/nn/elementwise.ts and lib/optim/*.ts send to deviceOp(device, name) for tensors on 'cuda', with the
+ * same arguments (already validated there) and the same results as the CPU kernels. float32 tensors (cast and a
+ * 16-bit nmTrainPass also float16/bfloat16: mixed precision, lib/nn/amp.ts); masks uint8.
  * Labels and max-pool indices stay host Int32Arrays, as in the public API: they are uploaded / downloaded per call
  * (softmaxCrossEntropy and maxPoolForward therefore wait for the GPU). nmTrainPass makes the step's compressed weight
  * on the device (a cuda SparseTensor with a cuSPARSELt form where the pattern allows: docs/design.md §7).
@@ -11,6 +12,7 @@ import { fail } from './errors.js';
 import type { DeviceStorage, DeviceTrainOps } from './device.js';
 import { Tensor, checkOut, type Shape } from './tensor.js';
 import type { Pattern } from './pattern.js';
+import { dtypeBytes, dtypeCode, type DType } from './dtype.js';
 import type { TrainPassBuffers, TrainPassResult, Window2d } from './nn/elementwise.js';
 import { SparseTensor } from './compress.js';
 import type { AttentionOptions, AttentionSaved } from './nn/attention.js';
@@ -18,11 +20,11 @@ import type { AttentionOptions, AttentionSaved } from './nn/attention.js';
 const dev = (t: Tensor, arg: string): DeviceStorage => t.deviceStorage(arg);
 const numelOf = (s: Shape): number => s.reduce((a, b) => a * b, 1);
 
-/** A float32 (or uint8) output on 'cuda': `out` when given (validated), else a new tensor. */
-function output(out: unknown, shape: Shape, arg = 'options.out', dtype: 'float32' | 'uint8' = 'float32'): Tensor {
+/** An output on 'cuda' (float32 unless said): `out` when given (validated), else a new tensor. */
+function output(out: unknown, shape: Shape, arg = 'options.out', dtype: DType = 'float32'): Tensor {
   const t = checkOut(out, shape, dtype, 'cuda', arg);
   if (t) return t;
-  return new Tensor(shape, dtype, native.cudaAlloc(numelOf(shape) * (dtype === 'float32' ? 4 : 1)), 'cuda');
+  return new Tensor(shape, dtype, native.cudaAlloc(numelOf(shape) * dtypeBytes(dtype)), 'cuda');
 }
 
 function rowsCols(t: Tensor): [number, number] {
@@ -193,17 +195,19 @@ export const trainOps = {
     return { mask, out };
   },
 
-  nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask: Tensor | null; buffers: TrainPassBuffers | null; select: boolean }): TrainPassResult {
+  nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask: Tensor | null; buffers: TrainPassBuffers | null; select: boolean; dtype: DType }): TrainPassResult {
     const [rows, cols] = w.shape;
     const mask = opts.mask ?? output(undefined, w.shape, 'options.mask', 'uint8');
     const out = opts.buffers?.out ?? output(undefined, w.shape, 'options.buffers.out');
+    // A 16-bit pass also writes w ⊙ mask in that dtype, from which the native side makes the 16-bit compressed weight.
+    const out16 = opts.dtype === 'float32' ? null : opts.buffers?.out16 ?? output(undefined, w.shape, 'options.buffers.out16', opts.dtype);
     // The SAD goes to a zeroed device counter, read (a wait for the GPU) only if someone asks for it.
     const counter = opts.select && opts.mask ? native.cudaAlloc(8, true) : null;
     const handle = native.cudaNmTrainPass(dev(w, 'w'), rows, cols, pattern.n, pattern.m, dev(mask, 'options.mask'), opts.select,
-      dev(out, 'options.buffers.out'), counter);
+      dev(out, 'options.buffers.out'), counter, dtypeCode(opts.dtype), out16 && dev(out16, 'options.buffers.out16'));
     // The previous step's compressed weight: its products are enqueued already, so freeing it is stream-ordered.
     opts.buffers?.sparse.dispose();
-    const buffers = { out, sparse: new SparseTensor(w.shape, pattern, 'float32', { device: 'cuda', handle }) };
+    const buffers = { out, sparse: new SparseTensor(w.shape, pattern, opts.dtype, { device: 'cuda', handle }), ...(out16 ? { out16 } : {}) };
     let sad = counter ? -1 : 0;
     return {
       mask, buffers,
@@ -217,6 +221,18 @@ export const trainOps = {
         return sad;
       },
     };
+  },
+
+  nmTransposedForm(w16: Tensor): SparseTensor {
+    const [rows, cols] = w16.shape;
+    const handle = native.cudaNmTransposedTrainForm(dev(w16, 'w16'), w16.dtypeCode, rows, cols);
+    return new SparseTensor([cols, rows], { n: 2, m: 4 }, w16.dtype, { device: 'cuda', handle });
+  },
+
+  cast(x: Tensor, dtype: DType, opts: { out?: Tensor } = {}): Tensor {
+    const out = output(opts.out, x.shape, 'options.out', dtype);
+    native.cudaConvert(dev(x, 'x'), x.dtypeCode, dev(out, 'options.out'), dtypeCode(dtype), x.size);
+    return out;
   },
 
   sgdStep(p: Tensor, g: Tensor, buf: Tensor | null,

@@ -103,7 +103,11 @@ export interface DeviceTrainOps {
   maskedAdd(g: Tensor, w: Tensor, mask: Tensor, lambda: number): Tensor;
   nmMaskScale(w: Tensor, pattern: Pattern, alpha: number, opts?: { mask?: Tensor; out?: Tensor }): { mask: Tensor; out: Tensor };
   /** `mask` is validated (given or null); `select` false comes with a mask. */
-  nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask: Tensor | null; buffers: TrainPassBuffers | null; select: boolean }): TrainPassResult;
+  nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask: Tensor | null; buffers: TrainPassBuffers | null; select: boolean; dtype: DType }): TrainPassResult;
+  /** W̃ᵀ compressed 2:4, from a 16-bit W̃ with a transposable mask (validated). */
+  nmTransposedForm(w16: Tensor): SparseTensor;
+  /** x converted between float32, float16 and bfloat16 (the arguments validated). */
+  cast(x: Tensor, dtype: DType, opts: Out): Tensor;
   sgdStep(p: Tensor, g: Tensor, buf: Tensor | null,
     o: { lr: number; momentum: number; dampening: number; weightDecay: number; nesterov: boolean; first: boolean }): void;
   adamwStep(p: Tensor, g: Tensor, m: Tensor, v: Tensor,

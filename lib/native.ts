@@ -243,7 +243,11 @@ export interface CudaAddon extends CudaNames<TrainFns<CudaBuffer>> {
   cudaNmDownloadPortable(sparse: CudaSparse, values: Host, positions: Uint8Array): void;
   // cuda_train.cc: nmTrainPass on the device → the step's compressed weight; the SAD goes to the 8-byte counter `sad`
   cudaNmTrainPass(w: CudaBuffer, rows: number, cols: number, n: number, m: number, mask: CudaBuffer, select: boolean,
-    eff: CudaBuffer, sad: CudaBuffer | null): CudaSparse;
+    eff: CudaBuffer, sad: CudaBuffer | null, dtype?: DTypeCode, eff16?: CudaBuffer | null): CudaSparse;
+  /** W̃ᵀ of a 16-bit pass's W ⊙ m [rows, cols] with a transposable 2:4 mask, compressed: [cols, rows] 2:4. */
+  cudaNmTransposedTrainForm(eff16: CudaBuffer, dtype: DTypeCode, rows: number, cols: number): CudaSparse;
+  // cuda_convert.cc: convert's twin for float32 / float16 / bfloat16 device buffers
+  cudaConvert(src: CudaBuffer, srcDtype: DTypeCode, dst: CudaBuffer, dstDtype: DTypeCode, count: number): void;
 }
 
 /** The whole addon as lib/ sees it; the CudaAddon half is present only when buildInfo().cuda. */
@@ -269,7 +273,7 @@ export const addonNames: { cpu: string[]; cuda: string[] } = {
     cudaSparseMatmul: true, cudaMatmul: true, cudaPlanInfo: true, cudaClearPlans: true, cudaBenchNativeLoop: true,
     cudaBenchGemm: true, cudaNmMask: true, cudaNmPrune: true, cudaNmCheck: true, cudaTransposableMask: true,
     cudaMaskSad: true, cudaNmCompress: true, cudaNmFromPortable: true, cudaNmDecompress: true,
-    cudaNmDownloadPortable: true, cudaNmTrainPass: true, cudaBiasAdd: true, cudaBiasGrad: true, cudaReluForward: true, cudaReluBackward: true,
+    cudaNmDownloadPortable: true, cudaNmTrainPass: true, cudaConvert: true, cudaNmTransposedTrainForm: true, cudaBiasAdd: true, cudaBiasGrad: true, cudaReluForward: true, cudaReluBackward: true,
     cudaGeluForward: true, cudaGeluBackward: true, cudaLayerNormForward: true, cudaLayerNormBackward: true,
     cudaSoftmaxXentForward: true, cudaSoftmaxXentBackward: true, cudaIm2col: true, cudaCol2im: true,
     cudaMaxPoolForward: true, cudaMaxPoolBackward: true, cudaDropout: true, cudaMaskedScale: true, cudaMaskedAdd: true,

@@ -5,8 +5,11 @@
 #   3 bench-gpu   nmsparse bench gpu --quick             (cuSPARSELt vs cuBLASLt, writes gpu-<gpu>.json/.md)
 #   4 train-cuda  one MNIST epoch of SR-STE 2:4 with --device cuda
 #   5 bench-train nmsparse bench train --device cuda     (issue 12's H100/H200 step: MLP width 8192, 8192 tokens,
-#                 float32 as the training path on 'cuda' is; dense vs SR-STE 2:4 / 1:4, each also dense-masked)
-#   6 bench-serve nmsparse bench serve --device cuda     (the serving path on the GPU)
+#                 float32; dense vs SR-STE 2:4 / 1:4, each also dense-masked)
+#   6 bench-train-bf16, 7 bench-train-fp16: the same step with --precision bfloat16 / float16, dense vs STE vs
+#                 SR-STE 2:4, each also transposable (dX from W̃ᵀ through cuSPARSELt too) (issue 12's target:
+#                 SR-STE 2:4 >= 1.2x dense)
+#   8 bench-serve nmsparse bench serve --device cuda     (the serving path on the GPU)
 # Each step writes <step>.log (and its JSON) into OUT_DIR (the argument, else $OUT, else bench/results) as it runs,
 # so a run cut short keeps what it measured. A failing step is recorded and the next one runs; the exit status is 1
 # when any step failed. gpu-check.json lists every step's command, exit status and seconds, rewritten after each.
@@ -48,6 +51,10 @@ step train-cuda 240 "${nms[@]}" train --model mlp --recipe srste --pattern 2:4 -
   --out "$out/train-cuda"
 step bench-train 240 "${nms[@]}" bench train --device cuda --model mlp --hidden 8192,8192 --batch 8192 \
   --recipes dense,srste --patterns 2:4,1:4 --dense-kernels --epochs 0 --steps 10 --out "$out"
+step bench-train-bf16 240 "${nms[@]}" bench train --device cuda --model mlp --hidden 8192,8192 --batch 8192 \
+  --recipes dense,ste,srste --patterns 2:4 --transposable --precision bfloat16 --epochs 0 --steps 10 --out "$out"
+step bench-train-fp16 240 "${nms[@]}" bench train --device cuda --model mlp --hidden 8192,8192 --batch 8192 \
+  --recipes dense,ste,srste --patterns 2:4 --transposable --precision float16 --epochs 0 --steps 10 --out "$out"
 step bench-serve 180 "${nms[@]}" bench serve --device cuda --requests 2000 --rounds 2 --out "$out"
 
 echo "gpu:check wrote $out: $(node -e 'const j = require(process.argv[1]); console.log(j.steps.map((s) => `${s.step} exit ${s.exit} (${s.seconds} s)`).join(", "))' "$out/gpu-check.json")"

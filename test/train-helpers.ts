@@ -6,12 +6,17 @@ import type { Device } from '../lib/device.js';
 import type { Module } from '../lib/nn/module.js';
 import type { Recipe } from '../lib/recipes/index.js';
 import { SoftmaxCrossEntropy } from '../lib/nn/loss.js';
+import { autocast } from '../lib/nn/amp.js';
 import { SGD } from '../lib/optim/index.js';
 import { Batches, type Dataset } from '../lib/data/mnist.js';
 import { sparseWeights } from '../lib/train/trainer.js';
 
-/** `steps` SGD steps on `data` (batches of 64), calling the recipe hooks the way the Trainer does; the model on `device`. */
-export function trainSteps(model: Module, recipe: Recipe, steps: number, data: Dataset, opts: { onStep?: (step: number) => void; device?: Device } = {}): void {
+/**
+ * `steps` SGD steps on `data` (batches of 64), calling the recipe hooks the way the Trainer does; the model on
+ * `device`, its products at `precision` (bfloat16: no loss scaling).
+ */
+export function trainSteps(model: Module, recipe: Recipe, steps: number, data: Dataset,
+  opts: { onStep?: (step: number) => void; device?: Device; precision?: 'float32' | 'bfloat16' } = {}): void {
   const device = opts.device ?? 'cpu';
   recipe.plan(steps);
   const opt = new SGD(model.parameters(), { lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 5e-4 });
@@ -24,8 +29,10 @@ export function trainSteps(model: Module, recipe: Recipe, steps: number, data: D
     for (const b of batches.epoch(epoch)) {
       if (step === steps) break;
       recipe.setStep(step);
-      loss.forward(model.forward(device === 'cpu' ? b.x : b.x.to(device)), b.labels);
-      model.backward(loss.backward());
+      autocast(opts.precision ?? 'float32', () => {
+        loss.forward(model.forward(device === 'cpu' ? b.x : b.x.to(device)), b.labels);
+        model.backward(loss.backward());
+      });
       opt.step();
       for (const s of sw) s.afterUpdate();
       opts.onStep?.(step);

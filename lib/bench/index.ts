@@ -27,7 +27,7 @@ const KINDS: Record<string, { file: string; fn: string; what: string; flags: str
   },
   train: {
     file: './train.js', fn: 'benchTrain', what: 'a training step by phase and MNIST epochs (or a character GPT\'s tokens/s): dense vs the sparse recipes (lib/bench/train.ts)',
-    flags: '[--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128|32] [--model mlp|cnn|transformer] [--hidden A,B | L,d,H,T] [--device cpu|cuda] [--dense-kernels] [--transposable] [--torch] [--threads N] [--machine NAME] [--out DIR] [--no-write]',
+    flags: '[--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128|32] [--model mlp|cnn|transformer] [--hidden A,B | L,d,H,T] [--device cpu|cuda] [--precision float32|bfloat16|float16] [--dense-kernels] [--transposable] [--torch] [--threads N] [--machine NAME] [--out DIR] [--no-write]',
   },
   ngram: {
     file: './ngram.js', fn: 'benchNgram', what: 'the character n-gram baseline on the Brown split: validation and test bits per character (lib/bench/ngram.ts)',

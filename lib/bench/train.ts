@@ -14,12 +14,15 @@
  * configuration again on the dense-masked path for comparison; `--transposable` adds each sparse recipe at 2:4 with
  * mask 'transposable' (its Wᵀ is 2:4 too). Writes <out>/train-<machine>-<model>-<hidden>-b<batch>
  * .json and .md (<out>: --out, else ./bench-results; with --device cuda, <machine> is the GPU's name and -cuda).
- * --device cuda trains on the GPU (float32: the training path on 'cuda' has no 16-bit tensors); each phase is then
- * bracketed by a device synchronize, so it is GPU time, and the step total includes those waits. The H100/H200
- * target of issue 12: --device cuda --hidden 8192,8192 --batch 8192 (8192 tokens a step) --epochs 0.
+ * --device cuda trains on the GPU; each phase is then bracketed by a device synchronize, so it is GPU time, and the
+ * step total includes those waits. --precision bfloat16|float16 runs every configuration's products in that dtype
+ * (lib/nn/amp.ts: float32 weights and optimizer, float16 with loss scaling; on 'cuda' 2:4 then runs through
+ * cuSPARSELt); the files get a -<precision> suffix. The H100/H200 target of issue 12: --device cuda --hidden
+ * 8192,8192 --batch 8192 (8192 tokens a step) --epochs 0 --precision bfloat16 (and float16).
  *
  *   nmsparse bench train [--recipes dense,ste,srste] [--patterns 2:4] [--epochs 3] [--steps 20] [--batch 128]
  *                        [--hidden 1024,1024] [--model mlp|cnn|transformer] [--device cpu|cuda] [--dense-kernels]
+ *                        [--precision float32|bfloat16|float16]
  *                        [--transposable] [--threads N] [--machine NAME] [--torch] [--out DIR] [--no-write]
  * --torch also times PyTorch (python3 with torch) on the same MLP step: a peer, not a dependency.
  */
@@ -38,6 +41,7 @@ import { buildModel, gpt, type ModelName } from '../nn/models.js';
 import type { Module } from '../nn/module.js';
 import { AdamW } from '../optim/adamw.js';
 import { SoftmaxCrossEntropy } from '../nn/loss.js';
+import { autocast, GradScaler, PRECISIONS, type Precision } from '../nn/amp.js';
 import { SGD } from '../optim/sgd.js';
 import { warmupCosine } from '../optim/schedule.js';
 import { createRecipe, RECIPE_NAMES, type MaskKind, type RecipeName } from '../recipes/index.js';
@@ -57,6 +61,7 @@ interface Config {
   hidden: number[];
   model: ModelName;
   device: Device;
+  precision: Precision;
   denseKernels: boolean;
   transposable: boolean;
   torch: boolean;
@@ -103,6 +108,7 @@ function parse(args: string[]): Config {
       options: {
         recipes: { type: 'string' }, patterns: { type: 'string' }, pattern: { type: 'string' }, epochs: { type: 'string' },
         steps: { type: 'string' }, batch: { type: 'string' }, hidden: { type: 'string' }, model: { type: 'string' }, device: { type: 'string' },
+        precision: { type: 'string' },
         'dense-kernels': { type: 'boolean' }, transposable: { type: 'boolean' }, torch: { type: 'boolean' }, threads: { type: 'string' }, machine: { type: 'string' },
         out: { type: 'string' }, 'no-write': { type: 'boolean' },
       },
@@ -131,9 +137,14 @@ function parse(args: string[]): Config {
   const device = (values.device as string | undefined) ?? 'cpu';
   if (device !== 'cpu' && device !== 'cuda') throw new UsageError(`--device: got ${JSON.stringify(device)}, expected cpu or cuda`);
   if (device === 'cuda' && values.torch) throw new UsageError('--torch: the PyTorch peer runs on the CPU; leave it out with --device cuda');
+  const precision = (values.precision as string | undefined) ?? 'float32';
+  if (!PRECISIONS.includes(precision as Precision)) throw new UsageError(`--precision: got ${JSON.stringify(precision)}, expected ${PRECISIONS.join(', ')}`);
+  if (precision !== 'float32' && model === 'transformer')
+    throw new UsageError(`--precision: got ${precision}, expected float32 for --model transformer (CausalSelfAttention's kernels are float32 only)`);
+  if (precision !== 'float32' && values.torch) throw new UsageError('--torch: the PyTorch peer times float32; leave it out with --precision');
   return {
     recipes: recipes as RecipeName[], patterns, epochs: int('epochs', 3, 0), steps: int('steps', 20), batch: int('batch', model === 'transformer' ? 32 : 128),
-    hidden, model, device, denseKernels: !!values['dense-kernels'], transposable: !!values.transposable, torch: !!values.torch, threads, machine: (values.machine as string | undefined) ?? null,
+    hidden, model, device, precision: precision as Precision, denseKernels: !!values['dense-kernels'], transposable: !!values.transposable, torch: !!values.torch, threads, machine: (values.machine as string | undefined) ?? null,
     out: (values.out as string | undefined) ?? defaultResultsDir(), write: !values['no-write'],
   };
 }
@@ -195,7 +206,7 @@ function stepBreakdown(cfg: Config, runs: Run[], train: Dataset | null): StepTim
     model.requiresInputGrad = false;
     return {
       model, recipe, sw: sparseWeights(model).map(({ s }) => s),
-      opt: optimizerFor(cfg, model, 0.05),
+      opt: optimizerFor(cfg, model, 0.05), scaler: cfg.precision === 'float16' ? new GradScaler() : null,
       loss: new SoftmaxCrossEntropy(), samples: [] as Record<string, number>[],
     };
   });
@@ -210,11 +221,16 @@ function stepBreakdown(cfg: Config, runs: Run[], train: Dataset | null): StepTim
       st.recipe.setStep(step);
       sync?.();
       const t0 = performance.now();
-      st.loss.forward(st.model.forward(b.x), b.labels);
-      st.model.backward(st.loss.backward());
+      const scaler = st.scaler;
+      autocast(cfg.precision, () => {
+        st.loss.forward(st.model.forward(b.x), b.labels);
+        for (const s of st.sw) s.gradScale = scaler?.scale ?? 1;
+        st.model.backward(st.loss.backward(scaler?.scale ?? 1));
+      });
       sync?.();
       const t1 = performance.now();
-      st.opt.step();
+      if (scaler) scaler.step(st.opt);
+      else st.opt.step();
       sync?.();
       const t2 = performance.now();
       for (const s of st.sw) s.afterUpdate();
@@ -236,7 +252,7 @@ function stepBreakdown(cfg: Config, runs: Run[], train: Dataset | null): StepTim
       st.model.eval();
       sync?.();
       const t0 = performance.now();
-      st.model.forward(b.x);
+      autocast(cfg.precision, () => st.model.forward(b.x));
       sync?.();
       if (step >= warm) infer[i].push(performance.now() - t0);
       st.model.train();
@@ -253,6 +269,7 @@ async function epochs(cfg: Config, run: Run, split: ReturnType<typeof mnistSplit
   const lm = cfg.model === 'transformer';
   const trainer = new Trainer({
     model, optimizer: opt, schedule: warmupCosine({ lr: opt.lr, warmup: 0.05 }), epochs: cfg.epochs, batchSize: cfg.batch, device: cfg.device,
+    precision: cfg.precision,
     ...(lm ? { clipGradNorm: 1 } : {}),
   });
   const { history, final } = lm
@@ -310,8 +327,10 @@ function markdown(doc: { date: string; machine: MachineInfo; gpu: string | null;
     `${m.cpu}${m.cpuId ? ` (${m.cpuId})` : ''}, ${m.cores} cores, ${m.threads} threads, kernels ${m.cpuIsa.active}; Node ${m.node}; nmsparse ${m.nmsparse}; ${doc.date.slice(0, 10)}; ` +
       `load average ${m.loadavg.join(' ')} before, ${doc.loadavgAfter.join(' ')} after.`,
     '',
-    ...(doc.gpu ? [`Trained on ${doc.gpu} ('cuda'), float32 (the training path on 'cuda' has no 16-bit tensors); every phase is bracketed by a device ` +
+    ...(doc.gpu ? [`Trained on ${doc.gpu} ('cuda'); every phase is bracketed by a device ` +
       'synchronize, so phases are GPU time and the step total includes those waits.', ''] : []),
+    ...(c.precision && c.precision !== 'float32' ? [`Products in ${c.precision} (16-bit operands and results, float32 sums; float32 weights, gradients and ` +
+      `optimizer${c.precision === 'float16' ? '; dynamic loss scaling' : ''}).`, ''] : []),
     `${lm ? `Character GPT on the Brown corpus, ${dims}, batch ${c.batch} windows (${tokensPerStep(c)} tokens a step), AdamW, gradient clipping 1` : `MNIST ${c.model} ${dims}, batch ${c.batch}, SGD Nesterov 0.9`}. Steps: ${c.steps} per run after 2 warm-up steps, the runs interleaved step by step; ` +
       'milliseconds, median per phase: fwd / dX / dW = the forward, input-gradient and weight-gradient products of every layer; mask = the recipe\'s ' +
       'mask / compress pass; recipe = its gradient terms and post-update hooks; other = activations, loss, bookkeeping. vs dense = dense step / this step. ' +
@@ -391,7 +410,7 @@ export async function benchTrain(args: string[]): Promise<void> {
   if (torch) process.stdout.write('\n' + torchLines(torch, results).join('\n'));
   if (cfg.write) {
     makeWritableDir(cfg.out, '--out');
-    const base = path.join(cfg.out, `train-${gpu ? `${slug(gpu)}-cuda` : machine.name}-${cfg.model}-${cfg.hidden.join('-')}-b${cfg.batch}`);
+    const base = path.join(cfg.out, `train-${gpu ? `${slug(gpu)}-cuda` : machine.name}-${cfg.model}-${cfg.hidden.join('-')}-b${cfg.batch}${cfg.precision === 'float32' ? '' : `-${cfg.precision}`}`);
     writeFileSync(base + '.json', JSON.stringify(doc, null, 2) + '\n');
     writeFileSync(base + '.md', markdown(doc));
     process.stdout.write(`wrote ${base}.json and .md\n`);

@@ -13,6 +13,7 @@ import { MASK_KINDS } from '../recipes/recipe.js';
 import { STRUCTURE_SCHEDULES } from '../recipes/structure-decay.js';
 import { MODEL_NAMES, type ModelName } from '../nn/models.js';
 import type { Device } from '../device.js';
+import { PRECISIONS } from '../nn/amp.js';
 import { LM_DEFAULTS, RUN_DEFAULTS, runTraining, type RunConfig } from '../train/run.js';
 import type { EpochRecord } from '../train/trainer.js';
 import { UsageError, failure, isUsageError, parseFlags, type Values } from './usage.js';
@@ -29,6 +30,7 @@ const defaultIO = (): CliIO => ({ stdout: process.stdout, stderr: process.stderr
 export const TRAINING_FLAGS = {
   epochs: { type: 'string' },
   device: { type: 'string' },
+  precision: { type: 'string' },
   'batch-size': { type: 'string' },
   optimizer: { type: 'string' },
   lr: { type: 'string' },
@@ -69,6 +71,8 @@ export const TRAINING_FLAGS = {
 export const TRAINING_HELP = `Training flags:
   --epochs N            epochs (default 3)
   --device cpu|cuda     where to train (default cpu)
+  --precision float32|bfloat16|float16  the products' precision (default float32): 16-bit operands, float32 sums,
+                        float32 weights and optimizer (torch.autocast); float16 with dynamic loss scaling
   --batch-size N        mini-batch size (default ${RUN_DEFAULTS.batchSize})
   --optimizer sgd|adamw (default sgd: Nesterov momentum 0.9)
   --lr X                peak learning rate (default ${RUN_DEFAULTS.lr}; with --optimizer adamw 1e-3; transformer ${LM_DEFAULTS.lr})
@@ -174,6 +178,7 @@ export function trainingConfig(v: Values): Omit<RunConfig, 'model' | 'recipe' | 
   return {
     epochs: int(s('epochs'), 'epochs') ?? 3,
     device: choice(s('device'), 'device', ['cpu', 'cuda'] as const) as Device | undefined,
+    precision: choice(s('precision'), 'precision', PRECISIONS),
     batchSize: int(s('batch-size'), 'batch-size'),
     optimizer,
     lr,
@@ -224,10 +229,13 @@ const sadStr = (s: { fraction: number } | null) => (s ? s.fraction.toFixed(4) : 
  * the hypothetical top-N masks of its weights.
  */
 export function epochTable(history: EpochRecord[], { sad = true } = {}): string {
-  const head = ['epoch', 'phase', 'lr', 'loss', 'train %', 'test %', ...(sad ? ['SAD/epoch', 'SAD/first'] : []), 'GFLOP', 's', 'img/s'];
+  const scaled = history.some((r) => r.lossScale !== undefined); // float16: the loss scale and the skipped steps
+  const head = ['epoch', 'phase', 'lr', 'loss', 'train %', 'test %', ...(sad ? ['SAD/epoch', 'SAD/first'] : []), 'GFLOP', 's', 'img/s',
+    ...(scaled ? ['loss scale', 'skipped'] : [])];
   const rows = history.map((r) => [
     String(r.epoch), r.phase, r.lr.toPrecision(3), r.trainLoss.toFixed(4), pct(r.trainAccuracy), pct(r.testAccuracy),
     ...(sad ? [sadStr(r.sad), sadStr(r.sadCumulative)] : []), (r.flops / 1e9).toFixed(1), r.seconds.toFixed(2), String(Math.round(r.imagesPerSecond)),
+    ...(scaled ? [String(r.lossScale), String(r.skippedSteps)] : []),
   ]);
   return table(head, rows);
 }

@@ -1,16 +1,18 @@
 /**
  * Training ops (native/cpu/elementwise.{h,cc}): typed wrappers that validate their tensors, send tensors that
  * live on another device to that device's op of the same name (lib/device.ts deviceOp), and run the CPU kernel
- * otherwise. float32 tensors; class labels and pooling indices are Int32Arrays; masks are uint8 tensors.
+ * otherwise. float32 tensors (cast also float16/bfloat16); class labels and pooling indices are Int32Arrays; masks are
+ * uint8 tensors.
  * Images are NHWC ([batch, height, width, channels]).
  */
 import { native, type Window } from '../native.js';
 import { fail } from '../errors.js';
 import { deviceOp } from '../device.js';
 import { checkOut, checkTensor, outputFor, Tensor, zeros, type Shape } from '../tensor.js';
-import { CHECKED, SparseTensor } from '../compress.js';
+import { CHECKED, SparseTensor, compress } from '../compress.js';
 import { nmView } from '../mask.js';
 import type { Pattern } from '../pattern.js';
+import { dtypeCode, type DType } from '../dtype.js';
 
 function f32(t: unknown, arg: string): Tensor {
   const x = checkTensor(t, arg);
@@ -34,6 +36,25 @@ function rowsCols(t: Tensor, arg: string): [number, number] {
   if (t.rank < 1) fail('E_SHAPE', arg, t, 'a tensor of rank >= 1');
   const cols = t.shape[t.rank - 1];
   return [cols === 0 ? 0 : t.size / cols, cols];
+}
+
+// ---------------------------------------------------------------- cast
+
+/**
+ * x converted to `dtype` (float32, float16 or bfloat16; round to nearest even), into opts.out when given: the casts
+ * around a product under mixed precision (lib/nn/amp.ts). One kernel on 'cuda'.
+ */
+export function cast(x: Tensor, dtype: DType, opts: { out?: Tensor } = {}): Tensor {
+  const t = checkTensor(x, 'x');
+  for (const [d, arg] of [[t.dtype, 'x'], [dtype, 'dtype']] as const)
+    if (d !== 'float32' && d !== 'float16' && d !== 'bfloat16') fail('E_DTYPE', arg, arg === 'x' ? t : d, 'float32, float16 or bfloat16');
+  const out = checkOut(opts.out, t.shape, dtype, t.device);
+  if (out && (t.device === 'cpu' ? out.storage().buffer === t.storage().buffer : out.deviceStorage() === t.deviceStorage()))
+    fail('E_VALUE', 'options.out', out, 'a tensor other than x');
+  if (t.device !== 'cpu') return deviceOp(t.device, 'cast')(t, dtype, { out });
+  const o = outputFor(out, t.shape, dtype);
+  native.convert(t.storage(), t.dtypeCode, o.storage(), dtypeCode(dtype), t.size);
+  return o;
 }
 
 // ---------------------------------------------------------------- bias
@@ -399,10 +420,16 @@ export function nmMaskScale(w: Tensor, pattern: Pattern, alpha: number, opts: { 
   return { mask, out };
 }
 
-/** What nmTrainPass writes besides the mask: w ⊙ mask, and its compressed form (values and positions). */
+/**
+ * What nmTrainPass writes besides the mask: w ⊙ mask (float32), and its compressed form (values and positions) in
+ * the pass's dtype. With a 16-bit dtype also `out16`, w ⊙ mask in that dtype (the 16-bit products' dense operand),
+ * and on the CPU `values32`, the float32 values the native pass writes before they are rounded.
+ */
 export interface TrainPassBuffers {
   out: Tensor;
   sparse: SparseTensor;
+  out16?: Tensor;
+  values32?: Tensor;
 }
 
 /** What nmTrainPass returns; `sad` is read from the GPU when first asked for (on 'cuda' the pass does not wait). */
@@ -420,31 +447,57 @@ export interface TrainPassResult {
  * that changed (0 without `opts.mask` or without selection). On the CPU `sparse` is rewritten in place; on 'cuda'
  * (lib/cuda-train.ts) it is made anew each step, as xFormers' sparsify24 does, and the previous one disposed.
  * A given mask that does not keep exactly N per group is E_VALUE on the CPU (the buffers are then partly
- * rewritten: they are the step's scratch).
+ * rewritten: they are the step's scratch). opts.dtype (default float32): float16 or bfloat16 for mixed-precision
+ * training (lib/nn/amp.ts): `sparse` and `out16` are then w ⊙ mask rounded to that dtype.
  */
-export function nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask?: Tensor | null; buffers?: TrainPassBuffers | null; select?: boolean } = {}): TrainPassResult {
+export function nmTrainPass(w: Tensor, pattern: Pattern,
+  opts: { mask?: Tensor | null; buffers?: TrainPassBuffers | null; select?: boolean; dtype?: DType } = {}): TrainPassResult {
   const t = f32(w, 'w');
   const { rows, cols } = nmView(t, pattern, 'w');
   if (t.rank !== 2) fail('E_SHAPE', 'w', t, 'a [rows, cols] weight');
   const select = opts.select ?? true;
+  const dtype = opts.dtype ?? 'float32';
+  if (dtype !== 'float32' && dtype !== 'float16' && dtype !== 'bfloat16') fail('E_DTYPE', 'options.dtype', dtype, 'float32, float16 or bfloat16');
   const given = opts.mask ? checkMask(opts.mask, t) : null;
   if (!select && !given) fail('E_VALUE', 'options.mask', opts.mask, 'the mask to apply when options.select is false');
   const prev = opts.buffers ?? null;
   const fits = prev !== null && prev.sparse.n === pattern.n && prev.sparse.m === pattern.m && sameShape(prev.out.shape, t.shape) &&
-    prev.out.device === t.device;
+    prev.out.device === t.device && prev.sparse.dtype === dtype;
   if (fits && (t.device === 'cpu' ? prev.out.storage() === t.storage() : prev.out.deviceStorage() === t.deviceStorage()))
     fail('E_VALUE', 'options.buffers.out', prev.out, 'a tensor other than w');
-  if (t.device !== 'cpu') return deviceOp(t.device, 'nmTrainPass')(t, pattern, { mask: given, buffers: fits ? prev : null, select });
+  if (t.device !== 'cpu') return deviceOp(t.device, 'nmTrainPass')(t, pattern, { mask: given, buffers: fits ? prev : null, select, dtype });
   const mask = given ?? zeros(t.shape, { dtype: 'uint8' });
+  const kept = [rows, (cols / pattern.m) * pattern.n];
+  const half = dtype !== 'float32';
   const b: TrainPassBuffers = fits ? prev : {
     out: zeros(t.shape),
     // CHECKED: its positions are all zero until the nmTrainPass below writes them.
-    sparse: new SparseTensor(t.shape, pattern, 'float32', {
-      values: zeros([rows, (cols / pattern.m) * pattern.n]),
+    sparse: new SparseTensor(t.shape, pattern, dtype, {
+      values: zeros(kept, { dtype }),
       positions: new Uint8Array(native.nmPositionBytes(rows, cols, pattern.n, pattern.m) as number),
     }, CHECKED),
+    ...(half ? { out16: zeros(t.shape, { dtype }), values32: zeros(kept) } : {}),
   };
+  const values = b.values32 ?? b.sparse.values;
   const sad = native.nmTrainPass(fs(t), rows, cols, pattern.n, pattern.m, mask.storage(), select, select && given !== null,
-    fs(b.out), fs(b.sparse.values), b.sparse.positions) as number;
+    fs(b.out), fs(values), b.sparse.positions) as number;
+  if (half) {
+    native.convert(values.storage(), values.dtypeCode, b.sparse.values.storage(), dtypeCode(dtype), values.size);
+    native.convert(fs(b.out), b.out.dtypeCode, b.out16!.storage(), dtypeCode(dtype), b.out.size);
+  }
   return { mask, buffers: b, sad };
+}
+
+/**
+ * W̃ᵀ compressed, from a 16-bit training pass's `out16` = W̃ [rows, cols] whose mask is transposable 2:4 (2 kept per
+ * row and column of every 4×4 tile): W̃ᵀ [cols, rows] is then 2:4 along its rows, and the input gradient
+ * dY·W̃ = dY·(W̃ᵀ)ᵀ runs as the N:M product sparseLinear(dY, W̃ᵀ) (on 'cuda' through cuSPARSELt). A new tensor each
+ * call; nothing of W̃ is pruned, as each group of W̃ᵀ holds at most 2 non-zeros (not checked here).
+ */
+export function nmTransposedForm(w16: Tensor): SparseTensor {
+  const t = checkTensor(w16, 'w16');
+  if (t.dtype !== 'float16' && t.dtype !== 'bfloat16') fail('E_DTYPE', 'w16', t, 'a float16 or bfloat16 tensor');
+  if (t.rank !== 2 || t.shape[0] % 4 !== 0 || t.shape[1] % 4 !== 0) fail('E_SHAPE', 'w16', t, 'a [rows, cols] weight, both multiples of 4');
+  if (t.device !== 'cpu') return deviceOp(t.device, 'nmTransposedForm')(t);
+  return compress(t.transpose(), '2:4');
 }

@@ -14,7 +14,8 @@ import { checkTensor, ones, rand, zeros, type Shape, type Tensor } from '../tens
 import { randomSeed } from '../random.js';
 import { SparseWeight, type Recipe } from '../recipes/recipe.js';
 import { Module, Parameter } from './module.js';
-import { inputGrad, linearForward, matmulTN } from './linalg.js';
+import { HalfProducts, inputGrad, linearForward, matmulTN } from './linalg.js';
+import { autocastPrecision } from './amp.js';
 import {
   biasGrad, col2im, dropout, geluBackward, geluForward, im2col, layerNormBackward, layerNormForward,
   maxPoolBackward, maxPoolForward, reluBackward, reluForward, windowOutput, type Window2d,
@@ -55,6 +56,7 @@ export class Linear extends Module {
   #x: Tensor | null = null;
   #w: Tensor | null = null;
   #nm = false;
+  #half: HalfProducts | null = null;
   #inShape: Shape = [];
 
   constructor(readonly inFeatures: number, readonly outFeatures: number, opts: LinearOptions = {}) {
@@ -83,7 +85,9 @@ export class Linear extends Module {
     const w = this.#sparse ? this.#sparse.forwardWeight(this.training) : this.weight.value;
     const rows = x2.shape[0];
     const nmw = this.training ? this.#sparse?.compressed ?? null : null;
-    const y = linearForward(x2, w, this.bias?.value ?? null, this.buffer('y', [rows, this.outFeatures], t), nmw);
+    const half = this.#half = halfProducts(this.#half, (k, sh, l, d) => this.buffer(k, sh, l, d));
+    if (half) half.wT = nmw && this.#sparse!.compressedT;
+    const y = linearForward(x2, w, this.bias?.value ?? null, this.buffer('y', [rows, this.outFeatures], t), nmw, half, nmw && this.#sparse!.halfWeight);
     this.#x = x2;
     this.#w = w;
     this.#nm = nmw !== null;
@@ -95,11 +99,11 @@ export class Linear extends Module {
     const x = this.saved(this.#x), w = this.#w!;
     const d = f32Input(dy, 'dy').reshape([-1, this.outFeatures]);
     if (d.shape[0] !== x.shape[0]) fail('E_SHAPE', 'dy', dy, `a gradient of ${x.shape[0]} rows, like the forward output`);
-    matmulTN(d, x, this.weight.grad);
+    matmulTN(d, x, this.weight.grad, this.#half);
     this.#sparse?.backward();
     if (this.bias) biasGrad(d, { out: this.bias.grad });
     if (!this.requiresInputGrad) return null;
-    const dx = inputGrad(d, w, this.#nm, this.buffer('dx', x.shape, x));
+    const dx = inputGrad(d, w, this.#nm, this.buffer('dx', x.shape, x), this.#half);
     return this.#inShape.length === 2 ? dx : dx.reshape(this.#inShape as number[]);
   }
 }
@@ -136,6 +140,7 @@ export class Conv2d extends Module {
   #cols: Tensor | null = null;
   #w: Tensor | null = null;
   #nm = false;
+  #half: HalfProducts | null = null;
   #inShape: Shape = [];
 
   constructor(readonly inChannels: number, readonly outChannels: number, kernelSize: number | [number, number], opts: Conv2dOptions = {}) {
@@ -174,7 +179,9 @@ export class Conv2d extends Module {
     const cols = im2col(t, this.window, { out: this.buffer('cols', [rows, k], t) });
     const w = this.#sparse ? this.#sparse.forwardWeight(this.training) : this.weight.value.reshape([this.outChannels, k]);
     const nmw = this.training ? this.#sparse?.compressed ?? null : null;
-    const y = linearForward(cols, w, this.bias?.value ?? null, this.buffer('y', [rows, this.outChannels], t), nmw);
+    const half = this.#half = halfProducts(this.#half, (k, sh, l, d) => this.buffer(k, sh, l, d));
+    if (half) half.wT = nmw && this.#sparse!.compressedT;
+    const y = linearForward(cols, w, this.bias?.value ?? null, this.buffer('y', [rows, this.outChannels], t), nmw, half, nmw && this.#sparse!.halfWeight);
     this.#cols = cols;
     this.#w = w;
     this.#nm = nmw !== null;
@@ -188,11 +195,11 @@ export class Conv2d extends Module {
     const d = f32Input(dy, 'dy');
     if (d.size !== cols.shape[0] * this.outChannels) fail('E_SHAPE', 'dy', d, 'a gradient of the shape of the forward output');
     const d2 = d.reshape([cols.shape[0], this.outChannels]);
-    matmulTN(d2, cols, this.weight.grad.reshape([this.outChannels, this.patchSize]));
+    matmulTN(d2, cols, this.weight.grad.reshape([this.outChannels, this.patchSize]), this.#half);
     this.#sparse?.backward();
     if (this.bias) biasGrad(d2, { out: this.bias.grad });
     if (!this.requiresInputGrad) return null;
-    const dcols = inputGrad(d2, w, this.#nm, this.buffer('dcols', cols.shape, cols));
+    const dcols = inputGrad(d2, w, this.#nm, this.buffer('dcols', cols.shape, cols), this.#half);
     return col2im(dcols, this.#inShape, this.window, { out: this.buffer('dx', this.#inShape, cols) });
   }
 }
@@ -202,6 +209,13 @@ export class SparseConv2d extends Conv2d {
   constructor(inChannels: number, outChannels: number, kernelSize: number | [number, number], pattern: Pattern | string, recipe: Recipe, opts: Omit<Conv2dOptions, 'sparsity'> = {}) {
     super(inChannels, outChannels, kernelSize, { ...opts, sparsity: { pattern, recipe } });
   }
+}
+
+/** The 16-bit products of a forward under autocast (the layer's previous object when the dtype is the same), or null. */
+function halfProducts(prev: HalfProducts | null, buffer: HalfProducts['buffer']): HalfProducts | null {
+  const p = autocastPrecision();
+  if (p === 'float32') return null;
+  return prev?.dtype === p ? prev : new HalfProducts(p, buffer);
 }
 
 function sparseWeight(p: Parameter, s: SparsityOptions, name: string, groupExtent?: number, cols?: number): SparseWeight {

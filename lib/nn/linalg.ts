@@ -7,24 +7,60 @@
  *   linearForward(x, W, b, S)  y  = x·Wᵀ + b     x [rows, in], W [out, in]; from S, W's compressed form, if given
  *   inputGrad(dY, W, nm)       dX = dY·W         dY [rows, out]; skipping W's pruned zeros when nm (CPU)
  *   matmulTN(a, b)             c  = aᵀ·b         a [k, m], b [k, n]     (dW = dYᵀ·X, dense: the STE needs all of it)
+ * Given a HalfProducts (the layer's forward ran under a 16-bit autocast, lib/nn/amp.ts) they multiply 16-bit
+ * operands: x, W, dY cast to that dtype (W: the training pass's 16-bit copy when there is one), float32 sums, the
+ * result rounded to the dtype (as cuBLASLt / cuSPARSELt write it) and cast back to float32; the bias is added in
+ * float32 after. The 16-bit x and W of the forward are kept for the backward, dY's cast serves dW and dX.
  */
 import { linear, matmul } from '../gemm.js';
 import { linearInputGrad, sparseLinear } from '../spmm.js';
 import type { SparseTensor } from '../compress.js';
 import type { CudaSparse } from '../native.js';
-import type { Tensor } from '../tensor.js';
+import type { Shape, Tensor } from '../tensor.js';
+import type { HalfPrecision } from './amp.js';
+import { biasAdd, cast } from './elementwise.js';
 import { timed } from './profile.js';
+
+/**
+ * A layer's 16-bit products: their dtype, the layer's buffers, and the operands its forward rounded; wT, set by the
+ * layer, is W̃ᵀ compressed (a transposable 2:4 mask) for an N:M input gradient.
+ */
+export class HalfProducts {
+  x: Tensor | null = null;
+  w: Tensor | null = null;
+  dy: Tensor | null = null;
+  wT: SparseTensor | null = null;
+  constructor(readonly dtype: HalfPrecision, readonly buffer: (key: string, shape: Shape, like: Tensor, dtype: HalfPrecision) => Tensor) {}
+  /** t cast to the dtype, into the layer's buffer `key`. */
+  round(t: Tensor, key: string): Tensor { return cast(t, this.dtype, { out: this.buffer(key, t.shape, t, this.dtype) }); }
+}
+
+/** y16 widened to float32 into `out` (a new tensor without one), plus the bias. */
+function widen(y16: Tensor, bias: Tensor | null, out?: Tensor): Tensor {
+  const y = cast(y16, 'float32', { out });
+  return bias ? biasAdd(y, bias) : y;
+}
 
 /**
  * y = x·Wᵀ + bias. x [rows, in], W [out, in], bias [out] or null; S = W in compressed form (the N:M product).
  * On the CPU S is used for layers at least nmKernelMinWidth.forward wide. On 'cuda' S is used where it has a
- * cuSPARSELt form (nmTrainPass makes one for float32 1:M; float32 2:4 cannot have one, cuSPARSELt's float32
- * kernels take 1:2 pairs), and the plan cache then picks cuSPARSELt or cuBLASLt per shape by measurement, both in
- * TF32 as nm.linear on 'cuda'; without one the product is W ⊙ m through the dense float32 GEMM.
+ * cuSPARSELt form (nmTrainPass makes one for float32 1:M and for float16/bfloat16 2:4 and sparser; float32 2:4
+ * cannot have one, cuSPARSELt's float32 kernels take 1:2 pairs), and the plan cache then picks cuSPARSELt or
+ * cuBLASLt per shape by measurement, float32 in TF32 as nm.linear on 'cuda'; without one the product is W ⊙ m
+ * through the dense GEMM. With `half`, S (when given) has the 16-bit dtype and w16 is its dense W ⊙ m.
  */
-export function linearForward(x: Tensor, w: Tensor, bias: Tensor | null, out?: Tensor, s?: SparseTensor | null): Tensor {
+export function linearForward(x: Tensor, w: Tensor, bias: Tensor | null, out?: Tensor, s?: SparseTensor | null, half?: HalfProducts | null,
+  w16?: Tensor | null): Tensor {
   const sparse = s && (s.device === 'cpu' ? Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.forward : hasSparseForm(s));
-  return timed('forward', () => (sparse ? sparseLinear(x, s, bias, { out }) : linear(x, w, bias, { out })));
+  if (!half) return timed('forward', () => (sparse ? sparseLinear(x, s, bias, { out }) : linear(x, w, bias, { out })));
+  return timed('forward', () => {
+    const x16 = half.x = half.round(x, 'x16');
+    // w16 (the training pass's 16-bit W ⊙ m, of which s is the compressed form) or W rounded here.
+    half.w = w16 ?? half.round(w, 'w16');
+    half.dy = null;
+    const y16 = half.buffer('y16', [x.shape[0], w.shape[0]], x, half.dtype);
+    return widen(sparse ? sparseLinear(x16, s, null, { out: y16 }) : linear(x16, half.w, null, { out: y16 }), bias, out);
+  });
 }
 
 /**
@@ -46,12 +82,28 @@ const hasSparseForm = (s: SparseTensor): boolean => (s.handle as CudaSparse).inf
  * the dense float32 GEMM: W̃ is N:M along `in`, not along `out` as a cuSPARSELt operand here must be, and W̃ᵀ of a
  * transposable 2:4 mask is 2:4, not the 1:2 pairs cuSPARSELt's float32 kernels take (docs/design.md §7).
  */
-export function inputGrad(dy: Tensor, w: Tensor, nm: boolean, out?: Tensor): Tensor {
+export function inputGrad(dy: Tensor, w: Tensor, nm: boolean, out?: Tensor, half?: HalfProducts | null): Tensor {
+  if (half) {
+    // With W̃ᵀ compressed (a transposable 2:4 mask), dY·W̃ = dY·(W̃ᵀ)ᵀ is the N:M product (on 'cuda' the plan cache
+    // picks cuSPARSELt or cuBLASLt per shape by measurement, as for the forward); else the dense 16-bit product
+    // (spmm_t reads float32 weights).
+    const wT = half.wT;
+    const sparse = wT && (wT.device === 'cpu' ? Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.forward : hasSparseForm(wT));
+    return timed('inputGrad', () => {
+      const dy16 = half.dy ?? (half.dy = half.round(dy, 'dy16'));
+      const dx16 = half.buffer('dx16', [dy.shape[0], w.shape[1]], dy, half.dtype);
+      return widen(sparse ? sparseLinear(dy16, wT, null, { out: dx16 }) : matmul(dy16, half.w!, { out: dx16 }), null, out);
+    });
+  }
   const sparse = nm && w.device === 'cpu' && Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.inputGrad;
   return timed('inputGrad', () => (sparse ? linearInputGrad(dy, w, { out }) : matmul(dy, w, { out })));
 }
 
-/** c = aᵀ·b. a [k, m], b [k, n]. */
-export function matmulTN(a: Tensor, b: Tensor, out?: Tensor): Tensor {
-  return timed('weightGrad', () => matmul(a, b, { transA: true, out }));
+/** c = aᵀ·b. a [k, m], b [k, n]. With `half`: a is dY (cast here) and b the forward's input (its 16-bit copy). */
+export function matmulTN(a: Tensor, b: Tensor, out?: Tensor, half?: HalfProducts | null): Tensor {
+  if (!half) return timed('weightGrad', () => matmul(a, b, { transA: true, out }));
+  return timed('weightGrad', () => {
+    const dy16 = half.dy ?? (half.dy = half.round(a, 'dy16'));
+    return widen(matmul(dy16, half.x!, { transA: true, out: half.buffer('dw16', [a.shape[1], b.shape[1]], a, half.dtype) }), null, out);
+  });
 }

@@ -21,11 +21,15 @@ export class SoftmaxCrossEntropy {
     return { loss: r.loss, correct: r.correct, count: r.count };
   }
 
-  /** d(mean loss)/d logits (a buffer owned by this object, reused by the next call). */
-  backward(): Tensor {
+  /**
+   * d(mean loss)/d logits (a buffer owned by this object, reused by the next call), times `scale` (default 1; the
+   * loss scale of float16 training, GradScaler).
+   */
+  backward(scale = 1): Tensor {
     const s = this.#saved;
     if (!s) fail('E_VALUE', 'SoftmaxCrossEntropy.backward', s, 'a preceding forward() call');
-    this.#grad = softmaxCrossEntropyBackward(s.probs, s.labels, { labelSmoothing: this.opts.labelSmoothing, out: this.#reuse(this.#grad, s.probs) });
+    if (typeof scale !== 'number' || !(scale > 0) || !Number.isFinite(scale)) fail('E_VALUE', 'scale', scale, 'a finite number > 0');
+    this.#grad = softmaxCrossEntropyBackward(s.probs, s.labels, { labelSmoothing: this.opts.labelSmoothing, scale, out: this.#reuse(this.#grad, s.probs) });
     return this.#grad;
   }
 

@@ -10,6 +10,7 @@
 import { fail } from '../errors.js';
 import { zeros, type Shape, type Tensor } from '../tensor.js';
 import type { Device } from '../device.js';
+import type { DType } from '../dtype.js';
 import type { SparseWeight } from '../recipes/recipe.js';
 
 export class Parameter {
@@ -90,7 +91,7 @@ export abstract class Module {
   }
 
   /** A buffer owned by this module, reused while `shape` stays the same. */
-  protected buffer(key: string, shape: Shape, like: Tensor, dtype: 'float32' | 'uint8' = 'float32'): Tensor {
+  protected buffer(key: string, shape: Shape, like: Tensor, dtype: DType = 'float32'): Tensor {
     const b = this.#buffers.get(key);
     if (b && b.device === like.device && b.dtype === dtype && sameShape(b.shape, shape)) return b;
     const t = zeros(shape, { device: like.device, dtype });

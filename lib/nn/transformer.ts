@@ -24,6 +24,7 @@ import { Dropout, GELU, LayerNorm, Linear, Sequential, type SparsityOptions } fr
 import { add, embeddingBackward, embeddingForward } from './elementwise.js';
 import { attentionBackward, attentionForward } from './attention.js';
 import { inputGrad, linearForward, matmulTN } from './linalg.js';
+import { requireFloat32Products } from './amp.js';
 import type { ModelOptions } from './models.js';
 
 export interface GptOptions extends ModelOptions {
@@ -159,6 +160,7 @@ export class CausalSelfAttention extends Module {
   override describe(): string { return `CausalSelfAttention(${this.dModel}, ${this.heads} heads)`; }
 
   forward(x: Tensor): Tensor {
+    requireFloat32Products('CausalSelfAttention', 'its fused attention kernels are float32 only');
     const t = f32Input(x);
     if (t.rank !== 3 || t.shape[2] !== this.dModel) fail('E_SHAPE', 'x', t, `a tensor [batch, t, ${this.dModel}]`);
     const [b, n] = t.shape;

@@ -32,20 +32,27 @@ export abstract class Optimizer {
   /** Scales the gradients so that their global L2 norm is at most maxNorm; returns the norm before clipping. */
   clipGradNorm(maxNorm: number): number {
     if (!(maxNorm > 0)) fail('E_VALUE', 'maxNorm', maxNorm, 'a number > 0');
-    let ss = 0;
-    for (const p of this.params) {
-      const g = p.grad;
-      ss += g.device === 'cpu' ? (native.sumSquares(g.storage(), g.size) as number) : deviceOp(g.device, 'sumSquares')(g);
-    }
-    const norm = Math.sqrt(ss);
-    if (norm > maxNorm) {
-      const s = maxNorm / (norm + 1e-6);
-      for (const p of this.params)
-        if (p.grad.device === 'cpu') native.scaleInplace(p.grad.storage(), s, p.grad.size);
-        else deviceOp(p.grad.device, 'scaleInplace')(p.grad, s);
-    }
+    const norm = Math.sqrt(gradSumSquares(this.params));
+    if (norm > maxNorm) scaleGrads(this.params, maxNorm / (norm + 1e-6));
     return norm;
   }
+}
+
+/** Σ g² over the gradients of `params` (float64; NaN or Infinity when one is not finite). */
+export function gradSumSquares(params: Parameter[]): number {
+  let ss = 0;
+  for (const p of params) {
+    const g = p.grad;
+    ss += g.device === 'cpu' ? (native.sumSquares(g.storage(), g.size) as number) : deviceOp(g.device, 'sumSquares')(g);
+  }
+  return ss;
+}
+
+/** g *= s for the gradient of every parameter. */
+export function scaleGrads(params: Parameter[], s: number): void {
+  for (const p of params)
+    if (p.grad.device === 'cpu') native.scaleInplace(p.grad.storage(), s, p.grad.size);
+    else deviceOp(p.grad.device, 'scaleInplace')(p.grad, s);
 }
 
 export function checkLr(lr: unknown, arg = 'lr'): number {

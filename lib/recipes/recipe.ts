@@ -17,9 +17,10 @@ import { fail } from '../errors.js';
 import { mask as nmMask, sad as nmSad, transposableMask } from '../mask.js';
 import { SUPPORTED_M, parsePattern, patternString, type Pattern } from '../pattern.js';
 import type { Tensor } from '../tensor.js';
-import { maskedAdd, maskedScale, nmMaskScale, nmTrainPass, type TrainPassBuffers } from '../nn/elementwise.js';
+import { maskedAdd, maskedScale, nmMaskScale, nmTrainPass, nmTransposedForm, type TrainPassBuffers } from '../nn/elementwise.js';
 import type { SparseTensor } from '../compress.js';
 import { timed } from '../nn/profile.js';
+import { autocastPrecision } from '../nn/amp.js';
 import type { Parameter } from '../nn/module.js';
 
 export type RecipeName = 'dense' | 'ste' | 'srste' | 'asp' | 'mask-decay' | 'structure-decay';
@@ -72,6 +73,22 @@ export class SparseWeight {
    * layer read it: forward and backward on the CPU, the forward on 'cuda' where it has a cuSPARSELt form), else null.
    */
   compressed: SparseTensor | null = null;
+  /**
+   * Under a 16-bit autocast (lib/nn/amp.ts) the training forward's weight rounded to that dtype when `compressed`
+   * is set (the dense operand of the layer's 16-bit products; `compressed` then has that dtype too), else null.
+   */
+  halfWeight: Tensor | null = null;
+  /**
+   * With `halfWeight` and a transposable 2:4 mask: W̃ᵀ compressed in that dtype (nmTransposedForm), from which the
+   * layer's input gradient runs as an N:M product; else null. Made anew each step.
+   */
+  compressedT: SparseTensor | null = null;
+  /**
+   * The factor on this weight's gradient while the backward runs: the loss scale under float16 loss scaling
+   * (GradScaler), else 1. Gradient terms a recipe adds itself (SR-STE's) are multiplied by it, so that unscaling
+   * leaves them as they are.
+   */
+  gradScale = 1;
   #sad: number | (() => number) = 0;
   #pass: TrainPassBuffers | null = null;
   #spare: Tensor | null = null;
@@ -142,13 +159,22 @@ export class SparseWeight {
   /** The buffers of the one-pass refresh (nmTrainPass), kept across steps. */
   trainPass(p: Pattern, select: boolean): Tensor {
     const old = this.#pass;
-    const r = nmTrainPass(this.weight, p, { mask: this.mask, buffers: old, select });
-    // New buffers (the pattern changed, e.g. a structure-decay frame): free the old ones now, not at GC (on 'cuda'
-    // they are device memory V8 does not weigh). The last step's backward, their only reader, is done.
-    if (old && old !== r.buffers) { old.out.dispose(); old.sparse.dispose(); }
+    const precision = autocastPrecision();
+    const r = nmTrainPass(this.weight, p, { mask: this.mask, buffers: old, select, dtype: precision });
+    // Buffers not carried over (the pattern or the precision changed, e.g. a structure-decay frame; on 'cuda' the
+    // compressed weight every step, while `out` is reused in a new buffers object): free them now, not at GC (on
+    // 'cuda' they are device memory V8 does not weigh). The last step's backward, their only reader, is done.
+    if (old && old !== r.buffers) {
+      const kept: unknown[] = Object.values(r.buffers);
+      for (const t of [old.out, old.sparse, old.out16, old.values32]) if (t && !kept.includes(t)) t.dispose();
+    }
     this.#pass = r.buffers;
     this.mask = r.mask;
     this.compressed = r.buffers.sparse;
+    this.halfWeight = r.buffers.out16 ?? null;
+    // The previous step's W̃ᵀ: its products are enqueued already, so freeing it is stream-ordered on 'cuda'.
+    this.compressedT?.dispose();
+    this.compressedT = this.halfWeight && this.recipe.transposable(p) ? nmTransposedForm(this.halfWeight) : null;
     if (select) this.#sad = () => r.sad;
     return r.buffers.out;
   }
@@ -240,7 +266,7 @@ export abstract class Recipe {
   forwardWeight(s: SparseWeight, training: boolean): Tensor {
     const p = this.patternAt(s);
     const w = s.weight;
-    if (training) s.compressed = null;
+    if (training) { s.compressed = null; s.halfWeight = null; s.compressedT?.dispose(); s.compressedT = null; }
     if (p === null) {
       if (training) { s.active = false; s.alpha = 1; s.density = 1; }
       return w;
@@ -300,7 +326,7 @@ export abstract class Recipe {
 
   /** SR-STE term, shared by STE-family recipes: g += λ·(1 − m)⊙W while a mask is active. */
   protected addRefinedTerm(s: SparseWeight, g: Tensor, lambda: number): void {
-    if (lambda !== 0 && s.active && s.mask) maskedAdd(g, s.weight, s.mask, lambda);
+    if (lambda !== 0 && s.active && s.mask) maskedAdd(g, s.weight, s.mask, lambda * s.gradScale);
   }
   /** autodiff through W ⊙ (m + (1 − m)α): g ⊙= (m + (1 − m)α) while a mask is active. */
   protected scaleByMask(s: SparseWeight, g: Tensor): void {

@@ -10,7 +10,7 @@
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { makeWritableDir } from '../io/dir.js';
 import path from 'node:path';
-import { NmSparseError } from '../errors.js';
+import { NmSparseError, fail } from '../errors.js';
 import { parsePattern, patternString } from '../pattern.js';
 import { backendFor, type Device } from '../device.js';
 import { native } from '../native.js';
@@ -24,6 +24,7 @@ import { SGD } from '../optim/sgd.js';
 import { AdamW } from '../optim/adamw.js';
 import { constant, stepDecay, warmupCosine, type LrSchedule } from '../optim/schedule.js';
 import { Trainer, type BatchSource, type EpochRecord } from './trainer.js';
+import { checkPrecision, type Precision } from '../nn/amp.js';
 import { lmTrainingPlot, trainingPlot } from './plot.js';
 import { saveCheckpoint } from './checkpoint.js';
 
@@ -34,6 +35,8 @@ export interface RunConfig {
   epochs: number;
   seed: number;
   device?: Device;
+  /** The products' precision (TrainerOptions.precision; default 'float32'). */
+  precision?: Precision;
   batchSize?: number;
   optimizer?: 'sgd' | 'adamw';
   lr?: number;
@@ -155,6 +158,9 @@ export async function runTraining(c: RunConfig): Promise<RunResult> {
   }
   const pattern = parsePattern(c.pattern, '--pattern');
   const lm = c.model === 'transformer';
+  const precision = checkPrecision(c.precision ?? 'float32', '--precision');
+  if (lm && precision !== 'float32')
+    fail('E_UNSUPPORTED', '--precision', precision, "'float32' for --model transformer (CausalSelfAttention's fused kernels are float32 only)");
   const cfg = { ...RUN_DEFAULTS, ...(lm ? { ...LM_DEFAULTS, gpt: undefined } : {}), ...stripUndefined(c), device, pattern: patternString(pattern) };
   // AdamW on an MNIST model without an lr: SGD's 0.1 would diverge; 1e-3 is AdamW's usual default.
   if (c.lr === undefined && !lm && cfg.optimizer === 'adamw') cfg.lr = 1e-3;
@@ -188,7 +194,7 @@ export async function runTraining(c: RunConfig): Promise<RunResult> {
 
   const trainer = new Trainer({
     model, optimizer, schedule, epochs: cfg.epochs, batchSize: cfg.batchSize, seed: cfg.seed, labelSmoothing: cfg.labelSmoothing,
-    clipGradNorm: cfg.clipGradNorm, device, progress: c.progress ?? null,
+    clipGradNorm: cfg.clipGradNorm, device, precision, progress: c.progress ?? null,
     ...(lm ? { layerKind: gptLayerKind, unit: 'tok', progressMetric: 'bits' as const } : {}),
     onEpoch: (r) => {
       const bits = lm ? { trainBitsPerChar: r.trainLoss / Math.LN2, validationBitsPerChar: r.testLoss / Math.LN2 } : {};

@@ -23,6 +23,7 @@ import { backendFor, type Device } from '../device.js';
 import type { Tensor } from '../tensor.js';
 import type { Module } from '../nn/module.js';
 import { SoftmaxCrossEntropy } from '../nn/loss.js';
+import { autocast, checkPrecision, GradScaler, type GradScalerOptions, type Precision } from '../nn/amp.js';
 import type { Optimizer } from '../optim/optimizer.js';
 import type { LrSchedule } from '../optim/schedule.js';
 import type { Recipe, SparseWeight } from '../recipes/recipe.js';
@@ -48,6 +49,13 @@ export interface TrainerOptions {
   clipGradNorm?: number;
   /** Where the model's parameters live (default 'cpu'); batches are moved there. */
   device?: Device;
+  /**
+   * The products' precision (default 'float32'): 'bfloat16' or 'float16' runs forward and backward under
+   * autocast (lib/nn/amp.ts; weights, gradients and optimizer state stay float32); 'float16' with loss scaling.
+   */
+  precision?: Precision;
+  /** The loss scaling of a float16 run (GradScaler's options; default: torch.cuda.amp.GradScaler's). */
+  gradScaler?: GradScalerOptions;
   /** Receives one record per epoch (JSON lines). */
   onEpoch?: (r: EpochRecord) => void;
   /** A progress bar on this stream (only drawn when it is a TTY). Default: none. */
@@ -93,6 +101,9 @@ export interface EpochRecord {
   /** Wall time of the epoch's training steps (evaluation excluded), and training predictions (images, tokens) per second. */
   seconds: number;
   imagesPerSecond: number;
+  /** float16 runs: the loss scale after the epoch and the steps skipped so far for a non-finite gradient. */
+  lossScale?: number;
+  skippedSteps?: number;
 }
 
 export interface TrainResult {
@@ -141,6 +152,9 @@ export class Trainer {
   readonly #loss: SoftmaxCrossEntropy;
   readonly #sparse: { name: string; s: SparseWeight }[];
   readonly #recipes: Recipe[];
+  readonly #precision: Precision;
+  /** The loss scaler of a float16 run, else null. */
+  readonly scaler: GradScaler | null;
 
   constructor(opts: TrainerOptions) {
     if (!opts || typeof opts.model?.forward !== 'function') fail('E_TYPE', 'model', opts?.model, 'a Module');
@@ -151,6 +165,8 @@ export class Trainer {
     this.#loss = new SoftmaxCrossEntropy({ labelSmoothing: opts.labelSmoothing });
     this.#sparse = sparseWeights(opts.model);
     this.#recipes = [...new Set(this.#sparse.map(({ s }) => s.recipe))];
+    this.#precision = checkPrecision(opts.precision ?? 'float32');
+    this.scaler = this.#precision === 'float16' ? new GradScaler(opts.gradScaler) : null;
   }
 
   get sparseLayers(): { name: string; s: SparseWeight }[] { return this.#sparse; }
@@ -162,7 +178,7 @@ export class Trainer {
     model.eval();
     let loss = 0, correct = 0, count = 0;
     for (const b of this.#source(ds, false).epoch(0)) {
-      const r = this.#loss.forward(model.forward(this.#input(b.x)), b.labels);
+      const r = this.#loss.forward(autocast(this.#precision, () => model.forward(this.#input(b.x))), b.labels);
       loss += r.loss * r.count;
       correct += r.correct;
       count += r.count;
@@ -215,11 +231,19 @@ export class Trainer {
         const seg = lead ? lead.lrSegment(step) : { step, total };
         optimizer.lr = schedule(seg.step, seg.total);
 
-        const logits = model.forward(this.#input(b.x));
-        const r = this.#loss.forward(logits, b.labels);
-        model.backward(this.#loss.backward());
-        if (this.opts.clipGradNorm) optimizer.clipGradNorm(this.opts.clipGradNorm);
-        optimizer.step();
+        const scaler = this.scaler;
+        const r = autocast(this.#precision, () => {
+          const logits = model.forward(this.#input(b.x));
+          const loss = this.#loss.forward(logits, b.labels);
+          for (const { s } of tracked) s.gradScale = scaler?.scale ?? 1; // 1 also after a float16 run on this model
+          model.backward(this.#loss.backward(scaler?.scale ?? 1));
+          return loss;
+        });
+        if (scaler) scaler.step(optimizer, { clipGradNorm: this.opts.clipGradNorm });
+        else {
+          if (this.opts.clipGradNorm) optimizer.clipGradNorm(this.opts.clipGradNorm);
+          optimizer.step();
+        }
         for (const { s } of tracked) s.afterUpdate();
 
         for (const m of flopModules) {
@@ -256,9 +280,11 @@ export class Trainer {
         sad: layers.length ? sum(layers.map((l) => l.epoch)) : null,
         sadCumulative: layers.length && layers.every((l) => l.cumulative) ? sum(layers.map((l) => l.cumulative!)) : null,
         sadLayers: layers, ...(kinds ? { sadKinds: kinds } : {}), flops, flopsTotal, denseFlopsTotal: denseTotal, seconds, imagesPerSecond: seen / seconds,
+        ...(this.scaler ? { lossScale: this.scaler.scale, skippedSteps: this.scaler.skipped } : {}),
       };
-      progress?.done(bits ? `loss ${rec.trainLoss.toFixed(4)} validation ${rec.testLoss.toFixed(4)} (${(rec.testLoss / Math.LN2).toFixed(3)} bits) ${seconds.toFixed(2)} s`
-        : `loss ${rec.trainLoss.toFixed(4)} train ${(100 * rec.trainAccuracy).toFixed(2)}% test ${(100 * rec.testAccuracy).toFixed(2)}% ${seconds.toFixed(2)} s`);
+      progress?.done((bits ? `loss ${rec.trainLoss.toFixed(4)} validation ${rec.testLoss.toFixed(4)} (${(rec.testLoss / Math.LN2).toFixed(3)} bits) ${seconds.toFixed(2)} s`
+        : `loss ${rec.trainLoss.toFixed(4)} train ${(100 * rec.trainAccuracy).toFixed(2)}% test ${(100 * rec.testAccuracy).toFixed(2)}% ${seconds.toFixed(2)} s`) +
+        (this.scaler ? ` loss scale ${this.scaler.scale}, ${this.scaler.skipped} skipped` : ''));
       history.push(rec);
       this.opts.onEpoch?.(rec);
     }

@@ -135,26 +135,38 @@ SparsePtr from_portable(DevPtr values, DevPtr positions, DType d, int64_t rows, 
 }
 
 SparsePtr from_train_pass(DevPtr values, DevPtr positions, const DevPtr& eff, int64_t rows, int64_t cols, int n,
-                          int m) {
+                          int m, DType d) {
   activate();
-  SparsePtr s = sparse_header(DType::F32, rows, cols, n, m);
+  SparsePtr s = sparse_header(d, rows, cols, n, m);
   s->values = std::move(values);
   s->positions = std::move(positions);
   // eff is this weight's dense pruned form: the dispatch's dense side multiplies it as it is (no decompression).
   s->dense_cache = eff;
-  const SltRules rules = slt_rules(DType::F32);
-  if (n > rules.hw_n()) {
+  const SltRules rules = slt_rules(d);
+  if (!rules.supported || n > rules.hw_n()) {
     // build_slt_form would test the pattern against the hardware's with a host sync, every step, and a trained
     // 2:4 float32 weight has adjacent kept pairs almost surely: skip it.
-    s->slt_reason = std::to_string(n) + ":" + std::to_string(m) + " float32 does not meet cuSPARSELt's float32 rule (1:2 "
-                    "pairs along each row) by construction; its products run dense";
+    s->slt_reason = !rules.supported ? rules.why
+                                     : std::to_string(n) + ":" + std::to_string(m) + " " + dtype_name(d) +
+                                           " does not meet cuSPARSELt's rule for it (float32: 1:2 pairs along each "
+                                           "row) by construction; its products run dense";
     return s;
   }
   // build_slt_form turns −0.0 into +0.0 in what it reads: give it a copy, eff stays the CPU's bits.
-  const size_t bytes = static_cast<size_t>(rows * cols) * sizeof(float);
+  const size_t bytes = static_cast<size_t>(rows * cols) * dtype_size(d);
   DevPtr scratch = alloc(bytes);
   copy_d2d(scratch->ptr(), eff->ptr(), bytes);
   build_slt_form(*s, scratch->ptr());
+  return s;
+}
+
+SparsePtr transposed_train_form(const void* eff, DType d, int64_t rows, int64_t cols) {
+  activate();
+  DevPtr t = alloc(static_cast<size_t>(rows * cols) * dtype_size(d));
+  transpose2d(eff, d, 1, rows, cols, t->ptr());
+  SparsePtr s = compress(t->ptr(), d, cols, rows, 2, 4);
+  // Each group of 4 along W̃ᵀ's rows holds at most 2 non-zeros, so compress() pruned nothing: t is its dense form.
+  s->dense_cache = std::move(t);
   return s;
 }
 

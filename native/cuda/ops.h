@@ -58,14 +58,25 @@ using SparsePtr = std::shared_ptr<SparseMatrix>;
 SparsePtr compress(const void* w, DType d, int64_t rows, int64_t cols, int n, int m);
 // From a portable form already on the GPU (an uploaded CPU SparseTensor): adds the cuSPARSELt form.
 SparsePtr from_portable(DevPtr values, DevPtr positions, DType d, int64_t rows, int64_t cols, int n, int m);
-// The training pass's weight (train.h nm_train_pass): its portable form and eff = w ⊙ m, float32, which serves as
-// the dense copy; the cuSPARSELt form is added where the pattern meets cuSPARSELt's float32 rule by construction
-// (1:M), so nothing waits for the GPU. eff must stay unchanged while the matrix is in use (the next step's pass
-// rewrites it stream-ordered, after the products that read it).
+// The training pass's weight (train.h nm_train_pass): its portable form and eff = w ⊙ m, both of dtype d, eff
+// serving as the dense copy; the cuSPARSELt form is added where the pattern meets cuSPARSELt's rule for d by
+// construction (float32: 1:M; float16/bfloat16: 2:4, 1:4 and sparser), so nothing waits for the GPU. eff must stay
+// unchanged while the matrix is in use (the next step's pass rewrites it stream-ordered, after the products that
+// read it).
 SparsePtr from_train_pass(DevPtr values, DevPtr positions, const DevPtr& eff, int64_t rows, int64_t cols, int n,
-                          int m);
+                          int m, DType d = DType::F32);
+// W̃ᵀ of a training pass's 16-bit weight eff [rows, cols] whose mask is transposable 2:4 (2:4 along rows and columns,
+// so W̃ᵀ [cols, rows] is 2:4 along its rows): transposed on the device, compressed (portable and cuSPARSELt forms),
+// the transposed copy kept as its dense copy. The input gradient dY·W̃ = dY·(W̃ᵀ)ᵀ then runs as a sparse product.
+SparsePtr transposed_train_form(const void* eff, DType d, int64_t rows, int64_t cols);
 // The dense pruned weight [rows, cols] (cached on the matrix).
 const void* dense_of(SparseMatrix& s);
+
+// ---- convert.cu -------------------------------------------------------------------------------------------------
+// dst[i] = src[i] converted between float32, float16 and bfloat16 (round to nearest even), as cpu::convert.
+void convert(const void* src, DType sd, void* dst, DType dd, int64_t n);
+// dst [cols, rows] = src [rows, cols]ᵀ for `batch` consecutive matrices, as cpu::transpose2d.
+void transpose2d(const void* src, DType d, int64_t batch, int64_t rows, int64_t cols, void* dst);
 
 // ---- gemm.cu: dense GEMM through cuBLASLt ------------------------------------------------------------------------
 using ::nms::Act;  // core/activation.h

@@ -262,9 +262,11 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
                         static_cast<float>(number_arg(info, 5, "alpha")), u8(info, 6, "mask", rows * cols), eff);
     return undef(info);
   });
-  // cudaNmTrainPass(w, rows, cols, n, m, mask, select, eff, sad?) -> CudaSparse: nmTrainPass's one pass on the
-  // device (cuda/train.h nm_train_pass), its compressed weight made from it (cuda/ops.h from_train_pass). `sad`, an
-  // 8-byte zeroed counter, receives the SAD when selecting (read it later: nothing here waits for the GPU).
+  // cudaNmTrainPass(w, rows, cols, n, m, mask, select, eff, sad?, dtype?, eff16?) -> CudaSparse: nmTrainPass's one
+  // pass on the device (cuda/train.h nm_train_pass), its compressed weight made from it (cuda/ops.h from_train_pass).
+  // `sad`, an 8-byte zeroed counter, receives the SAD when selecting (read it later: nothing here waits for the GPU).
+  // dtype float16/bfloat16 (mixed-precision training, lib/nn/amp.ts): eff stays float32 and eff16 receives it in
+  // that dtype; the compressed weight is of that dtype, made from eff16, so that its 2:4 form is cuSPARSELt's.
   define(env, exports, "cudaNmTrainPass", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t rows = size_arg(info, 1, "rows"), cols = size_arg(info, 2, "cols");
     const int64_t n = int_arg(info, 3, "n"), m = int_arg(info, 4, "m");
@@ -280,16 +282,45 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
       b->require(8, DType::U8, "sad");
       sad = static_cast<unsigned long long*>(b->ptr());
     }
+    const DType d = info.Length() > 9 && !info[9].IsUndefined() ? dtype_arg(info, 9, "dtype") : DType::F32;
+    if (d != DType::F32 && d != DType::F16 && d != DType::BF16)
+      fail("E_DTYPE", std::string("dtype: expected float32, float16 or bfloat16, got ") + dtype_name(d));
+    CudaBuffer* eff16 = nullptr;
+    if (d != DType::F32) {
+      eff16 = CudaBuffer::Arg(info, 10, "eff16");
+      eff16->require(rows * cols, d, "eff16");
+      same_buffer_forbidden(eff16->ptr(), eff->ptr(), "eff16 and eff");
+      same_buffer_forbidden(eff16->ptr(), w, "eff16 and w");
+    }
     same_buffer_forbidden(w, eff->ptr(), "w and eff");
     same_buffer_forbidden(mask, eff->ptr(), "mask and eff");
     same_buffer_forbidden(mask, w, "mask and w");
     // Zeroed: a given mask that keeps fewer than n in a group leaves slots the kernel does not write.
-    cuda::DevPtr values = cuda::alloc_zeroed(static_cast<size_t>(rows * nm_kept_per_row(cols, ni, mi)) * sizeof(float));
+    const int64_t kept = rows * nm_kept_per_row(cols, ni, mi);
+    cuda::DevPtr values = cuda::alloc_zeroed(static_cast<size_t>(kept) * sizeof(float));
     cuda::DevPtr positions = cuda::alloc_zeroed(static_cast<size_t>(rows * nm_pos_row_bytes(cols, ni, mi)));
     cuda::nm_train_pass(w, rows, cols, ni, mi, mask, bool_arg(info, 6, "select"), static_cast<float*>(eff->ptr()),
                         values->as<float>(), positions->as<uint8_t>(), sad);
-    return CudaSparse::Wrap(info.Env(), cuda::from_train_pass(std::move(values), std::move(positions), eff->mem(), rows,
-                                                              cols, ni, mi));
+    if (d == DType::F32)
+      return CudaSparse::Wrap(info.Env(), cuda::from_train_pass(std::move(values), std::move(positions), eff->mem(),
+                                                                rows, cols, ni, mi));
+    // The 16-bit form: one conversion of the values and one of eff (stream-ordered after the pass).
+    cuda::DevPtr values16 = cuda::alloc(static_cast<size_t>(kept) * dtype_size(d));
+    cuda::convert(values->ptr(), DType::F32, values16->ptr(), d, kept);
+    cuda::convert(eff->ptr(), DType::F32, eff16->ptr(), d, rows * cols);
+    return CudaSparse::Wrap(info.Env(), cuda::from_train_pass(std::move(values16), std::move(positions), eff16->mem(),
+                                                              rows, cols, ni, mi, d));
+  });
+  // cudaNmTransposedTrainForm(eff16, dtype, rows, cols) -> CudaSparse: W̃ᵀ [cols, rows] of a 16-bit training pass's
+  // W ⊙ m whose mask is transposable 2:4 (cuda/ops.h transposed_train_form), for its sparse input gradient.
+  define(env, exports, "cudaNmTransposedTrainForm", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const DType d = dtype_arg(info, 1, "dtype");
+    if (d != DType::F16 && d != DType::BF16) fail("E_DTYPE", std::string("dtype: expected float16 or bfloat16, got ") + dtype_name(d));
+    const int64_t rows = size_arg(info, 2, "rows"), cols = size_arg(info, 3, "cols");
+    nm_validate(cols, rows, 2, 4);  // W̃ᵀ: 2:4 along its rows, of length `rows`
+    CudaBuffer* eff = CudaBuffer::Arg(info, 0, "eff16");
+    eff->require(rows * cols, d, "eff16");
+    return CudaSparse::Wrap(info.Env(), cuda::transposed_train_form(eff->ptr(), d, rows, cols));
   });
   // cudaSgdStep(p, g, buf?, n, lr, momentum, dampening, weightDecay, nesterov, first)
   define(env, exports, "cudaSgdStep", [](const Napi::CallbackInfo& info) -> Napi::Value {

@@ -1,0 +1,111 @@
+/**
+ * Mixed-precision training (docs/design.md §7), the way PyTorch does it with torch.autocast and GradScaler,
+ * limited to the products. Under autocast(precision, fn) the products of Linear and Conv2d layers (forward, dX, dW:
+ * lib/nn/linalg.ts) round their operands to the 16-bit dtype, sum in float32, round the result to that dtype and
+ * widen it back to float32 for the rest of the step: one cast each way. Master weights, gradients, optimizer state
+ * and every elementwise op stay float32. A sparse weight's training pass then writes its compressed form in the
+ * 16-bit dtype, so that a 2:4 weight on 'cuda' runs through cuSPARSELt (its 2:4 kernels take float16 / bfloat16).
+ * float16 (5 exponent bits) needs loss scaling against underflowing gradients: GradScaler. bfloat16 has float32's
+ * range and needs none.
+ */
+import { fail } from '../errors.js';
+import type { Optimizer } from '../optim/optimizer.js';
+import { gradSumSquares, scaleGrads } from '../optim/optimizer.js';
+
+export type Precision = 'float32' | 'bfloat16' | 'float16';
+export const PRECISIONS: readonly Precision[] = ['float32', 'bfloat16', 'float16'];
+/** The dtype of the products under a 16-bit precision. */
+export type HalfPrecision = Exclude<Precision, 'float32'>;
+
+export function checkPrecision(v: unknown, arg = 'precision'): Precision {
+  if (!PRECISIONS.includes(v as Precision)) fail('E_VALUE', arg, v, `one of ${PRECISIONS.map((p) => `'${p}'`).join(', ')}`);
+  return v as Precision;
+}
+
+let current: Precision = 'float32';
+
+/** The precision of the products now: that of the innermost autocast() running, else float32. */
+export const autocastPrecision = (): Precision => current;
+
+/**
+ * Runs fn with the products of the layers at `precision` (torch.autocast). A layer's backward uses the precision
+ * of its forward, so the backward may run inside or outside. Synchronous: the precision is restored when fn returns.
+ */
+export function autocast<T>(precision: Precision, fn: () => T): T {
+  const p = checkPrecision(precision);
+  const prev = current;
+  current = p;
+  try {
+    return fn();
+  } finally {
+    current = prev;
+  }
+}
+
+/** E_UNSUPPORTED naming `layer` when it runs under a 16-bit autocast it has no 16-bit products for. */
+export function requireFloat32Products(layer: string, why: string): void {
+  if (current !== 'float32') fail('E_UNSUPPORTED', 'precision', current, `'float32' for ${layer} (${why})`);
+}
+
+export interface GradScalerOptions {
+  /** The first loss scale (default 65536 = 2¹⁶, as torch.cuda.amp.GradScaler). */
+  initScale?: number;
+  /** Factor on the scale after growthInterval steps in a row with finite gradients (default 2). */
+  growthFactor?: number;
+  /** Factor on the scale after a step with a non-finite gradient (default 0.5). */
+  backoffFactor?: number;
+  /** Default 2000. */
+  growthInterval?: number;
+}
+
+/**
+ * Dynamic loss scaling (torch.cuda.amp.GradScaler): the loss gradient is multiplied by `scale` before the backward
+ * pass (the loss's backward(scale)), so that small float16 gradients do not flush to zero; step() divides the
+ * gradients by it again and steps the optimizer, or skips the step when a gradient is not finite (an overflow) and
+ * halves the scale. After growthInterval good steps in a row the scale doubles.
+ */
+export class GradScaler {
+  scale: number;
+  readonly growthFactor: number;
+  readonly backoffFactor: number;
+  readonly growthInterval: number;
+  /** Steps skipped so far (a non-finite gradient). */
+  skipped = 0;
+  #good = 0;
+
+  constructor(opts: GradScalerOptions = {}) {
+    const positive = (v: unknown, arg: string, min: number): number => {
+      if (typeof v !== 'number' || !Number.isFinite(v) || !(v > min)) fail('E_VALUE', arg, v, `a finite number > ${min}`);
+      return v;
+    };
+    this.scale = positive(opts.initScale ?? 65536, 'initScale', 0);
+    this.growthFactor = positive(opts.growthFactor ?? 2, 'growthFactor', 1);
+    const b = opts.backoffFactor ?? 0.5;
+    if (typeof b !== 'number' || !(b > 0 && b < 1)) fail('E_VALUE', 'backoffFactor', b, 'a number in (0, 1)');
+    this.backoffFactor = b;
+    const g = opts.growthInterval ?? 2000;
+    if (!Number.isSafeInteger(g) || g < 1) fail('E_VALUE', 'growthInterval', g, 'an integer >= 1');
+    this.growthInterval = g;
+  }
+
+  /**
+   * Unscales the optimizer's gradients and steps it (clipping the unscaled gradients to clipGradNorm first when
+   * given), or skips the step if any gradient is not finite; then updates the scale. Returns whether it stepped.
+   */
+  step(optimizer: Optimizer, opts: { clipGradNorm?: number } = {}): boolean {
+    if (!Number.isFinite(gradSumSquares(optimizer.params))) {
+      this.skipped++;
+      this.#good = 0;
+      this.scale *= this.backoffFactor;
+      return false;
+    }
+    scaleGrads(optimizer.params, 1 / this.scale);
+    if (opts.clipGradNorm) optimizer.clipGradNorm(opts.clipGradNorm);
+    optimizer.step();
+    if (++this.#good >= this.growthInterval) {
+      this.#good = 0;
+      this.scale *= this.growthFactor;
+    }
+    return true;
+  }
+}

@@ -1,0 +1,111 @@
+// Float dtype conversion and 2-D transposes on the GPU: the CUDA twins of cpu::convert for the float dtypes
+// (float32, float16, bfloat16; round to nearest even like the CPU's) and of cpu::transpose2d. Mixed-precision
+// training (lib/nn/amp.ts) casts a product's operands to 16 bits and its result back to float32 with the first: one
+// kernel each way; the second makes W̃ᵀ of a transposable 2:4 weight for its sparse input gradient.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "cuda/device.h"
+#include "cuda/ops.h"
+
+namespace nms::cuda {
+namespace {
+
+constexpr int kBlock = 256;
+
+template <class S>
+__device__ __forceinline__ float load(const S* p, int64_t i);
+template <>
+__device__ __forceinline__ float load<float>(const float* p, int64_t i) { return p[i]; }
+template <>
+__device__ __forceinline__ float load<__half>(const __half* p, int64_t i) { return __half2float(p[i]); }
+template <>
+__device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+
+template <class D>
+__device__ __forceinline__ void store(D* p, int64_t i, float v);
+template <>
+__device__ __forceinline__ void store<float>(float* p, int64_t i, float v) { p[i] = v; }
+template <>
+__device__ __forceinline__ void store<__half>(__half* p, int64_t i, float v) { p[i] = __float2half_rn(v); }
+template <>
+__device__ __forceinline__ void store<__nv_bfloat16>(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+
+template <class S, class D>
+__global__ void __launch_bounds__(kBlock) convert_kernel(const S* __restrict__ src, D* __restrict__ dst, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    store<D>(dst, i, load<S>(src, i));
+}
+
+template <class S, class D>
+void launch(const void* src, void* dst, int64_t n) {
+  unsigned g = grid_for(n, kBlock);
+  if (g > 65536) g = 65536;
+  convert_kernel<S, D><<<g, kBlock, 0, stream()>>>(static_cast<const S*>(src), static_cast<D*>(dst), n);
+  check_launch("convert kernel");
+}
+
+template <class S>
+void launch_to(const void* src, DType dd, void* dst, int64_t n) {
+  switch (dd) {
+    case DType::F32: launch<S, float>(src, dst, n); break;
+    case DType::F16: launch<S, __half>(src, dst, n); break;
+    default: launch<S, __nv_bfloat16>(src, dst, n); break;
+  }
+}
+
+bool float_convertible(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16; }
+
+// One 32×32 tile per block through shared memory (+1 column against bank conflicts), 32×8 threads.
+template <class T>
+__global__ void __launch_bounds__(256) transpose_kernel(const T* __restrict__ src, int64_t rows, int64_t cols, T* __restrict__ dst) {
+  __shared__ T tile[32][33];
+  const int64_t batch = blockIdx.z;
+  src += batch * rows * cols;
+  dst += batch * rows * cols;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * 32, r0 = static_cast<int64_t>(blockIdx.y) * 32;
+  for (int i = threadIdx.y; i < 32; i += 8) {
+    const int64_t r = r0 + i, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[i][threadIdx.x] = src[r * cols + c];
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < 32; i += 8) {
+    const int64_t c = c0 + i, r = r0 + threadIdx.x;  // dst [cols, rows]
+    if (r < rows && c < cols) dst[c * rows + r] = tile[threadIdx.x][i];
+  }
+}
+
+template <class T>
+void launch_transpose(const void* src, int64_t batch, int64_t rows, int64_t cols, void* dst) {
+  const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>((rows + 31) / 32), static_cast<unsigned>(batch));
+  transpose_kernel<T><<<grid, dim3(32, 8), 0, stream()>>>(static_cast<const T*>(src), rows, cols, static_cast<T*>(dst));
+  check_launch("transpose kernel");
+}
+
+}  // namespace
+
+void transpose2d(const void* src, DType d, int64_t batch, int64_t rows, int64_t cols, void* dst) {
+  if (batch == 0 || rows == 0 || cols == 0) return;
+  if (rows > 65535LL * 32 || batch > 65535) fail("E_SHAPE", "cudaTranspose2d: at most 2097120 rows and 65535 matrices");
+  activate();
+  switch (dtype_size(d)) {
+    case 4: launch_transpose<uint32_t>(src, batch, rows, cols, dst); break;
+    case 2: launch_transpose<uint16_t>(src, batch, rows, cols, dst); break;
+    default: launch_transpose<uint8_t>(src, batch, rows, cols, dst); break;
+  }
+}
+
+void convert(const void* src, DType sd, void* dst, DType dd, int64_t n) {
+  if (!float_convertible(sd) || !float_convertible(dd)) fail("E_UNSUPPORTED", "cudaConvert: float32, float16 and bfloat16 only");
+  if (n == 0) return;
+  activate();
+  switch (sd) {
+    case DType::F32: launch_to<float>(src, dd, dst, n); break;
+    case DType::F16: launch_to<__half>(src, dd, dst, n); break;
+    default: launch_to<__nv_bfloat16>(src, dd, dst, n); break;
+  }
+}
+
+}  // namespace nms::cuda
