@@ -37,7 +37,7 @@ const KINDS: Record<string, { file: string; fn: string; what: string; flags: str
 
 /** The usage of one kind, or of `bench` itself. */
 export function benchUsage(kind?: string): string {
-  if (kind) return `usage: nmsparse bench ${kind} ${KINDS[kind].flags}\n${KINDS[kind].what}; results go to bench/results/ unless --out says otherwise.`;
+  if (kind) return `usage: nmsparse bench ${kind} ${KINDS[kind].flags}\n${KINDS[kind].what}; results go to ./bench-results/ (in the working directory) unless --out says otherwise.`;
   return ['usage: nmsparse bench <kind> [options]   (nmsparse bench <kind> --help lists its options)', ...Object.entries(KINDS).map(([k, v]) => `  ${k.padEnd(6)} ${v.what}`)].join('\n');
 }
 
