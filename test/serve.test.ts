@@ -1,6 +1,7 @@
 // InferenceModel (PyTorch fixture, batching, errors) and the HTTP server: routes, limits, a bounded loopback load
-// (10,000 requests, 32 concurrent, every answer checked), RSS after warm-up, graceful shutdown. 127.0.0.1 only.
-import { describe, expect, it, beforeAll, afterAll } from 'vitest';
+// (10,000 requests, 64 concurrent, 10% hostile, every answer checked), RSS at rest after it against after a warm-up,
+// graceful shutdown. 127.0.0.1 only.
+import { describe, expect, it, beforeAll, afterAll, vi } from 'vitest';
 import http from 'node:http';
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
@@ -12,6 +13,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
 import { NmSparseError, SparseTensor, Tensor } from '../lib/index.js';
+import { native } from '../lib/native.js';
 import { registerBackend, type GemmPlan, type SpmmPlan } from '../lib/device.js';
 import { InferenceModel } from '../lib/serve/model.js';
 import { startServer, type RunningServer } from '../lib/serve/server.js';
@@ -776,6 +778,25 @@ describe('HTTP server limits', () => {
     await srv.close({ graceMs: 100 });
   });
 
+  it('gives the freed heap back once /predict has been quiet for idleTrimMs, once per quiet spell', async () => {
+    const trim = vi.spyOn(native, 'trimHostMemory');
+    const srv = await startServer(model, { host: HOST, port: 0, idleTrimMs: 500 });
+    const at = async (ms: number, t0: number) => { await new Promise((r) => setTimeout(r, t0 + ms - Date.now())); return trim.mock.calls.length; };
+    try {
+      for (let i = 0; i < 5; i++) expect((await postJson(srv.url, { inputs: [row()] })).status).toBe(200);
+      let t0 = Date.now();
+      expect(await at(200, t0)).toBe(0);
+      expect(await at(1000, t0)).toBe(1);
+      expect(await at(1600, t0)).toBe(1);
+      expect((await postJson(srv.url, { inputs: [row()] })).status).toBe(200);
+      t0 = Date.now();
+      expect(await at(1000, t0)).toBe(2);
+    } finally {
+      trim.mockRestore();
+      await srv.close({ graceMs: 100 });
+    }
+  });
+
   it('requestTimeoutMs holds for a slow body and for headers that never end (408 in about the limit, not 30 s)', async () => {
     const srv = await startServer(model, { host: HOST, port: 0, requestTimeoutMs: 1500 });
     try {
@@ -786,6 +807,9 @@ describe('HTTP server limits', () => {
         expect(ms).toBeGreaterThanOrEqual(1400);
         expect(ms).toBeLessThan(5000);
       }
+      // The timed-out body reaches our handler as an aborted request: the client's doing, not a 5xx of ours.
+      await new Promise((r) => setTimeout(r, 50));
+      expect(srv.stats).toMatchObject({ serverErrors: 0, clientErrors: 2 });
     } finally {
       await srv.close({ graceMs: 100 });
     }
