@@ -171,6 +171,8 @@ export interface CpuAddon extends TrainFns<Host> {
   buildInfo(): { cuda: boolean; napiVersion: number; version: string; sourceHash: string };
   /** `bytes` zeros in native, reference-counted memory that async ops pin while they run (napi/storage.cc). */
   allocBuffer(bytes: number): ArrayBuffer;
+  /** malloc_trim(0) on glibc: the free pages of every malloc arena back to the system; whether any went (napi/storage.cc). */
+  trimHostMemory(): boolean;
   enumTables(): { dtype: string[]; activation: string[] };
   // gemm.cc
   gemm(options: NativeGemmOptions): Promise<void> | undefined;
@@ -257,7 +259,7 @@ const names = <T>(o: Record<keyof T, true>): string[] => Object.keys(o).sort();
 /** The exported names, each list checked by tsc to be exactly the keys of its interface. */
 export const addonNames: { cpu: string[]; cuda: string[] } = {
   cpu: names<CpuAddon>({
-    setNumThreads: true, numThreads: true, buildInfo: true, allocBuffer: true, enumTables: true, gemm: true, cpuIsa: true, spmm: true,
+    setNumThreads: true, numThreads: true, buildInfo: true, allocBuffer: true, trimHostMemory: true, enumTables: true, gemm: true, cpuIsa: true, spmm: true,
     spmmT: true, blasPeer: true, blasSgemm: true, nmMask: true, nmPrune: true, nmCheck: true, transposableMask: true,
     maskSad: true, nmPositionBytes: true, nmCompress: true, nmDecompress: true, convert: true, transpose2d: true,
     nmTrainPass: true, biasAdd: true,

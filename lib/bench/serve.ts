@@ -9,7 +9,8 @@
  * the four cases alternate over `--rounds` rounds so that other work on the machine falls on all of them alike.
  * With `--hostile F` that fraction of the requests attacks the server instead (a nested-bracket body, a declared
  * oversized body, malformed HTTP, a body that never ends): each must get its 4xx, the good requests' latency is
- * what the table shows, and the servers' RSS after is compared with before. Then the model alone
+ * what the table shows, and the servers' RSS at rest after the rounds is compared with at rest after the warm-up
+ * (REST_MS). Then the model alone
  * (InferenceModel.forward, no HTTP) per batch size: when onnxruntime-node is installed (a peer, never a
  * dependency: `ONNXRUNTIME_NODE_INSTALL=skip npm install --no-save onnxruntime-node@1.30.0`), against ONNX
  * Runtime on the same weights for the MNIST MLP and a 4096-4096-4096 2:4 MLP, with 64 concurrent clients too;
@@ -74,9 +75,9 @@ export interface ServeResult {
   maxMs: number;
   meanBatchRows: number;
   serverRssMB: number | null;
-  /** With --hostile: the server's RSS after 10 s idle that follow the rounds (V8 gives memory back when idle). */
+  /** With --hostile: the server's RSS at rest, REST_MS after the rounds. */
   serverRssIdleMB?: number | null;
-  /** The server's RSS after the warm-up, to compare serverRssMB with. */
+  /** The server's RSS after the warm-up (with --hostile: at rest, REST_MS after it), to compare serverRssIdleMB with. */
   serverRssAfterWarmupMB: number | null;
   /** Hostile requests sent in the measured rounds (each got its 4xx, or the bench failed). */
   hostile: number;
@@ -157,6 +158,17 @@ export async function writeMlp(file: string, spec: MlpSpec): Promise<Uint8Array>
 
 interface Server { child: ChildProcess; url: string; stop(): Promise<number | null> }
 
+/**
+ * With --hostile, how long the servers rest before their RSS is taken, after the warm-up and after the rounds: past
+ * the 6 s of quiet (--idle-trim-ms) after which a server collects garbage (the servers run under --expose-gc) and
+ * gives the freed heap back (lib/serve/server.ts). Under load RSS is V8's young generation, which doubles (to
+ * 2 × 16 MB) thousands of requests after RSS first looks settled, plus glibc's heap at the burst's high-water
+ * mark: a figure taken then says when the warm-up stopped, not what the requests left behind (2:4 once read
+ * 102 MB after the warm-up, 125 MB after the rounds, no leak: the doubling and the high water). At rest both
+ * are given back.
+ */
+const REST_MS = 10_000;
+
 /** Starts `node dist/cli/serve.js` and waits for its "listening on" line. */
 function startServer(model: string, cfg: Config, dense: boolean): Promise<Server> {
   const script = fileURLToPath(new URL('../cli/serve.js', import.meta.url));
@@ -165,7 +177,7 @@ function startServer(model: string, cfg: Config, dense: boolean): Promise<Server
     // Slow hostile bodies answered 408 in 2 s rather than holding a connection for the default 30 s; each holds a
     // /predict slot until then (a few hundred at once at the rates here), so the good clients get their own.
     ...(cfg.hostile > 0 ? ['--request-timeout-ms', '2000', '--max-in-flight', String(cfg.concurrency + 512)] : [])];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...(cfg.hostile > 0 ? ['--expose-gc'] : []), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((resolve, reject) => {
     let out = '', err = '';
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
@@ -495,11 +507,11 @@ function table(results: ServeResult[], cfg: Config): string {
     const d = results.find((r) => r.variant === 'dense' && r.format === f), s = results.find((r) => r.variant === '2:4' && r.format === f);
     return d && s ? `${f}: 2:4/dense = ${(s.requestsPerSecond / d.requestsPerSecond).toFixed(2)}× req/s, p99 ${(s.p99Ms / d.p99Ms).toFixed(2)}×` : '';
   };
-  // With hostile requests: the servers' memory after them against after the warm-up (the target: within 10%).
+  // With hostile requests: the servers' memory at rest after them against at rest after the warm-up (the target: within 10%).
   const rss = cfg.hostile > 0 ? results.filter((r) => r.serverRssIdleMB && r.serverRssAfterWarmupMB).map((r) => {
     const q = r.serverRssIdleMB! / r.serverRssAfterWarmupMB!;
-    return `${r.variant} ${r.format}: ${r.hostile} hostile requests answered 4xx; server RSS ${r.serverRssAfterWarmupMB} MB after the warm-up → ` +
-      `${r.serverRssMB} MB right after the rounds → ${r.serverRssIdleMB} MB 10 s later (${x2(q)} the warm-up's, within 10%: ${q <= 1.1 ? '**met**' : '**not met**'})`;
+    return `${r.variant} ${r.format}: ${r.hostile} hostile requests answered 4xx; server RSS ${r.serverRssAfterWarmupMB} MB at rest after the warm-up → ` +
+      `${r.serverRssMB} MB right after the rounds → ${r.serverRssIdleMB} MB at rest (${x2(q)} the warm-up's, within 10%: ${q <= 1.1 ? '**met**' : '**not met**'})`;
   }) : [];
   return [head, ...rows, '', ratio('json'), ratio('raw'), ...(rss.length ? ['', ...rss] : [])].join('\n');
 }
@@ -543,6 +555,7 @@ export async function benchServe(args: string[]): Promise<void> {
           prev = now;
         }
       }
+      if (cfg.hostile > 0) await new Promise((r) => setTimeout(r, REST_MS));
       const rssWarm = new Map(variants.map((v) => [v, rssMB(servers.get(v)!.child.pid)]));
       // Rounds alternate the cases, so that other work on the machine falls on all of them alike.
       const per = Math.ceil(cfg.requests / cfg.rounds);
@@ -550,7 +563,7 @@ export async function benchServe(args: string[]): Promise<void> {
         for (const v of r % 2 ? [...variants].reverse() : variants)
           for (const f of formats) await round(servers.get(v)!, cfg, f, f === 'json' ? json : raw, per, samples.get(`${v} ${f}`)!);
       const rssAfter = new Map(variants.map((v) => [v, rssMB(servers.get(v)!.child.pid)]));
-      if (cfg.hostile > 0) await new Promise((r) => setTimeout(r, 10_000));
+      if (cfg.hostile > 0) await new Promise((r) => setTimeout(r, REST_MS));
       const rssIdle = new Map(variants.map((v) => [v, rssMB(servers.get(v)!.child.pid)]));
       for (const v of variants) {
         const info = (await getJson(`${servers.get(v)!.url}/info`)).model as { weightBytes: number };
@@ -562,7 +575,7 @@ export async function benchServe(args: string[]): Promise<void> {
             ...(cfg.hostile > 0 ? { serverRssIdleMB: rssIdle.get(v) ?? null } : {}), ...summarize(sm, cfg) };
           results.push(r);
           process.stdout.write(`  ${v.padEnd(5)} ${f.padEnd(4)} ${String(r.requestsPerSecond).padStart(6)} req/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  mean batch ${r.meanBatchRows}` +
-            (cfg.hostile > 0 ? `  (${r.hostile} hostile answered 4xx; server RSS ${r.serverRssAfterWarmupMB} → ${r.serverRssMB} MB, ${r.serverRssIdleMB} MB idle)` : '') + '\n');
+            (cfg.hostile > 0 ? `  (${r.hostile} hostile answered 4xx; server RSS at rest ${r.serverRssAfterWarmupMB} → ${r.serverRssMB} MB under load → ${r.serverRssIdleMB} MB at rest)` : '') + '\n');
         }
       }
     } finally {
@@ -599,7 +612,9 @@ export async function benchServe(args: string[]): Promise<void> {
     const md = `# bench serve — ${cfg.machine}\n\n${doc.machine.cpu} (${doc.machine.cpuId ?? '?'}), ${doc.machine.cores} cores, Node ${process.version}, ${doc.date.slice(0, 10)}. ` +
       `\`nmsparse serve\` (a child process) on 127.0.0.1, MNIST MLP 784-${cfg.hidden.join('-')}-10 (fc1, fc2 2:4; classifier dense), ` +
       `${cfg.requests} requests of ${cfg.rows} row(s) after warm-up rounds of ${cfg.warmup} until the server's RSS settles, ${cfg.concurrency} in flight over keep-alive, ` +
-      (cfg.hostile > 0 ? `${Math.round(cfg.hostile * 100)}% of them hostile (nested, oversized, malformed, slow: every one answered its 4xx; latencies are the good ones'; the servers run with --request-timeout-ms 2000 and --max-in-flight ${cfg.concurrency + 512}, since a slow body holds a slot until its 408), ` : '') +
+      (cfg.hostile > 0 ? `${Math.round(cfg.hostile * 100)}% of them hostile (nested, oversized, malformed, slow: every one answered its 4xx; latencies are the good ones'; the servers run with --request-timeout-ms 2000 and --max-in-flight ${cfg.concurrency + 512}, since a slow body holds a slot until its 408; ` +
+        `RSS is compared at rest, ${REST_MS / 1000} s after the warm-up and after the rounds, the servers under node --expose-gc so that after 6 s of quiet they collect garbage and give the freed heap back: ` +
+        `under load RSS is V8's young generation, which doubles thousands of requests after RSS first looks settled, plus glibc's heap at the burst's high-water mark, which says when the warm-up stopped rather than what the requests left behind), ` : '') +
       `max batch ${cfg.maxBatch}, max delay ${cfg.maxDelayMs} ms, device ${cfg.device}. "dense" serves the same pruned weights with --dense. ` +
       `The client runs on the same ${doc.machine.cores} cores as the server (load average at the start: ${loadAtStart.map((v) => v.toFixed(2)).join(', ')}; later ones include this bench's own processes); ` +
       `the cases alternate over ${cfg.rounds} rounds.\n\n${table(results, cfg)}\n\n${ortMd}` +

@@ -31,6 +31,8 @@ Options:
   --request-timeout-ms T   time to receive a whole request (default 30000); slower gets 408
   --headers-timeout-ms T   time to receive the headers (default min(10000, request timeout)); slower gets 408
   --keep-alive-timeout-ms T   how long an idle keep-alive connection stays open (default 5000)
+  --idle-trim-ms T      after /predict has been quiet this long, give the memory a burst left free back to
+                        the system (default 6000; 0: never; under node --expose-gc, collect garbage first)
   --arch A              architecture for a file without nmsparse.arch: 'mlp' (a file that records an MLP
                         keeps its own) or a JSON file
   --pattern N:M         for a file without N:M metadata: run the weights that are N:M under this pattern as
@@ -73,7 +75,7 @@ export async function runServe(argv: string[], deps: ServeDeps = {}): Promise<Ru
     'max-batch': { type: 'string' }, 'max-delay-ms': { type: 'string' }, 'max-body-bytes': { type: 'string' },
     'max-rows': { type: 'string' }, 'max-json-bytes': { type: 'string' }, 'max-connections': { type: 'string' },
     'max-in-flight': { type: 'string' }, 'request-timeout-ms': { type: 'string' }, 'headers-timeout-ms': { type: 'string' },
-    'keep-alive-timeout-ms': { type: 'string' }, arch: { type: 'string' }, pattern: { type: 'string' }, dense: { type: 'boolean' },
+    'keep-alive-timeout-ms': { type: 'string' }, 'idle-trim-ms': { type: 'string' }, arch: { type: 'string' }, pattern: { type: 'string' }, dense: { type: 'boolean' },
     'inputs-transformed': { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   });
@@ -116,6 +118,7 @@ export async function runServe(argv: string[], deps: ServeDeps = {}): Promise<Ru
     requestTimeoutMs: optionalInt(values['request-timeout-ms'], 'request-timeout-ms'),
     headersTimeoutMs: optionalInt(values['headers-timeout-ms'], 'headers-timeout-ms'),
     keepAliveTimeoutMs: optionalInt(values['keep-alive-timeout-ms'], 'keep-alive-timeout-ms'),
+    idleTrimMs: optionalInt(values['idle-trim-ms'], 'idle-trim-ms'),
     log: (l) => err(`[serve] ${l}`),
   });
   const info = model.info();

@@ -12,7 +12,9 @@
  * 404, 405, 408 too slow, 411, 413 too large, 415 content type) and 500 for ours; 503 when shutting down or full
  * (connections, requests in flight). The server keeps serving: bodies are bounded (JSON more tightly, since it is
  * parsed on the event loop, after a scan that rejects nesting deeper than {"inputs": [[...]]} at once), and every
- * timeout is enforced within a quarter of its length.
+ * timeout is enforced within a quarter of its length. Once /predict has been quiet for idleTrimMs (6 s), the host
+ * memory a burst left free goes back to the system (malloc_trim on glibc; under node --expose-gc after a full
+ * collection).
  * close() shuts down gracefully: it stops accepting, lets in-flight requests finish (answering them with
  * `Connection: close`), closes idle keep-alive connections, then resolves.
  */
@@ -20,7 +22,7 @@ import * as http from 'node:http';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { packageRoot } from '../native.js';
+import { native, packageRoot } from '../native.js';
 import { NmSparseError, fail as failWith } from '../errors.js';
 import { checkOptions } from '../tensor.js';
 import { InferenceModel } from './model.js';
@@ -46,6 +48,13 @@ export interface ServerOptions {
   maxRows?: number;
   /** Time allowed to receive a whole request (default 30 s); → 408. */
   requestTimeoutMs?: number;
+  /**
+   * How long /predict stays quiet before the server gives back the memory a burst left free (default 6 s; 0:
+   * never). glibc keeps its heap at the burst's high-water mark (after a hostile burst, 40 MB of the main arena
+   * held with 15 MB in use) until malloc_trim; under node --expose-gc a full collection comes first, and V8
+   * shrinks its young generation in one only once it has seen 5 s of low allocation, hence the default.
+   */
+  idleTrimMs?: number;
   /** Receives one line per notable event (start, shutdown, 5xx errors). Default: nothing. */
   log?: (line: string) => void;
 }
@@ -77,6 +86,8 @@ class HttpError extends Error {
 const JSON_TYPE = 'application/json; charset=utf-8';
 const VERSION = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
 const JSON_LIKE = new Set(['application/json', '', 'text/plain', 'application/x-www-form-urlencoded']);
+/** How long after a collection the idle trim waits for V8's background thread to free what it collected. */
+const GC_SETTLE_MS = 200;
 
 function send(res: http.ServerResponse, status: number, body: unknown, headers: http.OutgoingHttpHeaders = {}): void {
   const text = JSON.stringify(body);
@@ -224,19 +235,45 @@ export async function startServer(model: InferenceModel, options: ServerOptions 
   const requestTimeoutMs = checkInt(opts.requestTimeoutMs ?? 30_000, 'options.requestTimeoutMs', 1, 3_600_000);
   const headersTimeoutMs = checkInt(opts.headersTimeoutMs ?? Math.min(requestTimeoutMs, 10_000), 'options.headersTimeoutMs', 1, requestTimeoutMs);
   const keepAliveTimeoutMs = checkInt(opts.keepAliveTimeoutMs ?? 5_000, 'options.keepAliveTimeoutMs', 1, 3_600_000);
+  const idleTrimMs = checkInt(opts.idleTrimMs ?? 6_000, 'options.idleTrimMs', 0, 3_600_000);
   const log = opts.log ?? (() => undefined);
   const inF = model.inFeatures, outF = model.outFeatures;
   const stats: ServerStats = { requests: 0, rejectedFull: 0, predictions: 0, rows: 0, clientErrors: 0, serverErrors: 0 };
   let draining = false;
   let inFlight = 0;
   const started = Date.now();
+  // One timer, re-armed while /predict is busy: trims once per quiet spell, idleTrimMs after the last request.
+  let lastPredict = 0, trimTimer: NodeJS.Timeout | null = null;
+  const trim = (): void => {
+    trimTimer = null;
+    native.trimHostMemory();
+    if (Date.now() - lastPredict < idleTrimMs) trimTimer = setTimeout(check, idleTrimMs).unref(); // requests came meanwhile
+  };
+  const check = (): void => {
+    const wait = lastPredict + idleTrimMs - Date.now();
+    if (inFlight > 0 || wait > 0) { trimTimer = setTimeout(check, Math.max(wait, 50)).unref(); return; }
+    // Under node --expose-gc a full collection first: it frees the dead buffers (and shrinks V8's young
+    // generation), which an idle process never collects on its own. V8 frees their memory on a background
+    // thread shortly after, so the trim waits for it.
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (!gc) { trim(); return; }
+    gc();
+    trimTimer = setTimeout(trim, GC_SETTLE_MS).unref();
+  };
+  const trimWhenIdle = (): void => {
+    lastPredict = Date.now();
+    if (trimTimer || idleTrimMs === 0) return;
+    trimTimer = setTimeout(check, idleTrimMs).unref();
+  };
   // What clients learn about the model: its shape, patterns and version, not the host's file path or the
   // training configuration the file's metadata records (output directories included).
   const { file: _file, metadata: _metadata, ...shape } = model.info();
   const publicInfo = { ...shape, version: VERSION };
 
   const fail = (res: http.ServerResponse, e: unknown): void => {
-    if (res.headersSent) { res.destroy(); return; }
+    // The client went away mid-request (or Node timed it out, answered 408 and closed: counted in clientError):
+    // nobody is left to answer, and it is not our error.
+    if (res.headersSent || (res.req.destroyed && (e as NodeJS.ErrnoException)?.code === 'ECONNRESET')) { res.destroy(); return; }
     let status = 500, code = 'E_INTERNAL', message = 'internal error';
     if (e instanceof HttpError) ({ status, code, message } = e);
     else if (e instanceof NmSparseError && (e.code === 'E_SHAPE' || e.code === 'E_VALUE')) ({ status, code, message } = { status: 400, code: e.code, message: e.message });
@@ -273,6 +310,7 @@ export async function startServer(model: InferenceModel, options: ServerOptions 
       y = await model.predictRows(input.x, rows);
     } finally {
       inFlight--;
+      trimWhenIdle();
     }
     stats.predictions++;
     stats.rows += rows;
@@ -363,6 +401,7 @@ export async function startServer(model: InferenceModel, options: ServerOptions 
       server.closeIdleConnections();
       await closed;
       clearTimeout(timer);
+      if (trimTimer) clearTimeout(trimTimer);
       await model.drained();
       log('stopped');
     },

@@ -11,6 +11,9 @@
 // from here (ordinary tensors, a user's own TypedArray: lib/dtype.ts says which are pinned) are copied by the op instead
 // (napi/args.cc, Holds).
 #include <sys/mman.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <cstdlib>
 #include <map>
@@ -74,6 +77,17 @@ void RegisterStorage(Napi::Env env, Napi::Object exports) {
                                                   [](Napi::BasicEnv, void*, std::shared_ptr<Block>* r) { delete r; }, ref.get());
     ref.release();
     return ab;
+  });
+  // trimHostMemory() -> whether any memory went back to the system. glibc keeps what a burst freed (tensor
+  // storage, V8's buffers, HTTP bodies: its trim threshold rises with the mmap threshold, and free chunks inside a
+  // heap are never trimmed), so a server that served a burst holds its high-water mark; malloc_trim(0) returns the
+  // free pages of every arena. Elsewhere (musl, macOS) a no-op that says false.
+  define(env, exports, "trimHostMemory", [](const Napi::CallbackInfo& info) -> Napi::Value {
+#if defined(__GLIBC__)
+    return Napi::Boolean::New(info.Env(), malloc_trim(0) != 0);
+#else
+    return Napi::Boolean::New(info.Env(), false);
+#endif
   });
 }
 
