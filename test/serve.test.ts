@@ -123,8 +123,17 @@ print(json.dumps({'keys': sorted(sd), 'inputs': x.tolist(), 'outputs': y.tolist(
       expect(info.outputs).toBe(10);
       if (opts.sparse === false) expect(info.weightBytes).toBe(info.denseWeightBytes);
       else expect(info.weightBytes).toBeLessThan(0.7 * info.denseWeightBytes);
-      const y = await m.predict(new Tensor([6, 32], 'float32', Float32Array.from(expected.inputs.flat())));
+      // dense weights are packed once at load (PackedWeight): at least their float32 bytes again
+      if (opts.sparse === false) expect(info.packedBytes).toBeGreaterThanOrEqual(info.denseWeightBytes);
+      else expect(info.packedBytes).toBeLessThan(info.denseWeightBytes);
+      const x = Float32Array.from(expected.inputs.flat());
+      const y = await m.predict(new Tensor([6, 32], 'float32', x));
       expectClose(y.storage() as Float32Array, expected.outputs.flat(), `outputs ${JSON.stringify(opts)}`);
+      if (opts.sparse === false) {
+        // the packed kernels give a row the same bits whatever its batch
+        const one = (await m.forward(new Tensor([1, 32], 'float32', x.slice(32, 64)))).storage() as Float32Array;
+        expect(Array.from(one)).toEqual(Array.from((y.storage() as Float32Array).subarray(10, 20)));
+      }
       await m.dispose();
     }
   });

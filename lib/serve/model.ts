@@ -29,7 +29,7 @@ import { parsePattern, patternString, type Pattern } from '../pattern.js';
 import { check } from '../mask.js';
 import { CHECKED, SparseTensor, compress } from '../compress.js';
 import { Tensor, checkTensor, tensor } from '../tensor.js';
-import { linear, linearAsync } from '../gemm.js';
+import { PackedWeight, linear, linearAsync } from '../gemm.js';
 import { sparseLinear, sparseLinearAsync } from '../spmm.js';
 import { geluForward, im2col, layerNormForward, maxPoolForward, reluForward, type Window2d } from '../nn/elementwise.js';
 import { checkArch, convFromGroupLayout, convToGroupLayout, inferMlpArch, loadModel, paramName, type ArchSpec, type InputTransform, type LayerSpec, type ModelFile } from '../io/model-file.js';
@@ -61,8 +61,11 @@ export interface InferenceOptions {
   inputTransform?: boolean;
 }
 
-/** A product: y = x·Wᵀ + b, dense or N:M sparse. Conv2d runs as im2col + this product. */
-type Product = { w: Tensor; s: null } | { w: null; s: SparseTensor };
+/**
+ * A product: y = x·Wᵀ + b, dense or N:M sparse. Conv2d runs as im2col + this product. A dense weight on the CPU
+ * is packed once here for the GEMM's kernels (a PackedWeight), not on every call.
+ */
+type Product = { w: Tensor | PackedWeight; s: null } | { w: null; s: SparseTensor };
 
 type Op =
   | ({ kind: 'linear'; name: string; b: Tensor | null; in: number; out: number; activation?: Activation } & Product)
@@ -92,6 +95,8 @@ export interface ModelInfo {
   weightBytes: number;
   /** Bytes the same weights take dense. */
   denseWeightBytes: number;
+  /** Bytes of the packed copies of the dense weights on the CPU (PackedWeight), beside weightBytes. */
+  packedBytes: number;
   /** The standardisation applied to every input value (the file's `nmsparse.input`), or null. */
   input: InputTransform | null;
   maxBatch: number;
@@ -168,7 +173,7 @@ export class InferenceModel {
 
     const ops: Op[] = [];
     const layers: LayerInfo[] = [];
-    let weightBytes = 0, denseWeightBytes = 0;
+    let weightBytes = 0, denseWeightBytes = 0, packedBytes = 0;
     let inputs: number | null = null;
     let cur: number[] | null = null; // the shape of one row as it flows (null until the first layer fixes it)
     const size = (sh: number[]) => sh.reduce((a, b) => a * b, 1);
@@ -194,7 +199,10 @@ export class InferenceModel {
       const w = w2();
       denseWeightBytes += w.bytes;
       weightBytes += w.bytes;
-      return { prod: { w: dev(w)!, s: null }, label: 'dense' };
+      if (o.device !== 'cpu') return { prod: { w: dev(w)!, s: null }, label: 'dense' };
+      const pw = new PackedWeight(w);
+      packedBytes += pw.bytes;
+      return { prod: { w: pw, s: null }, label: 'dense' };
     };
     arch.layers.forEach((l, i) => {
       const pname = (param: string) => paramName(arch, i, param);
@@ -269,7 +277,7 @@ export class InferenceModel {
     if (outRow.length !== 1) ops.push({ kind: 'reshape', shape: [size(outRow)] });
     fuseActivations(ops);
     return new InferenceModel(ops, {
-      file, device: o.device, inputs, outputs: size(outRow), layers, weightBytes, denseWeightBytes,
+      file, device: o.device, inputs, outputs: size(outRow), layers, weightBytes, denseWeightBytes, packedBytes,
       input: o.inputTransform ? mf.input : null, maxBatch: o.maxBatch, maxDelayMs: o.maxDelayMs, metadata: mf.metadata,
     });
   }
@@ -315,7 +323,10 @@ export class InferenceModel {
     await this.#batcher.drained();
     this.#disposed = true;
     for (const op of this.#ops) {
-      if (op.kind === 'linear' || op.kind === 'conv') { op.w?.dispose(); op.s?.dispose(); op.b?.dispose(); }
+      if (op.kind === 'linear' || op.kind === 'conv') {
+        if (op.w instanceof PackedWeight) op.w.weight.dispose();
+        op.w?.dispose(); op.s?.dispose(); op.b?.dispose();
+      }
       if (op.kind === 'layernorm') { op.gamma?.dispose(); op.beta?.dispose(); }
     }
   }
