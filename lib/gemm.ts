@@ -190,8 +190,9 @@ export async function matmulAsync(a: Tensor, b: Tensor, opts: MatmulOptions = {}
 /**
  * A Linear weight [out, in] on the CPU, packed once into the layout of the GEMM's kernels (the panels a product
  * otherwise packs on every call): linear(x, packed, bias) and linearAsync then skip that pass over the weight,
- * which at a service's batch sizes costs as much as the product. Every batch size then runs the same kernels, so
- * a row's result does not depend on the rows it is batched with. The packing is for the CPU's kernels when it
+ * which at a service's batch sizes costs as much as the product. From 4 rows on every batch runs the same
+ * kernels, so a row's result does not depend on the rows it is batched with (under 4, each weight row is streamed
+ * against the rows as for a plain tensor: faster there). The packing is for the CPU's kernels when it
  * was made: after cpuIsa() selects others, or for a float16/bfloat16 x (a result that is not float32), the
  * product packs the weight as for a plain tensor. The weight itself stays the caller's (it is still read then,
  * and must stay alive); dispose() frees the packed copy (as much memory as a float32 copy of the weight).

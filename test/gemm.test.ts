@@ -163,7 +163,8 @@ describe('linear (CPU)', () => {
 
 describe('PackedWeight (a Linear weight packed once for the GEMM kernels)', () => {
   // n not a multiple of NR (32/16), k not a multiple of KC (256), n past NC (2048, so a task's panels straddle two
-  // NC blocks), and m from the one-row kernels (m < 4 over several panels at once) to several row blocks.
+  // NC blocks), and m from 1 (the row-streaming kernel on AVX2/AVX-512; the 1-row microkernel on scalar) through
+  // short last panels (r-row microkernels) to several row blocks.
   const CASES: Array<[number, number, number]> = [
     [1, 1, 1], [1, 33, 7], [2, 130, 300], [3, 129, 257], [4, 64, 513], [5, 31, 100], [12, 32, 256], [13, 65, 33],
     [17, 100, 600], [64, 97, 784], [150, 70, 300], [3, 2100, 40], [20, 2100, 40],
@@ -198,16 +199,18 @@ describe('PackedWeight (a Linear weight packed once for the GEMM kernels)', () =
     got.forEach((v, i) => expect(v).toBe(Math.max(0, p[i])));
   });
 
-  it('a row gets the same bits whatever batch it is in, and beyond 16 rows the same as the unpacked product', () => {
+  it('from 4 rows on a row gets the same bits whatever batch it is in, and beyond 16 (or under 4) those of the unpacked product', () => {
     const k = 300, n = 77, W = rand([n, k], 'float32', 9), bias = rand([n], 'float32', 10), pw = new PackedWeight(W);
     const x = rand([40, k], 'float32', 11), all = linear(x, pw, bias).storage() as Float32Array;
     expect(sameBits(linear(x, pw, bias), linear(x, W, bias))).toBe(true);
-    for (const rows of [1, 2, 3, 5, 12, 13]) {
-      const part = tensor(Array.from(x.storage().subarray(0, rows * k)), [rows, k]);
-      const got = linear(part, pw, bias).storage() as Float32Array;
+    const part = (rows: number) => tensor(Array.from(x.storage().subarray(0, rows * k)), [rows, k]);
+    for (const rows of [4, 5, 12, 13, 17]) {
+      const got = linear(part(rows), pw, bias).storage() as Float32Array;
       const want = all.subarray(0, rows * n);
       expect(got.every((v, i) => Object.is(v, want[i])), `${rows} rows`).toBe(true);
     }
+    // under 4 rows the row-streaming kernel runs, packed or not
+    for (const rows of [1, 2, 3]) expect(sameBits(linear(part(rows), pw, bias), linear(part(rows), W, bias)), `${rows} rows`).toBe(true);
   });
 
   it('falls back to packing per call after cpuIsa() changes, and for a 16-bit result', () => {
