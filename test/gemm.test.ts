@@ -164,10 +164,11 @@ describe('linear (CPU)', () => {
 describe('PackedWeight (a Linear weight packed once for the GEMM kernels)', () => {
   // n not a multiple of NR (32/16), k not a multiple of KC (256), n past NC (2048, so a task's panels straddle two
   // NC blocks), and m from 1 (the row-streaming kernel on AVX2/AVX-512; the 1-row microkernel on scalar) through
-  // short last panels (r-row microkernels) to several row blocks.
+  // short last panels (r-row microkernels) and A packed once for the tasks of a row block (from 32 rows) to
+  // several row blocks.
   const CASES: Array<[number, number, number]> = [
     [1, 1, 1], [1, 33, 7], [2, 130, 300], [3, 129, 257], [4, 64, 513], [5, 31, 100], [12, 32, 256], [13, 65, 33],
-    [17, 100, 600], [64, 97, 784], [150, 70, 300], [3, 2100, 40], [20, 2100, 40],
+    [17, 100, 600], [64, 97, 784], [150, 70, 300], [3, 2100, 40], [20, 2100, 40], [40, 2100, 300],
   ];
 
   it('x·Wᵀ + b against float64 on every kernel path (packed under it), sync and async, into a poisoned out', async () => {

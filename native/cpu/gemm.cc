@@ -412,31 +412,51 @@ int64_t packed_offset(const KernelSet& K, int64_t n, int64_t k, int64_t jc, int6
   return jc * k + pc * cdiv(std::min<int64_t>(K.nc, n - jc), K.nr) * K.nr;
 }
 
-// C = A·op(B) + bias from a packed op(B), float32 C. One job: each task takes its rows and panels over the whole
-// reduction, so the KC blocks follow each other without a barrier (the main loop has two per block); every sum
-// is the main loop's, in the same order.
+// Under this many rows gemm() streams the weight rows instead (gemm_small_m), packed B or not.
 constexpr int64_t kPackedRows = 4;
+// From this many rows A is packed once for all the tasks that share it (below, each task's copy costs less than
+// the barrier; 1024x784 at 32-256 rows 1.1-1.2x).
+constexpr int64_t kSharedARows = 32;
 
+// C = A·op(B) + bias from a packed op(B), float32 C, from kPackedRows rows on.
 void gemm_packed(const GemmArgs& g, Isa isa, const KernelSet& K, const PackSrc& asrc, const float* bias) {
   const int MR = K.mr, NR = K.nr;
   const int64_t m = g.m, n = g.n, k = g.k, npan = cdiv(n, NR), pnc = K.nc / NR;
   const Split sp = split(K, m, npan, num_threads());
   float* C = static_cast<float*>(g.c);
   const bool parallel = static_cast<double>(m) * n * k >= 64.0 * 64 * 64;
+  // When a row block is split over several tasks (a few rows against a wide weight), each would pack the same A:
+  // it is packed once instead, row block by row block and KC block by KC block (mcp·kb floats at ib·mcp·k + pc·mcp).
+  const int64_t mcp = cdiv(sp.mc, MR) * MR;
+  thread_local Scratch s_ash;
+  float* Ash = nullptr;
+  if (sp.nsplit > 1 && m >= kSharedARows) {
+    Ash = s_ash.floats(static_cast<size_t>(sp.nic * mcp * k));
+    const int64_t nkb = cdiv(k, K.kc);
+    parallel_for(sp.nic * nkb, parallel ? 1 : sp.nic * nkb, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t ib = t / nkb, pc = (t % nkb) * K.kc, i0 = ib * sp.mc;
+        pack_a(isa, K, asrc, i0, std::min(sp.mc, m - i0), pc, std::min<int64_t>(K.kc, k - pc), Ash + ib * mcp * k + pc * mcp);
+      }
+    });
+  }
+  // One job: each task takes its rows and panels over the whole reduction, so the KC blocks follow each other
+  // without a barrier (the main loop has two per block); every sum is the main loop's, in the same order.
   parallel_for(sp.nic * sp.nsplit, parallel ? 1 : sp.nic * sp.nsplit, [&](int64_t t0, int64_t t1) {
     thread_local Scratch s_a;
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t i0 = (t / sp.nsplit) * sp.mc, mb = std::min(sp.mc, m - i0);
+      const int64_t ib = t / sp.nsplit, i0 = ib * sp.mc, mb = std::min(sp.mc, m - i0);
       const int64_t q0 = (t % sp.nsplit) * sp.per, q1 = std::min(npan, q0 + sp.per);
-      float* Ap = s_a.floats(static_cast<size_t>(cdiv(mb, MR) * MR * std::min<int64_t>(K.kc, k)));
+      float* Ap = Ash ? nullptr : s_a.floats(static_cast<size_t>(mcp * std::min<int64_t>(K.kc, k)));
       for (int64_t pc = 0; pc < k; pc += K.kc) {
         const int64_t kb = std::min<int64_t>(K.kc, k - pc);
-        pack_a(isa, K, asrc, i0, mb, pc, kb, Ap);
+        const float* A = Ash ? Ash + ib * mcp * k + pc * mcp : Ap;
+        if (!Ash) pack_a(isa, K, asrc, i0, mb, pc, kb, Ap);
         // the NC blocks [q0, q1) meets, each with its panels counted from the block's first
         for (int64_t b = q0 / pnc; b * pnc < q1; ++b) {
           const int64_t jc = b * pnc * NR, nb = std::min<int64_t>(K.nc, n - jc);
           const int64_t l0 = std::max(q0, b * pnc) - b * pnc, l1 = std::min(q1, (b + 1) * pnc) - b * pnc;
-          tiles(K, Ap, mb, kb, g.b_packed + packed_offset(K, n, k, jc, pc), l0, l1, nb, C + i0 * n + jc, n, pc > 0,
+          tiles(K, A, mb, kb, g.b_packed + packed_offset(K, n, k, jc, pc), l0, l1, nb, C + i0 * n + jc, n, pc > 0,
                 pc == 0 && bias ? bias + jc : nullptr);
         }
       }
