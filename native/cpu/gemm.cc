@@ -207,7 +207,6 @@ NMS_TARGET_AVX512 void ukr_avx512(int64_t kc, const float* __restrict A, const f
       _mm512_storeu_ps(cp, x);
     }
 }
-
 #endif
 
 const KernelSet& kernels(Isa isa) {
@@ -487,8 +486,7 @@ void gemm(const GemmArgs& g) {
 #if NMS_X86
   small = small_m(g, isa);
 #endif
-  // Under kPackedRows rows the row-streaming kernel is faster even against a packed B (one row has too few
-  // accumulator chains in a microkernel for the FMA latency).
+  // Under kPackedRows rows the row-streaming kernel is at least as fast, even against a packed B (measured).
   if (g.b_packed && g.b_packed_isa == static_cast<int>(isa) && g.c_dtype == DType::F32 && !(small && g.m < kPackedRows))
     return gemm_packed(g, isa, K, asrc, bias);
 #if NMS_X86
