@@ -124,6 +124,24 @@ describe('small batches (2:4, a few rows of x: the kernel that streams W̃ once)
     native.cpuIsa('auto');
   });
 
+  it('a 2:4 weight past 8 MB at 5–8 rows of x (decoded in registers for every 4 rows, not into L1 blocks)', () => {
+    // 1921 × 2072: 8.5 MB compressed, rows not a multiple of 4, the last 32-column chunk cut short
+    const outF = 1921, inF = 2072;
+    const W = rand([outF, inF], 'float32', 77), S = nm.compress(W, '2:4'), w = refPrune(W, 2, 4);
+    expect(S.bytes).toBeGreaterThan(8 << 20);
+    for (const batch of [5, 8]) {
+      const x = rand([batch, inF], 'float32', 78 + batch), bias = rand([outF], 'float32', 80);
+      const ref = refSpmm(w, outF, inF, x.toArray(), batch, true, bias.toArray());
+      for (const isa of ISAS) {
+        native.cpuIsa(isa);
+        const out = poison(zeros([batch, outF]));
+        expect(sparseLinear(x, S, bias, { out })).toBe(out);
+        expectClose(out, ref, outF, batch, true, inF);
+      }
+    }
+    native.cpuIsa('auto');
+  });
+
   it('S.matmul by one column (B [cols, 1]) on every kernel path', () => {
     const W = rand([45, 520], 'float32', 60), b = rand([520, 1], 'float32', 61), bias = rand([45], 'float32', 62);
     const S = nm.compress(W, '2:4');
