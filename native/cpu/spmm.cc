@@ -352,9 +352,10 @@ void spmm_gemv24(const SpmmArgs& s, const float* bias) {
 // pick_pattern) and holds K = C·N/M kept values in one or two slots. Per row of x a slot costs its permutes and an
 // FMA (2:4: half the FMAs of the dense product, one vpermt2ps each), and W̃ streams once in its compressed form.
 // A slot's positions (16 fields of 2-5 bits from a byte boundary + s0 bits) are decoded in registers: vpshufb
-// gathers each field's two bytes, vpsrlvd aligns it (2:4: one dword, one shift). Up to 4 rows of x, a slot is
-// decoded where it is used; beyond, the decoded slots (indices and values) of 4 rows of W̃ and 1024 columns are
-// kept in L1 and reused by every row of x. Tasks split the rows of W̃.
+// gathers each field's two bytes, vpsrlvd aligns it (2:4: one dword, one shift). Up to 4 rows of x (and for a
+// 2:4 weight that streams from memory), a slot is decoded where it is used; beyond, the decoded slots (indices
+// and values) of 4 rows of W̃ and 1024 columns are kept in L1 and reused by every row of x. Tasks split the rows
+// of W̃.
 constexpr int kPickJb = 4;       // rows of W̃ per task step and register block
 constexpr int kPickCols = 1024;  // W̃ columns per decoded block: a multiple of 32
 constexpr int kPickAhead = 1024;  // bytes of values prefetched ahead
