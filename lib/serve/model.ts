@@ -115,6 +115,8 @@ export class InferenceModel {
   readonly outFeatures: number;
   readonly device: Device;
   #ops: Op[];
+  /** By op index: whether a later op is a product (which reads this op's result before the run ends). */
+  #feedsProduct: boolean[];
   #transform: InputTransform | null;
   #batcher: Batcher;
   #info: ModelInfo;
@@ -122,6 +124,7 @@ export class InferenceModel {
 
   private constructor(ops: Op[], info: ModelInfo) {
     this.#ops = ops;
+    this.#feedsProduct = ops.map((_, i) => ops.slice(i + 1).some((o) => o.kind === 'linear' || o.kind === 'conv'));
     this.#info = info;
     this.#transform = info.input;
     this.device = info.device;
@@ -370,13 +373,13 @@ export class InferenceModel {
     let owned = gpu || this.#transform !== null; // whether h is ours to overwrite (not the caller's input)
     if (gpu) h = keep(h.to(this.device));
     const scratch = this.#scratch.pop() ?? [];
-    const ops = this.#ops;
+    const ops = this.#ops, feeds = this.#feedsProduct;
     // ReLU/GELU after a product run as its options.activation (fuseActivations). The result of a product that a
     // later product reads goes to this run's scratch (on the CPU); the others are fresh (the caller keeps them).
     const product = async (x: Tensor, op: Product & { b: Tensor | null; out: number; activation?: Activation }, at: number): Promise<Tensor> => {
       const macs = x.shape[0] * x.shape[1] * op.out;
       let out: Tensor | undefined;
-      if (!gpu && rows <= this.#info.maxBatch && ops.slice(at + 1).some((o) => o.kind === 'linear' || o.kind === 'conv')) {
+      if (!gpu && rows <= this.#info.maxBatch && feeds[at]) {
         const n = x.shape[0] * op.out;
         if (!(scratch[at]?.length >= n)) scratch[at] = allocPinnedStorage('float32', n) as Float32Array;
         out = new Tensor([x.shape[0], op.out], 'float32', scratch[at].subarray(0, n));
