@@ -8,9 +8,9 @@
  * backend (lib/device.ts), which trusts it.
  */
 import { native } from './native.js';
-import { fail } from './errors.js';
+import { NmSparseError, fail } from './errors.js';
 import { deviceOp, type Activation, type Device, type GemmPlan } from './device.js';
-import { isFloat, type DType } from './dtype.js';
+import { allocPinnedStorage, isFloat, type DType } from './dtype.js';
 import { Tensor, checkOptions, checkOut, checkTensor, outputFor, type Shape } from './tensor.js';
 
 export { checkOptions };
@@ -157,14 +157,17 @@ function planMatmul(a: unknown, b: unknown, opts: unknown): GemmPlan {
   return { a: A, b: B, bias, m, n, k, transA, transB, activation: null, shape, dtype, out };
 }
 
-/** The product of a validated plan: the native GEMM on the CPU (a Promise when async), else the device's. */
-function runGemm(g: GemmPlan, async: boolean): Tensor | Promise<Tensor> {
+/**
+ * The product of a validated plan: the native GEMM on the CPU (a Promise when async), else the device's. `packed`:
+ * the weight b packed by a PackedWeight.
+ */
+function runGemm(g: GemmPlan, async: boolean, packed: { packed: Float32Array; packedIsa: number } | null = null): Tensor | Promise<Tensor> {
   if (g.a.device !== 'cpu') return deviceOp(g.a.device, 'gemm')(g);
   const t = cpuTarget(g, async);
   const bias = g.bias ? { bias: g.bias.storage('bias'), biasDtype: g.bias.dtypeCode } : {};
   const r = native.gemm({
     a: g.a.storage('a'), aDtype: g.a.dtypeCode, b: g.b.storage('b'), bDtype: g.b.dtypeCode, c: t.acc.storage('options.out'),
-    cDtype: t.acc.dtypeCode, m: g.m, n: g.n, k: g.k, transA: g.transA, transB: g.transB, async, ...bias,
+    cDtype: t.acc.dtypeCode, m: g.m, n: g.n, k: g.k, transA: g.transA, transB: g.transB, async, ...bias, ...packed,
   });
   return r ? r.then(() => finishCpu(t, g.activation)) : finishCpu(t, g.activation);
 }
@@ -183,6 +186,50 @@ export async function matmulAsync(a: Tensor, b: Tensor, opts: MatmulOptions = {}
 }
 
 // ---- linear ------------------------------------------------------------------------------------------------------
+
+/**
+ * A Linear weight [out, in] on the CPU, packed once into the layout of the GEMM's kernels (the panels a product
+ * otherwise packs on every call): linear(x, packed, bias) and linearAsync then skip that pass over the weight,
+ * which at a service's batch sizes costs as much as the product. From 4 rows on every batch runs the same
+ * kernels, so a row's result does not depend on the rows it is batched with (under 4, each weight row is streamed
+ * against the rows as for a plain tensor: faster there). The packing is for the CPU's kernels when it
+ * was made: after cpuIsa() selects others, or for a float16/bfloat16 x (a result that is not float32), the
+ * product packs the weight as for a plain tensor. The weight itself stays the caller's (it is still read then,
+ * and must stay alive); dispose() frees the packed copy (as much memory as a float32 copy of the weight).
+ */
+export class PackedWeight {
+  readonly weight: Tensor;
+  #packed: Float32Array | null;
+  readonly #isa: number;
+
+  constructor(weight: Tensor) {
+    const w = checkTensor(weight, 'weight');
+    if (w.device !== 'cpu') fail('E_DEVICE', 'weight', w, "a tensor on 'cpu' (the packed form is the CPU GEMM's)");
+    if (w.rank !== 2) fail('E_SHAPE', 'weight', w, 'a 2-D weight [out, in]');
+    if (!isFloat(w.dtype)) fail('E_DTYPE', 'weight', w, 'a float32, float16 or bfloat16 tensor');
+    nonEmpty(w, 'weight', [...w.shape]);
+    const [n, k] = w.shape;
+    const { floats, isa } = native.gemmPackedSize(n, k);
+    this.#packed = allocPinnedStorage('float32', floats) as Float32Array;
+    native.gemmPackB({ b: w.storage('weight'), bDtype: w.dtypeCode, n, k, transB: true, out: this.#packed, isa });
+    this.weight = w;
+    this.#isa = isa;
+  }
+
+  get shape(): Shape { return this.weight.shape; }
+  get disposed(): boolean { return this.#packed === null; }
+  /** Bytes of the packed copy (0 once disposed). */
+  get bytes(): number { return this.#packed?.byteLength ?? 0; }
+  /** Frees the packed copy; the weight is left alone. Using the PackedWeight afterwards is E_DISPOSED. */
+  dispose(): void { this.#packed = null; }
+
+  /** The packed form for the native GEMM (E_DISPOSED after dispose(), or when the weight was disposed). */
+  forGemm(arg: string): { packed: Float32Array; packedIsa: number } {
+    if (!this.#packed) throw new NmSparseError('E_DISPOSED', `${arg}: the PackedWeight was disposed`);
+    checkTensor(this.weight, `${arg}.weight`);
+    return { packed: this.#packed, packedIsa: this.#isa };
+  }
+}
 
 function planLinear(x: unknown, w: unknown, bias: unknown, opts: unknown): GemmPlan {
   const X = checkTensor(x, 'x');
@@ -205,12 +252,24 @@ function planLinear(x: unknown, w: unknown, bias: unknown, opts: unknown): GemmP
   return { a: X, b: W, bias: b, m: rows, n: outF, k: inF, transA: false, transB: true, activation, shape, dtype, out };
 }
 
-/** x·Wᵀ + bias, PyTorch's Linear: x [..., in], W [out, in], bias [out] → [..., out], then options.activation. */
-export function linear(x: Tensor, w: Tensor, bias?: Tensor | null, opts: LinearOptions = {}): Tensor {
-  return runGemm(planLinear(x, w, bias, opts), false) as Tensor;
+/** The plan of linear(x, w, …) and, for a PackedWeight w, its packed form. */
+function linearCall(x: unknown, w: unknown, bias: unknown, opts: unknown, async: boolean): Tensor | Promise<Tensor> {
+  if (w instanceof PackedWeight) {
+    const packed = w.forGemm('weight');
+    return runGemm(planLinear(x, w.weight, bias, opts), async, packed);
+  }
+  return runGemm(planLinear(x, w, bias, opts), async);
+}
+
+/**
+ * x·Wᵀ + bias, PyTorch's Linear: x [..., in], W [out, in] (a Tensor, or a PackedWeight of one), bias [out] →
+ * [..., out], then options.activation.
+ */
+export function linear(x: Tensor, w: Tensor | PackedWeight, bias?: Tensor | null, opts: LinearOptions = {}): Tensor {
+  return linearCall(x, w, bias, opts, false) as Tensor;
 }
 
 /** linear() on the thread pool: the event loop stays free while it runs. */
-export async function linearAsync(x: Tensor, w: Tensor, bias?: Tensor | null, opts: LinearOptions = {}): Promise<Tensor> {
-  return runGemm(planLinear(x, w, bias, opts), true);
+export async function linearAsync(x: Tensor, w: Tensor | PackedWeight, bias?: Tensor | null, opts: LinearOptions = {}): Promise<Tensor> {
+  return linearCall(x, w, bias, opts, true);
 }

@@ -19,7 +19,7 @@ export { Tensor, tensor, zeros, ones, full, randn, rand, type Shape, type Nested
 export { SparseTensor } from './compress.js';
 export { type CheckResult, type SadResult, type PatternArg } from './mask.js';
 export { Rng } from './random.js';
-export { matmul, matmulAsync, linear, linearAsync, type Activation, type MatmulOptions, type LinearOptions } from './gemm.js';
+export { matmul, matmulAsync, linear, linearAsync, PackedWeight, type Activation, type MatmulOptions, type LinearOptions } from './gemm.js';
 export { type SparseLinearOptions, type SparseMatmulOptions } from './spmm.js';
 export { backendInfo, formatBackendInfo, type BackendInfo, type LibraryInfo } from './backend-info.js';
 export { planInfo, type PlanInfo } from './cuda.js';

@@ -88,11 +88,17 @@ type CheckCode = -1 | [group: number, nonzeros: number];
 /** An optional bias, given with its dtype code (the binding reads biasDtype only with a bias). */
 type BiasOf<B> = { bias: B; biasDtype: DTypeCode } | { bias?: null; biasDtype?: never };
 
-/** gemm.cc: C[m, n] = op(A)·op(B) (+ bias[n]), float32 math; a Promise when async. */
+/**
+ * gemm.cc: C[m, n] = op(A)·op(B) (+ bias[n]), float32 math; a Promise when async. packed: op(B) from gemmPackB for
+ * ISA code packedIsa (required with packed), used instead of packing b while that ISA is the active one.
+ */
 export type NativeGemmOptions = {
   a: Host; aDtype: DTypeCode; b: Host; bDtype: DTypeCode; c: Host; cDtype: DTypeCode; m: number; n: number; k: number;
   transA: boolean; transB: boolean; async: boolean;
-} & BiasOf<Host>;
+} & BiasOf<Host> & { packed?: Float32Array; packedIsa?: number };
+
+/** gemm.cc gemmPackB: op(B) [k, n] packed into out (gemmPackedSize(n, k).floats) for the active ISA, code `isa`. */
+export type NativeGemmPackOptions = { b: Host; bDtype: DTypeCode; n: number; k: number; transB: boolean; out: Float32Array; isa: number };
 
 /** spmm.cc: Y[rows, p] = W̃·op(B) (+ bias[rows]), W̃ in the portable form; out holds Y, or Yᵀ when transOut. */
 export type NativeSpmmOptions = {
@@ -176,6 +182,8 @@ export interface CpuAddon extends TrainFns<Host> {
   enumTables(): { dtype: string[]; activation: string[] };
   // gemm.cc
   gemm(options: NativeGemmOptions): Promise<void> | undefined;
+  gemmPackedSize(n: number, k: number): { floats: number; isa: number };
+  gemmPackB(options: NativeGemmPackOptions): void;
   cpuIsa(name?: string): { active: string; best: string };
   // spmm.cc
   spmm(options: NativeSpmmOptions): Promise<void> | undefined;
@@ -259,7 +267,8 @@ const names = <T>(o: Record<keyof T, true>): string[] => Object.keys(o).sort();
 /** The exported names, each list checked by tsc to be exactly the keys of its interface. */
 export const addonNames: { cpu: string[]; cuda: string[] } = {
   cpu: names<CpuAddon>({
-    setNumThreads: true, numThreads: true, buildInfo: true, allocBuffer: true, trimHostMemory: true, enumTables: true, gemm: true, cpuIsa: true, spmm: true,
+    setNumThreads: true, numThreads: true, buildInfo: true, allocBuffer: true, trimHostMemory: true, enumTables: true, gemm: true,
+    gemmPackedSize: true, gemmPackB: true, cpuIsa: true, spmm: true,
     spmmT: true, blasPeer: true, blasSgemm: true, nmMask: true, nmPrune: true, nmCheck: true, transposableMask: true,
     maskSad: true, nmPositionBytes: true, nmCompress: true, nmDecompress: true, convert: true, transpose2d: true,
     nmTrainPass: true, biasAdd: true,

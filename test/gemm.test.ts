@@ -2,9 +2,9 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randn, tensor, zeros, type DType, type Tensor } from '../lib/index.js';
-import { linear, linearAsync, matmul, matmulAsync } from '../lib/gemm.js';
+import { PackedWeight, linear, linearAsync, matmul, matmulAsync } from '../lib/gemm.js';
 import { native, type NativeGemmOptions } from '../lib/native.js';
-import { ISAS, checkOptionsContract, expectOptionError, fakeCuda, fakeCudaProducts, poison, prng, refProduct, type Ref } from './helpers.js';
+import { ISAS, checkOptionsContract, expectOptionError, fakeCuda, fakeCudaProducts, poison, prng, refProduct, sameBits, type Ref } from './helpers.js';
 
 /** A float tensor of normal-ish values from a seeded generator (values exactly representable in `dtype`). */
 function rand(shape: number[], dtype: DType, seed: number): Tensor {
@@ -158,6 +158,115 @@ describe('linear (CPU)', () => {
     const out = poison(zeros([33, 65]));
     expect(linear(x, W, null, { out })).toBe(out);
     expectClose(out, refGemm(x.toArray(), W.toArray(), 33, 65, 130, false, true), 130);
+  });
+});
+
+describe('PackedWeight (a Linear weight packed once for the GEMM kernels)', () => {
+  // n not a multiple of NR (32/16), k not a multiple of KC (256), n past NC (2048, so a task's panels straddle two
+  // NC blocks), and m from 1 (the row-streaming kernel on AVX2/AVX-512; the 1-row microkernel on scalar) through
+  // short last panels (r-row microkernels) and A packed once for the tasks of a row block (from 32 rows) to
+  // several row blocks.
+  const CASES: Array<[number, number, number]> = [
+    [1, 1, 1], [1, 33, 7], [2, 130, 300], [3, 129, 257], [4, 64, 513], [5, 31, 100], [12, 32, 256], [13, 65, 33],
+    [17, 100, 600], [64, 97, 784], [150, 70, 300], [3, 2100, 40], [20, 2100, 40], [40, 2100, 300],
+  ];
+
+  it('x·Wᵀ + b against float64 on every kernel path (packed under it), sync and async, into a poisoned out', async () => {
+    for (const [m, n, k] of CASES) {
+      const x = rand([m, k], 'float32', 3 * m + k), W = rand([n, k], 'float32', n + 5 * k), bias = rand([n], 'float32', 2 * n);
+      for (const withBias of [true, false]) {
+        const ref = refGemm(x.toArray(), W.toArray(), m, n, k, false, true, withBias ? bias.toArray() : undefined);
+        for (const isa of ISAS) {
+          native.cpuIsa(isa);
+          const pw = new PackedWeight(W);
+          const out = poison(zeros([m, n]));
+          expect(linear(x, pw, withBias ? bias : null, { out })).toBe(out);
+          expectClose(out, ref, k);
+          const outA = poison(zeros([m, n]));
+          expect(await linearAsync(x, pw, withBias ? bias : null, { out: outA })).toBe(outA);
+          expect(sameBits(outA, out), `${isa} m=${m} n=${n} k=${k}: async differs from sync`).toBe(true);
+        }
+      }
+    }
+    native.cpuIsa('auto');
+  });
+
+  it('options.activation after the packed product', () => {
+    const x = rand([9, 70], 'float32', 1), W = rand([45, 70], 'float32', 2), bias = rand([45], 'float32', 3), pw = new PackedWeight(W);
+    const pre = linear(x, pw, bias), got = linear(x, pw, bias, { activation: 'relu' }).toArray();
+    expectClose(pre, refGemm(x.toArray(), W.toArray(), 9, 45, 70, false, true, bias.toArray()), 70);
+    const p = pre.toArray();
+    expect(p.some((v) => v < 0) && p.some((v) => v > 0)).toBe(true);
+    got.forEach((v, i) => expect(v).toBe(Math.max(0, p[i])));
+  });
+
+  it('from 4 rows on a row gets the same bits whatever batch it is in, and beyond 16 (or under 4) those of the unpacked product', () => {
+    const k = 300, n = 77, W = rand([n, k], 'float32', 9), bias = rand([n], 'float32', 10), pw = new PackedWeight(W);
+    const x = rand([40, k], 'float32', 11), all = linear(x, pw, bias).storage() as Float32Array;
+    expect(sameBits(linear(x, pw, bias), linear(x, W, bias))).toBe(true);
+    const part = (rows: number) => tensor(Array.from(x.storage().subarray(0, rows * k)), [rows, k]);
+    for (const rows of [4, 5, 12, 13, 17]) {
+      const got = linear(part(rows), pw, bias).storage() as Float32Array;
+      const want = all.subarray(0, rows * n);
+      expect(got.every((v, i) => Object.is(v, want[i])), `${rows} rows`).toBe(true);
+    }
+    // under 4 rows the row-streaming kernel runs, packed or not
+    for (const rows of [1, 2, 3]) expect(sameBits(linear(part(rows), pw, bias), linear(part(rows), W, bias)), `${rows} rows`).toBe(true);
+  });
+
+  it('falls back to packing per call after cpuIsa() changes, and for a 16-bit result', () => {
+    const x = rand([6, 90], 'float32', 4), W = rand([50, 90], 'float32', 5);
+    const ref = refGemm(x.toArray(), W.toArray(), 6, 50, 90, false, true);
+    native.cpuIsa(ISAS[ISAS.length - 1]);
+    const pw = new PackedWeight(W);
+    for (const isa of ISAS) {
+      native.cpuIsa(isa);
+      expectClose(linear(x, pw), ref, 90);
+    }
+    native.cpuIsa('auto');
+    const xh = x.astype('bfloat16'), Wh = W.astype('bfloat16');
+    const got = linear(xh, new PackedWeight(Wh));
+    expect(got.dtype).toBe('bfloat16');
+    expectClose(got, refGemm(xh.toArray(), Wh.toArray(), 6, 50, 90, false, true), 90);
+  });
+
+  it('bad inputs: typed errors naming the argument', async () => {
+    const W = rand([8, 16], 'float32', 6), x = rand([2, 16], 'float32', 7);
+    expect(() => new PackedWeight({} as Tensor)).toThrow(expect.objectContaining({ code: 'E_TYPE' }));
+    expect(() => new PackedWeight(rand([16], 'float32', 1))).toThrow(expect.objectContaining({ code: 'E_SHAPE', message: expect.stringContaining('weight') }));
+    expect(() => new PackedWeight(zeros([4, 4], { dtype: 'int8' }))).toThrow(expect.objectContaining({ code: 'E_DTYPE' }));
+    expect(() => new PackedWeight(fakeCuda([4, 4]))).toThrow(expect.objectContaining({ code: 'E_DEVICE' }));
+    const pw = new PackedWeight(W);
+    expect(() => linear(rand([2, 15], 'float32', 8), pw)).toThrow(expect.objectContaining({ code: 'E_SHAPE', message: expect.stringContaining('x') }));
+    expect(() => linear(x.astype('float16'), pw)).toThrow(expect.objectContaining({ code: 'E_DTYPE' }));
+    expect(() => linear(x, pw, rand([7], 'float32', 9))).toThrow(expect.objectContaining({ code: 'E_SHAPE', message: expect.stringContaining('bias') }));
+    expect(pw.disposed).toBe(false);
+    expect(pw.bytes).toBeGreaterThanOrEqual(8 * 16 * 4);
+    pw.dispose();
+    expect(pw.disposed).toBe(true);
+    expect(() => linear(x, pw)).toThrow(expect.objectContaining({ code: 'E_DISPOSED', message: expect.stringContaining('PackedWeight') }));
+    await expect(linearAsync(x, pw)).rejects.toMatchObject({ code: 'E_DISPOSED' });
+    const W2 = rand([8, 16], 'float32', 6), pw2 = new PackedWeight(W2);
+    W2.dispose();
+    expect(() => linear(x, pw2)).toThrow(expect.objectContaining({ code: 'E_DISPOSED' }));
+  });
+
+  it('native.gemm and gemmPackB check the packed buffer: its size for its ISA, a known ISA, the active one', () => {
+    const m = 2, n = 40, k = 30;
+    const { floats, isa } = native.gemmPackedSize(n, k);
+    expect(floats).toBeGreaterThanOrEqual(n * k);
+    const b = new Float32Array(n * k).fill(1), a = new Float32Array(m * k).fill(1), c = new Float32Array(m * n).fill(NaN);
+    const packed = new Float32Array(floats);
+    native.gemmPackB({ b, bDtype: 0, n, k, transB: true, out: packed, isa });
+    const base: NativeGemmOptions = { a, aDtype: 0, b, bDtype: 0, c, cDtype: 0, m, n, k, transA: false, transB: true, async: false };
+    native.gemm({ ...base, packed, packedIsa: isa });
+    expect(c.every((v) => v === k)).toBe(true);
+    expect(() => native.gemm({ ...base, packed: packed.subarray(1), packedIsa: isa })).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
+    expect(() => native.gemm({ ...base, packed, packedIsa: 7 })).toThrow(expect.objectContaining({ code: 'E_VALUE' }));
+    expect(() => native.gemm({ ...base, packed })).toThrow(expect.objectContaining({ code: 'E_TYPE' }));
+    expect(() => native.gemmPackB({ b, bDtype: 0, n, k, transB: true, out: packed.subarray(1), isa })).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
+    expect(() => native.gemmPackB({ b, bDtype: 0, n, k, transB: true, out: packed, isa: (isa + 1) % 3 })).toThrow(expect.objectContaining({ code: 'E_VALUE' }));
+    expect(() => native.gemmPackedSize(0, k)).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
   });
 });
 

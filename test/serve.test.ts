@@ -125,9 +125,45 @@ print(json.dumps({'keys': sorted(sd), 'inputs': x.tolist(), 'outputs': y.tolist(
       expect(info.outputs).toBe(10);
       if (opts.sparse === false) expect(info.weightBytes).toBe(info.denseWeightBytes);
       else expect(info.weightBytes).toBeLessThan(0.7 * info.denseWeightBytes);
-      const y = await m.predict(new Tensor([6, 32], 'float32', Float32Array.from(expected.inputs.flat())));
+      // dense weights are packed once at load (PackedWeight): at least their float32 bytes again
+      if (opts.sparse === false) expect(info.packedBytes).toBeGreaterThanOrEqual(info.denseWeightBytes);
+      else expect(info.packedBytes).toBeLessThan(info.denseWeightBytes);
+      const x = Float32Array.from(expected.inputs.flat());
+      const y = await m.predict(new Tensor([6, 32], 'float32', x));
       expectClose(y.storage() as Float32Array, expected.outputs.flat(), `outputs ${JSON.stringify(opts)}`);
+      if (opts.sparse === false) {
+        // the packed kernels give a row the same bits whatever its batch (from 4 rows on)
+        const four = (await m.forward(new Tensor([4, 32], 'float32', x.slice(64, 192)))).storage() as Float32Array;
+        expect(Array.from(four)).toEqual(Array.from((y.storage() as Float32Array).subarray(20, 60)));
+      }
       await m.dispose();
+    }
+  });
+
+  it('concurrent forward() calls on the pool (the intermediate results reuse buffers) each get their own result', async () => {
+    // 48 × 512 × 1024 multiply-adds per layer: past the inline limit, so the runs overlap on the pool
+    const dir = mkdtempSync(path.join(tmpdir(), 'nms-fwd-'));
+    try {
+      const rnd = prng(21);
+      const t = (shape: number[]) => new Tensor(shape, 'float32', Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (rnd() - 0.5) * 0.1));
+      const tensors = new Map([['a.weight', t([1024, 512])], ['a.bias', t([1024])], ['b.weight', t([1024, 1024])], ['b.bias', t([1024])], ['c.weight', t([10, 1024])], ['c.bias', t([10])]]);
+      const layers = [{ name: 'a', type: 'Linear', in: 512, out: 1024, bias: true }, { name: 'r1', type: 'ReLU' }, { name: 'b', type: 'Linear', in: 1024, out: 1024, bias: true }, { name: 'r2', type: 'ReLU' }, { name: 'c', type: 'Linear', in: 1024, out: 10, bias: true }];
+      const file = path.join(dir, 'm.safetensors');
+      await saveModel(file, tensors, { arch: { type: 'Sequential', layers } as never });
+      const m = await InferenceModel.load(file);
+      const xs = Array.from({ length: 4 }, () => t([48, 512]));
+      const alone: Float32Array[] = [];
+      for (const x of xs) alone.push((await m.forward(x)).storage() as Float32Array);
+      const kept = Float32Array.from(alone[0]);
+      for (let round = 0; round < 3; round++) {
+        const ys = await Promise.all(xs.map((x) => m.forward(x)));
+        ys.forEach((y, i) => expect(Array.from(y.storage() as Float32Array), `round ${round}, input ${i}`).toEqual(Array.from(alone[i])));
+      }
+      // a result handed out is the caller's: later runs do not write into it
+      expect(Array.from(alone[0])).toEqual(Array.from(kept));
+      await m.dispose();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

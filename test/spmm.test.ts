@@ -106,6 +106,18 @@ describe('nm.linear = sparseLinear (CPU): x·W̃ᵀ + b from the compressed form
   });
 });
 
+/** nm.linear(x, S, bias) into a poisoned out on every kernel path, each within float32 error of `ref`. */
+function expectLinearEveryIsa(x: Tensor, S: SparseTensor, bias: Tensor | null, ref: Ref): void {
+  const [batch, inF] = x.shape, outF = S.shape[0];
+  for (const isa of ISAS) {
+    native.cpuIsa(isa);
+    const out = poison(zeros([batch, outF]));
+    expect(sparseLinear(x, S, bias, { out })).toBe(out);
+    expectClose(out, ref, outF, batch, true, inF);
+  }
+  native.cpuIsa('auto');
+}
+
 describe('small batches (2:4, a few rows of x: the kernel that streams W̃ once)', () => {
   it('nm.linear at batch 1–9 on every kernel path: rows not a multiple of 4, columns ending inside a 16-column chunk', () => {
     for (const [outF, inF] of [[1, 4], [3, 12], [4, 16], [5, 20], [37, 100], [64, 1040]])
@@ -113,15 +125,19 @@ describe('small batches (2:4, a few rows of x: the kernel that streams W̃ once)
         const W = rand([outF, inF], 'float32', outF + inF), x = rand([batch, inF], 'float32', batch + inF);
         const bias = batch % 2 ? rand([outF], 'float32', outF) : null;
         const S = nm.compress(W, '2:4');
-        const ref = refSpmm(refPrune(W, 2, 4), outF, inF, x.toArray(), batch, true, bias?.toArray());
-        for (const isa of ISAS) {
-          native.cpuIsa(isa);
-          const out = poison(zeros([batch, outF]));
-          expect(sparseLinear(x, S, bias, { out })).toBe(out);
-          expectClose(out, ref, outF, batch, true, inF);
-        }
+        expectLinearEveryIsa(x, S, bias, refSpmm(refPrune(W, 2, 4), outF, inF, x.toArray(), batch, true, bias?.toArray()));
       }
-    native.cpuIsa('auto');
+  });
+
+  it('a 2:4 weight past 8 MB at 5–8 rows of x (decoded in registers for every 4 rows, not into L1 blocks)', () => {
+    // 1921 × 2072: 8.5 MB compressed, rows not a multiple of 4, the last 32-column chunk cut short
+    const outF = 1921, inF = 2072;
+    const W = rand([outF, inF], 'float32', 77), S = nm.compress(W, '2:4'), w = refPrune(W, 2, 4);
+    expect(S.bytes).toBeGreaterThan(8 << 20);
+    for (const batch of [5, 8]) {
+      const x = rand([batch, inF], 'float32', 78 + batch), bias = rand([outF], 'float32', 80);
+      expectLinearEveryIsa(x, S, bias, refSpmm(w, outF, inF, x.toArray(), batch, true, bias.toArray()));
+    }
   });
 
   it('S.matmul by one column (B [cols, 1]) on every kernel path', () => {
@@ -156,15 +172,8 @@ describe('small batches, every N:M (1–32 rows of x): x·W̃ᵀ on every kernel
           const W = rand([rows, cols], 'float32', seed), x = rand([batch, cols], 'float32', seed + 1);
           const bias = batch % 2 ? rand([rows], 'float32', seed + 2) : null;
           const S = nm.compress(W, { n, m });
-          const ref = refSpmm(refPrune(W, n, m), rows, cols, x.toArray(), batch, true, bias?.toArray());
-          for (const isa of ISAS) {
-            native.cpuIsa(isa);
-            const out = poison(zeros([batch, rows]));
-            expect(sparseLinear(x, S, bias, { out })).toBe(out);
-            expectClose(out, ref, rows, batch, true, cols);
-          }
+          expectLinearEveryIsa(x, S, bias, refSpmm(refPrune(W, n, m), rows, cols, x.toArray(), batch, true, bias?.toArray()));
         }
-      native.cpuIsa('auto');
     });
 });
 

@@ -13,9 +13,18 @@ struct GemmArgs {
   int64_t m, n, k;
   bool trans_a, trans_b;
   const void* bias; DType bias_dtype;  // nullptr, or n values added to every row of C
+  // Optional: op(B) as gemm_pack_b made it for ISA b_packed_isa (an Isa code). Used instead of packing B when that
+  // ISA is the active one and C is float32 (the same sums as packing it per call); b must be given all the same.
+  const float* b_packed; int b_packed_isa;
 };
 
 // Multi-threaded on the pool (core/threadpool.h), cache-blocked, with AVX-512 / AVX2 kernels chosen at run time.
 void gemm(const GemmArgs& args);
+
+// The float32 values a packed op(B) [k, n] takes for the kernels of ISA code `isa` (cpu::Isa, simd.h).
+int64_t packed_b_floats(int isa, int64_t n, int64_t k);
+// Packs op(B) (B stored [k, n], or [n, k] when trans_b, any float dtype) for the active ISA's kernels into
+// `out` (packed_b_floats of it): once for a weight that many products share, instead of once per product.
+void gemm_pack_b(const void* b, DType b_dtype, int64_t n, int64_t k, bool trans_b, float* out);
 
 }  // namespace nms::cpu
