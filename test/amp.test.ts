@@ -270,6 +270,34 @@ describe('float16 loss scaling', () => {
     });
   });
 
+  it('the unscaled SR-STE term is λ·W on the pruned weights', () => {
+    // The term (λ|W| ~ 1e-5) is below the tolerance of the test above: compare against the same scaled step
+    // with λ = 0 (STE: the same products, bit for bit), where g − dW = λ·W up to float32 rounding of the sum.
+    const lambda = 2e-4;
+    const [srste, ste] = [lambda, 0].map((l) => {
+      const model = mlp({ hidden: [64], recipe: createRecipe('srste', { lambda: l }), seed: 2 });
+      model.requiresInputGrad = false;
+      const sw = sparseWeights(model).map(({ s }) => s);
+      const w = sw.map((s) => arr(s.weight).slice());
+      const { x, labels } = batch();
+      expect(stepOnce(model, new SGD(model.parameters(), { lr: 0.05 }), new GradScaler(), x, labels)).toBe(true);
+      return sw.map((s, i) => ({ w: w[i], mask: s.mask!.storage() as Uint8Array, g: arr(s.grad).slice() }));
+    });
+    expect(srste.length).toBeGreaterThan(0);
+    srste.forEach(({ w, mask, g }, i) => {
+      const dW = ste[i].g;
+      let pruned = 0;
+      for (let j = 0; j < g.length; j++) {
+        const want = mask[j] ? 0 : lambda * w[j];
+        pruned += mask[j] ? 0 : 1;
+        // float32 rounding of dW·s + λW·s and of the unscaling: a few units of 2^-24 of the terms.
+        if (!(Math.abs(g[j] - dW[j] - want) <= 2 ** -21 * (Math.abs(dW[j]) + Math.abs(want)) + 1e-30))
+          expect([i, j, g[j] - dW[j]]).toBe(want);
+      }
+      expect(pruned).toBe(g.length / 2);
+    });
+  });
+
   it('the Trainer logs the loss scale and the skipped steps of a float16 run', async () => {
     const small = mnistSplit({ train: 256, test: 64 });
     const model = mlp({ hidden: [64], recipe: createRecipe('srste'), seed: 3 });
