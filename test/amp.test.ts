@@ -3,7 +3,7 @@
 // steps, float16 loss scaling, and the errors.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Tensor, NmSparseError } from '../lib/index.js';
-import { autocast, autocastPrecision, GradScaler, type HalfPrecision } from '../lib/nn/amp.js';
+import { autocast, autocastPrecision, currentLossScale, GradScaler, type HalfPrecision } from '../lib/nn/amp.js';
 import { cast } from '../lib/nn/elementwise.js';
 import { Linear, SparseConv2d, SparseLinear } from '../lib/nn/layers.js';
 import { nmKernelMinWidth } from '../lib/nn/linalg.js';
@@ -226,7 +226,6 @@ describe('float16 loss scaling', () => {
     const loss = new SoftmaxCrossEntropy();
     autocast('float16', () => {
       loss.forward(model.forward(t32(x, [labels.length, 784])), labels);
-      for (const { s } of sparseWeights(model)) s.gradScale = scaler.scale;
       model.backward(loss.backward(scaler.scale));
     });
     return scaler.step(opt);
@@ -270,9 +269,11 @@ describe('float16 loss scaling', () => {
     });
   });
 
-  it('the unscaled SR-STE term is λ·W on the pruned weights', () => {
-    // The term (λ|W| ~ 1e-5) is below the tolerance of the test above: compare against the same scaled step
-    // with λ = 0 (STE: the same products, bit for bit), where g − dW = λ·W up to float32 rounding of the sum.
+  it('the unscaled SR-STE term is λ·W on the pruned weights, with nothing but the PyTorch pattern', () => {
+    // stepOnce is model.backward(loss.backward(scaler.scale)); scaler.step(opt): the loss's backward publishes the
+    // scale to the recipe's term. The term (λ|W| ~ 1e-5) is below the tolerance of the test above: compare against
+    // the same scaled step with λ = 0 (STE: the same products, bit for bit), where g − dW = λ·W up to float32
+    // rounding of the sum.
     const lambda = 2e-4;
     const [srste, ste] = [lambda, 0].map((l) => {
       const model = mlp({ hidden: [64], recipe: createRecipe('srste', { lambda: l }), seed: 2 });
@@ -296,6 +297,11 @@ describe('float16 loss scaling', () => {
       }
       expect(pruned).toBe(g.length / 2);
     });
+    expect(currentLossScale()).toBe(65536);
+    const loss = new SoftmaxCrossEntropy(); // a later unscaled backward starts from 1 again
+    loss.forward(t32(new Float32Array(20), [2, 10]), Int32Array.of(0, 1));
+    loss.backward();
+    expect(currentLossScale()).toBe(1);
   });
 
   it('the Trainer logs the loss scale and the skipped steps of a float16 run', async () => {
