@@ -131,6 +131,7 @@ describe.each(['bfloat16', 'float16'] as const)('one training step in %s', (dtyp
     poison(layer.weight.grad);
     const { y, dx } = autocast(dtype, () => {
       const y = layer.forward(t32(x, [rows, inF]));
+      expect(layer.sparse?.compressedT ?? null).toBe(null); // W̃ᵀ compressed only by the input gradient that reads it
       return { y: arr(y).slice(), dx: arr(layer.backward(t32(dy, [rows, outF]))!).slice() };
     });
     if (path === 'nm' || path === 'transposable') expect(layer.sparse!.compressed!.dtype).toBe(dtype);
@@ -146,6 +147,11 @@ describe.each(['bfloat16', 'float16'] as const)('one training step in %s', (dtyp
     // The same products of unrounded operands are many units off: the check above sees the rounding.
     const exact = refProduct((i, k) => x[i * inF + k], (k, j) => wt[j * inF + k], rows, inF, outF, (v) => v);
     expect(ulpError(dtype, y, exact, bias)).toBeGreaterThan(2);
+    if (path === 'transposable') { // a step with no input gradient never compresses W̃ᵀ
+      layer.requiresInputGrad = false;
+      autocast(dtype, () => { layer.forward(t32(x, [rows, inF])); layer.backward(t32(dy, [rows, outF])); });
+      expect(layer.sparse!.compressedT).toBe(null);
+    }
   });
 
   it('SparseConv2d runs its im2col products in the dtype too', () => {

@@ -80,9 +80,11 @@ export class SparseWeight {
   halfWeight: Tensor | null = null;
   /**
    * With `halfWeight` and a transposable 2:4 mask: W̃ᵀ compressed in that dtype (nmTransposedForm), from which the
-   * layer's input gradient runs as an N:M product; else null. Made anew each step.
+   * layer's input gradient runs as an N:M product, once that asked for it (transposedForm()); else null. Made anew
+   * each step.
    */
   compressedT: SparseTensor | null = null;
+  #transposable = false;
   #sad: number | (() => number) = 0;
   #pass: TrainPassBuffers | null = null;
   #spare: Tensor | null = null;
@@ -168,9 +170,19 @@ export class SparseWeight {
     this.halfWeight = r.buffers.out16 ?? null;
     // The previous step's W̃ᵀ: its products are enqueued already, so freeing it is stream-ordered on 'cuda'.
     this.compressedT?.dispose();
-    this.compressedT = this.halfWeight && this.recipe.transposable(p) ? nmTransposedForm(this.halfWeight) : null;
+    this.compressedT = null;
+    this.#transposable = this.recipe.transposable(p);
     if (select) this.#sad = () => r.sad;
     return r.buffers.out;
+  }
+
+  /**
+   * compressedT, compressed on the step's first call (by the input gradient that reads it: a layer with no input
+   * gradient, or one whose product would not read it, pays nothing); null without a 16-bit transposable pass.
+   */
+  transposedForm(): SparseTensor | null {
+    if (!this.compressedT && this.halfWeight && this.#transposable) this.compressedT = nmTransposedForm(this.halfWeight);
+    return this.compressedT;
   }
 
   /** The effective weight for this step's forward pass, as [rows, cols]. */
