@@ -14,7 +14,7 @@ import { createRecipe } from '../lib/recipes/index.js';
 import { mnistSplit, type Dataset } from '../lib/data/mnist.js';
 import { Trainer, sparseWeights } from '../lib/train/trainer.js';
 import { runTraining } from '../lib/train/run.js';
-import { fakeCuda, poison, prng, refMask, refTransposableMask } from './helpers.js';
+import { castEdgeBits, fakeCuda, poison, prng, refMask, refTransposableMask } from './helpers.js';
 import { registerBackend } from '../lib/device.js';
 import { SparseTensor } from '../lib/compress.js';
 import { Parameter } from '../lib/nn/module.js';
@@ -85,6 +85,50 @@ describe('the roundings written here', () => {
       const back = cast(cast(t32(v, [v.length]), dtype, { out }), 'float32');
       const got = arr(back);
       for (let i = 0; i < v.length; i++) if (!Object.is(got[i], ROUND[dtype](v[i]))) expect([dtype, i, v[i], got[i]]).toBe(ROUND[dtype](v[i]));
+    }
+  });
+});
+
+describe("cast's NaN, ±Inf, ±0, subnormals and ties (bits)", () => {
+  // The NaN rule of docs/design.md §7: widening keeps the bits; float32 → float16: sign | 0x7e00; float32 → bfloat16:
+  // the top 16 bits with the quiet bit set. Everything else: the roundings written here.
+  const bits = castEdgeBits();
+  const f = new Float32Array(bits.buffer);
+  const isNaN32 = (u: number) => (u & 0x7fffffff) > 0x7f800000;
+  /** float16 bits → value, written out: subnormals m·2^-24, Inf, NaN. */
+  const f16Value = (h: number) => {
+    const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    return e === 31 ? (m ? NaN : s * Infinity) : s * (e ? 2 ** (e - 15) * (1 + m / 1024) : m * 2 ** -24);
+  };
+  const widened = (dtype: HalfPrecision, h: number) =>
+    dtype === 'bfloat16' ? (h << 16) >>> 0 : (((h & 0x8000) << 16) | 0x7f800000 | ((h & 0x3ff) << 13)) >>> 0;
+  it.each(['bfloat16', 'float16'] as const)('float32 → %s → float32', (dtype) => {
+    const h = cast(t32(f, [f.length]), dtype, { out: poison(new Tensor([f.length], dtype, new Uint16Array(f.length))) });
+    const hb = h.storage() as Uint16Array;
+    const back = new Uint32Array(arr(cast(h, 'float32')).buffer);
+    let nans = 0;
+    for (let i = 0; i < bits.length; i++) {
+      const u = bits[i];
+      if (isNaN32(u)) {
+        nans++;
+        const want = dtype === 'bfloat16' ? (u >>> 16) | 0x40 : ((u >>> 16) & 0x8000) | 0x7e00;
+        if (hb[i] !== want || back[i] !== widened(dtype, want)) expect([i, u.toString(16), hb[i].toString(16), back[i].toString(16)]).toBe(want.toString(16));
+      } else {
+        const want = ROUND[dtype](f[i]), got = new Float32Array(back.buffer)[i];
+        if (!Object.is(got, want)) expect([i, u.toString(16), got]).toBe(want);
+      }
+    }
+    expect(nans).toBeGreaterThan(10);
+  });
+  it.each(['bfloat16', 'float16'] as const)('every %s bit pattern → float32', (dtype) => {
+    const h = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    const got = new Uint32Array(arr(cast(new Tensor([65536], dtype, h), 'float32', { out: poison(t32(new Float32Array(65536), [65536])) })).buffer);
+    const gotF = new Float32Array(got.buffer);
+    for (let i = 0; i < 65536; i++) {
+      const nan = dtype === 'bfloat16' ? (i & 0x7fff) > 0x7f80 : (i & 0x7c00) === 0x7c00 && (i & 0x3ff) !== 0;
+      if (nan || dtype === 'bfloat16') {
+        if (got[i] !== (nan ? widened(dtype, i) : (i << 16) >>> 0)) expect([i.toString(16), got[i].toString(16)]).toBe(widened(dtype, i).toString(16));
+      } else if (!Object.is(gotF[i], f16Value(i))) expect([i.toString(16), gotF[i]]).toBe(f16Value(i));
     }
   });
 });

@@ -15,7 +15,7 @@ import { createRecipe } from '../../lib/recipes/index.js';
 import { mnistSplit, type Dataset } from '../../lib/data/mnist.js';
 import { sparseWeights } from '../../lib/train/trainer.js';
 import { clearPlans, planInfo, sparseInfo } from '../../lib/cuda.js';
-import { sameBits } from '../helpers.js';
+import { castEdgeBits, sameBits } from '../helpers.js';
 import { trainSteps } from '../train-helpers.js';
 import { gpuInfo, gpuUsable, withDispatch } from './gpu-helpers.js';
 
@@ -43,12 +43,20 @@ const saved = { ...nmKernelMinWidth };
 afterEach(() => Object.assign(nmKernelMinWidth, saved));
 
 describe.skipIf(!gpuUsable)('mixed precision on cuda matches the CPU', () => {
-  it.each(DTYPES)('cast to %s and back (bit for bit)', (dtype) => {
-    const x = randn([4099], { seed: 1, std: 300 });
+  it.each(DTYPES)('cast to %s and back (bit for bit; NaN, ±Inf, ±0, subnormals, ties too)', (dtype) => {
+    const edge = castEdgeBits();
+    const edgeF = new Float32Array(edge.buffer);
+    const r = f32(randn([4099], { seed: 1, std: 300 }));
+    const v = new Float32Array(r.length + edgeF.length);
+    v.set(r);
+    new Uint32Array(v.buffer).set(edge, r.length); // as bits: a NaN through a JS number may lose its payload
+    const x = new Tensor([v.length], 'float32', v);
     const hc = E.cast(x, dtype), hg = E.cast(x.to('cuda'), dtype);
     expect(hg.dtype).toBe(dtype);
     expect(sameBits(cpu(hg), hc)).toBe(true);
     expect(sameBits(cpu(E.cast(hg, 'float32')), E.cast(hc, 'float32'))).toBe(true);
+    const all = new Tensor([65536], dtype, Uint16Array.from({ length: 65536 }, (_, i) => i)); // every 16-bit pattern
+    expect(sameBits(cpu(E.cast(all.to('cuda'), 'float32')), E.cast(all, 'float32'))).toBe(true);
   });
 
   it.each(DTYPES)('the %s training pass: mask, W ⊙ m and the compressed weight as the CPU, 2:4 in cuSPARSELt form', (dtype) => {
