@@ -24,15 +24,30 @@ const f32 = (t: Tensor): Float32Array => cpu(t).storage() as Float32Array;
 const DTYPES: HalfPrecision[] = ['bfloat16', 'float16'];
 const sltLoaded = !!gpuInfo.cuda.cusparselt && !('error' in gpuInfo.cuda.cusparselt);
 
-/** The first element of a that differs from b by more than `units` of the dtype at |b| (plus float32 rounding). */
-function offByUnits(dtype: HalfPrecision, a: Tensor, b: Tensor, units = 1): string | null {
+/**
+ * The first element of a that differs from b by more than `units` of the dtype at |b| plus 2^-22·sumAbs (the
+ * float32 sums' own rounding in two orders: relative to Σ|a_ik·b_kj|, not to a result that cancelled to near 0).
+ */
+function offByUnits(dtype: HalfPrecision, a: Tensor, b: Tensor, sumAbs: Float64Array, units = 1): string | null {
   const x = f32(a), y = f32(b);
   for (let i = 0; i < y.length; i++) {
     const e = y[i] === 0 ? -126 : Math.floor(Math.log2(Math.abs(y[i])));
     const ulp = dtype === 'bfloat16' ? 2 ** (e - 7) : 2 ** (Math.max(e, -14) - 10);
-    if (!(Math.abs(x[i] - y[i]) <= units * ulp + 2 ** -22 * Math.abs(y[i]))) return `element ${i}: ${x[i]} vs ${y[i]}`;
+    if (!(Math.abs(x[i] - y[i]) <= units * ulp + 2 ** -22 * (sumAbs[i] + Math.abs(y[i])))) return `element ${i}: ${x[i]} vs ${y[i]}`;
   }
   return null;
+}
+
+/** Σ_k |A_ik·B_kj| in float64, A [rows, inner], B [inner, cols], each given by an element function. */
+function sumAbsProduct(a: (i: number, k: number) => number, b: (k: number, j: number) => number, rows: number, inner: number, cols: number): Float64Array {
+  const out = new Float64Array(rows * cols);
+  for (let i = 0; i < rows; i++)
+    for (let j = 0; j < cols; j++) {
+      let s = 0;
+      for (let k = 0; k < inner; k++) s += Math.abs(a(i, k) * b(k, j));
+      out[i * cols + j] = s;
+    }
+  return out;
 }
 
 let data: Dataset;
@@ -88,7 +103,7 @@ describe.skipIf(!gpuUsable)('mixed precision on cuda matches the CPU', () => {
       return autocast(dtype, () => {
         const y = cpu(layer.forward(mv(x)));
         const dx = cpu(layer.backward(mv(dy))!);
-        return { y, dx, dw: cpu(layer.weight.grad), s: layer.sparse! };
+        return { y, dx, dw: cpu(layer.weight.grad), s: layer.sparse!, x: f32(x), dy: f32(dy) };
       });
     };
     clearPlans();
@@ -101,10 +116,12 @@ describe.skipIf(!gpuUsable)('mixed precision on cuda matches the CPU', () => {
       expect(sparsePlan('512x256'), 'dX from W̃ᵀ').toBe(mask === 'transposable');
       if (mask === 'transposable') expect(sparseInfo(g.s.compressedT!).cusparselt).toBe(true);
     }
-    expect(offByUnits(dtype, g.y, c.y)).toBeNull();
-    expect(offByUnits(dtype, g.dx, c.dx)).toBeNull();
+    const w = f32(E.cast(c.s.halfWeight!, 'float32')); // W ⊙ m [256, 512]
+    const { x, dy } = c;
+    expect(offByUnits(dtype, g.y, c.y, sumAbsProduct((i, k) => x[i * 512 + k], (k, j) => w[j * 512 + k], 128, 512, 256))).toBeNull();
+    expect(offByUnits(dtype, g.dx, c.dx, sumAbsProduct((i, k) => dy[i * 256 + k], (k, j) => w[k * 512 + j], 128, 256, 512))).toBeNull();
     // dW plus the SR-STE term λ(1 − m)⊙W, added in float32 on both.
-    expect(offByUnits(dtype, g.dw, c.dw)).toBeNull();
+    expect(offByUnits(dtype, g.dw, c.dw, sumAbsProduct((i, k) => dy[k * 256 + i], (k, j) => x[k * 512 + j], 256, 128, 512))).toBeNull();
   });
 
   it('5 bfloat16 SR-STE steps of an MLP: cuda and CPU stay within 2% (weights); nm.check holds', () => {
