@@ -10,6 +10,7 @@ import { nmKernelMinWidth } from '../lib/nn/linalg.js';
 import { SoftmaxCrossEntropy } from '../lib/nn/loss.js';
 import { gpt, mlp } from '../lib/nn/models.js';
 import { SGD } from '../lib/optim/index.js';
+import { scaleGrads } from '../lib/optim/optimizer.js';
 import { createRecipe } from '../lib/recipes/index.js';
 import { mnistSplit, type Dataset } from '../lib/data/mnist.js';
 import { Trainer, sparseWeights } from '../lib/train/trainer.js';
@@ -352,6 +353,30 @@ describe('float16 loss scaling', () => {
     loss.forward(t32(new Float32Array(20), [2, 10]), Int32Array.of(0, 1));
     loss.backward();
     expect(currentLossScale()).toBe(1);
+  });
+
+  it('step(opt, { clipGradNorm }) clips the unscaled gradients as unscaling, then Optimizer.clipGradNorm', () => {
+    const grads = [false, true].map((fused) => {
+      const model = mlp({ hidden: [64], recipe: createRecipe('srste'), seed: 2 });
+      model.requiresInputGrad = false;
+      const opt = new SGD(model.parameters(), { lr: 0.05 });
+      const scaler = new GradScaler();
+      const { x, labels } = batch();
+      const loss = new SoftmaxCrossEntropy();
+      autocast('float16', () => {
+        loss.forward(model.forward(t32(x, [labels.length, 784])), labels);
+        model.backward(loss.backward(scaler.scale));
+      });
+      if (fused) expect(scaler.step(opt, { clipGradNorm: 0.05 })).toBe(true);
+      else {
+        scaleGrads(opt.params, 1 / scaler.scale);
+        expect(opt.clipGradNorm(0.05)).toBeGreaterThan(0.1); // the clip does act
+      }
+      return model.parameters().map((p) => arr(p.grad).slice());
+    });
+    grads[0].forEach((g, i) => {
+      for (let j = 0; j < g.length; j++) if (!(Math.abs(grads[1][i][j] - g[j]) <= 1e-6 * Math.abs(g[j]))) expect([i, j, grads[1][i][j]]).toBe(g[j]);
+    });
   });
 
   it('the Trainer logs the loss scale and the skipped steps of a float16 run', async () => {

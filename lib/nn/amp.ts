@@ -106,14 +106,19 @@ export class GradScaler {
    * given), or skips the step if any gradient is not finite; then updates the scale. Returns whether it stepped.
    */
   step(optimizer: Optimizer, opts: { clipGradNorm?: number } = {}): boolean {
-    if (!Number.isFinite(gradSumSquares(optimizer.params))) {
+    const max = opts.clipGradNorm;
+    if (max && !(max > 0)) fail('E_VALUE', 'clipGradNorm', max, 'a number > 0 (0 or none: no clipping)');
+    const ss = gradSumSquares(optimizer.params);
+    if (!Number.isFinite(ss)) {
       this.skipped++;
       this.#good = 0;
       this.scale *= this.backoffFactor;
       return false;
     }
-    scaleGrads(optimizer.params, 1 / this.scale);
-    if (opts.clipGradNorm) optimizer.clipGradNorm(opts.clipGradNorm);
+    // One reduction serves the check and the clip (the unscaled norm is √Σg² / scale: one host sync per gradient
+    // on 'cuda', not two), and unscaling and clipping are one pass (Optimizer.clipGradNorm's factor).
+    const norm = Math.sqrt(ss) / this.scale;
+    scaleGrads(optimizer.params, (max && norm > max ? max / (norm + 1e-6) : 1) / this.scale);
     optimizer.step();
     if (++this.#good >= this.growthInterval) {
       this.#good = 0;
