@@ -172,7 +172,7 @@ SparsePtr from_train_pass(DevPtr values, DevPtr positions, const DevPtr& eff, in
 SparsePtr transposed_train_form(const void* eff, DType d, int64_t rows, int64_t cols) {
   activate();
   DevPtr t = alloc(static_cast<size_t>(rows * cols) * dtype_size(d));
-  transpose2d(eff, d, 1, rows, cols, t->ptr());
+  transpose2d(eff, dtype_size(d), rows, cols, t->ptr());  // gemm.cu's
   // The dense copy is the pruned W̃ᵀ of the same pass, not t: both sides of the dispatch multiply one weight even
   // where a group of 4 along W̃ᵀ's rows held more than 2 non-zeros (a mask that was not transposable).
   return compress_impl(t->ptr(), d, cols, rows, 2, 4, true);  // t is released stream-ordered after the pass
