@@ -70,12 +70,10 @@ void launch_to(const void* src, DType dd, void* dst, int64_t n) {
   }
 }
 
-bool float_convertible(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16; }
-
 }  // namespace
 
 void convert(const void* src, DType sd, void* dst, DType dd, int64_t n) {
-  if (!float_convertible(sd) || !float_convertible(dd)) fail("E_UNSUPPORTED", "cudaConvert: float32, float16 and bfloat16 only");
+  if (!is_float(sd) || !is_float(dd)) fail("E_UNSUPPORTED", "cudaConvert: float32, float16 and bfloat16 only");
   if (n == 0) return;
   activate();
   switch (sd) {
