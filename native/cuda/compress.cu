@@ -153,12 +153,14 @@ SparsePtr from_train_pass(DevPtr values, DevPtr positions, const DevPtr& eff, in
   s->dense_cache = eff;
   const SltRules rules = slt_rules(d);
   if (!rules.supported || n > rules.hw_n()) {
-    // build_slt_form would test the pattern against the hardware's with a host sync, every step, and a trained
-    // 2:4 float32 weight has adjacent kept pairs almost surely: skip it.
+    // More than hw_n() kept per group (float32 2:M, 16-bit 3:M and denser): build_slt_form would test the pattern
+    // against the hardware's with a host sync, every step, and such a trained weight breaks it almost surely
+    // (adjacent kept pairs in float32, 3 or more kept in a group of 4 in 16 bits): skip it.
     s->slt_reason = !rules.supported ? rules.why
                                      : std::to_string(n) + ":" + std::to_string(m) + " " + dtype_name(d) +
-                                           " does not meet cuSPARSELt's rule for it (float32: 1:2 pairs along each "
-                                           "row) by construction; its products run dense";
+                                           " does not meet cuSPARSELt's rule for it (" +
+                                           (rules.pair_rule ? "1:2 pairs" : "2:4") +
+                                           " along each row) by construction; its products run dense";
     return s;
   }
   // build_slt_form turns −0.0 into +0.0 in what it reads: give it a copy, eff stays the CPU's bits.
