@@ -177,6 +177,11 @@ describe.each(['bfloat16', 'float16'] as const)('one training step in %s', (dtyp
     const { y, dx } = autocast(dtype, () => {
       const y = layer.forward(t32(x, [rows, inF]));
       expect(layer.sparse?.compressedT ?? null).toBe(null); // W̃ᵀ compressed only by the input gradient that reads it
+      if (path === 'transposable') {
+        // dX must come from W̃ᵀ: compressed now, then the dense 16-bit operand of the other path poisoned.
+        expect(layer.sparse!.transposedForm()!.dtype).toBe(dtype);
+        poison(layer.sparse!.halfWeight!);
+      }
       return { y: arr(y).slice(), dx: arr(layer.backward(t32(dy, [rows, outF]))!).slice() };
     });
     if (path === 'nm' || path === 'transposable') expect(layer.sparse!.compressed!.dtype).toBe(dtype);
@@ -192,6 +197,10 @@ describe.each(['bfloat16', 'float16'] as const)('one training step in %s', (dtyp
     // The same products of unrounded operands are many units off: the check above sees the rounding.
     const exact = refProduct((i, k) => x[i * inF + k], (k, j) => wt[j * inF + k], rows, inF, outF, (v) => v);
     expect(ulpError(dtype, y, exact, bias)).toBeGreaterThan(2);
+    const exactDx = refProduct((i, k) => dy[i * outF + k], (k, j) => wt[k * inF + j], rows, outF, inF, (v) => v);
+    expect(ulpError(dtype, dx, exactDx)).toBeGreaterThan(2);
+    const exactDw = refProduct((i, k) => dy[k * outF + i], (k, j) => x[k * inF + j], outF, rows, inF, (v) => v);
+    expect(ulpError(dtype, arr(layer.weight.grad), exactDw)).toBeGreaterThan(2);
     if (path === 'transposable') { // a step with no input gradient never compresses W̃ᵀ
       layer.requiresInputGrad = false;
       autocast(dtype, () => { layer.forward(t32(x, [rows, inF])); layer.backward(t32(dy, [rows, outF])); });
