@@ -91,7 +91,9 @@ export function inputGrad(dy: Tensor, w: Tensor, nm: boolean, out?: Tensor, half
     // picks cuSPARSELt or cuBLASLt per shape by measurement, as for the forward); else the dense 16-bit product
     // (spmm_t reads float32 weights).
     // W̃ᵀ is compressed only for a product that reads it: on the CPU a wide enough layer; on 'cuda' one whose
-    // forward had a cuSPARSELt form (without, cuSPARSELt is not loaded and W̃ᵀ would have none either).
+    // forward had a cuSPARSELt form (without, cuSPARSELt is not loaded and W̃ᵀ would have none either). The CPU
+    // width is nmKernelMinWidth.forward's, not .inputGrad's: this product is the forward's kernel (spmm on W̃ᵀ,
+    // min(out, in) the same), not spmm_t, which .inputGrad was measured for.
     const cpu = w.device === 'cpu';
     const wide = Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.forward;
     const wT = (cpu ? wide : half.sparseForward) ? half.wT?.() ?? null : null;
