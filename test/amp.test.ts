@@ -15,7 +15,7 @@ import { createRecipe } from '../lib/recipes/index.js';
 import { mnistSplit, type Dataset } from '../lib/data/mnist.js';
 import { Trainer, sparseWeights } from '../lib/train/trainer.js';
 import { runTraining } from '../lib/train/run.js';
-import { castEdgeBits, fakeCuda, poison, prng, refMask, refTransposableMask } from './helpers.js';
+import { castEdgeBits, fakeCuda, poison, prng, refMask, refTransposableMask, ulp16 } from './helpers.js';
 import { registerBackend } from '../lib/device.js';
 import { SparseTensor } from '../lib/compress.js';
 import { Parameter } from '../lib/nn/module.js';
@@ -45,11 +45,6 @@ function fp16(x: number): number {
   return Math.sign(x) * (r > 65504 ? Infinity : r);
 }
 const ROUND: Record<HalfPrecision, (x: number) => number> = { bfloat16: bf16, float16: fp16 };
-/** One unit in the last place of the dtype at |v|. */
-function ulp(dtype: HalfPrecision, v: number): number {
-  const e = v === 0 ? -126 : Math.floor(Math.log2(Math.abs(v)));
-  return dtype === 'bfloat16' ? 2 ** (e - 7) : 2 ** (Math.max(e, -14) - 10);
-}
 
 const rand = (n: number, seed: number, a = 1): Float32Array => {
   const r = prng(seed);
@@ -152,7 +147,7 @@ function ulpError(dtype: HalfPrecision, got: Float32Array, ref: Float64Array, pl
   for (let i = 0; i < ref.length; i++) {
     const want = ref[i] + (plus?.[i] ?? 0);
     const err = Math.abs(got[i] - want) - 2 ** -23 * Math.abs(want);
-    worst = Math.max(worst, Number.isNaN(got[i]) ? Infinity : err / ulp(dtype, ref[i] || 1e-30));
+    worst = Math.max(worst, Number.isNaN(got[i]) ? Infinity : err / ulp16(dtype, ref[i] || 1e-30));
   }
   return worst;
 }

@@ -289,3 +289,9 @@ export function castEdgeBits(random = 4096, seed = 9): Uint32Array {
   for (let i = edge.length; i < out.length; i++) out[i] = Math.floor(r() * 2 ** 32) >>> 0;
   return out;
 }
+
+/** One unit in the last place of bfloat16 / float16 at |v| (float16's subnormal unit below 2^-14). */
+export function ulp16(dtype: 'bfloat16' | 'float16', v: number): number {
+  const e = v === 0 ? -126 : Math.floor(Math.log2(Math.abs(v)));
+  return dtype === 'bfloat16' ? 2 ** (e - 7) : 2 ** (Math.max(e, -14) - 10);
+}

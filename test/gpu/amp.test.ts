@@ -15,7 +15,7 @@ import { createRecipe } from '../../lib/recipes/index.js';
 import { mnistSplit, type Dataset } from '../../lib/data/mnist.js';
 import { sparseWeights } from '../../lib/train/trainer.js';
 import { clearPlans, planInfo, sparseInfo } from '../../lib/cuda.js';
-import { castEdgeBits, sameBits } from '../helpers.js';
+import { castEdgeBits, sameBits, ulp16 } from '../helpers.js';
 import { trainSteps } from '../train-helpers.js';
 import { gpuInfo, gpuUsable, withDispatch } from './gpu-helpers.js';
 
@@ -31,9 +31,7 @@ const sltLoaded = !!gpuInfo.cuda.cusparselt && !('error' in gpuInfo.cuda.cuspars
 function offByUnits(dtype: HalfPrecision, a: Tensor, b: Tensor, sumAbs: Float64Array, units = 1): string | null {
   const x = f32(a), y = f32(b);
   for (let i = 0; i < y.length; i++) {
-    const e = y[i] === 0 ? -126 : Math.floor(Math.log2(Math.abs(y[i])));
-    const ulp = dtype === 'bfloat16' ? 2 ** (e - 7) : 2 ** (Math.max(e, -14) - 10);
-    if (!(Math.abs(x[i] - y[i]) <= units * ulp + 2 ** -22 * (sumAbs[i] + Math.abs(y[i])))) return `element ${i}: ${x[i]} vs ${y[i]}`;
+    if (!(Math.abs(x[i] - y[i]) <= units * ulp16(dtype, y[i]) + 2 ** -22 * (sumAbs[i] + Math.abs(y[i])))) return `element ${i}: ${x[i]} vs ${y[i]}`;
   }
   return null;
 }
