@@ -3,18 +3,19 @@
 // steps, float16 loss scaling, and the errors.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Tensor, NmSparseError } from '../lib/index.js';
-import { autocast, autocastPrecision, GradScaler, type HalfPrecision } from '../lib/nn/amp.js';
+import { autocast, autocastPrecision, currentLossScale, GradScaler, type HalfPrecision } from '../lib/nn/amp.js';
 import { cast } from '../lib/nn/elementwise.js';
 import { Linear, SparseConv2d, SparseLinear } from '../lib/nn/layers.js';
 import { nmKernelMinWidth } from '../lib/nn/linalg.js';
 import { SoftmaxCrossEntropy } from '../lib/nn/loss.js';
 import { gpt, mlp } from '../lib/nn/models.js';
 import { SGD } from '../lib/optim/index.js';
+import { scaleGrads } from '../lib/optim/optimizer.js';
 import { createRecipe } from '../lib/recipes/index.js';
 import { mnistSplit, type Dataset } from '../lib/data/mnist.js';
 import { Trainer, sparseWeights } from '../lib/train/trainer.js';
 import { runTraining } from '../lib/train/run.js';
-import { fakeCuda, poison, prng, refMask, refTransposableMask } from './helpers.js';
+import { castEdgeBits, fakeCuda, poison, prng, refMask, refTransposableMask, ulp16 } from './helpers.js';
 import { registerBackend } from '../lib/device.js';
 import { SparseTensor } from '../lib/compress.js';
 import { Parameter } from '../lib/nn/module.js';
@@ -44,11 +45,6 @@ function fp16(x: number): number {
   return Math.sign(x) * (r > 65504 ? Infinity : r);
 }
 const ROUND: Record<HalfPrecision, (x: number) => number> = { bfloat16: bf16, float16: fp16 };
-/** One unit in the last place of the dtype at |v|. */
-function ulp(dtype: HalfPrecision, v: number): number {
-  const e = v === 0 ? -126 : Math.floor(Math.log2(Math.abs(v)));
-  return dtype === 'bfloat16' ? 2 ** (e - 7) : 2 ** (Math.max(e, -14) - 10);
-}
 
 const rand = (n: number, seed: number, a = 1): Float32Array => {
   const r = prng(seed);
@@ -89,6 +85,50 @@ describe('the roundings written here', () => {
   });
 });
 
+describe("cast's NaN, ±Inf, ±0, subnormals and ties (bits)", () => {
+  // The NaN rule of docs/design.md §7: widening keeps the bits; float32 → float16: sign | 0x7e00; float32 → bfloat16:
+  // the top 16 bits with the quiet bit set. Everything else: the roundings written here.
+  const bits = castEdgeBits();
+  const f = new Float32Array(bits.buffer);
+  const isNaN32 = (u: number) => (u & 0x7fffffff) > 0x7f800000;
+  /** float16 bits → value, written out: subnormals m·2^-24, Inf, NaN. */
+  const f16Value = (h: number) => {
+    const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    return e === 31 ? (m ? NaN : s * Infinity) : s * (e ? 2 ** (e - 15) * (1 + m / 1024) : m * 2 ** -24);
+  };
+  const widened = (dtype: HalfPrecision, h: number) =>
+    dtype === 'bfloat16' ? (h << 16) >>> 0 : (((h & 0x8000) << 16) | 0x7f800000 | ((h & 0x3ff) << 13)) >>> 0;
+  it.each(['bfloat16', 'float16'] as const)('float32 → %s → float32', (dtype) => {
+    const h = cast(t32(f, [f.length]), dtype, { out: poison(new Tensor([f.length], dtype, new Uint16Array(f.length))) });
+    const hb = h.storage() as Uint16Array;
+    const back = new Uint32Array(arr(cast(h, 'float32')).buffer);
+    let nans = 0;
+    for (let i = 0; i < bits.length; i++) {
+      const u = bits[i];
+      if (isNaN32(u)) {
+        nans++;
+        const want = dtype === 'bfloat16' ? (u >>> 16) | 0x40 : ((u >>> 16) & 0x8000) | 0x7e00;
+        if (hb[i] !== want || back[i] !== widened(dtype, want)) expect([i, u.toString(16), hb[i].toString(16), back[i].toString(16)]).toBe(want.toString(16));
+      } else {
+        const want = ROUND[dtype](f[i]), got = new Float32Array(back.buffer)[i];
+        if (!Object.is(got, want)) expect([i, u.toString(16), got]).toBe(want);
+      }
+    }
+    expect(nans).toBeGreaterThan(10);
+  });
+  it.each(['bfloat16', 'float16'] as const)('every %s bit pattern → float32', (dtype) => {
+    const h = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    const got = new Uint32Array(arr(cast(new Tensor([65536], dtype, h), 'float32', { out: poison(t32(new Float32Array(65536), [65536])) })).buffer);
+    const gotF = new Float32Array(got.buffer);
+    for (let i = 0; i < 65536; i++) {
+      const nan = dtype === 'bfloat16' ? (i & 0x7fff) > 0x7f80 : (i & 0x7c00) === 0x7c00 && (i & 0x3ff) !== 0;
+      if (nan || dtype === 'bfloat16') {
+        if (got[i] !== (nan ? widened(dtype, i) : (i << 16) >>> 0)) expect([i.toString(16), got[i].toString(16)]).toBe(widened(dtype, i).toString(16));
+      } else if (!Object.is(gotF[i], f16Value(i))) expect([i.toString(16), gotF[i]]).toBe(f16Value(i));
+    }
+  });
+});
+
 /** Row-major [rows, inner] · [inner, cols] in float64 of the (rounded) operands, each result rounded. */
 function refProduct(a: (i: number, k: number) => number, b: (k: number, j: number) => number, rows: number, inner: number, cols: number, round: (x: number) => number) {
   const out = new Float64Array(rows * cols);
@@ -107,7 +147,7 @@ function ulpError(dtype: HalfPrecision, got: Float32Array, ref: Float64Array, pl
   for (let i = 0; i < ref.length; i++) {
     const want = ref[i] + (plus?.[i] ?? 0);
     const err = Math.abs(got[i] - want) - 2 ** -23 * Math.abs(want);
-    worst = Math.max(worst, Number.isNaN(got[i]) ? Infinity : err / ulp(dtype, ref[i] || 1e-30));
+    worst = Math.max(worst, Number.isNaN(got[i]) ? Infinity : err / ulp16(dtype, ref[i] || 1e-30));
   }
   return worst;
 }
@@ -131,6 +171,12 @@ describe.each(['bfloat16', 'float16'] as const)('one training step in %s', (dtyp
     poison(layer.weight.grad);
     const { y, dx } = autocast(dtype, () => {
       const y = layer.forward(t32(x, [rows, inF]));
+      expect(layer.sparse?.compressedT ?? null).toBe(null); // W̃ᵀ compressed only by the input gradient that reads it
+      if (path === 'transposable') {
+        // dX must come from W̃ᵀ: compressed now, then the dense 16-bit operand of the other path poisoned.
+        expect(layer.sparse!.transposedForm()!.dtype).toBe(dtype);
+        poison(layer.sparse!.halfWeight!);
+      }
       return { y: arr(y).slice(), dx: arr(layer.backward(t32(dy, [rows, outF]))!).slice() };
     });
     if (path === 'nm' || path === 'transposable') expect(layer.sparse!.compressed!.dtype).toBe(dtype);
@@ -146,6 +192,15 @@ describe.each(['bfloat16', 'float16'] as const)('one training step in %s', (dtyp
     // The same products of unrounded operands are many units off: the check above sees the rounding.
     const exact = refProduct((i, k) => x[i * inF + k], (k, j) => wt[j * inF + k], rows, inF, outF, (v) => v);
     expect(ulpError(dtype, y, exact, bias)).toBeGreaterThan(2);
+    const exactDx = refProduct((i, k) => dy[i * outF + k], (k, j) => wt[k * inF + j], rows, outF, inF, (v) => v);
+    expect(ulpError(dtype, dx, exactDx)).toBeGreaterThan(2);
+    const exactDw = refProduct((i, k) => dy[k * outF + i], (k, j) => x[k * inF + j], outF, rows, inF, (v) => v);
+    expect(ulpError(dtype, arr(layer.weight.grad), exactDw)).toBeGreaterThan(2);
+    if (path === 'transposable') { // a step with no input gradient never compresses W̃ᵀ
+      layer.requiresInputGrad = false;
+      autocast(dtype, () => { layer.forward(t32(x, [rows, inF])); layer.backward(t32(dy, [rows, outF])); });
+      expect(layer.sparse!.compressedT).toBe(null);
+    }
   });
 
   it('SparseConv2d runs its im2col products in the dtype too', () => {
@@ -226,7 +281,6 @@ describe('float16 loss scaling', () => {
     const loss = new SoftmaxCrossEntropy();
     autocast('float16', () => {
       loss.forward(model.forward(t32(x, [labels.length, 784])), labels);
-      for (const { s } of sparseWeights(model)) s.gradScale = scaler.scale;
       model.backward(loss.backward(scaler.scale));
     });
     return scaler.step(opt);
@@ -267,6 +321,65 @@ describe('float16 loss scaling', () => {
       const h = grads[1][i];
       const tol = 1e-3 * Math.max(...g.map(Math.abs));
       for (let j = 0; j < g.length; j++) if (!(Math.abs(h[j] - g[j]) <= tol)) expect([i, j, h[j]]).toBe(g[j]);
+    });
+  });
+
+  it('the unscaled SR-STE term is λ·W on the pruned weights, with nothing but the PyTorch pattern', () => {
+    // stepOnce is model.backward(loss.backward(scaler.scale)); scaler.step(opt): the loss's backward publishes the
+    // scale to the recipe's term. The term (λ|W| ~ 1e-5) is below the tolerance of the test above: compare against
+    // the same scaled step with λ = 0 (STE: the same products, bit for bit), where g − dW = λ·W up to float32
+    // rounding of the sum.
+    const lambda = 2e-4;
+    const [srste, ste] = [lambda, 0].map((l) => {
+      const model = mlp({ hidden: [64], recipe: createRecipe('srste', { lambda: l }), seed: 2 });
+      model.requiresInputGrad = false;
+      const sw = sparseWeights(model).map(({ s }) => s);
+      const w = sw.map((s) => arr(s.weight).slice());
+      const { x, labels } = batch();
+      expect(stepOnce(model, new SGD(model.parameters(), { lr: 0.05 }), new GradScaler(), x, labels)).toBe(true);
+      return sw.map((s, i) => ({ w: w[i], mask: s.mask!.storage() as Uint8Array, g: arr(s.grad).slice() }));
+    });
+    expect(srste.length).toBeGreaterThan(0);
+    srste.forEach(({ w, mask, g }, i) => {
+      const dW = ste[i].g;
+      let pruned = 0;
+      for (let j = 0; j < g.length; j++) {
+        const want = mask[j] ? 0 : lambda * w[j];
+        pruned += mask[j] ? 0 : 1;
+        // float32 rounding of dW·s + λW·s and of the unscaling: a few units of 2^-24 of the terms.
+        if (!(Math.abs(g[j] - dW[j] - want) <= 2 ** -21 * (Math.abs(dW[j]) + Math.abs(want)) + 1e-30))
+          expect([i, j, g[j] - dW[j]]).toBe(want);
+      }
+      expect(pruned).toBe(g.length / 2);
+    });
+    expect(currentLossScale()).toBe(65536);
+    const loss = new SoftmaxCrossEntropy(); // a later unscaled backward starts from 1 again
+    loss.forward(t32(new Float32Array(20), [2, 10]), Int32Array.of(0, 1));
+    loss.backward();
+    expect(currentLossScale()).toBe(1);
+  });
+
+  it('step(opt, { clipGradNorm }) clips the unscaled gradients as unscaling, then Optimizer.clipGradNorm', () => {
+    const grads = [false, true].map((fused) => {
+      const model = mlp({ hidden: [64], recipe: createRecipe('srste'), seed: 2 });
+      model.requiresInputGrad = false;
+      const opt = new SGD(model.parameters(), { lr: 0.05 });
+      const scaler = new GradScaler();
+      const { x, labels } = batch();
+      const loss = new SoftmaxCrossEntropy();
+      autocast('float16', () => {
+        loss.forward(model.forward(t32(x, [labels.length, 784])), labels);
+        model.backward(loss.backward(scaler.scale));
+      });
+      if (fused) expect(scaler.step(opt, { clipGradNorm: 0.05 })).toBe(true);
+      else {
+        scaleGrads(opt.params, 1 / scaler.scale);
+        expect(opt.clipGradNorm(0.05)).toBeGreaterThan(0.1); // the clip does act
+      }
+      return model.parameters().map((p) => arr(p.grad).slice());
+    });
+    grads[0].forEach((g, i) => {
+      for (let j = 0; j < g.length; j++) if (!(Math.abs(grads[1][i][j] - g[j]) <= 1e-6 * Math.abs(g[j]))) expect([i, j, grads[1][i][j]]).toBe(g[j]);
     });
   });
 

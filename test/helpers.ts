@@ -270,3 +270,28 @@ export async function fakeCudaProducts(): Promise<{ gemm: GemmPlan[]; spmm: Spmm
   });
   return calls;
 }
+
+/**
+ * float32 bit patterns for the casts' edge cases, then `random` random ones: NaNs (quiet, signalling, payloads,
+ * both signs), ±Inf, ±0, float32 subnormals, float16 subnormals and their ties, ties of the float16 and bfloat16
+ * grids to even and to odd, float16's overflow edge. Read them through a Float32Array on the same buffer (a NaN
+ * read into a JS number may lose its payload).
+ */
+export function castEdgeBits(random = 4096, seed = 9): Uint32Array {
+  const edge = [0x7fc00000, 0xffc00000, 0x7f800001, 0xff800001, 0x7fa5a5a5, 0xffbfffff, 0x7fffffff, 0x7fc0e000,
+    0x7f800000, 0xff800000, 0, 0x80000000, 1, 0x80000001, 0x007fffff, 0x00800000,
+    0x3f808000, 0x3f818000, 0xbf808000, 0x3f801000, 0x3f803000, 0xbf801000, // ties: bfloat16, float16
+    0x33800000, 0x33000000, 0x33400000, 0x33c00000, 0x34200000, 0x387fc000, 0x38800000, // float16 subnormals
+    0x477fe000, 0x477fefff, 0x477ff000, 0xc77ff000, 0x7f7fffff, 0x7f7f8000];
+  const r = prng(seed);
+  const out = new Uint32Array(edge.length + random);
+  out.set(edge);
+  for (let i = edge.length; i < out.length; i++) out[i] = Math.floor(r() * 2 ** 32) >>> 0;
+  return out;
+}
+
+/** One unit in the last place of bfloat16 / float16 at |v| (float16's subnormal unit below 2^-14). */
+export function ulp16(dtype: 'bfloat16' | 'float16', v: number): number {
+  const e = v === 0 ? -126 : Math.floor(Math.log2(Math.abs(v)));
+  return dtype === 'bfloat16' ? 2 ** (e - 7) : 2 ** (Math.max(e, -14) - 10);
+}

@@ -224,7 +224,6 @@ function stepBreakdown(cfg: Config, runs: Run[], train: Dataset | null): StepTim
       const scaler = st.scaler;
       autocast(cfg.precision, () => {
         st.loss.forward(st.model.forward(b.x), b.labels);
-        for (const s of st.sw) s.gradScale = scaler?.scale ?? 1;
         st.model.backward(st.loss.backward(scaler?.scale ?? 1));
       });
       sync?.();

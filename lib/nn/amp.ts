@@ -42,6 +42,17 @@ export function autocast<T>(precision: Precision, fn: () => T): T {
   }
 }
 
+let lossScale = 1;
+
+/**
+ * The factor on the gradients of the backward running now: the `scale` given to the last loss backward
+ * (SoftmaxCrossEntropy.backward(scale): GradScaler's scale under float16 loss scaling), 1 before any. Gradient
+ * terms a recipe adds itself (SR-STE's) are multiplied by it, so that unscaling leaves them as they are.
+ */
+export const currentLossScale = (): number => lossScale;
+/** Publishes the scale of the loss gradient a backward starts from (the loss's backward). */
+export function setLossScale(scale: number): void { lossScale = scale; }
+
 /** E_UNSUPPORTED naming `layer` when it runs under a 16-bit autocast it has no 16-bit products for. */
 export function requireFloat32Products(layer: string, why: string): void {
   if (current !== 'float32') fail('E_UNSUPPORTED', 'precision', current, `'float32' for ${layer} (${why})`);
@@ -62,7 +73,9 @@ export interface GradScalerOptions {
  * Dynamic loss scaling (torch.cuda.amp.GradScaler): the loss gradient is multiplied by `scale` before the backward
  * pass (the loss's backward(scale)), so that small float16 gradients do not flush to zero; step() divides the
  * gradients by it again and steps the optimizer, or skips the step when a gradient is not finite (an overflow) and
- * halves the scale. After growthInterval good steps in a row the scale doubles.
+ * halves the scale. After growthInterval good steps in a row the scale doubles. The PyTorch pattern is all it
+ * needs: `model.backward(loss.backward(scaler.scale)); scaler.step(opt)` (the loss's backward publishes the scale to
+ * the recipes' own gradient terms, currentLossScale()).
  */
 export class GradScaler {
   scale: number;
@@ -93,14 +106,19 @@ export class GradScaler {
    * given), or skips the step if any gradient is not finite; then updates the scale. Returns whether it stepped.
    */
   step(optimizer: Optimizer, opts: { clipGradNorm?: number } = {}): boolean {
-    if (!Number.isFinite(gradSumSquares(optimizer.params))) {
+    const max = opts.clipGradNorm;
+    if (max && !(max > 0)) fail('E_VALUE', 'clipGradNorm', max, 'a number > 0 (0 or none: no clipping)');
+    const ss = gradSumSquares(optimizer.params);
+    if (!Number.isFinite(ss)) {
       this.skipped++;
       this.#good = 0;
       this.scale *= this.backoffFactor;
       return false;
     }
-    scaleGrads(optimizer.params, 1 / this.scale);
-    if (opts.clipGradNorm) optimizer.clipGradNorm(opts.clipGradNorm);
+    // One reduction serves the check and the clip (the unscaled norm is √Σg² / scale: one host sync per gradient
+    // on 'cuda', not two), and unscaling and clipping are one pass (Optimizer.clipGradNorm's factor).
+    const norm = Math.sqrt(ss) / this.scale;
+    scaleGrads(optimizer.params, (max && norm > max ? max / (norm + 1e-6) : 1) / this.scale);
     optimizer.step();
     if (++this.#good >= this.growthInterval) {
       this.#good = 0;

@@ -5,7 +5,7 @@ export {
   type LinearOptions, type Conv2dOptions, type SparsityOptions,
 } from './layers.js';
 export { SoftmaxCrossEntropy } from './loss.js';
-export { autocast, autocastPrecision, GradScaler, PRECISIONS, type Precision, type GradScalerOptions } from './amp.js';
+export { autocast, autocastPrecision, currentLossScale, GradScaler, PRECISIONS, type Precision, type GradScalerOptions } from './amp.js';
 export { Embedding, CausalSelfAttention, TransformerBlock, GptBody, GPT, type GptOptions } from './transformer.js';
 export { attentionForward, attentionBackward, type AttentionOptions, type AttentionSaved } from './attention.js';
 export { mlp, cnn, gpt, buildModel, MODEL_NAMES, type ModelName, type ModelOptions, type MlpOptions, type CnnOptions } from './models.js';

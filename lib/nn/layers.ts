@@ -86,7 +86,7 @@ export class Linear extends Module {
     const rows = x2.shape[0];
     const nmw = this.training ? this.#sparse?.compressed ?? null : null;
     const half = this.#half = halfProducts(this.#half, (k, sh, l, d) => this.buffer(k, sh, l, d));
-    if (half) half.wT = nmw && this.#sparse!.compressedT;
+    if (half) half.wT = nmw && (() => this.#sparse!.transposedForm());
     const y = linearForward(x2, w, this.bias?.value ?? null, this.buffer('y', [rows, this.outFeatures], t), nmw, half, nmw && this.#sparse!.halfWeight);
     this.#x = x2;
     this.#w = w;
@@ -180,7 +180,7 @@ export class Conv2d extends Module {
     const w = this.#sparse ? this.#sparse.forwardWeight(this.training) : this.weight.value.reshape([this.outChannels, k]);
     const nmw = this.training ? this.#sparse?.compressed ?? null : null;
     const half = this.#half = halfProducts(this.#half, (k, sh, l, d) => this.buffer(k, sh, l, d));
-    if (half) half.wT = nmw && this.#sparse!.compressedT;
+    if (half) half.wT = nmw && (() => this.#sparse!.transposedForm());
     const y = linearForward(cols, w, this.bias?.value ?? null, this.buffer('y', [rows, this.outChannels], t), nmw, half, nmw && this.#sparse!.halfWeight);
     this.#cols = cols;
     this.#w = w;

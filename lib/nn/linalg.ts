@@ -23,13 +23,15 @@ import { timed } from './profile.js';
 
 /**
  * A layer's 16-bit products: their dtype, the layer's buffers, and the operands its forward rounded; wT, set by the
- * layer, is W̃ᵀ compressed (a transposable 2:4 mask) for an N:M input gradient.
+ * layer, makes W̃ᵀ compressed (null without a transposable 2:4 mask) for an N:M input gradient, called only when
+ * that product will run; sparseForward: whether the forward ran as the N:M product.
  */
 export class HalfProducts {
   x: Tensor | null = null;
   w: Tensor | null = null;
   dy: Tensor | null = null;
-  wT: SparseTensor | null = null;
+  wT: (() => SparseTensor | null) | null = null;
+  sparseForward = false;
   constructor(readonly dtype: HalfPrecision, readonly buffer: (key: string, shape: Shape, like: Tensor, dtype: HalfPrecision) => Tensor) {}
   /** t cast to the dtype, into the layer's buffer `key`. */
   round(t: Tensor, key: string): Tensor { return cast(t, this.dtype, { out: this.buffer(key, t.shape, t, this.dtype) }); }
@@ -55,6 +57,7 @@ export function linearForward(x: Tensor, w: Tensor, bias: Tensor | null, out?: T
   if (!half) return timed('forward', () => (sparse ? sparseLinear(x, s, bias, { out }) : linear(x, w, bias, { out })));
   return timed('forward', () => {
     const x16 = half.x = half.round(x, 'x16');
+    half.sparseForward = !!sparse;
     // w16 (the training pass's 16-bit W ⊙ m, of which s is the compressed form) or W rounded here.
     half.w = w16 ?? half.round(w, 'w16');
     half.dy = null;
@@ -87,8 +90,14 @@ export function inputGrad(dy: Tensor, w: Tensor, nm: boolean, out?: Tensor, half
     // With W̃ᵀ compressed (a transposable 2:4 mask), dY·W̃ = dY·(W̃ᵀ)ᵀ is the N:M product (on 'cuda' the plan cache
     // picks cuSPARSELt or cuBLASLt per shape by measurement, as for the forward); else the dense 16-bit product
     // (spmm_t reads float32 weights).
-    const wT = half.wT;
-    const sparse = wT && (wT.device === 'cpu' ? Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.forward : hasSparseForm(wT));
+    // W̃ᵀ is compressed only for a product that reads it: on the CPU a wide enough layer; on 'cuda' one whose
+    // forward had a cuSPARSELt form (without, cuSPARSELt is not loaded and W̃ᵀ would have none either). The CPU
+    // width is nmKernelMinWidth.forward's, not .inputGrad's: this product is the forward's kernel (spmm on W̃ᵀ,
+    // min(out, in) the same), not spmm_t, which .inputGrad was measured for.
+    const cpu = w.device === 'cpu';
+    const wide = Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.forward;
+    const wT = (cpu ? wide : half.sparseForward) ? half.wT?.() ?? null : null;
+    const sparse = wT && (cpu || hasSparseForm(wT));
     return timed('inputGrad', () => {
       const dy16 = half.dy ?? (half.dy = half.round(dy, 'dy16'));
       const dx16 = half.buffer('dx16', [dy.shape[0], w.shape[1]], dy, half.dtype);

@@ -2,6 +2,7 @@
 import { fail } from '../errors.js';
 import type { Tensor } from '../tensor.js';
 import { softmaxCrossEntropy, softmaxCrossEntropyBackward } from './elementwise.js';
+import { setLossScale } from './amp.js';
 
 export class SoftmaxCrossEntropy {
   #saved: { probs: Tensor; labels: Int32Array } | null = null;
@@ -23,12 +24,13 @@ export class SoftmaxCrossEntropy {
 
   /**
    * d(mean loss)/d logits (a buffer owned by this object, reused by the next call), times `scale` (default 1; the
-   * loss scale of float16 training, GradScaler).
+   * loss scale of float16 training, GradScaler), published as currentLossScale() for the backward that follows.
    */
   backward(scale = 1): Tensor {
     const s = this.#saved;
     if (!s) fail('E_VALUE', 'SoftmaxCrossEntropy.backward', s, 'a preceding forward() call');
     if (typeof scale !== 'number' || !(scale > 0) || !Number.isFinite(scale)) fail('E_VALUE', 'scale', scale, 'a finite number > 0');
+    setLossScale(scale);
     this.#grad = softmaxCrossEntropyBackward(s.probs, s.labels, { labelSmoothing: this.opts.labelSmoothing, scale, out: this.#reuse(this.#grad, s.probs) });
     return this.#grad;
   }

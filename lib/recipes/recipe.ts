@@ -20,7 +20,7 @@ import type { Tensor } from '../tensor.js';
 import { maskedAdd, maskedScale, nmMaskScale, nmTrainPass, nmTransposedForm, type TrainPassBuffers } from '../nn/elementwise.js';
 import type { SparseTensor } from '../compress.js';
 import { timed } from '../nn/profile.js';
-import { autocastPrecision } from '../nn/amp.js';
+import { autocastPrecision, currentLossScale } from '../nn/amp.js';
 import type { Parameter } from '../nn/module.js';
 
 export type RecipeName = 'dense' | 'ste' | 'srste' | 'asp' | 'mask-decay' | 'structure-decay';
@@ -80,15 +80,11 @@ export class SparseWeight {
   halfWeight: Tensor | null = null;
   /**
    * With `halfWeight` and a transposable 2:4 mask: W̃ᵀ compressed in that dtype (nmTransposedForm), from which the
-   * layer's input gradient runs as an N:M product; else null. Made anew each step.
+   * layer's input gradient runs as an N:M product, once that asked for it (transposedForm()); else null. Made anew
+   * each step.
    */
   compressedT: SparseTensor | null = null;
-  /**
-   * The factor on this weight's gradient while the backward runs: the loss scale under float16 loss scaling
-   * (GradScaler), else 1. Gradient terms a recipe adds itself (SR-STE's) are multiplied by it, so that unscaling
-   * leaves them as they are.
-   */
-  gradScale = 1;
+  #transposable = false;
   #sad: number | (() => number) = 0;
   #pass: TrainPassBuffers | null = null;
   #spare: Tensor | null = null;
@@ -174,9 +170,19 @@ export class SparseWeight {
     this.halfWeight = r.buffers.out16 ?? null;
     // The previous step's W̃ᵀ: its products are enqueued already, so freeing it is stream-ordered on 'cuda'.
     this.compressedT?.dispose();
-    this.compressedT = this.halfWeight && this.recipe.transposable(p) ? nmTransposedForm(this.halfWeight) : null;
+    this.compressedT = null;
+    this.#transposable = this.recipe.transposable(p);
     if (select) this.#sad = () => r.sad;
     return r.buffers.out;
+  }
+
+  /**
+   * compressedT, compressed on the step's first call (by the input gradient that reads it: a layer with no input
+   * gradient, or one whose product would not read it, pays nothing); null without a 16-bit transposable pass.
+   */
+  transposedForm(): SparseTensor | null {
+    if (!this.compressedT && this.halfWeight && this.#transposable) this.compressedT = nmTransposedForm(this.halfWeight);
+    return this.compressedT;
   }
 
   /** The effective weight for this step's forward pass, as [rows, cols]. */
@@ -324,9 +330,9 @@ export abstract class Recipe {
     return { recipe: this.name, denseWarmup: this.denseWarmup, denseFinetune: this.denseFinetune, interval: this.interval, mask: this.mask };
   }
 
-  /** SR-STE term, shared by STE-family recipes: g += λ·(1 − m)⊙W while a mask is active. */
+  /** SR-STE term, shared by STE-family recipes: g += λ·(1 − m)⊙W while a mask is active (times the loss scale). */
   protected addRefinedTerm(s: SparseWeight, g: Tensor, lambda: number): void {
-    if (lambda !== 0 && s.active && s.mask) maskedAdd(g, s.weight, s.mask, lambda * s.gradScale);
+    if (lambda !== 0 && s.active && s.mask) maskedAdd(g, s.weight, s.mask, lambda * currentLossScale());
   }
   /** autodiff through W ⊙ (m + (1 − m)α): g ⊙= (m + (1 − m)α) while a mask is active. */
   protected scaleByMask(s: SparseWeight, g: Tensor): void {

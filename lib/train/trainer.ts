@@ -235,7 +235,6 @@ export class Trainer {
         const r = autocast(this.#precision, () => {
           const logits = model.forward(this.#input(b.x));
           const loss = this.#loss.forward(logits, b.labels);
-          for (const { s } of tracked) s.gradScale = scaler?.scale ?? 1; // 1 also after a float16 run on this model
           model.backward(this.#loss.backward(scaler?.scale ?? 1));
           return loss;
         });

@@ -98,7 +98,10 @@ DevPtr pad_matrix(const void* src, size_t es, int64_t rows, int64_t cols, int64_
   return dst;
 }
 
-SparsePtr compress(const void* w, DType d, int64_t rows, int64_t cols, int n, int m) {
+namespace {
+// compress(); with keep_pruned, the pruned dense weight of the same pass (as build_slt_form left it: −0.0 as +0.0)
+// becomes the matrix's dense copy, else it is released, stream-ordered after the compression that reads it.
+SparsePtr compress_impl(const void* w, DType d, int64_t rows, int64_t cols, int n, int m, bool keep_pruned) {
   activate();
   SparsePtr s = sparse_header(d, rows, cols, n, m);
   s->values = alloc(static_cast<size_t>(rows * nm_kept_per_row(cols, n, m)) * dtype_size(d));
@@ -108,14 +111,20 @@ SparsePtr compress(const void* w, DType d, int64_t rows, int64_t cols, int n, in
   SelectOut out;
   out.values = s->values->ptr();
   out.positions = s->positions->as<uint8_t>();
-  if (rules.supported) {
+  if (rules.supported || keep_pruned) {
     pruned = alloc(static_cast<size_t>(rows * cols) * dtype_size(d));
     out.pruned = pruned->ptr();
   }
   nm_select(w, d, rows, cols, n, m, out);  // one pass: portable form and the pruned dense weight
   if (rules.supported) build_slt_form(*s, pruned->ptr());
   else s->slt_reason = rules.why;
-  return s;  // `pruned` is released here, stream-ordered after the compression that reads it
+  if (keep_pruned) s->dense_cache = std::move(pruned);
+  return s;
+}
+}  // namespace
+
+SparsePtr compress(const void* w, DType d, int64_t rows, int64_t cols, int n, int m) {
+  return compress_impl(w, d, rows, cols, n, m, false);
 }
 
 SparsePtr from_portable(DevPtr values, DevPtr positions, DType d, int64_t rows, int64_t cols, int n, int m) {
@@ -144,12 +153,14 @@ SparsePtr from_train_pass(DevPtr values, DevPtr positions, const DevPtr& eff, in
   s->dense_cache = eff;
   const SltRules rules = slt_rules(d);
   if (!rules.supported || n > rules.hw_n()) {
-    // build_slt_form would test the pattern against the hardware's with a host sync, every step, and a trained
-    // 2:4 float32 weight has adjacent kept pairs almost surely: skip it.
+    // More than hw_n() kept per group (float32 2:M, 16-bit 3:M and denser): build_slt_form would test the pattern
+    // against the hardware's with a host sync, every step, and such a trained weight breaks it almost surely
+    // (adjacent kept pairs in float32, 3 or more kept in a group of 4 in 16 bits): skip it.
     s->slt_reason = !rules.supported ? rules.why
                                      : std::to_string(n) + ":" + std::to_string(m) + " " + dtype_name(d) +
-                                           " does not meet cuSPARSELt's rule for it (float32: 1:2 pairs along each "
-                                           "row) by construction; its products run dense";
+                                           " does not meet cuSPARSELt's rule for it (" +
+                                           (rules.pair_rule ? "1:2 pairs" : "2:4") +
+                                           " along each row) by construction; its products run dense";
     return s;
   }
   // build_slt_form turns −0.0 into +0.0 in what it reads: give it a copy, eff stays the CPU's bits.
@@ -163,11 +174,10 @@ SparsePtr from_train_pass(DevPtr values, DevPtr positions, const DevPtr& eff, in
 SparsePtr transposed_train_form(const void* eff, DType d, int64_t rows, int64_t cols) {
   activate();
   DevPtr t = alloc(static_cast<size_t>(rows * cols) * dtype_size(d));
-  transpose2d(eff, d, 1, rows, cols, t->ptr());
-  SparsePtr s = compress(t->ptr(), d, cols, rows, 2, 4);
-  // Each group of 4 along W̃ᵀ's rows holds at most 2 non-zeros, so compress() pruned nothing: t is its dense form.
-  s->dense_cache = std::move(t);
-  return s;
+  transpose2d(eff, dtype_size(d), rows, cols, t->ptr());  // gemm.cu's
+  // The dense copy is the pruned W̃ᵀ of the same pass, not t: both sides of the dispatch multiply one weight even
+  // where a group of 4 along W̃ᵀ's rows held more than 2 non-zeros (a mask that was not transposable).
+  return compress_impl(t->ptr(), d, cols, rows, 2, 4, true);  // t is released stream-ordered after the pass
 }
 
 // ---- the cuSPARSELt form -------------------------------------------------------------------------------------

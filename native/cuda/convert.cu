@@ -1,7 +1,7 @@
-// Float dtype conversion and 2-D transposes on the GPU: the CUDA twins of cpu::convert for the float dtypes
-// (float32, float16, bfloat16; round to nearest even like the CPU's) and of cpu::transpose2d. Mixed-precision
-// training (lib/nn/amp.ts) casts a product's operands to 16 bits and its result back to float32 with the first: one
-// kernel each way; the second makes W̃ᵀ of a transposable 2:4 weight for its sparse input gradient.
+// Float dtype conversion on the GPU: the CUDA twin of cpu::convert for the float dtypes (float32, float16,
+// bfloat16; bit for bit like the CPU's core/dtype.h: round to nearest even, NaN by its rule below, not the
+// canonical NaN of CUDA's cvt). Mixed-precision training (lib/nn/amp.ts) casts a product's operands to 16 bits and
+// its result back to float32 with it: one kernel each way.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -18,19 +18,33 @@ template <class S>
 __device__ __forceinline__ float load(const S* p, int64_t i);
 template <>
 __device__ __forceinline__ float load<float>(const float* p, int64_t i) { return p[i]; }
+// NaN (docs/design.md §7, core/dtype.h): widening keeps the bits (sign, payload); float32 -> float16 keeps the
+// sign (sign | 0x7e00); float32 -> bfloat16 keeps the sign and the payload's top bits and sets the quiet bit.
 template <>
-__device__ __forceinline__ float load<__half>(const __half* p, int64_t i) { return __half2float(p[i]); }
+__device__ __forceinline__ float load<__half>(const __half* p, int64_t i) {
+  const unsigned h = __half_as_ushort(p[i]);
+  if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu)) return __uint_as_float(((h & 0x8000u) << 16) | 0x7f800000u | ((h & 0x3ffu) << 13));
+  return __half2float(p[i]);
+}
 template <>
-__device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) {
+  return __uint_as_float(static_cast<unsigned>(__bfloat16_as_ushort(p[i])) << 16);  // exact for every value
+}
 
 template <class D>
 __device__ __forceinline__ void store(D* p, int64_t i, float v);
 template <>
 __device__ __forceinline__ void store<float>(float* p, int64_t i, float v) { p[i] = v; }
 template <>
-__device__ __forceinline__ void store<__half>(__half* p, int64_t i, float v) { p[i] = __float2half_rn(v); }
+__device__ __forceinline__ void store<__half>(__half* p, int64_t i, float v) {
+  const unsigned x = __float_as_uint(v);
+  p[i] = (x & 0x7fffffffu) > 0x7f800000u ? __ushort_as_half(static_cast<unsigned short>(((x >> 16) & 0x8000u) | 0x7e00u)) : __float2half_rn(v);
+}
 template <>
-__device__ __forceinline__ void store<__nv_bfloat16>(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void store<__nv_bfloat16>(__nv_bfloat16* p, int64_t i, float v) {
+  const unsigned x = __float_as_uint(v);
+  p[i] = (x & 0x7fffffffu) > 0x7f800000u ? __ushort_as_bfloat16(static_cast<unsigned short>((x >> 16) | 0x40u)) : __float2bfloat16_rn(v);
+}
 
 template <class S, class D>
 __global__ void __launch_bounds__(kBlock) convert_kernel(const S* __restrict__ src, D* __restrict__ dst, int64_t n) {
@@ -56,49 +70,10 @@ void launch_to(const void* src, DType dd, void* dst, int64_t n) {
   }
 }
 
-bool float_convertible(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16; }
-
-// One 32×32 tile per block through shared memory (+1 column against bank conflicts), 32×8 threads.
-template <class T>
-__global__ void __launch_bounds__(256) transpose_kernel(const T* __restrict__ src, int64_t rows, int64_t cols, T* __restrict__ dst) {
-  __shared__ T tile[32][33];
-  const int64_t batch = blockIdx.z;
-  src += batch * rows * cols;
-  dst += batch * rows * cols;
-  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * 32, r0 = static_cast<int64_t>(blockIdx.y) * 32;
-  for (int i = threadIdx.y; i < 32; i += 8) {
-    const int64_t r = r0 + i, c = c0 + threadIdx.x;
-    if (r < rows && c < cols) tile[i][threadIdx.x] = src[r * cols + c];
-  }
-  __syncthreads();
-  for (int i = threadIdx.y; i < 32; i += 8) {
-    const int64_t c = c0 + i, r = r0 + threadIdx.x;  // dst [cols, rows]
-    if (r < rows && c < cols) dst[c * rows + r] = tile[threadIdx.x][i];
-  }
-}
-
-template <class T>
-void launch_transpose(const void* src, int64_t batch, int64_t rows, int64_t cols, void* dst) {
-  const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>((rows + 31) / 32), static_cast<unsigned>(batch));
-  transpose_kernel<T><<<grid, dim3(32, 8), 0, stream()>>>(static_cast<const T*>(src), rows, cols, static_cast<T*>(dst));
-  check_launch("transpose kernel");
-}
-
 }  // namespace
 
-void transpose2d(const void* src, DType d, int64_t batch, int64_t rows, int64_t cols, void* dst) {
-  if (batch == 0 || rows == 0 || cols == 0) return;
-  if (rows > 65535LL * 32 || batch > 65535) fail("E_SHAPE", "cudaTranspose2d: at most 2097120 rows and 65535 matrices");
-  activate();
-  switch (dtype_size(d)) {
-    case 4: launch_transpose<uint32_t>(src, batch, rows, cols, dst); break;
-    case 2: launch_transpose<uint16_t>(src, batch, rows, cols, dst); break;
-    default: launch_transpose<uint8_t>(src, batch, rows, cols, dst); break;
-  }
-}
-
 void convert(const void* src, DType sd, void* dst, DType dd, int64_t n) {
-  if (!float_convertible(sd) || !float_convertible(dd)) fail("E_UNSUPPORTED", "cudaConvert: float32, float16 and bfloat16 only");
+  if (!is_float(sd) || !is_float(dd)) fail("E_UNSUPPORTED", "cudaConvert: float32, float16 and bfloat16 only");
   if (n == 0) return;
   activate();
   switch (sd) {

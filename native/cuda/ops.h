@@ -67,16 +67,14 @@ SparsePtr from_train_pass(DevPtr values, DevPtr positions, const DevPtr& eff, in
                           int m, DType d = DType::F32);
 // W̃ᵀ of a training pass's 16-bit weight eff [rows, cols] whose mask is transposable 2:4 (2:4 along rows and columns,
 // so W̃ᵀ [cols, rows] is 2:4 along its rows): transposed on the device, compressed (portable and cuSPARSELt forms),
-// the transposed copy kept as its dense copy. The input gradient dY·W̃ = dY·(W̃ᵀ)ᵀ then runs as a sparse product.
+// its pruned dense form (what the cuSPARSELt form holds) kept as its dense copy. The input gradient dY·W̃ = dY·(W̃ᵀ)ᵀ then runs as a sparse product.
 SparsePtr transposed_train_form(const void* eff, DType d, int64_t rows, int64_t cols);
 // The dense pruned weight [rows, cols] (cached on the matrix).
 const void* dense_of(SparseMatrix& s);
 
 // ---- convert.cu -------------------------------------------------------------------------------------------------
-// dst[i] = src[i] converted between float32, float16 and bfloat16 (round to nearest even), as cpu::convert.
+// dst[i] = src[i] converted between float32, float16 and bfloat16 (round to nearest even), bit for bit as cpu::convert.
 void convert(const void* src, DType sd, void* dst, DType dd, int64_t n);
-// dst [cols, rows] = src [rows, cols]ᵀ for `batch` consecutive matrices, as cpu::transpose2d.
-void transpose2d(const void* src, DType d, int64_t batch, int64_t rows, int64_t cols, void* dst);
 
 // ---- gemm.cu: dense GEMM through cuBLASLt ------------------------------------------------------------------------
 using ::nms::Act;  // core/activation.h

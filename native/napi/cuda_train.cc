@@ -291,6 +291,7 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
       eff16->require(rows * cols, d, "eff16");
       same_buffer_forbidden(eff16->ptr(), eff->ptr(), "eff16 and eff");
       same_buffer_forbidden(eff16->ptr(), w, "eff16 and w");
+      same_buffer_forbidden(eff16->ptr(), mask, "eff16 and mask");
     }
     same_buffer_forbidden(w, eff->ptr(), "w and eff");
     same_buffer_forbidden(mask, eff->ptr(), "mask and eff");

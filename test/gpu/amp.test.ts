@@ -15,7 +15,7 @@ import { createRecipe } from '../../lib/recipes/index.js';
 import { mnistSplit, type Dataset } from '../../lib/data/mnist.js';
 import { sparseWeights } from '../../lib/train/trainer.js';
 import { clearPlans, planInfo, sparseInfo } from '../../lib/cuda.js';
-import { sameBits } from '../helpers.js';
+import { castEdgeBits, sameBits, ulp16 } from '../helpers.js';
 import { trainSteps } from '../train-helpers.js';
 import { gpuInfo, gpuUsable, withDispatch } from './gpu-helpers.js';
 
@@ -24,15 +24,28 @@ const f32 = (t: Tensor): Float32Array => cpu(t).storage() as Float32Array;
 const DTYPES: HalfPrecision[] = ['bfloat16', 'float16'];
 const sltLoaded = !!gpuInfo.cuda.cusparselt && !('error' in gpuInfo.cuda.cusparselt);
 
-/** The first element of a that differs from b by more than `units` of the dtype at |b| (plus float32 rounding). */
-function offByUnits(dtype: HalfPrecision, a: Tensor, b: Tensor, units = 1): string | null {
+/**
+ * The first element of a that differs from b by more than `units` of the dtype at |b| plus 2^-22·sumAbs (the
+ * float32 sums' own rounding in two orders: relative to Σ|a_ik·b_kj|, not to a result that cancelled to near 0).
+ */
+function offByUnits(dtype: HalfPrecision, a: Tensor, b: Tensor, sumAbs: Float64Array, units = 1): string | null {
   const x = f32(a), y = f32(b);
   for (let i = 0; i < y.length; i++) {
-    const e = y[i] === 0 ? -126 : Math.floor(Math.log2(Math.abs(y[i])));
-    const ulp = dtype === 'bfloat16' ? 2 ** (e - 7) : 2 ** (Math.max(e, -14) - 10);
-    if (!(Math.abs(x[i] - y[i]) <= units * ulp + 2 ** -22 * Math.abs(y[i]))) return `element ${i}: ${x[i]} vs ${y[i]}`;
+    if (!(Math.abs(x[i] - y[i]) <= units * ulp16(dtype, y[i]) + 2 ** -22 * (sumAbs[i] + Math.abs(y[i])))) return `element ${i}: ${x[i]} vs ${y[i]}`;
   }
   return null;
+}
+
+/** Σ_k |A_ik·B_kj| in float64, A [rows, inner], B [inner, cols], each given by an element function. */
+function sumAbsProduct(a: (i: number, k: number) => number, b: (k: number, j: number) => number, rows: number, inner: number, cols: number): Float64Array {
+  const out = new Float64Array(rows * cols);
+  for (let i = 0; i < rows; i++)
+    for (let j = 0; j < cols; j++) {
+      let s = 0;
+      for (let k = 0; k < inner; k++) s += Math.abs(a(i, k) * b(k, j));
+      out[i * cols + j] = s;
+    }
+  return out;
 }
 
 let data: Dataset;
@@ -43,12 +56,20 @@ const saved = { ...nmKernelMinWidth };
 afterEach(() => Object.assign(nmKernelMinWidth, saved));
 
 describe.skipIf(!gpuUsable)('mixed precision on cuda matches the CPU', () => {
-  it.each(DTYPES)('cast to %s and back (bit for bit)', (dtype) => {
-    const x = randn([4099], { seed: 1, std: 300 });
+  it.each(DTYPES)('cast to %s and back (bit for bit; NaN, ±Inf, ±0, subnormals, ties too)', (dtype) => {
+    const edge = castEdgeBits();
+    const edgeF = new Float32Array(edge.buffer);
+    const r = f32(randn([4099], { seed: 1, std: 300 }));
+    const v = new Float32Array(r.length + edgeF.length);
+    v.set(r);
+    new Uint32Array(v.buffer).set(edge, r.length); // as bits: a NaN through a JS number may lose its payload
+    const x = new Tensor([v.length], 'float32', v);
     const hc = E.cast(x, dtype), hg = E.cast(x.to('cuda'), dtype);
     expect(hg.dtype).toBe(dtype);
     expect(sameBits(cpu(hg), hc)).toBe(true);
     expect(sameBits(cpu(E.cast(hg, 'float32')), E.cast(hc, 'float32'))).toBe(true);
+    const all = new Tensor([65536], dtype, Uint16Array.from({ length: 65536 }, (_, i) => i)); // every 16-bit pattern
+    expect(sameBits(cpu(E.cast(all.to('cuda'), 'float32')), E.cast(all, 'float32'))).toBe(true);
   });
 
   it.each(DTYPES)('the %s training pass: mask, W ⊙ m and the compressed weight as the CPU, 2:4 in cuSPARSELt form', (dtype) => {
@@ -80,7 +101,7 @@ describe.skipIf(!gpuUsable)('mixed precision on cuda matches the CPU', () => {
       return autocast(dtype, () => {
         const y = cpu(layer.forward(mv(x)));
         const dx = cpu(layer.backward(mv(dy))!);
-        return { y, dx, dw: cpu(layer.weight.grad), s: layer.sparse! };
+        return { y, dx, dw: cpu(layer.weight.grad), s: layer.sparse!, x: f32(x), dy: f32(dy) };
       });
     };
     clearPlans();
@@ -93,10 +114,12 @@ describe.skipIf(!gpuUsable)('mixed precision on cuda matches the CPU', () => {
       expect(sparsePlan('512x256'), 'dX from W̃ᵀ').toBe(mask === 'transposable');
       if (mask === 'transposable') expect(sparseInfo(g.s.compressedT!).cusparselt).toBe(true);
     }
-    expect(offByUnits(dtype, g.y, c.y)).toBeNull();
-    expect(offByUnits(dtype, g.dx, c.dx)).toBeNull();
+    const w = f32(E.cast(c.s.halfWeight!, 'float32')); // W ⊙ m [256, 512]
+    const { x, dy } = c;
+    expect(offByUnits(dtype, g.y, c.y, sumAbsProduct((i, k) => x[i * 512 + k], (k, j) => w[j * 512 + k], 128, 512, 256))).toBeNull();
+    expect(offByUnits(dtype, g.dx, c.dx, sumAbsProduct((i, k) => dy[i * 256 + k], (k, j) => w[k * 512 + j], 128, 256, 512))).toBeNull();
     // dW plus the SR-STE term λ(1 − m)⊙W, added in float32 on both.
-    expect(offByUnits(dtype, g.dw, c.dw)).toBeNull();
+    expect(offByUnits(dtype, g.dw, c.dw, sumAbsProduct((i, k) => dy[k * 256 + i], (k, j) => x[k * 512 + j], 256, 128, 512))).toBeNull();
   });
 
   it('5 bfloat16 SR-STE steps of an MLP: cuda and CPU stay within 2% (weights); nm.check holds', () => {
@@ -137,7 +160,6 @@ describe.skipIf(!gpuUsable)('mixed precision on cuda matches the CPU', () => {
     const loss = new SoftmaxCrossEntropy();
     autocast('float16', () => {
       loss.forward(model.forward(new Tensor([64, 784], 'float32', x).to('cuda')), data.labels.slice(0, 64));
-      for (const { s } of sparseWeights(model)) s.gradScale = scaler.scale;
       model.backward(loss.backward(scaler.scale));
     });
     expect(scaler.step(opt)).toBe(false);
