@@ -372,6 +372,21 @@ describe('the N:M kernels in the training step (nmTrainPass, sparseLinear, linea
       }
     });
 
+  it('with the forward alone on the kernels (dX dense, so the pass writes W ⊙ m), 20 SR-STE steps equal the dense-masked path', () => {
+    Object.assign(nmKernelMinWidth, { forward: 0, inputGrad: Infinity });
+    try {
+      const runs = [true, false].map((sparseKernels) => {
+        const recipe = createRecipe('srste', { sparseKernels });
+        const model = mlp({ hidden: [64, 64], pattern: '2:4', recipe, seed: 13 });
+        train(model, recipe, 20);
+        return model.parameters().map((p) => p.value);
+      });
+      expectSameWeights(runs[0], runs[1], 'srste 2:4, dense dX');
+    } finally {
+      Object.assign(nmKernelMinWidth, { forward: 0, inputGrad: 0 });
+    }
+  });
+
   it('rejects a transposable mask on a weight whose rows or columns are not multiples of 4', () => {
     expect(() => mlp({ hidden: [30], pattern: '2:4', recipe: new SRSTE({ mask: 'transposable' }), seed: 1 })).toThrowError(expect.objectContaining({ code: 'E_SHAPE' }));
     expect(() => new SRSTE({ mask: 'diagonal' as never })).toThrowError(expect.objectContaining({ code: 'E_VALUE' }));

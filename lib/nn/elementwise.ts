@@ -420,9 +420,10 @@ export interface TrainPassResult {
  * that changed (0 without `opts.mask` or without selection). On the CPU `sparse` is rewritten in place; on 'cuda'
  * (lib/cuda-train.ts) it is made anew each step, as xFormers' sparsify24 does, and the previous one disposed.
  * A given mask that does not keep exactly N per group is E_VALUE on the CPU (the buffers are then partly
- * rewritten: they are the step's scratch).
+ * rewritten: they are the step's scratch). With `dense: false` the CPU pass leaves `out` unwritten (for products
+ * that read only `sparse`); on 'cuda' it is always written.
  */
-export function nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask?: Tensor | null; buffers?: TrainPassBuffers | null; select?: boolean } = {}): TrainPassResult {
+export function nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask?: Tensor | null; buffers?: TrainPassBuffers | null; select?: boolean; dense?: boolean } = {}): TrainPassResult {
   const t = f32(w, 'w');
   const { rows, cols } = nmView(t, pattern, 'w');
   if (t.rank !== 2) fail('E_SHAPE', 'w', t, 'a [rows, cols] weight');
@@ -445,6 +446,6 @@ export function nmTrainPass(w: Tensor, pattern: Pattern, opts: { mask?: Tensor |
     }, CHECKED),
   };
   const sad = native.nmTrainPass(fs(t), rows, cols, pattern.n, pattern.m, mask.storage(), select, select && given !== null,
-    fs(b.out), fs(b.sparse.values), b.sparse.positions) as number;
+    opts.dense ?? true ? fs(b.out) : null, fs(b.sparse.values), b.sparse.positions) as number;
   return { mask, buffers: b, sad };
 }

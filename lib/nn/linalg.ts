@@ -5,8 +5,9 @@
  * step, lib/spmm.ts (native/cpu/spmm.cc; on 'cuda' cuSPARSELt through the plan cache), writing into the module's
  * buffers.
  *   linearForward(x, W, b, S)  y  = x·Wᵀ + b     x [rows, in], W [out, in]; from S, W's compressed form, if given
- *   inputGrad(dY, W, nm)       dX = dY·W         dY [rows, out]; skipping W's pruned zeros when nm (CPU)
+ *   inputGrad(dY, W, S)        dX = dY·W         dY [rows, out]; from S (its kept values only) if given (CPU)
  *   matmulTN(a, b)             c  = aᵀ·b         a [k, m], b [k, n]     (dW = dYᵀ·X, dense: the STE needs all of it)
+ * W may be null where nmCovers says S serves every product of the layer (the pass then skips writing W ⊙ m).
  */
 import { linear, matmul } from '../gemm.js';
 import { linearInputGrad, sparseLinear } from '../spmm.js';
@@ -14,6 +15,7 @@ import type { SparseTensor } from '../compress.js';
 import type { CudaSparse } from '../native.js';
 import type { Tensor } from '../tensor.js';
 import { timed } from './profile.js';
+import { NmSparseError } from '../errors.js';
 
 /**
  * y = x·Wᵀ + bias. x [rows, in], W [out, in], bias [out] or null; S = W in compressed form (the N:M product).
@@ -22,9 +24,26 @@ import { timed } from './profile.js';
  * kernels take 1:2 pairs), and the plan cache then picks cuSPARSELt or cuBLASLt per shape by measurement, both in
  * TF32 as nm.linear on 'cuda'; without one the product is W ⊙ m through the dense float32 GEMM.
  */
-export function linearForward(x: Tensor, w: Tensor, bias: Tensor | null, out?: Tensor, s?: SparseTensor | null): Tensor {
-  const sparse = s && (s.device === 'cpu' ? Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.forward : hasSparseForm(s));
-  return timed('forward', () => (sparse ? sparseLinear(x, s, bias, { out }) : linear(x, w, bias, { out })));
+export function linearForward(x: Tensor, w: Tensor | null, bias: Tensor | null, out?: Tensor, s?: SparseTensor | null): Tensor {
+  const sparse = s && (s.device === 'cpu' ? wide(s.shape, nmKernelMinWidth.forward) : hasSparseForm(s));
+  return timed('forward', () => (sparse ? sparseLinear(x, s, bias, { out }) : linear(x, dense(w), bias, { out })));
+}
+
+const wide = (shape: readonly number[], min: number): boolean => Math.min(shape[0], shape[shape.length - 1]) >= min;
+
+/** The dense weight of a product that does not run from the compressed form (never null there, by nmCovers). */
+function dense(w: Tensor | null): Tensor {
+  if (!w) throw new NmSparseError('E_INTERNAL', 'a dense product without the dense weight (nmCovers and the products disagree)');
+  return w;
+}
+
+/**
+ * Whether the N:M products of a layer with weight [out, in] on `device` run from the compressed form alone: the
+ * forward, and dX when `inputGrad` (the layer needs its input's gradient). Then nmTrainPass need not write W ⊙ m
+ * (at 4096² a write of 64 MB a step). On 'cuda' the dense W ⊙ m is always used (dX is dense there).
+ */
+export function nmCovers(shape: readonly number[], device: string, inputGrad: boolean): boolean {
+  return device === 'cpu' && wide(shape, nmKernelMinWidth.forward) && (!inputGrad || wide(shape, nmKernelMinWidth.inputGrad));
 }
 
 /**
@@ -42,13 +61,13 @@ export const nmKernelMinWidth = { forward: 784, inputGrad: 512 };
 const hasSparseForm = (s: SparseTensor): boolean => (s.handle as CudaSparse).info().cusparselt === true;
 
 /**
- * dX = dY·W. dY [rows, out], W [out, in]; nm: W is the masked weight of this step's N:M forward. On 'cuda' always
- * the dense float32 GEMM: W̃ is N:M along `in`, not along `out` as a cuSPARSELt operand here must be, and W̃ᵀ of a
- * transposable 2:4 mask is 2:4, not the 1:2 pairs cuSPARSELt's float32 kernels take (docs/design.md §7).
+ * dX = dY·W. dY [rows, out], W [out, in]; S: W in compressed form, the weight of this step's N:M forward. On 'cuda'
+ * always the dense float32 GEMM: W̃ is N:M along `in`, not along `out` as a cuSPARSELt operand here must be, and
+ * W̃ᵀ of a transposable 2:4 mask is 2:4, not the 1:2 pairs cuSPARSELt's float32 kernels take (docs/design.md §7).
  */
-export function inputGrad(dy: Tensor, w: Tensor, nm: boolean, out?: Tensor): Tensor {
-  const sparse = nm && w.device === 'cpu' && Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.inputGrad;
-  return timed('inputGrad', () => (sparse ? linearInputGrad(dy, w, { out }) : matmul(dy, w, { out })));
+export function inputGrad(dy: Tensor, w: Tensor | null, s: SparseTensor | null, out?: Tensor): Tensor {
+  const sparse = s && s.device === 'cpu' && wide(s.shape, nmKernelMinWidth.inputGrad);
+  return timed('inputGrad', () => (sparse ? linearInputGrad(dy, s, { out }) : matmul(dy, dense(w), { out })));
 }
 
 /** c = aᵀ·b. a [k, m], b [k, n]. */

@@ -139,10 +139,10 @@ export class SparseWeight {
     this.mask = next;
   }
 
-  /** The buffers of the one-pass refresh (nmTrainPass), kept across steps. */
-  trainPass(p: Pattern, select: boolean): Tensor {
+  /** The buffers of the one-pass refresh (nmTrainPass), kept across steps; W ⊙ m, or null unless `dense`. */
+  trainPass(p: Pattern, select: boolean, dense: boolean): Tensor | null {
     const old = this.#pass;
-    const r = nmTrainPass(this.weight, p, { mask: this.mask, buffers: old, select });
+    const r = nmTrainPass(this.weight, p, { mask: this.mask, buffers: old, select, dense });
     // New buffers (the pattern changed, e.g. a structure-decay frame): free the old ones now, not at GC (on 'cuda'
     // they are device memory V8 does not weigh). The last step's backward, their only reader, is done.
     if (old && old !== r.buffers) { old.out.dispose(); old.sparse.dispose(); }
@@ -150,11 +150,16 @@ export class SparseWeight {
     this.mask = r.mask;
     this.compressed = r.buffers.sparse;
     if (select) this.#sad = () => r.sad;
-    return r.buffers.out;
+    return dense ? r.buffers.out : null;
   }
 
-  /** The effective weight for this step's forward pass, as [rows, cols]. */
-  forwardWeight(training: boolean): Tensor { return timed('mask', () => this.recipe.forwardWeight(this, training)); }
+  /**
+   * The effective weight for this step's forward pass, as [rows, cols]; with `dense` false (the layer's products
+   * read only `compressed`: lib/nn/linalg.ts nmCovers), null where the forward is exactly N:M on the kernels.
+   */
+  forwardWeight(training: boolean): Tensor;
+  forwardWeight(training: boolean, dense: boolean): Tensor | null;
+  forwardWeight(training: boolean, dense = true): Tensor | null { return timed('mask', () => this.recipe.forwardWeight(this, training, dense)); }
   /** Turns the gradient of the effective weight (already in param.grad) into the gradient for the dense W. */
   backward(): void { timed('recipe', () => this.recipe.weightGrad(this, this.grad)); }
   afterUpdate(): void { timed('recipe', () => this.recipe.afterUpdate(this)); }
@@ -236,8 +241,13 @@ export abstract class Recipe {
   /** Called once a refreshed mask is in s.mask; returns true when it changed W (ASP prunes W there). */
   protected onRefresh(_s: SparseWeight): boolean { return false; }
 
-  /** The effective weight of `s` for the forward pass at the current step, as [rows, cols]. */
-  forwardWeight(s: SparseWeight, training: boolean): Tensor {
+  /**
+   * The effective weight of `s` for the forward pass at the current step, as [rows, cols]. Without `dense`, a
+   * training forward that is exactly N:M on the kernels writes only the compressed form and returns null.
+   */
+  forwardWeight(s: SparseWeight, training: boolean): Tensor;
+  forwardWeight(s: SparseWeight, training: boolean, dense: boolean): Tensor | null;
+  forwardWeight(s: SparseWeight, training: boolean, dense = true): Tensor | null {
     const p = this.patternAt(s);
     const w = s.weight;
     if (training) s.compressed = null;
@@ -250,12 +260,12 @@ export abstract class Recipe {
     const transposable = this.transposable(p);
     if (training && alpha === 0 && this.sparseKernels) {
       // Exactly N:M: mask, W ⊙ m, its compressed form and the SAD in one pass (nmTrainPass, on the CPU or 'cuda').
-      if (!this.refreshDue(s, p)) return s.trainPass(p, false);
-      const out = transposable ? (s.selectTransposable(), s.trainPass(p, false)) : s.trainPass(p, true);
+      if (!this.refreshDue(s, p)) return s.trainPass(p, false, dense);
+      const out = transposable ? (s.selectTransposable(), s.trainPass(p, false, dense)) : s.trainPass(p, true, dense);
       s.maskPattern = p;
       s.lastRefresh = this.sparseStep;
       s.updates++;
-      return this.onRefresh(s) ? s.trainPass(p, false) : out;
+      return this.onRefresh(s) ? s.trainPass(p, false, dense) : out;
     }
     if (!this.refreshDue(s, p)) return maskedScale(w, s.mask!, alpha, { out: s.effectiveBuffer() });
     // A refresh: mask and effective weight in one pass (into the layer's buffers).

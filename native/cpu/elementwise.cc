@@ -356,6 +356,10 @@ int64_t nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, 
   parallel_for(rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
     thread_local std::vector<uint8_t> prev;
     prev.resize(static_cast<size_t>(cols));
+    // Without eff, the selection's w ⊙ m of a row goes to a row of scratch that stays in L1: the products that
+    // read only the compressed form spare the step the write of the whole dense copy.
+    thread_local std::vector<float> row_eff;
+    if (!eff) row_eff.resize(static_cast<size_t>(cols));
     int64_t changed = 0;
     for (int64_t r = r0; r < r1; ++r) {
       uint8_t* mr = mask + r * cols;
@@ -369,12 +373,12 @@ int64_t nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, 
           while (r < cur && !bad_row.compare_exchange_weak(cur, r)) continue;
           continue;
         }
-        masked_zero_range(w + r * cols, mr, eff + r * cols, cols);
+        if (eff) masked_zero_range(w + r * cols, mr, eff + r * cols, cols);
         nm_compress_row(w + r * cols, mr, cols, n, m, values + r * kpr, positions + r * prb);
         continue;
       }
       if (count_sad) std::copy(mr, mr + cols, prev.begin());
-      NMS_DISPATCH_M(m, nm_mask_scale_span<kM>(w + r * cols, cols, n, 0.f, mr, eff + r * cols));
+      NMS_DISPATCH_M(m, nm_mask_scale_span<kM>(w + r * cols, cols, n, 0.f, mr, eff ? eff + r * cols : row_eff.data()));
       if (count_sad) changed += mask_sad(prev.data(), mr, cols);
       nm_compress_row(w + r * cols, mr, cols, n, m, values + r * kpr, positions + r * prb);
     }

@@ -75,26 +75,36 @@ void RegisterSpmm(Napi::Env env, Napi::Object exports) {
     s.bias = bias.data;
     return run(info.Env(), std::move(holds), [s] { cpu::spmm(s); });
   });
-  // spmmT({w, rows, cols, b, bDtype, p, out, outDtype, transB, transOut}): out = W̃ᵀ·op(B) (or its transpose), W̃
-  // a float32 [rows, cols] whose zeros are skipped; the training backward dX = dY·W̃ (cpu/spmm.h).
+  // spmmT({values, positions, rows, cols, n, m, b, bDtype, p, out, outDtype, transB, transOut}): out = W̃ᵀ·op(B)
+  // (or its transpose), W̃ float32 [rows, cols] in the portable compressed form; the training backward dX = dY·W̃
+  // (cpu/spmm.h).
   define(env, exports, "spmmT", [](const Napi::CallbackInfo& info) -> Napi::Value {
     Options o(info, 0, "spmmT");
-    Buf w = o.buffer("w");
+    Buf values = o.buffer("values"), positions = o.buffer("positions");
     cpu::SpmmTArgs s{};
-    s.rows = o.integer("rows");
-    s.cols = o.integer("cols");
+    s.w.dtype = DType::F32;
+    s.w.rows = o.integer("rows");
+    s.w.cols = o.integer("cols");
+    const int64_t n = o.integer("n"), m = o.integer("m");
+    nm_validate(s.w.rows, s.w.cols, n, m);
+    s.w.n = static_cast<int>(n);
+    s.w.m = static_cast<int>(m);
     Buf b, out;
     dense_and_out(o, s, &b, &out);
     o.done();
-    if (s.rows < 1 || s.cols < 1 || s.p < 1) fail("E_SHAPE", "spmmT: rows, cols and p must be >= 1");
+    if (s.p < 1) fail("E_SHAPE", "spmmT: p: got " + std::to_string(s.p) + ", expected p >= 1");
     for (DType d : {s.b_dtype, s.out_dtype})
       if (!is_float(d)) fail("E_DTYPE", std::string("spmmT: expected float32, float16 or bfloat16, got ") + dtype_name(d));
-    require_elems(w, elems(s.rows, s.cols, "w"), DType::F32, "w");
-    require_elems(b, elems(s.rows, s.p, "b"), s.b_dtype, "b");
-    require_elems(out, elems(s.cols, s.p, "out"), s.out_dtype, "out");
-    require_apart(out, w, "out", "w");
+    require_elems(values, elems(s.w.rows, nm_kept_per_row(s.w.cols, s.w.n, s.w.m), "values"), DType::F32, "values");
+    require_elems(positions, elems(s.w.rows, nm_pos_row_bytes(s.w.cols, s.w.n, s.w.m), "positions"), DType::U8,
+                  "positions");
+    require_elems(b, elems(s.w.rows, s.p, "b"), s.b_dtype, "b");
+    require_elems(out, elems(s.w.cols, s.p, "out"), s.out_dtype, "out");
+    require_apart(out, values, "out", "values");
+    require_apart(out, positions, "out", "positions");
     require_apart(out, b, "out", "b");
-    s.w = static_cast<const float*>(w.data);
+    s.w.values = values.data;
+    s.w.positions = static_cast<const uint8_t*>(positions.data);
     s.b = b.data;
     s.out = out.data;
     cpu::spmm_t(s);
