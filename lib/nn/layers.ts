@@ -83,10 +83,10 @@ export class Linear extends Module {
     this.#inShape = t.shape;
     const x2 = t.rank === 2 ? t : t.reshape([-1, this.inFeatures]);
     // Products that all run from the compressed form spare the pass the dense W ⊙ m.
-    const dense = !(this.training && nmCovers([this.outFeatures, this.inFeatures], t.device, this.requiresInputGrad));
+    const dense = !nmCovers([this.outFeatures, this.inFeatures], t.device, this.training && this.requiresInputGrad);
     const w = this.#sparse ? this.#sparse.forwardWeight(this.training, dense) : this.weight.value;
     const rows = x2.shape[0];
-    const nmw = this.training ? this.#sparse?.compressed ?? null : null;
+    const nmw = this.#sparse?.compressed ?? null;
     const y = linearForward(x2, w, this.bias?.value ?? null, this.buffer('y', [rows, this.outFeatures], t), nmw);
     this.#x = x2;
     this.#w = w;
@@ -177,9 +177,9 @@ export class Conv2d extends Module {
     const g = windowOutput(t.shape, this.window);
     const rows = g.batch * g.oh * g.ow, k = this.patchSize;
     const cols = im2col(t, this.window, { out: this.buffer('cols', [rows, k], t) });
-    const dense = !(this.training && nmCovers([this.outChannels, k], t.device, this.requiresInputGrad));
+    const dense = !nmCovers([this.outChannels, k], t.device, this.training && this.requiresInputGrad);
     const w = this.#sparse ? this.#sparse.forwardWeight(this.training, dense) : this.weight.value.reshape([this.outChannels, k]);
-    const nmw = this.training ? this.#sparse?.compressed ?? null : null;
+    const nmw = this.#sparse?.compressed ?? null;
     const y = linearForward(cols, w, this.bias?.value ?? null, this.buffer('y', [rows, this.outChannels], t), nmw);
     this.#cols = cols;
     this.#w = w;

@@ -17,7 +17,7 @@ import { fail } from '../errors.js';
 import { mask as nmMask, sad as nmSad, transposableMask } from '../mask.js';
 import { SUPPORTED_M, parsePattern, patternString, type Pattern } from '../pattern.js';
 import type { Tensor } from '../tensor.js';
-import { maskedAdd, maskedScale, nmMaskScale, nmTrainPass, type TrainPassBuffers } from '../nn/elementwise.js';
+import { maskedAdd, maskedScale, nmMaskScale, nmTrainPass, type TrainPassBuffers, type TrainPassResult } from '../nn/elementwise.js';
 import type { SparseTensor } from '../compress.js';
 import { timed } from '../nn/profile.js';
 import type { Parameter } from '../nn/module.js';
@@ -68,12 +68,14 @@ export class SparseWeight {
   /** Whether the last forward used a mask. */
   active = false;
   /**
-   * The compressed form of the last training forward's weight when it was exactly N:M (the N:M products of the
-   * layer read it: forward and backward on the CPU, the forward on 'cuda' where it has a cuSPARSELt form), else null.
+   * The compressed form of the last forward's weight when it was exactly N:M on the kernels (the N:M products of
+   * the layer read it: in training forward and backward on the CPU, the forward on 'cuda' where it has a
+   * cuSPARSELt form; in evaluation the forward on the CPU where the layer asked for no dense weight), else null.
    */
   compressed: SparseTensor | null = null;
   #sad: number | (() => number) = 0;
   #pass: TrainPassBuffers | null = null;
+  #evalPass: TrainPassBuffers | null = null;
   #spare: Tensor | null = null;
   #effective: Tensor | null = null;
   #evalMask: Tensor | null = null;
@@ -141,16 +143,30 @@ export class SparseWeight {
 
   /** The buffers of the one-pass refresh (nmTrainPass), kept across steps; W ⊙ m, or null unless `dense`. */
   trainPass(p: Pattern, select: boolean, dense: boolean): Tensor | null {
-    const old = this.#pass;
-    const r = nmTrainPass(this.weight, p, { mask: this.mask, buffers: old, select, dense });
+    const r = this.#runPass(this.#pass, this.mask, p, select, dense);
+    this.#pass = r.buffers;
+    this.mask = r.mask;
+    if (select) this.#sad = () => r.sad;
+    return dense ? r.buffers.out : null;
+  }
+
+  /**
+   * The evaluation forward's compressed weight (into `compressed`, from buffers of its own, so that evaluating
+   * never changes the training state): W ⊙ the held mask, or, when `fresh`, a mask selected from |W| in the
+   * evaluation scratch (transposable where the recipe's masks are).
+   */
+  evalPass(p: Pattern, fresh: boolean, transposable: boolean): void {
+    const mask = !fresh ? this.mask! : transposable ? transposableMask(this.weight, { out: this.evalMaskBuffer() }) : this.evalMaskBuffer();
+    this.#evalPass = this.#runPass(this.#evalPass, mask, p, fresh && !transposable, false).buffers;
+  }
+
+  #runPass(old: TrainPassBuffers | null, mask: Tensor | null, p: Pattern, select: boolean, dense: boolean): TrainPassResult {
+    const r = nmTrainPass(this.weight, p, { mask, buffers: old, select, dense });
     // New buffers (the pattern changed, e.g. a structure-decay frame): free the old ones now, not at GC (on 'cuda'
     // they are device memory V8 does not weigh). The last step's backward, their only reader, is done.
     if (old && old !== r.buffers) { old.out.dispose(); old.sparse.dispose(); }
-    this.#pass = r.buffers;
-    this.mask = r.mask;
     this.compressed = r.buffers.sparse;
-    if (select) this.#sad = () => r.sad;
-    return dense ? r.buffers.out : null;
+    return r;
   }
 
   /**
@@ -243,14 +259,14 @@ export abstract class Recipe {
 
   /**
    * The effective weight of `s` for the forward pass at the current step, as [rows, cols]. Without `dense`, a
-   * training forward that is exactly N:M on the kernels writes only the compressed form and returns null.
+   * forward that is exactly N:M on the kernels writes only the compressed form (s.compressed) and returns null.
    */
   forwardWeight(s: SparseWeight, training: boolean): Tensor;
   forwardWeight(s: SparseWeight, training: boolean, dense: boolean): Tensor | null;
   forwardWeight(s: SparseWeight, training: boolean, dense = true): Tensor | null {
     const p = this.patternAt(s);
     const w = s.weight;
-    if (training) s.compressed = null;
+    s.compressed = null;
     if (p === null) {
       if (training) { s.active = false; s.alpha = 1; s.density = 1; }
       return w;
@@ -258,6 +274,10 @@ export abstract class Recipe {
     const alpha = this.alphaAt();
     if (training) { s.active = true; s.alpha = alpha; s.density = alpha === 0 ? p.n / p.m : 1; }
     const transposable = this.transposable(p);
+    if (!training && !dense && alpha === 0 && this.sparseKernels) {
+      s.evalPass(p, this.refreshDue(s, p), transposable);
+      return null;
+    }
     if (training && alpha === 0 && this.sparseKernels) {
       // Exactly N:M: mask, W ⊙ m, its compressed form and the SAD in one pass (nmTrainPass, on the CPU or 'cuda').
       if (!this.refreshDue(s, p)) return s.trainPass(p, false, dense);
