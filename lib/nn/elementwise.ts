@@ -399,7 +399,7 @@ export function nmMaskScale(w: Tensor, pattern: Pattern, alpha: number, opts: { 
   return { mask, out };
 }
 
-/** What nmTrainPass writes besides the mask: w ⊙ mask, and its compressed form (values and positions). */
+/** What nmTrainPass writes besides the mask: w ⊙ mask (on the CPU not with dense: false), and its compressed form (values and positions). */
 export interface TrainPassBuffers {
   out: Tensor;
   sparse: SparseTensor;
