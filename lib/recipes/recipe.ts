@@ -258,7 +258,7 @@ export abstract class Recipe {
   protected onRefresh(_s: SparseWeight): boolean { return false; }
 
   /**
-   * The effective weight of `s` for the forward pass at the current step, as [rows, cols]. Without `dense`, a
+   * The effective weight of `s` for the forward pass at the current step, as [rows, cols]. With `dense` false, a
    * forward that is exactly N:M on the kernels writes only the compressed form (s.compressed) and returns null.
    */
   forwardWeight(s: SparseWeight, training: boolean): Tensor;
