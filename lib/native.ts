@@ -106,10 +106,10 @@ export type NativeSpmmOptions = {
   bDtype: DTypeCode; p: number; out: Host; outDtype: DTypeCode; transB: boolean; transOut: boolean; async: boolean;
 } & BiasOf<Host>;
 
-/** spmm.cc spmmT: out = W̃ᵀ·op(B) (or its transpose), W̃ a float32 [rows, cols] whose zeros are skipped. */
+/** spmm.cc spmmT: out = W̃ᵀ·op(B) (or its transpose), W̃ a float32 [rows, cols] in the portable compressed form. */
 export interface NativeSpmmTOptions {
-  w: Host; rows: number; cols: number; b: Host; bDtype: DTypeCode; p: number; out: Host; outDtype: DTypeCode;
-  transB: boolean; transOut: boolean;
+  values: Host; positions: Uint8Array; rows: number; cols: number; n: number; m: number; b: Host; bDtype: DTypeCode; p: number;
+  out: Host; outDtype: DTypeCode; transB: boolean; transOut: boolean;
 }
 
 /** The epilogue and output of the CUDA products (cuda_gemm.cc); out: null allocates. Int8 products' bias is float32. */
@@ -207,7 +207,7 @@ export interface CpuAddon extends TrainFns<Host> {
   // elementwise.cc: the sparse training step's mask, w ⊙ m and its compressed form in one pass → SAD (its CUDA twin,
   // cudaNmTrainPass, takes other arguments)
   nmTrainPass(w: Host, rows: number, cols: number, n: number, m: number, mask: Host, select: boolean, countSad: boolean,
-    eff: Host, values: Host, positions: Uint8Array): number;
+    eff: Host | null, values: Host, positions: Uint8Array): number;
 }
 
 /** An NHWC window as the bindings read it (train_args.h window_arg). */

@@ -114,25 +114,26 @@ export async function sparseMatmulAsync(s: SparseTensor, b: Tensor, opts: Sparse
 }
 
 /**
- * dX = dY·W̃, the input gradient of y = x·W̃ᵀ, with W̃ the masked weight of a sparse layer: dy [rows, out], w
- * [out, in] float32 with its pruned entries zero → [rows, in]. The zeros are skipped (native/cpu/spmm.cc spmm_t:
- * a 2:4 weight costs half the FMAs of matmul(dy, w)); the result equals the dense product up to the order of the
- * sums. CPU, float32.
+ * dX = dY·W̃, the input gradient of y = x·W̃ᵀ, with W̃ the masked weight of a sparse layer in compressed form (what
+ * nmTrainPass writes): dy [rows, out], S [out, in] float32 → [rows, in]. Only the kept values are multiplied
+ * (native/cpu/spmm.cc spmm_t: a 2:4 weight costs half the FMAs of matmul(dy, W̃) and reads half its bytes); the
+ * result equals the dense product up to the order of the sums. CPU, float32.
  */
-export function linearInputGrad(dy: Tensor, w: Tensor, opts: { out?: Tensor } = {}): Tensor {
-  const D = checkTensor(dy, 'dy'), W = checkTensor(w, 'w');
-  for (const [t, arg] of [[D, 'dy'], [W, 'w']] as const) {
-    if (t.device !== 'cpu') fail('E_DEVICE', arg, t, 'a cpu tensor');
-    if (t.dtype !== 'float32') fail('E_DTYPE', arg, t, 'a float32 tensor');
-    if (t.rank !== 2) fail('E_SHAPE', arg, t, 'a matrix');
-  }
-  const [outF, inF] = W.shape, rows = D.shape[0];
-  if (D.shape[1] !== outF) fail('E_SHAPE', 'dy', D, `a matrix [rows, ${outF}] (w is [${outF}, ${inF}])`);
-  nonEmpty(D, 'dy', [rows, outF, inF]);
-  const out = outputFor(checkProductOut(opts.out, [rows, inF], 'float32', 'cpu', [[D, 'dy'], [W, 'w']]), [rows, inF], 'float32');
+export function linearInputGrad(dy: Tensor, s: SparseTensor, opts: { out?: Tensor } = {}): Tensor {
+  const D = checkTensor(dy, 'dy'), S = checkSparse(s, 'weight');
+  if (D.device !== 'cpu') fail('E_DEVICE', 'dy', D, 'a cpu tensor');
+  if (S.device !== 'cpu') fail('E_DEVICE', 'weight', S, 'a cpu sparse tensor');
+  if (D.dtype !== 'float32') fail('E_DTYPE', 'dy', D, 'a float32 tensor');
+  if (S.dtype !== 'float32') fail('E_DTYPE', 'weight', S, 'a float32 sparse tensor');
+  if (D.rank !== 2) fail('E_SHAPE', 'dy', D, 'a matrix');
+  if (S.shape.length !== 2) fail('E_SHAPE', 'weight', S, 'a 2-D sparse weight [out, in]');
+  const [outF, inF] = S.shape, rows = D.shape[0];
+  if (D.shape[1] !== outF) fail('E_SHAPE', 'dy', D, `a matrix [rows, ${outF}] (the weight is [${outF}, ${inF}])`);
+  nonEmpty(D, 'dy', [rows, outF]);
+  const out = outputFor(checkProductOut(opts.out, [rows, inF], 'float32', 'cpu', [[S.values, 'the weight'], [D, 'dy']]), [rows, inF], 'float32');
   native.spmmT({
-    w: W.storage('w'), rows: outF, cols: inF, b: D.storage('dy'), bDtype: D.dtypeCode, p: rows, out: out.storage('options.out'),
-    outDtype: out.dtypeCode, transB: true, transOut: true,
+    values: S.values.storage('values'), positions: S.positions, rows: outF, cols: inF, n: S.n, m: S.m, b: D.storage('dy'),
+    bDtype: D.dtypeCode, p: rows, out: out.storage('options.out'), outDtype: out.dtypeCode, transB: true, transOut: true,
   });
   return out;
 }

@@ -444,9 +444,9 @@ describe("SparseWeight's pass buffers on a backend that makes the compressed wei
     });
     for (const precision of ['float32', 'bfloat16'] as const) {
       const s = new SparseWeight(new Parameter(fakeCuda([8, 16])), { n: 2, m: 4 }, createRecipe('ste'));
-      const out1 = autocast(precision, () => s.trainPass({ n: 2, m: 4 }, true));
+      const out1 = autocast(precision, () => s.trainPass({ n: 2, m: 4 }, true, true)!);
       const c1 = s.compressed!, h1 = s.halfWeight;
-      const out2 = autocast(precision, () => s.trainPass({ n: 2, m: 4 }, false));
+      const out2 = autocast(precision, () => s.trainPass({ n: 2, m: 4 }, false, true)!);
       expect(out2).toBe(out1);
       expect(out2.disposed).toBe(false);
       expect(s.halfWeight).toBe(h1);
@@ -455,7 +455,7 @@ describe("SparseWeight's pass buffers on a backend that makes the compressed wei
       expect(s.compressed!.disposed).toBe(false);
       expect(s.compressed!.dtype).toBe(precision);
       // The precision changed: new buffers, the old ones freed.
-      autocast(precision === 'float32' ? 'float16' : 'float32', () => s.trainPass({ n: 2, m: 4 }, false));
+      autocast(precision === 'float32' ? 'float16' : 'float32', () => s.trainPass({ n: 2, m: 4 }, false, true));
       expect(out1.disposed).toBe(true);
       expect(h1?.disposed ?? true).toBe(true);
     }

@@ -418,7 +418,8 @@ describe('nmTrainPass (mask, W ⊙ m, compressed form and SAD in one pass)', () 
         };
         const w0 = f32(Array.from({ length: rows * cols }, gen), [rows, cols]);
         const w1 = f32(Array.from({ length: rows * cols }, gen), [rows, cols]);
-        for (const isa of ISAS) {
+        // dense: false leaves out unwritten (the products read only the compressed form); the rest is the same.
+        for (const isa of ISAS) for (const dense of [true, false]) {
           native.cpuIsa(isa);
           const first = nmTrainPass(w0, { n, m });
           expect(first.sad).toBe(0);
@@ -426,14 +427,14 @@ describe('nmTrainPass (mask, W ⊙ m, compressed form and SAD in one pass)', () 
           poison(first.buffers.out);
           poison(first.buffers.sparse.values);
           first.buffers.sparse.positions.fill(0xa5);
-          const { mask, buffers, sad } = nmTrainPass(w1, { n, m }, { mask: first.mask, buffers: first.buffers });
+          const { mask, buffers, sad } = nmTrainPass(w1, { n, m }, { mask: first.mask, buffers: first.buffers, dense });
           expect(buffers).toBe(first.buffers);
           const want = refMask(w1.toArray(), cols, n, m);
-          const label = `${n}:${m} [${rows}, ${cols}] ${isa}`;
+          const label = `${n}:${m} [${rows}, ${cols}] ${isa} dense ${dense}`;
           expect(Array.from(mask.storage()), label).toEqual(want);
           expect(sad, label).toBe(want.reduce((acc, k, i) => acc + (k !== prev[i] ? 1 : 0), 0));
           const wv = arr(w1), e = arr(buffers.out), vals = arr(buffers.sparse.values), pos = buffers.sparse.positions;
-          for (let i = 0; i < e.length; i++) if (!Object.is(e[i], want[i] ? wv[i] : 0)) expect.fail(`${label} out[${i}]: ${e[i]}`);
+          for (let i = 0; i < e.length; i++) if (!Object.is(e[i], dense ? (want[i] ? wv[i] : 0) : NaN)) expect.fail(`${label} out[${i}]: ${e[i]}`);
           expectPortableForm(label, want, wv, vals, pos, rows, cols, n, m);
         }
         native.cpuIsa('auto');
@@ -451,6 +452,11 @@ describe('nmTrainPass (mask, W ⊙ m, compressed form and SAD in one pass)', () 
     expect(Array.from(r.mask.storage())).toEqual(held);
     expect(Array.from(arr(r.buffers.out))).toEqual(Array.from(arr(w2)).map((v, i) => (held[i] ? v : 0)));
     expect(Array.from(arr(r.buffers.sparse.decompress()))).toEqual(Array.from(arr(r.buffers.out)));
+    const w3 = f32(values(32, 7), [2, 16]);
+    poison(r.buffers.out);
+    nmTrainPass(w3, { n: 2, m: 4 }, { mask: r.mask, buffers: r.buffers, select: false, dense: false });
+    expect(Array.from(arr(r.buffers.out)).every(Number.isNaN)).toBe(true);
+    expect(Array.from(arr(r.buffers.sparse.decompress()))).toEqual(Array.from(arr(w3)).map((v, i) => (held[i] ? v : 0)));
     expect(() => nmTrainPass(w2, { n: 2, m: 4 }, { select: false })).toThrowError(expect.objectContaining({ code: 'E_VALUE' }));
     // A given mask that keeps more or fewer than n in a group: E_VALUE naming the group; its row is not written.
     for (const group of [[1, 1, 1, 0], [0, 0, 1, 0]]) {

@@ -1,7 +1,7 @@
 // The recipe family (docs/design.md §6): exact equalities (SR-STE λ=0 ≡ STE), the SR-STE gradient on a hand-made example,
 // schedule values at given steps, ASP's exact zeros, and N:M validity of every recipe's trained weights.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Tensor, nm } from '../lib/index.js';
+import { Tensor, nm, tensor } from '../lib/index.js';
 import { NmSparseError } from '../lib/errors.js';
 import { SparseLinear } from '../lib/nn/layers.js';
 import { nmKernelMinWidth } from '../lib/nn/linalg.js';
@@ -371,6 +371,46 @@ describe('the N:M kernels in the training step (nmTrainPass, sparseLinear, linea
         }
       }
     });
+
+  it('with the forward alone on the kernels (dX dense, so the pass writes W ⊙ m), 20 SR-STE steps equal the dense-masked path', () => {
+    Object.assign(nmKernelMinWidth, { forward: 0, inputGrad: Infinity });
+    try {
+      const runs = [true, false].map((sparseKernels) => {
+        const recipe = createRecipe('srste', { sparseKernels });
+        const model = mlp({ hidden: [64, 64], pattern: '2:4', recipe, seed: 13 });
+        train(model, recipe, 20);
+        return model.parameters().map((p) => p.value);
+      });
+      expectSameWeights(runs[0], runs[1], 'srste 2:4, dense dX');
+    } finally {
+      Object.assign(nmKernelMinWidth, { forward: 0, inputGrad: 0 });
+    }
+  });
+
+  it('evaluation runs the N:M product from a compressed weight of its own: the dense-masked outputs, the training state untouched', () => {
+    const x = new Tensor([33, 784], 'float32', data.images.slice(0, 33 * 784));
+    for (const [name, opts, pattern] of [['srste', {}, '2:4'], ['srste', { interval: 3 }, '1:8'], ['srste', { mask: 'transposable' }, '2:4'],
+      ['structure-decay', { schedule: 'kao' }, '2:8']] as [string, Record<string, unknown>, string][]) {
+      const recipe = createRecipe(name, opts);
+      const model = mlp({ hidden: [64, 64], pattern, recipe, seed: 21 });
+      train(model, recipe, 4);
+      recipe.setStep(4);  // as the Trainer evaluates: a refresh is due (fresh masks), except at interval 3 (the held ones)
+      const sw = sparseWeights(model).map(({ s }) => s);
+      const state = () => JSON.stringify(sw.map((s) => [Array.from(s.mask!.storage()), s.maskPattern, s.updates, s.lastRefresh, s.stepSad]));
+      const before = state();
+      model.eval();
+      const outs = [0, Infinity].map((forward) => {
+        Object.assign(nmKernelMinWidth, { forward });
+        const y = model.forward(x).toArray();
+        expect(sw.every((s) => (s.compressed !== null) === (forward === 0)), `${name} ${pattern}: eval on the kernels iff wide enough`).toBe(true);
+        return y;
+      });
+      Object.assign(nmKernelMinWidth, { forward: 0 });
+      model.train();
+      expectSameWeights([tensor(outs[0], [33, 10])], [tensor(outs[1], [33, 10])], `${name} ${pattern} eval`);
+      expect(state(), `${name} ${pattern}: training state`).toBe(before);
+    }
+  });
 
   it('rejects a transposable mask on a weight whose rows or columns are not multiples of 4', () => {
     expect(() => mlp({ hidden: [30], pattern: '2:4', recipe: new SRSTE({ mask: 'transposable' }), seed: 1 })).toThrowError(expect.objectContaining({ code: 'E_SHAPE' }));

@@ -252,8 +252,8 @@ describe('native.spmm / spmmT options objects (called directly)', () => {
     expectOptionError(() => spmmCall({ biasDtype: 0 }), 'E_VALUE', 'biasDtype');
     const spmmT = (o: Record<string, unknown>) => native.spmmT(o as unknown as NativeSpmmTOptions);
     checkOptionsContract(spmmT, {
-      w: new Float32Array(32), rows: 4, cols: 8, b: new Float32Array(12), bDtype: 0, p: 3, out: new Float32Array(24), outDtype: 0,
-      transB: false, transOut: false,
+      values: new Float32Array(16), positions: new Uint8Array(4), rows: 4, cols: 8, n: 2, m: 4, b: new Float32Array(12), bDtype: 0,
+      p: 3, out: new Float32Array(24), outDtype: 0, transB: false, transOut: false,
     });
   });
 });
@@ -331,43 +331,57 @@ describe('bad inputs', () => {
   });
 });
 
-describe('linearInputGrad (dX = dY·W̃ skipping the pruned zeros, native spmm_t)', () => {
+describe('linearInputGrad (dX = dY·W̃ from the compressed form, native spmm_t)', () => {
   /** float64 dX[rows, in] = dY[rows, out] · W[out, in]. */
   const refInputGrad = (dy: number[], w: number[], rows: number, outF: number, inF: number): Ref =>
     refProduct(dy, outF, 1, w, inF, 1, rows, inF, outF);
 
-  it('equals the float64 product for N:M masks and arbitrary zeros, ragged shapes, every ISA', () => {
-    const cases: Array<[number, number, number, number, number]> = [
-      // rows (batch), out, in, n, m: edges of the 4-column quads, 128-column tasks, 128-row blocks and 32/64-wide panels
-      [1, 4, 4, 2, 4], [3, 7, 12, 2, 4], [33, 130, 200, 2, 4], [65, 129, 260, 1, 4], [70, 257, 136, 3, 4],
-      [5, 64, 64, 1, 8], [17, 40, 96, 4, 8], [9, 33, 32, 5, 32], [40, 300, 8, 0, 0],
+  it('equals the float64 product for every N:M, kept zeros, ragged shapes, every ISA', () => {
+    const cases: Array<[number, number, number, number, number, boolean]> = [
+      // rows (batch), out, in, n, m, zeros: edges of the 4-column quads, 128- to 512-column tasks, 64-column words of
+      // kept bits, 128-row blocks and 32/64-wide panels; a task whose positions start inside a byte (5:32 from column
+      // 128); zeros: a quarter of W zeroed before the N:M selection, so that some kept values are 0
+      [1, 4, 4, 2, 4, false], [3, 7, 12, 2, 4, false], [33, 130, 200, 2, 4, false], [65, 129, 260, 1, 4, false],
+      [70, 257, 136, 3, 4, false], [5, 64, 64, 1, 8, false], [17, 40, 96, 4, 8, false], [9, 33, 32, 5, 32, false],
+      [9, 33, 288, 5, 32, false], [9, 33, 224, 5, 32, false], [7, 50, 272, 3, 16, false], [11, 140, 384, 1, 8, false],
+      [11, 70, 1088, 1, 8, false], [40, 300, 8, 2, 4, true], [6, 20, 136, 1, 4, true], [5, 20, 1040, 2, 4, true],
     ];
-    let seed = 900;
-    for (const [rows, outF, inF, n, m] of cases) {
-      const w = rand([outF, inF], 'float32', seed++);
-      // n = 0: a quarter of the entries zeroed at random (the kernel needs no pattern, only zeros).
-      const r = prng(seed++);
-      const wv = n ? refPrune(w, n, m) : w.toArray().map((x) => (r() < 0.25 ? 0 : x));
-      const W = tensor(wv, [outF, inF]);
-      const dy = rand([rows, outF], 'float32', seed++);
+    // Tasks are 128 to 512 columns wide, narrower where there would be fewer tasks than threads.
+    const threads = native.numThreads();
+    const check = (rows: number, outF: number, inF: number, n: number, m: number, holes: boolean, seed: number) => {
+      const r = prng(seed);
+      const w = tensor(rand([outF, inF], 'float32', seed + 1).toArray().map((x) => (holes && r() < 0.25 ? 0 : x)), [outF, inF]);
+      const S = nm.compress(w, `${n}:${m}`);
+      const wv = refPrune(w, n, m);
+      const dy = rand([rows, outF], 'float32', seed + 2);
       const ref = refInputGrad(dy.toArray(), wv, rows, outF, inF);
-      for (const isa of ISAS) {
+      for (const isa of ISAS) for (const t of [1, 2, 8]) {
         native.cpuIsa(isa);
+        native.setNumThreads(t);
         const out = poison(zeros([rows, inF]));
-        const got = linearInputGrad(dy, W, { out });
+        const got = linearInputGrad(dy, S, { out });
         expect(got).toBe(out);
         // dX [rows, in] is Yᵀ of Y = W̃ᵀ·dYᵀ [in, rows]
         expectClose(got, { ref: transposeRef(ref.ref, rows, inF), absSum: transposeRef(ref.absSum, rows, inF) }, inF, rows, true, outF);
       }
+    };
+    try {
+      cases.forEach(([rows, outF, inF, n, m, holes], i) => check(rows, outF, inF, n, m, holes, 900 + 3 * i));
+    } finally {
       native.cpuIsa('auto');
+      native.setNumThreads(threads);
     }
   });
 
-  it('rejects bad arguments with typed errors', () => {
-    const W = zeros([8, 16]), dy = zeros([4, 8]);
-    expect(() => linearInputGrad(zeros([4, 9]), W)).toThrowError(expect.objectContaining({ code: 'E_SHAPE' }));
-    expect(() => linearInputGrad(dy, zeros([8, 16], { dtype: 'float16' }))).toThrowError(expect.objectContaining({ code: 'E_DTYPE' }));
-    expect(() => linearInputGrad(dy, W, { out: zeros([4, 15]) })).toThrowError(expect.objectContaining({ code: 'E_SHAPE' }));
+  it('rejects bad arguments with typed errors, leaving out untouched', () => {
+    const S = nm.compress(rand([8, 16], 'float32', 7), '2:4'), dy = zeros([4, 8]);
+    const out = poison(zeros([4, 16]));
+    expect(() => linearInputGrad(zeros([4, 9]), S, { out })).toThrowError(expect.objectContaining({ code: 'E_SHAPE' }));
+    expect(() => linearInputGrad(zeros([4, 8], { dtype: 'float16' }), S, { out })).toThrowError(expect.objectContaining({ code: 'E_DTYPE' }));
+    expect(() => linearInputGrad(dy, nm.compress(zeros([8, 16], { dtype: 'float16' }), '2:4'), { out })).toThrowError(expect.objectContaining({ code: 'E_DTYPE' }));
+    expect(() => linearInputGrad(dy, zeros([8, 16]) as never, { out })).toThrowError(expect.objectContaining({ code: 'E_TYPE' }));
+    expect(() => linearInputGrad(dy, S, { out: zeros([4, 15]) })).toThrowError(expect.objectContaining({ code: 'E_SHAPE' }));
+    expect(out.toArray().every(Number.isNaN)).toBe(true);
   });
 });
 

@@ -421,9 +421,10 @@ export function nmMaskScale(w: Tensor, pattern: Pattern, alpha: number, opts: { 
 }
 
 /**
- * What nmTrainPass writes besides the mask: w ⊙ mask (float32), and its compressed form (values and positions) in
- * the pass's dtype. With a 16-bit dtype also `out16`, w ⊙ mask in that dtype (the 16-bit products' dense operand),
- * and on the CPU `values32`, the float32 values the native pass writes before they are rounded.
+ * What nmTrainPass writes besides the mask: w ⊙ mask (float32; on the CPU not with dense: false), and its compressed
+ * form (values and positions) in the pass's dtype. With a 16-bit dtype also `out16`, w ⊙ mask in that dtype (the
+ * 16-bit products' dense operand), and on the CPU `values32`, the float32 values the native pass writes before they
+ * are rounded.
  */
 export interface TrainPassBuffers {
   out: Tensor;
@@ -447,11 +448,13 @@ export interface TrainPassResult {
  * that changed (0 without `opts.mask` or without selection). On the CPU `sparse` is rewritten in place; on 'cuda'
  * (lib/cuda-train.ts) it is made anew each step, as xFormers' sparsify24 does, and the previous one disposed.
  * A given mask that does not keep exactly N per group is E_VALUE on the CPU (the buffers are then partly
- * rewritten: they are the step's scratch). opts.dtype (default float32): float16 or bfloat16 for mixed-precision
- * training (lib/nn/amp.ts): `sparse` and `out16` are then w ⊙ mask rounded to that dtype.
+ * rewritten: they are the step's scratch). With `dense: false` the CPU pass leaves `out` unwritten (for products
+ * that read only `sparse`); on 'cuda' it is always written. opts.dtype (default float32): float16 or bfloat16 for
+ * mixed-precision training (lib/nn/amp.ts): `sparse` and `out16` are then w ⊙ mask rounded to that dtype (`out`
+ * is then always written: out16 is rounded from it).
  */
 export function nmTrainPass(w: Tensor, pattern: Pattern,
-  opts: { mask?: Tensor | null; buffers?: TrainPassBuffers | null; select?: boolean; dtype?: DType } = {}): TrainPassResult {
+  opts: { mask?: Tensor | null; buffers?: TrainPassBuffers | null; select?: boolean; dense?: boolean; dtype?: DType } = {}): TrainPassResult {
   const t = f32(w, 'w');
   const { rows, cols } = nmView(t, pattern, 'w');
   if (t.rank !== 2) fail('E_SHAPE', 'w', t, 'a [rows, cols] weight');
@@ -480,7 +483,7 @@ export function nmTrainPass(w: Tensor, pattern: Pattern,
   };
   const values = b.values32 ?? b.sparse.values;
   const sad = native.nmTrainPass(fs(t), rows, cols, pattern.n, pattern.m, mask.storage(), select, select && given !== null,
-    fs(b.out), fs(values), b.sparse.positions) as number;
+    half || (opts.dense ?? true) ? fs(b.out) : null, fs(values), b.sparse.positions) as number;
   if (half) {
     native.convert(values.storage(), values.dtypeCode, b.sparse.values.storage(), dtypeCode(dtype), values.size);
     native.convert(fs(b.out), b.out.dtypeCode, b.out16!.storage(), dtypeCode(dtype), b.out.size);

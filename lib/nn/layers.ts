@@ -12,9 +12,10 @@ import { fail } from '../errors.js';
 import { parsePattern, patternString, type Pattern } from '../pattern.js';
 import { checkTensor, ones, rand, zeros, type Shape, type Tensor } from '../tensor.js';
 import { randomSeed } from '../random.js';
+import type { SparseTensor } from '../compress.js';
 import { SparseWeight, type Recipe } from '../recipes/recipe.js';
 import { Module, Parameter } from './module.js';
-import { HalfProducts, inputGrad, linearForward, matmulTN } from './linalg.js';
+import { HalfProducts, inputGrad, linearForward, matmulTN, nmCovers } from './linalg.js';
 import { autocastPrecision } from './amp.js';
 import {
   biasGrad, col2im, dropout, geluBackward, geluForward, im2col, layerNormBackward, layerNormForward,
@@ -55,7 +56,8 @@ export class Linear extends Module {
   readonly #sparse: SparseWeight | null;
   #x: Tensor | null = null;
   #w: Tensor | null = null;
-  #nm = false;
+  /** The compressed weight of the last forward when it was exactly N:M on the kernels (the products read it). */
+  #nm: SparseTensor | null = null;
   #half: HalfProducts | null = null;
   #inShape: Shape = [];
 
@@ -82,21 +84,23 @@ export class Linear extends Module {
     if (t.shape[t.rank - 1] !== this.inFeatures) fail('E_SHAPE', 'x', t, `a tensor [..., ${this.inFeatures}]`);
     this.#inShape = t.shape;
     const x2 = t.rank === 2 ? t : t.reshape([-1, this.inFeatures]);
-    const w = this.#sparse ? this.#sparse.forwardWeight(this.training) : this.weight.value;
-    const rows = x2.shape[0];
-    const nmw = this.training ? this.#sparse?.compressed ?? null : null;
     const half = this.#half = halfProducts(this.#half, (k, sh, l, d) => this.buffer(k, sh, l, d));
+    // Products that all run from the compressed form spare the pass the dense W ⊙ m.
+    const dense = !nmCovers([this.outFeatures, this.inFeatures], t.device, this.training && this.requiresInputGrad, half !== null);
+    const w = this.#sparse ? this.#sparse.forwardWeight(this.training, dense) : this.weight.value;
+    const rows = x2.shape[0];
+    const nmw = this.#sparse?.compressed ?? null;
     if (half) half.wT = nmw && (() => this.#sparse!.transposedForm());
     const y = linearForward(x2, w, this.bias?.value ?? null, this.buffer('y', [rows, this.outFeatures], t), nmw, half, nmw && this.#sparse!.halfWeight);
     this.#x = x2;
     this.#w = w;
-    this.#nm = nmw !== null;
+    this.#nm = nmw;
     this.lastForwardFlops = 2 * rows * this.inFeatures * this.outFeatures;
     return t.rank === 2 ? y : y.reshape([...t.shape.slice(0, -1), this.outFeatures]);
   }
 
   backward(dy: Tensor): Tensor | null {
-    const x = this.saved(this.#x), w = this.#w!;
+    const x = this.saved(this.#x), w = this.#w;
     const d = f32Input(dy, 'dy').reshape([-1, this.outFeatures]);
     if (d.shape[0] !== x.shape[0]) fail('E_SHAPE', 'dy', dy, `a gradient of ${x.shape[0]} rows, like the forward output`);
     matmulTN(d, x, this.weight.grad, this.#half);
@@ -139,7 +143,8 @@ export class Conv2d extends Module {
   readonly #sparse: SparseWeight | null;
   #cols: Tensor | null = null;
   #w: Tensor | null = null;
-  #nm = false;
+  /** The compressed weight of the last forward when it was exactly N:M on the kernels (the products read it). */
+  #nm: SparseTensor | null = null;
   #half: HalfProducts | null = null;
   #inShape: Shape = [];
 
@@ -177,21 +182,22 @@ export class Conv2d extends Module {
     const g = windowOutput(t.shape, this.window);
     const rows = g.batch * g.oh * g.ow, k = this.patchSize;
     const cols = im2col(t, this.window, { out: this.buffer('cols', [rows, k], t) });
-    const w = this.#sparse ? this.#sparse.forwardWeight(this.training) : this.weight.value.reshape([this.outChannels, k]);
-    const nmw = this.training ? this.#sparse?.compressed ?? null : null;
     const half = this.#half = halfProducts(this.#half, (k, sh, l, d) => this.buffer(k, sh, l, d));
+    const dense = !nmCovers([this.outChannels, k], t.device, this.training && this.requiresInputGrad, half !== null);
+    const w = this.#sparse ? this.#sparse.forwardWeight(this.training, dense) : this.weight.value.reshape([this.outChannels, k]);
+    const nmw = this.#sparse?.compressed ?? null;
     if (half) half.wT = nmw && (() => this.#sparse!.transposedForm());
     const y = linearForward(cols, w, this.bias?.value ?? null, this.buffer('y', [rows, this.outChannels], t), nmw, half, nmw && this.#sparse!.halfWeight);
     this.#cols = cols;
     this.#w = w;
-    this.#nm = nmw !== null;
+    this.#nm = nmw;
     this.#inShape = t.shape;
     this.lastForwardFlops = 2 * rows * k * this.outChannels;
     return y.reshape([g.batch, g.oh, g.ow, this.outChannels]);
   }
 
   backward(dy: Tensor): Tensor | null {
-    const cols = this.saved(this.#cols), w = this.#w!;
+    const cols = this.saved(this.#cols), w = this.#w;
     const d = f32Input(dy, 'dy');
     if (d.size !== cols.shape[0] * this.outChannels) fail('E_SHAPE', 'dy', d, 'a gradient of the shape of the forward output');
     const d2 = d.reshape([cols.shape[0], this.outChannels]);

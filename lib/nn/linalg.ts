@@ -5,8 +5,9 @@
  * step, lib/spmm.ts (native/cpu/spmm.cc; on 'cuda' cuSPARSELt through the plan cache), writing into the module's
  * buffers.
  *   linearForward(x, W, b, S)  y  = x·Wᵀ + b     x [rows, in], W [out, in]; from S, W's compressed form, if given
- *   inputGrad(dY, W, nm)       dX = dY·W         dY [rows, out]; skipping W's pruned zeros when nm (CPU)
+ *   inputGrad(dY, W, S)        dX = dY·W         dY [rows, out]; from S (its kept values only) if given (CPU)
  *   matmulTN(a, b)             c  = aᵀ·b         a [k, m], b [k, n]     (dW = dYᵀ·X, dense: the STE needs all of it)
+ * W may be null where nmCovers says S serves every product of the layer (the pass then skips writing W ⊙ m).
  * Given a HalfProducts (the layer's forward ran under a 16-bit autocast, lib/nn/amp.ts) they multiply 16-bit
  * operands: x, W, dY cast to that dtype (W: the training pass's 16-bit copy when there is one), float32 sums, the
  * result rounded to the dtype (as cuBLASLt / cuSPARSELt write it) and cast back to float32; the bias is added in
@@ -20,6 +21,7 @@ import type { Shape, Tensor } from '../tensor.js';
 import type { HalfPrecision } from './amp.js';
 import { biasAdd, cast } from './elementwise.js';
 import { timed } from './profile.js';
+import { NmSparseError } from '../errors.js';
 
 /**
  * A layer's 16-bit products: their dtype, the layer's buffers, and the operands its forward rounded; wT, set by the
@@ -51,19 +53,37 @@ function widen(y16: Tensor, bias: Tensor | null, out?: Tensor): Tensor {
  * cuBLASLt per shape by measurement, float32 in TF32 as nm.linear on 'cuda'; without one the product is W ⊙ m
  * through the dense GEMM. With `half`, S (when given) has the 16-bit dtype and w16 is its dense W ⊙ m.
  */
-export function linearForward(x: Tensor, w: Tensor, bias: Tensor | null, out?: Tensor, s?: SparseTensor | null, half?: HalfProducts | null,
-  w16?: Tensor | null): Tensor {
-  const sparse = s && (s.device === 'cpu' ? Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.forward : hasSparseForm(s));
-  if (!half) return timed('forward', () => (sparse ? sparseLinear(x, s, bias, { out }) : linear(x, w, bias, { out })));
+export function linearForward(x: Tensor, w: Tensor | null, bias: Tensor | null, out?: Tensor, s?: SparseTensor | null,
+  half?: HalfProducts | null, w16?: Tensor | null): Tensor {
+  const sparse = s && (s.device === 'cpu' ? wide(s.shape, nmKernelMinWidth.forward) : hasSparseForm(s));
+  if (!half) return timed('forward', () => (sparse ? sparseLinear(x, s, bias, { out }) : linear(x, dense(w), bias, { out })));
   return timed('forward', () => {
     const x16 = half.x = half.round(x, 'x16');
     half.sparseForward = !!sparse;
     // w16 (the training pass's 16-bit W ⊙ m, of which s is the compressed form) or W rounded here.
-    half.w = w16 ?? half.round(w, 'w16');
+    const w16d = half.w = w16 ?? half.round(dense(w), 'w16');
     half.dy = null;
-    const y16 = half.buffer('y16', [x.shape[0], w.shape[0]], x, half.dtype);
-    return widen(sparse ? sparseLinear(x16, s, null, { out: y16 }) : linear(x16, half.w, null, { out: y16 }), bias, out);
+    const y16 = half.buffer('y16', [x.shape[0], w16d.shape[0]], x, half.dtype);
+    return widen(sparse ? sparseLinear(x16, s, null, { out: y16 }) : linear(x16, w16d, null, { out: y16 }), bias, out);
   });
+}
+
+const wide = (shape: readonly number[], min: number): boolean => Math.min(shape[0], shape[shape.length - 1]) >= min;
+
+/** The dense weight of a product that does not run from the compressed form (never null there, by nmCovers). */
+function dense(w: Tensor | null): Tensor {
+  if (!w) throw new NmSparseError('E_INTERNAL', 'a dense product without the dense weight (nmCovers and the products disagree)');
+  return w;
+}
+
+/**
+ * Whether the N:M products of a layer with weight [out, in] on `device` run from the compressed form alone: the
+ * forward, and dX when `inputGrad` (the layer needs its input's gradient). Then nmTrainPass need not write W ⊙ m
+ * (at 4096² a write of 64 MB a step). On 'cuda' the dense W ⊙ m is always used (dX is dense there), and so it is
+ * under a 16-bit autocast (the 16-bit dX reads the pass's 16-bit W ⊙ m, rounded from it).
+ */
+export function nmCovers(shape: readonly number[], device: string, inputGrad: boolean, half: boolean): boolean {
+  return !half && device === 'cpu' && wide(shape, nmKernelMinWidth.forward) && (!inputGrad || wide(shape, nmKernelMinWidth.inputGrad));
 }
 
 /**
@@ -81,11 +101,11 @@ export const nmKernelMinWidth = { forward: 784, inputGrad: 512 };
 const hasSparseForm = (s: SparseTensor): boolean => (s.handle as CudaSparse).info().cusparselt === true;
 
 /**
- * dX = dY·W. dY [rows, out], W [out, in]; nm: W is the masked weight of this step's N:M forward. On 'cuda' always
- * the dense float32 GEMM: W̃ is N:M along `in`, not along `out` as a cuSPARSELt operand here must be, and W̃ᵀ of a
- * transposable 2:4 mask is 2:4, not the 1:2 pairs cuSPARSELt's float32 kernels take (docs/design.md §7).
+ * dX = dY·W. dY [rows, out], W [out, in]; S: W in compressed form, the weight of this step's N:M forward. On 'cuda'
+ * always the dense float32 GEMM: W̃ is N:M along `in`, not along `out` as a cuSPARSELt operand here must be, and
+ * W̃ᵀ of a transposable 2:4 mask is 2:4, not the 1:2 pairs cuSPARSELt's float32 kernels take (docs/design.md §7).
  */
-export function inputGrad(dy: Tensor, w: Tensor, nm: boolean, out?: Tensor, half?: HalfProducts | null): Tensor {
+export function inputGrad(dy: Tensor, w: Tensor | null, s: SparseTensor | null, out?: Tensor, half?: HalfProducts | null): Tensor {
   if (half) {
     // With W̃ᵀ compressed (a transposable 2:4 mask), dY·W̃ = dY·(W̃ᵀ)ᵀ is the N:M product (on 'cuda' the plan cache
     // picks cuSPARSELt or cuBLASLt per shape by measurement, as for the forward); else the dense 16-bit product
@@ -94,18 +114,18 @@ export function inputGrad(dy: Tensor, w: Tensor, nm: boolean, out?: Tensor, half
     // forward had a cuSPARSELt form (without, cuSPARSELt is not loaded and W̃ᵀ would have none either). The CPU
     // width is nmKernelMinWidth.forward's, not .inputGrad's: this product is the forward's kernel (spmm on W̃ᵀ,
     // min(out, in) the same), not spmm_t, which .inputGrad was measured for.
-    const cpu = w.device === 'cpu';
-    const wide = Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.forward;
-    const wT = (cpu ? wide : half.sparseForward) ? half.wT?.() ?? null : null;
+    const w16 = half.w!;
+    const cpu = w16.device === 'cpu';
+    const wT = (cpu ? wide(w16.shape, nmKernelMinWidth.forward) : half.sparseForward) ? half.wT?.() ?? null : null;
     const sparse = wT && (cpu || hasSparseForm(wT));
     return timed('inputGrad', () => {
       const dy16 = half.dy ?? (half.dy = half.round(dy, 'dy16'));
-      const dx16 = half.buffer('dx16', [dy.shape[0], w.shape[1]], dy, half.dtype);
-      return widen(sparse ? sparseLinear(dy16, wT, null, { out: dx16 }) : matmul(dy16, half.w!, { out: dx16 }), null, out);
+      const dx16 = half.buffer('dx16', [dy.shape[0], w16.shape[1]], dy, half.dtype);
+      return widen(sparse ? sparseLinear(dy16, wT, null, { out: dx16 }) : matmul(dy16, w16, { out: dx16 }), null, out);
     });
   }
-  const sparse = nm && w.device === 'cpu' && Math.min(w.shape[0], w.shape[w.rank - 1]) >= nmKernelMinWidth.inputGrad;
-  return timed('inputGrad', () => (sparse ? linearInputGrad(dy, w, { out }) : matmul(dy, w, { out })));
+  const sparse = s && s.device === 'cpu' && wide(s.shape, nmKernelMinWidth.inputGrad);
+  return timed('inputGrad', () => (sparse ? linearInputGrad(dy, s, { out }) : matmul(dy, dense(w), { out })));
 }
 
 /** c = aᵀ·b. a [k, m], b [k, n]. With `half`: a is dY (cast here) and b the forward's input (its 16-bit copy). */

@@ -327,7 +327,7 @@ export class GPT extends Module {
     else {
       const wte = this.transformer.wte.weight;
       matmulTN(d, h, wte.grad); // the head's part of wte's gradient; the embedding's backward adds its own
-      dh = inputGrad(d, wte.value, false, this.buffer('dh', h.shape, h));
+      dh = inputGrad(d, wte.value, null, this.buffer('dh', h.shape, h));
     }
     this.transformer.backward(dh.reshape([...this.#hiddenShape]));
     return null;

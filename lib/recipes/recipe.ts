@@ -17,7 +17,8 @@ import { fail } from '../errors.js';
 import { mask as nmMask, sad as nmSad, transposableMask } from '../mask.js';
 import { SUPPORTED_M, parsePattern, patternString, type Pattern } from '../pattern.js';
 import type { Tensor } from '../tensor.js';
-import { maskedAdd, maskedScale, nmMaskScale, nmTrainPass, nmTransposedForm, type TrainPassBuffers } from '../nn/elementwise.js';
+import type { DType } from '../dtype.js';
+import { maskedAdd, maskedScale, nmMaskScale, nmTrainPass, nmTransposedForm, type TrainPassBuffers, type TrainPassResult } from '../nn/elementwise.js';
 import type { SparseTensor } from '../compress.js';
 import { timed } from '../nn/profile.js';
 import { autocastPrecision, currentLossScale } from '../nn/amp.js';
@@ -69,8 +70,9 @@ export class SparseWeight {
   /** Whether the last forward used a mask. */
   active = false;
   /**
-   * The compressed form of the last training forward's weight when it was exactly N:M (the N:M products of the
-   * layer read it: forward and backward on the CPU, the forward on 'cuda' where it has a cuSPARSELt form), else null.
+   * The compressed form of the last forward's weight when it was exactly N:M on the kernels (the N:M products of
+   * the layer read it: in training forward and backward on the CPU, the forward on 'cuda' where it has a
+   * cuSPARSELt form; in evaluation the forward on the CPU where the layer asked for no dense weight), else null.
    */
   compressed: SparseTensor | null = null;
   /**
@@ -87,6 +89,7 @@ export class SparseWeight {
   #transposable = false;
   #sad: number | (() => number) = 0;
   #pass: TrainPassBuffers | null = null;
+  #evalPass: TrainPassBuffers | null = null;
   #spare: Tensor | null = null;
   #effective: Tensor | null = null;
   #evalMask: Tensor | null = null;
@@ -152,28 +155,21 @@ export class SparseWeight {
     this.mask = next;
   }
 
-  /** The buffers of the one-pass refresh (nmTrainPass), kept across steps. */
-  trainPass(p: Pattern, select: boolean): Tensor {
-    const old = this.#pass;
-    const precision = autocastPrecision();
-    const r = nmTrainPass(this.weight, p, { mask: this.mask, buffers: old, select, dtype: precision });
-    // Buffers not carried over (the pattern or the precision changed, e.g. a structure-decay frame; on 'cuda' the
-    // compressed weight every step, while `out` is reused in a new buffers object): free them now, not at GC (on
-    // 'cuda' they are device memory V8 does not weigh). The last step's backward, their only reader, is done.
-    if (old && old !== r.buffers) {
-      const kept: unknown[] = Object.values(r.buffers);
-      for (const t of [old.out, old.sparse, old.out16, old.values32]) if (t && !kept.includes(t)) t.dispose();
-    }
+  /**
+   * The buffers of the one-pass refresh (nmTrainPass, in the autocast's dtype), kept across steps; W ⊙ m, or null
+   * unless `dense`.
+   */
+  trainPass(p: Pattern, select: boolean, dense: boolean): Tensor | null {
+    const r = this.#runPass(this.#pass, this.mask, p, select, dense, autocastPrecision());
     this.#pass = r.buffers;
     this.mask = r.mask;
-    this.compressed = r.buffers.sparse;
     this.halfWeight = r.buffers.out16 ?? null;
     // The previous step's W̃ᵀ: its products are enqueued already, so freeing it is stream-ordered on 'cuda'.
     this.compressedT?.dispose();
     this.compressedT = null;
     this.#transposable = this.recipe.transposable(p);
     if (select) this.#sad = () => r.sad;
-    return r.buffers.out;
+    return dense ? r.buffers.out : null;
   }
 
   /**
@@ -185,8 +181,36 @@ export class SparseWeight {
     return this.compressedT;
   }
 
-  /** The effective weight for this step's forward pass, as [rows, cols]. */
-  forwardWeight(training: boolean): Tensor { return timed('mask', () => this.recipe.forwardWeight(this, training)); }
+  /**
+   * The evaluation forward's compressed weight (into `compressed`, float32, from buffers of its own, so that
+   * evaluating never changes the training state): W ⊙ the held mask, or, when `fresh`, a mask selected from |W| in
+   * the evaluation scratch (transposable where the recipe's masks are).
+   */
+  evalPass(p: Pattern, fresh: boolean, transposable: boolean): void {
+    const mask = !fresh ? this.mask! : transposable ? transposableMask(this.weight, { out: this.evalMaskBuffer() }) : this.evalMaskBuffer();
+    this.#evalPass = this.#runPass(this.#evalPass, mask, p, fresh && !transposable, false, 'float32').buffers;
+  }
+
+  #runPass(old: TrainPassBuffers | null, mask: Tensor | null, p: Pattern, select: boolean, dense: boolean, dtype: DType): TrainPassResult {
+    const r = nmTrainPass(this.weight, p, { mask, buffers: old, select, dense, dtype });
+    // Buffers not carried over (the pattern or the precision changed, e.g. a structure-decay frame; on 'cuda' the
+    // compressed weight every step, while `out` is reused in a new buffers object): free them now, not at GC (on
+    // 'cuda' they are device memory V8 does not weigh). The last step's backward, their only reader, is done.
+    if (old && old !== r.buffers) {
+      const kept: unknown[] = Object.values(r.buffers);
+      for (const t of [old.out, old.sparse, old.out16, old.values32]) if (t && !kept.includes(t)) t.dispose();
+    }
+    this.compressed = r.buffers.sparse;
+    return r;
+  }
+
+  /**
+   * The effective weight for this step's forward pass, as [rows, cols]; with `dense` false (the layer's products
+   * read only `compressed`: lib/nn/linalg.ts nmCovers), null where the forward is exactly N:M on the kernels.
+   */
+  forwardWeight(training: boolean): Tensor;
+  forwardWeight(training: boolean, dense: boolean): Tensor | null;
+  forwardWeight(training: boolean, dense = true): Tensor | null { return timed('mask', () => this.recipe.forwardWeight(this, training, dense)); }
   /** Turns the gradient of the effective weight (already in param.grad) into the gradient for the dense W. */
   backward(): void { timed('recipe', () => this.recipe.weightGrad(this, this.grad)); }
   afterUpdate(): void { timed('recipe', () => this.recipe.afterUpdate(this)); }
@@ -268,11 +292,17 @@ export abstract class Recipe {
   /** Called once a refreshed mask is in s.mask; returns true when it changed W (ASP prunes W there). */
   protected onRefresh(_s: SparseWeight): boolean { return false; }
 
-  /** The effective weight of `s` for the forward pass at the current step, as [rows, cols]. */
-  forwardWeight(s: SparseWeight, training: boolean): Tensor {
+  /**
+   * The effective weight of `s` for the forward pass at the current step, as [rows, cols]. With `dense` false, a
+   * forward that is exactly N:M on the kernels writes only the compressed form (s.compressed) and returns null.
+   */
+  forwardWeight(s: SparseWeight, training: boolean): Tensor;
+  forwardWeight(s: SparseWeight, training: boolean, dense: boolean): Tensor | null;
+  forwardWeight(s: SparseWeight, training: boolean, dense = true): Tensor | null {
     const p = this.patternAt(s);
     const w = s.weight;
-    if (training) { s.compressed = null; s.halfWeight = null; s.compressedT?.dispose(); s.compressedT = null; }
+    s.compressed = null;
+    if (training) { s.halfWeight = null; s.compressedT?.dispose(); s.compressedT = null; }
     if (p === null) {
       if (training) { s.active = false; s.alpha = 1; s.density = 1; }
       return w;
@@ -280,14 +310,18 @@ export abstract class Recipe {
     const alpha = this.alphaAt();
     if (training) { s.active = true; s.alpha = alpha; s.density = alpha === 0 ? p.n / p.m : 1; }
     const transposable = this.transposable(p);
+    if (!training && !dense && alpha === 0 && this.sparseKernels) {
+      s.evalPass(p, this.refreshDue(s, p), transposable);
+      return null;
+    }
     if (training && alpha === 0 && this.sparseKernels) {
       // Exactly N:M: mask, W ⊙ m, its compressed form and the SAD in one pass (nmTrainPass, on the CPU or 'cuda').
-      if (!this.refreshDue(s, p)) return s.trainPass(p, false);
-      const out = transposable ? (s.selectTransposable(), s.trainPass(p, false)) : s.trainPass(p, true);
+      if (!this.refreshDue(s, p)) return s.trainPass(p, false, dense);
+      const out = transposable ? (s.selectTransposable(), s.trainPass(p, false, dense)) : s.trainPass(p, true, dense);
       s.maskPattern = p;
       s.lastRefresh = this.sparseStep;
       s.updates++;
-      return this.onRefresh(s) ? s.trainPass(p, false) : out;
+      return this.onRefresh(s) ? s.trainPass(p, false, dense) : out;
     }
     if (!this.refreshDue(s, p)) return maskedScale(w, s.mask!, alpha, { out: s.effectiveBuffer() });
     // A refresh: mask and effective weight in one pass (into the layer's buffers).

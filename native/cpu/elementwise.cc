@@ -10,7 +10,7 @@
 #include "core/error.h"
 #include "core/threadpool.h"
 #include "core/nm_format.h"
-#include "cpu/mask.h"
+#include "core/nm_select.h"
 #include "cpu/simd.h"
 #include "cpu/vmath.h"
 
@@ -103,17 +103,22 @@ NMS_CLONES void add_row(float* acc, const float* d, int64_t w) {
 
 // Scalar path: the core rule itself. The vector paths below rank each lane the same way:
 // rank_i = #{j : key_j > key_i or (key_j = key_i, j < i)}, kept when rank_i < n.
+// Each path adds to *changed (when given) the mask entries it overwrites with another value: the step's SAD, counted
+// as the mask is written instead of from a copy of the old row afterwards (that copy and count were 9% of the pass).
 template <int M>
-void nm_mask_scale_scalar(const float* w, int64_t count, int n, float alpha, uint8_t* mask, float* eff) {
+void nm_mask_scale_scalar(const float* w, int64_t count, int n, float alpha, uint8_t* mask, float* eff, int64_t* changed) {
+  int64_t diff = 0;
   for (int64_t g = 0; g < count; g += M) {
     const uint32_t keep = nm_group_keep<M>(w + g, DType::F32, 0, n);
     for (int i = 0; i < M; ++i) {
       const bool k = (keep >> i) & 1u;
       const float v = w[g + i];
+      diff += mask[g + i] != static_cast<uint8_t>(k);
       mask[g + i] = k;
       eff[g + i] = k ? v : (alpha == 0.0f ? 0.0f : alpha * v);
     }
   }
+  if (changed) *changed += diff;
 }
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
@@ -124,7 +129,9 @@ void nm_mask_scale_scalar(const float* w, int64_t count, int n, float alpha, uin
 // AVX-512 path for M in {4, 8, 16}: 16 lanes hold 16/M groups; for each shift s in 1..M−1 the keys are rotated
 // within their group and every lane counts the group members that beat it (same rule as above).
 template <int M>
-__attribute__((target("avx512f,avx512bw,avx512vl"))) int64_t nm_mask_scale_avx512(const float* w, int64_t count, int n, float alpha, uint8_t* mask, float* eff) {
+__attribute__((target("avx512f,avx512bw,avx512vl,popcnt"))) int64_t nm_mask_scale_avx512(const float* w, int64_t count, int n, float alpha, uint8_t* mask, float* eff,
+                                                                                             int64_t* changed) {
+  int64_t diff = 0;
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i inner = _mm512_and_si512(lane, _mm512_set1_epi32(M - 1)), base = _mm512_andnot_si512(_mm512_set1_epi32(M - 1), lane);
   __m512i rot[M];
@@ -165,10 +172,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) int64_t nm_mask_scale_avx51
       }
       keep = _mm512_cmplt_epi32_mask(rank, nn);
     }
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(mask + i), _mm_maskz_set1_epi8(keep, 1));
+    const __m128i bytes = _mm_maskz_set1_epi8(keep, 1);
+    if (changed) diff += __builtin_popcount(_mm_cmpneq_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mask + i)), bytes));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(mask + i), bytes);
     const __m512 e = alpha == 0.0f ? _mm512_maskz_mov_ps(keep, v) : _mm512_mask_blend_ps(keep, _mm512_mul_ps(va, v), v);
     _mm512_storeu_ps(eff + i, e);
   }
+  if (changed) *changed += diff;
   return i;
 }
 // The vector paths follow the ISA that gemm/spmm use (cpu/simd.h: NMSPARSE_CPU_ISA and cpuIsa() lower it), so
@@ -213,7 +223,9 @@ struct MaskBytes {
 const MaskBytes kMaskBytes;
 
 template <int M>
-__attribute__((target("avx2,fma"))) int64_t nm_mask_scale_avx2(const float* w, int64_t count, int n, float alpha, uint8_t* mask, float* eff) {
+__attribute__((target("avx2,fma,popcnt"))) int64_t nm_mask_scale_avx2(const float* w, int64_t count, int n, float alpha, uint8_t* mask, float* eff,
+                                                                        int64_t* changed) {
+  int64_t diff = 0;
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i inner = _mm256_and_si256(lane, _mm256_set1_epi32(M - 1)), base = _mm256_andnot_si256(_mm256_set1_epi32(M - 1), lane);
   __m256i rot[M], earlier[M];
@@ -239,10 +251,16 @@ __attribute__((target("avx2,fma"))) int64_t nm_mask_scale_avx2(const float* w, i
     }
     const __m256i keep = _mm256_cmpgt_epi32(nn, rank);
     const uint64_t bytes = kMaskBytes.b[_mm256_movemask_ps(_mm256_castsi256_ps(keep))];
+    if (changed) {
+      uint64_t old;
+      std::memcpy(&old, mask + i, 8);
+      diff += __builtin_popcountll(old ^ bytes);  // mask bytes are 0 or 1: one bit per changed entry
+    }
     std::memcpy(mask + i, &bytes, 8);
     const __m256 e = alpha == 0.0f ? _mm256_and_ps(v, _mm256_castsi256_ps(keep)) : _mm256_blendv_ps(_mm256_mul_ps(va, v), v, _mm256_castsi256_ps(keep));
     _mm256_storeu_ps(eff + i, e);
   }
+  if (changed) *changed += diff;
   return i;
 }
 
@@ -300,15 +318,15 @@ __attribute__((target("avx2,fma"))) int64_t nm_compress_row_avx2(const float* w,
 #endif
 
 template <int M>
-void nm_mask_scale_span(const float* w, int64_t count, int n, float alpha, uint8_t* mask, float* eff) {
+void nm_mask_scale_span(const float* w, int64_t count, int n, float alpha, uint8_t* mask, float* eff, int64_t* changed = nullptr) {
   int64_t done = 0;
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
   if constexpr (M <= 16)
-    if (has_avx512bw()) done = nm_mask_scale_avx512<M>(w, count, n, alpha, mask, eff);
+    if (has_avx512bw()) done = nm_mask_scale_avx512<M>(w, count, n, alpha, mask, eff, changed);
   if constexpr (M <= 8)
-    if (!done && has_avx2()) done = nm_mask_scale_avx2<M>(w, count, n, alpha, mask, eff);
+    if (!done && has_avx2()) done = nm_mask_scale_avx2<M>(w, count, n, alpha, mask, eff, changed);
 #endif
-  nm_mask_scale_scalar<M>(w + done, count - done, n, alpha, mask + done, eff + done);
+  nm_mask_scale_scalar<M>(w + done, count - done, n, alpha, mask + done, eff + done, changed);
 }
 
 // The compressed form of one row from its mask: the kept values in ascending position and their positions
@@ -354,8 +372,10 @@ int64_t nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, 
   const int64_t kpr = nm_kept_per_row(cols, n, m), prb = nm_pos_row_bytes(cols, n, m);
   std::atomic<int64_t> sad{0}, bad_row{rows};
   parallel_for(rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
-    thread_local std::vector<uint8_t> prev;
-    prev.resize(static_cast<size_t>(cols));
+    // Without eff, the selection's w ⊙ m of a row goes to a row of scratch that stays in L1: the products that
+    // read only the compressed form spare the step the write of the whole dense copy.
+    thread_local std::vector<float> row_eff;
+    if (!eff) row_eff.resize(static_cast<size_t>(cols));
     int64_t changed = 0;
     for (int64_t r = r0; r < r1; ++r) {
       uint8_t* mr = mask + r * cols;
@@ -369,13 +389,12 @@ int64_t nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, 
           while (r < cur && !bad_row.compare_exchange_weak(cur, r)) continue;
           continue;
         }
-        masked_zero_range(w + r * cols, mr, eff + r * cols, cols);
+        if (eff) masked_zero_range(w + r * cols, mr, eff + r * cols, cols);
         nm_compress_row(w + r * cols, mr, cols, n, m, values + r * kpr, positions + r * prb);
         continue;
       }
-      if (count_sad) std::copy(mr, mr + cols, prev.begin());
-      NMS_DISPATCH_M(m, nm_mask_scale_span<kM>(w + r * cols, cols, n, 0.f, mr, eff + r * cols));
-      if (count_sad) changed += mask_sad(prev.data(), mr, cols);
+      NMS_DISPATCH_M(m, nm_mask_scale_span<kM>(w + r * cols, cols, n, 0.f, mr, eff ? eff + r * cols : row_eff.data(),
+                                               count_sad ? &changed : nullptr));
       nm_compress_row(w + r * cols, mr, cols, n, m, values + r * kpr, positions + r * prb);
     }
     sad += changed;

@@ -109,6 +109,7 @@ void nm_mask_scale(const float* w, int64_t rows, int64_t cols, int n, int m, flo
 // nm_mask_scale (or, without `select`, the mask as given: exactly n kept per group), the compressed form of eff
 // (values [rows, cols·n/m], positions: core/nm_format.h) for the N:M products, and, when selecting with
 // count_sad, the number of mask entries that changed from what `mask` held before (the step's SAD), returned.
+// eff may be null: then only the mask and the compressed form are written.
 int64_t nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, uint8_t* mask, bool select,
                       bool count_sad, float* eff, float* values, uint8_t* positions);
 

@@ -1022,12 +1022,15 @@ void spmm_perm(const SpmmArgs& s, const float* bias) {
 // go in quads: within a block of kTrb rows, the rows of a quad are sorted into 16 buckets by which of its 4
 // entries are non-zero (a 2:4 group has 2), and bucket S's loop (S a compile-time set) adds v_i·op(B)[r, :] into
 // column i's accumulators for i ∈ S only. Register indices stay static, each op(B) row loaded serves |S| columns,
-// and zeros cost nothing: any N:M (any zero pattern at all) works, and 2:4 takes half the FMAs of dense with
-// 4 + 2 loads per 8 FMAs (AVX2: one 32-column panel row = 4 ymm). The sort costs a few cycles per row and quad,
-// shared by every panel of the call. op(B) is packed once per call as [panel][rows][pb]; tasks own kTcb columns.
+// and zeros cost nothing: any N:M works, and 2:4 takes half the FMAs of dense with 4 + 2 loads per 8 FMAs (AVX2:
+// one 32-column panel row = 4 ymm). The sort costs a few cycles per row and quad, shared by every panel of the
+// call. op(B) is packed once per call as [panel][rows][pb]; tasks own kTcb columns.
 
 constexpr int64_t kTrb = 128;  // rows of W̃ per bucket sort
-constexpr int64_t kTcb = 128;  // columns of W̃ (rows of Y) per task: a multiple of 8
+// Columns of W̃ (rows of Y) per task, at most (a multiple of 64 and of every M). Wide tasks read long runs of each
+// compressed row (512 columns of 2:4: 1 KiB), which measured 3-11% faster at 4096² on 2 threads than 128; narrower
+// ones (task_cols) where there would be fewer tasks than threads.
+constexpr int64_t kTcb = 512;
 
 // One row of a quad: its offset in the panel (row within the block · pb) and its 4 entries.
 struct QuadEntry {
@@ -1147,38 +1150,97 @@ const QuadFn kQuadAvx512[16] = NMS_QUAD_TABLE(quad_bucket_avx512);
 #endif
 #undef NMS_QUAD_TABLE
 
-// Pass 1 over a block of kr rows and nc columns of W̃ (w points at its first entry, row stride ld): copies it into
-// blk [kr][kTcb] (zeros from nc to the quad edge), sel[r*kTcb/4 + q] = the non-zero set of row r's quad q, and
-// count[q*16 + S] += the rows of quad q with set S. W̃'s rows are usually a power of two of bytes apart, so a
-// block's rows alias in L1 and L2: read in place a second time they came from memory (a third of the time at 1:8).
-// The next rows are prefetched (this task reads its next block there): the hardware prefetchers do not cross the
-// 4 KiB pages that every row of the block starts in. Columns [c, nc) here, c a multiple of 4.
-void block_scan_scalar(const float* w, int64_t ld, int64_t kr, int64_t c, int64_t nc, float* blk, uint8_t* sel,
-                       int32_t* count) {
+// Pass 1 reads a block of kr rows and nc columns of W̃ (from row r0 and column c0, a multiple of 128 and so of M)
+// from the compressed form, at n/m of the bytes of the dense W ⊙ m: blk [kr][kTcb] = its dense entries.
+constexpr int64_t kTscanAhead = 8;  // rows of W̃ prefetched ahead
+
+// A byte of M = 4 positions (2 bits each) holds whole groups at 1:4 (four: 16 columns) and 2:4 (two: 8 columns):
+// bits[n - 1][byte] = the keep bits of its columns.
+struct LutKeep4 {
+  uint16_t bits[2][256];
+  LutKeep4() {
+    for (int n = 1; n <= 2; ++n)
+      for (int b = 0; b < 256; ++b) {
+        unsigned k = 0;
+        for (int q = 0; q < 4; ++q) k |= 1u << ((q / n) * 4 + ((b >> (2 * q)) & 3));
+        bits[n - 1][b] = static_cast<uint16_t>(k);
+      }
+  }
+};
+const LutKeep4 kLutKeep4;
+
+// The columns of one block row's kept values as bits (column c: bit c % 64 of keep[c / 64]); nc columns from the
+// compressed row's kept value tk0 on. Word by word in a register (M divides 64: no group straddles two words):
+// or-ing into keep[] in memory made a chain of store-to-load forwards that cost more than the rest of the unpack.
+constexpr int kKeepWords = kTcb / 64;
+void kept_columns(const uint8_t* row_pos, int64_t tk0, int64_t nc, int n, int m, uint64_t keep[kKeepWords]) {
+  const int64_t kept = nc / m * n;
+  if (m == 4 && n <= 2) {
+    const uint8_t* pos = row_pos + tk0 / 4;  // tk0 is a multiple of 32
+    const int per = 16 / n;                   // columns per byte
+    const int64_t bytes = (kept + 3) / 4, word = 64 / per;
+    for (int h = 0; h < kKeepWords; ++h) {
+      uint64_t acc = 0;
+      for (int64_t b = h * word; b < std::min(bytes, (h + 1) * word); ++b)
+        acc |= static_cast<uint64_t>(kLutKeep4.bits[n - 1][pos[b]]) << ((b - h * word) * per);
+      keep[h] = acc;
+    }
+  } else {
+    // The fields as a bit stream, a byte taken in when fewer than `bits` are left: no byte past the last field's.
+    const int bits = nm_pos_bits(m);
+    const uint32_t fmask = (1u << bits) - 1;
+    const uint8_t* p = row_pos + tk0 * bits / 8;
+    const int skip = static_cast<int>(tk0 * bits % 8);
+    uint64_t buf = *p++ >> skip;
+    int have = 8 - skip;
+    for (int h = 0; h < kKeepWords; ++h) {
+      uint64_t acc = 0;
+      for (int64_t g = 64 * h; g < std::min<int64_t>(nc, 64 * h + 64); g += m)
+        for (int j = 0; j < n; ++j) {
+          if (have < bits) {
+            buf |= static_cast<uint64_t>(*p++) << have;
+            have += 8;
+          }
+          acc |= uint64_t{1} << (g % 64 + static_cast<int64_t>(buf & fmask));
+          buf >>= bits;
+          have -= bits;
+        }
+      keep[h] = acc;
+    }
+  }
+  // A last byte of positions partly past nc decodes to columns past it.
+  for (int h = 0; h < kKeepWords; ++h) {
+    const int64_t left = nc - 64 * h;
+    if (left < 64) keep[h] &= left <= 0 ? 0 : (uint64_t{1} << left) - 1;
+  }
+}
+
+// d[0 : kTcb) = the row's dense entries: the kept values v in ascending column order at their columns, zeros
+// elsewhere.
+void unpack_row_scalar(const float* v, const uint64_t keep[kKeepWords], float* d) {
+  std::fill(d, d + kTcb, 0.f);
+  for (int h = 0; h < kKeepWords; ++h)
+    for (uint64_t k = keep[h]; k; k &= k - 1) d[64 * h + __builtin_ctzll(k)] = *v++;
+}
+
+// Then sel[r*kTcb/4 + q] = the non-zero set of the block's row r in quad q, and count[q*16 + S] += the rows of
+// quad q with set S. Columns [c, nc) here, c a multiple of 4.
+void block_scan_scalar(const float* blk, int64_t kr, int64_t c, int64_t nc, uint8_t* sel, int32_t* count) {
   for (int64_t r = 0; r < kr; ++r)
     for (int64_t q = c / 4; 4 * q < nc; ++q) {
       unsigned set = 0;
-      for (int i = 0; i < 4; ++i) {
-        const float v = 4 * q + i < nc ? w[r * ld + 4 * q + i] : 0.f;
-        blk[r * kTcb + 4 * q + i] = v;
-        set |= static_cast<unsigned>(v != 0.f) << i;
-      }
+      for (int i = 0; i < 4; ++i) set |= static_cast<unsigned>(blk[r * kTcb + 4 * q + i] != 0.f) << i;
       sel[r * (kTcb / 4) + q] = static_cast<uint8_t>(set);
       ++count[q * 16 + set];
     }
 }
-constexpr int64_t kTscanAhead = 8;  // rows of W̃ prefetched ahead
 #if NMS_X86
-NMS_TARGET_AVX2 void block_scan_avx2(const float* w, int64_t ld, int64_t kr, int64_t nc, int64_t rows_left, float* blk,
-                                     uint8_t* sel, int32_t* count) {
+NMS_TARGET_AVX2 void block_scan_avx2(const float* blk, int64_t kr, int64_t nc, uint8_t* sel, int32_t* count) {
   const int64_t n8 = nc / 8 * 8;
   const __m256 zero = _mm256_setzero_ps();
-  for (int64_t r = 0; r < kr; ++r) {
-    if (r + kTscanAhead < rows_left)
-      for (int64_t c = 0; c < nc; c += 16) _mm_prefetch(reinterpret_cast<const char*>(w + (r + kTscanAhead) * ld + c), _MM_HINT_T0);
+  for (int64_t r = 0; r < kr; ++r)
     for (int64_t c = 0; c < n8; c += 8) {
-      const __m256 v = _mm256_loadu_ps(w + r * ld + c);
-      _mm256_storeu_ps(blk + r * kTcb + c, v);
+      const __m256 v = _mm256_loadu_ps(blk + r * kTcb + c);
       const unsigned bits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NEQ_UQ)));
       uint8_t* sr = sel + r * (kTcb / 4) + c / 4;
       sr[0] = static_cast<uint8_t>(bits & 15);
@@ -1186,31 +1248,62 @@ NMS_TARGET_AVX2 void block_scan_avx2(const float* w, int64_t ld, int64_t kr, int
       ++count[(c / 4) * 16 + (bits & 15)];
       ++count[(c / 4 + 1) * 16 + (bits >> 4)];
     }
-  }
-  if (n8 < nc) block_scan_scalar(w, ld, kr, n8, nc, blk, sel, count);
+  if (n8 < nc) block_scan_scalar(blk, kr, n8, nc, sel, count);
 }
-NMS_TARGET_AVX512 void block_scan_avx512(const float* w, int64_t ld, int64_t kr, int64_t nc, int64_t rows_left,
-                                         float* blk, uint8_t* sel, int32_t* count) {
-  const int64_t n16 = nc / 16 * 16;
-  const __m512 zero = _mm512_setzero_ps();
-  for (int64_t r = 0; r < kr; ++r) {
-    if (r + kTscanAhead < rows_left)
-      for (int64_t c = 0; c < nc; c += 16) _mm_prefetch(reinterpret_cast<const char*>(w + (r + kTscanAhead) * ld + c), _MM_HINT_T0);
-    for (int64_t c = 0; c < n16; c += 16) {
-      const __m512 v = _mm512_loadu_ps(w + r * ld + c);
-      _mm512_storeu_ps(blk + r * kTcb + c, v);
-      const unsigned bits = _mm512_cmp_ps_mask(v, zero, _CMP_NEQ_UQ);
-      uint8_t* sr = sel + r * (kTcb / 4) + c / 4;
-      for (int k = 0; k < 4; ++k) {
-        const unsigned set = (bits >> (4 * k)) & 15;
-        sr[k] = static_cast<uint8_t>(set);
-        ++count[(c / 4 + k) * 16 + set];
-      }
+
+// Unpack and scan of one row in one go on AVX-512: an expanding load per 16 columns, its non-zero bits taken from
+// the register. Columns [0, nc) are written.
+NMS_TARGET_AVX512 void unpack_scan_row_avx512(const float* v, const uint64_t keep[kKeepWords], int64_t nc, float* d, uint8_t* sr,
+                                              int32_t* count) {
+  const int64_t nq = nc / 4;
+  for (int64_t c = 0; c < nc; c += 16) {
+    const auto k = static_cast<__mmask16>(keep[c / 64] >> (c % 64));
+    const int kc = __builtin_popcount(k);
+    // A masked load of the chunk's kept values, then a register expand (the memory form of vexpandps was slower).
+    const __m512 x = _mm512_maskz_expand_ps(k, _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << kc) - 1), v));
+    v += kc;
+    _mm512_storeu_ps(d + c, x);
+    const unsigned bits = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    for (int64_t q = c / 4; q < std::min<int64_t>(c / 4 + 4, nq); ++q) {
+      const unsigned set = (bits >> (4 * (q - c / 4))) & 15;
+      sr[q] = static_cast<uint8_t>(set);
+      ++count[q * 16 + set];
     }
   }
-  if (n16 < nc) block_scan_scalar(w, ld, kr, n16, nc, blk, sel, count);
 }
 #endif
+
+// Pass 1 over a block: its rows unpacked into blk and scanned. The next rows' values and positions are prefetched
+// (this task reads its next block there): rows of the compressed form are a power of two of bytes apart, and the
+// hardware prefetchers do not cross the pages each of them starts in.
+void block_unpack(const NmMatrix& W, Isa isa, int64_t r0, int64_t kr, int64_t c0, int64_t nc, float* blk, uint8_t* sel,
+                  int32_t* count) {
+  const int n = W.n, m = W.m;
+  const int64_t kpr = nm_kept_per_row(W.cols, n, m), prb = nm_pos_row_bytes(W.cols, n, m);
+  const int64_t tk0 = c0 / m * n, kept = nc / m * n;
+  const float* vals = static_cast<const float*>(W.values) + tk0;
+  for (int64_t r = 0; r < kr; ++r) {
+    const int64_t row = r0 + r;
+    uint64_t keep[kKeepWords];
+    kept_columns(W.positions + row * prb, tk0, nc, n, m, keep);
+#if NMS_X86
+    if (row + kTscanAhead < W.rows) {
+      for (int64_t b = 0; b < kept * 4; b += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(vals + (row + kTscanAhead) * kpr) + b, _MM_HINT_T1);
+    }
+    if (isa == Isa::Avx512) {
+      unpack_scan_row_avx512(vals + row * kpr, keep, nc, blk + r * kTcb, sel + r * (kTcb / 4), count);
+      continue;
+    }
+#endif
+    unpack_row_scalar(vals + row * kpr, keep, blk + r * kTcb);
+  }
+#if NMS_X86
+  if (isa == Isa::Avx512) return;
+  if (isa == Isa::Avx2) return block_scan_avx2(blk, kr, nc, sel, count);
+#endif
+  block_scan_scalar(blk, kr, 0, nc, sel, count);
+}
 
 // Pass 2: row by row, each quad's entry at its set's cursor, cursor[q*16 + S] (so that consecutive placements go
 // to different quads' cursors); set 0's cursor points past the buckets, where the entry is never read: no branch
@@ -1243,10 +1336,19 @@ NMS_TARGET_AVX512 void store_t_avx512(const float* tile, int64_t ldy, int64_t nc
 }
 #endif
 
+// The widest of 512, 256 and 128 columns per task that still gives every thread one.
+int64_t task_cols(int64_t cols) {
+  int64_t t = kTcb;
+  while (t > 128 && cdiv(cols, t) < num_threads()) t /= 2;
+  return t;
+}
+
 void spmm_t_check(const SpmmTArgs& s) {
-  if (s.rows < 1 || s.cols < 1 || s.p < 1)
-    fail("E_SHAPE", "spmm_t: got rows " + std::to_string(s.rows) + ", cols " + std::to_string(s.cols) + ", p " +
+  if (s.w.rows < 1 || s.w.cols < 1 || s.p < 1)
+    fail("E_SHAPE", "spmm_t: got rows " + std::to_string(s.w.rows) + ", cols " + std::to_string(s.w.cols) + ", p " +
                         std::to_string(s.p) + ", expected all >= 1");
+  nm_validate(s.w.rows, s.w.cols, s.w.n, s.w.m);
+  if (s.w.dtype != DType::F32) fail("E_DTYPE", std::string("spmm_t: values must be float32, got ") + dtype_name(s.w.dtype));
   if (!is_float(s.b_dtype) || !is_float(s.out_dtype))
     fail("E_DTYPE", std::string("spmm_t: b and out must be float32, float16 or bfloat16, got ") + dtype_name(s.b_dtype) +
                         " and " + dtype_name(s.out_dtype));
@@ -1257,7 +1359,7 @@ void spmm_t_check(const SpmmTArgs& s) {
 void spmm_t(const SpmmTArgs& s) {
   spmm_t_check(s);
   const Isa isa = active_isa();
-  const int64_t rows = s.rows, cols = s.cols, p = s.p;
+  const int64_t rows = s.w.rows, cols = s.w.cols, p = s.p;
   const int pb = isa == Isa::Avx512 ? 64 : 32;  // panel width: 4 vectors
 #if NMS_X86
   const QuadFn* kq = isa == Isa::Avx512 ? kQuadAvx512 : isa == Isa::Avx2 ? kQuadAvx2 : kQuadScalar;
@@ -1280,7 +1382,7 @@ void spmm_t(const SpmmTArgs& s) {
     }
   });
 
-  const int64_t ntask = cdiv(cols, kTcb);
+  const int64_t tcb = task_cols(cols), ntask = cdiv(cols, tcb);
   parallel_for(ntask, parallel ? 1 : ntask, [&](int64_t t0, int64_t t1) {
     thread_local Scratch s_tile, s_ent, s_sel, s_qb, s_blk, s_cnt;
     float* tile = s_tile.floats(static_cast<size_t>(kTcb * ldy));
@@ -1290,19 +1392,13 @@ void spmm_t(const SpmmTArgs& s) {
     uint8_t* sel = s_sel.as<uint8_t>(static_cast<size_t>(kTcb / 4 * kTrb));
     QuadBuckets* qbs = s_qb.as<QuadBuckets>(static_cast<size_t>(kTcb / 4));
     for (int64_t task = t0; task < t1; ++task) {
-      const int64_t c0 = task * kTcb, nc = std::min(kTcb, cols - c0), nq = cdiv(nc, 4);
+      const int64_t c0 = task * tcb, nc = std::min(tcb, cols - c0), nq = cdiv(nc, 4);
       std::fill(tile, tile + nq * 4 * ldy, 0.f);
       for (int64_t r0 = 0; r0 < rows; r0 += kTrb) {
         const int64_t kr = std::min(kTrb, rows - r0);
-        const float* wb = s.w + r0 * cols + c0;
         int32_t* count = cnt;
         std::fill(count, count + nq * 16, 0);
-#if NMS_X86
-        if (isa == Isa::Avx512) block_scan_avx512(wb, cols, kr, nc, rows - r0, blk, sel, count);
-        else if (isa == Isa::Avx2) block_scan_avx2(wb, cols, kr, nc, rows - r0, blk, sel, count);
-        else
-#endif
-          block_scan_scalar(wb, cols, kr, 0, nc, blk, sel, count);
+        block_unpack(s.w, isa, r0, kr, c0, nc, blk, sel, count);
         // Each quad's rows sorted by their set (counting sort; set 0, all zero, is left out), with their entries.
         for (int64_t q = 0; q < nq; ++q) {
           QuadBuckets& qb = qbs[q];

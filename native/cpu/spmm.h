@@ -32,14 +32,13 @@ void spmm(const SpmmArgs& args);
 
 namespace nms::cpu {
 
-// The transposed product of a sparse weight given dense: Y [cols, p] = W̃ᵀ · op(B), W̃ a float32 [rows, cols]
-// whose zeros are skipped (the masked weight W ⊙ m of training), op(B) [rows, p] (B stored [rows, p], or [p, rows]
-// when trans_b), out holds Y or Yᵀ [p, cols] when trans_out. The backward of y = x·W̃ᵀ to its input,
-// dX = dY·W̃, is spmm_t with b = dY, trans_b = trans_out = true: N:M along `in` is N:M along this product's
-// output, which the row-wise kernels above cannot use (see spmm.cc for how this one does).
+// The transposed product: Y [cols, p] = W̃ᵀ · op(B), W̃ [rows, cols] float32 in the compressed form (the masked
+// weight W ⊙ m of training, as nmTrainPass writes it; its kept zeros are skipped too), op(B) [rows, p] (B stored
+// [rows, p], or [p, rows] when trans_b), out holds Y or Yᵀ [p, cols] when trans_out. The backward of y = x·W̃ᵀ to
+// its input, dX = dY·W̃, is spmm_t with b = dY, trans_b = trans_out = true: N:M along `in` is N:M along this
+// product's output, which the row-wise kernels above cannot use (see spmm.cc for how this one does).
 struct SpmmTArgs {
-  const float* w;
-  int64_t rows, cols;
+  NmMatrix w;
   const void* b; DType b_dtype;
   int64_t p;
   void* out; DType out_dtype;

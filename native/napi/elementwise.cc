@@ -274,7 +274,8 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     return info.Env().Undefined();
   });
   // nmTrainPass(w, rows, cols, n, m, mask, select, countSad, eff, values, positions) → SAD: the training step's
-  // mask (selected from |w|, or as given), eff = w ⊙ m and its compressed form in one pass (cpu/elementwise.h)
+  // mask (selected from |w|, or as given), eff = w ⊙ m (eff null: not written) and its compressed form in one pass
+  // (cpu/elementwise.h)
   define(env, exports, "nmTrainPass", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t rows = size_arg(info, 1, "rows"), cols = size_arg(info, 2, "cols");
     const int64_t n = int_arg(info, 3, "n"), m = int_arg(info, 4, "m");
@@ -283,7 +284,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const int64_t pbytes = rows * nm_pos_row_bytes(cols, static_cast<int>(n), static_cast<int>(m));
     const float* w = f32_arg(info, 0, "w", size);
     uint8_t* mask = typed_arg<uint8_t>(info, 5, "mask", size);
-    float* eff = f32_arg(info, 8, "eff", size);
+    float* eff = optional_f32_arg(info, 8, "eff", size);
     float* values = f32_arg(info, 9, "values", kept);
     uint8_t* positions = typed_arg<uint8_t>(info, 10, "positions", pbytes);
     const struct { const void* p; int64_t bytes; const char* name; } bufs[] = {

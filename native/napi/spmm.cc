@@ -23,6 +23,22 @@ void dense_and_out(Options& o, Args& s, Buf* b, Buf* out) {
   s.trans_out = o.boolean("transOut");
 }
 
+// The compressed W̃ both products read: values, positions, rows, cols, n and m (validated); its dtype is the caller's.
+void nm_operand(Options& o, cpu::NmMatrix& w, Buf* values, Buf* positions) {
+  *values = o.buffer("values");
+  *positions = o.buffer("positions");
+  w.rows = o.integer("rows");
+  w.cols = o.integer("cols");
+  const int64_t n = o.integer("n"), m = o.integer("m");
+  nm_validate(w.rows, w.cols, n, m);
+  w.n = static_cast<int>(n);
+  w.m = static_cast<int>(m);
+}
+void require_nm_operand(const cpu::NmMatrix& w, const Buf& values, const Buf& positions) {
+  require_elems(values, elems(w.rows, nm_kept_per_row(w.cols, w.n, w.m), "values"), w.dtype, "values");
+  require_elems(positions, elems(w.rows, nm_pos_row_bytes(w.cols, w.n, w.m), "positions"), DType::U8, "positions");
+}
+
 void RegisterSpmm(Napi::Env env, Napi::Object exports) {
   // spmm({values, positions, wDtype, rows, cols, n, m, b, bDtype, p, out, outDtype, transB, transOut, bias?,
   //       biasDtype (with bias), async})
@@ -31,15 +47,10 @@ void RegisterSpmm(Napi::Env env, Napi::Object exports) {
   //   Promise when async.
   define(env, exports, "spmm", [](const Napi::CallbackInfo& info) -> Napi::Value {
     Options o(info, 0, "spmm");
-    Buf values = o.buffer("values"), positions = o.buffer("positions");
     cpu::SpmmArgs s{};
+    Buf values, positions;
+    nm_operand(o, s.w, &values, &positions);
     s.w.dtype = o.dtype("wDtype");
-    s.w.rows = o.integer("rows");
-    s.w.cols = o.integer("cols");
-    const int64_t n = o.integer("n"), m = o.integer("m");
-    nm_validate(s.w.rows, s.w.cols, n, m);
-    s.w.n = static_cast<int>(n);
-    s.w.m = static_cast<int>(m);
     Buf b, out;
     dense_and_out(o, s, &b, &out);
     Buf bias = bias_option(o, &s.bias_dtype);
@@ -51,9 +62,7 @@ void RegisterSpmm(Napi::Env env, Napi::Object exports) {
       if (!is_float(d)) fail("E_DTYPE", std::string("spmm: expected float32, float16 or bfloat16, got ") + dtype_name(d));
     if (bias.data && !is_float(s.bias_dtype))
       fail("E_DTYPE", std::string("spmm: bias: expected float32, float16 or bfloat16, got ") + dtype_name(s.bias_dtype));
-    require_elems(values, elems(s.w.rows, nm_kept_per_row(s.w.cols, s.w.n, s.w.m), "values"), s.w.dtype, "values");
-    require_elems(positions, elems(s.w.rows, nm_pos_row_bytes(s.w.cols, s.w.n, s.w.m), "positions"), DType::U8,
-                  "positions");
+    require_nm_operand(s.w, values, positions);
     require_elems(b, elems(s.w.cols, s.p, "b"), s.b_dtype, "b");
     require_elems(out, elems(s.w.rows, s.p, "out"), s.out_dtype, "out");
     if (bias.data) require_elems(bias, s.w.rows, s.bias_dtype, "bias");
@@ -75,26 +84,29 @@ void RegisterSpmm(Napi::Env env, Napi::Object exports) {
     s.bias = bias.data;
     return run(info.Env(), std::move(holds), [s] { cpu::spmm(s); });
   });
-  // spmmT({w, rows, cols, b, bDtype, p, out, outDtype, transB, transOut}): out = W̃ᵀ·op(B) (or its transpose), W̃
-  // a float32 [rows, cols] whose zeros are skipped; the training backward dX = dY·W̃ (cpu/spmm.h).
+  // spmmT({values, positions, rows, cols, n, m, b, bDtype, p, out, outDtype, transB, transOut}): out = W̃ᵀ·op(B)
+  // (or its transpose), W̃ float32 [rows, cols] in the portable compressed form; the training backward dX = dY·W̃
+  // (cpu/spmm.h).
   define(env, exports, "spmmT", [](const Napi::CallbackInfo& info) -> Napi::Value {
     Options o(info, 0, "spmmT");
-    Buf w = o.buffer("w");
     cpu::SpmmTArgs s{};
-    s.rows = o.integer("rows");
-    s.cols = o.integer("cols");
+    Buf values, positions;
+    nm_operand(o, s.w, &values, &positions);
+    s.w.dtype = DType::F32;
     Buf b, out;
     dense_and_out(o, s, &b, &out);
     o.done();
-    if (s.rows < 1 || s.cols < 1 || s.p < 1) fail("E_SHAPE", "spmmT: rows, cols and p must be >= 1");
+    if (s.p < 1) fail("E_SHAPE", "spmmT: p: got " + std::to_string(s.p) + ", expected p >= 1");
     for (DType d : {s.b_dtype, s.out_dtype})
       if (!is_float(d)) fail("E_DTYPE", std::string("spmmT: expected float32, float16 or bfloat16, got ") + dtype_name(d));
-    require_elems(w, elems(s.rows, s.cols, "w"), DType::F32, "w");
-    require_elems(b, elems(s.rows, s.p, "b"), s.b_dtype, "b");
-    require_elems(out, elems(s.cols, s.p, "out"), s.out_dtype, "out");
-    require_apart(out, w, "out", "w");
+    require_nm_operand(s.w, values, positions);
+    require_elems(b, elems(s.w.rows, s.p, "b"), s.b_dtype, "b");
+    require_elems(out, elems(s.w.cols, s.p, "out"), s.out_dtype, "out");
+    require_apart(out, values, "out", "values");
+    require_apart(out, positions, "out", "positions");
     require_apart(out, b, "out", "b");
-    s.w = static_cast<const float*>(w.data);
+    s.w.values = values.data;
+    s.w.positions = static_cast<const uint8_t*>(positions.data);
     s.b = b.data;
     s.out = out.data;
     cpu::spmm_t(s);
