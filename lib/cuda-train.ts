@@ -270,16 +270,20 @@ export const trainOps = {
     const [batch, t, w] = qkv.shape, d = w / 3;
     const y = output(opts.out, [batch, t, d]);
     const probs = output(opts.probs, [batch, heads, t, t], 'options.probs');
-    native.cudaAttentionForward(dev(qkv, 'qkv'), dev(y, 'options.out'), dev(probs, 'options.probs'), batch, t, heads, d / heads,
-      opts.p ?? 0, opts.seed ?? 0, opts.offset ?? 0);
+    native.cudaAttentionForward({
+      qkv: dev(qkv, 'qkv'), out: dev(y, 'options.out'), probs: dev(probs, 'options.probs'), batch, t, heads, headDim: d / heads,
+      p: opts.p ?? 0, seed: opts.seed ?? 0, offset: opts.offset ?? 0,
+    });
     return { y, probs };
   },
 
   attentionBackward(dy: Tensor, qkv: Tensor, probs: Tensor, heads: number, opts: AttentionOptions & { out?: Tensor }): Tensor {
     const [batch, t, w] = qkv.shape, d = w / 3;
     const out = output(opts.out, qkv.shape);
-    native.cudaAttentionBackward(dev(dy, 'dy'), dev(qkv, 'qkv'), dev(probs, 'probs'), dev(out, 'options.out'), batch, t, heads, d / heads,
-      opts.p ?? 0, opts.seed ?? 0, opts.offset ?? 0);
+    native.cudaAttentionBackward({
+      dout: dev(dy, 'dy'), qkv: dev(qkv, 'qkv'), probs: dev(probs, 'probs'), dqkv: dev(out, 'options.out'), batch, t, heads,
+      headDim: d / heads, p: opts.p ?? 0, seed: opts.seed ?? 0, offset: opts.offset ?? 0,
+    });
     return out;
   },
 } satisfies DeviceTrainOps;

@@ -147,6 +147,12 @@ export interface NativeMaxPoolForwardOptions<B> extends NativeWindow { x: B; y: 
 export interface NativeMaxPoolBackwardOptions<B> extends NativeWindow { dy: B; argmax: Int32Array; dx: B }
 /** nmMaskScale: mask = the N:M mask of w [rows, cols] (uint8), eff = w ⊙ (mask + (1 − mask)·alpha). */
 export interface NativeNmMaskScaleOptions<B> { w: B; rows: number; cols: number; n: number; m: number; alpha: number; mask: B; eff: B }
+/** Causal self-attention's shape and dropout (train_args.h attention_option): probabilities dropped with p, keyed by (seed, offset). */
+export interface NativeAttentionShape { batch: number; t: number; heads: number; headDim: number; p: number; seed: number; offset: number }
+/** attentionForward: out [batch, t, heads·headDim] from qkv [batch, t, 3·heads·headDim]; probs [batch, heads, t, t] saved. */
+export interface NativeAttentionForwardOptions<B> extends NativeAttentionShape { qkv: B; out: B; probs: B }
+/** attentionBackward: dqkv from dout; overwrites probs with the scores' gradient. */
+export interface NativeAttentionBackwardOptions<B> extends NativeAttentionShape { dout: B; qkv: B; probs: B; dqkv: B }
 
 /**
  * The training kernels (elementwise.cc, optim.cc, attention.cc; cuda_train.cc takes the same arguments) over buffers
@@ -185,11 +191,8 @@ interface TrainFns<B> {
   sumSquares(x: B, n: number): number;
   scaleInplace(x: B, s: number, n: number): void;
   // attention.cc / attention.cu
-  attentionForward(qkv: B, out: B, probs: B, batch: number, t: number, heads: number, headDim: number, p: number,
-    seed: number, offset: number): void;
-  /** Overwrites probs with the scores' gradient. */
-  attentionBackward(dout: B, qkv: B, probs: B, dqkv: B, batch: number, t: number, heads: number, headDim: number,
-    p: number, seed: number, offset: number): void;
+  attentionForward(options: NativeAttentionForwardOptions<B>): void;
+  attentionBackward(options: NativeAttentionBackwardOptions<B>): void;
 }
 
 /** The functions of every build (native/napi/*.cc except cuda_*.cc). */

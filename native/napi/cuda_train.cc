@@ -100,24 +100,28 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
     cuda::embedding_backward(dy, ids, dtable, rows, vocab, dim, bool_arg(info, 6, "accumulate"));
     return undef(info);
   });
-  // cudaAttentionForward(qkv, out, probs, batch, t, heads, headDim, p, seed, offset)
+  // cudaAttentionForward({qkv, out, probs, batch, t, heads, headDim, p, seed, offset})
   define(env, exports, "cudaAttentionForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::AttentionShape s = attention_arg<cuda::AttentionShape>(info, 3);
+    Options o(info, 0, "cudaAttentionForward");
+    const cuda::AttentionShape s = attention_option<cuda::AttentionShape>(o);
     const int64_t rows = s.batch * s.t, d = s.heads * s.hd;
-    const float* qkv = f32(info, 0, "qkv", rows * 3 * d);
-    float *out = f32(info, 1, "out", rows * d), *probs = f32(info, 2, "probs", s.batch * s.heads * s.t * s.t);
+    const float* qkv = f32(o, "qkv", rows * 3 * d);
+    float *out = f32(o, "out", rows * d), *probs = f32(o, "probs", s.batch * s.heads * s.t * s.t);
+    o.done();
     same_buffer_forbidden(qkv, out, "qkv and out");
     same_buffer_forbidden(qkv, probs, "qkv and probs");
     same_buffer_forbidden(out, probs, "out and probs");
     cuda::attention_forward(qkv, s, out, probs);
     return undef(info);
   });
-  // cudaAttentionBackward(dout, qkv, probs, dqkv, batch, t, heads, headDim, p, seed, offset); probs is overwritten
+  // cudaAttentionBackward({dout, qkv, probs, dqkv, batch, t, heads, headDim, p, seed, offset}); probs is overwritten
   define(env, exports, "cudaAttentionBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::AttentionShape s = attention_arg<cuda::AttentionShape>(info, 4);
+    Options o(info, 0, "cudaAttentionBackward");
+    const cuda::AttentionShape s = attention_option<cuda::AttentionShape>(o);
     const int64_t rows = s.batch * s.t, d = s.heads * s.hd;
-    const float *dout = f32(info, 0, "dout", rows * d), *qkv = f32(info, 1, "qkv", rows * 3 * d);
-    float *probs = f32(info, 2, "probs", s.batch * s.heads * s.t * s.t), *dqkv = f32(info, 3, "dqkv", rows * 3 * d);
+    const float *dout = f32(o, "dout", rows * d), *qkv = f32(o, "qkv", rows * 3 * d);
+    float *probs = f32(o, "probs", s.batch * s.heads * s.t * s.t), *dqkv = f32(o, "dqkv", rows * 3 * d);
+    o.done();
     const void* bufs[] = {dout, qkv, probs, dqkv};
     for (int i = 0; i < 4; ++i)
       for (int j = i + 1; j < 4; ++j) same_buffer_forbidden(bufs[i], bufs[j], "dout, qkv, probs and dqkv");

@@ -75,21 +75,21 @@ Window window_option(Options& o) {
   return g;
 }
 
-// (batch, t, heads, headDim, p, seed, offset) starting at argument i, checked: any struct with those fields
-// (cpu::AttentionShape, cuda::AttentionShape).
+// options {batch, t, heads, headDim, p, seed, offset}, checked: any struct with those fields (cpu::AttentionShape,
+// cuda::AttentionShape).
 template <class Shape>
-Shape attention_arg(const Napi::CallbackInfo& info, size_t i) {
+Shape attention_option(Options& o) {
   Shape s{};
-  s.batch = size_arg(info, i, "batch");
-  s.t = size_arg(info, i + 1, "t");
-  s.heads = size_arg(info, i + 2, "heads");
-  s.hd = size_arg(info, i + 3, "headDim");
-  if (s.t < 1 || s.heads < 1 || s.hd < 1) fail("E_SHAPE", "attention: t, heads and headDim must be >= 1");
-  const double p = number_arg(info, i + 4, "p");
-  if (!(p >= 0 && p < 1)) fail("E_VALUE", "p: expected 0 <= p < 1");
+  s.batch = size_option(o, "batch");
+  s.t = size_option(o, "t");
+  s.heads = size_option(o, "heads");
+  s.hd = size_option(o, "headDim");
+  if (s.t < 1 || s.heads < 1 || s.hd < 1) fail("E_SHAPE", o.fn() + ": options.t, heads and headDim must be >= 1");
+  const double p = o.number("p");
+  if (!(p >= 0 && p < 1)) fail("E_VALUE", o.where("p") + ": expected 0 <= p < 1");
   s.p = static_cast<float>(p);
-  s.seed = static_cast<uint64_t>(int_arg(info, i + 5, "seed"));
-  s.offset = static_cast<uint64_t>(size_arg(info, i + 6, "offset"));
+  s.seed = static_cast<uint64_t>(o.integer("seed"));
+  s.offset = static_cast<uint64_t>(size_option(o, "offset"));
   return s;
 }
 
