@@ -153,6 +153,12 @@ export interface NativeAttentionShape { batch: number; t: number; heads: number;
 export interface NativeAttentionForwardOptions<B> extends NativeAttentionShape { qkv: B; out: B; probs: B }
 /** attentionBackward: dqkv from dout; overwrites probs with the scores' gradient. */
 export interface NativeAttentionBackwardOptions<B> extends NativeAttentionShape { dout: B; qkv: B; probs: B; dqkv: B }
+/** The dense shape of a portable compressed N:M matrix: w [rows, cols] of `dtype`, N kept in each M along a row. */
+export interface NativeNmShape { dtype: DTypeCode; rows: number; cols: number; n: number; m: number }
+/** nmCompress: the kept values and their packed positions (nmPositionBytes of them) of w, already N:M sparse. */
+export interface NativeNmCompressOptions extends NativeNmShape { w: Host; values: Host; positions: Uint8Array }
+/** nmDecompress: out [rows, cols] = the dense matrix of values and positions (zeros elsewhere). */
+export interface NativeNmDecompressOptions extends NativeNmShape { values: Host; positions: Uint8Array; out: Host }
 
 /**
  * The training kernels (elementwise.cc, optim.cc, attention.cc; cuda_train.cc takes the same arguments) over buffers
@@ -225,8 +231,8 @@ export interface CpuAddon extends TrainFns<Host> {
   maskSad(a: Host, b: Host): number;
   // compress.cc
   nmPositionBytes(rows: number, cols: number, n: number, m: number): number;
-  nmCompress(w: Host, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, values: Host, positions: Uint8Array): void;
-  nmDecompress(values: Host, positions: Uint8Array, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: Host): void;
+  nmCompress(options: NativeNmCompressOptions): void;
+  nmDecompress(options: NativeNmDecompressOptions): void;
   // convert.cc
   convert(src: Host, srcDtype: DTypeCode, dst: Host, dstDtype: DTypeCode, count: number): void;
   transpose2d(src: Host, dtype: DTypeCode, batch: number, rows: number, cols: number, dst: Host): void;
