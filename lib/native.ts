@@ -153,6 +153,8 @@ export interface NativeAttentionShape { batch: number; t: number; heads: number;
 export interface NativeAttentionForwardOptions<B> extends NativeAttentionShape { qkv: B; out: B; probs: B }
 /** attentionBackward: dqkv from dout; overwrites probs with the scores' gradient. */
 export interface NativeAttentionBackwardOptions<B> extends NativeAttentionShape { dout: B; qkv: B; probs: B; dqkv: B }
+/** blasSgemm: float32 C [m, n] = op(A) · op(B) through cblas_sgemm (the CPU benchmark's peer), synchronous. */
+export interface NativeBlasSgemmOptions { a: Host; b: Host; c: Host; m: number; n: number; k: number; transA: boolean; transB: boolean }
 /** The dense shape of a portable compressed N:M matrix: w [rows, cols] of `dtype`, N kept in each M along a row. */
 export interface NativeNmShape { dtype: DTypeCode; rows: number; cols: number; n: number; m: number }
 /** nmCompress: the kept values and their packed positions (nmPositionBytes of them) of w, already N:M sparse. */
@@ -222,7 +224,7 @@ export interface CpuAddon extends TrainFns<Host> {
   spmmT(options: NativeSpmmTOptions): void;
   // blas_peer.cc
   blasPeer(): { available: boolean; path?: string; error?: string; config?: string; corename?: string; threads?: number };
-  blasSgemm(a: Host, b: Host, c: Host, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
+  blasSgemm(options: NativeBlasSgemmOptions): void;
   // mask.cc
   nmMask(w: Host, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: Host): void;
   nmPrune(w: Host, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: Host): void;

@@ -34,13 +34,16 @@ describe('addon contract', () => {
     expect(() => native.layerNormForward({ ...ln, gama: new Float32Array(2) } as never))
       .toThrowError(err('E_VALUE', 'layerNormForward: options.gama: unknown option'));
     expect(() => native.layerNormForward({ ...ln, eps: '1e-5' } as never)).toThrowError(err('E_TYPE', 'layerNormForward: options.eps: expected a number'));
-    // nmCompress: another family.
+    // nmCompress and blasSgemm: the other families.
     const nm = { w: new Float32Array(4), dtype: DTYPES.indexOf('float32'), rows: 1, cols: 4, n: 2, m: 4, values: new Float32Array(2), positions: new Uint8Array(1) };
     native.nmCompress(nm);
     const { positions, ...noPositions } = nm;
     expect(() => native.nmCompress({ ...noPositions, position: positions } as never))
       .toThrowError(err('E_TYPE', 'nmCompress: options.positions: expected a TypedArray or ArrayBuffer'));
     expect(() => native.nmCompress(nm.w as never)).toThrowError(err('E_TYPE', 'nmCompress(options): expected an options object'));
+    const mm = { a: new Float32Array(4), b: new Float32Array(4), c: new Float32Array(4), m: 2, n: 2, k: 2, transA: false, transB: false };
+    expect(() => native.blasSgemm({ ...mm, transA: 0 } as never)).toThrowError(err('E_TYPE', 'blasSgemm: options.transA: expected a boolean'));
+    expect(() => native.blasSgemm({ ...mm, tranB: true } as never)).toThrowError(err('E_VALUE', 'blasSgemm: options.tranB: unknown option'));
   });
 
   it('shares the dtype and activation codes with native/core', () => {
