@@ -123,7 +123,10 @@ export class SparseTensor {
     if (this.device !== 'cpu') return deviceOp(this.device, 'decompress')(this, opts);
     // Pinned: the dense copy of a compressed weight is long-lived and read by async products (a copy per call else).
     const out = outputFor(checkOut(opts.out, this.shape, this.dtype, 'cpu'), this.shape, this.dtype, true);
-    native.nmDecompress(this.#values!.storage(), this.#positions!, this.#values!.dtypeCode, this.rows, this.cols, this.n, this.m, out.storage());
+    native.nmDecompress({
+      values: this.#values!.storage(), positions: this.#positions!, dtype: this.#values!.dtypeCode, rows: this.rows, cols: this.cols,
+      n: this.n, m: this.m, out: out.storage(),
+    });
     return out;
   }
 
@@ -196,6 +199,6 @@ export function compress(w: Tensor, pattern: PatternArg): SparseTensor {
   // Pinned: a compressed weight is long-lived and what async products read most.
   const values = outputFor(undefined, [...t.shape.slice(0, -1), (cols / p.m) * p.n], t.dtype, true);
   const positions = allocPinnedStorage('uint8', native.nmPositionBytes(rows, cols, p.n, p.m) as number) as Uint8Array;
-  native.nmCompress(t.storage(), t.dtypeCode, rows, cols, p.n, p.m, values.storage(), positions);
+  native.nmCompress({ w: t.storage(), dtype: t.dtypeCode, rows, cols, n: p.n, m: p.m, values: values.storage(), positions });
   return new SparseTensor(t.shape, p, t.dtype, { values, positions }, CHECKED);
 }

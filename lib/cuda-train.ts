@@ -7,7 +7,7 @@
  * (softmaxCrossEntropy and maxPoolForward therefore wait for the GPU). nmTrainPass makes the step's compressed weight
  * on the device (a cuda SparseTensor with a cuSPARSELt form where the pattern allows: docs/design.md §7).
  */
-import { native, type Window } from './native.js';
+import { native, type NativeWindow } from './native.js';
 import { fail } from './errors.js';
 import type { DeviceStorage, DeviceTrainOps } from './device.js';
 import { Tensor, checkOut, type Shape } from './tensor.js';
@@ -36,9 +36,12 @@ function onCuda(t: Tensor | null | undefined, arg: string): void {
   if (t && t.device !== 'cuda') fail('E_DEVICE', arg, t, "a tensor on 'cuda'");
 }
 
-function geometry(shape: Shape, w: Window2d): Window {
+function geometry(shape: Shape, w: Window2d): NativeWindow {
   const [batch, h, wd, c] = shape;
-  return [batch, h, wd, c, w.kernel[0], w.kernel[1], w.stride[0], w.stride[1], w.padding[0], w.padding[1]];
+  return {
+    batch, h, w: wd, c, kh: w.kernel[0], kw: w.kernel[1], strideH: w.stride[0], strideW: w.stride[1], padH: w.padding[0],
+    padW: w.padding[1],
+  };
 }
 function outSize(shape: Shape, w: Window2d): [number, number] {
   return [Math.floor((shape[1] + 2 * w.padding[0] - w.kernel[0]) / w.stride[0]) + 1, Math.floor((shape[2] + 2 * w.padding[1] - w.kernel[1]) / w.stride[1]) + 1];
@@ -107,8 +110,10 @@ export const trainOps = {
     const [rows, cols] = rowsCols(x);
     const y = output(opts.out, x.shape);
     const mean = output(opts.mean, [rows], 'options.mean'), rstd = output(opts.rstd, [rows], 'options.rstd');
-    native.cudaLayerNormForward(dev(x, 'x'), gamma && dev(gamma, 'gamma'), beta && dev(beta, 'beta'), dev(y, 'options.out'),
-      dev(mean, 'options.mean'), dev(rstd, 'options.rstd'), rows, cols, eps);
+    native.cudaLayerNormForward({
+      x: dev(x, 'x'), gamma: gamma && dev(gamma, 'gamma'), beta: beta && dev(beta, 'beta'), y: dev(y, 'options.out'),
+      mean: dev(mean, 'options.mean'), rstd: dev(rstd, 'options.rstd'), rows, cols, eps,
+    });
     return { y, mean, rstd };
   },
 
@@ -119,8 +124,10 @@ export const trainOps = {
     const dx = output(opts.out, dy.shape);
     const dgamma = gamma ? output(opts.dgamma, [cols], 'options.dgamma') : null;
     const dbeta = withBeta ? output(opts.dbeta, [cols], 'options.dbeta') : null;
-    native.cudaLayerNormBackward(dev(dy, 'dy'), dev(x, 'x'), gamma && dev(gamma, 'gamma'), dev(mean, 'mean'), dev(rstd, 'rstd'),
-      dev(dx, 'options.out'), dgamma && dev(dgamma, 'options.dgamma'), dbeta && dev(dbeta, 'options.dbeta'), rows, cols);
+    native.cudaLayerNormBackward({
+      dy: dev(dy, 'dy'), x: dev(x, 'x'), gamma: gamma && dev(gamma, 'gamma'), mean: dev(mean, 'mean'), rstd: dev(rstd, 'rstd'),
+      dx: dev(dx, 'options.out'), dgamma: dgamma && dev(dgamma, 'options.dgamma'), dbeta: dbeta && dev(dbeta, 'options.dbeta'), rows, cols,
+    });
     return { dx, dgamma, dbeta };
   },
 
@@ -143,13 +150,13 @@ export const trainOps = {
   im2col(x: Tensor, w: Window2d, opts: { out?: Tensor } = {}): Tensor {
     const [oh, ow] = outSize(x.shape, w);
     const out = output(opts.out, [x.shape[0] * oh * ow, w.kernel[0] * w.kernel[1] * x.shape[3]]);
-    native.cudaIm2col(dev(x, 'x'), dev(out, 'options.out'), ...geometry(x.shape, w));
+    native.cudaIm2col({ x: dev(x, 'x'), cols: dev(out, 'options.out'), ...geometry(x.shape, w) });
     return out;
   },
 
   col2im(cols: Tensor, inputShape: Shape, w: Window2d, opts: { out?: Tensor } = {}): Tensor {
     const out = output(opts.out, inputShape);
-    native.cudaCol2im(dev(cols, 'cols'), dev(out, 'options.out'), ...geometry(inputShape, w));
+    native.cudaCol2im({ cols: dev(cols, 'cols'), dx: dev(out, 'options.out'), ...geometry(inputShape, w) });
     return out;
   },
 
@@ -159,13 +166,13 @@ export const trainOps = {
     const y = output(opts.out, shape);
     const argmax = opts.argmax ?? new Int32Array(y.size);
     if (argmax.length !== y.size) fail('E_SHAPE', 'options.argmax', argmax, `an Int32Array of ${y.size} elements`);
-    native.cudaMaxPoolForward(dev(x, 'x'), dev(y, 'options.out'), argmax, ...geometry(x.shape, w));
+    native.cudaMaxPoolForward({ x: dev(x, 'x'), y: dev(y, 'options.out'), argmax, ...geometry(x.shape, w) });
     return { y, argmax };
   },
 
   maxPoolBackward(dy: Tensor, argmax: Int32Array, inputShape: Shape, w: Window2d, opts: { out?: Tensor } = {}): Tensor {
     const out = output(opts.out, inputShape);
-    native.cudaMaxPoolBackward(dev(dy, 'dy'), argmax, dev(out, 'options.out'), ...geometry(inputShape, w));
+    native.cudaMaxPoolBackward({ dy: dev(dy, 'dy'), argmax, dx: dev(out, 'options.out'), ...geometry(inputShape, w) });
     return out;
   },
 
@@ -191,7 +198,7 @@ export const trainOps = {
     const mask = output(opts.mask, w.shape, 'options.mask', 'uint8');
     const out = output(opts.out, w.shape);
     if (out.deviceStorage() === w.deviceStorage()) fail('E_VALUE', 'options.out', out, 'a tensor other than w');
-    native.cudaNmMaskScale(dev(w, 'w'), rows, cols, pattern.n, pattern.m, alpha, dev(mask, 'options.mask'), dev(out, 'options.out'));
+    native.cudaNmMaskScale({ w: dev(w, 'w'), rows, cols, n: pattern.n, m: pattern.m, alpha, mask: dev(mask, 'options.mask'), eff: dev(out, 'options.out') });
     return { mask, out };
   },
 
@@ -263,16 +270,20 @@ export const trainOps = {
     const [batch, t, w] = qkv.shape, d = w / 3;
     const y = output(opts.out, [batch, t, d]);
     const probs = output(opts.probs, [batch, heads, t, t], 'options.probs');
-    native.cudaAttentionForward(dev(qkv, 'qkv'), dev(y, 'options.out'), dev(probs, 'options.probs'), batch, t, heads, d / heads,
-      opts.p ?? 0, opts.seed ?? 0, opts.offset ?? 0);
+    native.cudaAttentionForward({
+      qkv: dev(qkv, 'qkv'), out: dev(y, 'options.out'), probs: dev(probs, 'options.probs'), batch, t, heads, headDim: d / heads,
+      p: opts.p ?? 0, seed: opts.seed ?? 0, offset: opts.offset ?? 0,
+    });
     return { y, probs };
   },
 
   attentionBackward(dy: Tensor, qkv: Tensor, probs: Tensor, heads: number, opts: AttentionOptions & { out?: Tensor }): Tensor {
     const [batch, t, w] = qkv.shape, d = w / 3;
     const out = output(opts.out, qkv.shape);
-    native.cudaAttentionBackward(dev(dy, 'dy'), dev(qkv, 'qkv'), dev(probs, 'probs'), dev(out, 'options.out'), batch, t, heads, d / heads,
-      opts.p ?? 0, opts.seed ?? 0, opts.offset ?? 0);
+    native.cudaAttentionBackward({
+      dout: dev(dy, 'dy'), qkv: dev(qkv, 'qkv'), probs: dev(probs, 'probs'), dqkv: dev(out, 'options.out'), batch, t, heads,
+      headDim: d / heads, p: opts.p ?? 0, seed: opts.seed ?? 0, offset: opts.offset ?? 0,
+    });
     return out;
   },
 } satisfies DeviceTrainOps;

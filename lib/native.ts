@@ -125,9 +125,47 @@ export interface NativeCudaMatmulOptions extends CudaEpilogue {
   a: CudaBuffer; b: CudaBuffer; dtype: DTypeCode; m: number; n: number; k: number; transA: boolean; transB: boolean;
 }
 
+/** An NHWC window as the bindings read it (train_args.h window_option): input [batch, h, w, c], kernel kh×kw. */
+export interface NativeWindow {
+  batch: number; h: number; w: number; c: number; kh: number; kw: number; strideH: number; strideW: number; padH: number; padW: number;
+}
+/** layerNormForward: y = (x − mean)·rstd (·gamma) (+ beta) per row of x [rows, cols]; mean, rstd [rows] saved for the backward. */
+export interface NativeLayerNormForwardOptions<B> {
+  x: B; gamma?: B | null; beta?: B | null; y: B; mean: B; rstd: B; rows: number; cols: number; eps: number;
+}
+/** layerNormBackward: dx [rows, cols], and dgamma / dbeta [cols] when given (the layer has them). */
+export interface NativeLayerNormBackwardOptions<B> {
+  dy: B; x: B; gamma?: B | null; mean: B; rstd: B; dx: B; dgamma?: B | null; dbeta?: B | null; rows: number; cols: number;
+}
+/** im2col: cols [batch·oh·ow, kh·kw·c] = the patches of x [batch, h, w, c]. */
+export interface NativeIm2colOptions<B> extends NativeWindow { x: B; cols: B }
+/** col2im: dx [batch, h, w, c] = the patch rows of cols summed back (im2col's adjoint). */
+export interface NativeCol2imOptions<B> extends NativeWindow { cols: B; dx: B }
+/** maxPoolForward: y [batch, oh, ow, c] and argmax, each maximum's flat index into x (a host Int32Array on every device). */
+export interface NativeMaxPoolForwardOptions<B> extends NativeWindow { x: B; y: B; argmax: Int32Array }
+/** maxPoolBackward: dx [batch, h, w, c] = dy scattered to argmax. */
+export interface NativeMaxPoolBackwardOptions<B> extends NativeWindow { dy: B; argmax: Int32Array; dx: B }
+/** nmMaskScale: mask = the N:M mask of w [rows, cols] (uint8), eff = w ⊙ (mask + (1 − mask)·alpha). */
+export interface NativeNmMaskScaleOptions<B> { w: B; rows: number; cols: number; n: number; m: number; alpha: number; mask: B; eff: B }
+/** Causal self-attention's shape and dropout (train_args.h attention_option): probabilities dropped with p, keyed by (seed, offset). */
+export interface NativeAttentionShape { batch: number; t: number; heads: number; headDim: number; p: number; seed: number; offset: number }
+/** attentionForward: out [batch, t, heads·headDim] from qkv [batch, t, 3·heads·headDim]; probs [batch, heads, t, t] saved. */
+export interface NativeAttentionForwardOptions<B> extends NativeAttentionShape { qkv: B; out: B; probs: B }
+/** attentionBackward: dqkv from dout; overwrites probs with the scores' gradient. */
+export interface NativeAttentionBackwardOptions<B> extends NativeAttentionShape { dout: B; qkv: B; probs: B; dqkv: B }
+/** blasSgemm: float32 C [m, n] = op(A) · op(B) through cblas_sgemm (the CPU benchmark's peer), synchronous. */
+export interface NativeBlasSgemmOptions { a: Host; b: Host; c: Host; m: number; n: number; k: number; transA: boolean; transB: boolean }
+/** The dense shape of a portable compressed N:M matrix: w [rows, cols] of `dtype`, N kept in each M along a row. */
+export interface NativeNmShape { dtype: DTypeCode; rows: number; cols: number; n: number; m: number }
+/** nmCompress: the kept values and their packed positions (nmPositionBytes of them) of w, already N:M sparse. */
+export interface NativeNmCompressOptions extends NativeNmShape { w: Host; values: Host; positions: Uint8Array }
+/** nmDecompress: out [rows, cols] = the dense matrix of values and positions (zeros elsewhere). */
+export interface NativeNmDecompressOptions extends NativeNmShape { values: Host; positions: Uint8Array; out: Host }
+
 /**
- * The training kernels (elementwise.cc, optim.cc; cuda_train.cc takes the same arguments) over buffers of type B:
- * float32 tensors, uint8 masks; labels and max-pool indices are host Int32Arrays on every device.
+ * The training kernels (elementwise.cc, optim.cc, attention.cc; cuda_train.cc takes the same arguments) over buffers
+ * of type B: float32 tensors, uint8 masks; labels and max-pool indices are host Int32Arrays on every device. The calls
+ * with many numbers take one options object (Native*Options: fields read by name, unknown ones rejected).
  */
 interface TrainFns<B> {
   biasAdd(y: B, b: B, rows: number, cols: number): void;
@@ -140,21 +178,20 @@ interface TrainFns<B> {
   reluBackward(dy: B, y: B, dx: B, n: number): void;
   geluForward(x: B, y: B, n: number): void;
   geluBackward(dy: B, x: B, dx: B, n: number): void;
-  layerNormForward(x: B, gamma: B | null, beta: B | null, y: B, mean: B, rstd: B, rows: number, cols: number, eps: number): void;
-  layerNormBackward(dy: B, x: B, gamma: B | null, mean: B, rstd: B, dx: B, dgamma: B | null, dbeta: B | null, rows: number,
-    cols: number): void;
+  layerNormForward(options: NativeLayerNormForwardOptions<B>): void;
+  layerNormBackward(options: NativeLayerNormBackwardOptions<B>): void;
   softmaxXentForward(logits: B, labels: Int32Array, probs: B, rows: number, cols: number, labelSmoothing: number):
     [lossSum: number, correct: number, counted: number];
   softmaxXentBackward(probs: B, labels: Int32Array, dlogits: B, rows: number, cols: number, labelSmoothing: number,
     scale: number): void;
-  im2col(x: B, cols: B, ...window: Window): void;
-  col2im(cols: B, dx: B, ...window: Window): void;
-  maxPoolForward(x: B, y: B, argmax: Int32Array, ...window: Window): void;
-  maxPoolBackward(dy: B, argmax: Int32Array, dx: B, ...window: Window): void;
+  im2col(options: NativeIm2colOptions<B>): void;
+  col2im(options: NativeCol2imOptions<B>): void;
+  maxPoolForward(options: NativeMaxPoolForwardOptions<B>): void;
+  maxPoolBackward(options: NativeMaxPoolBackwardOptions<B>): void;
   dropout(x: B, y: B, n: number, p: number, seed: number, offset: number): void;
   maskedScale(x: B, mask: B, alpha: number, y: B, n: number): void;
   maskedAdd(g: B, w: B, mask: B, lambda: number, n: number): void;
-  nmMaskScale(w: B, rows: number, cols: number, n: number, m: number, alpha: number, mask: B, eff: B): void;
+  nmMaskScale(options: NativeNmMaskScaleOptions<B>): void;
   sgdStep(p: B, g: B, buf: B | null, n: number, lr: number, momentum: number, dampening: number,
     weightDecay: number, nesterov: boolean, first: boolean): void;
   adamwStep(p: B, g: B, m: B, v: B, n: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
@@ -162,11 +199,8 @@ interface TrainFns<B> {
   sumSquares(x: B, n: number): number;
   scaleInplace(x: B, s: number, n: number): void;
   // attention.cc / attention.cu
-  attentionForward(qkv: B, out: B, probs: B, batch: number, t: number, heads: number, headDim: number, p: number,
-    seed: number, offset: number): void;
-  /** Overwrites probs with the scores' gradient. */
-  attentionBackward(dout: B, qkv: B, probs: B, dqkv: B, batch: number, t: number, heads: number, headDim: number,
-    p: number, seed: number, offset: number): void;
+  attentionForward(options: NativeAttentionForwardOptions<B>): void;
+  attentionBackward(options: NativeAttentionBackwardOptions<B>): void;
 }
 
 /** The functions of every build (native/napi/*.cc except cuda_*.cc). */
@@ -190,7 +224,7 @@ export interface CpuAddon extends TrainFns<Host> {
   spmmT(options: NativeSpmmTOptions): void;
   // blas_peer.cc
   blasPeer(): { available: boolean; path?: string; error?: string; config?: string; corename?: string; threads?: number };
-  blasSgemm(a: Host, b: Host, c: Host, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
+  blasSgemm(options: NativeBlasSgemmOptions): void;
   // mask.cc
   nmMask(w: Host, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: Host): void;
   nmPrune(w: Host, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: Host): void;
@@ -199,8 +233,8 @@ export interface CpuAddon extends TrainFns<Host> {
   maskSad(a: Host, b: Host): number;
   // compress.cc
   nmPositionBytes(rows: number, cols: number, n: number, m: number): number;
-  nmCompress(w: Host, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, values: Host, positions: Uint8Array): void;
-  nmDecompress(values: Host, positions: Uint8Array, dtype: DTypeCode, rows: number, cols: number, n: number, m: number, out: Host): void;
+  nmCompress(options: NativeNmCompressOptions): void;
+  nmDecompress(options: NativeNmDecompressOptions): void;
   // convert.cc
   convert(src: Host, srcDtype: DTypeCode, dst: Host, dstDtype: DTypeCode, count: number): void;
   transpose2d(src: Host, dtype: DTypeCode, batch: number, rows: number, cols: number, dst: Host): void;
@@ -209,10 +243,6 @@ export interface CpuAddon extends TrainFns<Host> {
   nmTrainPass(w: Host, rows: number, cols: number, n: number, m: number, mask: Host, select: boolean, countSad: boolean,
     eff: Host | null, values: Host, positions: Uint8Array): number;
 }
-
-/** An NHWC window as the bindings read it (train_args.h window_arg). */
-export type Window = [batch: number, h: number, w: number, c: number, kh: number, kw: number, strideH: number,
-  strideW: number, padH: number, padW: number];
 
 /** The names of the CUDA twins of CPU bindings: cudaBiasAdd for biasAdd. */
 type CudaNames<T> = { [K in keyof T & string as `cuda${Capitalize<K>}`]: T[K] };

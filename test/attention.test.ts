@@ -60,7 +60,8 @@ describe('attentionForward / attentionBackward', () => {
     const r = attentionForward(x, 2);
     expect(() => attentionBackward(f32(values(2 * 3 * 2, 1), [2, 3, 2]), x, r.probs, 2)).toThrowError(expect.objectContaining({ code: 'E_SHAPE' }));
     expect(() => attentionBackward(f32(values(2 * 3 * 4, 1), [2, 3, 4]), x, x, 2)).toThrowError(expect.objectContaining({ code: 'E_SHAPE' }));
-    expect(() => native.attentionForward(new Float32Array(4), new Float32Array(4), new Float32Array(4), 2, 3, 2, 2, 0, 0, 0))
-      .toThrowError(expect.objectContaining({ code: 'E_SHAPE' }));
+    const small = new Float32Array(4);
+    expect(() => native.attentionForward({ qkv: small, out: small.slice(), probs: small.slice(), batch: 2, t: 3, heads: 2, headDim: 2, p: 0, seed: 0, offset: 0 }))
+      .toThrowError(expect.objectContaining({ code: 'E_SHAPE', message: expect.stringMatching(/^attentionForward: options\.qkv: /) }));
   });
 });

@@ -1,5 +1,6 @@
-// The addon contract (lib/native.ts): the loaded addon exports exactly the declared functions, and the enum codes
-// lib/ sends (dtype, activation) are the ones native/core defines; trimHostMemory gives freed heap back.
+// The addon contract (lib/native.ts): the loaded addon exports exactly the declared functions, the enum codes
+// lib/ sends (dtype, activation) are the ones native/core defines, the options-object bindings read their fields
+// by name (a missing or misspelt one is a typed error naming it); trimHostMemory gives freed heap back.
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import v8 from 'node:v8';
@@ -12,6 +13,37 @@ describe('addon contract', () => {
   it('exports exactly the functions lib/native.ts declares (the CUDA ones in a CUDA build)', () => {
     const expected = [...addonNames.cpu, ...(native.buildInfo().cuda ? addonNames.cuda : [])].sort();
     expect(Object.keys(native).sort()).toEqual(expected);
+  });
+
+  it('reads an options object by name: a missing or misspelt field is a typed error naming it', () => {
+    const err = (code: string, message: string) => expect.objectContaining({ code, message: expect.stringContaining(message) });
+    // im2col of a 1×3×3×1 image with a 2×2 window, stride 1: 4 patches of 4; the call itself works as given.
+    const window = { batch: 1, h: 3, w: 3, c: 1, kh: 2, kw: 2, strideH: 1, strideW: 1, padH: 0, padW: 0 };
+    const x = Float32Array.from({ length: 9 }, (_, i) => i), cols = new Float32Array(16).fill(NaN);
+    native.im2col({ x, cols, ...window });
+    expect(Array.from(cols)).toEqual([0, 1, 3, 4, 1, 2, 4, 5, 3, 4, 6, 7, 4, 5, 7, 8]);
+    const { strideH, ...noStrideH } = window;
+    expect(() => native.im2col({ x, cols, ...noStrideH, strideh: strideH } as never))
+      .toThrowError(err('E_TYPE', 'im2col: options.strideH: expected a number, got undefined'));
+    expect(() => native.im2col({ x, cols, ...window, padh: 1 } as never)).toThrowError(err('E_VALUE', 'im2col: options.padh: unknown option'));
+    // Buffers swapped: cols (16 floats) passes for x (9), x is too short for cols.
+    expect(() => native.im2col({ x: cols, cols: x, ...window })).toThrowError(err('E_SHAPE', 'im2col: options.cols: buffer has 36 bytes'));
+    // layerNormForward: an optional field misspelt is not silently dropped.
+    const ln = { x: new Float32Array(4), y: new Float32Array(4), mean: new Float32Array(2), rstd: new Float32Array(2), rows: 2, cols: 2, eps: 1e-5 };
+    native.layerNormForward({ ...ln, gamma: null });
+    expect(() => native.layerNormForward({ ...ln, gama: new Float32Array(2) } as never))
+      .toThrowError(err('E_VALUE', 'layerNormForward: options.gama: unknown option'));
+    expect(() => native.layerNormForward({ ...ln, eps: '1e-5' } as never)).toThrowError(err('E_TYPE', 'layerNormForward: options.eps: expected a number'));
+    // nmCompress and blasSgemm: the other families.
+    const nm = { w: new Float32Array(4), dtype: DTYPES.indexOf('float32'), rows: 1, cols: 4, n: 2, m: 4, values: new Float32Array(2), positions: new Uint8Array(1) };
+    native.nmCompress(nm);
+    const { positions, ...noPositions } = nm;
+    expect(() => native.nmCompress({ ...noPositions, position: positions } as never))
+      .toThrowError(err('E_TYPE', 'nmCompress: options.positions: expected a TypedArray or ArrayBuffer'));
+    expect(() => native.nmCompress(nm.w as never)).toThrowError(err('E_TYPE', 'nmCompress(options): expected an options object'));
+    const mm = { a: new Float32Array(4), b: new Float32Array(4), c: new Float32Array(4), m: 2, n: 2, k: 2, transA: false, transB: false };
+    expect(() => native.blasSgemm({ ...mm, transA: 0 } as never)).toThrowError(err('E_TYPE', 'blasSgemm: options.transA: expected a boolean'));
+    expect(() => native.blasSgemm({ ...mm, tranB: true } as never)).toThrowError(err('E_VALUE', 'blasSgemm: options.tranB: unknown option'));
   });
 
   it('shares the dtype and activation codes with native/core', () => {

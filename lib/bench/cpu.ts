@@ -152,7 +152,7 @@ async function benchCase(kind: 'square' | 'linear', m: number, n: number, k: num
     sparse = () => sparseMatmul(S, B, { out });
     if (blas) {
       const a = W.storage() as Float32Array, b = B.storage() as Float32Array, c = out.storage() as Float32Array;
-      peer = () => native.blasSgemm(a, b, c, m, n, k, false, false);
+      peer = () => native.blasSgemm({ a, b, c, m, n, k, transA: false, transB: false });
     }
   } else {
     const x = randn([m, k], { seed });
@@ -163,7 +163,7 @@ async function benchCase(kind: 'square' | 'linear', m: number, n: number, k: num
     sparse = () => sparseLinear(x, S, null, { out });
     if (blas) {
       const a = x.storage() as Float32Array, b = W.storage() as Float32Array, c = out.storage() as Float32Array;
-      peer = () => native.blasSgemm(a, b, c, m, n, k, false, true);
+      peer = () => native.blasSgemm({ a, b, c, m, n, k, transA: false, transB: true });
     }
   }
   const methods: Method[] = [{ name: 'dense', run: dense, times: [] }, { name: 'sparse', run: sparse, times: [] }];

@@ -59,7 +59,10 @@ export function attentionForward(qkv: Tensor, heads: number, opts: AttentionOpti
   if (x.device !== 'cpu') return deviceOp(x.device, 'attentionForward')(x, heads, opts);
   const y = outputFor(checkOut(opts.out, [batch, t, h * hd], 'float32', 'cpu', 'options.out'), [batch, t, h * hd], 'float32');
   const probs = outputFor(checkOut(opts.probs, [batch, h, t, t], 'float32', 'cpu', 'options.probs'), [batch, h, t, t], 'float32');
-  native.attentionForward(x.storage() as Float32Array, y.storage() as Float32Array, probs.storage() as Float32Array, batch, t, h, hd, p, seed, offset);
+  native.attentionForward({
+    qkv: x.storage() as Float32Array, out: y.storage() as Float32Array, probs: probs.storage() as Float32Array,
+    batch, t, heads: h, headDim: hd, p, seed, offset,
+  });
   return { y, probs };
 }
 
@@ -76,7 +79,9 @@ export function attentionBackward(dy: Tensor, qkv: Tensor, probs: Tensor, heads:
   const [p, seed, offset] = dropoutArgs(opts);
   if (x.device !== 'cpu') return deviceOp(x.device, 'attentionBackward')(d, x, pr, heads, opts);
   const out = outputFor(checkOut(opts.out, x.shape, 'float32', 'cpu', 'options.out'), x.shape, 'float32');
-  native.attentionBackward(d.storage() as Float32Array, x.storage() as Float32Array, pr.storage() as Float32Array, out.storage() as Float32Array,
-    batch, t, h, hd, p, seed, offset);
+  native.attentionBackward({
+    dout: d.storage() as Float32Array, qkv: x.storage() as Float32Array, probs: pr.storage() as Float32Array,
+    dqkv: out.storage() as Float32Array, batch, t, heads: h, headDim: hd, p, seed, offset,
+  });
   return out;
 }

@@ -5,7 +5,7 @@
  * uint8 tensors.
  * Images are NHWC ([batch, height, width, channels]).
  */
-import { native, type Window } from '../native.js';
+import { native, type NativeWindow } from '../native.js';
 import { fail } from '../errors.js';
 import { deviceOp } from '../device.js';
 import { checkOut, checkTensor, outputFor, Tensor, zeros, type Shape } from '../tensor.js';
@@ -192,7 +192,7 @@ export function layerNormForward(
   if (t.device !== 'cpu') return deviceOp(t.device, 'layerNormForward')(t, g, b, eps, opts);
   const y = out32(opts.out, t.shape);
   const mean = out32(opts.mean, [rows], 'options.mean'), rstd = out32(opts.rstd, [rows], 'options.rstd');
-  native.layerNormForward(fs(t), g && fs(g), b && fs(b), fs(y), fs(mean), fs(rstd), rows, cols, eps);
+  native.layerNormForward({ x: fs(t), gamma: g && fs(g), beta: b && fs(b), y: fs(y), mean: fs(mean), rstd: fs(rstd), rows, cols, eps });
   return { y, mean, rstd };
 }
 
@@ -216,7 +216,10 @@ export function layerNormBackward(
   const dx = out32(opts.out, d.shape);
   const dgamma = g ? out32(opts.dgamma, [cols], 'options.dgamma') : null;
   const dbeta = withBeta ? out32(opts.dbeta, [cols], 'options.dbeta') : null;
-  native.layerNormBackward(fs(d), fs(xt), g && fs(g), fs(m), fs(r), fs(dx), dgamma && fs(dgamma), dbeta && fs(dbeta), rows, cols);
+  native.layerNormBackward({
+    dy: fs(d), x: fs(xt), gamma: g && fs(g), mean: fs(m), rstd: fs(r), dx: fs(dx), dgamma: dgamma && fs(dgamma),
+    dbeta: dbeta && fs(dbeta), rows, cols,
+  });
   return { dx, dgamma, dbeta };
 }
 
@@ -300,8 +303,10 @@ export function windowOutput(shape: Shape, w: Window2d, arg = 'x'): { batch: num
   return { batch, h, w: wd, c, oh: Math.floor((h + 2 * ph - kh) / sh) + 1, ow: Math.floor((wd + 2 * pw - kw) / sw) + 1 };
 }
 
-const geom = (x: { batch: number; h: number; w: number; c: number }, w: Window2d): Window =>
-  [x.batch, x.h, x.w, x.c, w.kernel[0], w.kernel[1], w.stride[0], w.stride[1], w.padding[0], w.padding[1]];
+const geom = (x: { batch: number; h: number; w: number; c: number }, w: Window2d): NativeWindow => ({
+  batch: x.batch, h: x.h, w: x.w, c: x.c, kh: w.kernel[0], kw: w.kernel[1], strideH: w.stride[0], strideW: w.stride[1],
+  padH: w.padding[0], padW: w.padding[1],
+});
 
 /** Patches of an NHWC image as rows: [batch·oh·ow, kh·kw·c], in (ky, kx, c) order with c fastest, zero padded. */
 export function im2col(x: Tensor, w: Window2d, opts: { out?: Tensor } = {}): Tensor {
@@ -309,7 +314,7 @@ export function im2col(x: Tensor, w: Window2d, opts: { out?: Tensor } = {}): Ten
   const g = windowOutput(t.shape, w);
   if (t.device !== 'cpu') return deviceOp(t.device, 'im2col')(t, w, opts);
   const out = out32(opts.out, [g.batch * g.oh * g.ow, w.kernel[0] * w.kernel[1] * g.c]);
-  native.im2col(fs(t), fs(out), ...geom(g, w));
+  native.im2col({ x: fs(t), cols: fs(out), ...geom(g, w) });
   return out;
 }
 
@@ -321,7 +326,7 @@ export function col2im(cols: Tensor, inputShape: Shape, w: Window2d, opts: { out
   if (!sameShape(c.shape, expect)) fail('E_SHAPE', 'cols', c, `patch rows of shape [${expect.join(', ')}]`);
   if (c.device !== 'cpu') return deviceOp(c.device, 'col2im')(c, inputShape, w, opts);
   const out = out32(opts.out, inputShape);
-  native.col2im(fs(c), fs(out), ...geom(g, w));
+  native.col2im({ cols: fs(c), dx: fs(out), ...geom(g, w) });
   return out;
 }
 
@@ -342,7 +347,7 @@ export function maxPoolForward(x: Tensor, w: Window2d, opts: { out?: Tensor; arg
   const y = out32(opts.out, shape);
   const argmax = opts.argmax ?? new Int32Array(y.size);
   if (argmax.length !== y.size) fail('E_SHAPE', 'options.argmax', argmax, `an Int32Array of ${y.size} elements`);
-  native.maxPoolForward(fs(t), fs(y), argmax, ...geom(g, w));
+  native.maxPoolForward({ x: fs(t), y: fs(y), argmax, ...geom(g, w) });
   return { y, argmax };
 }
 
@@ -355,7 +360,7 @@ export function maxPoolBackward(dy: Tensor, argmax: Int32Array, inputShape: Shap
   if (!(argmax instanceof Int32Array) || argmax.length !== d.size) fail('E_SHAPE', 'argmax', argmax, `an Int32Array of ${d.size} elements`);
   if (d.device !== 'cpu') return deviceOp(d.device, 'maxPoolBackward')(d, argmax, inputShape, w, opts);
   const out = out32(opts.out, inputShape);
-  native.maxPoolBackward(fs(d), argmax, fs(out), ...geom(g, w));
+  native.maxPoolBackward({ dy: fs(d), argmax, dx: fs(out), ...geom(g, w) });
   return out;
 }
 
@@ -416,7 +421,7 @@ export function nmMaskScale(w: Tensor, pattern: Pattern, alpha: number, opts: { 
   const mask = outputFor(checkOut(opts.mask, t.shape, 'uint8', 'cpu', 'options.mask'), t.shape, 'uint8');
   const out = out32(opts.out, t.shape);
   if (out.storage() === t.storage()) fail('E_VALUE', 'options.out', out, 'a tensor other than w');
-  native.nmMaskScale(fs(t), rows, cols, pattern.n, pattern.m, alpha, mask.storage(), fs(out));
+  native.nmMaskScale({ w: fs(t), rows, cols, n: pattern.n, m: pattern.m, alpha, mask: mask.storage(), eff: fs(out) });
   return { mask, out };
 }
 

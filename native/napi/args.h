@@ -39,6 +39,7 @@ class Options {
   Napi::Value get(const char* key);  // the raw value, marked as read
   bool given(const char* key);       // present and neither null nor undefined (marked as read)
   std::string where(const char* key) const;
+  const std::string& fn() const { return fn_; }
   Buf buffer(const char* key);
   Buf optional_buffer(const char* key);  // null/undefined/absent → empty
   int64_t integer(const char* key);

@@ -11,27 +11,31 @@ namespace nms::napi {
 namespace {
 
 void RegisterAttention(Napi::Env env, Napi::Object exports) {
-  // attentionForward(qkv, out, probs, batch, t, heads, headDim, p, seed, offset)
+  // attentionForward({qkv, out, probs, batch, t, heads, headDim, p, seed, offset})
   define(env, exports, "attentionForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cpu::AttentionShape s = attention_arg<cpu::AttentionShape>(info, 3);
+    Options o(info, 0, "attentionForward");
+    const cpu::AttentionShape s = attention_option<cpu::AttentionShape>(o);
     const int64_t rows = s.batch * s.t, d = s.heads * s.hd, np = s.batch * s.heads * s.t * s.t;
-    const float* qkv = f32_arg(info, 0, "qkv", rows * 3 * d);
-    float* out = f32_arg(info, 1, "out", rows * d);
-    float* probs = f32_arg(info, 2, "probs", np);
+    const float* qkv = f32_option(o, "qkv", rows * 3 * d);
+    float* out = f32_option(o, "out", rows * d);
+    float* probs = f32_option(o, "probs", np);
+    o.done();
     require_disjoint(qkv, rows * 3 * d * 4, out, rows * d * 4, "qkv and out");
     require_disjoint(qkv, rows * 3 * d * 4, probs, np * 4, "qkv and probs");
     require_disjoint(out, rows * d * 4, probs, np * 4, "out and probs");
     cpu::attention_forward(qkv, s, out, probs);
     return info.Env().Undefined();
   });
-  // attentionBackward(dout, qkv, probs, dqkv, batch, t, heads, headDim, p, seed, offset); probs is overwritten
+  // attentionBackward({dout, qkv, probs, dqkv, batch, t, heads, headDim, p, seed, offset}); probs is overwritten
   define(env, exports, "attentionBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cpu::AttentionShape s = attention_arg<cpu::AttentionShape>(info, 4);
+    Options o(info, 0, "attentionBackward");
+    const cpu::AttentionShape s = attention_option<cpu::AttentionShape>(o);
     const int64_t rows = s.batch * s.t, d = s.heads * s.hd, np = s.batch * s.heads * s.t * s.t;
-    const float* dout = f32_arg(info, 0, "dout", rows * d);
-    const float* qkv = f32_arg(info, 1, "qkv", rows * 3 * d);
-    float* probs = f32_arg(info, 2, "probs", np);
-    float* dqkv = f32_arg(info, 3, "dqkv", rows * 3 * d);
+    const float* dout = f32_option(o, "dout", rows * d);
+    const float* qkv = f32_option(o, "qkv", rows * 3 * d);
+    float* probs = f32_option(o, "probs", np);
+    float* dqkv = f32_option(o, "dqkv", rows * 3 * d);
+    o.done();
     const struct { const void* p; int64_t bytes; const char* name; } bufs[] = {
         {dout, rows * d * 4, "dout"}, {qkv, rows * 3 * d * 4, "qkv"}, {probs, np * 4, "probs"}, {dqkv, rows * 3 * d * 4, "dqkv"}};
     for (size_t i = 0; i < 4; ++i)

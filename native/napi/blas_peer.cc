@@ -22,11 +22,13 @@ void RegisterBlasPeer(Napi::Env env, Napi::Object exports) {
     if (p.threads > 0) o.Set("threads", p.threads);
     return o;
   });
-  // blasSgemm(a, b, c, m, n, k, transA, transB): float32 C[m,n] = op(A)·op(B) through cblas_sgemm, synchronous.
+  // blasSgemm({a, b, c, m, n, k, transA, transB}): float32 C[m,n] = op(A)·op(B) through cblas_sgemm, synchronous.
   define(env, exports, "blasSgemm", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    Buf a = buffer_arg(info, 0, "a"), b = buffer_arg(info, 1, "b"), c = buffer_arg(info, 2, "c");
-    const int64_t m = int_arg(info, 3, "m"), n = int_arg(info, 4, "n"), k = int_arg(info, 5, "k");
-    const bool ta = bool_arg(info, 6, "transA"), tb = bool_arg(info, 7, "transB");
+    Options o(info, 0, "blasSgemm");
+    Buf a = o.buffer("a"), b = o.buffer("b"), c = o.buffer("c");
+    const int64_t m = o.integer("m"), n = o.integer("n"), k = o.integer("k");
+    const bool ta = o.boolean("transA"), tb = o.boolean("transB");
+    o.done();
     if (m < 1 || n < 1 || k < 1)
       fail("E_SHAPE", "blasSgemm: expected m, n, k >= 1, got m=" + std::to_string(m) + " n=" + std::to_string(n) +
                           " k=" + std::to_string(k));

@@ -9,9 +9,10 @@ namespace {
 
 struct Shape { DType d; int64_t rows, cols; int n, m; };
 
-Shape shape_args(const Napi::CallbackInfo& info, size_t i) {
-  Shape s{dtype_arg(info, i, "dtype"), int_arg(info, i + 1, "rows"), int_arg(info, i + 2, "cols"), 0, 0};
-  const int64_t n = int_arg(info, i + 3, "n"), m = int_arg(info, i + 4, "m");
+// The shape fields {dtype, rows, cols, n, m} of an options object.
+Shape shape_option(Options& o) {
+  Shape s{o.dtype("dtype"), o.integer("rows"), o.integer("cols"), 0, 0};
+  const int64_t n = o.integer("n"), m = o.integer("m");
   nm_validate(s.rows, s.cols, n, m);
   s.n = static_cast<int>(n);
   s.m = static_cast<int>(m);
@@ -38,20 +39,24 @@ void RegisterCompress(Napi::Env env, Napi::Object exports) {
     nm_validate(rows, cols, n, m);
     return Napi::Number::New(info.Env(), static_cast<double>(rows * nm_pos_row_bytes(cols, static_cast<int>(n), static_cast<int>(m))));
   });
-  // nmCompress(w, dtype, rows, cols, n, m, values, positions)
+  // nmCompress({w, dtype, rows, cols, n, m, values, positions})
   define(env, exports, "nmCompress", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    Buf w = buffer_arg(info, 0, "w");
-    Shape s = shape_args(info, 1);
-    Buf values = buffer_arg(info, 6, "values"), positions = buffer_arg(info, 7, "positions");
+    Options o(info, 0, "nmCompress");
+    Buf w = o.buffer("w");
+    Shape s = shape_option(o);
+    Buf values = o.buffer("values"), positions = o.buffer("positions");
+    o.done();
     check_compressed(s, values, positions, w, "w");
     cpu::nm_compress(w.data, s.d, s.rows, s.cols, s.n, s.m, values.data, static_cast<uint8_t*>(positions.data));
     return info.Env().Undefined();
   });
-  // nmDecompress(values, positions, dtype, rows, cols, n, m, out)
+  // nmDecompress({values, positions, dtype, rows, cols, n, m, out})
   define(env, exports, "nmDecompress", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    Buf values = buffer_arg(info, 0, "values"), positions = buffer_arg(info, 1, "positions");
-    Shape s = shape_args(info, 2);
-    Buf out = buffer_arg(info, 7, "out");
+    Options o(info, 0, "nmDecompress");
+    Buf values = o.buffer("values"), positions = o.buffer("positions");
+    Shape s = shape_option(o);
+    Buf out = o.buffer("out");
+    o.done();
     check_compressed(s, values, positions, out, "out");
     cpu::nm_decompress(values.data, static_cast<const uint8_t*>(positions.data), s.d, s.rows, s.cols, s.n, s.m, out.data);
     return info.Env().Undefined();

@@ -1,5 +1,6 @@
-// N-API bindings of the CUDA training kernels (native/cuda/train.h): the argument order of the CPU bindings
-// (native/napi/elementwise.cc, optim.cc) with CudaBuffers for tensors. Labels and max-pool indices stay host
+// N-API bindings of the CUDA training kernels (native/cuda/train.h): the arguments of the CPU bindings
+// (native/napi/elementwise.cc, optim.cc, attention.cc; positional or one options object, as there) with CudaBuffers
+// for tensors. Labels and max-pool indices stay host
 // Int32Arrays as in the public API (uploaded / downloaded here).
 #ifdef NMSPARSE_WITH_CUDA
 #include <string>
@@ -16,29 +17,46 @@
 namespace nms::napi {
 namespace {
 
+// `b` checked to hold `count` elements of `d`; `name` names it.
+template <typename T>
+T* device_elems(CudaBuffer* b, int64_t count, DType d, const std::string& name) {
+  b->require(count, d, name.c_str());
+  return static_cast<T*>(b->ptr());
+}
 float* f32(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
-  CudaBuffer* b = CudaBuffer::Arg(info, i, name);
-  b->require(count, DType::F32, name);
-  return static_cast<float*>(b->ptr());
+  return device_elems<float>(CudaBuffer::Arg(info, i, name), count, DType::F32, name);
 }
 float* optional_f32(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
   if (info[i].IsNull() || info[i].IsUndefined()) return nullptr;
   return f32(info, i, name, count);
 }
 uint8_t* u8(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
-  CudaBuffer* b = CudaBuffer::Arg(info, i, name);
-  b->require(count, DType::U8, name);
-  return static_cast<uint8_t*>(b->ptr());
+  return device_elems<uint8_t>(CudaBuffer::Arg(info, i, name), count, DType::U8, name);
 }
-// A host Int32Array of `count` entries, copied to the device.
-cuda::DevPtr int32_upload(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
-  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-    fail("E_TYPE", std::string(name) + ": expected an Int32Array");
-  Buf b = buffer_arg(info, i, name);
+// The options-object forms: an error names "<fn>: options.<key>".
+float* f32(Options& o, const char* key, int64_t count) {
+  return device_elems<float>(CudaBuffer::From(o.get(key), o.where(key)), count, DType::F32, o.where(key));
+}
+float* optional_f32(Options& o, const char* key, int64_t count) {
+  if (!o.given(key)) return nullptr;
+  return f32(o, key, count);
+}
+uint8_t* u8(Options& o, const char* key, int64_t count) {
+  return device_elems<uint8_t>(CudaBuffer::From(o.get(key), o.where(key)), count, DType::U8, o.where(key));
+}
+// The bytes of a host Int32Array (read by buffer_arg or Options::buffer) of at least `count` entries.
+void* int32_host(const Buf& b, const std::string& where, int64_t count) {
+  if (!b.owner.IsTypedArray() || b.owner.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    fail("E_TYPE", where + ": expected an Int32Array");
   if (b.bytes < static_cast<size_t>(count) * 4)
-    fail("E_SHAPE", std::string(name) + ": " + std::to_string(b.bytes / 4) + " entries, needs " + std::to_string(count));
+    fail("E_SHAPE", where + ": " + std::to_string(b.bytes / 4) + " entries, needs " + std::to_string(count));
+  return b.data;
+}
+// ... copied to the device.
+cuda::DevPtr int32_upload(const Buf& b, const std::string& where, int64_t count) {
+  const void* host = int32_host(b, where, count);
   cuda::DevPtr d = cuda::alloc(static_cast<size_t>(count) * 4);
-  cuda::upload(d->ptr(), b.data, static_cast<size_t>(count) * 4);
+  cuda::upload(d->ptr(), host, static_cast<size_t>(count) * 4);
   return d;
 }
 
@@ -82,24 +100,28 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
     cuda::embedding_backward(dy, ids, dtable, rows, vocab, dim, bool_arg(info, 6, "accumulate"));
     return undef(info);
   });
-  // cudaAttentionForward(qkv, out, probs, batch, t, heads, headDim, p, seed, offset)
+  // cudaAttentionForward({qkv, out, probs, batch, t, heads, headDim, p, seed, offset})
   define(env, exports, "cudaAttentionForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::AttentionShape s = attention_arg<cuda::AttentionShape>(info, 3);
+    Options o(info, 0, "cudaAttentionForward");
+    const cuda::AttentionShape s = attention_option<cuda::AttentionShape>(o);
     const int64_t rows = s.batch * s.t, d = s.heads * s.hd;
-    const float* qkv = f32(info, 0, "qkv", rows * 3 * d);
-    float *out = f32(info, 1, "out", rows * d), *probs = f32(info, 2, "probs", s.batch * s.heads * s.t * s.t);
+    const float* qkv = f32(o, "qkv", rows * 3 * d);
+    float *out = f32(o, "out", rows * d), *probs = f32(o, "probs", s.batch * s.heads * s.t * s.t);
+    o.done();
     same_buffer_forbidden(qkv, out, "qkv and out");
     same_buffer_forbidden(qkv, probs, "qkv and probs");
     same_buffer_forbidden(out, probs, "out and probs");
     cuda::attention_forward(qkv, s, out, probs);
     return undef(info);
   });
-  // cudaAttentionBackward(dout, qkv, probs, dqkv, batch, t, heads, headDim, p, seed, offset); probs is overwritten
+  // cudaAttentionBackward({dout, qkv, probs, dqkv, batch, t, heads, headDim, p, seed, offset}); probs is overwritten
   define(env, exports, "cudaAttentionBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::AttentionShape s = attention_arg<cuda::AttentionShape>(info, 4);
+    Options o(info, 0, "cudaAttentionBackward");
+    const cuda::AttentionShape s = attention_option<cuda::AttentionShape>(o);
     const int64_t rows = s.batch * s.t, d = s.heads * s.hd;
-    const float *dout = f32(info, 0, "dout", rows * d), *qkv = f32(info, 1, "qkv", rows * 3 * d);
-    float *probs = f32(info, 2, "probs", s.batch * s.heads * s.t * s.t), *dqkv = f32(info, 3, "dqkv", rows * 3 * d);
+    const float *dout = f32(o, "dout", rows * d), *qkv = f32(o, "qkv", rows * 3 * d);
+    float *probs = f32(o, "probs", s.batch * s.heads * s.t * s.t), *dqkv = f32(o, "dqkv", rows * 3 * d);
+    o.done();
     const void* bufs[] = {dout, qkv, probs, dqkv};
     for (int i = 0; i < 4; ++i)
       for (int j = i + 1; j < 4; ++j) same_buffer_forbidden(bufs[i], bufs[j], "dout, qkv, probs and dqkv");
@@ -133,26 +155,31 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
     cuda::gelu_backward(f32(info, 0, "dy", n), f32(info, 1, "x", n), f32(info, 2, "dx", n), n);
     return undef(info);
   });
-  // cudaLayerNormForward(x, gamma?, beta?, y, mean, rstd, rows, cols, eps)
+  // cudaLayerNormForward({x, gamma?, beta?, y, mean, rstd, rows, cols, eps})
   define(env, exports, "cudaLayerNormForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t rows = size_arg(info, 6, "rows"), cols = size_arg(info, 7, "cols");
-    const double eps = number_arg(info, 8, "eps");
-    if (!(eps > 0)) fail("E_VALUE", "eps: expected a number > 0");
-    cuda::layernorm_forward(f32(info, 0, "x", rows * cols), optional_f32(info, 1, "gamma", cols),
-                            optional_f32(info, 2, "beta", cols), f32(info, 3, "y", rows * cols),
-                            f32(info, 4, "mean", rows), f32(info, 5, "rstd", rows), rows, cols, static_cast<float>(eps));
+    Options o(info, 0, "cudaLayerNormForward");
+    const int64_t rows = size_option(o, "rows"), cols = size_option(o, "cols");
+    const double eps = o.number("eps");
+    if (!(eps > 0)) fail("E_VALUE", o.where("eps") + ": expected a number > 0");
+    const float* x = f32(o, "x", rows * cols);
+    const float *gamma = optional_f32(o, "gamma", cols), *beta = optional_f32(o, "beta", cols);
+    float *y = f32(o, "y", rows * cols), *mean = f32(o, "mean", rows), *rstd = f32(o, "rstd", rows);
+    o.done();
+    cuda::layernorm_forward(x, gamma, beta, y, mean, rstd, rows, cols, static_cast<float>(eps));
     return undef(info);
   });
-  // cudaLayerNormBackward(dy, x, gamma?, mean, rstd, dx, dgamma?, dbeta?, rows, cols)
+  // cudaLayerNormBackward({dy, x, gamma?, mean, rstd, dx, dgamma?, dbeta?, rows, cols})
   define(env, exports, "cudaLayerNormBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t rows = size_arg(info, 8, "rows"), cols = size_arg(info, 9, "cols");
-    const float* dy = f32(info, 0, "dy", rows * cols);
-    const float* x = f32(info, 1, "x", rows * cols);
-    float* dx = f32(info, 5, "dx", rows * cols);
+    Options o(info, 0, "cudaLayerNormBackward");
+    const int64_t rows = size_option(o, "rows"), cols = size_option(o, "cols");
+    const float *dy = f32(o, "dy", rows * cols), *x = f32(o, "x", rows * cols);
+    const float* gamma = optional_f32(o, "gamma", cols);
+    const float *mean = f32(o, "mean", rows), *rstd = f32(o, "rstd", rows);
+    float* dx = f32(o, "dx", rows * cols);
+    float *dgamma = optional_f32(o, "dgamma", cols), *dbeta = optional_f32(o, "dbeta", cols);
+    o.done();
     same_buffer_forbidden(x, dx, "x and dx");
-    cuda::layernorm_backward(dy, x, optional_f32(info, 2, "gamma", cols), f32(info, 3, "mean", rows),
-                             f32(info, 4, "rstd", rows), dx, optional_f32(info, 6, "dgamma", cols),
-                             optional_f32(info, 7, "dbeta", cols), rows, cols);
+    cuda::layernorm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, rows, cols);
     return undef(info);
   });
   // cudaSoftmaxXentForward(logits, labels: Int32Array, probs, rows, cols, eps) -> [loss sum, correct, counted]
@@ -163,7 +190,7 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
     const float* z = f32(info, 0, "logits", rows * cols);
     float* p = f32(info, 2, "probs", rows * cols);
     same_buffer_forbidden(z, p, "logits and probs");
-    cuda::DevPtr labels = int32_upload(info, 1, "labels", rows);
+    cuda::DevPtr labels = int32_upload(buffer_arg(info, 1, "labels"), "labels", rows);
     const cuda::XentResult s = cuda::softmax_xent_forward(z, labels->as<int32_t>(), p, rows, cols, static_cast<float>(eps));
     Napi::Array r = Napi::Array::New(info.Env(), 3);
     r.Set(0u, Napi::Number::New(info.Env(), s.loss_sum));
@@ -174,55 +201,60 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
   // cudaSoftmaxXentBackward(probs, labels: Int32Array, dlogits, rows, cols, eps, scale)
   define(env, exports, "cudaSoftmaxXentBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t rows = size_arg(info, 3, "rows"), cols = size_arg(info, 4, "cols");
-    cuda::DevPtr labels = int32_upload(info, 1, "labels", rows);
+    cuda::DevPtr labels = int32_upload(buffer_arg(info, 1, "labels"), "labels", rows);
     cuda::softmax_xent_backward(f32(info, 0, "probs", rows * cols), labels->as<int32_t>(), f32(info, 2, "dlogits", rows * cols),
                                 rows, cols, static_cast<float>(number_arg(info, 5, "labelSmoothing")),
                                 static_cast<float>(number_arg(info, 6, "scale")));
     return undef(info);
   });
-  // cudaIm2col(x, cols, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
+  // cudaIm2col({x, cols, batch, h, w, c, kh, kw, strideH, strideW, padH, padW})
   define(env, exports, "cudaIm2col", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::Window2d g = window_arg<cuda::Window2d>(info, 2);
-    const float* x = f32(info, 0, "x", g.batch * g.h * g.w * g.c);
-    float* cols = f32(info, 1, "cols", g.batch * g.oh * g.ow * g.kh * g.kw * g.c);
+    Options o(info, 0, "cudaIm2col");
+    const cuda::Window2d g = window_option<cuda::Window2d>(o);
+    const float* x = f32(o, "x", g.batch * g.h * g.w * g.c);
+    float* cols = f32(o, "cols", g.batch * g.oh * g.ow * g.kh * g.kw * g.c);
+    o.done();
     same_buffer_forbidden(x, cols, "x and cols");
     cuda::im2col(x, g, cols);
     return undef(info);
   });
-  // cudaCol2im(cols, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
+  // cudaCol2im({cols, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW})
   define(env, exports, "cudaCol2im", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::Window2d g = window_arg<cuda::Window2d>(info, 2);
-    const float* cols = f32(info, 0, "cols", g.batch * g.oh * g.ow * g.kh * g.kw * g.c);
-    float* dx = f32(info, 1, "dx", g.batch * g.h * g.w * g.c);
+    Options o(info, 0, "cudaCol2im");
+    const cuda::Window2d g = window_option<cuda::Window2d>(o);
+    const float* cols = f32(o, "cols", g.batch * g.oh * g.ow * g.kh * g.kw * g.c);
+    float* dx = f32(o, "dx", g.batch * g.h * g.w * g.c);
+    o.done();
     same_buffer_forbidden(cols, dx, "cols and dx");
     cuda::col2im(cols, g, dx);
     return undef(info);
   });
-  // cudaMaxPoolForward(x, y, argmax: Int32Array (host, filled), batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
+  // cudaMaxPoolForward({x, y, argmax: Int32Array (host, filled), batch, h, w, c, kh, kw, strideH, strideW, padH, padW})
   define(env, exports, "cudaMaxPoolForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::Window2d g = window_arg<cuda::Window2d>(info, 3);
+    Options o(info, 0, "cudaMaxPoolForward");
+    const cuda::Window2d g = window_option<cuda::Window2d>(o);
     const int64_t nx = g.batch * g.h * g.w * g.c, ny = g.batch * g.oh * g.ow * g.c;
-    if (nx >= (int64_t(1) << 31)) fail("E_SHAPE", "x: max pooling needs fewer than 2^31 elements");
-    const float* x = f32(info, 0, "x", nx);
-    float* y = f32(info, 1, "y", ny);
+    if (nx >= (int64_t(1) << 31)) fail("E_SHAPE", "cudaMaxPoolForward: fewer than 2^31 input elements needed");
+    const float* x = f32(o, "x", nx);
+    float* y = f32(o, "y", ny);
+    void* host = int32_host(o.buffer("argmax"), o.where("argmax"), ny);
+    o.done();
     same_buffer_forbidden(x, y, "x and y");
-    if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      fail("E_TYPE", "argmax: expected an Int32Array");
-    Buf host = buffer_arg(info, 2, "argmax");
-    if (host.bytes < static_cast<size_t>(ny) * 4) fail("E_SHAPE", "argmax: too short");
     cuda::DevPtr arg = cuda::alloc(static_cast<size_t>(ny) * 4);
     cuda::maxpool_forward(x, g, y, arg->as<int32_t>());
-    cuda::download(host.data, arg->ptr(), static_cast<size_t>(ny) * 4);
+    cuda::download(host, arg->ptr(), static_cast<size_t>(ny) * 4);
     return undef(info);
   });
-  // cudaMaxPoolBackward(dy, argmax: Int32Array, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
+  // cudaMaxPoolBackward({dy, argmax: Int32Array, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW})
   define(env, exports, "cudaMaxPoolBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cuda::Window2d g = window_arg<cuda::Window2d>(info, 3);
+    Options o(info, 0, "cudaMaxPoolBackward");
+    const cuda::Window2d g = window_option<cuda::Window2d>(o);
     const int64_t nx = g.batch * g.h * g.w * g.c, ny = g.batch * g.oh * g.ow * g.c;
-    const float* dy = f32(info, 0, "dy", ny);
-    float* dx = f32(info, 2, "dx", nx);
+    const float* dy = f32(o, "dy", ny);
+    cuda::DevPtr arg = int32_upload(o.buffer("argmax"), o.where("argmax"), ny);
+    float* dx = f32(o, "dx", nx);
+    o.done();
     same_buffer_forbidden(dy, dx, "dy and dx");
-    cuda::DevPtr arg = int32_upload(info, 1, "argmax", ny);
     cuda::maxpool_backward(dy, arg->as<int32_t>(), g, dx);
     return undef(info);
   });
@@ -250,16 +282,19 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
                      static_cast<float>(number_arg(info, 3, "lambda")), n);
     return undef(info);
   });
-  // cudaNmMaskScale(w, rows, cols, n, m, alpha, mask, eff)
+  // cudaNmMaskScale({w, rows, cols, n, m, alpha, mask, eff})
   define(env, exports, "cudaNmMaskScale", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t rows = size_arg(info, 1, "rows"), cols = size_arg(info, 2, "cols");
-    const int64_t n = int_arg(info, 3, "n"), m = int_arg(info, 4, "m");
+    Options o(info, 0, "cudaNmMaskScale");
+    const int64_t rows = size_option(o, "rows"), cols = size_option(o, "cols");
+    const int64_t n = o.integer("n"), m = o.integer("m");
     nm_validate(rows, cols, n, m);
-    const float* w = f32(info, 0, "w", rows * cols);
-    float* eff = f32(info, 7, "eff", rows * cols);
+    const float alpha = static_cast<float>(o.number("alpha"));
+    const float* w = f32(o, "w", rows * cols);
+    uint8_t* mask = u8(o, "mask", rows * cols);
+    float* eff = f32(o, "eff", rows * cols);
+    o.done();
     same_buffer_forbidden(w, eff, "w and eff");
-    cuda::nm_mask_scale(w, rows, cols, static_cast<int>(n), static_cast<int>(m),
-                        static_cast<float>(number_arg(info, 5, "alpha")), u8(info, 6, "mask", rows * cols), eff);
+    cuda::nm_mask_scale(w, rows, cols, static_cast<int>(n), static_cast<int>(m), alpha, mask, eff);
     return undef(info);
   });
   // cudaNmTrainPass(w, rows, cols, n, m, mask, select, eff, sad?, dtype?, eff16?) -> CudaSparse: nmTrainPass's one

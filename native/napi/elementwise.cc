@@ -120,32 +120,37 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     cpu::gelu_backward(dy, x, dx, n);
     return info.Env().Undefined();
   });
-  // layerNormForward(x, gamma|null, beta|null, y, mean, rstd, rows, cols, eps)
+  // layerNormForward({x, gamma|null, beta|null, y, mean, rstd, rows, cols, eps})
   define(env, exports, "layerNormForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t rows = size_arg(info, 6, "rows"), cols = size_arg(info, 7, "cols");
-    const double eps = number_arg(info, 8, "eps");
-    if (!(eps > 0)) fail("E_VALUE", "eps: expected a number > 0");
-    const float* x = f32_arg(info, 0, "x", rows * cols);
-    float *y = f32_arg(info, 3, "y", rows * cols), *mean = f32_arg(info, 4, "mean", rows), *rstd = f32_arg(info, 5, "rstd", rows);
+    Options o(info, 0, "layerNormForward");
+    const int64_t rows = size_option(o, "rows"), cols = size_option(o, "cols");
+    const double eps = o.number("eps");
+    if (!(eps > 0)) fail("E_VALUE", o.where("eps") + ": expected a number > 0");
+    const float* x = f32_option(o, "x", rows * cols);
+    const float *gamma = optional_f32_option(o, "gamma", cols), *beta = optional_f32_option(o, "beta", cols);
+    float *y = f32_option(o, "y", rows * cols), *mean = f32_option(o, "mean", rows), *rstd = f32_option(o, "rstd", rows);
+    o.done();
     require_same_or_disjoint(x, rows * cols * 4, y, rows * cols * 4, "x and y");
     require_disjoint(y, rows * cols * 4, mean, rows * 4, "y and mean");
     require_disjoint(y, rows * cols * 4, rstd, rows * 4, "y and rstd");
     require_disjoint(mean, rows * 4, rstd, rows * 4, "mean and rstd");
-    cpu::layernorm_forward(x, optional_f32_arg(info, 1, "gamma", cols), optional_f32_arg(info, 2, "beta", cols), y, mean, rstd,
-                           rows, cols, static_cast<float>(eps));
+    cpu::layernorm_forward(x, gamma, beta, y, mean, rstd, rows, cols, static_cast<float>(eps));
     return info.Env().Undefined();
   });
-  // layerNormBackward(dy, x, gamma|null, mean, rstd, dx, dgamma|null, dbeta|null, rows, cols)
+  // layerNormBackward({dy, x, gamma|null, mean, rstd, dx, dgamma|null, dbeta|null, rows, cols})
   define(env, exports, "layerNormBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t rows = size_arg(info, 8, "rows"), cols = size_arg(info, 9, "cols");
-    const float* dy = f32_arg(info, 0, "dy", rows * cols);
-    float* dgamma = optional_f32_arg(info, 6, "dgamma", cols);
-    float* dbeta = optional_f32_arg(info, 7, "dbeta", cols);
+    Options o(info, 0, "layerNormBackward");
+    const int64_t rows = size_option(o, "rows"), cols = size_option(o, "cols");
+    const float *dy = f32_option(o, "dy", rows * cols), *x = f32_option(o, "x", rows * cols);
+    const float* gamma = optional_f32_option(o, "gamma", cols);
+    const float *mean = f32_option(o, "mean", rows), *rstd = f32_option(o, "rstd", rows);
+    float* dx = f32_option(o, "dx", rows * cols);
+    float* dgamma = optional_f32_option(o, "dgamma", cols);
+    float* dbeta = optional_f32_option(o, "dbeta", cols);
+    o.done();
     if (dgamma) require_disjoint(dy, rows * cols * 4, dgamma, cols * 4, "dy and dgamma");
     if (dbeta) require_disjoint(dy, rows * cols * 4, dbeta, cols * 4, "dy and dbeta");
-    cpu::layernorm_backward(dy, f32_arg(info, 1, "x", rows * cols), optional_f32_arg(info, 2, "gamma", cols),
-                            f32_arg(info, 3, "mean", rows), f32_arg(info, 4, "rstd", rows), f32_arg(info, 5, "dx", rows * cols),
-                            dgamma, dbeta, rows, cols);
+    cpu::layernorm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, rows, cols);
     return info.Env().Undefined();
   });
   // softmaxXentForward(logits, labels: Int32Array, probs, rows, cols, labelSmoothing) -> [lossSum, correct, counted]
@@ -177,48 +182,56 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
                                static_cast<float>(number_arg(info, 6, "scale")));
     return info.Env().Undefined();
   });
-  // im2col(x, cols, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
+  // im2col({x, cols, batch, h, w, c, kh, kw, strideH, strideW, padH, padW})
   define(env, exports, "im2col", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cpu::Window2d g = window_arg<cpu::Window2d>(info, 2);
+    Options o(info, 0, "im2col");
+    const cpu::Window2d g = window_option<cpu::Window2d>(o);
     const int64_t nx = g.batch * g.h * g.w * g.c, nc = g.batch * g.oh * g.ow * g.kh * g.kw * g.c;
-    const float* x = f32_arg(info, 0, "x", nx);
-    float* cols = f32_arg(info, 1, "cols", nc);
+    const float* x = f32_option(o, "x", nx);
+    float* cols = f32_option(o, "cols", nc);
+    o.done();
     require_disjoint(x, nx * 4, cols, nc * 4, "x and cols");
     cpu::im2col(x, g, cols);
     return info.Env().Undefined();
   });
-  // col2im(cols, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
+  // col2im({cols, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW})
   define(env, exports, "col2im", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cpu::Window2d g = window_arg<cpu::Window2d>(info, 2);
+    Options o(info, 0, "col2im");
+    const cpu::Window2d g = window_option<cpu::Window2d>(o);
     const int64_t nx = g.batch * g.h * g.w * g.c, nc = g.batch * g.oh * g.ow * g.kh * g.kw * g.c;
-    const float* cols = f32_arg(info, 0, "cols", nc);
-    float* dx = f32_arg(info, 1, "dx", nx);
+    const float* cols = f32_option(o, "cols", nc);
+    float* dx = f32_option(o, "dx", nx);
+    o.done();
     require_disjoint(dx, nx * 4, cols, nc * 4, "cols and dx");
     cpu::col2im(cols, g, dx);
     return info.Env().Undefined();
   });
-  // maxPoolForward(x, y, argmax: Int32Array, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
+  // maxPoolForward({x, y, argmax: Int32Array, batch, h, w, c, kh, kw, strideH, strideW, padH, padW})
   define(env, exports, "maxPoolForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cpu::Window2d g = window_arg<cpu::Window2d>(info, 3);
+    Options o(info, 0, "maxPoolForward");
+    const cpu::Window2d g = window_option<cpu::Window2d>(o);
     const int64_t nx = g.batch * g.h * g.w * g.c, ny = g.batch * g.oh * g.ow * g.c;
-    if (nx > 2147483647) fail("E_SHAPE", "x: max pooling supports at most 2^31 - 1 input elements");
-    if (g.pad_h * 2 > g.kh || g.pad_w * 2 > g.kw) fail("E_VALUE", "padding: expected at most half the window");
-    const float* x = f32_arg(info, 0, "x", nx);
-    float* y = f32_arg(info, 1, "y", ny);
-    int32_t* arg = typed_arg<int32_t>(info, 2, "argmax", ny);
+    if (nx > 2147483647) fail("E_SHAPE", "maxPoolForward: at most 2^31 - 1 input elements");
+    if (g.pad_h * 2 > g.kh || g.pad_w * 2 > g.kw) fail("E_VALUE", "maxPoolForward: options.padH, padW: expected at most half the window");
+    const float* x = f32_option(o, "x", nx);
+    float* y = f32_option(o, "y", ny);
+    int32_t* arg = typed_option<int32_t>(o, "argmax", ny);
+    o.done();
     require_disjoint(x, nx * 4, y, ny * 4, "x and y");
     require_disjoint(x, nx * 4, arg, ny * 4, "x and argmax");
     require_disjoint(y, ny * 4, arg, ny * 4, "y and argmax");
     cpu::maxpool_forward(x, g, y, arg);
     return info.Env().Undefined();
   });
-  // maxPoolBackward(dy, argmax, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW)
+  // maxPoolBackward({dy, argmax, dx, batch, h, w, c, kh, kw, strideH, strideW, padH, padW})
   define(env, exports, "maxPoolBackward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const cpu::Window2d g = window_arg<cpu::Window2d>(info, 3);
+    Options o(info, 0, "maxPoolBackward");
+    const cpu::Window2d g = window_option<cpu::Window2d>(o);
     const int64_t nx = g.batch * g.h * g.w * g.c, ny = g.batch * g.oh * g.ow * g.c;
-    const float* dy = f32_arg(info, 0, "dy", ny);
-    const int32_t* arg = typed_arg<int32_t>(info, 1, "argmax", ny);
-    float* dx = f32_arg(info, 2, "dx", nx);
+    const float* dy = f32_option(o, "dy", ny);
+    const int32_t* arg = typed_option<int32_t>(o, "argmax", ny);
+    float* dx = f32_option(o, "dx", nx);
+    o.done();
     require_disjoint(dy, ny * 4, dx, nx * 4, "dy and dx");
     require_disjoint(arg, ny * 4, dx, nx * 4, "argmax and dx");
     cpu::maxpool_backward(dy, arg, g, dx);
@@ -259,18 +272,21 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     cpu::masked_add(g, w, mask, static_cast<float>(number_arg(info, 3, "lambda")), n);
     return info.Env().Undefined();
   });
-  // nmMaskScale(w, rows, cols, n, m, alpha, mask: Uint8Array, eff): mask = N:M mask of w, eff = w ⊙ (m + (1 − m)α)
+  // nmMaskScale({w, rows, cols, n, m, alpha, mask: Uint8Array, eff}): mask = N:M mask of w, eff = w ⊙ (m + (1 − m)α)
   define(env, exports, "nmMaskScale", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t rows = size_arg(info, 1, "rows"), cols = size_arg(info, 2, "cols");
-    const int64_t n = int_arg(info, 3, "n"), m = int_arg(info, 4, "m");
+    Options o(info, 0, "nmMaskScale");
+    const int64_t rows = size_option(o, "rows"), cols = size_option(o, "cols");
+    const int64_t n = o.integer("n"), m = o.integer("m");
     nm_validate(rows, cols, n, m);
-    const float* w = f32_arg(info, 0, "w", rows * cols);
-    uint8_t* mask = typed_arg<uint8_t>(info, 6, "mask", rows * cols);
-    float* eff = f32_arg(info, 7, "eff", rows * cols);
+    const float alpha = static_cast<float>(o.number("alpha"));
+    const float* w = f32_option(o, "w", rows * cols);
+    uint8_t* mask = typed_option<uint8_t>(o, "mask", rows * cols);
+    float* eff = f32_option(o, "eff", rows * cols);
+    o.done();
     require_disjoint(w, rows * cols * 4, eff, rows * cols * 4, "w and eff");
     require_disjoint(w, rows * cols * 4, mask, rows * cols, "w and mask");
     require_disjoint(eff, rows * cols * 4, mask, rows * cols, "eff and mask");
-    cpu::nm_mask_scale(w, rows, cols, static_cast<int>(n), static_cast<int>(m), static_cast<float>(number_arg(info, 5, "alpha")), mask, eff);
+    cpu::nm_mask_scale(w, rows, cols, static_cast<int>(n), static_cast<int>(m), alpha, mask, eff);
     return info.Env().Undefined();
   });
   // nmTrainPass(w, rows, cols, n, m, mask, select, countSad, eff, values, positions) → SAD: the training step's
