@@ -193,9 +193,9 @@ interface TrainFns<B> {
   maskedAdd(g: B, w: B, mask: B, lambda: number, n: number): void;
   nmMaskScale(options: NativeNmMaskScaleOptions<B>): void;
   sgdStep(p: B, g: B, buf: B | null, n: number, lr: number, momentum: number, dampening: number,
-    weightDecay: number, nesterov: boolean, first: boolean): void;
+    weightDecay: number, nesterov: boolean, first: boolean, mask?: B | null, lambda?: number): void;
   adamwStep(p: B, g: B, m: B, v: B, n: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
-    step: number): void;
+    step: number, mask?: B | null, lambda?: number): void;
   sumSquares(x: B, n: number): number;
   scaleInplace(x: B, s: number, n: number): void;
   // attention.cc / attention.cu

@@ -7,11 +7,14 @@ import { SparseLinear } from '../lib/nn/layers.js';
 import { nmKernelMinWidth } from '../lib/nn/linalg.js';
 import { mlp, cnn } from '../lib/nn/models.js';
 import type { Module } from '../lib/nn/module.js';
-import { SGD, warmupCosine } from '../lib/optim/index.js';
+import { AdamW, SGD, warmupCosine } from '../lib/optim/index.js';
+import { applyGradTerms } from '../lib/optim/optimizer.js';
+import { SoftmaxCrossEntropy } from '../lib/nn/loss.js';
+import { autocast, GradScaler, setLossScale } from '../lib/nn/amp.js';
 import {
   ASP, Dense, MaskDecay, RECIPE_NAMES, SRSTE, STE, StructureDecay, createRecipe, structureFrames, type Recipe,
 } from '../lib/recipes/index.js';
-import { mnistSplit, type Dataset } from '../lib/data/mnist.js';
+import { Batches, mnistSplit, type Dataset } from '../lib/data/mnist.js';
 import { Trainer, sparseWeights } from '../lib/train/trainer.js';
 import { expectSameWeights, trainSteps } from './train-helpers.js';
 
@@ -42,6 +45,50 @@ describe('SR-STE', () => {
     expect(runs[2].some((p, i) => p.some((b, j) => b !== runs[0][i][j]))).toBe(true);
   });
 
+  it('20 steps with the term fused into the optimizer step give the bits of the separate pass (SGD, AdamW; clipping; float16 scaled)', () => {
+    for (const c of [
+      { opt: 'sgd', precision: 'float32', clip: 0 },
+      { opt: 'sgd', precision: 'float32', clip: 0.1 },
+      { opt: 'adamw', precision: 'float32', clip: 0 },
+      { opt: 'sgd', precision: 'float16', clip: 0 },
+      { opt: 'sgd', precision: 'float16', clip: 0.1 },
+      { opt: 'adamw', precision: 'float16', clip: 0 },
+    ] as const) {
+      const run = (fuse: boolean) => {
+        const recipe = new SRSTE({ lambda: 0.01 }), steps = 20;
+        const model = mlp({ hidden: [32, 32], pattern: '2:4', recipe, seed: 5 });
+        model.requiresInputGrad = false;
+        const params = model.parameters();
+        const opt = c.opt === 'sgd' ? new SGD(params, { lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 5e-4 }) : new AdamW(params, { lr: 1e-3 });
+        const scaler = c.precision === 'float16' ? new GradScaler() : null;
+        const loss = new SoftmaxCrossEntropy(), sw = sparseWeights(model).map(({ s }) => s);
+        const batches = new Batches(data, 64, { seed: 1 });
+        recipe.plan(steps);
+        let pending = 0;
+        for (const [step, b] of [...batches.epoch(0), ...batches.epoch(1)].slice(0, steps).entries()) {
+          recipe.setStep(step);
+          autocast(c.precision, () => {
+            loss.forward(model.forward(b.x), b.labels);
+            model.backward(loss.backward(scaler?.scale ?? 1));
+          });
+          pending += params.filter((p) => p.term).length;
+          if (!fuse) applyGradTerms(params); // today's separate pass, in the scaled gradient under float16
+          if (scaler) scaler.step(opt, { clipGradNorm: c.clip || undefined });
+          else {
+            if (c.clip) opt.clipGradNorm(c.clip);
+            opt.step();
+          }
+          for (const s of sw) s.afterUpdate();
+        }
+        expect(pending).toBe(steps * sw.length); // every sparse weight's term was left to the step
+        return params.map((p) => p.value);
+      };
+      const [fused, apart] = [run(true), run(false)];
+      fused.forEach((t, i) => expect(bits(t), `${JSON.stringify(c)} parameter ${i}`).toEqual(bits(apart[i])));
+    }
+    setLossScale(1); // the last float16 backward published its scale; the layer-level tests below start from 1
+  });
+
   it('the gradient to the dense W is g + λ_W·(1 − m)⊙W on a hand-made example', () => {
     // W = [4, −0.5, 2, 0.1]: 2:4 keeps 4 and 2. x = [1, 2, 3, 4], dy = 1, so g = x.
     for (const [lambda, want] of [
@@ -53,6 +100,7 @@ describe('SR-STE', () => {
       const y = layer.forward(f32([1, 2, 3, 4], [1, 4]));
       expect(Array.from(y.storage())).toEqual([10]); // 4·1 + 2·3: the pruned weights do not act
       layer.backward(f32([1], [1, 1]));
+      applyGradTerms([layer.weight]); // the term is pending until the optimizer's step (Parameter.term)
       const g = Array.from(layer.weight.grad.storage() as Float32Array);
       want.forEach((w, i) => expect(g[i]).toBeCloseTo(w, 6));
     }
@@ -63,6 +111,7 @@ describe('SR-STE', () => {
       const l = new SparseLinear(16, 8, '2:8', recipe, { seed: 9 });
       l.forward(f32(Array.from({ length: 48 }, (_, i) => Math.sin(i)), [3, 16]));
       l.backward(f32(Array.from({ length: 24 }, (_, i) => Math.cos(i)), [3, 8]));
+      applyGradTerms([l.weight]);
       return l;
     };
     const ste = mk(new STE()), sr = mk(new SRSTE({ lambda: 0.01 }));
@@ -200,6 +249,7 @@ describe("structure decay 'aqt' (Google AQT's code as published)", () => {
       const l = new SparseLinear(64, 8, '1:8', recipe, { seed: 4 });
       l.forward(f32(Array.from({ length: 192 }, (_, i) => Math.sin(0.7 * i)), [3, 64]));
       l.backward(f32(Array.from({ length: 24 }, (_, i) => Math.cos(i)), [3, 8]));
+      applyGradTerms([l.weight]);
       return l;
     };
     const aqt = mk('autodiff'), ste = mk('ste');

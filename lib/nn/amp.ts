@@ -10,7 +10,7 @@
  */
 import { fail } from '../errors.js';
 import type { Optimizer } from '../optim/optimizer.js';
-import { gradSumSquares, scaleGrads } from '../optim/optimizer.js';
+import { applyGradTerms, gradSumSquares, powerOfTwo, scaleGrads } from '../optim/optimizer.js';
 
 export type Precision = 'float32' | 'bfloat16' | 'float16';
 export const PRECISIONS: readonly Precision[] = ['float32', 'bfloat16', 'float16'];
@@ -108,8 +108,12 @@ export class GradScaler {
   step(optimizer: Optimizer, opts: { clipGradNorm?: number } = {}): boolean {
     const max = opts.clipGradNorm;
     if (max && !(max > 0)) fail('E_VALUE', 'clipGradNorm', max, 'a number > 0 (0 or none: no clipping)');
+    // Pending gradient terms (Parameter.term) stay fused into the step where unscaling is exact (a power-of-two
+    // scale) and no norm is taken; else they are added now, before the norm and the unscaling, as the gradient's.
+    if (max || !powerOfTwo(this.scale)) applyGradTerms(optimizer.params);
     const ss = gradSumSquares(optimizer.params);
     if (!Number.isFinite(ss)) {
+      for (const p of optimizer.params) p.term = null;
       this.skipped++;
       this.#good = 0;
       this.scale *= this.backoffFactor;

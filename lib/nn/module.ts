@@ -13,9 +13,21 @@ import type { Device } from '../device.js';
 import type { DType } from '../dtype.js';
 import type { SparseWeight } from '../recipes/recipe.js';
 
+/** λ·(1 − mask)⊙value, mask uint8 (1 = kept) with as many elements as the parameter. */
+export interface GradTerm {
+  mask: Tensor;
+  lambda: number;
+}
+
 export class Parameter {
   /** The gradient of the loss with respect to `value`, written by the owning module's backward(). */
   grad: Tensor;
+  /**
+   * A term of the gradient not yet added to `grad`: λ·(1 − mask)⊙value (SR-STE's, lib/recipes/recipe.ts), which
+   * the optimizer's step reads on the fly instead of a separate pass. Whatever needs `grad` whole first calls
+   * applyGradTerms (lib/optim/optimizer.ts). null when none.
+   */
+  term: GradTerm | null = null;
   constructor(
     public value: Tensor,
     /** Whether an optimizer's weight decay applies (weights: yes; biases and norm parameters: no). */

@@ -41,6 +41,7 @@ export class AdamW extends Optimizer {
       deviceOp(p.value.device, 'adamwStep')(p.value, p.grad, this.#m[i], this.#v[i], { lr: this.lr, beta1: b1, beta2: b2, eps: this.eps, weightDecay: wd, step: this.stepCount });
       return;
     }
-    native.adamwStep(p.value.storage(), p.grad.storage(), this.#m[i].storage(), this.#v[i].storage(), p.size, this.lr, b1, b2, this.eps, wd, this.stepCount);
+    native.adamwStep(p.value.storage(), p.grad.storage(), this.#m[i].storage(), this.#v[i].storage(), p.size, this.lr, b1, b2, this.eps, wd, this.stepCount,
+      p.term?.mask.storage() ?? null, p.term?.lambda ?? 0);
   }
 }

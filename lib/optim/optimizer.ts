@@ -5,6 +5,7 @@
 import { native } from '../native.js';
 import { fail } from '../errors.js';
 import { deviceOp } from '../device.js';
+import { maskedAdd } from '../nn/elementwise.js';
 import type { Parameter } from '../nn/module.js';
 
 export abstract class Optimizer {
@@ -25,20 +26,35 @@ export abstract class Optimizer {
   step(): void {
     checkLr(this.lr, 'optimizer.lr');
     this.stepCount++;
-    for (let i = 0; i < this.params.length; i++) this.update(this.params[i], i);
+    for (let i = 0; i < this.params.length; i++) {
+      this.update(this.params[i], i);
+      this.params[i].term = null;
+    }
   }
+  /** One parameter's update from grad plus its pending term (p.term, read on the fly), which step() then clears. */
   protected abstract update(p: Parameter, index: number): void;
 
   /** Scales the gradients so that their global L2 norm is at most maxNorm; returns the norm before clipping. */
   clipGradNorm(maxNorm: number): number {
     if (!(maxNorm > 0)) fail('E_VALUE', 'maxNorm', maxNorm, 'a number > 0');
+    applyGradTerms(this.params);  // the norm is that of the whole gradient
     const norm = Math.sqrt(gradSumSquares(this.params));
     if (norm > maxNorm) scaleGrads(this.params, maxNorm / (norm + 1e-6));
     return norm;
   }
 }
 
-/** Σ g² over the gradients of `params` (float64; NaN or Infinity when one is not finite). */
+/** Adds each parameter's pending term (Parameter.term) to its gradient and clears it: `grad` is then whole. */
+export function applyGradTerms(params: Parameter[]): void {
+  for (const p of params) {
+    if (!p.term) continue;
+    const { mask, lambda } = p.term;
+    maskedAdd(p.grad.reshape([...mask.shape]), p.value.reshape([...mask.shape]), mask, lambda);
+    p.term = null;
+  }
+}
+
+/** Σ g² over the gradients of `params`, pending terms excluded (float64; NaN or Infinity when one is not finite). */
 export function gradSumSquares(params: Parameter[]): number {
   let ss = 0;
   for (const p of params) {
@@ -48,12 +64,23 @@ export function gradSumSquares(params: Parameter[]): number {
   return ss;
 }
 
-/** g *= s for the gradient of every parameter. */
+/**
+ * g *= s for the whole gradient of every parameter. A pending term is scaled with it when s is a power of two (s·(g +
+ * t) = s·g + s·t exactly, barring subnormals), else added first.
+ */
 export function scaleGrads(params: Parameter[], s: number): void {
-  for (const p of params)
+  const exact = powerOfTwo(s);
+  for (const p of params) {
+    if (p.term) {
+      if (exact) p.term.lambda *= s;
+      else applyGradTerms([p]);
+    }
     if (p.grad.device === 'cpu') native.scaleInplace(p.grad.storage(), s, p.grad.size);
     else deviceOp(p.grad.device, 'scaleInplace')(p.grad, s);
+  }
 }
+
+export const powerOfTwo = (s: number): boolean => s > 0 && Number.isFinite(s) && 2 ** Math.round(Math.log2(s)) === s;
 
 export function checkLr(lr: unknown, arg = 'lr'): number {
   if (typeof lr !== 'number' || !Number.isFinite(lr) || lr < 0) fail('E_VALUE', arg, lr, 'a finite number >= 0');

@@ -46,6 +46,7 @@ export class SGD extends Optimizer {
       deviceOp(p.value.device, 'sgdStep')(p.value, p.grad, buf, { lr: this.lr, momentum: this.momentum, dampening: this.dampening, weightDecay: wd, nesterov: this.nesterov, first });
       return;
     }
-    native.sgdStep(p.value.storage(), p.grad.storage(), buf ? buf.storage() : null, p.size, this.lr, this.momentum, this.dampening, wd, this.nesterov, first);
+    native.sgdStep(p.value.storage(), p.grad.storage(), buf ? buf.storage() : null, p.size, this.lr, this.momentum, this.dampening, wd, this.nesterov, first,
+      p.term?.mask.storage() ?? null, p.term?.lambda ?? 0);
   }
 }

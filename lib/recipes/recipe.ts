@@ -364,9 +364,16 @@ export abstract class Recipe {
     return { recipe: this.name, denseWarmup: this.denseWarmup, denseFinetune: this.denseFinetune, interval: this.interval, mask: this.mask };
   }
 
-  /** SR-STE term, shared by STE-family recipes: g += λ·(1 − m)⊙W while a mask is active (times the loss scale). */
+  /**
+   * SR-STE term, shared by STE-family recipes: g += λ·(1 − m)⊙W while a mask is active (times the loss scale). On
+   * the CPU it is left pending on the parameter (Parameter.term) and the optimizer's step reads it on the fly: no
+   * pass of its own over W, m and g. On 'cuda' it is added here.
+   */
   protected addRefinedTerm(s: SparseWeight, g: Tensor, lambda: number): void {
-    if (lambda !== 0 && s.active && s.mask) maskedAdd(g, s.weight, s.mask, lambda * currentLossScale());
+    s.param.term = null;
+    if (lambda === 0 || !s.active || !s.mask) return;
+    if (g.device === 'cpu') s.param.term = { mask: s.mask, lambda: lambda * currentLossScale() };
+    else maskedAdd(g, s.weight, s.mask, lambda * currentLossScale());
   }
   /** autodiff through W ⊙ (m + (1 − m)α): g ⊙= (m + (1 − m)α) while a mask is active. */
   protected scaleByMask(s: SparseWeight, g: Tensor): void {

@@ -12,23 +12,34 @@ namespace nms::cpu {
 namespace {
 constexpr int64_t kGrain = 1 << 14;
 
-NMS_CLONES void sgd_plain(float* p, const float* g, int64_t n, float lr, float wd) {
-  for (int64_t i = 0; i < n; ++i) p[i] -= lr * (g[i] + wd * p[i]);
+// The gradient the update uses: g, or with Term SR-STE's g + λ·(1 − m)⊙p read on the fly (the same arithmetic as
+// masked_add in elementwise.cc, so that the fused step matches the separate pass bit for bit).
+template <bool Term>
+inline float grad_at(const float* g, const float* p, const uint8_t* m, float lambda, int64_t i) {
+  if (!Term) return g[i];
+  const float add = g[i] + lambda * p[i];
+  return m[i] ? g[i] : add;
+}
+template <bool Term>
+NMS_CLONES void sgd_plain(float* p, const float* g, const uint8_t* m, float lambda, int64_t n, float lr, float wd) {
+  for (int64_t i = 0; i < n; ++i) p[i] -= lr * (grad_at<Term>(g, p, m, lambda, i) + wd * p[i]);
 }
 // One momentum update; `first` and `nesterov` are constant per call.
-template <bool First, bool Nesterov>
-NMS_CLONES void sgd_momentum(float* p, const float* g, float* buf, int64_t n, float lr, float wd, float mu, float damp) {
+template <bool Term, bool First, bool Nesterov>
+NMS_CLONES void sgd_momentum(float* p, const float* g, const uint8_t* m, float lambda, float* buf, int64_t n, float lr,
+                             float wd, float mu, float damp) {
   for (int64_t i = 0; i < n; ++i) {
-    const float d = g[i] + wd * p[i];
+    const float d = grad_at<Term>(g, p, m, lambda, i) + wd * p[i];
     const float b = First ? d : mu * buf[i] + damp * d;
     buf[i] = b;
     p[i] -= lr * (Nesterov ? d + mu * b : b);
   }
 }
-NMS_CLONES void adamw_range(float* p, const float* g, float* m, float* v, int64_t n, float b1, float b2, float decay,
-                            float step_size, float bc2_sqrt, float eps) {
+template <bool Term>
+NMS_CLONES void adamw_range(float* p, const float* g, const uint8_t* mask, float lambda, float* m, float* v, int64_t n,
+                            float b1, float b2, float decay, float step_size, float bc2_sqrt, float eps) {
   for (int64_t i = 0; i < n; ++i) {
-    const float gi = g[i];
+    const float gi = grad_at<Term>(g, p, mask, lambda, i);
     const float mi = b1 * m[i] + (1.0f - b1) * gi;
     const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
     m[i] = mi;
@@ -36,31 +47,41 @@ NMS_CLONES void adamw_range(float* p, const float* g, float* m, float* v, int64_
     p[i] = p[i] * decay - step_size * mi / (std::sqrt(vi) / bc2_sqrt + eps);
   }
 }
+template <bool Term>
+void sgd_span(float* p, const float* g, const uint8_t* m, float lambda, float* buf, int64_t n, float lr, float wd,
+              float mu, float damp, bool first, bool nesterov) {
+  if (mu == 0.0f) sgd_plain<Term>(p, g, m, lambda, n, lr, wd);
+  else if (first) nesterov ? sgd_momentum<Term, true, true>(p, g, m, lambda, buf, n, lr, wd, mu, damp) : sgd_momentum<Term, true, false>(p, g, m, lambda, buf, n, lr, wd, mu, damp);
+  else nesterov ? sgd_momentum<Term, false, true>(p, g, m, lambda, buf, n, lr, wd, mu, damp) : sgd_momentum<Term, false, false>(p, g, m, lambda, buf, n, lr, wd, mu, damp);
+}
 NMS_CLONES void scale_range(float* x, float s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 }  // namespace
 
-void sgd_step(float* p, const float* g, float* buf, int64_t n, const SgdArgs& a) {
+void sgd_step(float* p, const float* g, float* buf, int64_t n, const SgdArgs& a, const uint8_t* mask, float lambda) {
   const float lr = a.lr, mu = a.momentum, damp = 1.0f - a.dampening, wd = a.weight_decay;
+  const bool term = mask && lambda != 0.0f;  // as masked_add: λ = 0 leaves g exactly as it is
   parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) {
     float *pp = p + i0, *bb = buf ? buf + i0 : nullptr;
     const float* gg = g + i0;
-    const int64_t len = i1 - i0;
-    if (mu == 0.0f) sgd_plain(pp, gg, len, lr, wd);
-    else if (a.first) a.nesterov ? sgd_momentum<true, true>(pp, gg, bb, len, lr, wd, mu, damp) : sgd_momentum<true, false>(pp, gg, bb, len, lr, wd, mu, damp);
-    else a.nesterov ? sgd_momentum<false, true>(pp, gg, bb, len, lr, wd, mu, damp) : sgd_momentum<false, false>(pp, gg, bb, len, lr, wd, mu, damp);
+    const uint8_t* mm = term ? mask + i0 : nullptr;
+    if (term) sgd_span<true>(pp, gg, mm, lambda, bb, i1 - i0, lr, wd, mu, damp, a.first, a.nesterov);
+    else sgd_span<false>(pp, gg, mm, lambda, bb, i1 - i0, lr, wd, mu, damp, a.first, a.nesterov);
   });
 }
 
-void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamwArgs& a) {
+void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamwArgs& a, const uint8_t* mask,
+                float lambda) {
   const double t = static_cast<double>(a.step);
   const float bc1 = static_cast<float>(1.0 - std::pow(static_cast<double>(a.beta1), t));
   const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(a.beta2), t)));
   const float step_size = a.lr / bc1, decay = 1.0f - a.lr * a.weight_decay;
   const float b1 = a.beta1, b2 = a.beta2, eps = a.eps;
+  const bool term = mask && lambda != 0.0f;
   parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) {
-    adamw_range(p + i0, g + i0, m + i0, v + i0, i1 - i0, b1, b2, decay, step_size, bc2_sqrt, eps);
+    if (term) adamw_range<true>(p + i0, g + i0, mask + i0, lambda, m + i0, v + i0, i1 - i0, b1, b2, decay, step_size, bc2_sqrt, eps);
+    else adamw_range<false>(p + i0, g + i0, nullptr, lambda, m + i0, v + i0, i1 - i0, b1, b2, decay, step_size, bc2_sqrt, eps);
   });
 }
 

@@ -13,11 +13,16 @@ using ::nms::AdamwArgs;
 
 // d = g + wd·p; with momentum: buf = first ? d : μ·buf + (1 − dampening)·d, then d = nesterov ? d + μ·buf : buf;
 // p −= lr·d. buf may be null when momentum == 0.
-void sgd_step(float* p, const float* g, float* buf, int64_t n, const SgdArgs& a);
+// With a mask (uint8, 1 = kept) and λ ≠ 0, g is read as SR-STE's g + λ·(1 − m)⊙p (p before this step): the term
+// fused into the step instead of a separate pass over g (cpu::masked_add, with which it agrees bit for bit).
+void sgd_step(float* p, const float* g, float* buf, int64_t n, const SgdArgs& a, const uint8_t* mask = nullptr,
+              float lambda = 0.0f);
 
 // p ·= 1 − lr·wd; m = β1·m + (1 − β1)·g; v = β2·v + (1 − β2)·g²;
 // p −= lr/(1 − β1^t) · m / (√v/√(1 − β2^t) + eps).
-void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamwArgs& a);
+// mask and λ as sgd_step's.
+void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamwArgs& a,
+                const uint8_t* mask = nullptr, float lambda = 0.0f);
 
 // Σ x² in double (for gradient-norm clipping); deterministic whatever the thread count.
 double sum_squares(const float* x, int64_t n);

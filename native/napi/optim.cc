@@ -22,8 +22,21 @@ float finite(const Napi::CallbackInfo& info, size_t i, const char* name) {
   return static_cast<float>(v);
 }
 
+// The optional SR-STE term of a step: (mask: Uint8Array of n, or null; lambda: a finite number) at info[i], info[i + 1].
+struct Term {
+  const uint8_t* mask = nullptr;
+  float lambda = 0.0f;
+};
+Term term_arg(const Napi::CallbackInfo& info, size_t i, int64_t n) {
+  Term t;
+  if (info.Length() <= i || info[i].IsNull() || info[i].IsUndefined()) return t;
+  t.mask = typed_arg<uint8_t>(info, i, "mask", n);
+  t.lambda = finite(info, i + 1, "lambda");
+  return t;
+}
+
 void RegisterOptim(Napi::Env env, Napi::Object exports) {
-  // sgdStep(p, g, buf|null, n, lr, momentum, dampening, weightDecay, nesterov, first)
+  // sgdStep(p, g, buf|null, n, lr, momentum, dampening, weightDecay, nesterov, first, mask|null, lambda)
   define(env, exports, "sgdStep", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = count_arg(info, 3);
     cpu::SgdArgs a;
@@ -35,10 +48,11 @@ void RegisterOptim(Napi::Env env, Napi::Object exports) {
     a.first = bool_arg(info, 9, "first");
     float* buf = nullptr;
     if (a.momentum != 0.0f) buf = f32_arg(info, 2, "buf", n);
-    cpu::sgd_step(f32_arg(info, 0, "p", n), f32_arg(info, 1, "g", n), buf, n, a);
+    const Term t = term_arg(info, 10, n);
+    cpu::sgd_step(f32_arg(info, 0, "p", n), f32_arg(info, 1, "g", n), buf, n, a, t.mask, t.lambda);
     return info.Env().Undefined();
   });
-  // adamwStep(p, g, m, v, n, lr, beta1, beta2, eps, weightDecay, step)
+  // adamwStep(p, g, m, v, n, lr, beta1, beta2, eps, weightDecay, step, mask|null, lambda)
   define(env, exports, "adamwStep", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t n = count_arg(info, 4);
     cpu::AdamwArgs a;
@@ -51,7 +65,8 @@ void RegisterOptim(Napi::Env env, Napi::Object exports) {
     if (a.step < 1) fail("E_VALUE", "step: expected an integer >= 1");
     if (!(a.beta1 >= 0 && a.beta1 < 1) || !(a.beta2 >= 0 && a.beta2 < 1))
       fail("E_VALUE", "betas: expected 0 <= beta < 1");
-    cpu::adamw_step(f32_arg(info, 0, "p", n), f32_arg(info, 1, "g", n), f32_arg(info, 2, "m", n), f32_arg(info, 3, "v", n), n, a);
+    const Term t = term_arg(info, 11, n);
+    cpu::adamw_step(f32_arg(info, 0, "p", n), f32_arg(info, 1, "g", n), f32_arg(info, 2, "m", n), f32_arg(info, 3, "v", n), n, a, t.mask, t.lambda);
     return info.Env().Undefined();
   });
   // sumSquares(x, n) -> Σ x² (double)
