@@ -49,6 +49,7 @@ namespace {
 
 constexpr int kKcb = 128;  // W̃ columns per block: a multiple of every M (and of 8, so 2:4 blocks start on a byte)
 constexpr int kRi = 4;     // most rows interleaved by the vector kernels
+constexpr int64_t kRowsAhead = 8;  // rows spmm_rows prefetches ahead
 
 // A group of `ri` rows for the kernel: their values and panel offsets for this block, and their tile rows.
 struct Rows {
@@ -800,6 +801,9 @@ void spmm_pick(const SpmmArgs& s, Isa isa, const float* bias) {
 // ---------------------------------------------------------------------------------------------------------------
 // Generic driver (any ISA, any N:M): lanes = columns of Y, one panel load per FMA.
 
+// spmm_rows's panel width (columns of Y per task) for p columns; the last panel's lanes past p are computed too.
+int rows_panel(int64_t p, Isa isa) { return p <= 16 ? 16 : p <= 32 ? 32 : p < 128 || isa != Isa::Avx512 ? 64 : 128; }
+
 void spmm_rows(const SpmmArgs& s, Isa isa, const float* bias) {
   const NmMatrix& W = s.w;
   const int64_t rows = W.rows, cols = W.cols, p = s.p;
@@ -808,7 +812,7 @@ void spmm_rows(const SpmmArgs& s, Isa isa, const float* bias) {
   const int64_t prb = nm_pos_row_bytes(cols, n, m);  // position bytes per row
   const bool is24 = n == 2 && m == 4;
 
-  const int pb = p <= 16 ? 16 : p <= 32 ? 32 : p < 128 || isa != Isa::Avx512 ? 64 : 128;
+  const int pb = rows_panel(p, isa);
   const KernelPair K = kernels_for(isa, pb);
   const int64_t kcb = K.kcb;
   const int64_t njb = cdiv(p, pb);
@@ -843,6 +847,17 @@ void spmm_rows(const SpmmArgs& s, Isa isa, const float* bias) {
 
         for (int64_t r = 0; r < nr;) {
           const int ri = K.multi && nr - r >= K.ri ? K.ri : 1;
+          // The values and positions of the rows kRowsAhead on (past the block's end: its first ones in the next
+          // column block) towards L1: the rows are far apart, and the hardware prefetchers do not follow them
+          // (4096² at 64 columns of Y on a Xeon: 1.25x with this).
+          for (int i = 0; i < ri; ++i) {
+            const int64_t a = r + i + kRowsAhead, ac0 = a < nr ? c0 : c0 + kcb;
+            if (ac0 >= cols || a >= 2 * nr) continue;
+            const int64_t row = r0 + (a < nr ? a : a - nr), es = static_cast<int64_t>(dtype_size(W.dtype));
+            const char* v = static_cast<const char*>(W.values) + (row * kpr + ac0 / m * n) * es;
+            for (int64_t b = 0; b < kcb_kept * es; b += 64) __builtin_prefetch(v + b);
+            __builtin_prefetch(W.positions + row * prb + ac0 / m * n * nm_pos_bits(m) / 8);
+          }
           Rows R;
           for (int i = 0; i < ri; ++i) {
             const int64_t row = r0 + r + i;
@@ -1393,14 +1408,17 @@ void spmm_t_check(const SpmmTArgs& s) {
 // cores issue on port 5, one of their two 512-bit FMA ports, so its FMAs run at under one a cycle there (0.92 in L1
 // on a Xeon with AMX), where spmm_rows's load-fed kernel reaches 1.1-1.2 (its 512-bit loads, ~1.2 a cycle measured,
 // bound it); on Zen 5 the shuffles run beside the FMAs and spmm_perm is the faster. On Intel, 2:4 from 64 columns of
-// Y goes to spmm_rows: 1.04-1.13x spmm_perm at 64 and 256 columns, W̃ 1024×784 to 4096², interleaved, one thread
-// (other N:M and fewer columns were not measured and stay). NMSPARSE_CPU_SPMM=perm or rows forces either (tests).
+// Y and 256 rows of W̃ goes to spmm_rows where its panels pad p by at most 1/16: 1.01-1.15x spmm_perm at 64 and 256
+// columns, W̃ 1024×784 to 4096² (interleaved, CPU time, one thread), where at 200 columns (256 computed) it ran
+// 0.85-0.93x and at 10 rows (4-row tasks) 0.7x; other N:M and fewer columns were not measured and stay.
+// NMSPARSE_CPU_SPMM=perm or rows forces either (tests).
 bool rows_over_perm(const SpmmArgs& s) {
   if (const char* e = std::getenv("NMSPARSE_CPU_SPMM")) {
     if (std::strcmp(e, "rows") == 0) return true;
     if (std::strcmp(e, "perm") == 0) return false;
   }
-  return cpu_is_intel() && s.w.n == 2 && s.w.m == 4 && s.p >= 64;
+  const int64_t pb = rows_panel(s.p, Isa::Avx512);
+  return cpu_is_intel() && s.w.n == 2 && s.w.m == 4 && s.p >= 64 && s.w.rows >= 256 && cdiv(s.p, pb) * pb * 15 <= s.p * 16;
 }
 #endif
 
