@@ -6,6 +6,7 @@ export const ENVIRONMENT = {
   NMSPARSE_ADDON: 'load this .node file instead of the package build or prebuild',
   NMSPARSE_BUILD_FROM_SOURCE: '1: skip the prebuilds and compile at install',
   NMSPARSE_CPU_ISA: 'avx512, avx2 or scalar: the highest ISA the CPU kernels may use',
+  NMSPARSE_CPU_SPMM: 'perm or rows: the AVX-512 N:M product driver for M <= 16 past small batches (default: by CPU vendor)',
   NMSPARSE_OPENBLAS: 'the libopenblas file the CPU benchmark compares against',
   NMSPARSE_CUDA_DEVICE: 'index of the CUDA device to use (default 0)',
   NMSPARSE_CUDA_LIBS: 'a directory searched first for cuSPARSELt and cuBLASLt',

@@ -177,6 +177,51 @@ describe('small batches, every N:M (1–32 rows of x): x·W̃ᵀ on every kernel
     });
 });
 
+// The AVX-512 drivers for M <= 16 past the small batches (native/cpu/spmm.cc rows_over_perm): spmm_perm, and on
+// Intel for 2:4 from 64 columns of Y spmm_rows (panels of 64 columns of Y, of 128 from 128 on); NMSPARSE_CPU_SPMM
+// forces either here, so both run on every CPU. Rows not a multiple of 3 or 4, W̃ columns past one 64- and 128-
+// column panel ending inside one, batches around the panel widths.
+describe('large batches on either AVX-512 driver (NMSPARSE_CPU_SPMM=perm, rows)', () => {
+  const before = process.env.NMSPARSE_CPU_SPMM;
+  afterAll(() => {
+    if (before === undefined) delete process.env.NMSPARSE_CPU_SPMM;
+    else process.env.NMSPARSE_CPU_SPMM = before;
+  });
+  for (const [n, m] of [[2, 4], [1, 4], [1, 8], [4, 8], [2, 16], [9, 16], [5, 32]] as const)
+    it(`${n}:${m}: nm.linear and S.matmul, batches 64–200, into a poisoned out on every kernel path`, () => {
+      const rows = 37, cols = m * Math.ceil(196 / m), seed = 500 + n * 40 + m;
+      const W = rand([rows, cols], 'float32', seed), bias = rand([rows], 'float32', seed + 1);
+      const S = nm.compress(W, { n, m }), w = refPrune(W, n, m);
+      for (const batch of [64, 71, 128, 200]) {
+        const x = rand([batch, cols], 'float32', seed + batch), b = rand([cols, batch], 'float32', seed + batch + 1);
+        const refX = refSpmm(w, rows, cols, x.toArray(), batch, true, bias.toArray());
+        const refB = refSpmm(w, rows, cols, b.toArray(), batch, false);
+        for (const driver of ['perm', 'rows']) {
+          process.env.NMSPARSE_CPU_SPMM = driver;
+          expectLinearEveryIsa(x, S, bias, refX);
+          for (const isa of ISAS) {
+            native.cpuIsa(isa);
+            const out = poison(zeros([rows, batch]));
+            expect(sparseMatmul(S, b, { out })).toBe(out);
+            expectClose(out, refB, rows, batch, false, cols);
+          }
+          native.cpuIsa('auto');
+        }
+      }
+    });
+
+  it('2:4 in bfloat16 (weight, x and result) at 130 columns of Y, on either driver', () => {
+    const W = rand([45, 200], 'bfloat16', 601), x = rand([130, 200], 'bfloat16', 602), S = nm.compress(W, '2:4');
+    const ref = refSpmm(refPrune(W, 2, 4), 45, 200, x.toArray(), 130, true);
+    for (const driver of ['perm', 'rows']) {
+      process.env.NMSPARSE_CPU_SPMM = driver;
+      const out = poison(zeros([130, 45], { dtype: 'bfloat16' }));
+      expect(sparseLinear(x, S, null, { out })).toBe(out);
+      expectClose(out, ref, 45, 130, true, 200);
+    }
+  });
+});
+
 describe('S.matmul = sparseMatmul (CPU): W̃·b', () => {
   for (const [n, m] of [[2, 4], [1, 8], [6, 16], [12, 32]] as const)
     it(`${n}:${m} with a bias, into a poisoned out`, () => {

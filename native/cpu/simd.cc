@@ -36,6 +36,18 @@ Isa best_isa() {
 #endif
 }
 
+bool cpu_is_intel() {
+#if NMS_X86
+  static const bool intel = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") != 0;
+  }();
+  return intel;
+#else
+  return false;
+#endif
+}
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::Avx512: return "avx512";

@@ -27,6 +27,7 @@ Isa best_isa();              // the best kernels this CPU can run
 Isa active_isa();            // what gemm/spmm use now: best_isa(), or NMSPARSE_CPU_ISA / set_isa() when lower
 void set_isa(Isa isa);       // fails E_UNSUPPORTED when the CPU lacks it
 const char* isa_name(Isa isa);  // "scalar", "avx2", "avx512"
+bool cpu_is_intel();         // the CPU's vendor, where a kernel's choice depends on its cores (cpu/spmm.cc)
 bool parse_isa(const char* name, Isa* out);  // accepts the names above
 
 // A growable 64-byte-aligned float buffer. Kernels keep these thread_local so that steady-state calls allocate

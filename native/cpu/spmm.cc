@@ -12,10 +12,12 @@
 // positions decoded (2:4: one gathered dword gives 16 slots) once per 256-column block, then reused by all
 // columns of the block; the next rows are prefetched meanwhile.
 //
-// Load-fed (every ISA, every N:M; spmm_rows): lanes are columns of Y. A task (rows × 16/32/64 columns of Y)
-// packs op(B)[128-column block, its columns] into an L1 panel, decodes each row's positions into panel offsets (a
-// 256-entry table turns one byte of 2:4 positions into four), and for each kept value (v, c) adds v · panel[c]
-// (one load per FMA), four rows interleaved on AVX-512 to hide the FMA latency.
+// Load-fed (every ISA, every N:M; spmm_rows): lanes are columns of Y. A task (rows × 16/32/64/128 columns of Y)
+// packs op(B)[128-column block (64 for 128 columns of Y), its columns] into an L1 panel, decodes each row's
+// positions into panel offsets (2:4: a 256-entry table turns one byte of positions into four, AVX-512 one dword
+// into 16 in registers), and for each kept value (v, c) adds v · panel[c] (one load per FMA), four rows (two of
+// 128 columns) interleaved on AVX-512 to hide the FMA latency. On Intel cores it also takes 2:4 from 64 columns of
+// Y, where the permutes compete with the FMAs for a port (rows_over_perm).
 //
 // Both write each task's float32 tile out once at its end (bias, transposition, dtype conversion). All scratch is
 // thread_local and only grows, so calls allocate nothing beyond their output.
@@ -26,6 +28,7 @@
 #include "cpu/spmm.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -45,7 +48,8 @@ namespace nms::cpu {
 namespace {
 
 constexpr int kKcb = 128;  // W̃ columns per block: a multiple of every M (and of 8, so 2:4 blocks start on a byte)
-constexpr int kRi = 4;     // rows interleaved by the vector kernels
+constexpr int kRi = 4;     // most rows interleaved by the vector kernels
+constexpr int64_t kRowsAhead = 8;  // rows spmm_rows prefetches ahead
 
 // A group of `ri` rows for the kernel: their values and panel offsets for this block, and their tile rows.
 struct Rows {
@@ -180,32 +184,37 @@ NMS_TARGET_AVX512 void decode_idx_24(const uint8_t* pos, int64_t prb, int nr, in
 }
 #endif
 
-// The kernels for one ISA and panel width: `multi` takes kRi rows at once (null: rows go one by one).
+// The kernels for one ISA and panel width: `multi` takes `ri` rows at once (null: rows go one by one).
 struct KernelPair {
   SpKernel multi, one;
+  int ri;   // rows `multi` takes
+  int kcb;  // W̃ columns per panel
 };
 
 KernelPair kernels_for(Isa isa, int pb) {
 #if NMS_X86
   if (isa == Isa::Avx512) {
     switch (pb) {
-      case 16: return {sp_avx512<kRi, 16>, sp_avx512<1, 16>};
-      case 32: return {sp_avx512<kRi, 32>, sp_avx512<1, 32>};
-      default: return {sp_avx512<kRi, 64>, sp_avx512<1, 64>};
+      case 16: return {sp_avx512<4, 16>, sp_avx512<1, 16>, 4, kKcb};
+      case 32: return {sp_avx512<4, 32>, sp_avx512<1, 32>, 4, kKcb};
+      case 64: return {sp_avx512<4, 64>, sp_avx512<1, 64>, 4, kKcb};
+      // 8 vectors: one broadcast and one offset load per 8 FMAs (of 1.25 loads per FMA, which bound it); 64 columns
+      // of W̃ keep the 32 KB panel in L1. 2 rows were 2-3% faster than 3 at 4096², 4 vectors 3-6% slower (Xeon).
+      default: return {sp_avx512<2, 128>, sp_avx512<1, 128>, 2, 64};
     }
   }
   if (isa == Isa::Avx2) {
     switch (pb) {
-      case 16: return {nullptr, sp_avx2<16>};
-      case 32: return {nullptr, sp_avx2<32>};
-      default: return {nullptr, sp_avx2<64>};
+      case 16: return {nullptr, sp_avx2<16>, 1, kKcb};
+      case 32: return {nullptr, sp_avx2<32>, 1, kKcb};
+      default: return {nullptr, sp_avx2<64>, 1, kKcb};
     }
   }
 #endif
   switch (pb) {
-    case 16: return {nullptr, sp_scalar<16>};
-    case 32: return {nullptr, sp_scalar<32>};
-    default: return {nullptr, sp_scalar<64>};
+    case 16: return {nullptr, sp_scalar<16>, 1, kKcb};
+    case 32: return {nullptr, sp_scalar<32>, 1, kKcb};
+    default: return {nullptr, sp_scalar<64>, 1, kKcb};
   }
 }
 
@@ -231,6 +240,28 @@ void decode_24(const uint8_t* pos, int64_t kept, int pb, int32_t* off) {
     for (int q = 0; q < 4; ++q) off[4 * b + q] = (base + c[q]) * pb;
   }
 }
+
+#if NMS_X86
+// decode_24 on AVX-512, pb a power of two: 16 offsets from one dword of positions (its fields shifted out in the
+// lanes): the table's scalar loop, whose adds and stores take issue slots on the FMA ports, had the driver at 28% of
+// a 4096² call's samples at 256 columns of Y on a Xeon (18% with this). Reads no byte past the block's (kept + 3) / 4.
+NMS_TARGET_AVX512 void decode_24_avx512(const uint8_t* pos, int64_t kept, int pb, int32_t* off) {
+  const __m512i shift = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i group = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+  const __m512i lg = _mm512_set1_epi32(__builtin_ctz(static_cast<unsigned>(pb)));
+  const int64_t bytes = (kept + 3) / 4;
+  for (int64_t t = 0; t < kept; t += 16) {
+    uint32_t w = 0;
+    if (t / 4 + 4 <= bytes) std::memcpy(&w, pos + t / 4, 4);  // one load (byte stores would stall its forwarding)
+    else
+      for (int64_t b = t / 4; b < bytes; ++b) w |= static_cast<uint32_t>(pos[b]) << (8 * (b - t / 4));
+    const __m512i f = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int32_t>(w)), shift),
+                                       _mm512_set1_epi32(3));
+    const __m512i c = _mm512_add_epi32(_mm512_add_epi32(f, group), _mm512_set1_epi32(static_cast<int32_t>(2 * t)));
+    _mm512_storeu_si512(off + t, _mm512_sllv_epi32(c, lg));
+  }
+}
+#endif
 
 // Any N:M: kept value t0 + t of the row belongs to group t / n of the block.
 void decode_nm(const uint8_t* row_pos, int64_t t0, int64_t kept, int n, int m, int pb, int32_t* off) {
@@ -770,6 +801,9 @@ void spmm_pick(const SpmmArgs& s, Isa isa, const float* bias) {
 // ---------------------------------------------------------------------------------------------------------------
 // Generic driver (any ISA, any N:M): lanes = columns of Y, one panel load per FMA.
 
+// spmm_rows's panel width (columns of Y per task) for p columns; the last panel's lanes past p are computed too.
+int rows_panel(int64_t p, Isa isa) { return p <= 16 ? 16 : p <= 32 ? 32 : p < 128 || isa != Isa::Avx512 ? 64 : 128; }
+
 void spmm_rows(const SpmmArgs& s, Isa isa, const float* bias) {
   const NmMatrix& W = s.w;
   const int64_t rows = W.rows, cols = W.cols, p = s.p;
@@ -778,8 +812,9 @@ void spmm_rows(const SpmmArgs& s, Isa isa, const float* bias) {
   const int64_t prb = nm_pos_row_bytes(cols, n, m);  // position bytes per row
   const bool is24 = n == 2 && m == 4;
 
-  const int pb = p <= 16 ? 16 : p <= 32 ? 32 : 64;
+  const int pb = rows_panel(p, isa);
   const KernelPair K = kernels_for(isa, pb);
+  const int64_t kcb = K.kcb;
   const int64_t njb = cdiv(p, pb);
 
   // X(j, c) = op(B)[c][j], as pack_panel reads it: B is [cols, p], or [p, cols] when trans_b.
@@ -791,11 +826,11 @@ void spmm_rows(const SpmmArgs& s, Isa isa, const float* bias) {
   while (rb > kRi && cdiv(rows, rb) * njb < 4 * threads) rb /= 2;
   const int64_t nrb = cdiv(rows, rb);
   const bool parallel = static_cast<double>(rows) * kpr * p >= 32.0 * 32 * 32;
-  const int64_t kcb_kept = kKcb / m * n;
+  const int64_t kcb_kept = kcb / m * n;
 
   parallel_for(nrb * njb, parallel ? 1 : nrb * njb, [&](int64_t t0, int64_t t1) {
     thread_local Scratch s_panel, s_tile, s_off, s_val;
-    float* panel = s_panel.floats(static_cast<size_t>(kKcb) * pb);
+    float* panel = s_panel.floats(static_cast<size_t>(kcb) * pb);
     float* tile = s_tile.floats(static_cast<size_t>(rb) * pb);
     int32_t* offs = s_off.as<int32_t>(static_cast<size_t>(kRi) * (kcb_kept + 4));
     float* vbuf = W.dtype == DType::F32 ? nullptr : s_val.floats(static_cast<size_t>(kRi) * kcb_kept);
@@ -805,20 +840,34 @@ void spmm_rows(const SpmmArgs& s, Isa isa, const float* bias) {
       const int64_t j0 = (task % njb) * pb, nj = std::min<int64_t>(pb, p - j0);
       std::fill(tile, tile + nr * pb, 0.f);
 
-      for (int64_t c0 = 0; c0 < cols; c0 += kKcb) {
-        const int64_t kc = std::min<int64_t>(kKcb, cols - c0);
+      for (int64_t c0 = 0; c0 < cols; c0 += kcb) {
+        const int64_t kc = std::min<int64_t>(kcb, cols - c0);
         const int64_t kept = kc / m * n, tk0 = c0 / m * n;
         pack_panel(isa, bsrc, j0, nj, c0, kc, pb, panel);
 
         for (int64_t r = 0; r < nr;) {
-          const int ri = K.multi && nr - r >= kRi ? kRi : 1;
+          const int ri = K.multi && nr - r >= K.ri ? K.ri : 1;
+          // The values and positions of the rows kRowsAhead on (past the block's end: its first ones in the next
+          // column block) towards L1: the rows are far apart, and the hardware prefetchers do not follow them
+          // (4096² at 64 columns of Y on a Xeon: 1.25x with this).
+          for (int i = 0; i < ri; ++i) {
+            const int64_t a = r + i + kRowsAhead, ac0 = a < nr ? c0 : c0 + kcb;
+            if (ac0 >= cols || a >= 2 * nr) continue;
+            const int64_t row = r0 + (a < nr ? a : a - nr), es = static_cast<int64_t>(dtype_size(W.dtype));
+            const char* v = static_cast<const char*>(W.values) + (row * kpr + ac0 / m * n) * es;
+            for (int64_t b = 0; b < kcb_kept * es; b += 64) __builtin_prefetch(v + b);
+            __builtin_prefetch(W.positions + row * prb + ac0 / m * n * nm_pos_bits(m) / 8);
+          }
           Rows R;
           for (int i = 0; i < ri; ++i) {
             const int64_t row = r0 + r + i;
             const uint8_t* pos = W.positions + row * prb;
             int32_t* off = offs + i * (kcb_kept + 4);
-            if (is24) decode_24(pos + c0 / 8, kept, pb, off);
-            else decode_nm(pos, tk0, kept, n, m, pb, off);
+            if (!is24) decode_nm(pos, tk0, kept, n, m, pb, off);
+#if NMS_X86
+            else if (isa == Isa::Avx512) decode_24_avx512(pos + c0 / 8, kept, pb, off);
+#endif
+            else decode_24(pos + c0 / 8, kept, pb, off);
             R.off[i] = off;
             if (W.dtype == DType::F32) {
               R.v[i] = static_cast<const float*>(W.values) + row * kpr + tk0;
@@ -829,7 +878,7 @@ void spmm_rows(const SpmmArgs& s, Isa isa, const float* bias) {
             }
             R.y[i] = tile + (r + i) * pb;
           }
-          (ri == kRi ? K.multi : K.one)(kept, R, panel);
+          (ri > 1 ? K.multi : K.one)(kept, R, panel);
           r += ri;
         }
       }
@@ -1354,6 +1403,25 @@ void spmm_t_check(const SpmmTArgs& s) {
                         " and " + dtype_name(s.out_dtype));
 }
 
+#if NMS_X86
+// Which AVX-512 driver takes M <= 16 past the small batches. spmm_perm's picks are 512-bit shuffles, which Intel
+// cores issue on port 5, one of their two 512-bit FMA ports, so its FMAs run at under one a cycle there (0.92 in L1
+// on a Xeon with AMX), where spmm_rows's load-fed kernel reaches 1.1-1.2 (its 512-bit loads, ~1.2 a cycle measured,
+// bound it); on Zen 5 the shuffles run beside the FMAs and spmm_perm is the faster. On Intel, 2:4 from 64 columns of
+// Y and 256 rows of W̃ goes to spmm_rows where its panels pad p by at most 1/16: 1.01-1.15x spmm_perm at 64 and 256
+// columns, W̃ 1024×784 to 4096² (interleaved, CPU time, one thread), where at 200 columns (256 computed) it ran
+// 0.85-0.93x and at 10 rows (4-row tasks) 0.7x; other N:M and fewer columns were not measured and stay.
+// NMSPARSE_CPU_SPMM=perm or rows forces either (tests).
+bool rows_over_perm(const SpmmArgs& s) {
+  if (const char* e = std::getenv("NMSPARSE_CPU_SPMM")) {
+    if (std::strcmp(e, "rows") == 0) return true;
+    if (std::strcmp(e, "perm") == 0) return false;
+  }
+  const int64_t pb = rows_panel(s.p, Isa::Avx512);
+  return cpu_is_intel() && s.w.n == 2 && s.w.m == 4 && s.p >= 64 && s.w.rows >= 256 && cdiv(s.p, pb) * pb * 15 <= s.p * 16;
+}
+#endif
+
 }  // namespace
 
 void spmm_t(const SpmmTArgs& s) {
@@ -1452,7 +1520,7 @@ void spmm(const SpmmArgs& s) {
 #if NMS_X86
   if (pick_batch(s, isa)) return spmm_pick(s, isa, bias);
   if (gemv24(s, isa)) return spmm_gemv24(s, bias);
-  if (isa == Isa::Avx512 && s.w.m <= 16) return spmm_perm(s, bias);
+  if (isa == Isa::Avx512 && s.w.m <= 16 && !rows_over_perm(s)) return spmm_perm(s, bias);
 #endif
   spmm_rows(s, isa, bias);
 }
