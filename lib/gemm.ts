@@ -195,7 +195,9 @@ export async function matmulAsync(a: Tensor, b: Tensor, opts: MatmulOptions = {}
  * against the rows as for a plain tensor: faster there). The packing is for the CPU's kernels when it
  * was made: after cpuIsa() selects others, or for a float16/bfloat16 x (a result that is not float32), the
  * product packs the weight as for a plain tensor. The weight itself stays the caller's (it is still read then,
- * and must stay alive); dispose() frees the packed copy (as much memory as a float32 copy of the weight).
+ * and must stay alive); the copy is of the weight's values when packed: after changing the weight in place, pack
+ * it again (else the paths above and the packed one disagree). dispose() drops the packed copy (as much memory as
+ * a float32 copy of the weight), which native storage releases when it is collected.
  */
 export class PackedWeight {
   readonly weight: Tensor;
@@ -220,7 +222,7 @@ export class PackedWeight {
   get disposed(): boolean { return this.#packed === null; }
   /** Bytes of the packed copy (0 once disposed). */
   get bytes(): number { return this.#packed?.byteLength ?? 0; }
-  /** Frees the packed copy; the weight is left alone. Using the PackedWeight afterwards is E_DISPOSED. */
+  /** Drops the packed copy (released when collected); the weight is left alone. Using the PackedWeight afterwards is E_DISPOSED. */
   dispose(): void { this.#packed = null; }
 
   /** The packed form for the native GEMM (E_DISPOSED after dispose(), or when the weight was disposed). */

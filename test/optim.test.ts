@@ -5,7 +5,7 @@ import { Tensor } from '../lib/index.js';
 import { NmSparseError } from '../lib/errors.js';
 import { Parameter } from '../lib/nn/module.js';
 import { AdamW, SGD, constant, stepDecay, warmupCosine } from '../lib/optim/index.js';
-import { applyGradTerms, scaleGrads, type Optimizer } from '../lib/optim/optimizer.js';
+import { Optimizer, applyGradTerms, scaleGrads } from '../lib/optim/optimizer.js';
 import { poison, prng } from './helpers.js';
 
 const vals = (n: number, seed: number) => {
@@ -198,6 +198,25 @@ it('clipGradNorm takes the norm of the whole gradient, pending term included', (
   expect(p.term).toBeNull();
   expect(arr(p.grad)).toEqual([Math.fround(3 * (1 / (5 + 1e-6))), Math.fround(4 * (1 / (5 + 1e-6)))].map((v) => expect.closeTo(v, 6)));
   expect(new SGD([q], { lr: 1 }).clipGradNorm(1)).toBe(0);
+});
+
+it("an optimizer that does not read the pending term (a user's subclass) gets it added to grad before its update", () => {
+  // p = (3, −4, 5), g = (1, 1, 1), the mask keeps only the first: the whole gradient is g + 0.5·(0, −4, 5) = (1, −1, 3.5).
+  const seen: number[][] = [];
+  class PlainSgd extends Optimizer {
+    protected update(q: Parameter): void {
+      seen.push(arr(q.grad));
+      const v = q.value.storage() as Float32Array, g = q.grad.storage() as Float32Array;
+      for (let i = 0; i < v.length; i++) v[i] -= this.lr * g[i];
+    }
+  }
+  const p = param([3, -4, 5]);
+  (p.grad.storage() as Float32Array).set([1, 1, 1]);
+  p.term = { mask: new Tensor([3], 'uint8', Uint8Array.of(1, 0, 0)), lambda: 0.5 };
+  new PlainSgd([p], 0.1).step();
+  expect(seen).toEqual([[1, -1, 3.5]]);
+  expect(p.term).toBeNull();
+  expect(arr(p.value)).toEqual([3 - 0.1, -4 + 0.1, 5 - 0.35].map((v) => expect.closeTo(v, 6)));
 });
 
 describe('schedules', () => {

@@ -12,6 +12,7 @@ import { zeros, type Shape, type Tensor } from '../tensor.js';
 import type { Device } from '../device.js';
 import type { DType } from '../dtype.js';
 import type { SparseWeight } from '../recipes/recipe.js';
+import { applyGradTerms } from '../optim/optimizer.js';
 
 /** λ·(1 − mask)⊙value, mask uint8 (1 = kept) with as many elements as the parameter. */
 export interface GradTerm {
@@ -20,7 +21,10 @@ export interface GradTerm {
 }
 
 export class Parameter {
-  /** The gradient of the loss with respect to `value`, written by the owning module's backward(). */
+  /**
+   * The gradient of the loss with respect to `value`, written by the owning module's backward(); on the CPU without
+   * a pending `term` (SR-STE's), which the optimizer adds: `optim.applyGradTerms(params)` makes it whole.
+   */
   grad: Tensor;
   /**
    * A term of the gradient not yet added to `grad`: λ·(1 − mask)⊙value (SR-STE's, lib/recipes/recipe.ts), which
@@ -39,9 +43,10 @@ export class Parameter {
   }
   get shape(): readonly number[] { return this.value.shape; }
   get size(): number { return this.value.size; }
-  /** Moves value and gradient to `device`. */
+  /** Moves value and gradient (a pending term added to it first) to `device`. */
   to(device: Device): void {
     if (this.value.device === device) return;
+    applyGradTerms([this]);
     this.value = this.value.to(device);
     this.grad = this.grad.to(device);
   }

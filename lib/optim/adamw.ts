@@ -18,6 +18,7 @@ export interface AdamwOptions {
 }
 
 export class AdamW extends Optimizer {
+  protected override readonly fusesGradTerms = true;
   readonly betas: [number, number];
   readonly eps: number;
   readonly weightDecay: number;

@@ -22,16 +22,26 @@ export abstract class Optimizer {
     this.lr = checkLr(lr);
   }
 
+  /**
+   * Whether update() reads a parameter's pending term itself (SGD and AdamW pass it to their native step); an
+   * optimizer that does not (a user's subclass) gets the terms added to the gradients before its updates.
+   */
+  protected readonly fusesGradTerms: boolean = false;
+
   /** Applies one update to every parameter from its current gradient. */
   step(): void {
     checkLr(this.lr, 'optimizer.lr');
     this.stepCount++;
+    if (!this.fusesGradTerms) applyGradTerms(this.params);
     for (let i = 0; i < this.params.length; i++) {
       this.update(this.params[i], i);
       this.params[i].term = null;
     }
   }
-  /** One parameter's update from grad plus its pending term (p.term, read on the fly), which step() then clears. */
+  /**
+   * One parameter's update from grad plus, with fusesGradTerms, its pending term (p.term, read on the fly), which
+   * step() then clears.
+   */
   protected abstract update(p: Parameter, index: number): void;
 
   /** Scales the gradients so that their global L2 norm is at most maxNorm; returns the norm before clipping. */

@@ -20,6 +20,7 @@ export interface SgdOptions {
 }
 
 export class SGD extends Optimizer {
+  protected override readonly fusesGradTerms = true;
   readonly momentum: number;
   readonly dampening: number;
   readonly weightDecay: number;

@@ -23,6 +23,7 @@ import type { SparseTensor } from '../compress.js';
 import { timed } from '../nn/profile.js';
 import { autocastPrecision, currentLossScale } from '../nn/amp.js';
 import type { Parameter } from '../nn/module.js';
+import { applyGradTerms } from '../optim/optimizer.js';
 
 export type RecipeName = 'dense' | 'ste' | 'srste' | 'asp' | 'mask-decay' | 'structure-decay';
 export const RECIPE_NAMES: readonly RecipeName[] = ['dense', 'ste', 'srste', 'asp', 'mask-decay', 'structure-decay'];
@@ -210,7 +211,12 @@ export class SparseWeight {
    */
   forwardWeight(training: boolean): Tensor;
   forwardWeight(training: boolean, dense: boolean): Tensor | null;
-  forwardWeight(training: boolean, dense = true): Tensor | null { return timed('mask', () => this.recipe.forwardWeight(this, training, dense)); }
+  forwardWeight(training: boolean, dense = true): Tensor | null {
+    // A term still pending from the last backward reads the mask this pass may rewrite in place: add it to the
+    // gradient first, as it was before the optimizer took it on the fly.
+    if (training && this.param.term) applyGradTerms([this.param]);
+    return timed('mask', () => this.recipe.forwardWeight(this, training, dense));
+  }
   /** Turns the gradient of the effective weight (already in param.grad) into the gradient for the dense W. */
   backward(): void { timed('recipe', () => this.recipe.weightGrad(this, this.grad)); }
   afterUpdate(): void { timed('recipe', () => this.recipe.afterUpdate(this)); }

@@ -262,7 +262,7 @@ export async function startServer(model: InferenceModel, options: ServerOptions 
   };
   const trimWhenIdle = (): void => {
     lastPredict = Date.now();
-    if (trimTimer || idleTrimMs === 0) return;
+    if (trimTimer || idleTrimMs === 0 || draining) return;
     trimTimer = setTimeout(check, idleTrimMs).unref();
   };
   // What clients learn about the model: its shape, patterns and version, not the host's file path or the

@@ -1453,7 +1453,7 @@ void spmm_t(const SpmmTArgs& s) {
   const int64_t tcb = task_cols(cols), ntask = cdiv(cols, tcb);
   parallel_for(ntask, parallel ? 1 : ntask, [&](int64_t t0, int64_t t1) {
     thread_local Scratch s_tile, s_ent, s_sel, s_qb, s_blk, s_cnt;
-    float* tile = s_tile.floats(static_cast<size_t>(kTcb * ldy));
+    float* tile = s_tile.floats(static_cast<size_t>(cdiv(tcb, 4) * 4 * ldy));  // this call's task width, not kTcb
     float* blk = s_blk.floats(static_cast<size_t>(kTrb * kTcb));
     int32_t* cnt = s_cnt.as<int32_t>(static_cast<size_t>(kTcb / 4 * 16));
     QuadEntry* ent = s_ent.as<QuadEntry>(static_cast<size_t>(kTcb / 4 * kTrb));
