@@ -214,6 +214,32 @@ describe('PackedWeight (a Linear weight packed once for the GEMM kernels)', () =
     for (const rows of [1, 2, 3]) expect(sameBits(linear(part(rows), pw, bias), linear(part(rows), W, bias)), `${rows} rows`).toBe(true);
   });
 
+  it('async: the weight is read only where the packed copy is not used, and then as it was at the call', async () => {
+    // From 4 rows the async product takes only the packed copy (the weight is neither held nor copied: poisoning it
+    // mid-flight changes nothing); under 4 rows, or once cpuIsa() selects other kernels, it reads the weight, which
+    // must be the snapshot taken at the call. A cpuIsa() change while a packed-only product is in flight keeps the
+    // packing's kernels.
+    const k = 300, n = 77, bias = rand([n], 'float32', 12);
+    for (const m of [1, 3, 4, 64]) {
+      const x = rand([m, k], 'float32', 13 + m), W = rand([n, k], 'float32', 14 + m);
+      const ref = refGemm(x.toArray(), W.toArray(), m, n, k, false, true, bias.toArray());
+      for (const isa of ISAS) {
+        native.cpuIsa(ISAS[0]);
+        const pw = new PackedWeight(W);
+        native.cpuIsa(isa);
+        const out = poison(zeros([m, n]));
+        const p = linearAsync(x, pw, bias, { out });
+        native.cpuIsa(isa === ISAS[0] ? ISAS[ISAS.length - 1] : ISAS[0]);
+        const saved = Float32Array.from(W.storage() as Float32Array);
+        (W.storage() as Float32Array).fill(NaN);
+        await p;
+        (W.storage() as Float32Array).set(saved);
+        expectClose(out, ref, k);
+      }
+    }
+    native.cpuIsa('auto');
+  });
+
   it('falls back to packing per call after cpuIsa() changes, and for a 16-bit result', () => {
     const x = rand([6, 90], 'float32', 4), W = rand([50, 90], 'float32', 5);
     const ref = refGemm(x.toArray(), W.toArray(), 6, 50, 90, false, true);

@@ -463,9 +463,22 @@ void gemm_packed(const GemmArgs& g, Isa isa, const KernelSet& K, const PackSrc& 
   });
 }
 
+// Whether gemm() takes gemm_packed for ISA `isa`: under kPackedRows rows the row-streaming kernel is at least as
+// fast, even against a packed B (measured).
+bool takes_packed(const GemmArgs& g, Isa isa) {
+  bool small = false;
+#if NMS_X86
+  small = small_m(g, isa);
+#endif
+  return g.b_packed && g.b_packed_isa == static_cast<int>(isa) && g.c_dtype == DType::F32 && !(small && g.m < kPackedRows);
+}
+
+bool gemm_packed_only(const GemmArgs& g) { return takes_packed(g, active_isa()); }
+
 void gemm(const GemmArgs& g) {
   check(g);
-  const Isa isa = active_isa();
+  // Without b the caller checked gemm_packed_only: the packing's ISA is the one to run, even if another is active now.
+  const Isa isa = g.b ? active_isa() : static_cast<Isa>(g.b_packed_isa);
   const KernelSet& K = kernels(isa);
   const int NR = K.nr;
   const int64_t m = g.m, n = g.n, k = g.k;
@@ -482,15 +495,9 @@ void gemm(const GemmArgs& g) {
     convert_to_f32(isa, g.bias, g.bias_dtype, n, b32);
     bias = b32;
   }
-  bool small = false;
+  if (!g.b || takes_packed(g, isa)) return gemm_packed(g, isa, K, asrc, bias);
 #if NMS_X86
-  small = small_m(g, isa);
-#endif
-  // Under kPackedRows rows the row-streaming kernel is at least as fast, even against a packed B (measured).
-  if (g.b_packed && g.b_packed_isa == static_cast<int>(isa) && g.c_dtype == DType::F32 && !(small && g.m < kPackedRows))
-    return gemm_packed(g, isa, K, asrc, bias);
-#if NMS_X86
-  if (small) return gemm_small_m(g, bias, isa);
+  if (small_m(g, isa)) return gemm_small_m(g, bias, isa);
 #endif
   if (split_k(g)) return gemm_split_k(g, isa, K, asrc, bsrc, bias);
   const bool direct = g.c_dtype == DType::F32;

@@ -58,17 +58,19 @@ void RegisterGemm(Napi::Env env, Napi::Object exports) {
     require_apart(c, b, "c", "b");
     require_apart(c, bias, "c", "bias");
     require_apart(c, packed, "c", "packed");
+    g.b_packed = static_cast<const float*>(packed.data);
+    // An async product that reads only the packed copy neither holds nor copies the weight itself.
+    const bool packed_only = async && packed.data && cpu::gemm_packed_only(g);
     Holds holds(async);
     holds.input(a);
-    holds.input(b);
+    if (!packed_only) holds.input(b);
     holds.input(bias);
     holds.input(packed);
     holds.output(c);
     g.a = a.data;
-    g.b = b.data;
+    g.b = packed_only ? nullptr : b.data;
     g.c = c.data;
     g.bias = bias.data;
-    g.b_packed = static_cast<const float*>(packed.data);
     return run(info.Env(), std::move(holds), [g] { cpu::gemm(g); });
   });
 
