@@ -20,8 +20,8 @@ void require_packed(const Buf& p, int64_t n, int64_t k, int isa, const char* nam
 
 void RegisterGemm(Napi::Env env, Napi::Object exports) {
   // gemm({a, aDtype, b, bDtype, c, cDtype, m, n, k, transA, transB, bias?, biasDtype (with bias), packed?,
-  //       packedIsa (with packed), async})
-  //   C[m,n] = op(A)·op(B) (+ bias[n]); float32 math. packed: op(B) from gemmPackB for ISA packedIsa, used in place
+  //       packedIsa (with packed), relu?, async})
+  //   C[m,n] = op(A)·op(B) (+ bias[n]), then max(0, ·) when relu; float32 math. packed: op(B) from gemmPackB for ISA packedIsa, used in place
   //   of packing b when that ISA is still the active one. Returns undefined, or a Promise when async.
   define(env, exports, "gemm", [](const Napi::CallbackInfo& info) -> Napi::Value {
     Options o(info, 0, "gemm");
@@ -40,6 +40,7 @@ void RegisterGemm(Napi::Env env, Napi::Object exports) {
     Buf bias = bias_option(o, &g.bias_dtype);
     Buf packed = o.optional_buffer("packed");
     if (packed.data) g.b_packed_isa = static_cast<int>(o.integer("packedIsa"));
+    g.relu = o.given("relu") && o.boolean("relu");
     const bool async = o.boolean("async");
     o.done();
     if (g.m < 1 || g.n < 1 || g.k < 1)
