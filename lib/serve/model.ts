@@ -108,6 +108,8 @@ export interface ModelInfo {
 // Products of at most this many multiply-adds (≤ 0.2 ms on a 2-core Zen 5) run on the calling thread in
 // InferenceModel.forward: the trip to a worker and back (tens of µs, timed there) would cost more than the loop they hold.
 const SYNC_MACS = 1 << 23;
+// The largest intermediate result (floats: 8 MB) kept from run to run for a forward() over maxBatch rows.
+const SCRATCH_FLOATS = 1 << 21;
 const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
 
 export class InferenceModel {
@@ -358,7 +360,9 @@ export class InferenceModel {
   /**
    * Buffers for the products' intermediate results, reused from run to run (a fresh 1 MB result per product costs
    * its allocation and page faults, 8.2 -> 6.8 ms for the MNIST MLP at batch 256 here): one set per run in flight, by op index, for runs of
-   * at most maxBatch rows (a larger forward() allocates, so the sets stay bounded).
+   * at most maxBatch rows, and for a larger forward() a buffer of up to SCRATCH_FLOATS (a forward() of 256 rows
+   * past the default maxBatch of 64 faulted in 1 MB per layer: 1.5 ms of the MNIST MLP's 6.2 on the Xeon); larger
+   * results are fresh, so the sets stay bounded.
    */
   #scratch: Float32Array[][] = [];
 
@@ -379,8 +383,8 @@ export class InferenceModel {
     const product = async (x: Tensor, op: Product & { b: Tensor | null; out: number; activation?: Activation }, at: number): Promise<Tensor> => {
       const macs = x.shape[0] * x.shape[1] * op.out;
       let out: Tensor | undefined;
-      if (!gpu && rows <= this.#info.maxBatch && feeds[at]) {
-        const n = x.shape[0] * op.out;
+      const n = x.shape[0] * op.out;
+      if (!gpu && (rows <= this.#info.maxBatch || n <= SCRATCH_FLOATS) && feeds[at]) {
         if (!(scratch[at]?.length >= n)) scratch[at] = allocPinnedStorage('float32', n) as Float32Array;
         out = new Tensor([x.shape[0], op.out], 'float32', scratch[at].subarray(0, n));
       }
