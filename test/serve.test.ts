@@ -163,6 +163,14 @@ print(json.dumps({'keys': sorted(sd), 'inputs': x.tolist(), 'outputs': y.tolist(
         }
         // a result handed out is the caller's: later runs do not write into it
         expect(Array.from(alone[0])).toEqual(Array.from(kept));
+        // the input is read as it was at the call (copied to the run's buffer), and never written
+        const x0 = xs[0].storage() as Float32Array, saved = Float32Array.from(x0);
+        const pending = m.forward(xs[0]);
+        x0.fill(NaN);
+        expect(Array.from((await pending).storage() as Float32Array)).toEqual(Array.from(alone[0]));
+        x0.set(saved);
+        await m.forward(xs[0]);
+        expect(Array.from(x0)).toEqual(Array.from(saved));
         await m.dispose();
       }
     } finally {
