@@ -89,12 +89,12 @@ type CheckCode = -1 | [group: number, nonzeros: number];
 type BiasOf<B> = { bias: B; biasDtype: DTypeCode } | { bias?: null; biasDtype?: never };
 
 /**
- * gemm.cc: C[m, n] = op(A)·op(B) (+ bias[n]), float32 math; a Promise when async. packed: op(B) from gemmPackB for
+ * gemm.cc: C[m, n] = op(A)·op(B) (+ bias[n]), then max(0, ·) when relu, float32 math; a Promise when async. packed: op(B) from gemmPackB for
  * ISA code packedIsa (required with packed), used instead of packing b while that ISA is the active one.
  */
 export type NativeGemmOptions = {
   a: Host; aDtype: DTypeCode; b: Host; bDtype: DTypeCode; c: Host; cDtype: DTypeCode; m: number; n: number; k: number;
-  transA: boolean; transB: boolean; async: boolean;
+  transA: boolean; transB: boolean; async: boolean; relu?: boolean;
 } & BiasOf<Host> & { packed?: Float32Array; packedIsa?: number };
 
 /** gemm.cc gemmPackB: op(B) [k, n] packed into out (gemmPackedSize(n, k).floats) for the active ISA, code `isa`. */

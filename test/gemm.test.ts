@@ -214,6 +214,32 @@ describe('PackedWeight (a Linear weight packed once for the GEMM kernels)', () =
     for (const rows of [1, 2, 3]) expect(sameBits(linear(part(rows), pw, bias), linear(part(rows), W, bias)), `${rows} rows`).toBe(true);
   });
 
+  it('async: the weight is read only where the packed copy is not used, and then as it was at the call', async () => {
+    // From 4 rows the async product takes only the packed copy (the weight is neither held nor copied: poisoning it
+    // mid-flight changes nothing); under 4 rows, or once cpuIsa() selects other kernels, it reads the weight, which
+    // must be the snapshot taken at the call. A cpuIsa() change while a packed-only product is in flight keeps the
+    // packing's kernels.
+    const k = 300, n = 77, bias = rand([n], 'float32', 12);
+    for (const m of [1, 3, 4, 64]) {
+      const x = rand([m, k], 'float32', 13 + m), W = rand([n, k], 'float32', 14 + m);
+      const ref = refGemm(x.toArray(), W.toArray(), m, n, k, false, true, bias.toArray());
+      for (const isa of ISAS) {
+        native.cpuIsa(ISAS[0]);
+        const pw = new PackedWeight(W);
+        native.cpuIsa(isa);
+        const out = poison(zeros([m, n]));
+        const p = linearAsync(x, pw, bias, { out });
+        native.cpuIsa(isa === ISAS[0] ? ISAS[ISAS.length - 1] : ISAS[0]);
+        const saved = Float32Array.from(W.storage() as Float32Array);
+        (W.storage() as Float32Array).fill(NaN);
+        await p;
+        (W.storage() as Float32Array).set(saved);
+        expectClose(out, ref, k);
+      }
+    }
+    native.cpuIsa('auto');
+  });
+
   it('falls back to packing per call after cpuIsa() changes, and for a 16-bit result', () => {
     const x = rand([6, 90], 'float32', 4), W = rand([50, 90], 'float32', 5);
     const ref = refGemm(x.toArray(), W.toArray(), 6, 50, 90, false, true);
@@ -477,5 +503,53 @@ describe("one set of checks on every device (a fake 'cuda' backend records the p
     expect([c.shape, c.dtype]).toEqual([[2, 3], 'float16']);
     expect(calls.gemm[1]).toMatchObject({ m: 2, n: 3, k: 4, transA: true, transB: true, bias: null, out: undefined, activation: null });
     expect(calls.gemm.length).toBe(2);
+  });
+});
+
+describe('ReLU in the native GEMM epilogue (options.activation relu)', () => {
+  // Every CPU path: rows streamed (m ≤ 16, unpacked; m < 4 packed), the packed path (tiles and edge tiles, k in
+  // several KC blocks), the main loop, split-k (k > 4096, small C), and a 16-bit C (float32 sums, max, then rounding).
+  const CASES: Array<[number, number, number]> = [[2, 33, 70], [3, 45, 300], [9, 45, 70], [40, 100, 600], [150, 70, 300], [20, 30, 5000]];
+
+  it('max(0, x·Wᵀ + b) against float64, plain and packed weight, sync and async, into a poisoned out', async () => {
+    for (const [m, n, k] of CASES) {
+      const x = rand([m, k], 'float32', 7 * m + k), W = rand([n, k], 'float32', 3 * n + k), bias = rand([n], 'float32', n);
+      const ref = refProduct(x.toArray(), k, 1, W.toArray(), 1, k, m, n, k, bias.toArray(), false, 'relu');
+      expect(ref.ref.some((v) => v > 0) && ref.ref.some((v) => v === 0)).toBe(true);
+      for (const isa of ISAS) {
+        native.cpuIsa(isa);
+        for (const w of [W, new PackedWeight(W)]) {
+          const out = poison(zeros([m, n]));
+          linear(x, w, bias, { activation: 'relu', out });
+          expectClose(out, ref, k);
+          const outA = poison(zeros([m, n]));
+          await linearAsync(x, w, bias, { activation: 'relu', out: outA });
+          expect(sameBits(outA, out), `${isa} m=${m} n=${n} k=${k}`).toBe(true);
+          // the same bits as the unfused product then the ReLU pass
+          const pre = linear(x, w, bias).storage() as Float32Array;
+          expect((out.storage() as Float32Array).every((v, i) => Object.is(v, pre[i] > 0 ? pre[i] : 0))).toBe(true);
+        }
+      }
+    }
+    native.cpuIsa('auto');
+    const xh = rand([40, 300], 'bfloat16', 1), Wh = rand([50, 300], 'bfloat16', 2);
+    const got = linear(xh, Wh, null, { activation: 'relu' });
+    expect(got.dtype).toBe('bfloat16');
+    expectClose(got, refProduct(xh.toArray(), 300, 1, Wh.toArray(), 1, 300, 40, 50, 300, null, false, 'relu'), 300);
+  });
+
+  it('native.gemm relu on a 16-bit C (the main loop\'s float32 block, clamped as it is rounded), -0 and NaN sums to +0', () => {
+    const [m, n, k] = [5, 40, 3];
+    const a = tensor([1, -1, 0, 0, 0, 0, NaN, 1, 1, 2, 3, 4, -2, -3, -4], [m, k]), b = rand([k, n], 'float32', 5);
+    for (const cDtype of ['float32', 'bfloat16'] as const) {
+      const c = poison(zeros([m, n], { dtype: cDtype }));
+      native.gemm({ a: a.storage(), aDtype: a.dtypeCode, b: b.storage(), bDtype: b.dtypeCode, c: c.storage(), cDtype: c.dtypeCode, m, n, k, transA: false, transB: false, async: false, relu: true });
+      const ref = refProduct(a.toArray().map((v) => (Number.isNaN(v) ? 0 : v)), k, 1, b.toArray(), n, 1, m, n, k, null, false, 'relu');
+      const g = c.toArray();
+      for (let j = 0; j < n; j++) { expect(Object.is(g[n + j], 0), 'a zero row: +0').toBe(true); expect(Object.is(g[2 * n + j], 0), 'a NaN row: +0').toBe(true); }
+      const rows = [0, 3, 4].flatMap((i) => Array.from({ length: n }, (_, j) => i * n + j));
+      const tol = cDtype === 'bfloat16' ? 2 ** -7 : 2 ** -20;
+      for (const i of rows) expect(Math.abs(g[i] - ref.ref[i])).toBeLessThanOrEqual(tol * (ref.absSum[i] + 1e-30));
+    }
   });
 });

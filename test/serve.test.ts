@@ -141,7 +141,8 @@ print(json.dumps({'keys': sorted(sd), 'inputs': x.tolist(), 'outputs': y.tolist(
   });
 
   it('concurrent forward() calls on the pool (the intermediate results reuse buffers) each get their own result', async () => {
-    // 48 × 512 × 1024 multiply-adds per layer: past the inline limit, so the runs overlap on the pool
+    // 48 × 512 × 1024 multiply-adds per layer: past the inline limit, so the runs overlap on the pool; 48 rows are
+    // also past maxBatch 16, where a forward() keeps its buffers too (up to SCRATCH_FLOATS)
     const dir = mkdtempSync(path.join(tmpdir(), 'nms-fwd-'));
     try {
       const rnd = prng(21);
@@ -150,18 +151,28 @@ print(json.dumps({'keys': sorted(sd), 'inputs': x.tolist(), 'outputs': y.tolist(
       const layers = [{ name: 'a', type: 'Linear', in: 512, out: 1024, bias: true }, { name: 'r1', type: 'ReLU' }, { name: 'b', type: 'Linear', in: 1024, out: 1024, bias: true }, { name: 'r2', type: 'ReLU' }, { name: 'c', type: 'Linear', in: 1024, out: 10, bias: true }];
       const file = path.join(dir, 'm.safetensors');
       await saveModel(file, tensors, { arch: { type: 'Sequential', layers } as never });
-      const m = await InferenceModel.load(file);
       const xs = Array.from({ length: 4 }, () => t([48, 512]));
-      const alone: Float32Array[] = [];
-      for (const x of xs) alone.push((await m.forward(x)).storage() as Float32Array);
-      const kept = Float32Array.from(alone[0]);
-      for (let round = 0; round < 3; round++) {
-        const ys = await Promise.all(xs.map((x) => m.forward(x)));
-        ys.forEach((y, i) => expect(Array.from(y.storage() as Float32Array), `round ${round}, input ${i}`).toEqual(Array.from(alone[i])));
+      for (const opts of [{}, { maxBatch: 16 }]) {
+        const m = await InferenceModel.load(file, opts);
+        const alone: Float32Array[] = [];
+        for (const x of xs) alone.push((await m.forward(x)).storage() as Float32Array);
+        const kept = Float32Array.from(alone[0]);
+        for (let round = 0; round < 3; round++) {
+          const ys = await Promise.all(xs.map((x) => m.forward(x)));
+          ys.forEach((y, i) => expect(Array.from(y.storage() as Float32Array), `${JSON.stringify(opts)} round ${round}, input ${i}`).toEqual(Array.from(alone[i])));
+        }
+        // a result handed out is the caller's: later runs do not write into it
+        expect(Array.from(alone[0])).toEqual(Array.from(kept));
+        // the input is read as it was at the call (copied to the run's buffer), and never written
+        const x0 = xs[0].storage() as Float32Array, saved = Float32Array.from(x0);
+        const pending = m.forward(xs[0]);
+        x0.fill(NaN);
+        expect(Array.from((await pending).storage() as Float32Array)).toEqual(Array.from(alone[0]));
+        x0.set(saved);
+        await m.forward(xs[0]);
+        expect(Array.from(x0)).toEqual(Array.from(saved));
+        await m.dispose();
       }
-      // a result handed out is the caller's: later runs do not write into it
-      expect(Array.from(alone[0])).toEqual(Array.from(kept));
-      await m.dispose();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -108,6 +108,8 @@ export interface ModelInfo {
 // Products of at most this many multiply-adds (≤ 0.2 ms on a 2-core Zen 5) run on the calling thread in
 // InferenceModel.forward: the trip to a worker and back (tens of µs, timed there) would cost more than the loop they hold.
 const SYNC_MACS = 1 << 23;
+// The largest intermediate result (floats: 8 MB) kept from run to run for a forward() over maxBatch rows.
+const SCRATCH_FLOATS = 1 << 21;
 const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
 
 export class InferenceModel {
@@ -117,6 +119,7 @@ export class InferenceModel {
   #ops: Op[];
   /** By op index: whether a later op is a product (which reads this op's result before the run ends). */
   #feedsProduct: boolean[];
+  #hasProduct: boolean;
   #transform: InputTransform | null;
   #batcher: Batcher;
   #info: ModelInfo;
@@ -125,6 +128,7 @@ export class InferenceModel {
   private constructor(ops: Op[], info: ModelInfo) {
     this.#ops = ops;
     this.#feedsProduct = ops.map((_, i) => ops.slice(i + 1).some((o) => o.kind === 'linear' || o.kind === 'conv'));
+    this.#hasProduct = ops.some((o) => o.kind === 'linear' || o.kind === 'conv');
     this.#info = info;
     this.#transform = info.input;
     this.device = info.device;
@@ -358,7 +362,9 @@ export class InferenceModel {
   /**
    * Buffers for the products' intermediate results, reused from run to run (a fresh 1 MB result per product costs
    * its allocation and page faults, 8.2 -> 6.8 ms for the MNIST MLP at batch 256 here): one set per run in flight, by op index, for runs of
-   * at most maxBatch rows (a larger forward() allocates, so the sets stay bounded).
+   * at most maxBatch rows, and for a larger forward() a buffer of up to SCRATCH_FLOATS (a forward() of 256 rows
+   * past the default maxBatch of 64 faulted in 1 MB per layer: 1.5 ms of the MNIST MLP's 6.2 on the Xeon); larger
+   * results are fresh, so the sets stay bounded.
    */
   #scratch: Float32Array[][] = [];
 
@@ -369,21 +375,26 @@ export class InferenceModel {
     // Device memory of the intermediates is freed as soon as the batch is done, not left to the finalizers.
     const temps: Tensor[] = [];
     const keep = (t: Tensor): Tensor => { if (gpu) temps.push(t); return t; };
-    let h = new Tensor([rows, this.inFeatures], 'float32', this.#transform ? standardize(x, this.#transform) : x);
-    let owned = gpu || this.#transform !== null; // whether h is ours to overwrite (not the caller's input)
-    if (gpu) h = keep(h.to(this.device));
     const scratch = this.#scratch.pop() ?? [];
     const ops = this.#ops, feeds = this.#feedsProduct;
+    // This run's buffer `at` (by op index; ops.length: the input, only in a network with a product, so that the
+    // result is never in it) of n floats: kept from run to run while it is small enough (see #scratch), else fresh. Pinned,
+    // so that an async product neither copies nor holds it.
+    const buffer = (at: number, n: number): Float32Array => {
+      if (rows > this.#info.maxBatch && n > SCRATCH_FLOATS) return allocPinnedStorage('float32', n) as Float32Array;
+      if (!(scratch[at]?.length >= n)) scratch[at] = allocPinnedStorage('float32', n) as Float32Array;
+      return scratch[at].subarray(0, n);
+    };
+    const input = rows * this.inFeatures;
+    let h = new Tensor([rows, this.inFeatures], 'float32', this.#transform ? standardize(x, this.#transform, gpu || !this.#hasProduct ? new Float32Array(input) : buffer(ops.length, input)) : x);
+    let owned = gpu || this.#transform !== null; // whether h is ours to overwrite (not the caller's input)
+    if (gpu) h = keep(h.to(this.device));
     // ReLU/GELU after a product run as its options.activation (fuseActivations). The result of a product that a
     // later product reads goes to this run's scratch (on the CPU); the others are fresh (the caller keeps them).
     const product = async (x: Tensor, op: Product & { b: Tensor | null; out: number; activation?: Activation }, at: number): Promise<Tensor> => {
       const macs = x.shape[0] * x.shape[1] * op.out;
       let out: Tensor | undefined;
-      if (!gpu && rows <= this.#info.maxBatch && feeds[at]) {
-        const n = x.shape[0] * op.out;
-        if (!(scratch[at]?.length >= n)) scratch[at] = allocPinnedStorage('float32', n) as Float32Array;
-        out = new Tensor([x.shape[0], op.out], 'float32', scratch[at].subarray(0, n));
-      }
+      if (!gpu && feeds[at]) out = new Tensor([x.shape[0], op.out], 'float32', buffer(at, x.shape[0] * op.out));
       const opts = { activation: op.activation, out };
       if (!gpu && macs <= SYNC_MACS) {
         // Inline work since the loop last turned stays under SYNC_MACS: a stream of small batches cannot hold it.
@@ -396,6 +407,13 @@ export class InferenceModel {
           setImmediate(() => { this.#inlineMacs = 0; this.#inlineReset = false; });  // the loop turned
         }
         return op.s ? sparseLinear(x, op.s, op.b, opts) : linear(x, op.w, op.b, opts);
+      }
+      // The caller's input, which the async product would copy into fresh memory (its page faults: 0.3 ms of the
+      // MNIST MLP's 7 at 256 rows), is copied into this run's pinned buffer instead.
+      if (!gpu && !owned && x === h) {
+        const copy = buffer(ops.length, x.size);
+        copy.set(x.storage() as Float32Array);
+        x = new Tensor(x.shape, 'float32', copy);
       }
       return op.s ? sparseLinearAsync(x, op.s, op.b, opts) : linearAsync(x, op.w, op.b, opts);
     };
@@ -429,9 +447,8 @@ export class InferenceModel {
   }
 }
 
-/** (x − mean) / std of every value, as lib/data/mnist.ts normalize() computes it (so bit for bit what training saw). */
-function standardize(x: Float32Array, t: InputTransform): Float32Array {
-  const y = new Float32Array(x.length);
+/** (x − mean) / std of every value into y, as lib/data/mnist.ts normalize() computes it (bit for bit what training saw). */
+function standardize(x: Float32Array, t: InputTransform, y: Float32Array): Float32Array {
   const inv = 1 / t.std;
   for (let i = 0; i < x.length; i++) y[i] = (x[i] - t.mean) * inv;
   return y;

@@ -31,6 +31,9 @@
 namespace nms::cpu {
 namespace {
 
+// GemmArgs::relu, as relu_forward computes it (-0 and NaN give +0).
+inline float relu_of(float v) { return v > 0.f ? v : 0.f; }
+
 // C[0:MR, 0:NR] (ldc) = acc ? C + A·B : A·B + bias (bias may be null), over kc steps of the packed panels.
 using Ukr = void (*)(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool acc, const float* bias);
 
@@ -283,9 +286,13 @@ void small_m_rows(const GemmArgs& g, const float* bias) {
           i += 1;
         }
       }
-      if (bias)
+      if (bias || g.relu)
         for (int64_t i = 0; i < m; ++i)
-          for (int64_t jj = 0; jj < jn; ++jj) C[i * n + j + jj] += bias[j + jj];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            float& v = C[i * n + j + jj];
+            if (bias) v += bias[j + jj];
+            if (g.relu) v = relu_of(v);
+          }
     }
   });
 }
@@ -306,9 +313,10 @@ void pack_a(Isa isa, const KernelSet& K, const PackSrc& asrc, int64_t i0, int64_
 }
 
 // Multiplies the packed A panels of mb rows (Ap) with the packed B panels [q0, q1) of a block nb columns wide
-// into C (ldc; C points at the block's first row and column): C = acc ? C + A·B : A·B + bias.
+// into C (ldc; C points at the block's first row and column): C = acc ? C + A·B : A·B + bias, then max(0, C)
+// when `relu` (the last KC block: each tile while it is in L1, rather than a pass over C afterwards).
 void tiles(const KernelSet& K, const float* Ap, int64_t mb, int64_t kb, const float* Bp, int64_t q0, int64_t q1,
-           int64_t nb, float* C, int64_t ldc, bool accumulate, const float* bias) {
+           int64_t nb, float* C, int64_t ldc, bool accumulate, const float* bias, bool relu) {
   const int MR = K.mr, NR = K.nr;
   const int64_t nap = cdiv(mb, MR);
   for (int64_t q = q0; q < q1; ++q) {
@@ -320,6 +328,9 @@ void tiles(const KernelSet& K, const float* Ap, int64_t mb, int64_t kb, const fl
       float* cp = C + i * ldc + j;
       if (nr == NR) {
         K.rows[mr](kb, Ap + a * MR * kb, bp, cp, ldc, accumulate, brow);
+        if (relu)
+          for (int64_t r = 0; r < mr; ++r)
+            for (int64_t c = 0; c < NR; ++c) cp[r * ldc + c] = relu_of(cp[r * ldc + c]);
       } else {
         alignas(64) float tmp[kMaxTile];
         K.rows[mr](kb, Ap + a * MR * kb, bp, tmp, NR, false, nullptr);
@@ -328,6 +339,7 @@ void tiles(const KernelSet& K, const float* Ap, int64_t mb, int64_t kb, const fl
             const float v = tmp[r * NR + c];
             float& o = cp[r * ldc + c];
             o = accumulate ? o + v : v + (brow ? brow[c] : 0.f);
+            if (relu) o = relu_of(o);
           }
       }
     }
@@ -337,10 +349,10 @@ void tiles(const KernelSet& K, const float* Ap, int64_t mb, int64_t kb, const fl
 // pack_a into `scratch`, then tiles().
 void block_tiles(Isa isa, const KernelSet& K, const PackSrc& asrc, int64_t i0, int64_t mb, int64_t pc, int64_t kb,
                  const float* Bp, int64_t q0, int64_t q1, int64_t nb, float* C, int64_t ldc, bool accumulate,
-                 const float* bias, Scratch& scratch) {
+                 const float* bias, bool relu, Scratch& scratch) {
   float* Ap = scratch.floats(static_cast<size_t>(cdiv(mb, K.mr) * K.mr * kb));
   pack_a(isa, K, asrc, i0, mb, pc, kb, Ap);
-  tiles(K, Ap, mb, kb, Bp, q0, q1, nb, C, ldc, accumulate, bias);
+  tiles(K, Ap, mb, kb, Bp, q0, q1, nb, C, ldc, accumulate, bias, relu);
 }
 
 // A small float32 C over a long reduction (conv weight gradients dW = dYᵀ·cols: m, n ≲ 300, k = batch·pixels up to
@@ -373,7 +385,7 @@ void gemm_split_k(const GemmArgs& g, Isa isa, const KernelSet& K, const PackSrc&
         float* Bp = s_bp.floats(static_cast<size_t>(npan * NR * kb));
         for (int64_t q = 0; q < npan; ++q)
           pack_panel(isa, bsrc, q * NR, std::min<int64_t>(NR, n - q * NR), pc, kb, NR, Bp + q * NR * kb);
-        block_tiles(isa, K, asrc, 0, m, pc, kb, Bp, 0, npan, n, part + s * mn, n, pc > s * depth, nullptr, s_a);
+        block_tiles(isa, K, asrc, 0, m, pc, kb, Bp, 0, npan, n, part + s * mn, n, pc > s * depth, nullptr, false, s_a);
       }
     }
   });
@@ -383,7 +395,8 @@ void gemm_split_k(const GemmArgs& g, Isa isa, const KernelSet& K, const PackSrc&
       for (int64_t j = 0; j < n; ++j) {
         float v = part[i * n + j];
         for (int64_t s = 1; s < slices; ++s) v += part[s * mn + i * n + j];
-        C[i * n + j] = bias ? v + bias[j] : v;
+        if (bias) v += bias[j];
+        C[i * n + j] = g.relu ? relu_of(v) : v;
       }
   });
 }
@@ -456,16 +469,29 @@ void gemm_packed(const GemmArgs& g, Isa isa, const KernelSet& K, const PackSrc& 
           const int64_t jc = b * pnc * NR, nb = std::min<int64_t>(K.nc, n - jc);
           const int64_t l0 = std::max(q0, b * pnc) - b * pnc, l1 = std::min(q1, (b + 1) * pnc) - b * pnc;
           tiles(K, A, mb, kb, g.b_packed + packed_offset(K, n, k, jc, pc), l0, l1, nb, C + i0 * n + jc, n, pc > 0,
-                pc == 0 && bias ? bias + jc : nullptr);
+                pc == 0 && bias ? bias + jc : nullptr, g.relu && pc + kb == k);
         }
       }
     }
   });
 }
 
+// Whether gemm() takes gemm_packed for ISA `isa`: under kPackedRows rows the row-streaming kernel is at least as
+// fast, even against a packed B (measured).
+bool takes_packed(const GemmArgs& g, Isa isa) {
+  bool small = false;
+#if NMS_X86
+  small = small_m(g, isa);
+#endif
+  return g.b_packed && g.b_packed_isa == static_cast<int>(isa) && g.c_dtype == DType::F32 && !(small && g.m < kPackedRows);
+}
+
+bool gemm_packed_only(const GemmArgs& g) { return takes_packed(g, active_isa()); }
+
 void gemm(const GemmArgs& g) {
   check(g);
-  const Isa isa = active_isa();
+  // Without b the caller checked gemm_packed_only: the packing's ISA is the one to run, even if another is active now.
+  const Isa isa = g.b ? active_isa() : static_cast<Isa>(g.b_packed_isa);
   const KernelSet& K = kernels(isa);
   const int NR = K.nr;
   const int64_t m = g.m, n = g.n, k = g.k;
@@ -482,15 +508,9 @@ void gemm(const GemmArgs& g) {
     convert_to_f32(isa, g.bias, g.bias_dtype, n, b32);
     bias = b32;
   }
-  bool small = false;
+  if (!g.b || takes_packed(g, isa)) return gemm_packed(g, isa, K, asrc, bias);
 #if NMS_X86
-  small = small_m(g, isa);
-#endif
-  // Under kPackedRows rows the row-streaming kernel is at least as fast, even against a packed B (measured).
-  if (g.b_packed && g.b_packed_isa == static_cast<int>(isa) && g.c_dtype == DType::F32 && !(small && g.m < kPackedRows))
-    return gemm_packed(g, isa, K, asrc, bias);
-#if NMS_X86
-  if (small) return gemm_small_m(g, bias, isa);
+  if (small_m(g, isa)) return gemm_small_m(g, bias, isa);
 #endif
   if (split_k(g)) return gemm_split_k(g, isa, K, asrc, bsrc, bias);
   const bool direct = g.c_dtype == DType::F32;
@@ -530,7 +550,7 @@ void gemm(const GemmArgs& g) {
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t i0 = (t / nsplit) * mc, q0 = (t % nsplit) * per;
           block_tiles(isa, K, asrc, i0, std::min(mc, m - i0), pc, kb, Bp, q0, std::min(npan, q0 + per), nb, cb + i0 * ldc,
-                      ldc, accumulate, first && bias ? bias + jc : nullptr, s_a);
+                      ldc, accumulate, first && bias ? bias + jc : nullptr, direct && g.relu && pc + kb == k, s_a);
         }
       });
     }
@@ -538,7 +558,7 @@ void gemm(const GemmArgs& g) {
     if (!direct) {
       parallel_for(m, parallel ? std::max<int64_t>(1, 16384 / nb) : m, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r)
-          for (int64_t j = 0; j < nb; ++j) store_from_f32(g.c, g.c_dtype, r * n + jc + j, cb[r * ldc + j]);
+          for (int64_t j = 0; j < nb; ++j) store_from_f32(g.c, g.c_dtype, r * n + jc + j, g.relu ? relu_of(cb[r * ldc + j]) : cb[r * ldc + j]);
       });
     }
   }

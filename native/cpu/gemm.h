@@ -13,10 +13,16 @@ struct GemmArgs {
   int64_t m, n, k;
   bool trans_a, trans_b;
   const void* bias; DType bias_dtype;  // nullptr, or n values added to every row of C
+  bool relu;                           // C = max(0, C) at the end, in the epilogue (as relu_forward: -0, NaN -> 0)
   // Optional: op(B) as gemm_pack_b made it for ISA b_packed_isa (an Isa code). Used instead of packing B when that
-  // ISA is the active one and C is float32 (the same sums as packing it per call); b must be given all the same.
+  // ISA is the active one and C is float32 (the same sums as packing it per call). b may be null only where
+  // gemm_packed_only(args) said so: then the packed path runs with that ISA's kernels whatever is active by then.
   const float* b_packed; int b_packed_isa;
 };
+
+// Whether gemm(args) reads op(B) only from args.b_packed under the active ISA (so an async caller need not hold or
+// copy b, a weight of megabytes).
+bool gemm_packed_only(const GemmArgs& args);
 
 // Multi-threaded on the pool (core/threadpool.h), cache-blocked, with AVX-512 / AVX2 kernels chosen at run time.
 void gemm(const GemmArgs& args);

@@ -20,8 +20,8 @@ void require_packed(const Buf& p, int64_t n, int64_t k, int isa, const char* nam
 
 void RegisterGemm(Napi::Env env, Napi::Object exports) {
   // gemm({a, aDtype, b, bDtype, c, cDtype, m, n, k, transA, transB, bias?, biasDtype (with bias), packed?,
-  //       packedIsa (with packed), async})
-  //   C[m,n] = op(A)·op(B) (+ bias[n]); float32 math. packed: op(B) from gemmPackB for ISA packedIsa, used in place
+  //       packedIsa (with packed), relu?, async})
+  //   C[m,n] = op(A)·op(B) (+ bias[n]), then max(0, ·) when relu; float32 math. packed: op(B) from gemmPackB for ISA packedIsa, used in place
   //   of packing b when that ISA is still the active one. Returns undefined, or a Promise when async.
   define(env, exports, "gemm", [](const Napi::CallbackInfo& info) -> Napi::Value {
     Options o(info, 0, "gemm");
@@ -40,6 +40,7 @@ void RegisterGemm(Napi::Env env, Napi::Object exports) {
     Buf bias = bias_option(o, &g.bias_dtype);
     Buf packed = o.optional_buffer("packed");
     if (packed.data) g.b_packed_isa = static_cast<int>(o.integer("packedIsa"));
+    g.relu = o.given("relu") && o.boolean("relu");
     const bool async = o.boolean("async");
     o.done();
     if (g.m < 1 || g.n < 1 || g.k < 1)
@@ -58,17 +59,19 @@ void RegisterGemm(Napi::Env env, Napi::Object exports) {
     require_apart(c, b, "c", "b");
     require_apart(c, bias, "c", "bias");
     require_apart(c, packed, "c", "packed");
+    g.b_packed = static_cast<const float*>(packed.data);
+    // An async product that reads only the packed copy neither holds nor copies the weight itself.
+    const bool packed_only = async && packed.data && cpu::gemm_packed_only(g);
     Holds holds(async);
     holds.input(a);
-    holds.input(b);
+    if (!packed_only) holds.input(b);
     holds.input(bias);
     holds.input(packed);
     holds.output(c);
     g.a = a.data;
-    g.b = b.data;
+    g.b = packed_only ? nullptr : b.data;
     g.c = c.data;
     g.bias = bias.data;
-    g.b_packed = static_cast<const float*>(packed.data);
     return run(info.Env(), std::move(holds), [g] { cpu::gemm(g); });
   });
 
