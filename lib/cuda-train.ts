@@ -210,8 +210,10 @@ export const trainOps = {
     const out16 = opts.dtype === 'float32' ? null : opts.buffers?.out16 ?? output(undefined, w.shape, 'options.buffers.out16', opts.dtype);
     // The SAD goes to a zeroed device counter, read (a wait for the GPU) only if someone asks for it.
     const counter = opts.select && opts.mask ? native.cudaAlloc(8, true) : null;
-    const handle = native.cudaNmTrainPass(dev(w, 'w'), rows, cols, pattern.n, pattern.m, dev(mask, 'options.mask'), opts.select,
-      dev(out, 'options.buffers.out'), counter, dtypeCode(opts.dtype), out16 && dev(out16, 'options.buffers.out16'));
+    const handle = native.cudaNmTrainPass({
+      w: dev(w, 'w'), rows, cols, n: pattern.n, m: pattern.m, mask: dev(mask, 'options.mask'), select: opts.select,
+      eff: dev(out, 'options.buffers.out'), sad: counter, dtype: dtypeCode(opts.dtype), eff16: out16 && dev(out16, 'options.buffers.out16'),
+    });
     // The previous step's compressed weight: its products are enqueued already, so freeing it is stream-ordered.
     opts.buffers?.sparse.dispose();
     const buffers = { out, sparse: new SparseTensor(w.shape, pattern, opts.dtype, { device: 'cuda', handle }), ...(out16 ? { out16 } : {}) };
@@ -246,15 +248,19 @@ export const trainOps = {
     o: { lr: number; momentum: number; dampening: number; weightDecay: number; nesterov: boolean; first: boolean }): void {
     onCuda(g, 'grad');
     onCuda(buf, 'momentum buffer');
-    native.cudaSgdStep(dev(p, 'param'), dev(g, 'grad'), buf ? dev(buf, 'momentum buffer') : null, p.size, o.lr, o.momentum,
-      o.dampening, o.weightDecay, o.nesterov, o.first);
+    native.cudaSgdStep({
+      p: dev(p, 'param'), g: dev(g, 'grad'), buf: buf ? dev(buf, 'momentum buffer') : null, n: p.size, lr: o.lr, momentum: o.momentum,
+      dampening: o.dampening, weightDecay: o.weightDecay, nesterov: o.nesterov, first: o.first,
+    });
   },
 
   adamwStep(p: Tensor, g: Tensor, m: Tensor, v: Tensor,
     o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number }): void {
     for (const [t, a] of [[g, 'grad'], [m, 'exp_avg'], [v, 'exp_avg_sq']] as const) onCuda(t, a);
-    native.cudaAdamwStep(dev(p, 'param'), dev(g, 'grad'), dev(m, 'exp_avg'), dev(v, 'exp_avg_sq'), p.size, o.lr, o.beta1,
-      o.beta2, o.eps, o.weightDecay, o.step);
+    native.cudaAdamwStep({
+      p: dev(p, 'param'), g: dev(g, 'grad'), m: dev(m, 'exp_avg'), v: dev(v, 'exp_avg_sq'), n: p.size, lr: o.lr, beta1: o.beta1,
+      beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, step: o.step,
+    });
   },
 
   sumSquares(x: Tensor): number {

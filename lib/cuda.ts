@@ -175,7 +175,7 @@ function sparseToCpu(s: SparseTensor): SparseTensor {
 function sparseFromCpu(s: SparseTensor): SparseTensor {
   if (s.device !== 'cpu') fail('E_DEVICE', 'sparse tensor', s, "a SparseTensor on 'cpu'");
   const cols = s.shape[s.shape.length - 1], rows = numel(s.shape) / cols;
-  const handle = native.cudaNmFromPortable(s.values.storage(), s.positions, dtypeCode(s.dtype), rows, cols, s.n, s.m);
+  const handle = native.cudaNmFromPortable({ values: s.values.storage(), positions: s.positions, dtype: dtypeCode(s.dtype), rows, cols, n: s.n, m: s.m });
   return new SparseTensor(s.shape, { n: s.n, m: s.m }, s.dtype, { device: 'cuda', handle });
 }
 

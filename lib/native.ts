@@ -162,6 +162,29 @@ export interface NativeNmCompressOptions extends NativeNmShape { w: Host; values
 /** nmDecompress: out [rows, cols] = the dense matrix of values and positions (zeros elsewhere). */
 export interface NativeNmDecompressOptions extends NativeNmShape { values: Host; positions: Uint8Array; out: Host }
 
+/** sgdStep: p, g (and buf, null without momentum) of n float32 updated in place, as PyTorch's SGD. */
+export interface NativeSgdStepOptions<B> {
+  p: B; g: B; buf: B | null; n: number; lr: number; momentum: number; dampening: number; weightDecay: number;
+  nesterov: boolean; first: boolean;
+}
+/** adamwStep: p, m and v of n float32 updated in place from g, as PyTorch's AdamW (step counted from 1). */
+export interface NativeAdamwStepOptions<B> {
+  p: B; g: B; m: B; v: B; n: number; lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number;
+}
+/** The SR-STE term fused into the CPU steps (optim.cc): λ·(1 − mask)·p added to the gradient; lambda read only with a mask. */
+export interface NativeSrSteTerm { mask?: Host | null; lambda?: number }
+/** nmTrainPass: mask (selected from |w| or as given), eff = w ⊙ mask (null: not written), values and positions in one pass. */
+export interface NativeNmTrainPassOptions {
+  w: Host; rows: number; cols: number; n: number; m: number; mask: Host; select: boolean; countSad: boolean;
+  eff: Host | null; values: Host; positions: Uint8Array;
+}
+/** cudaNmTrainPass: the pass on the device; the SAD to the 8-byte counter `sad` (null: not counted); eff16 for a 16-bit dtype only. */
+export interface NativeCudaNmTrainPassOptions {
+  w: CudaBuffer; rows: number; cols: number; n: number; m: number; mask: CudaBuffer; select: boolean; eff: CudaBuffer;
+  sad: CudaBuffer | null; dtype: DTypeCode; eff16?: CudaBuffer | null;
+}
+/** cudaNmFromPortable: a host portable compressed form (values, positions) uploaded, with its cuSPARSELt form added. */
+export interface NativeCudaNmFromPortableOptions extends NativeNmShape { values: Host; positions: Uint8Array }
 /**
  * The training kernels (elementwise.cc, optim.cc, attention.cc; cuda_train.cc takes the same arguments) over buffers
  * of type B: float32 tensors, uint8 masks; labels and max-pool indices are host Int32Arrays on every device. The calls
@@ -192,10 +215,8 @@ interface TrainFns<B> {
   maskedScale(x: B, mask: B, alpha: number, y: B, n: number): void;
   maskedAdd(g: B, w: B, mask: B, lambda: number, n: number): void;
   nmMaskScale(options: NativeNmMaskScaleOptions<B>): void;
-  sgdStep(p: B, g: B, buf: B | null, n: number, lr: number, momentum: number, dampening: number,
-    weightDecay: number, nesterov: boolean, first: boolean, mask?: B | null, lambda?: number): void;
-  adamwStep(p: B, g: B, m: B, v: B, n: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
-    step: number, mask?: B | null, lambda?: number): void;
+  sgdStep(options: NativeSgdStepOptions<B>): void;
+  adamwStep(options: NativeAdamwStepOptions<B>): void;
   sumSquares(x: B, n: number): number;
   scaleInplace(x: B, s: number, n: number): void;
   // attention.cc / attention.cu
@@ -238,10 +259,12 @@ export interface CpuAddon extends TrainFns<Host> {
   // convert.cc
   convert(src: Host, srcDtype: DTypeCode, dst: Host, dstDtype: DTypeCode, count: number): void;
   transpose2d(src: Host, dtype: DTypeCode, batch: number, rows: number, cols: number, dst: Host): void;
+  // optim.cc: the CPU steps also take the fused SR-STE term (their cuda twins do not: an unknown option there)
+  sgdStep(options: NativeSgdStepOptions<Host> & NativeSrSteTerm): void;
+  adamwStep(options: NativeAdamwStepOptions<Host> & NativeSrSteTerm): void;
   // elementwise.cc: the sparse training step's mask, w ⊙ m and its compressed form in one pass → SAD (its CUDA twin,
-  // cudaNmTrainPass, takes other arguments)
-  nmTrainPass(w: Host, rows: number, cols: number, n: number, m: number, mask: Host, select: boolean, countSad: boolean,
-    eff: Host | null, values: Host, positions: Uint8Array): number;
+  // cudaNmTrainPass, takes other options)
+  nmTrainPass(options: NativeNmTrainPassOptions): number;
 }
 
 /** The names of the CUDA twins of CPU bindings: cudaBiasAdd for biasAdd. */
@@ -278,12 +301,11 @@ export interface CudaAddon extends CudaNames<TrainFns<CudaBuffer>> {
   cudaTransposableMask(w: CudaBuffer, dtype: DTypeCode, rows: number, cols: number, out: CudaBuffer | null): CudaBuffer;
   cudaMaskSad(a: CudaBuffer, b: CudaBuffer, count: number): number;
   cudaNmCompress(w: CudaBuffer, dtype: DTypeCode, rows: number, cols: number, n: number, m: number): CudaSparse;
-  cudaNmFromPortable(values: Host, positions: Uint8Array, dtype: DTypeCode, rows: number, cols: number, n: number, m: number): CudaSparse;
+  cudaNmFromPortable(options: NativeCudaNmFromPortableOptions): CudaSparse;
   cudaNmDecompress(sparse: CudaSparse, out: CudaBuffer | null): CudaBuffer;
   cudaNmDownloadPortable(sparse: CudaSparse, values: Host, positions: Uint8Array): void;
   // cuda_train.cc: nmTrainPass on the device → the step's compressed weight; the SAD goes to the 8-byte counter `sad`
-  cudaNmTrainPass(w: CudaBuffer, rows: number, cols: number, n: number, m: number, mask: CudaBuffer, select: boolean,
-    eff: CudaBuffer, sad: CudaBuffer | null, dtype?: DTypeCode, eff16?: CudaBuffer | null): CudaSparse;
+  cudaNmTrainPass(options: NativeCudaNmTrainPassOptions): CudaSparse;
   /** W̃ᵀ of a 16-bit pass's W ⊙ m [rows, cols] with a transposable 2:4 mask, compressed: [cols, rows] 2:4. */
   cudaNmTransposedTrainForm(eff16: CudaBuffer, dtype: DTypeCode, rows: number, cols: number): CudaSparse;
   // cuda_convert.cc: convert's twin for float32 / float16 / bfloat16 device buffers

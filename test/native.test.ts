@@ -44,6 +44,26 @@ describe('addon contract', () => {
     const mm = { a: new Float32Array(4), b: new Float32Array(4), c: new Float32Array(4), m: 2, n: 2, k: 2, transA: false, transB: false };
     expect(() => native.blasSgemm({ ...mm, transA: 0 } as never)).toThrowError(err('E_TYPE', 'blasSgemm: options.transA: expected a boolean'));
     expect(() => native.blasSgemm({ ...mm, tranB: true } as never)).toThrowError(err('E_VALUE', 'blasSgemm: options.tranB: unknown option'));
+    // sgdStep (no momentum: p -= lr·g; with the SR-STE term g += λ·(1 − mask)·p first) and nmTrainPass.
+    const p = Float32Array.of(1, 2), g = Float32Array.of(0.5, -1);
+    const sgd = { p, g, buf: null, n: 2, lr: 0.1, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false, first: false };
+    native.sgdStep({ ...sgd, mask: Uint8Array.of(1, 0), lambda: 0.5 });
+    expect(Array.from(p)).toEqual([1 - 0.1 * 0.5, 2 - 0.1 * (-1 + 0.5 * 2)].map(Math.fround));
+    const { weightDecay, ...noDecay } = sgd;
+    expect(() => native.sgdStep({ ...noDecay, weightdecay: weightDecay } as never))
+      .toThrowError(err('E_TYPE', 'sgdStep: options.weightDecay: expected a number, got undefined'));
+    expect(() => native.sgdStep({ ...sgd, mask: Uint8Array.of(1, 0), lamda: 0.5 } as never))
+      .toThrowError(err('E_TYPE', 'sgdStep: options.lambda: expected a number, got undefined'));
+    expect(() => native.sgdStep({ ...sgd, lambda: 0.5 })).toThrowError(err('E_VALUE', 'sgdStep: options.lambda: unknown option'));
+    expect(Array.from(p)).toEqual([1 - 0.1 * 0.5, 2 - 0.1 * (-1 + 0.5 * 2)].map(Math.fround));
+    const pass = { w: Float32Array.of(1, -3, 0.5, 2), rows: 1, cols: 4, n: 2, m: 4, mask: new Uint8Array(4).fill(7), select: true,
+      countSad: false, eff: new Float32Array(4).fill(NaN), values: new Float32Array(2).fill(NaN), positions: new Uint8Array(1) };
+    expect(native.nmTrainPass(pass)).toBe(0);
+    expect([Array.from(pass.mask), Array.from(pass.eff), Array.from(pass.values)]).toEqual([[0, 1, 0, 1], [0, -3, 0, 2], [-3, 2]]);
+    const { countSad, ...noCount } = pass;
+    expect(() => native.nmTrainPass({ ...noCount, countsad: countSad } as never))
+      .toThrowError(err('E_TYPE', 'nmTrainPass: options.countSad: expected a boolean'));
+    expect(() => native.nmTrainPass({ ...pass, dense: true } as never)).toThrowError(err('E_VALUE', 'nmTrainPass: options.dense: unknown option'));
   });
 
   it('shares the dtype and activation codes with native/core', () => {

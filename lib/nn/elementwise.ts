@@ -487,8 +487,10 @@ export function nmTrainPass(w: Tensor, pattern: Pattern,
     ...(half ? { out16: zeros(t.shape, { dtype }), values32: zeros(kept) } : {}),
   };
   const values = b.values32 ?? b.sparse.values;
-  const sad = native.nmTrainPass(fs(t), rows, cols, pattern.n, pattern.m, mask.storage(), select, select && given !== null,
-    half || (opts.dense ?? true) ? fs(b.out) : null, fs(values), b.sparse.positions) as number;
+  const sad = native.nmTrainPass({
+    w: fs(t), rows, cols, n: pattern.n, m: pattern.m, mask: mask.storage(), select, countSad: select && given !== null,
+    eff: half || (opts.dense ?? true) ? fs(b.out) : null, values: fs(values), positions: b.sparse.positions,
+  });
   if (half) {
     native.convert(values.storage(), values.dtypeCode, b.sparse.values.storage(), dtypeCode(dtype), values.size);
     native.convert(fs(b.out), b.out.dtypeCode, b.out16!.storage(), dtypeCode(dtype), b.out.size);

@@ -42,7 +42,10 @@ export class AdamW extends Optimizer {
       deviceOp(p.value.device, 'adamwStep')(p.value, p.grad, this.#m[i], this.#v[i], { lr: this.lr, beta1: b1, beta2: b2, eps: this.eps, weightDecay: wd, step: this.stepCount });
       return;
     }
-    native.adamwStep(p.value.storage(), p.grad.storage(), this.#m[i].storage(), this.#v[i].storage(), p.size, this.lr, b1, b2, this.eps, wd, this.stepCount,
-      p.term?.mask.storage() ?? null, p.term?.lambda ?? 0);
+    native.adamwStep({
+      p: p.value.storage(), g: p.grad.storage(), m: this.#m[i].storage(), v: this.#v[i].storage(), n: p.size, lr: this.lr,
+      beta1: b1, beta2: b2, eps: this.eps, weightDecay: wd, step: this.stepCount,
+      ...(p.term ? { mask: p.term.mask.storage(), lambda: p.term.lambda } : {}),
+    });
   }
 }

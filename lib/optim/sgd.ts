@@ -47,7 +47,10 @@ export class SGD extends Optimizer {
       deviceOp(p.value.device, 'sgdStep')(p.value, p.grad, buf, { lr: this.lr, momentum: this.momentum, dampening: this.dampening, weightDecay: wd, nesterov: this.nesterov, first });
       return;
     }
-    native.sgdStep(p.value.storage(), p.grad.storage(), buf ? buf.storage() : null, p.size, this.lr, this.momentum, this.dampening, wd, this.nesterov, first,
-      p.term?.mask.storage() ?? null, p.term?.lambda ?? 0);
+    native.sgdStep({
+      p: p.value.storage(), g: p.grad.storage(), buf: buf ? buf.storage() : null, n: p.size, lr: this.lr, momentum: this.momentum,
+      dampening: this.dampening, weightDecay: wd, nesterov: this.nesterov, first,
+      ...(p.term ? { mask: p.term.mask.storage(), lambda: p.term.lambda } : {}),
+    });
   }
 }

@@ -91,18 +91,20 @@ void RegisterCudaNm(Napi::Env env, Napi::Object exports) {
     NmArgs a = nm_args(info, 0);
     return CudaSparse::Wrap(info.Env(), cuda::compress(a.w->ptr(), a.d, a.rows, a.cols, a.n, a.m));
   });
-  // cudaNmFromPortable(values: TypedArray, positions: Uint8Array, dtype, rows, cols, n, m) -> CudaSparse
+  // cudaNmFromPortable({values: TypedArray, positions: Uint8Array, dtype, rows, cols, n, m}) -> CudaSparse
   // (uploads a CPU SparseTensor's portable form and adds the cuSPARSELt form)
   define(env, exports, "cudaNmFromPortable", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    Buf values = buffer_arg(info, 0, "values"), positions = buffer_arg(info, 1, "positions");
-    const DType d = dtype_arg(info, 2, "dtype");
-    const int64_t rows = int_arg(info, 3, "rows"), cols = int_arg(info, 4, "cols");
-    const int64_t n = int_arg(info, 5, "n"), m = int_arg(info, 6, "m");
+    Options o(info, 0, "cudaNmFromPortable");
+    Buf values = o.buffer("values"), positions = o.buffer("positions");
+    const DType d = o.dtype("dtype");
+    const int64_t rows = o.integer("rows"), cols = o.integer("cols");
+    const int64_t n = o.integer("n"), m = o.integer("m");
+    o.done();
     nm_validate(rows, cols, n, m);
     const int64_t nv = rows * nm_kept_per_row(cols, static_cast<int>(n), static_cast<int>(m));
     const int64_t np = rows * nm_pos_row_bytes(cols, static_cast<int>(n), static_cast<int>(m));
-    require_elems(values, nv, d, "values");
-    require_elems(positions, np, DType::U8, "positions");
+    require_elems(values, nv, d, o.where("values").c_str());
+    require_elems(positions, np, DType::U8, o.where("positions").c_str());
     cuda::DevPtr dv = cuda::alloc(static_cast<size_t>(nv) * dtype_size(d));
     cuda::DevPtr dp = cuda::alloc_zeroed(static_cast<size_t>(np));
     cuda::upload(dv->ptr(), values.data, static_cast<size_t>(nv) * dtype_size(d));

@@ -26,10 +26,6 @@ T* device_elems(CudaBuffer* b, int64_t count, DType d, const std::string& name) 
 float* f32(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
   return device_elems<float>(CudaBuffer::Arg(info, i, name), count, DType::F32, name);
 }
-float* optional_f32(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
-  if (info[i].IsNull() || info[i].IsUndefined()) return nullptr;
-  return f32(info, i, name, count);
-}
 uint8_t* u8(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
   return device_elems<uint8_t>(CudaBuffer::Arg(info, i, name), count, DType::U8, name);
 }
@@ -297,37 +293,43 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
     cuda::nm_mask_scale(w, rows, cols, static_cast<int>(n), static_cast<int>(m), alpha, mask, eff);
     return undef(info);
   });
-  // cudaNmTrainPass(w, rows, cols, n, m, mask, select, eff, sad?, dtype?, eff16?) -> CudaSparse: nmTrainPass's one
+  // cudaNmTrainPass({w, rows, cols, n, m, mask, select, eff, sad, dtype, eff16}) -> CudaSparse: nmTrainPass's one
   // pass on the device (cuda/train.h nm_train_pass), its compressed weight made from it (cuda/ops.h from_train_pass).
-  // `sad`, an 8-byte zeroed counter, receives the SAD when selecting (read it later: nothing here waits for the GPU).
-  // dtype float16/bfloat16 (mixed-precision training, lib/nn/amp.ts): eff stays float32 and eff16 receives it in
-  // that dtype; the compressed weight is of that dtype, made from eff16, so that its 2:4 form is cuSPARSELt's.
+  // `sad` (null: not counted), an 8-byte zeroed counter, receives the SAD when selecting (read it later: nothing here
+  // waits for the GPU). dtype float16/bfloat16 (mixed-precision training, lib/nn/amp.ts): eff stays float32 and
+  // eff16 receives it in that dtype; the compressed weight is of that dtype, made from eff16, so that its 2:4 form is
+  // cuSPARSELt's. eff16 is read only then (absent or null for float32).
   define(env, exports, "cudaNmTrainPass", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t rows = size_arg(info, 1, "rows"), cols = size_arg(info, 2, "cols");
-    const int64_t n = int_arg(info, 3, "n"), m = int_arg(info, 4, "m");
+    Options o(info, 0, "cudaNmTrainPass");
+    const int64_t rows = size_option(o, "rows"), cols = size_option(o, "cols");
+    const int64_t n = o.integer("n"), m = o.integer("m");
     nm_validate(rows, cols, n, m);
     const int ni = static_cast<int>(n), mi = static_cast<int>(m);
-    const float* w = f32(info, 0, "w", rows * cols);
-    uint8_t* mask = u8(info, 5, "mask", rows * cols);
-    CudaBuffer* eff = CudaBuffer::Arg(info, 7, "eff");
-    eff->require(rows * cols, DType::F32, "eff");
+    const float* w = f32(o, "w", rows * cols);
+    uint8_t* mask = u8(o, "mask", rows * cols);
+    CudaBuffer* eff = CudaBuffer::From(o.get("eff"), o.where("eff"));
+    eff->require(rows * cols, DType::F32, o.where("eff").c_str());
     unsigned long long* sad = nullptr;
-    if (!info[8].IsNull() && !info[8].IsUndefined()) {
-      CudaBuffer* b = CudaBuffer::Arg(info, 8, "sad");
-      b->require(8, DType::U8, "sad");
+    if (o.given("sad")) {
+      CudaBuffer* b = CudaBuffer::From(o.get("sad"), o.where("sad"));
+      b->require(8, DType::U8, o.where("sad").c_str());
       sad = static_cast<unsigned long long*>(b->ptr());
     }
-    const DType d = info.Length() > 9 && !info[9].IsUndefined() ? dtype_arg(info, 9, "dtype") : DType::F32;
+    const bool select = o.boolean("select");
+    const DType d = o.dtype("dtype");
     if (d != DType::F32 && d != DType::F16 && d != DType::BF16)
-      fail("E_DTYPE", std::string("dtype: expected float32, float16 or bfloat16, got ") + dtype_name(d));
+      fail("E_DTYPE", o.where("dtype") + ": expected float32, float16 or bfloat16, got " + dtype_name(d));
     CudaBuffer* eff16 = nullptr;
     if (d != DType::F32) {
-      eff16 = CudaBuffer::Arg(info, 10, "eff16");
-      eff16->require(rows * cols, d, "eff16");
+      eff16 = CudaBuffer::From(o.get("eff16"), o.where("eff16"));
+      eff16->require(rows * cols, d, o.where("eff16").c_str());
       same_buffer_forbidden(eff16->ptr(), eff->ptr(), "eff16 and eff");
       same_buffer_forbidden(eff16->ptr(), w, "eff16 and w");
       same_buffer_forbidden(eff16->ptr(), mask, "eff16 and mask");
+    } else if (o.given("eff16")) {
+      fail("E_VALUE", o.where("eff16") + ": only for a float16 or bfloat16 dtype");
     }
+    o.done();
     same_buffer_forbidden(w, eff->ptr(), "w and eff");
     same_buffer_forbidden(mask, eff->ptr(), "mask and eff");
     same_buffer_forbidden(mask, w, "mask and w");
@@ -335,7 +337,7 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
     const int64_t kept = rows * nm_kept_per_row(cols, ni, mi);
     cuda::DevPtr values = cuda::alloc_zeroed(static_cast<size_t>(kept) * sizeof(float));
     cuda::DevPtr positions = cuda::alloc_zeroed(static_cast<size_t>(rows * nm_pos_row_bytes(cols, ni, mi)));
-    cuda::nm_train_pass(w, rows, cols, ni, mi, mask, bool_arg(info, 6, "select"), static_cast<float*>(eff->ptr()),
+    cuda::nm_train_pass(w, rows, cols, ni, mi, mask, select, static_cast<float*>(eff->ptr()),
                         values->as<float>(), positions->as<uint8_t>(), sad);
     if (d == DType::F32)
       return CudaSparse::Wrap(info.Env(), cuda::from_train_pass(std::move(values), std::move(positions), eff->mem(),
@@ -358,33 +360,43 @@ void RegisterCudaTrain(Napi::Env env, Napi::Object exports) {
     eff->require(rows * cols, d, "eff16");
     return CudaSparse::Wrap(info.Env(), cuda::transposed_train_form(eff->ptr(), d, rows, cols));
   });
-  // cudaSgdStep(p, g, buf?, n, lr, momentum, dampening, weightDecay, nesterov, first)
+  // cudaSgdStep({p, g, buf (null without momentum), n, lr, momentum, dampening, weightDecay, nesterov, first})
   define(env, exports, "cudaSgdStep", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t n = size_arg(info, 3, "n");
+    Options o(info, 0, "cudaSgdStep");
+    const int64_t n = size_option(o, "n");
     cuda::SgdArgs a;
-    a.lr = static_cast<float>(number_arg(info, 4, "lr"));
-    a.momentum = static_cast<float>(number_arg(info, 5, "momentum"));
-    a.dampening = static_cast<float>(number_arg(info, 6, "dampening"));
-    a.weight_decay = static_cast<float>(number_arg(info, 7, "weightDecay"));
-    a.nesterov = bool_arg(info, 8, "nesterov");
-    a.first = bool_arg(info, 9, "first");
-    float* buf = optional_f32(info, 2, "buf", n);
-    if (a.momentum != 0.0f && !buf) fail("E_VALUE", "buf: a momentum buffer is required when momentum > 0");
-    cuda::sgd_step(f32(info, 0, "p", n), f32(info, 1, "g", n), buf, n, a);
+    a.lr = static_cast<float>(o.number("lr"));
+    a.momentum = static_cast<float>(o.number("momentum"));
+    a.dampening = static_cast<float>(o.number("dampening"));
+    a.weight_decay = static_cast<float>(o.number("weightDecay"));
+    a.nesterov = o.boolean("nesterov");
+    a.first = o.boolean("first");
+    float* buf = optional_f32(o, "buf", n);
+    if (a.momentum != 0.0f && !buf) fail("E_VALUE", o.where("buf") + ": a momentum buffer is required when momentum > 0");
+    float* p = f32(o, "p", n);
+    float* g = f32(o, "g", n);
+    o.done();
+    cuda::sgd_step(p, g, buf, n, a);
     return undef(info);
   });
-  // cudaAdamwStep(p, g, m, v, n, lr, beta1, beta2, eps, weightDecay, step)
+  // cudaAdamwStep({p, g, m, v, n, lr, beta1, beta2, eps, weightDecay, step})
   define(env, exports, "cudaAdamwStep", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t n = size_arg(info, 4, "n");
+    Options o(info, 0, "cudaAdamwStep");
+    const int64_t n = size_option(o, "n");
     cuda::AdamwArgs a;
-    a.lr = static_cast<float>(number_arg(info, 5, "lr"));
-    a.beta1 = static_cast<float>(number_arg(info, 6, "beta1"));
-    a.beta2 = static_cast<float>(number_arg(info, 7, "beta2"));
-    a.eps = static_cast<float>(number_arg(info, 8, "eps"));
-    a.weight_decay = static_cast<float>(number_arg(info, 9, "weightDecay"));
-    a.step = int_arg(info, 10, "step");
-    if (a.step < 1) fail("E_VALUE", "step: expected >= 1");
-    cuda::adamw_step(f32(info, 0, "p", n), f32(info, 1, "g", n), f32(info, 2, "m", n), f32(info, 3, "v", n), n, a);
+    a.lr = static_cast<float>(o.number("lr"));
+    a.beta1 = static_cast<float>(o.number("beta1"));
+    a.beta2 = static_cast<float>(o.number("beta2"));
+    a.eps = static_cast<float>(o.number("eps"));
+    a.weight_decay = static_cast<float>(o.number("weightDecay"));
+    a.step = o.integer("step");
+    if (a.step < 1) fail("E_VALUE", o.where("step") + ": expected >= 1");
+    float* p = f32(o, "p", n);
+    float* g = f32(o, "g", n);
+    float* m = f32(o, "m", n);
+    float* v = f32(o, "v", n);
+    o.done();
+    cuda::adamw_step(p, g, m, v, n, a);
     return undef(info);
   });
   // cudaSumSquares(x, n) -> Σ x² (float64; waits for the GPU)

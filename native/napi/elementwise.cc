@@ -289,27 +289,30 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     cpu::nm_mask_scale(w, rows, cols, static_cast<int>(n), static_cast<int>(m), alpha, mask, eff);
     return info.Env().Undefined();
   });
-  // nmTrainPass(w, rows, cols, n, m, mask, select, countSad, eff, values, positions) → SAD: the training step's
+  // nmTrainPass({w, rows, cols, n, m, mask, select, countSad, eff, values, positions}) → SAD: the training step's
   // mask (selected from |w|, or as given), eff = w ⊙ m (eff null: not written) and its compressed form in one pass
   // (cpu/elementwise.h)
   define(env, exports, "nmTrainPass", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t rows = size_arg(info, 1, "rows"), cols = size_arg(info, 2, "cols");
-    const int64_t n = int_arg(info, 3, "n"), m = int_arg(info, 4, "m");
+    Options o(info, 0, "nmTrainPass");
+    const int64_t rows = size_option(o, "rows"), cols = size_option(o, "cols");
+    const int64_t n = o.integer("n"), m = o.integer("m");
     nm_validate(rows, cols, n, m);
     const int64_t size = rows * cols, kept = rows * nm_kept_per_row(cols, static_cast<int>(n), static_cast<int>(m));
     const int64_t pbytes = rows * nm_pos_row_bytes(cols, static_cast<int>(n), static_cast<int>(m));
-    const float* w = f32_arg(info, 0, "w", size);
-    uint8_t* mask = typed_arg<uint8_t>(info, 5, "mask", size);
-    float* eff = optional_f32_arg(info, 8, "eff", size);
-    float* values = f32_arg(info, 9, "values", kept);
-    uint8_t* positions = typed_arg<uint8_t>(info, 10, "positions", pbytes);
+    const float* w = f32_option(o, "w", size);
+    uint8_t* mask = typed_option<uint8_t>(o, "mask", size);
+    float* eff = optional_f32_option(o, "eff", size);
+    float* values = f32_option(o, "values", kept);
+    uint8_t* positions = typed_option<uint8_t>(o, "positions", pbytes);
+    const bool select = o.boolean("select"), count_sad = o.boolean("countSad");
+    o.done();
     const struct { const void* p; int64_t bytes; const char* name; } bufs[] = {
         {w, size * 4, "w"}, {mask, size, "mask"}, {eff, size * 4, "eff"}, {values, kept * 4, "values"}, {positions, pbytes, "positions"}};
     for (size_t i = 0; i < 5; ++i)
       for (size_t j = i + 1; j < 5; ++j)
         require_disjoint(bufs[i].p, bufs[i].bytes, bufs[j].p, bufs[j].bytes, (std::string(bufs[i].name) + " and " + bufs[j].name).c_str());
-    const int64_t sad = cpu::nm_train_pass(w, rows, cols, static_cast<int>(n), static_cast<int>(m), mask,
-                                           bool_arg(info, 6, "select"), bool_arg(info, 7, "countSad"), eff, values, positions);
+    const int64_t sad = cpu::nm_train_pass(w, rows, cols, static_cast<int>(n), static_cast<int>(m), mask, select,
+                                           count_sad, eff, values, positions);
     return Napi::Number::New(info.Env(), static_cast<double>(sad));
   });
 }

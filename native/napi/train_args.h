@@ -17,11 +17,6 @@ T* elems_of(const Buf& b, int64_t count, const std::string& name) {
 inline float* f32_arg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
   return elems_of<float>(buffer_arg(info, i, name), count, name);
 }
-// null/undefined → nullptr.
-inline float* optional_f32_arg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
-  Buf b = optional_buffer_arg(info, i, name);
-  return b.data ? elems_of<float>(b, count, name) : nullptr;
-}
 template <typename T>
 T* typed_arg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
   return elems_of<T>(buffer_arg(info, i, name), count, name);
