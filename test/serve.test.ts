@@ -891,7 +891,7 @@ describe('HTTP server limits', () => {
       expect(info.model.file).toBeUndefined();
       expect(info.model.metadata).toBeUndefined();
       expect(text).not.toContain(FIXTURES);
-      expect(info.server).toMatchObject({ maxConnections: 512, maxInFlight: 64, maxJsonBytes: 2 << 20, requestTimeoutMs: 30_000 });
+      expect(info.server).toMatchObject({ maxConnections: 512, maxInFlight: 64, maxJsonBytes: 2 << 20, requestTimeoutMs: 30_000, idleTrimMs: 6000 });
       const r = json(await postJson(srv.url, { inputs: expected.inputs }));
       // argmax of the reference outputs, computed here
       const want = expected.outputs.map((o) => o.reduce((best, v, j) => (v > o[best] ? j : best), 0));

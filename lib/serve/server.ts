@@ -351,7 +351,7 @@ export async function startServer(model: InferenceModel, options: ServerOptions 
         send(res, 200, {
           model: publicInfo,
           server: {
-            maxBodyBytes, maxJsonBytes, maxRows, maxConnections, maxInFlight, requestTimeoutMs, headersTimeoutMs, keepAliveTimeoutMs,
+            maxBodyBytes, maxJsonBytes, maxRows, maxConnections, maxInFlight, requestTimeoutMs, headersTimeoutMs, keepAliveTimeoutMs, idleTrimMs,
             uptimeSeconds: (Date.now() - started) / 1000, draining, inFlight, connections: open,
           },
           stats: { ...stats, batches: model.batchStats },
