@@ -3,8 +3,8 @@
  * tensors on 'cuda' own device memory through a native handle. Row-major, like PyTorch.
  */
 import { native } from './native.js';
-import { allocPinnedStorage, allocStorage, copyStorage, dtypeBytes, dtypeCode, isDType, storageMatches, type DType, type Storage } from './dtype.js';
-import { backendFor, isDevice, type Device, type DeviceStorage } from './device.js';
+import { allocPinnedStorage, allocStorage, copyStorage, dtypeBytes, dtypeCode, isDType, isFloat, storageMatches, type DType, type Storage } from './dtype.js';
+import { backendFor, deviceOp, isDevice, type Device, type DeviceStorage } from './device.js';
 import { NmSparseError, describe, fail } from './errors.js';
 import { Rng, randomSeed } from './random.js';
 
@@ -137,7 +137,12 @@ export class Tensor {
   astype(dtype: DType): Tensor {
     this.#alive('astype');
     checkDType(dtype, 'astype(dtype)');
-    if (this.device !== 'cpu') return this.to('cpu').astype(dtype).to(this.device);
+    if (this.device !== 'cpu') {
+      // Between float dtypes the device's cast op (the one mixed-precision training uses) converts in place on the
+      // device; other conversions go through the host.
+      if (isFloat(this.dtype) && isFloat(dtype)) return deviceOp(this.device, 'cast')(this, dtype, {});
+      return this.to('cpu').astype(dtype).to(this.device);
+    }
     const out = allocStorage(dtype, this.size);
     native.convert(this.#host!, this.dtypeCode, out, dtypeCode(dtype), this.size);
     return new Tensor(this.shape, dtype, out);

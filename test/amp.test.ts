@@ -10,7 +10,7 @@ import { nmKernelMinWidth } from '../lib/nn/linalg.js';
 import { SoftmaxCrossEntropy } from '../lib/nn/loss.js';
 import { gpt, mlp } from '../lib/nn/models.js';
 import { SGD } from '../lib/optim/index.js';
-import { scaleGrads } from '../lib/optim/optimizer.js';
+import { applyGradTerms, scaleGrads } from '../lib/optim/optimizer.js';
 import { createRecipe } from '../lib/recipes/index.js';
 import { mnistSplit, type Dataset } from '../lib/data/mnist.js';
 import { Trainer, sparseWeights } from '../lib/train/trainer.js';
@@ -421,6 +421,10 @@ describe('errors', () => {
     await expect(runTraining({ model: 'transformer', recipe: 'srste', pattern: '2:4', epochs: 1, seed: 0, precision: 'float16' }))
       .rejects.toThrow(/--precision.*transformer/);
     expect(code(() => new GradScaler({ backoffFactor: 1 }))).toMatch(/^E_VALUE backoffFactor/);
+    expect(code(() => autocast('bfloat16', null as never))).toMatch(/^E_TYPE fn/);
+    expect(code(() => new GradScaler().step({} as never))).toMatch(/^E_TYPE optimizer/);
+    expect(code(() => applyGradTerms(null as never))).toMatch(/^E_TYPE params/);
+    expect(code(() => applyGradTerms([{}] as never))).toMatch(/^E_TYPE params/);
   });
 });
 

@@ -844,6 +844,10 @@ describe('HTTP server limits', () => {
     await srv.close({ graceMs: 100 });
   });
 
+  it('refuses an idleTrimMs that is not an integer in [0, 1 h]', async () => {
+    for (const v of [-1, 1.5, 'soon', 3_600_001]) await rejects(() => startServer(model, { host: HOST, port: 0, idleTrimMs: v as never }), 'E_VALUE', 'idleTrimMs');
+  });
+
   it('gives the freed heap back once /predict has been quiet for idleTrimMs, once per quiet spell', async () => {
     const trim = vi.spyOn(native, 'trimHostMemory');
     const srv = await startServer(model, { host: HOST, port: 0, idleTrimMs: 500 });

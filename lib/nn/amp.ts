@@ -9,8 +9,7 @@
  * range and needs none.
  */
 import { fail } from '../errors.js';
-import type { Optimizer } from '../optim/optimizer.js';
-import { applyGradTerms, gradSumSquares, powerOfTwo, scaleGrads } from '../optim/optimizer.js';
+import { Optimizer, applyGradTerms, gradSumSquares, powerOfTwo, scaleGrads } from '../optim/optimizer.js';
 
 export type Precision = 'float32' | 'bfloat16' | 'float16';
 export const PRECISIONS: readonly Precision[] = ['float32', 'bfloat16', 'float16'];
@@ -33,6 +32,7 @@ export const autocastPrecision = (): Precision => current;
  */
 export function autocast<T>(precision: Precision, fn: () => T): T {
   const p = checkPrecision(precision);
+  if (typeof fn !== 'function') fail('E_TYPE', 'fn', fn, 'a function to run under the autocast');
   const prev = current;
   current = p;
   try {
@@ -106,7 +106,8 @@ export class GradScaler {
    * given), or skips the step if any gradient is not finite; then updates the scale. Returns whether it stepped.
    */
   step(optimizer: Optimizer, opts: { clipGradNorm?: number } = {}): boolean {
-    const max = opts.clipGradNorm;
+    if (!(optimizer instanceof Optimizer)) fail('E_TYPE', 'optimizer', optimizer, 'an Optimizer (optim.SGD, optim.AdamW, …)');
+    const max = opts?.clipGradNorm;
     if (max && !(max > 0)) fail('E_VALUE', 'clipGradNorm', max, 'a number > 0 (0 or none: no clipping)');
     // Pending gradient terms (Parameter.term) stay fused into the step where unscaling is exact (a power-of-two
     // scale) and no norm is taken; else they are added now, before the norm and the unscaling, as the gradient's.

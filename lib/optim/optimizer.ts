@@ -56,6 +56,8 @@ export abstract class Optimizer {
 
 /** Adds each parameter's pending term (Parameter.term) to its gradient and clears it: `grad` is then whole. */
 export function applyGradTerms(params: Parameter[]): void {
+  if (!Array.isArray(params) || !params.every((p) => p !== null && typeof p === 'object' && 'term' in p && 'grad' in p))
+    fail('E_TYPE', 'params', params, 'an array of Parameters');
   for (const p of params) {
     if (!p.term) continue;
     const { mask, lambda } = p.term;

@@ -70,6 +70,8 @@ describe.skipIf(!gpuUsable)('mixed precision on cuda matches the CPU', () => {
     expect(sameBits(cpu(E.cast(hg, 'float32')), E.cast(hc, 'float32'))).toBe(true);
     const all = new Tensor([65536], dtype, Uint16Array.from({ length: 65536 }, (_, i) => i)); // every 16-bit pattern
     expect(sameBits(cpu(E.cast(all.to('cuda'), 'float32')), E.cast(all, 'float32'))).toBe(true);
+    // Tensor.astype on 'cuda' between float dtypes is the same op, on the device.
+    expect(sameBits(cpu(x.to('cuda').astype(dtype)), hc)).toBe(true);
   });
 
   it.each(DTYPES)('the %s training pass: mask, W ⊙ m and the compressed weight as the CPU, 2:4 in cuSPARSELt form', (dtype) => {
