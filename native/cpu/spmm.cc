@@ -905,7 +905,9 @@ void spmm_packed(const SpmmArgs& s, const float* bias) {
   PackedKernel kern[4];
   for (int k = 0; k < 4; ++k)
     kern[k] = s.w.n == 1 ? packed_kernel_for<1>(k) : s.w.n == 2 ? packed_kernel_for<2>(k) : packed_kernel_for<3>(k);
-  const bool parallel = static_cast<double>(s.w.rows) * s.w.cols * s.p >= 64.0 * 32 * 32;
+  // One thread below 4M dense multiply-adds: on the 2-core Zen 4 a second one lost there (1024×784 and 1024² at one row
+  // of x: 35-40 us on two, 28-32 on one; even at four rows; 1.35x faster at eight).
+  const bool parallel = static_cast<double>(s.w.rows) * s.w.cols * s.p >= double{1 << 22};
   parallel_for(d.nrb, parallel ? cdiv(d.nrb, 4 * num_threads()) : d.nrb, [&](int64_t q0, int64_t q1) {
     for (int64_t rb = q0; rb < q1; ++rb) packed_block(s, d, kern, bias, rb);
   });
