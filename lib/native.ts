@@ -104,7 +104,12 @@ export type NativeGemmPackOptions = { b: Host; bDtype: DTypeCode; n: number; k: 
 export type NativeSpmmOptions = {
   values: Host; positions: Uint8Array; wDtype: DTypeCode; rows: number; cols: number; n: number; m: number; b: Host;
   bDtype: DTypeCode; p: number; out: Host; outDtype: DTypeCode; transB: boolean; transOut: boolean; async: boolean;
+  /** W̃ as spmmPack wrote it: read instead of values/positions by the small batches that can. */
+  packed?: Float32Array;
 } & BiasOf<Host>;
+
+/** spmm.cc spmmPack: a float32 N:4 W̃ into out (spmmPackedSize(rows, cols, n, m) floats), the row-interleaved copy spmm's small batches read. */
+export type NativeSpmmPackOptions = { values: Host; positions: Uint8Array; rows: number; cols: number; n: number; m: number; out: Float32Array };
 
 /** spmm.cc spmmT: out = W̃ᵀ·op(B) (or its transpose), W̃ a float32 [rows, cols] in the portable compressed form. */
 export interface NativeSpmmTOptions {
@@ -242,6 +247,8 @@ export interface CpuAddon extends TrainFns<Host> {
   cpuIsa(name?: string): { active: string; best: string };
   // spmm.cc
   spmm(options: NativeSpmmOptions): Promise<void> | undefined;
+  spmmPackedSize(rows: number, cols: number, n: number, m: number): number;
+  spmmPack(options: NativeSpmmPackOptions): void;
   spmmT(options: NativeSpmmTOptions): void;
   // blas_peer.cc
   blasPeer(): { available: boolean; path?: string; error?: string; config?: string; corename?: string; threads?: number };
@@ -320,7 +327,7 @@ const names = <T>(o: Record<keyof T, true>): string[] => Object.keys(o).sort();
 export const addonNames: { cpu: string[]; cuda: string[] } = {
   cpu: names<CpuAddon>({
     setNumThreads: true, numThreads: true, buildInfo: true, allocBuffer: true, trimHostMemory: true, enumTables: true, gemm: true,
-    gemmPackedSize: true, gemmPackB: true, cpuIsa: true, spmm: true,
+    gemmPackedSize: true, gemmPackB: true, cpuIsa: true, spmm: true, spmmPackedSize: true, spmmPack: true,
     spmmT: true, blasPeer: true, blasSgemm: true, nmMask: true, nmPrune: true, nmCheck: true, transposableMask: true,
     maskSad: true, nmPositionBytes: true, nmCompress: true, nmDecompress: true, convert: true, transpose2d: true,
     nmTrainPass: true, biasAdd: true,

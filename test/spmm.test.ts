@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nm, tensor, zeros, SparseTensor, type DType, type Tensor } from '../lib/index.js';
 import { matmul } from '../lib/gemm.js';
-import { linearInputGrad, sparseLinear, sparseLinearAsync, sparseMatmul, sparseMatmulAsync } from '../lib/spmm.js';
+import { linearInputGrad, packSparse, sparseLinear, sparseLinearAsync, sparseMatmul, sparseMatmulAsync } from '../lib/spmm.js';
 import { native, type NativeSpmmOptions, type NativeSpmmTOptions } from '../lib/native.js';
 import {
   ISAS, checkOptionsContract, expectOptionError, fakeCuda, fakeCudaProducts, fakeCudaSparse, poison, prng, refMask, refProduct, type Ref,
@@ -175,6 +175,68 @@ describe('small batches, every N:M (1–32 rows of x): x·W̃ᵀ on every kernel
           expectLinearEveryIsa(x, S, bias, refSpmm(refPrune(W, n, m), rows, cols, x.toArray(), batch, true, bias?.toArray()));
         }
     });
+});
+
+// packSparse's copy (native/cpu/spmm.cc spmm_pack, spmm_packed on AVX-512 up to 32 rows of x): blocks of 16 rows
+// of W̃, 16-column chunks, rows of x 8, 4, 2 and 1 at a time. Rows of W̃ 1, 17 and 33 (a last block cut short),
+// columns ending inside a chunk, one chunk, and past 1024; batches around the register blocks and past 32 (the
+// compressed form is read there). The other ISAs read the compressed form with the pack present.
+describe('packSparse (N:4 on the CPU): small batches of nm.linear from the row-interleaved copy', () => {
+  for (const [n, m] of [[2, 4], [1, 4], [3, 4]] as const)
+    it(`${n}:${m}, batches 1–33, every kernel path`, () => {
+      for (const [rows, cols] of [[1, 4], [17, 20], [33, 276], [16, 1040]]) {
+        const seed = 900 + rows * 13 + cols + n;
+        const W = rand([rows, cols], 'float32', seed), S = nm.compress(W, { n, m }), w = refPrune(W, n, m);
+        expect(packSparse(S)).toBe(4 * Math.ceil(rows / 16) * Math.ceil(cols / 16) * 4 * n * 17);
+        for (const batch of [1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 31, 32, 33]) {
+          const x = rand([batch, cols], 'float32', seed + batch), bias = batch % 2 ? rand([rows], 'float32', seed - batch) : null;
+          expectLinearEveryIsa(x, S, bias, refSpmm(w, rows, cols, x.toArray(), batch, true, bias?.toArray()));
+        }
+      }
+    });
+
+  it('sparseLinearAsync reads it too; x with infinities stays finite where a dead lane would meet them', async () => {
+    // Columns 0-3 of x infinite: every dead slot of a cut-short chunk points past the row's end, never at them.
+    const rows = 19, cols = 36, W = rand([rows, cols], 'float32', 950), S = nm.compress(W, '2:4'), w = refPrune(W, 2, 4);
+    packSparse(S);
+    const xs = rand([3, cols], 'float32', 951).toArray();
+    for (let i = 0; i < 3; i++) for (let c = 32; c < 36; c++) xs[i * cols + c] = 1e30;
+    const x = tensor(xs, [3, cols]);
+    const out = poison(zeros([3, rows]));
+    expect(await sparseLinearAsync(x, S, null, { out })).toBe(out);
+    expectClose(out, refSpmm(w, rows, cols, xs, 3, true), rows, 3, true, cols);
+  });
+
+  it('is 0 bytes (no copy) for M other than 4, 16-bit weights and weights of rank 3', () => {
+    expect(packSparse(nm.compress(rand([8, 16], 'float32', 960), '1:8'))).toBe(0);
+    expect(packSparse(nm.compress(rand([8, 16], 'float16', 961), '2:4'))).toBe(0);
+    expect(packSparse(nm.compress(rand([2, 4, 16], 'float32', 962), '2:4'))).toBe(0);
+  });
+
+  it('native.spmm with packed: S.matmul by one column and a float16 out; a pack of the wrong size or N:M is a typed error', () => {
+    const rows = 21, cols = 52, W = rand([rows, cols], 'float32', 970), S = nm.compress(W, '2:4');
+    const packed = new Float32Array(native.spmmPackedSize(rows, cols, 2, 4));
+    native.spmmPack({ values: S.values.storage(), positions: S.positions, rows, cols, n: 2, m: 4, out: packed });
+    const b = rand([cols, 1], 'float32', 971), bias = rand([rows], 'float32', 972);
+    const ref = refSpmm(refPrune(W, 2, 4), rows, cols, b.toArray(), 1, false, bias.toArray());
+    for (const dtype of ['float32', 'float16'] as const) {
+      const out = poison(zeros([rows, 1], { dtype }));
+      native.spmm({
+        values: S.values.storage(), positions: S.positions, wDtype: 0, rows, cols, n: 2, m: 4, b: b.storage(), bDtype: 0, p: 1,
+        out: out.storage(), outDtype: out.dtypeCode, transB: false, transOut: false, bias: bias.storage(), biasDtype: 0, packed, async: false,
+      });
+      expectClose(out, ref, rows, 1, false, cols);
+    }
+    const call = (pk: Float32Array, n = 2, m = 4) => native.spmm({
+      values: new Float32Array(rows * 80), positions: new Uint8Array(rows * 80), wDtype: 0, rows, cols: 80, n, m, b: new Float32Array(80),
+      bDtype: 0, p: 1, out: new Float32Array(rows), outDtype: 0, transB: true, transOut: true, packed: pk, async: false,
+    });
+    expect(() => call(packed)).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
+    expect(() => call(new Float32Array(1 << 16), 1, 8)).toThrow(expect.objectContaining({ code: 'E_PATTERN' }));
+    expect(native.spmmPackedSize(rows, 64, 1, 8)).toBe(0);
+    expect(() => native.spmmPack({ values: new Float32Array(64), positions: new Uint8Array(64), rows: 4, cols: 64, n: 1, m: 8, out: new Float32Array(64) }))
+      .toThrow(expect.objectContaining({ code: 'E_PATTERN' }));
+  });
 });
 
 // The AVX-512 drivers for M <= 16 past the small batches (native/cpu/spmm.cc rows_over_perm): spmm_perm, and on

@@ -31,7 +31,7 @@ import { CHECKED, SparseTensor, compress } from '../compress.js';
 import { Tensor, checkTensor, tensor } from '../tensor.js';
 import { allocPinnedStorage } from '../dtype.js';
 import { PackedWeight, linear, linearAsync } from '../gemm.js';
-import { sparseLinear, sparseLinearAsync } from '../spmm.js';
+import { packSparse, sparseLinear, sparseLinearAsync } from '../spmm.js';
 import { geluForward, im2col, layerNormForward, maxPoolForward, reluForward, type Window2d } from '../nn/elementwise.js';
 import { checkArch, convFromGroupLayout, convToGroupLayout, inferMlpArch, loadModel, paramName, type ArchSpec, type InputTransform, type LayerSpec, type ModelFile } from '../io/model-file.js';
 import { Batcher, type BatcherStats } from './batcher.js';
@@ -96,7 +96,7 @@ export interface ModelInfo {
   weightBytes: number;
   /** Bytes the same weights take dense. */
   denseWeightBytes: number;
-  /** Bytes of the packed copies of the dense weights on the CPU (PackedWeight), beside weightBytes. */
+  /** Bytes of the packed copies of the weights on the CPU (PackedWeight; packSparse for N:4), beside weightBytes. */
   packedBytes: number;
   /** The standardisation applied to every input value (the file's `nmsparse.input`), or null. */
   input: InputTransform | null;
@@ -202,6 +202,7 @@ export class InferenceModel {
           : compress(o.device === 'cpu' ? w2() : w2().to(o.device), p);
         denseWeightBytes += sp.denseBytes;
         weightBytes += sp.bytes;
+        packedBytes += packSparse(sp); // 0 off the CPU or where there is no packed form
         return { prod: { w: null, s: sp }, label: patternString(p), from };
       }
       const w = w2();

@@ -272,6 +272,14 @@ void decode_nm(const uint8_t* row_pos, int64_t t0, int64_t kept, int n, int m, i
 
 int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// The dimensions of spmm_pack's row-interleaved form of an N:4 W̃ (spmm_packed): blocks of 16 rows, 16-column
+// chunks, slots per chunk (the kept values of its 4 groups).
+struct PackDims {
+  int64_t nrb, nh, sc;
+  int64_t value_floats() const { return nrb * nh * sc * 16; }
+};
+PackDims pack_dims(int64_t rows, int64_t cols, int n) { return {cdiv(rows, 16), cdiv(cols, 16), 4 * int64_t{n}}; }
+
 void check(const SpmmArgs& s) {
   const NmMatrix& w = s.w;
   nm_validate(w.rows, w.cols, w.n, w.m);
@@ -794,6 +802,114 @@ void spmm_pick(const SpmmArgs& s, Isa isa, const float* bias) {
           store_from_f32(s.out, s.out_dtype, s.trans_out ? i * rows + r : r * p + i, y);
         }
     }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Small batches from the row-interleaved pack (spmm_packed; AVX-512, N:4, the caller's spmm_pack copy of W̃).
+// Lanes are 16 rows of W̃, as in spmm_perm, but the values come transposed from the pack instead of per call: slot
+// s of a 16-column chunk holds the s-th kept value of each row, and Y[rows, i] += V[s]·vpermps(I[s], x_i[chunk]),
+// with I[s] = 4·(s / N) + the rows' positions (one dword of 2-bit fields per slot: one shift and one ternlog,
+// shared by all the rows of x). One-source vpermps + FMA is what this costs per 16 kept values and row of x: on
+// Zen 4 (512-bit ops double-pumped) 1.4 cycles, where spmm_pick's two-source vpermt2ps + FMA takes 1.9-2.0 and a
+// dense FMA 1.0 (in-L1 microbenchmark); vexpandps (decode into a dense chunk) measured ~5 cycles per zmm there,
+// slower than either. Each task streams one contiguous block (the pack is read once per 8 rows of x), and its 16
+// sums per row of x are one masked store, no horizontal reduction. Tasks split the row blocks.
+constexpr int64_t kPackedP = 32;  // up to how many rows of x the pack is read (beyond, spmm_perm's own transposes)
+
+// y[i] = Σ over the block's chunks of its slots times row i of x (IB rows, stride ldx), NA accumulators per row
+// (the FMA latency: 4 chains in flight at one row of x). `last`: columns of the last chunk (1-16), the rest of
+// its x lanes read as zeros (its dead slots point there, with zero values).
+template <int N, int IB, int NA>
+NMS_TARGET_AVX512 void packed_kernel(const float* V, const uint32_t* P, int64_t nh, int last, const float* x,
+                                     int64_t ldx, __m512* y) {
+  constexpr int SC = 4 * N;
+  const __m512i shift = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i three = _mm512_set1_epi32(3);
+  __m512 acc[NA][IB];
+#pragma GCC unroll 4
+  for (int a = 0; a < NA; ++a)
+#pragma GCC unroll 8
+    for (int i = 0; i < IB; ++i) acc[a][i] = _mm512_setzero_ps();
+  const __mmask16 tail = static_cast<__mmask16>((1u << last) - 1);
+  for (int64_t h = 0; h < nh; ++h) {
+    __m512 X[IB];
+    const bool partial = h + 1 == nh && last < 16;
+#pragma GCC unroll 8
+    for (int i = 0; i < IB; ++i)
+      X[i] = partial ? _mm512_maskz_loadu_ps(tail, x + i * ldx + 16 * h) : _mm512_loadu_ps(x + i * ldx + 16 * h);
+#pragma GCC unroll 12
+    for (int s = 0; s < SC; ++s) {
+      const __m512i f = _mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int32_t>(P[h * SC + s])), shift);
+      const __m512i idx = _mm512_ternarylogic_epi32(f, three, _mm512_set1_epi32(4 * (s / N)), 0xea);  // f & 3 | base
+      const __m512 v = _mm512_loadu_ps(V + (h * SC + s) * 16);
+#pragma GCC unroll 8
+      for (int i = 0; i < IB; ++i) acc[s % NA][i] = _mm512_fmadd_ps(v, _mm512_permutexvar_ps(idx, X[i]), acc[s % NA][i]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < IB; ++i) {
+    __m512 t = acc[0][i];
+#pragma GCC unroll 4
+    for (int a = 1; a < NA; ++a) t = _mm512_add_ps(t, acc[a][i]);
+    y[i] = t;
+  }
+}
+using PackedKernel = void (*)(const float*, const uint32_t*, int64_t, int, const float*, int64_t, __m512*);
+// Rows of x per kernel call: 8, 4, 2 or 1 (index 0-3).
+template <int N>
+PackedKernel packed_kernel_for(int k) {
+  static const PackedKernel t[4] = {packed_kernel<N, 8, 1>, packed_kernel<N, 4, 1>, packed_kernel<N, 2, 2>,
+                                    packed_kernel<N, 1, 4>};
+  return t[k];
+}
+
+bool packed_batch(const SpmmArgs& s, Isa isa) {
+  return s.w_packed && isa == Isa::Avx512 && s.w.m == 4 && s.p <= kPackedP && (s.trans_b || s.p == 1) &&
+         s.w.dtype == DType::F32 && s.b_dtype == DType::F32;
+}
+
+// Row block rb of Y (its rows of every row of x), in out's layout and dtype.
+NMS_TARGET_AVX512 void packed_block(const SpmmArgs& s, const PackDims& d, const PackedKernel* kern, const float* bias,
+                                    int64_t rb) {
+  const int64_t rows = s.w.rows, cols = s.w.cols, p = s.p, r0 = rb * 16;
+  const int last = static_cast<int>(cols - (d.nh - 1) * 16);
+  const int nr = static_cast<int>(std::min<int64_t>(16, rows - r0));
+  const __mmask16 mr = static_cast<__mmask16>((1u << nr) - 1);
+  const __m512 b = bias ? _mm512_maskz_loadu_ps(mr, bias + r0) : _mm512_setzero_ps();
+  const float* V = s.w_packed + rb * d.nh * d.sc * 16;
+  const uint32_t* P = reinterpret_cast<const uint32_t*>(s.w_packed + d.value_floats()) + rb * d.nh * d.sc;
+  const float* x = static_cast<const float*>(s.b);
+  for (int64_t i0 = 0; i0 < p;) {
+    const int64_t left = p - i0;
+    const int k = left >= 8 ? 0 : left >= 4 ? 1 : left >= 2 ? 2 : 3, ib = 8 >> k;
+    __m512 y[8];
+    kern[k](V, P, d.nh, last, x + i0 * cols, cols, y);
+    for (int i = 0; i < ib; ++i) {
+      const __m512 t = _mm512_add_ps(y[i], b);
+      if (s.out_dtype == DType::F32 && s.trans_out) {
+        _mm512_mask_storeu_ps(static_cast<float*>(s.out) + (i0 + i) * rows + r0, mr, t);
+      } else {
+        alignas(64) float tmp[16];
+        _mm512_store_ps(tmp, t);
+        for (int l = 0; l < nr; ++l)
+          store_from_f32(s.out, s.out_dtype, s.trans_out ? (i0 + i) * rows + r0 + l : (r0 + l) * p + i0 + i, tmp[l]);
+      }
+    }
+    i0 += ib;
+  }
+}
+
+void spmm_packed(const SpmmArgs& s, const float* bias) {
+  const PackDims d = pack_dims(s.w.rows, s.w.cols, s.w.n);
+  PackedKernel kern[4];
+  for (int k = 0; k < 4; ++k)
+    kern[k] = s.w.n == 1 ? packed_kernel_for<1>(k) : s.w.n == 2 ? packed_kernel_for<2>(k) : packed_kernel_for<3>(k);
+  // One thread below 4M dense multiply-adds: on the 2-core Zen 4 a second one lost there (1024×784 and 1024² at one row
+  // of x: 35-40 us on two, 28-32 on one; even at four rows; 1.35x faster at eight).
+  const bool parallel = static_cast<double>(s.w.rows) * s.w.cols * s.p >= double{1 << 22};
+  parallel_for(d.nrb, parallel ? cdiv(d.nrb, 4 * num_threads()) : d.nrb, [&](int64_t q0, int64_t q1) {
+    for (int64_t rb = q0; rb < q1; ++rb) packed_block(s, d, kern, bias, rb);
   });
 }
 #endif
@@ -1507,6 +1623,41 @@ void spmm_t(const SpmmTArgs& s) {
   });
 }
 
+int64_t spmm_packed_floats(int64_t rows, int64_t cols, int n, int m) {
+  if (m != 4) return 0;
+  const PackDims d = pack_dims(rows, cols, n);
+  return d.value_floats() + d.nrb * d.nh * d.sc;  // the values, then a dword of positions per slot
+}
+
+// The layout spmm_packed reads: values [nrb][nh][sc][16] (slot s of chunk h: kept value h·sc + s of each of the
+// block's 16 rows; zero past the last row or the row's end), then positions [nrb][nh][sc], row l's 2-bit field at
+// bit 2l (0 where the value is zero-padded: its lane then points at a chunk column past the row's end, or is a
+// row that is never stored).
+void spmm_pack(const NmMatrix& w, float* out) {
+  nm_validate(w.rows, w.cols, w.n, w.m);
+  if (w.m != 4) fail("E_PATTERN", "spmm_pack: m: got " + std::to_string(w.m) + ", expected 4");
+  if (w.dtype != DType::F32) fail("E_DTYPE", std::string("spmm_pack: values must be float32, got ") + dtype_name(w.dtype));
+  const int64_t rows = w.rows, kpr = nm_kept_per_row(w.cols, w.n, w.m), prb = nm_pos_row_bytes(w.cols, w.n, w.m);
+  const PackDims d = pack_dims(rows, w.cols, w.n);
+  const float* values = static_cast<const float*>(w.values);
+  uint32_t* P = reinterpret_cast<uint32_t*>(out + d.value_floats());
+  parallel_for(d.nrb, 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t rb = q0; rb < q1; ++rb)
+      for (int64_t h = 0; h < d.nh; ++h)
+        for (int64_t s = 0; s < d.sc; ++s) {
+          const int64_t t = h * d.sc + s, slot = (rb * d.nh + h) * d.sc + s;
+          uint32_t f = 0;
+          for (int l = 0; l < 16; ++l) {
+            const int64_t r = rb * 16 + l;
+            const bool live = r < rows && t < kpr;
+            out[slot * 16 + l] = live ? values[r * kpr + t] : 0.f;
+            if (live) f |= static_cast<uint32_t>(nm_get_pos(w.positions + r * prb, t, 2)) << (2 * l);
+          }
+          P[slot] = f;
+        }
+  });
+}
+
 void spmm(const SpmmArgs& s) {
   check(s);
   const Isa isa = active_isa();
@@ -1518,6 +1669,7 @@ void spmm(const SpmmArgs& s) {
     bias = b32;
   }
 #if NMS_X86
+  if (packed_batch(s, isa)) return spmm_packed(s, bias);
   if (pick_batch(s, isa)) return spmm_pick(s, isa, bias);
   if (gemv24(s, isa)) return spmm_gemv24(s, bias);
   if (isa == Isa::Avx512 && s.w.m <= 16 && !rows_over_perm(s)) return spmm_perm(s, bias);

@@ -22,11 +22,18 @@ struct SpmmArgs {
   void* out; DType out_dtype;    // Y = W̃·op(B) is [rows, p]; out holds Y, or Yᵀ [p, rows] when trans_out
   bool trans_b, trans_out;
   const void* bias; DType bias_dtype;  // nullptr, or `rows` values added to Y[r, :]
+  const float* w_packed;               // optional: W̃ as spmm_pack wrote it (read by the small-batch path instead)
 };
 
 // nm.linear(x, S, bias) = spmm with b = x, trans_b = trans_out = true;  S.matmul(B) = spmm with both false.
 // float32 math. Allocates nothing per call beyond reusable per-thread scratch.
 void spmm(const SpmmArgs& args);
+
+// A copy of a float32 N:4 W̃ laid out for x·W̃ᵀ at a few rows of x (spmm.cc, spmm_packed): blocks of 16 rows of W̃
+// with the rows in the vector lanes. spmm_packed_floats: its size in floats, 0 where M is not 4 (no such form).
+// spmm_pack: writes it (values float32; E_DTYPE otherwise).
+int64_t spmm_packed_floats(int64_t rows, int64_t cols, int n, int m);
+void spmm_pack(const NmMatrix& w, float* out);
 
 }  // namespace nms::cpu
 

@@ -38,13 +38,19 @@ void require_nm_operand(const cpu::NmMatrix& w, const Buf& values, const Buf& po
   require_elems(values, elems(w.rows, nm_kept_per_row(w.cols, w.n, w.m), "values"), w.dtype, "values");
   require_elems(positions, elems(w.rows, nm_pos_row_bytes(w.cols, w.n, w.m), "positions"), DType::U8, "positions");
 }
+// A packed copy of W̃ (spmmPack): float32, its size for W̃'s shape and N:M (which must have one).
+void require_packed(const cpu::NmMatrix& w, const Buf& packed, const char* name) {
+  const int64_t floats = cpu::spmm_packed_floats(w.rows, w.cols, w.n, w.m);
+  if (floats == 0) fail("E_PATTERN", std::string(name) + ": " + std::to_string(w.n) + ":" + std::to_string(w.m) + " has no packed form (M must be 4)");
+  require_elems(packed, floats, DType::F32, name);
+}
 
 void RegisterSpmm(Napi::Env env, Napi::Object exports) {
   // spmm({values, positions, wDtype, rows, cols, n, m, b, bDtype, p, out, outDtype, transB, transOut, bias?,
-  //       biasDtype (with bias), async})
+  //       biasDtype (with bias), packed?, async})
   //   Y[rows, p] = W̃·op(B) (+ bias[rows] on every column), W̃ in the portable compressed form; out holds Y, or
-  //   Yᵀ when transOut. nm.linear(x, S) is transB = transOut = true with b = x [p, cols]. Returns undefined, or a
-  //   Promise when async.
+  //   Yᵀ when transOut. nm.linear(x, S) is transB = transOut = true with b = x [p, cols]. packed: W̃ as spmmPack
+  //   wrote it, read instead of values/positions where a small batch can. Returns undefined, or a Promise when async.
   define(env, exports, "spmm", [](const Napi::CallbackInfo& info) -> Napi::Value {
     Options o(info, 0, "spmm");
     cpu::SpmmArgs s{};
@@ -54,10 +60,12 @@ void RegisterSpmm(Napi::Env env, Napi::Object exports) {
     Buf b, out;
     dense_and_out(o, s, &b, &out);
     Buf bias = bias_option(o, &s.bias_dtype);
+    Buf packed = o.optional_buffer("packed");
     const bool async = o.boolean("async");
     o.done();
 
     if (s.p < 1) fail("E_SHAPE", "spmm: p: got " + std::to_string(s.p) + ", expected p >= 1");
+    if (packed.data) require_packed(s.w, packed, "packed");
     for (DType d : {s.w.dtype, s.b_dtype, s.out_dtype})
       if (!is_float(d)) fail("E_DTYPE", std::string("spmm: expected float32, float16 or bfloat16, got ") + dtype_name(d));
     if (bias.data && !is_float(s.bias_dtype))
@@ -70,19 +78,49 @@ void RegisterSpmm(Napi::Env env, Napi::Object exports) {
     require_apart(out, positions, "out", "positions");
     require_apart(out, b, "out", "b");
     require_apart(out, bias, "out", "bias");
+    require_apart(out, packed, "out", "packed");
 
     Holds holds(async);
     holds.input(values);
     holds.input(positions);
     holds.input(b);
     holds.input(bias);
+    holds.input(packed);
     holds.output(out);
     s.w.values = values.data;
     s.w.positions = static_cast<const uint8_t*>(positions.data);
     s.b = b.data;
     s.out = out.data;
     s.bias = bias.data;
+    s.w_packed = static_cast<const float*>(packed.data);
     return run(info.Env(), std::move(holds), [s] { cpu::spmm(s); });
+  });
+  // spmmPackedSize(rows, cols, n, m) -> the float32 values spmmPack writes for W̃ [rows, cols] (validated), 0 when
+  // that N:M has no packed form (M other than 4).
+  define(env, exports, "spmmPackedSize", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t rows = int_arg(info, 0, "rows"), cols = int_arg(info, 1, "cols"), n = int_arg(info, 2, "n"), m = int_arg(info, 3, "m");
+    nm_validate(rows, cols, n, m);
+    return Napi::Number::New(info.Env(), static_cast<double>(cpu::spmm_packed_floats(rows, cols, static_cast<int>(n), static_cast<int>(m))));
+  });
+  // spmmPack({values, positions, rows, cols, n, m, out}): W̃ (float32 values, M = 4) into out (float32,
+  // spmmPackedSize of it), the row-interleaved copy spmm's small batches read (cpu/spmm.h). Synchronous.
+  define(env, exports, "spmmPack", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Options o(info, 0, "spmmPack");
+    cpu::NmMatrix w{};
+    Buf values, positions;
+    nm_operand(o, w, &values, &positions);
+    w.dtype = DType::F32;
+    Buf out = o.buffer("out");
+    o.done();
+    if (w.m != 4) fail("E_PATTERN", "spmmPack: m: got " + std::to_string(w.m) + ", expected 4 (no packed form)");
+    require_nm_operand(w, values, positions);
+    require_packed(w, out, "out");
+    require_apart(out, values, "out", "values");
+    require_apart(out, positions, "out", "positions");
+    w.values = values.data;
+    w.positions = static_cast<const uint8_t*>(positions.data);
+    cpu::spmm_pack(w, static_cast<float*>(out.data));
+    return info.Env().Undefined();
   });
   // spmmT({values, positions, rows, cols, n, m, b, bDtype, p, out, outDtype, transB, transOut}): out = W̃ᵀ·op(B)
   // (or its transpose), W̃ float32 [rows, cols] in the portable compressed form; the training backward dX = dY·W̃
