@@ -210,6 +210,21 @@ describe('large batches on either AVX-512 driver (NMSPARSE_CPU_SPMM=perm, rows)'
       }
     });
 
+  // spmm_perm's position decode (decode_idx_nm: one gathered dword per row serves several slots, reloaded when a
+  // field leaves it; the row's last bytes assembled without reading past them) across three 256-column blocks,
+  // for fields of 2, 3 and 4 bits and groups of 1 to 13 kept values; rows past one 16-row block, one short.
+  it('every N:M with M <= 16 on spmm_perm past two 256-column blocks, into a poisoned out', () => {
+    process.env.NMSPARSE_CPU_SPMM = 'perm';
+    for (const [n, m] of [[1, 4], [3, 4], [1, 8], [3, 8], [5, 8], [1, 16], [3, 16], [7, 16], [13, 16]] as const) {
+      const rows = 31, cols = m * Math.ceil(600 / m), batch = 70, seed = 700 + n * 20 + m;
+      const W = rand([rows, cols], 'float32', seed), x = rand([batch, cols], 'float32', seed + 1);
+      const S = nm.compress(W, { n, m });
+      const out = poison(zeros([batch, rows]));
+      expect(sparseLinear(x, S, null, { out })).toBe(out);
+      expectClose(out, refSpmm(refPrune(W, n, m), rows, cols, x.toArray(), batch, true), rows, batch, true, cols);
+    }
+  });
+
   it('2:4 in bfloat16 (weight, x and result) at 130 columns of Y, on either driver', () => {
     const W = rand([45, 200], 'bfloat16', 601), x = rand([130, 200], 'bfloat16', 602), S = nm.compress(W, '2:4');
     const ref = refSpmm(refPrune(W, 2, 4), 45, 200, x.toArray(), 130, true);

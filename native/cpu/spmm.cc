@@ -182,6 +182,38 @@ NMS_TARGET_AVX512 void decode_idx_24(const uint8_t* pos, int64_t prb, int nr, in
     }
   }
 }
+
+// The same for any N:M with M <= 16 (fields of 2-4 bits): a dword gathered per row holds the next 6-16 slots'
+// fields at one bit offset for all rows, shifted out slot by slot. The per-field scalar loop it replaces took a
+// third of a 4096² 1:4 call at 256 columns of Y (Zen 4), its cost per slot the same as 2:4's but over half the
+// FMAs.
+NMS_TARGET_AVX512 void decode_idx_nm(const uint8_t* pos, int64_t prb, int nr, int64_t tk0, int64_t S, int n, int m,
+                                     int32_t* I) {
+  const int bits = nm_pos_bits(m);
+  const __mmask16 live = static_cast<__mmask16>((1u << nr) - 1);
+  const __m512i rowoff = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(static_cast<int32_t>(prb)));
+  const __m512i fmask = _mm512_set1_epi32((1 << bits) - 1);
+  __m512i d = _mm512_setzero_si512();
+  int64_t base = -1;  // the byte of each row that d's lanes start at
+  for (int64_t s = 0; s < S; ++s) {
+    const int64_t t = tk0 + s, bit = t * bits;
+    if (base < 0 || bit + bits > 8 * (base + 4)) {
+      base = bit >> 3;
+      if (base + 4 <= prb) {
+        d = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, rowoff, pos + base, 1);
+      } else {  // the row's last bytes: never read past them
+        alignas(64) int32_t w[16] = {};
+        for (int l = 0; l < nr; ++l)
+          for (int64_t i = 0; base + i < prb; ++i) w[l] |= static_cast<int32_t>(pos[l * prb + base + i]) << (8 * i);
+        d = _mm512_load_si512(w);
+      }
+    }
+    const __m512i f = _mm512_and_si512(_mm512_srl_epi32(d, _mm_cvtsi64_si128(bit - 8 * base)), fmask);
+    // The slot's column inside its 16-column chunk: its group's first (m divides 16) plus the field.
+    _mm512_storeu_si512(I + s * 16, _mm512_add_epi32(f, _mm512_set1_epi32(static_cast<int32_t>((t / n) * m & 15))));
+  }
+}
 #endif
 
 // The kernels for one ISA and panel width: `multi` takes `ri` rows at once (null: rows go one by one).
@@ -975,7 +1007,6 @@ void spmm_perm(const SpmmArgs& s, const float* bias) {
   const int n = W.n, m = W.m;
   const int64_t kpr = nm_kept_per_row(cols, n, m), prb = nm_pos_row_bytes(cols, n, m);
   const bool is24 = n == 2 && m == 4;
-  const int bits = nm_pos_bits(m);
   const int sc = 16 / m * n;  // slots per 16-column chunk
 
   const int64_t njb = cdiv(p, kPermJb);
@@ -1026,15 +1057,8 @@ void spmm_perm(const SpmmArgs& s, const float* bias) {
             const int nrb = static_cast<int>(std::min<int64_t>(16, nr - rb));
             const int64_t row0 = r0 + rb;
             pack_panel(Isa::Avx512, vsrc, row0, nrb, tk0, S, 16, V);  // V[slot][lane]
-            if (is24) {
-              decode_idx_24(W.positions + row0 * prb, prb, nrb, tk0, S, I);
-            } else {
-              for (int64_t t = 0; t < S; ++t)
-                for (int l = 0; l < 16; ++l)
-                  I[t * 16 + l] = l < nrb ? static_cast<int32_t>(
-                                                ((t / n) * m + nm_get_pos(W.positions + (row0 + l) * prb, tk0 + t, bits)) & 15)
-                                          : 0;
-            }
+            if (is24) decode_idx_24(W.positions + row0 * prb, prb, nrb, tk0, S, I);
+            else decode_idx_nm(W.positions + row0 * prb, prb, nrb, tk0, S, n, m, I);
             float* T = tile + (rb / 16) * jb * 16;
             // The 16 rows used next: the following ones in this column block, else this task's first ones in the
             // next column block.
