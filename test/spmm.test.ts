@@ -400,8 +400,9 @@ describe('linearInputGrad (dX = dY·W̃ from the compressed form, native spmm_t)
     const cases: Array<[number, number, number, number, number, boolean]> = [
       // rows (batch), out, in, n, m, zeros: edges of the 4-column quads, 128- to 512-column tasks, 64-column words of
       // kept bits, 128-row blocks and 32/64-wide panels; a task whose positions start inside a byte (5:32 from column
-      // 128); zeros: a quarter of W zeroed before the N:M selection, so that some kept values are 0
-      [1, 4, 4, 2, 4, false], [3, 7, 12, 2, 4, false], [33, 130, 200, 2, 4, false], [65, 129, 260, 1, 4, false],
+      // 128); 1:4's pairs of groups, one without a partner at the end of a task (1044 = 2·512 + 5 groups); zeros: a
+      // quarter of W zeroed before the N:M selection, so that some kept values are 0
+      [70, 300, 1044, 1, 4, false], [1, 4, 4, 2, 4, false], [3, 7, 12, 2, 4, false], [33, 130, 200, 2, 4, false], [65, 129, 260, 1, 4, false],
       [70, 257, 136, 3, 4, false], [5, 64, 64, 1, 8, false], [17, 40, 96, 4, 8, false], [9, 33, 32, 5, 32, false],
       [9, 33, 288, 5, 32, false], [9, 33, 224, 5, 32, false], [7, 50, 272, 3, 16, false], [11, 140, 384, 1, 8, false],
       [11, 70, 1088, 1, 8, false], [40, 300, 8, 2, 4, true], [6, 20, 136, 1, 4, true], [5, 20, 1040, 2, 4, true],
