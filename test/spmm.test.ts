@@ -272,6 +272,21 @@ describe('large batches on either AVX-512 driver (NMSPARSE_CPU_SPMM=perm, rows)'
       }
     });
 
+  // spmm_perm's position decode (decode_idx_nm: one gathered dword per row serves several slots, reloaded when a
+  // field leaves it; the row's last bytes assembled without reading past them) across three 256-column blocks,
+  // for fields of 2, 3 and 4 bits and groups of 1 to 13 kept values; rows past one 16-row block, one short.
+  it('every N:M with M <= 16 on spmm_perm past two 256-column blocks, into a poisoned out', () => {
+    process.env.NMSPARSE_CPU_SPMM = 'perm';
+    for (const [n, m] of [[1, 4], [3, 4], [1, 8], [3, 8], [5, 8], [1, 16], [3, 16], [7, 16], [13, 16]] as const) {
+      const rows = 31, cols = m * Math.ceil(600 / m), batch = 70, seed = 700 + n * 20 + m;
+      const W = rand([rows, cols], 'float32', seed), x = rand([batch, cols], 'float32', seed + 1);
+      const S = nm.compress(W, { n, m });
+      const out = poison(zeros([batch, rows]));
+      expect(sparseLinear(x, S, null, { out })).toBe(out);
+      expectClose(out, refSpmm(refPrune(W, n, m), rows, cols, x.toArray(), batch, true), rows, batch, true, cols);
+    }
+  });
+
   it('2:4 in bfloat16 (weight, x and result) at 130 columns of Y, on either driver', () => {
     const W = rand([45, 200], 'bfloat16', 601), x = rand([130, 200], 'bfloat16', 602), S = nm.compress(W, '2:4');
     const ref = refSpmm(refPrune(W, 2, 4), 45, 200, x.toArray(), 130, true);
@@ -447,8 +462,9 @@ describe('linearInputGrad (dX = dY·W̃ from the compressed form, native spmm_t)
     const cases: Array<[number, number, number, number, number, boolean]> = [
       // rows (batch), out, in, n, m, zeros: edges of the 4-column quads, 128- to 512-column tasks, 64-column words of
       // kept bits, 128-row blocks and 32/64-wide panels; a task whose positions start inside a byte (5:32 from column
-      // 128); zeros: a quarter of W zeroed before the N:M selection, so that some kept values are 0
-      [1, 4, 4, 2, 4, false], [3, 7, 12, 2, 4, false], [33, 130, 200, 2, 4, false], [65, 129, 260, 1, 4, false],
+      // 128); 1:4's pairs of groups, one without a partner at the end of a task (1044 = 2·512 + 5 groups); zeros: a
+      // quarter of W zeroed before the N:M selection, so that some kept values are 0
+      [70, 300, 1044, 1, 4, false], [1, 4, 4, 2, 4, false], [3, 7, 12, 2, 4, false], [33, 130, 200, 2, 4, false], [65, 129, 260, 1, 4, false],
       [70, 257, 136, 3, 4, false], [5, 64, 64, 1, 8, false], [17, 40, 96, 4, 8, false], [9, 33, 32, 5, 32, false],
       [9, 33, 288, 5, 32, false], [9, 33, 224, 5, 32, false], [7, 50, 272, 3, 16, false], [11, 140, 384, 1, 8, false],
       [11, 70, 1088, 1, 8, false], [40, 300, 8, 2, 4, true], [6, 20, 136, 1, 4, true], [5, 20, 1040, 2, 4, true],

@@ -182,6 +182,38 @@ NMS_TARGET_AVX512 void decode_idx_24(const uint8_t* pos, int64_t prb, int nr, in
     }
   }
 }
+
+// The same for any N:M with M <= 16 (fields of 2-4 bits): a dword gathered per row holds the next 6-16 slots'
+// fields at one bit offset for all rows, shifted out slot by slot. The per-field scalar loop it replaces took a
+// third of a 4096² 1:4 call at 256 columns of Y (Zen 4), its cost per slot the same as 2:4's but over half the
+// FMAs.
+NMS_TARGET_AVX512 void decode_idx_nm(const uint8_t* pos, int64_t prb, int nr, int64_t tk0, int64_t S, int n, int m,
+                                     int32_t* I) {
+  const int bits = nm_pos_bits(m);
+  const __mmask16 live = static_cast<__mmask16>((1u << nr) - 1);
+  const __m512i rowoff = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(static_cast<int32_t>(prb)));
+  const __m512i fmask = _mm512_set1_epi32((1 << bits) - 1);
+  __m512i d = _mm512_setzero_si512();
+  int64_t base = -1;  // the byte of each row that d's lanes start at
+  for (int64_t s = 0; s < S; ++s) {
+    const int64_t t = tk0 + s, bit = t * bits;
+    if (base < 0 || bit + bits > 8 * (base + 4)) {
+      base = bit >> 3;
+      if (base + 4 <= prb) {
+        d = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, rowoff, pos + base, 1);
+      } else {  // the row's last bytes: never read past them
+        alignas(64) int32_t w[16] = {};
+        for (int l = 0; l < nr; ++l)
+          for (int64_t i = 0; base + i < prb; ++i) w[l] |= static_cast<int32_t>(pos[l * prb + base + i]) << (8 * i);
+        d = _mm512_load_si512(w);
+      }
+    }
+    const __m512i f = _mm512_and_si512(_mm512_srl_epi32(d, _mm_cvtsi64_si128(bit - 8 * base)), fmask);
+    // The slot's column inside its 16-column chunk: its group's first (m divides 16) plus the field.
+    _mm512_storeu_si512(I + s * 16, _mm512_add_epi32(f, _mm512_set1_epi32(static_cast<int32_t>((t / n) * m & 15))));
+  }
+}
 #endif
 
 // The kernels for one ISA and panel width: `multi` takes `ri` rows at once (null: rows go one by one).
@@ -1091,7 +1123,6 @@ void spmm_perm(const SpmmArgs& s, const float* bias) {
   const int n = W.n, m = W.m;
   const int64_t kpr = nm_kept_per_row(cols, n, m), prb = nm_pos_row_bytes(cols, n, m);
   const bool is24 = n == 2 && m == 4;
-  const int bits = nm_pos_bits(m);
   const int sc = 16 / m * n;  // slots per 16-column chunk
 
   const int64_t njb = cdiv(p, kPermJb);
@@ -1142,15 +1173,8 @@ void spmm_perm(const SpmmArgs& s, const float* bias) {
             const int nrb = static_cast<int>(std::min<int64_t>(16, nr - rb));
             const int64_t row0 = r0 + rb;
             pack_panel(Isa::Avx512, vsrc, row0, nrb, tk0, S, 16, V);  // V[slot][lane]
-            if (is24) {
-              decode_idx_24(W.positions + row0 * prb, prb, nrb, tk0, S, I);
-            } else {
-              for (int64_t t = 0; t < S; ++t)
-                for (int l = 0; l < 16; ++l)
-                  I[t * 16 + l] = l < nrb ? static_cast<int32_t>(
-                                                ((t / n) * m + nm_get_pos(W.positions + (row0 + l) * prb, tk0 + t, bits)) & 15)
-                                          : 0;
-            }
+            if (is24) decode_idx_24(W.positions + row0 * prb, prb, nrb, tk0, S, I);
+            else decode_idx_nm(W.positions + row0 * prb, prb, nrb, tk0, S, n, m, I);
             float* T = tile + (rb / 16) * jb * 16;
             // The 16 rows used next: the following ones in this column block, else this task's first ones in the
             // next column block.
@@ -1314,6 +1338,104 @@ const QuadFn kQuadAvx2[16] = NMS_QUAD_TABLE(quad_bucket_avx2);
 const QuadFn kQuadAvx512[16] = NMS_QUAD_TABLE(quad_bucket_avx512);
 #endif
 #undef NMS_QUAD_TABLE
+
+// 1:4 goes in pairs of groups instead: every row keeps one column of each group, so in quads each op(B) row loaded
+// would serve one column (as many 512-bit loads as FMAs, where 2:4's quads have half: on Zen 4, one such load a
+// cycle, 1:4 took about as long as 2:4). A pair of groups (8 columns) has one kept column in each, and the rows are
+// sorted into 16 buckets by the two (a nibble of positions); a bucket's loop adds v_a·op(B)[r, :] and
+// v_b·op(B)[r, :] into its two columns' accumulators, passed at run time: 2 FMAs per op(B) row loaded, as at 2:4.
+// (1:8 stays in quads: pairs of its groups make 64 buckets of ~2 of a block's 128 rows, whose accumulator loads and
+// stores cost more than the loads saved.)
+struct PairEntry {
+  int32_t off;  // row within the block · pb
+  float v[2];   // the kept values of the two groups
+};
+
+template <int PB>
+void pair_bucket_scalar(const PairEntry* e, int32_t n, const float* panel, float* ya, float* yb) {
+  for (int32_t t = 0; t < n; ++t) {
+    const float* b = panel + e[t].off;
+    for (int j = 0; j < PB; ++j) {
+      ya[j] += e[t].v[0] * b[j];
+      yb[j] += e[t].v[1] * b[j];
+    }
+  }
+}
+
+#if NMS_X86
+NMS_TARGET_AVX2 void pair_bucket_avx2(const PairEntry* e, int32_t n, const float* panel, float* ya, float* yb) {
+  __m256 a[4], c[4];
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) a[k] = _mm256_loadu_ps(ya + 8 * k), c[k] = _mm256_loadu_ps(yb + 8 * k);
+  for (int32_t t = 0; t < n; ++t) {
+    const float* b = panel + e[t].off;
+    const __m256 va = _mm256_broadcast_ss(e[t].v), vb = _mm256_broadcast_ss(e[t].v + 1);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m256 x = _mm256_load_ps(b + 8 * k);
+      a[k] = _mm256_fmadd_ps(va, x, a[k]);
+      c[k] = _mm256_fmadd_ps(vb, x, c[k]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) _mm256_storeu_ps(ya + 8 * k, a[k]), _mm256_storeu_ps(yb + 8 * k, c[k]);
+}
+
+NMS_TARGET_AVX512 void pair_bucket_avx512(const PairEntry* e, int32_t n, const float* panel, float* ya, float* yb) {
+  __m512 a[4], c[4];
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) a[k] = _mm512_loadu_ps(ya + 16 * k), c[k] = _mm512_loadu_ps(yb + 16 * k);
+  for (int32_t t = 0; t < n; ++t) {
+    const float* b = panel + e[t].off;
+    const __m512 va = _mm512_set1_ps(e[t].v[0]), vb = _mm512_set1_ps(e[t].v[1]);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m512 x = _mm512_load_ps(b + 16 * k);
+      a[k] = _mm512_fmadd_ps(va, x, a[k]);
+      c[k] = _mm512_fmadd_ps(vb, x, c[k]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) _mm512_storeu_ps(ya + 16 * k, a[k]), _mm512_storeu_ps(yb + 16 * k, c[k]);
+}
+#endif
+using PairFn = void (*)(const PairEntry*, int32_t, const float*, float*, float*);
+
+// Pass 1 of the pairs for a block of kr rows and nc columns from column c0 (a multiple of 128): key[r·kPairsMax + g]
+// = pair g's bucket a + 4·b (a, b: the positions of its groups, nibble g of the block's positions), and
+// count[g·16 + key] += 1. A last group without a partner (nc/4 odd) has b = 0.
+constexpr int64_t kPairsMax = kTcb / 8;  // pairs per task row, at most
+void pair_scan(const NmMatrix& W, int64_t r0, int64_t kr, int64_t c0, int64_t nc, uint8_t* key, int32_t* count) {
+  const int64_t prb = nm_pos_row_bytes(W.cols, 1, 4), groups = nc / 4, np = cdiv(groups, 2);
+  for (int64_t r = 0; r < kr; ++r) {
+    const uint8_t* pos = W.positions + (r0 + r) * prb + c0 / 16;
+    uint8_t* k = key + r * kPairsMax;
+    for (int64_t g = 0; g < np; ++g) {
+      unsigned f = (pos[g / 2] >> (4 * (g & 1))) & 15;
+      if (2 * g + 1 == groups) f &= 3;
+      k[g] = static_cast<uint8_t>(f);
+      ++count[g * 16 + f];
+    }
+  }
+}
+
+// Pass 2: row by row, each pair's entry at its bucket's cursor (cursor[g·16 + key]); vals: the block's first row's
+// kept values from c0 on.
+__attribute__((noinline)) void pair_place(const uint8_t* key, const float* vals, int64_t kpr, int64_t kr, int64_t groups,
+                                          int32_t pb, int32_t* cursor, PairEntry* ent) {
+  const int64_t np = cdiv(groups, 2);
+  for (int64_t r = 0; r < kr; ++r) {
+    const uint8_t* k = key + r * kPairsMax;
+    const float* v = vals + r * kpr;
+    const int32_t off = static_cast<int32_t>(r) * pb;
+    for (int64_t g = 0; g < np; ++g) {
+      PairEntry& e = ent[g * kTrb + cursor[g * 16 + k[g]]++];
+      e.off = off;
+      e.v[0] = v[2 * g];
+      e.v[1] = 2 * g + 1 < groups ? v[2 * g + 1] : 0.f;
+    }
+  }
+}
 
 // Pass 1 reads a block of kr rows and nc columns of W̃ (from row r0 and column c0, a multiple of 128 and so of M)
 // from the compressed form, at n/m of the bytes of the dense W ⊙ m: blk [kr][kTcb] = its dense entries.
@@ -1567,18 +1689,57 @@ void spmm_t(const SpmmTArgs& s) {
   });
 
   const int64_t tcb = task_cols(cols), ntask = cdiv(cols, tcb);
+  const bool pairs = s.w.n == 1 && s.w.m == 4;
+#if NMS_X86
+  const PairFn kp = isa == Isa::Avx512 ? pair_bucket_avx512 : isa == Isa::Avx2 ? pair_bucket_avx2 : pair_bucket_scalar<32>;
+#else
+  const PairFn kp = pair_bucket_scalar<32>;
+#endif
+  const int64_t kpr = nm_kept_per_row(cols, s.w.n, s.w.m);
   parallel_for(ntask, parallel ? 1 : ntask, [&](int64_t t0, int64_t t1) {
     thread_local Scratch s_tile, s_ent, s_sel, s_qb, s_blk, s_cnt;
-    float* tile = s_tile.floats(static_cast<size_t>(cdiv(tcb, 4) * 4 * ldy));  // this call's task width, not kTcb
+    // This call's task width, not kTcb, and a row past it: the second column of a last group without a partner.
+    float* tile = s_tile.floats(static_cast<size_t>((cdiv(tcb, 4) * 4 + 1) * ldy));
     float* blk = s_blk.floats(static_cast<size_t>(kTrb * kTcb));
     int32_t* cnt = s_cnt.as<int32_t>(static_cast<size_t>(kTcb / 4 * 16));
     QuadEntry* ent = s_ent.as<QuadEntry>(static_cast<size_t>(kTcb / 4 * kTrb));
     uint8_t* sel = s_sel.as<uint8_t>(static_cast<size_t>(kTcb / 4 * kTrb));
     QuadBuckets* qbs = s_qb.as<QuadBuckets>(static_cast<size_t>(kTcb / 4));
+    // The pairs' keys, bucket starts ([pairs][17]) and entries.
+    thread_local Scratch s_key, s_pst, s_pent;
+    uint8_t* key = pairs ? s_key.as<uint8_t>(static_cast<size_t>(kTrb * kPairsMax)) : nullptr;
+    int32_t* start = pairs ? s_pst.as<int32_t>(static_cast<size_t>(kPairsMax * 17)) : nullptr;
+    PairEntry* pe = pairs ? s_pent.as<PairEntry>(static_cast<size_t>(kPairsMax * kTrb)) : nullptr;
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t c0 = task * tcb, nc = std::min(tcb, cols - c0), nq = cdiv(nc, 4);
-      std::fill(tile, tile + nq * 4 * ldy, 0.f);
-      for (int64_t r0 = 0; r0 < rows; r0 += kTrb) {
+      std::fill(tile, tile + (nq * 4 + 1) * ldy, 0.f);
+      for (int64_t r0 = 0; r0 < rows && pairs; r0 += kTrb) {
+        const int64_t kr = std::min(kTrb, rows - r0), groups = nc / 4, np = cdiv(groups, 2);
+        int32_t* count = cnt;  // [np][16]
+        std::fill(count, count + np * 16, 0);
+        pair_scan(s.w, r0, kr, c0, nc, key, count);
+        for (int64_t g = 0; g < np; ++g) {
+          int32_t* st = start + g * 17;
+          st[0] = 0;
+          for (int k = 0; k < 16; ++k) {
+            st[k + 1] = st[k] + count[g * 16 + k];
+            count[g * 16 + k] = st[k];  // now the cursors
+          }
+        }
+        pair_place(key, static_cast<const float*>(s.w.values) + r0 * kpr + c0 / 4, kpr, kr, groups,
+                   static_cast<int32_t>(pb), count, pe);
+        for (int64_t jb = 0; jb < njb; ++jb) {
+          const float* panel = Bp + (jb * rows + r0) * pb;
+          for (int64_t g = 0; g < np; ++g) {
+            const int32_t* st = start + g * 17;
+            float* y = tile + 8 * g * ldy + jb * pb;  // the pair's first column
+            for (int k = 0; k < 16; ++k)
+              if (st[k] != st[k + 1])
+                kp(pe + g * kTrb + st[k], st[k + 1] - st[k], panel, y + (k & 3) * ldy, y + (4 + k / 4) * ldy);
+          }
+        }
+      }
+      for (int64_t r0 = 0; r0 < rows && !pairs; r0 += kTrb) {
         const int64_t kr = std::min(kTrb, rows - r0);
         int32_t* count = cnt;
         std::fill(count, count + nq * 16, 0);
