@@ -95,7 +95,9 @@ describe('nm.transposableMask', () => {
   // AVX-512 ranks the patterns by float32 sums and leaves near ties to the float64 rule: scores one ulp apart,
   // sums whose float64 rounding ties patterns that differ (exponents 2^40 apart), ones beside values the float32
   // sums round away (2^-23..2^-26), values either side of 2^124 (the
-  // float32 sums' overflow guard) and tiles of float32 random values, 16 and more tiles wide.
+  // float32 sums' overflow guard), tiles of float32 random values, and of values below 3e34 (that float32 sums tell
+  // apart beside 3.4001e38 without overflow, the float64 ones not beside its mapped score) with a -3.4001e38 here
+  // and there.
   it('gives the exhaustive search on near ties, mixed exponents and random floats', () => {
     const f = new Float32Array(1);
     const near = (x: number, ulps: number) => { f[0] = x; const u = new Uint32Array(f.buffer); u[0] += ulps; return f[0]; };
@@ -107,6 +109,7 @@ describe('nm.transposableMask', () => {
         () => (r() < 0.5 ? -1 : 1) * 2 ** (121 + Math.floor(r() * 6)),
         () => (r() < 0.5 ? near(1, Math.floor(r() * 2)) : 2 ** -(23 + Math.floor(r() * 4)) * (1 + Math.floor(r() * 4) / 4)),
         () => Math.fround(r() * 2 - 1),
+        () => (r() < 0.03 ? -3.4001e38 : Math.fround(r() * 3e34)),
         () => Math.fround((r() - 0.5) * 2 ** (Math.floor(r() * 80) - 40)),
       ];
       // One kind per 16 tiles (4 rows of 64 values).

@@ -110,24 +110,30 @@ int best_pattern(const double* s, const KeptBits& kept) {
 }
 
 #if NMS_X86
-// The patterns as pair choices for the AVX-512 search: pair[p][r] is row r's pair of kept columns, one of the 6
-// pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3) by its index; rowbytes[p][r] is row r of its mask as 4 bytes.
+// The patterns as pair choices for the AVX-512 search: pair[r] is row r's pair of kept columns, one of the 6
+// pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3) by its index.
 struct PatternPairs {
-  uint8_t pair[kTransposablePatterns][4];
-  uint32_t rowbytes[kTransposablePatterns][4];
+  uint8_t upper[kTransposablePatterns], lower[kTransposablePatterns];  // pair[0]·6 + pair[1], pair[2]·6 + pair[3]
+  int32_t pairs[kTransposablePatterns];  // pair[r] in byte r
 };
+// Row r of a tile's mask (4 bytes) from its pair index.
+alignas(64) constexpr int32_t kPairBytes[16] = {0x0101, 0x010001, 0x01000001, 0x010100, 0x01000100, 0x01010000};
 const PatternPairs& pattern_pairs() {
   static const PatternPairs t = [] {
     static constexpr uint8_t kNibble[6] = {3, 5, 9, 6, 10, 12};
     const uint16_t* pats = transposable_patterns();
     PatternPairs x{};
-    for (int p = 0; p < kTransposablePatterns; ++p)
+    for (int p = 0; p < kTransposablePatterns; ++p) {
+      int pair[4] = {};
       for (int r = 0; r < 4; ++r) {
         const unsigned nib = (pats[p] >> (4 * r)) & 0xfu;
         for (int k = 0; k < 6; ++k)
-          if (kNibble[k] == nib) x.pair[p][r] = static_cast<uint8_t>(k);
-        for (int c = 0; c < 4; ++c) x.rowbytes[p][r] |= ((nib >> c) & 1u) << (8 * c);
+          if (kNibble[k] == nib) pair[r] = k;
+        x.pairs[p] |= pair[r] << (8 * r);
       }
+      x.upper[p] = static_cast<uint8_t>(pair[0] * 6 + pair[1]);
+      x.lower[p] = static_cast<uint8_t>(pair[2] * 6 + pair[3]);
+    }
     return x;
   }();
   return t;
@@ -139,28 +145,26 @@ const PatternPairs& pattern_pairs() {
 // exact sum, as the exact rule's double sum is within 7 of 2^-53. The first pattern of largest such score is the
 // exact choice when every other pattern scores below it by more than those errors allow (2^-18 relative, ten times
 // the bound); the lanes where the runner-up comes closer (ties, an all-zero tile), or holding a value the float32
-// sums could overflow on or that the exact scores map (|x| > 2^124, inf, NaN), are returned in *unsure for the
-// exact rule. Patterns score in ascending order with a strict >, as best_pattern does.
+// sums could overflow on or that the exact scores map (|x| > 2^124, inf, NaN), are returned (a lane mask) for the
+// exact rule. So which of two equal float32 scores is kept does not matter: such lanes are unsure.
 NMS_TARGET_AVX512 __mmask16 best_patterns_avx512(const float* x, int64_t stride, const PatternPairs& pp, int32_t* best) {
   // Column c of the 16 tiles: tile t's column c is element 4t + c of the row.
   __m512 v[4][4];
   const __m512i pick01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
   const __m512i pick23 = _mm512_add_epi32(pick01, _mm512_set1_epi32(2));
   const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
-  __m512i top = _mm512_setzero_si512();
+  __m512i top = _mm512_setzero_si512();  // each tile's largest |x| bits
   for (int r = 0; r < 4; ++r) {
     __m512 q[4];
-    for (int k = 0; k < 4; ++k) {
-      const __m512i bits = _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(x + r * stride + 16 * k)), absmask);
-      top = _mm512_max_epu32(top, bits);
-      q[k] = _mm512_castsi512_ps(bits);
-    }
+    for (int k = 0; k < 4; ++k)
+      q[k] = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(x + r * stride + 16 * k)), absmask));
     const __m512 a01 = _mm512_permutex2var_ps(q[0], pick01, q[1]), b01 = _mm512_permutex2var_ps(q[2], pick01, q[3]);
     const __m512 a23 = _mm512_permutex2var_ps(q[0], pick23, q[1]), b23 = _mm512_permutex2var_ps(q[2], pick23, q[3]);
     v[r][0] = _mm512_shuffle_f32x4(a01, b01, 0x44);
     v[r][1] = _mm512_shuffle_f32x4(a01, b01, 0xee);
     v[r][2] = _mm512_shuffle_f32x4(a23, b23, 0x44);
     v[r][3] = _mm512_shuffle_f32x4(a23, b23, 0xee);
+    for (int c = 0; c < 4; ++c) top = _mm512_max_epu32(top, _mm512_castps_si512(v[r][c]));
   }
   __m512 pairs[4][6];
   for (int r = 0; r < 4; ++r)
@@ -172,29 +176,44 @@ NMS_TARGET_AVX512 __mmask16 best_patterns_avx512(const float* x, int64_t stride,
       upper[a * 6 + b] = _mm512_add_ps(pairs[0][a], pairs[1][b]);
       lower[a * 6 + b] = _mm512_add_ps(pairs[2][a], pairs[3][b]);
     }
-  __m512 first = _mm512_set1_ps(-1.0f), second = first;
-  __m512i arg = _mm512_setzero_si512(), p_vec = arg;
-  const __m512i one = _mm512_set1_epi32(1);
-  for (int p = 0; p < kTransposablePatterns; ++p, p_vec = _mm512_add_epi32(p_vec, one)) {
-    const uint8_t* c = pp.pair[p];
-    const __m512 s = _mm512_add_ps(upper[c[0] * 6 + c[1]], lower[c[2] * 6 + c[3]]);
-    const __mmask16 gt = _mm512_cmp_ps_mask(s, first, _CMP_GT_OQ);
-    second = _mm512_max_ps(second, _mm512_min_ps(s, first));
-    first = _mm512_mask_blend_ps(gt, first, s);
-    arg = _mm512_mask_blend_epi32(gt, arg, p_vec);
+  // Three chains over the patterns (p mod 3), merged at the end: one chain's compare, max and blend per pattern
+  // wait on the previous pattern's, which held the loop to that latency. A tie across chains makes the runner-up
+  // equal the best, so such lanes are unsure whichever chain's pattern is kept.
+  constexpr int kChains = 3;
+  static_assert(kTransposablePatterns % kChains == 0, "whole rounds of chains");
+  __m512 first[kChains], second[kChains];
+  __m512i arg[kChains];  // the best pattern's pair indices (PatternPairs::pairs)
+  for (int k = 0; k < kChains; ++k) {
+    first[k] = second[k] = _mm512_set1_ps(-1.0f);
+    arg[k] = _mm512_setzero_si512();
   }
-  _mm512_storeu_si512(best, arg);
-  const __m512 near = _mm512_mul_ps(first, _mm512_set1_ps(1.0f - 0x1p-18f));
-  return _mm512_cmp_ps_mask(second, near, _CMP_GE_OQ) | _mm512_cmpgt_epu32_mask(top, _mm512_set1_epi32(0x7d800000));
+  for (int p = 0; p < kTransposablePatterns; p += kChains)
+    for (int k = 0; k < kChains; ++k) {
+      const __m512 s = _mm512_add_ps(upper[pp.upper[p + k]], lower[pp.lower[p + k]]);
+      const __mmask16 gt = _mm512_cmp_ps_mask(s, first[k], _CMP_GT_OQ);
+      second[k] = _mm512_max_ps(second[k], _mm512_min_ps(s, first[k]));
+      first[k] = _mm512_max_ps(first[k], s);
+      arg[k] = _mm512_mask_blend_epi32(gt, arg[k], _mm512_set1_epi32(pp.pairs[p + k]));
+    }
+  for (int k = 1; k < kChains; ++k) {
+    const __mmask16 gt = _mm512_cmp_ps_mask(first[k], first[0], _CMP_GT_OQ);
+    second[0] = _mm512_max_ps(_mm512_max_ps(second[0], second[k]), _mm512_min_ps(first[0], first[k]));
+    first[0] = _mm512_max_ps(first[0], first[k]);
+    arg[0] = _mm512_mask_blend_epi32(gt, arg[0], arg[k]);
+  }
+  _mm512_storeu_si512(best, arg[0]);
+  const __m512 near = _mm512_mul_ps(first[0], _mm512_set1_ps(1.0f - 0x1p-18f));
+  return _mm512_cmp_ps_mask(second[0], near, _CMP_GE_OQ) | _mm512_cmpgt_epu32_mask(top, _mm512_set1_epi32(0x7d800000));
 }
 
-// Rows of 16 tiles' masks from their patterns: row r of tile t, 4 bytes, at out + r·cols + 4t (the first `lanes`).
-NMS_TARGET_AVX512 void store_patterns_avx512(const int32_t* best, const PatternPairs& pp, int lanes, int64_t cols, uint8_t* out) {
-  const __m512i p4 = _mm512_slli_epi32(_mm512_loadu_si512(best), 2);
+// Rows of 16 tiles' masks from their patterns' pair indices: row r of tile t, 4 bytes, at out + r·cols + 4t (the
+// first `lanes`).
+NMS_TARGET_AVX512 void store_patterns_avx512(const int32_t* best, int lanes, int64_t cols, uint8_t* out) {
+  const __m512i pairs = _mm512_loadu_si512(best), bytes = _mm512_load_si512(kPairBytes);
   const __mmask16 keep = static_cast<__mmask16>((1u << lanes) - 1);
   for (int r = 0; r < 4; ++r) {
-    const __m512i rows = _mm512_i32gather_epi32(_mm512_add_epi32(p4, _mm512_set1_epi32(r)), &pp.rowbytes[0][0], 4);
-    _mm512_mask_storeu_epi32(out + r * cols, keep, rows);
+    const __m512i idx = _mm512_and_si512(_mm512_srli_epi32(pairs, 8 * r), _mm512_set1_epi32(0xff));
+    _mm512_mask_storeu_epi32(out + r * cols, keep, _mm512_permutexvar_epi32(idx, bytes));
   }
 }
 
@@ -244,7 +263,7 @@ void transposable_mask(const void* w, DType d, int64_t rows, int64_t cols, uint8
             x = buf, stride = 64;
           }
           const unsigned unsure = best_patterns_avx512(x, stride, pp, best) & ((1u << lanes) - 1);
-          store_patterns_avx512(best, pp, lanes, cols, out + tr * 4 * cols + tc * 4);
+          store_patterns_avx512(best, lanes, cols, out + tr * 4 * cols + tc * 4);
           for (unsigned u = unsure; u; u &= u - 1) exact(tr, tc + __builtin_ctz(u));
         }
     });
