@@ -440,6 +440,15 @@ describe('nmTrainPass (mask, W ⊙ m, compressed form and SAD in one pass)', () 
           const wv = arr(w1), e = arr(buffers.out), vals = arr(buffers.sparse.values), pos = buffers.sparse.positions;
           for (let i = 0; i < e.length; i++) if (!Object.is(e[i], dense ? (want[i] ? wv[i] : 0) : NaN)) expect.fail(`${label} out[${i}]: ${e[i]}`);
           expectPortableForm(label, want, wv, vals, pos, rows, cols, n, m);
+          // The same mask given (select: false) on other weights: applied, not changed.
+          poison(buffers.out);
+          poison(buffers.sparse.values);
+          buffers.sparse.positions.fill(0xa5);
+          const given = nmTrainPass(w0, { n, m }, { mask, buffers, select: false, dense });
+          expect(Array.from(given.mask.storage()), label).toEqual(want);
+          const w0v = arr(w0), e0 = arr(given.buffers.out);
+          for (let i = 0; i < e0.length; i++) if (!Object.is(e0[i], dense ? (want[i] ? w0v[i] : 0) : NaN)) expect.fail(`${label} given out[${i}]: ${e0[i]}`);
+          expectPortableForm(`${label} given`, want, w0v, arr(given.buffers.sparse.values), given.buffers.sparse.positions, rows, cols, n, m);
         }
         native.cpuIsa('auto');
       }
