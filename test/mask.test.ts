@@ -75,13 +75,46 @@ describe('nm.transposableMask', () => {
     }
   });
 
-  // 8 tiles at a time on AVX-512, 4 on AVX2, the rest one by one: widths that leave every remainder, ties (small
-  // integers), NaN, ±inf, ±0 and values either side of the 3.4e38 cap.
+  // 16 tiles at a time on AVX-512 (a last partial group zero-padded), 4 on AVX2, the rest one by one: widths that
+  // leave every remainder, ties (small integers), NaN, ±inf, ±0 and values either side of the 3.4e38 cap.
   it('gives the exhaustive search on every kernel path, with ties and special values, at widths beyond the lanes', () => {
     const special = [NaN, Infinity, -Infinity, 0, -0, 3.3e38, -3.4028e38, 1e-40];
     for (const [rows, cols] of [[8, 36], [4, 128], [12, 60]]) {
       const r = prng(rows * cols);
       const v = Array.from({ length: rows * cols }, () => (r() < 0.1 ? special[Math.floor(r() * special.length)] : Math.round(r() * 6 - 3)));
+      const w = tensor(v, [rows, cols]);
+      const want = refTransposableMask(w.toArray(), rows, cols);
+      for (const isa of ISAS) {
+        native.cpuIsa(isa);
+        expect(nm.transposableMask(w, { out: poison(zeros([rows, cols], { dtype: 'uint8' })) }).toArray(), `${isa} ${rows}x${cols}`).toEqual(want);
+      }
+      native.cpuIsa('auto');
+    }
+  });
+
+  // AVX-512 ranks the patterns by float32 sums and leaves near ties to the float64 rule: scores one ulp apart,
+  // sums whose float64 rounding ties patterns that differ (exponents 2^40 apart), ones beside values the float32
+  // sums round away (2^-23..2^-26), values either side of 2^124 (the
+  // float32 sums' overflow guard), tiles of float32 random values, and of values below 3e34 (that float32 sums tell
+  // apart beside 3.4001e38 without overflow, the float64 ones not beside its mapped score) with a -3.4001e38 here
+  // and there.
+  it('gives the exhaustive search on near ties, mixed exponents and random floats', () => {
+    const f = new Float32Array(1);
+    const near = (x: number, ulps: number) => { f[0] = x; const u = new Uint32Array(f.buffer); u[0] += ulps; return f[0]; };
+    for (const [rows, cols, seed] of [[8, 256, 1], [12, 140, 2], [4, 4096, 3]]) {
+      const r = prng(seed);
+      const kinds = [
+        () => near(1.5, Math.floor(r() * 3)),
+        () => (r() < 0.5 ? 2 ** 40 : 1) * near(1 + Math.floor(r() * 4) / 8, Math.floor(r() * 2)),
+        () => (r() < 0.5 ? -1 : 1) * 2 ** (121 + Math.floor(r() * 6)),
+        () => (r() < 0.5 ? near(1, Math.floor(r() * 2)) : 2 ** -(23 + Math.floor(r() * 4)) * (1 + Math.floor(r() * 4) / 4)),
+        () => Math.fround(r() * 2 - 1),
+        () => (r() < 0.03 ? -3.4001e38 : Math.fround(r() * 3e34)),
+        () => Math.fround((r() - 0.5) * 2 ** (Math.floor(r() * 80) - 40)),
+      ];
+      // One kind per 16 tiles (4 rows of 64 values).
+      const kind = (i: number) => kinds[(Math.floor(i / cols / 4) + Math.floor((i % cols) / 64)) % kinds.length];
+      const v = Array.from({ length: rows * cols }, (_, i) => kind(i)());
       const w = tensor(v, [rows, cols]);
       const want = refTransposableMask(w.toArray(), rows, cols);
       for (const isa of ISAS) {

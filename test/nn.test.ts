@@ -407,17 +407,21 @@ describe('nmTrainPass (mask, W ⊙ m, compressed form and SAD in one pass)', () 
   it('equals nm.mask, w ⊙ m, the portable compressed form and the changed-entry count, for every M and ISA', () => {
     const r = prng(321);
     for (const [n, m] of [[2, 4], [1, 4], [3, 4], [1, 8], [2, 8], [4, 8], [3, 16], [8, 16], [5, 32]]) {
-      for (const [rows, groups] of [[1, 1], [3, 5], [9, 7]]) {
+      for (const [rows, groups] of [[1, 1], [3, 5], [9, 7], [3, 2 * 64 / m + 1]]) {
         const cols = m * groups;
         const gen = () => {
           const u = r();
           if (u < 0.04) return NaN;
-          if (u < 0.1) return u < 0.07 ? 0 : -0;
+          if (u < 0.06) return u < 0.05 ? Infinity : -Infinity;
+          if (u < 0.1) return u < 0.08 ? 0 : -0;
           if (u < 0.3) return [0.5, -0.5, 1, -1][Math.floor(r() * 4)];
           return 2 * r() - 1;
         };
         const w0 = f32(Array.from({ length: rows * cols }, gen), [rows, cols]);
         const w1 = f32(Array.from({ length: rows * cols }, gen), [rows, cols]);
+        // NaNs of other payloads and signs: every NaN ranks the same.
+        const bits = new Uint32Array(arr(w1).buffer, arr(w1).byteOffset, rows * cols);
+        bits.forEach((b, i) => { if (Number.isNaN(arr(w1)[i])) bits[i] = [0x7f800001, 0xffffffff, 0x7fc00000, 0xff800123][i % 4]; });
         // dense: false leaves out unwritten (the products read only the compressed form); the rest is the same.
         for (const isa of ISAS) for (const dense of [true, false]) {
           native.cpuIsa(isa);
@@ -436,6 +440,15 @@ describe('nmTrainPass (mask, W ⊙ m, compressed form and SAD in one pass)', () 
           const wv = arr(w1), e = arr(buffers.out), vals = arr(buffers.sparse.values), pos = buffers.sparse.positions;
           for (let i = 0; i < e.length; i++) if (!Object.is(e[i], dense ? (want[i] ? wv[i] : 0) : NaN)) expect.fail(`${label} out[${i}]: ${e[i]}`);
           expectPortableForm(label, want, wv, vals, pos, rows, cols, n, m);
+          // The same mask given (select: false) on other weights: applied, not changed.
+          poison(buffers.out);
+          poison(buffers.sparse.values);
+          buffers.sparse.positions.fill(0xa5);
+          const given = nmTrainPass(w0, { n, m }, { mask, buffers, select: false, dense });
+          expect(Array.from(given.mask.storage()), label).toEqual(want);
+          const w0v = arr(w0), e0 = arr(given.buffers.out);
+          for (let i = 0; i < e0.length; i++) if (!Object.is(e0[i], dense ? (want[i] ? w0v[i] : 0) : NaN)) expect.fail(`${label} given out[${i}]: ${e0[i]}`);
+          expectPortableForm(`${label} given`, want, w0v, arr(given.buffers.sparse.values), given.buffers.sparse.positions, rows, cols, n, m);
         }
         native.cpuIsa('auto');
       }

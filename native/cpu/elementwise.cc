@@ -184,10 +184,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,popcnt"))) int64_t nm_mask_scal
 // The vector paths follow the ISA that gemm/spmm use (cpu/simd.h: NMSPARSE_CPU_ISA and cpuIsa() lower it), so
 // the tests reach every path on one machine.
 bool has_avx512bw() { return active_isa() == Isa::Avx512; }
-// 2:4, 16 columns at a time: the 8 kept values compressed out of the vector, their in-group indices packed two
-// bits each into one 16-bit word. Returns the groups done (a multiple of 4).
-// A group's 4 position bits from its 4 keep bits (exactly 2 set: the mask keeps n per group): a table, not a
-// second compress and a reduction, which held the loop to a third of its speed.
+// A group's 4 position bits from its 4 keep bits (at most 2 set): a table, not a second compress and a reduction,
+// which held the 2:4 loop to a third of its speed.
 struct Pos24Lut {
   uint8_t code[16] = {};
   constexpr Pos24Lut() {
@@ -197,15 +195,79 @@ struct Pos24Lut {
   }
 };
 constexpr Pos24Lut kPos24;
-__attribute__((target("avx512f,avx512bw,avx512vl"))) int64_t nm_compress_row_24_avx512(const float* w, const uint8_t* mask, int64_t cols, float* values, uint8_t* pos) {
-  int64_t c = 0;
-  for (; c + 16 <= cols; c += 16) {
-    const unsigned keep = _mm_test_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mask + c)), _mm_set1_epi8(-1));
-    _mm256_storeu_ps(values + c / 2, _mm512_castps512_ps256(_mm512_maskz_compress_ps(keep, _mm512_loadu_ps(w + c))));
-    pos[c / 8] = static_cast<uint8_t>(kPos24.code[keep & 15] | kPos24.code[(keep >> 4) & 15] << 4);
-    pos[c / 8 + 1] = static_cast<uint8_t>(kPos24.code[(keep >> 8) & 15] | kPos24.code[keep >> 12] << 4);
+
+// The training pass of one row for 2:4, 1:4 and 1:8 on AVX-512, 16 columns at a time in one read of w: the keep
+// set (Select: from |w|, writing the mask bytes and adding to *changed the entries they change; else the given
+// mask's, checked beforehand), w ⊙ m when eff, the kept values compressed out of the vector and their positions.
+// The pass ran at a third of the memory's speed as a select pass (the ranks above) then a compress pass reading
+// the mask and w again. Returns the columns done (a multiple of 16); the position byte holding the next field may
+// be written in part (its free high bits zero).
+template <int N, int M, bool Select>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,popcnt,bmi"))) int64_t nm_train_row_avx512(const float* w, int64_t cols, uint8_t* mask, float* eff,
+                                                                                                   float* values, uint8_t* pos, int64_t* changed) {
+  static_assert((N == 2 && M == 4) || (N == 1 && (M == 4 || M == 8)), "2:4, 1:4 and 1:8");
+  constexpr int kept = 16 / M * N;
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i inner = _mm512_and_si512(lane, _mm512_set1_epi32(M - 1)), base = _mm512_andnot_si512(_mm512_set1_epi32(M - 1), lane);
+  // rot[s]: the lane s further round the group; tie[s]: 1 where that lane is earlier in the group, so that
+  // "j beats i" (key_j > key_i, or equal with j < i) is the one compare key_j + tie > key_i.
+  __m512i rot[M], tie[M];
+  for (int s = 1; s < M; ++s) {
+    const __m512i other = _mm512_and_si512(_mm512_add_epi32(inner, _mm512_set1_epi32(s)), _mm512_set1_epi32(M - 1));
+    rot[s] = _mm512_or_si512(base, other);
+    tie[s] = _mm512_maskz_set1_epi32(_mm512_cmplt_epi32_mask(other, inner), 1);
   }
-  return c / 4;
+  // The magnitude key's order with every NaN at 0x7f800001 (above inf, all equal): a min, not a compare and blend.
+  const __m512i absmask = _mm512_set1_epi32(0x7fffffff), nan_key = _mm512_set1_epi32(0x7f800001);
+  int64_t diff = 0, c = 0;
+  uint32_t buf = 0;  // 1:8: position bits not yet written
+  int nbits = 0;
+  for (; c + 16 <= cols; c += 16) {
+    const __m512 v = _mm512_loadu_ps(w + c);
+    const __m512i key = _mm512_min_epu32(_mm512_and_si512(_mm512_castps_si512(v), absmask), nan_key);
+    unsigned keep;
+    if constexpr (!Select) {
+      keep = _mm_test_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mask + c)), _mm_set1_epi8(-1));
+    } else if constexpr (M == 4) {
+      __mmask16 b[4];  // b[s]: the lane s further round beats this one (keys <= 0x7f800001: the add cannot wrap)
+      for (int s = 1; s < 4; ++s)
+        b[s] = _mm512_cmpgt_epu32_mask(_mm512_add_epi32(_mm512_permutexvar_epi32(rot[s], key), tie[s]), key);
+      keep = N == 1 ? ~(b[1] | b[2] | b[3]) : ~((b[1] & b[2]) | (b[3] & (b[1] | b[2])));  // beaten by none / at most one
+      keep &= 0xffffu;
+    } else {
+      // 1:8: the group's largest key by rotate-and-max, then its lowest lane (an equal key earlier in the group beats).
+      __m512i mx = key;
+      for (int s = 1; s < 8; s *= 2) mx = _mm512_max_epu32(mx, _mm512_permutexvar_epi32(rot[s], mx));
+      const unsigned eq = _mm512_cmpeq_epi32_mask(key, mx), lo = eq & 0xffu, hi = eq >> 8;
+      keep = (lo & (0u - lo)) | ((hi & (0u - hi)) << 8);
+    }
+    if constexpr (Select) {
+      const __m128i bytes = _mm_maskz_set1_epi8(static_cast<__mmask16>(keep), 1);
+      if (changed) diff += __builtin_popcount(_mm_cmpneq_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mask + c)), bytes));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(mask + c), bytes);
+    }
+    if (eff) _mm512_storeu_ps(eff + c, _mm512_maskz_mov_ps(static_cast<__mmask16>(keep), v));
+    const __m512 packed = _mm512_maskz_compress_ps(static_cast<__mmask16>(keep), v);
+    float* dst = values + c / M * N;
+    if constexpr (kept == 8) _mm256_storeu_ps(dst, _mm512_castps512_ps256(packed));
+    else if constexpr (kept == 4) _mm_storeu_ps(dst, _mm512_castps512_ps128(packed));
+    else _mm_storel_pi(reinterpret_cast<__m64*>(dst), _mm512_castps512_ps128(packed));
+    if constexpr (M == 4) {
+      // kPos24 gives a nibble's kept positions, 2 bits each, ascending (one field for 1:4, two for 2:4).
+      constexpr int sh = 2 * N;
+      const uint32_t p = kPos24.code[keep & 15] | kPos24.code[(keep >> 4) & 15] << sh | kPos24.code[(keep >> 8) & 15] << 2 * sh |
+                         kPos24.code[keep >> 12] << 3 * sh;
+      if constexpr (N == 2) std::memcpy(pos + c / 8, &p, 2);
+      else pos[c / 16] = static_cast<uint8_t>(p);
+    } else {
+      buf |= (static_cast<uint32_t>(__builtin_ctz(keep)) | static_cast<uint32_t>(__builtin_ctz(keep >> 8)) << 3) << nbits;
+      nbits += 6;
+      for (; nbits >= 8; nbits -= 8, buf >>= 8) *pos++ = static_cast<uint8_t>(buf);
+    }
+  }
+  if (M == 8 && nbits > 0) *pos = static_cast<uint8_t>(buf);
+  if (changed) *changed += diff;
+  return c;
 }
 
 // AVX2 (the same rule as the AVX-512 path): 8 lanes hold 8/M groups, M in {4, 8}.
@@ -329,20 +391,9 @@ void nm_mask_scale_span(const float* w, int64_t count, int n, float alpha, uint8
   nm_mask_scale_scalar<M>(w + done, count - done, n, alpha, mask + done, eff + done, changed);
 }
 
-// The compressed form of one row from its mask: the kept values in ascending position and their positions
-// (core/nm_format.h), exactly n per group. Vector paths: 2:4 on AVX-512, M <= 8 on AVX2.
-void nm_compress_row(const float* w, const uint8_t* mask, int64_t cols, int n, int m, float* values, uint8_t* pos) {
-  int64_t c = 0, t = 0;
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-  if (n == 2 && m == 4 && has_avx512bw()) {
-    const int64_t groups = nm_compress_row_24_avx512(w, mask, cols, values, pos);
-    c = 4 * groups;
-    t = 2 * groups;
-  } else if (m <= 8 && has_avx2()) {
-    c = nm_compress_row_avx2(w, mask, cols, n, m, values, pos);
-    t = c / m * n;
-  }
-#endif
+// Columns [c, cols) of nm_compress_row, the first t kept values and their position fields written (the byte
+// holding field t possibly in part, its free high bits zero).
+void nm_compress_from(const float* w, const uint8_t* mask, int64_t c, int64_t t, int64_t cols, int n, int m, float* values, uint8_t* pos) {
   const int bits = nm_pos_bits(m);
   std::fill(pos + (t * bits + 7) / 8, pos + nm_pos_row_bytes(cols, n, m), uint8_t{0});
   for (; c < cols; c += m)
@@ -351,6 +402,20 @@ void nm_compress_row(const float* w, const uint8_t* mask, int64_t cols, int n, i
         values[t] = w[c + i];
         nm_put_pos(pos, t++, bits, i);
       }
+}
+
+// The compressed form of one row from its mask: the kept values in ascending position and their positions
+// (core/nm_format.h), exactly n per group. Vector path: M <= 8 on AVX2 (2:4, 1:4 and 1:8 on AVX-512 are
+// nm_train_row_avx512).
+void nm_compress_row(const float* w, const uint8_t* mask, int64_t cols, int n, int m, float* values, uint8_t* pos) {
+  int64_t c = 0, t = 0;
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+  if (m <= 8 && has_avx2()) {
+    c = nm_compress_row_avx2(w, mask, cols, n, m, values, pos);
+    t = c / m * n;
+  }
+#endif
+  nm_compress_from(w, mask, c, t, cols, n, m, values, pos);
 }
 
 // Whether every group of M in a row of a given mask keeps exactly n (no early exit, so the loop vectorises).
@@ -371,6 +436,9 @@ int64_t nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, 
                       bool count_sad, float* eff, float* values, uint8_t* positions) {
   const int64_t kpr = nm_kept_per_row(cols, n, m), prb = nm_pos_row_bytes(cols, n, m);
   std::atomic<int64_t> sad{0}, bad_row{rows};
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+  const bool fused = has_avx512bw() && ((n == 2 && m == 4) || (n == 1 && (m == 4 || m == 8)));
+#endif
   parallel_for(rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
     // Without eff, the selection's w ⊙ m of a row goes to a row of scratch that stays in L1: the products that
     // read only the compressed form spare the step the write of the whole dense copy.
@@ -389,13 +457,45 @@ int64_t nm_train_pass(const float* w, int64_t rows, int64_t cols, int n, int m, 
           while (r < cur && !bad_row.compare_exchange_weak(cur, r)) continue;
           continue;
         }
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+        if (fused) {
+          const float* wr = w + r * cols;
+          float* er = eff ? eff + r * cols : nullptr;
+          float* vr = values + r * kpr;
+          uint8_t* pr = positions + r * prb;
+          const int64_t c = n == 2 ? nm_train_row_avx512<2, 4, false>(wr, cols, mr, er, vr, pr, nullptr)
+                            : m == 4 ? nm_train_row_avx512<1, 4, false>(wr, cols, mr, er, vr, pr, nullptr)
+                                     : nm_train_row_avx512<1, 8, false>(wr, cols, mr, er, vr, pr, nullptr);
+          if (c < cols) {
+            if (er) masked_zero_range(wr + c, mr + c, er + c, cols - c);
+            nm_compress_from(wr, mr, c, c / m * n, cols, n, m, vr, pr);
+          }
+          continue;
+        }
+#endif
         if (eff) masked_zero_range(w + r * cols, mr, eff + r * cols, cols);
         nm_compress_row(w + r * cols, mr, cols, n, m, values + r * kpr, positions + r * prb);
         continue;
       }
-      NMS_DISPATCH_M(m, nm_mask_scale_span<kM>(w + r * cols, cols, n, 0.f, mr, eff ? eff + r * cols : row_eff.data(),
-                                               count_sad ? &changed : nullptr));
-      nm_compress_row(w + r * cols, mr, cols, n, m, values + r * kpr, positions + r * prb);
+      const float* wr = w + r * cols;
+      float* er = eff ? eff + r * cols : nullptr;
+      int64_t* ch = count_sad ? &changed : nullptr;
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+      if (fused) {
+        float* vr = values + r * kpr;
+        uint8_t* pr = positions + r * prb;
+        const int64_t c = n == 2 ? nm_train_row_avx512<2, 4, true>(wr, cols, mr, er, vr, pr, ch)
+                          : m == 4 ? nm_train_row_avx512<1, 4, true>(wr, cols, mr, er, vr, pr, ch)
+                                   : nm_train_row_avx512<1, 8, true>(wr, cols, mr, er, vr, pr, ch);
+        if (c < cols) {  // the last columns short of 16: the scalar rule
+          NMS_DISPATCH_M(m, nm_mask_scale_span<kM>(wr + c, cols - c, n, 0.f, mr + c, er ? er + c : row_eff.data(), ch));
+          nm_compress_from(wr, mr, c, c / m * n, cols, n, m, vr, pr);
+        }
+        continue;
+      }
+#endif
+      NMS_DISPATCH_M(m, nm_mask_scale_span<kM>(wr, cols, n, 0.f, mr, er ? er : row_eff.data(), ch));
+      nm_compress_row(wr, mr, cols, n, m, values + r * kpr, positions + r * prb);
     }
     sad += changed;
   });

@@ -1,5 +1,6 @@
 #include "cpu/mask.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/threadpool.h"
@@ -109,38 +110,110 @@ int best_pattern(const double* s, const KeptBits& kept) {
 }
 
 #if NMS_X86
-// best_pattern for 8 (AVX-512) or 4 (AVX2) tiles at once, one per double lane: each lane does the scalar loop's
-// adds in its order, so the choices are bit for bit the same. sc holds the scores lane-major: sc[bit·L + lane].
-NMS_TARGET_AVX512 void best_patterns_avx512(const double* sc, const KeptBits& kept, int* best) {
-  __m512d s[16];
-  for (int b = 0; b < 16; ++b) s[b] = _mm512_loadu_pd(sc + b * 8);
-  __m512d best_score = _mm512_set1_pd(-1.0);
-  __m256i best_p = _mm256_setzero_si256();
-  for (int p = 0; p < kTransposablePatterns; ++p) {
-    __m512d sum = _mm512_setzero_pd();
-    for (int t = 0; t < 8; ++t) sum = _mm512_add_pd(sum, s[kept.b[p][t]]);
-    const __mmask8 gt = _mm512_cmp_pd_mask(sum, best_score, _CMP_GT_OQ);
-    best_score = _mm512_mask_blend_pd(gt, best_score, sum);
-    best_p = _mm256_mask_blend_epi32(gt, best_p, _mm256_set1_epi32(p));
-  }
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(best), best_p);
+// The patterns as pair choices for the AVX-512 search: pair[r] is row r's pair of kept columns, one of the 6
+// pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3) by its index.
+struct PatternPairs {
+  uint8_t upper[kTransposablePatterns], lower[kTransposablePatterns];  // pair[0]·6 + pair[1], pair[2]·6 + pair[3]
+  int32_t pairs[kTransposablePatterns];  // pair[r] in byte r
+};
+// Row r of a tile's mask (4 bytes) from its pair index.
+alignas(64) constexpr int32_t kPairBytes[16] = {0x0101, 0x010001, 0x01000001, 0x010100, 0x01000100, 0x01010000};
+const PatternPairs& pattern_pairs() {
+  static const PatternPairs t = [] {
+    static constexpr uint8_t kNibble[6] = {3, 5, 9, 6, 10, 12};
+    const uint16_t* pats = transposable_patterns();
+    PatternPairs x{};
+    for (int p = 0; p < kTransposablePatterns; ++p) {
+      int pair[4] = {};
+      for (int r = 0; r < 4; ++r) {
+        const unsigned nib = (pats[p] >> (4 * r)) & 0xfu;
+        for (int k = 0; k < 6; ++k)
+          if (kNibble[k] == nib) pair[r] = k;
+        x.pairs[p] |= pair[r] << (8 * r);
+      }
+      x.upper[p] = static_cast<uint8_t>(pair[0] * 6 + pair[1]);
+      x.lower[p] = static_cast<uint8_t>(pair[2] * 6 + pair[3]);
+    }
+    return x;
+  }();
+  return t;
 }
 
-// The lane-major scores of 8 tiles of float32 (w at their top-left corner, rows `cols` apart): transposable_score
-// lane by lane (|w| as a double, NaN → 1e300, beyond 3.4e38 → 1e299).
-NMS_TARGET_AVX512 void tile_scores_avx512(const float* w, int64_t cols, double* sc) {
-  const __m512i col0 = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0);
-  const __m512d big = _mm512_set1_pd(3.4e38);
+// The best pattern of 16 tiles side by side (x: their 4 rows of 64 floats, `stride` apart), one tile per float
+// lane. The exact rule sums 8 doubles in bit order per pattern (best_pattern; 90 x 8 adds a tile). Here each
+// pattern's score is (P0 + P1) + (P2 + P3) in float32 from the 24 pair sums of the rows: within 3 roundings of the
+// exact sum, as the exact rule's double sum is within 7 of 2^-53. The first pattern of largest such score is the
+// exact choice when every other pattern scores below it by more than those errors allow (2^-18 relative, ten times
+// the bound); the lanes where the runner-up comes closer (ties, an all-zero tile), or holding a value the float32
+// sums could overflow on or that the exact scores map (|x| > 2^124, inf, NaN), are returned (a lane mask) for the
+// exact rule. So which of two equal float32 scores is kept does not matter: such lanes are unsure.
+NMS_TARGET_AVX512 __mmask16 best_patterns_avx512(const float* x, int64_t stride, const PatternPairs& pp, int32_t* best) {
+  // Column c of the 16 tiles: tile t's column c is element 4t + c of the row.
+  __m512 v[4][4];
+  const __m512i pick01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+  const __m512i pick23 = _mm512_add_epi32(pick01, _mm512_set1_epi32(2));
+  const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
+  __m512i top = _mm512_setzero_si512();  // each tile's largest |x| bits
   for (int r = 0; r < 4; ++r) {
-    const __m512 x0 = _mm512_loadu_ps(w + r * cols), x1 = _mm512_loadu_ps(w + r * cols + 16);
-    for (int c = 0; c < 4; ++c) {
-      const __m512 v = _mm512_permutex2var_ps(x0, _mm512_add_epi32(col0, _mm512_set1_epi32(c)), x1);
-      const __m512d x = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-      __m512d a = _mm512_abs_pd(x);
-      a = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, big, _CMP_GT_OQ), a, _mm512_set1_pd(1e299));
-      a = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, x, _CMP_UNORD_Q), a, _mm512_set1_pd(1e300));
-      _mm512_storeu_pd(sc + (r * 4 + c) * 8, a);
+    __m512 q[4];
+    for (int k = 0; k < 4; ++k)
+      q[k] = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(x + r * stride + 16 * k)), absmask));
+    const __m512 a01 = _mm512_permutex2var_ps(q[0], pick01, q[1]), b01 = _mm512_permutex2var_ps(q[2], pick01, q[3]);
+    const __m512 a23 = _mm512_permutex2var_ps(q[0], pick23, q[1]), b23 = _mm512_permutex2var_ps(q[2], pick23, q[3]);
+    v[r][0] = _mm512_shuffle_f32x4(a01, b01, 0x44);
+    v[r][1] = _mm512_shuffle_f32x4(a01, b01, 0xee);
+    v[r][2] = _mm512_shuffle_f32x4(a23, b23, 0x44);
+    v[r][3] = _mm512_shuffle_f32x4(a23, b23, 0xee);
+    for (int c = 0; c < 4; ++c) top = _mm512_max_epu32(top, _mm512_castps_si512(v[r][c]));
+  }
+  __m512 pairs[4][6];
+  for (int r = 0; r < 4; ++r)
+    for (int i = 0, k = 0; i < 4; ++i)
+      for (int j = i + 1; j < 4; ++j) pairs[r][k++] = _mm512_add_ps(v[r][i], v[r][j]);
+  __m512 upper[36], lower[36];  // rows 0-1 and rows 2-3 of every pair choice
+  for (int a = 0; a < 6; ++a)
+    for (int b = 0; b < 6; ++b) {
+      upper[a * 6 + b] = _mm512_add_ps(pairs[0][a], pairs[1][b]);
+      lower[a * 6 + b] = _mm512_add_ps(pairs[2][a], pairs[3][b]);
     }
+  // Three chains over the patterns (p mod 3), merged at the end: one chain's compare, max and blend per pattern
+  // wait on the previous pattern's, which held the loop to that latency. A tie across chains makes the runner-up
+  // equal the best, so such lanes are unsure whichever chain's pattern is kept.
+  constexpr int kChains = 3;
+  static_assert(kTransposablePatterns % kChains == 0, "whole rounds of chains");
+  __m512 first[kChains], second[kChains];
+  __m512i arg[kChains];  // the best pattern's pair indices (PatternPairs::pairs)
+  for (int k = 0; k < kChains; ++k) {
+    first[k] = second[k] = _mm512_set1_ps(-1.0f);
+    arg[k] = _mm512_setzero_si512();
+  }
+  for (int p = 0; p < kTransposablePatterns; p += kChains)
+    for (int k = 0; k < kChains; ++k) {
+      const __m512 s = _mm512_add_ps(upper[pp.upper[p + k]], lower[pp.lower[p + k]]);
+      const __mmask16 gt = _mm512_cmp_ps_mask(s, first[k], _CMP_GT_OQ);
+      second[k] = _mm512_max_ps(second[k], _mm512_min_ps(s, first[k]));
+      first[k] = _mm512_max_ps(first[k], s);
+      arg[k] = _mm512_mask_blend_epi32(gt, arg[k], _mm512_set1_epi32(pp.pairs[p + k]));
+    }
+  for (int k = 1; k < kChains; ++k) {
+    const __mmask16 gt = _mm512_cmp_ps_mask(first[k], first[0], _CMP_GT_OQ);
+    second[0] = _mm512_max_ps(_mm512_max_ps(second[0], second[k]), _mm512_min_ps(first[0], first[k]));
+    first[0] = _mm512_max_ps(first[0], first[k]);
+    arg[0] = _mm512_mask_blend_epi32(gt, arg[0], arg[k]);
+  }
+  _mm512_storeu_si512(best, arg[0]);
+  const __m512 near = _mm512_mul_ps(first[0], _mm512_set1_ps(1.0f - 0x1p-18f));
+  return _mm512_cmp_ps_mask(second[0], near, _CMP_GE_OQ) | _mm512_cmpgt_epu32_mask(top, _mm512_set1_epi32(0x7d800000));
+}
+
+// Rows of 16 tiles' masks from their patterns' pair indices: row r of tile t, 4 bytes, at out + r·cols + 4t (the
+// first `lanes`).
+NMS_TARGET_AVX512 void store_patterns_avx512(const int32_t* best, int lanes, int64_t cols, uint8_t* out) {
+  const __m512i pairs = _mm512_loadu_si512(best), bytes = _mm512_load_si512(kPairBytes);
+  const __mmask16 keep = static_cast<__mmask16>((1u << lanes) - 1);
+  for (int r = 0; r < 4; ++r) {
+    const __m512i idx = _mm512_and_si512(_mm512_srli_epi32(pairs, 8 * r), _mm512_set1_epi32(0xff));
+    _mm512_mask_storeu_epi32(out + r * cols, keep, _mm512_permutexvar_epi32(idx, bytes));
   }
 }
 
@@ -163,32 +236,57 @@ void transposable_mask(const void* w, DType d, int64_t rows, int64_t cols, uint8
   const uint16_t* pats = transposable_patterns();
   const KeptBits& kept = kept_bits();
   const Isa isa = active_isa();
-  const int lanes = isa == Isa::Avx512 ? 8 : isa == Isa::Avx2 ? 4 : 1;
   const int64_t tile_rows = rows / 4, tile_cols = cols / 4;
+  // The exact rule on one tile (its 16 scores, then the 90 sums), writing its mask.
+  auto exact = [&](int64_t tr, int64_t tc) {
+    double sc[16];
+    for (int b = 0; b < 16; ++b) sc[b] = transposable_score(w, d, (tr * 4 + b / 4) * cols + tc * 4 + b % 4);
+    const uint16_t pat = pats[best_pattern(sc, kept)];
+    for (int r = 0; r < 4; ++r)
+      for (int c = 0; c < 4; ++c) out[(tr * 4 + r) * cols + tc * 4 + c] = (pat >> (r * 4 + c)) & 1u;
+  };
+#if NMS_X86
+  if (isa == Isa::Avx512) {
+    const PatternPairs& pp = pattern_pairs();
+    parallel_for(tile_rows, 1, [&](int64_t t0, int64_t t1) {
+      float buf[4 * 64];
+      int32_t best[16];
+      for (int64_t tr = t0; tr < t1; ++tr)
+        for (int64_t tc = 0; tc < tile_cols; tc += 16) {
+          const int lanes = static_cast<int>(std::min<int64_t>(16, tile_cols - tc));
+          const float* x = static_cast<const float*>(w) + tr * 4 * cols + tc * 4;
+          int64_t stride = cols;
+          if (lanes < 16 || d != DType::F32) {  // a last partial group, or another dtype: as float32, zero-padded
+            std::memset(buf, 0, sizeof buf);
+            for (int r = 0; r < 4; ++r)
+              for (int i = 0; i < lanes * 4; ++i) buf[r * 64 + i] = load_as_f32(w, d, (tr * 4 + r) * cols + tc * 4 + i);
+            x = buf, stride = 64;
+          }
+          const unsigned unsure = best_patterns_avx512(x, stride, pp, best) & ((1u << lanes) - 1);
+          store_patterns_avx512(best, lanes, cols, out + tr * 4 * cols + tc * 4);
+          for (unsigned u = unsure; u; u &= u - 1) exact(tr, tc + __builtin_ctz(u));
+        }
+    });
+    return;
+  }
+#endif
   parallel_for(tile_rows, 1, [&](int64_t t0, int64_t t1) {
-    double sc[16 * 8];
-    int best[8];
-    for (int64_t tr = t0; tr < t1; ++tr)
-      for (int64_t tc = 0; tc < tile_cols;) {
-        const int L = tile_cols - tc >= lanes ? lanes : 1;
+    for (int64_t tr = t0; tr < t1; ++tr) {
+      int64_t tc = 0;
 #if NMS_X86
-        if (L == 8 && d == DType::F32)
-          tile_scores_avx512(static_cast<const float*>(w) + tr * 4 * cols + tc * 4, cols, sc);
-        else
-#endif
+      if (isa == Isa::Avx2)
+        for (double sc[16 * 4]; tc + 4 <= tile_cols; tc += 4) {
+          int best[4];
           for (int b = 0; b < 16; ++b)
-            for (int t = 0; t < L; ++t)
-              sc[b * L + t] = transposable_score(w, d, (tr * 4 + b / 4) * cols + (tc + t) * 4 + b % 4);
-#if NMS_X86
-        if (L == 8) best_patterns_avx512(sc, kept, best);
-        else if (L == 4) best_patterns_avx2(sc, kept, best);
-        else
+            for (int t = 0; t < 4; ++t) sc[b * 4 + t] = transposable_score(w, d, (tr * 4 + b / 4) * cols + (tc + t) * 4 + b % 4);
+          best_patterns_avx2(sc, kept, best);
+          for (int t = 0; t < 4; ++t)
+            for (int r = 0; r < 4; ++r)
+              for (int c = 0; c < 4; ++c) out[(tr * 4 + r) * cols + (tc + t) * 4 + c] = (pats[best[t]] >> (r * 4 + c)) & 1u;
+        }
 #endif
-          best[0] = best_pattern(sc, kept);
-        for (int t = 0; t < L; ++t, ++tc)
-          for (int r = 0; r < 4; ++r)
-            for (int c = 0; c < 4; ++c) out[(tr * 4 + r) * cols + tc * 4 + c] = (pats[best[t]] >> (r * 4 + c)) & 1u;
-      }
+      for (; tc < tile_cols; ++tc) exact(tr, tc);
+    }
   });
 }
 
