@@ -31,6 +31,7 @@ import { CHECKED, SparseTensor, compress } from '../compress.js';
 import { Tensor, checkTensor, tensor } from '../tensor.js';
 import { allocPinnedStorage } from '../dtype.js';
 import { PackedWeight, linear, linearAsync } from '../gemm.js';
+import { MlpPlan } from '../mlp.js';
 import { sparseLinear, sparseLinearAsync } from '../spmm.js';
 import { geluForward, im2col, layerNormForward, maxPoolForward, reluForward, type Window2d } from '../nn/elementwise.js';
 import { checkArch, convFromGroupLayout, convToGroupLayout, inferMlpArch, loadModel, paramName, type ArchSpec, type InputTransform, type LayerSpec, type ModelFile } from '../io/model-file.js';
@@ -121,6 +122,9 @@ export class InferenceModel {
   #feedsProduct: boolean[];
   #hasProduct: boolean;
   #transform: InputTransform | null;
+  /** A CPU network of dense Linear layers (ReLU or nothing after each) runs as one native call (lib/mlp.ts). */
+  #mlp: MlpPlan | null;
+  #mlpMacsPerRow = 0;
   #batcher: Batcher;
   #info: ModelInfo;
   #disposed = false;
@@ -129,6 +133,10 @@ export class InferenceModel {
     this.#ops = ops;
     this.#feedsProduct = ops.map((_, i) => ops.slice(i + 1).some((o) => o.kind === 'linear' || o.kind === 'conv'));
     this.#hasProduct = ops.some((o) => o.kind === 'linear' || o.kind === 'conv');
+    const linears = ops.filter((o) => o.kind === 'linear');
+    const chain = linears.length === ops.length && linears.every((o) => o.w instanceof PackedWeight && (o.activation ?? 'relu') === 'relu');
+    this.#mlp = chain ? new MlpPlan(linears.map((o) => ({ weight: o.w as PackedWeight, bias: o.b, relu: o.activation === 'relu' }))) : null;
+    for (const o of linears) this.#mlpMacsPerRow += o.in * o.out;
     this.#info = info;
     this.#transform = info.input;
     this.device = info.device;
@@ -331,6 +339,7 @@ export class InferenceModel {
     await this.#batcher.drained();
     this.#disposed = true;
     this.#scratch = [];
+    this.#mlp = null;
     for (const op of this.#ops) {
       if (op.kind === 'linear' || op.kind === 'conv') {
         if (op.w instanceof PackedWeight) op.w.weight.dispose();
@@ -368,9 +377,27 @@ export class InferenceModel {
    */
   #scratch: Float32Array[][] = [];
 
+  /**
+   * Inline work since the loop last turned stays under SYNC_MACS: a stream of small batches cannot hold it. Whether
+   * `macs` more may run inline now (after a turn of the loop when the budget is spent).
+   */
+  async #inline(macs: number): Promise<boolean> {
+    if (macs > SYNC_MACS) return false;
+    if ((this.#inlineMacs += macs) > SYNC_MACS) {
+      this.#inlineMacs = macs;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    if (!this.#inlineReset) {
+      this.#inlineReset = true;
+      setImmediate(() => { this.#inlineMacs = 0; this.#inlineReset = false; });  // the loop turned
+    }
+    return true;
+  }
+
   /** The network on `rows` rows. */
   async #runRows(x: Float32Array, rows: number): Promise<Float32Array> {
     this.#alive();
+    if (this.#mlp) return this.#runMlp(x, rows, this.#mlp);
     const gpu = this.device !== 'cpu';
     // Device memory of the intermediates is freed as soon as the batch is done, not left to the finalizers.
     const temps: Tensor[] = [];
@@ -396,18 +423,7 @@ export class InferenceModel {
       let out: Tensor | undefined;
       if (!gpu && feeds[at]) out = new Tensor([x.shape[0], op.out], 'float32', buffer(at, x.shape[0] * op.out));
       const opts = { activation: op.activation, out };
-      if (!gpu && macs <= SYNC_MACS) {
-        // Inline work since the loop last turned stays under SYNC_MACS: a stream of small batches cannot hold it.
-        if ((this.#inlineMacs += macs) > SYNC_MACS) {
-          this.#inlineMacs = macs;
-          await new Promise((resolve) => setImmediate(resolve));
-        }
-        if (!this.#inlineReset) {
-          this.#inlineReset = true;
-          setImmediate(() => { this.#inlineMacs = 0; this.#inlineReset = false; });  // the loop turned
-        }
-        return op.s ? sparseLinear(x, op.s, op.b, opts) : linear(x, op.w, op.b, opts);
-      }
+      if (!gpu && await this.#inline(macs)) return op.s ? sparseLinear(x, op.s, op.b, opts) : linear(x, op.w, op.b, opts);
       // The caller's input, which the async product would copy into fresh memory (its page faults: 0.3 ms of the
       // MNIST MLP's 7 at 256 rows), is copied into this run's pinned buffer instead.
       if (!gpu && !owned && x === h) {
@@ -442,6 +458,35 @@ export class InferenceModel {
       return (gpu ? await h.data() : h.storage()) as Float32Array;
     } finally {
       for (const t of temps) t.dispose();
+      this.#scratch.push(scratch);
+    }
+  }
+
+  /**
+   * #runRows for an MLP plan: the whole network in one native call, inline when all of it fits the inline budget
+   * (as a run of small products would), else off the event loop with the input in this run's pinned buffer.
+   */
+  async #runMlp(x: Float32Array, rows: number, plan: MlpPlan): Promise<Float32Array> {
+    const sync = await this.#inline(rows * this.#mlpMacsPerRow);
+    const out = (sync ? new Float32Array(rows * this.outFeatures) : allocPinnedStorage('float32', rows * this.outFeatures)) as Float32Array;
+    const scratch = this.#scratch.pop() ?? [];
+    try {
+      let input = x;
+      if (this.#transform || !sync) {
+        const n = rows * this.inFeatures;
+        // kept from run to run as #runRows' buffers are (see #scratch)
+        if (rows > this.#info.maxBatch && n > SCRATCH_FLOATS) input = allocPinnedStorage('float32', n) as Float32Array;
+        else {
+          if (!(scratch[0]?.length >= n)) scratch[0] = allocPinnedStorage('float32', n) as Float32Array;
+          input = scratch[0].subarray(0, n);
+        }
+        if (this.#transform) standardize(x, this.#transform, input);
+        else input.set(x);
+      }
+      if (sync) plan.forward(input, rows, out);
+      else await plan.forwardAsync(input, rows, out);
+      return out;
+    } finally {
       this.#scratch.push(scratch);
     }
   }
