@@ -27,6 +27,8 @@ type Handle = { handle: unknown; inFeatures: number; outFeatures: number };
 export class MlpPlan {
   readonly inFeatures: number;
   readonly outFeatures: number;
+  /** The input width, then each layer's output width. */
+  readonly widths: readonly number[];
   readonly #plan: Handle;
 
   constructor(layers: MlpLayer[]) {
@@ -55,27 +57,36 @@ export class MlpPlan {
       return { w: w.storage(`${arg}.weight`), ...(packed ?? {}), bias, n, k, relu: l.relu };
     });
     this.#plan = native.mlpPlan({ layers: native_layers }) as Handle;
+    this.widths = [native_layers[0].k, ...native_layers.map((l) => l.n)];
     this.inFeatures = this.#plan.inFeatures;
     this.outFeatures = this.#plan.outFeatures;
   }
 
-  #check(x: unknown, rows: unknown, out: unknown): asserts x is Float32Array {
+  /** The layer range [first, last) (default: all) and the arrays, checked; the native arguments after the plan. */
+  #args(x: unknown, rows: unknown, out: unknown, first: unknown, last: unknown): [number, number, Float32Array, number, Float32Array] {
+    const L = this.widths.length - 1;
+    const f = first ?? 0, l = last ?? L;
+    if (typeof f !== 'number' || !Number.isSafeInteger(f) || f < 0 || f >= L) fail('E_VALUE', 'first', f, `a layer index in [0, ${L})`);
+    if (typeof l !== 'number' || !Number.isSafeInteger(l) || l <= f || l > L) fail('E_VALUE', 'last', l, `a layer index in (${f}, ${L}]`);
     if (typeof rows !== 'number' || !Number.isSafeInteger(rows) || rows < 1) fail('E_VALUE', 'rows', rows, 'a positive integer');
-    if (!(x instanceof Float32Array) || x.length !== rows * this.inFeatures) fail('E_SHAPE', 'x', x, `a Float32Array of ${rows} x ${this.inFeatures} values`);
-    if (!(out instanceof Float32Array) || out.length !== rows * this.outFeatures) fail('E_SHAPE', 'out', out, `a Float32Array of ${rows} x ${this.outFeatures} values`);
+    const inW = this.widths[f], outW = this.widths[l];
+    if (!(x instanceof Float32Array) || x.length !== rows * inW) fail('E_SHAPE', 'x', x, `a Float32Array of ${rows} x ${inW} values`);
+    if (!(out instanceof Float32Array) || out.length !== rows * outW) fail('E_SHAPE', 'out', out, `a Float32Array of ${rows} x ${outW} values`);
     if (x.buffer === out.buffer && x.byteOffset < out.byteOffset + out.byteLength && out.byteOffset < x.byteOffset + x.byteLength)
       fail('E_VALUE', 'out', out, 'an array that does not share memory with x');
+    return [f, l, x, rows, out];
   }
 
-  /** out [rows, outFeatures] = the layers on x [rows, inFeatures], on the calling thread and the pool. */
-  forward(x: Float32Array, rows: number, out: Float32Array): void {
-    this.#check(x, rows, out);
-    native.mlpForward(this.#plan, x, rows, out, false);
+  /**
+   * out [rows, widths[last]] = layers [first, last) (default: all) on x [rows, widths[first]], on the calling thread
+   * and the pool.
+   */
+  forward(x: Float32Array, rows: number, out: Float32Array, first?: number, last?: number): void {
+    native.mlpForward(this.#plan, ...this.#args(x, rows, out, first, last), false);
   }
 
   /** forward() off the event loop (x and out are pinned when native, else copied, as for every async op). */
-  async forwardAsync(x: Float32Array, rows: number, out: Float32Array): Promise<void> {
-    this.#check(x, rows, out);
-    await native.mlpForward(this.#plan, x, rows, out, true);
+  async forwardAsync(x: Float32Array, rows: number, out: Float32Array, first?: number, last?: number): Promise<void> {
+    await native.mlpForward(this.#plan, ...this.#args(x, rows, out, first, last), true);
   }
 }

@@ -247,7 +247,7 @@ export interface CpuAddon extends TrainFns<Host> {
   cpuIsa(name?: string): { active: string; best: string };
   // mlp.cc
   mlpPlan(options: NativeMlpPlanOptions): { handle: unknown; inFeatures: number; outFeatures: number };
-  mlpForward(plan: { handle: unknown }, x: Float32Array, m: number, out: Float32Array, async: boolean): Promise<void> | undefined;
+  mlpForward(plan: { handle: unknown }, first: number, last: number, x: Float32Array, m: number, out: Float32Array, async: boolean): Promise<void> | undefined;
   // spmm.cc
   spmm(options: NativeSpmmOptions): Promise<void> | undefined;
   spmmT(options: NativeSpmmTOptions): void;

@@ -88,6 +88,14 @@ describe('MlpPlan', () => {
             expectClose(y, reference(layers, x, rows));
             expect(Array.from(ya)).toEqual(Array.from(y));
             expect(Array.from(perLayer(layers, x, rows))).toEqual(Array.from(y));
+            // the layers in two calls, as InferenceModel splits them around its inline budget
+            if (layers.length > 1) {
+              const mid = new Float32Array(rows * plan.widths[1]).fill(NaN), y2 = new Float32Array(n).fill(NaN);
+              plan.forward(x, rows, mid, 0, 1);
+              await plan.forwardAsync(mid, rows, y2, 1);
+              expect(Array.from(mid)).toEqual(Array.from(perLayer(layers.slice(0, 1), x, rows)));
+              expect(Array.from(y2)).toEqual(Array.from(y));
+            }
           }
         });
 
@@ -126,6 +134,9 @@ describe('MlpPlan', () => {
     const plan = new MlpPlan([{ weight: w, bias: b, relu: true }]);
     const x = new Float32Array(12), y = new Float32Array(8);
     expectCode(() => plan.forward(x, 0, y), 'E_VALUE', 'rows');
+    expectCode(() => plan.forward(x, 2, y, 1), 'E_VALUE', 'first');
+    expectCode(() => plan.forward(x, 2, y, 0, 0), 'E_VALUE', 'last');
+    expectCode(() => plan.forward(x, 2, y, 0, 2), 'E_VALUE', 'last');
     expectCode(() => plan.forward(x, 3, y), 'E_SHAPE', 'x');
     expectCode(() => plan.forward(x, 2, new Float32Array(9)), 'E_SHAPE', 'out');
     const both = new Float32Array(20);
@@ -144,11 +155,13 @@ describe('MlpPlan', () => {
     expectOptionError(() => native.mlpPlan({ layers: [{ ...layer, packed: new Float32Array(4096), packedIsa: 9 }] }), 'E_VALUE', 'layers[0].packedIsa');
     expectOptionError(() => native.mlpPlan({ layers: [{ ...layer, relu: undefined as never }] }), 'E_TYPE', 'layers[0].relu');
     const plan = native.mlpPlan({ layers: [layer] });
-    expectCode(() => native.mlpForward({ handle: 1 }, new Float32Array(6), 1, new Float32Array(4), false), 'E_TYPE', 'plan');
-    expectCode(() => native.mlpForward(plan, new Float32Array(5), 1, new Float32Array(4), false), 'E_SHAPE', 'x');
-    expectCode(() => native.mlpForward(plan, new Float32Array(6), 1, new Float32Array(3), false), 'E_SHAPE', 'out');
-    expectCode(() => native.mlpForward(plan, new Float32Array(6), 0, new Float32Array(4), false), 'E_SHAPE', 'm');
+    expectCode(() => native.mlpForward({ handle: 1 }, 0, 1, new Float32Array(6), 1, new Float32Array(4), false), 'E_TYPE', 'plan');
+    expectCode(() => native.mlpForward(plan, 0, 1, new Float32Array(5), 1, new Float32Array(4), false), 'E_SHAPE', 'x');
+    expectCode(() => native.mlpForward(plan, 0, 1, new Float32Array(6), 1, new Float32Array(3), false), 'E_SHAPE', 'out');
+    expectCode(() => native.mlpForward(plan, 0, 1, new Float32Array(6), 0, new Float32Array(4), false), 'E_SHAPE', 'm');
+    expectCode(() => native.mlpForward(plan, 0, 2, new Float32Array(6), 1, new Float32Array(4), false), 'E_VALUE', 'first, last');
+    expectCode(() => native.mlpForward(plan, 1, 1, new Float32Array(6), 1, new Float32Array(4), false), 'E_VALUE', 'first, last');
     const both = new Float32Array(10);
-    expectCode(() => native.mlpForward(plan, both.subarray(0, 6), 1, both.subarray(4, 8), false), 'E_VALUE', 'out and x');
+    expectCode(() => native.mlpForward(plan, 0, 1, both.subarray(0, 6), 1, both.subarray(4, 8), false), 'E_VALUE', 'out and x');
   });
 });

@@ -124,7 +124,6 @@ export class InferenceModel {
   #transform: InputTransform | null;
   /** A CPU network of dense Linear layers (ReLU or nothing after each) runs as one native call (lib/mlp.ts). */
   #mlp: MlpPlan | null;
-  #mlpMacsPerRow = 0;
   #batcher: Batcher;
   #info: ModelInfo;
   #disposed = false;
@@ -136,7 +135,6 @@ export class InferenceModel {
     const linears = ops.filter((o) => o.kind === 'linear');
     const chain = linears.length === ops.length && linears.every((o) => o.w instanceof PackedWeight && (o.activation ?? 'relu') === 'relu');
     this.#mlp = chain ? new MlpPlan(linears.map((o) => ({ weight: o.w as PackedWeight, bias: o.b, relu: o.activation === 'relu' }))) : null;
-    for (const o of linears) this.#mlpMacsPerRow += o.in * o.out;
     this.#info = info;
     this.#transform = info.input;
     this.device = info.device;
@@ -463,29 +461,39 @@ export class InferenceModel {
   }
 
   /**
-   * #runRows for an MLP plan: the whole network in one native call, inline when all of it fits the inline budget
-   * (as a run of small products would), else off the event loop with the input in this run's pinned buffer.
+   * #runRows for an MLP plan: runs of layers in one native call each. The layers run inline as linear() calls
+   * would (each run within the inline budget, the loop turning between runs when it is spent), from the first
+   * layer over SYNC_MACS on all the rest in one call off the event loop (its input in this run's pinned buffer).
    */
   async #runMlp(x: Float32Array, rows: number, plan: MlpPlan): Promise<Float32Array> {
-    const sync = await this.#inline(rows * this.#mlpMacsPerRow);
-    const out = (sync ? new Float32Array(rows * this.outFeatures) : allocPinnedStorage('float32', rows * this.outFeatures)) as Float32Array;
+    const w = plan.widths, L = w.length - 1;
+    const macs = (i: number) => rows * w[i] * w[i + 1];
     const scratch = this.#scratch.pop() ?? [];
+    // this run's pinned buffer `at` (a layer's result; L: the input) of n floats, kept as #runRows' are
+    const buffer = (at: number, n: number): Float32Array => {
+      if (rows > this.#info.maxBatch && n > SCRATCH_FLOATS) return allocPinnedStorage('float32', n) as Float32Array;
+      if (!(scratch[at]?.length >= n)) scratch[at] = allocPinnedStorage('float32', n) as Float32Array;
+      return scratch[at].subarray(0, n);
+    };
     try {
-      let input = x;
-      if (this.#transform || !sync) {
-        const n = rows * this.inFeatures;
-        // kept from run to run as #runRows' buffers are (see #scratch)
-        if (rows > this.#info.maxBatch && n > SCRATCH_FLOATS) input = allocPinnedStorage('float32', n) as Float32Array;
-        else {
-          if (!(scratch[0]?.length >= n)) scratch[0] = allocPinnedStorage('float32', n) as Float32Array;
-          input = scratch[0].subarray(0, n);
+      let h = this.#transform ? standardize(x, this.#transform, buffer(L, rows * w[0])) : x;
+      for (let first = 0; first < L;) {
+        let last = first + 1, sum = macs(first);
+        const async = sum > SYNC_MACS;
+        if (async) last = L;
+        else while (last < L && sum + macs(last) <= SYNC_MACS) sum += macs(last++);
+        const out = last < L ? buffer(last - 1, rows * w[last]) : (async ? allocPinnedStorage('float32', rows * w[L]) : new Float32Array(rows * w[L])) as Float32Array;
+        if (async) {
+          if (h === x) { h = buffer(L, x.length); h.set(x); }
+          await plan.forwardAsync(h, rows, out, first, last);
+        } else {
+          await this.#inline(sum);
+          plan.forward(h, rows, out, first, last);
         }
-        if (this.#transform) standardize(x, this.#transform, input);
-        else input.set(x);
+        h = out;
+        first = last;
       }
-      if (sync) plan.forward(input, rows, out);
-      else await plan.forwardAsync(input, rows, out);
-      return out;
+      return h;
     } finally {
       this.#scratch.push(scratch);
     }

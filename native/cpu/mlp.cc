@@ -13,14 +13,14 @@ namespace nms::cpu {
 // thread that once ran a huge batch stays bounded.
 constexpr size_t kKeepFloats = size_t{1} << 21;
 
-void mlp_forward(const std::vector<MlpLayer>& layers, const float* x, int64_t m, float* out) {
+void mlp_forward(const std::vector<MlpLayer>& layers, size_t first, size_t last, const float* x, int64_t m, float* out) {
   thread_local Scratch s_h[2];
   std::unique_ptr<float[]> big[2];
   const float* in = x;
-  for (size_t i = 0; i < layers.size(); ++i) {
+  for (size_t i = first; i < last; ++i) {
     const MlpLayer& l = layers[i];
     float* c = out;
-    if (i + 1 < layers.size()) {
+    if (i + 1 < last) {
       const size_t need = static_cast<size_t>(m * l.n);
       if (need <= kKeepFloats) c = s_h[i % 2].floats(need);
       else c = (big[i % 2] = std::make_unique<float[]>(need)).get();

@@ -2,6 +2,7 @@
 // asked. The per-layer trip through JavaScript and N-API (argument checks, an options object read by name: about
 // 30 µs a layer on Zen 4, as much as a 784x1024 product at one row) is paid once per forward instead.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -17,9 +18,9 @@ struct MlpLayer {
   bool relu;
 };
 
-// out [m, n_last] = the layers on x [m, k_0] (layer i's k is layer i-1's n). The intermediate results live in
-// per-thread scratch of the calling thread; each layer runs gemm() with exactly the arguments a per-layer call
-// would pass, so the result is the per-layer calls' bit for bit.
-void mlp_forward(const std::vector<MlpLayer>& layers, const float* x, int64_t m, float* out);
+// out [m, layers[last-1].n] = layers [first, last) on x [m, layers[first].k] (layer i's k is layer i-1's n). The
+// intermediate results live in per-thread scratch of the calling thread; each layer runs gemm() with exactly the
+// arguments a per-layer call would pass, so the result is the per-layer calls' bit for bit.
+void mlp_forward(const std::vector<MlpLayer>& layers, size_t first, size_t last, const float* x, int64_t m, float* out);
 
 }  // namespace nms::cpu

@@ -90,17 +90,24 @@ void RegisterMlp(Napi::Env env, Napi::Object exports) {
     return r;
   });
 
-  // mlpForward(plan, x, m, out, async): out [m, outFeatures] = the plan's layers on x [m, inFeatures], float32.
-  // Returns undefined, or a Promise when async (the plan stays alive until it settles).
+  // mlpForward(plan, first, last, x, m, out, async): out [m, n of layer last-1] = the plan's layers [first, last)
+  // on x [m, k of layer first], float32. Returns undefined, or a Promise when async (the plan stays alive until it
+  // settles). Positional, unlike the other products' options objects: reading those by name is the per-layer cost
+  // this call exists to avoid, and only the input and the output change from call to call.
   define(env, exports, "mlpForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
     Plan* plan = plan_arg(info, 0);
-    Buf x = buffer_arg(info, 1, "x");
-    const int64_t m = int_arg(info, 2, "m");
-    Buf out = buffer_arg(info, 3, "out");
-    const bool async = bool_arg(info, 4, "async");
+    const int64_t first = int_arg(info, 1, "first"), last = int_arg(info, 2, "last");
+    Buf x = buffer_arg(info, 3, "x");
+    const int64_t m = int_arg(info, 4, "m");
+    Buf out = buffer_arg(info, 5, "out");
+    const bool async = bool_arg(info, 6, "async");
+    const int64_t count = static_cast<int64_t>(plan->layers.size());
+    if (first < 0 || last <= first || last > count)
+      fail("E_VALUE", "mlpForward: first, last: got " + std::to_string(first) + ", " + std::to_string(last) +
+                          ", expected 0 <= first < last <= " + std::to_string(count) + " (the plan's layers)");
     if (m < 1) fail("E_SHAPE", "mlpForward: m: got " + std::to_string(m) + ", expected m >= 1");
-    require_elems(x, elems(m, plan->layers.front().k, "x"), DType::F32, "x");
-    require_elems(out, elems(m, plan->layers.back().n, "out"), DType::F32, "out");
+    require_elems(x, elems(m, plan->layers[first].k, "x"), DType::F32, "x");
+    require_elems(out, elems(m, plan->layers[last - 1].n, "out"), DType::F32, "out");
     require_apart(out, x, "out", "x");
     Holds holds(async);
     holds.keep(info[0].As<Napi::Object>());
@@ -108,7 +115,8 @@ void RegisterMlp(Napi::Env env, Napi::Object exports) {
     holds.output(out);
     const float* xp = static_cast<const float*>(x.data);
     float* op = static_cast<float*>(out.data);
-    return run(info.Env(), std::move(holds), [plan, xp, m, op] { cpu::mlp_forward(plan->layers, xp, m, op); });
+    const size_t f = static_cast<size_t>(first), l = static_cast<size_t>(last);
+    return run(info.Env(), std::move(holds), [plan, f, l, xp, m, op] { cpu::mlp_forward(plan->layers, f, l, xp, m, op); });
   });
 }
 
