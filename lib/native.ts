@@ -100,6 +100,11 @@ export type NativeGemmOptions = {
 /** gemm.cc gemmPackB: op(B) [k, n] packed into out (gemmPackedSize(n, k).floats) for the active ISA, code `isa`. */
 export type NativeGemmPackOptions = { b: Host; bDtype: DTypeCode; n: number; k: number; transB: boolean; out: Float32Array; isa: number };
 
+/** mlp.cc mlpPlan: float32 Linear layers W [n, k] (packed: W from gemmPackB for ISA packedIsa), each k the previous n. */
+export type NativeMlpPlanOptions = {
+  layers: { w: Float32Array | Host; packed?: Float32Array; packedIsa?: number; bias: Float32Array | null; n: number; k: number; relu: boolean }[];
+};
+
 /** spmm.cc: Y[rows, p] = W̃·op(B) (+ bias[rows]), W̃ in the portable form; out holds Y, or Yᵀ when transOut. */
 export type NativeSpmmOptions = {
   values: Host; positions: Uint8Array; wDtype: DTypeCode; rows: number; cols: number; n: number; m: number; b: Host;
@@ -245,6 +250,9 @@ export interface CpuAddon extends TrainFns<Host> {
   gemmPackedSize(n: number, k: number): { floats: number; isa: number };
   gemmPackB(options: NativeGemmPackOptions): void;
   cpuIsa(name?: string): { active: string; best: string };
+  // mlp.cc
+  mlpPlan(options: NativeMlpPlanOptions): { handle: unknown; inFeatures: number; outFeatures: number };
+  mlpForward(plan: { handle: unknown }, first: number, last: number, x: Float32Array, m: number, out: Float32Array, async: boolean): Promise<void> | undefined;
   // spmm.cc
   spmm(options: NativeSpmmOptions): Promise<void> | undefined;
   spmmPackedSize(rows: number, cols: number, n: number, m: number): number;
@@ -327,7 +335,8 @@ const names = <T>(o: Record<keyof T, true>): string[] => Object.keys(o).sort();
 export const addonNames: { cpu: string[]; cuda: string[] } = {
   cpu: names<CpuAddon>({
     setNumThreads: true, numThreads: true, buildInfo: true, allocBuffer: true, trimHostMemory: true, enumTables: true, gemm: true,
-    gemmPackedSize: true, gemmPackB: true, cpuIsa: true, spmm: true, spmmPackedSize: true, spmmPack: true,
+    gemmPackedSize: true, gemmPackB: true, cpuIsa: true, mlpPlan: true, mlpForward: true, spmm: true,
+    spmmPackedSize: true, spmmPack: true,
     spmmT: true, blasPeer: true, blasSgemm: true, nmMask: true, nmPrune: true, nmCheck: true, transposableMask: true,
     maskSad: true, nmPositionBytes: true, nmCompress: true, nmDecompress: true, convert: true, transpose2d: true,
     nmTrainPass: true, biasAdd: true,

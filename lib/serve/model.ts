@@ -31,6 +31,7 @@ import { CHECKED, SparseTensor, compress } from '../compress.js';
 import { Tensor, checkTensor, tensor } from '../tensor.js';
 import { allocPinnedStorage } from '../dtype.js';
 import { PackedWeight, linear, linearAsync } from '../gemm.js';
+import { MlpPlan } from '../mlp.js';
 import { packSparse, sparseLinear, sparseLinearAsync } from '../spmm.js';
 import { geluForward, im2col, layerNormForward, maxPoolForward, reluForward, type Window2d } from '../nn/elementwise.js';
 import { checkArch, convFromGroupLayout, convToGroupLayout, inferMlpArch, loadModel, paramName, type ArchSpec, type InputTransform, type LayerSpec, type ModelFile } from '../io/model-file.js';
@@ -121,6 +122,8 @@ export class InferenceModel {
   #feedsProduct: boolean[];
   #hasProduct: boolean;
   #transform: InputTransform | null;
+  /** A CPU network of dense Linear layers (ReLU or nothing after each) runs as one native call (lib/mlp.ts). */
+  #mlp: MlpPlan | null;
   #batcher: Batcher;
   #info: ModelInfo;
   #disposed = false;
@@ -129,6 +132,9 @@ export class InferenceModel {
     this.#ops = ops;
     this.#feedsProduct = ops.map((_, i) => ops.slice(i + 1).some((o) => o.kind === 'linear' || o.kind === 'conv'));
     this.#hasProduct = ops.some((o) => o.kind === 'linear' || o.kind === 'conv');
+    const linears = ops.filter((o) => o.kind === 'linear');
+    const chain = linears.length === ops.length && linears.every((o) => o.w instanceof PackedWeight && (o.activation ?? 'relu') === 'relu');
+    this.#mlp = chain ? new MlpPlan(linears.map((o) => ({ weight: o.w as PackedWeight, bias: o.b, relu: o.activation === 'relu' }))) : null;
     this.#info = info;
     this.#transform = info.input;
     this.device = info.device;
@@ -332,6 +338,7 @@ export class InferenceModel {
     await this.#batcher.drained();
     this.#disposed = true;
     this.#scratch = [];
+    this.#mlp = null;
     for (const op of this.#ops) {
       if (op.kind === 'linear' || op.kind === 'conv') {
         if (op.w instanceof PackedWeight) op.w.weight.dispose();
@@ -369,9 +376,27 @@ export class InferenceModel {
    */
   #scratch: Float32Array[][] = [];
 
+  /**
+   * Inline work since the loop last turned stays under SYNC_MACS: a stream of small batches cannot hold it. Whether
+   * `macs` more may run inline now (after a turn of the loop when the budget is spent).
+   */
+  async #inline(macs: number): Promise<boolean> {
+    if (macs > SYNC_MACS) return false;
+    if ((this.#inlineMacs += macs) > SYNC_MACS) {
+      this.#inlineMacs = macs;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    if (!this.#inlineReset) {
+      this.#inlineReset = true;
+      setImmediate(() => { this.#inlineMacs = 0; this.#inlineReset = false; });  // the loop turned
+    }
+    return true;
+  }
+
   /** The network on `rows` rows. */
   async #runRows(x: Float32Array, rows: number): Promise<Float32Array> {
     this.#alive();
+    if (this.#mlp) return this.#runMlp(x, rows, this.#mlp);
     const gpu = this.device !== 'cpu';
     // Device memory of the intermediates is freed as soon as the batch is done, not left to the finalizers.
     const temps: Tensor[] = [];
@@ -397,18 +422,7 @@ export class InferenceModel {
       let out: Tensor | undefined;
       if (!gpu && feeds[at]) out = new Tensor([x.shape[0], op.out], 'float32', buffer(at, x.shape[0] * op.out));
       const opts = { activation: op.activation, out };
-      if (!gpu && macs <= SYNC_MACS) {
-        // Inline work since the loop last turned stays under SYNC_MACS: a stream of small batches cannot hold it.
-        if ((this.#inlineMacs += macs) > SYNC_MACS) {
-          this.#inlineMacs = macs;
-          await new Promise((resolve) => setImmediate(resolve));
-        }
-        if (!this.#inlineReset) {
-          this.#inlineReset = true;
-          setImmediate(() => { this.#inlineMacs = 0; this.#inlineReset = false; });  // the loop turned
-        }
-        return op.s ? sparseLinear(x, op.s, op.b, opts) : linear(x, op.w, op.b, opts);
-      }
+      if (!gpu && await this.#inline(macs)) return op.s ? sparseLinear(x, op.s, op.b, opts) : linear(x, op.w, op.b, opts);
       // The caller's input, which the async product would copy into fresh memory (its page faults: 0.3 ms of the
       // MNIST MLP's 7 at 256 rows), is copied into this run's pinned buffer instead.
       if (!gpu && !owned && x === h) {
@@ -443,6 +457,45 @@ export class InferenceModel {
       return (gpu ? await h.data() : h.storage()) as Float32Array;
     } finally {
       for (const t of temps) t.dispose();
+      this.#scratch.push(scratch);
+    }
+  }
+
+  /**
+   * #runRows for an MLP plan: runs of layers in one native call each. The layers run inline as linear() calls
+   * would (each run within the inline budget, the loop turning between runs when it is spent), from the first
+   * layer over SYNC_MACS on all the rest in one call off the event loop (its input in this run's pinned buffer).
+   */
+  async #runMlp(x: Float32Array, rows: number, plan: MlpPlan): Promise<Float32Array> {
+    const w = plan.widths, L = w.length - 1;
+    const macs = (i: number) => rows * w[i] * w[i + 1];
+    const scratch = this.#scratch.pop() ?? [];
+    // this run's pinned buffer `at` (a layer's result; L: the input) of n floats, kept as #runRows' are
+    const buffer = (at: number, n: number): Float32Array => {
+      if (rows > this.#info.maxBatch && n > SCRATCH_FLOATS) return allocPinnedStorage('float32', n) as Float32Array;
+      if (!(scratch[at]?.length >= n)) scratch[at] = allocPinnedStorage('float32', n) as Float32Array;
+      return scratch[at].subarray(0, n);
+    };
+    try {
+      let h = this.#transform ? standardize(x, this.#transform, buffer(L, rows * w[0])) : x;
+      for (let first = 0; first < L;) {
+        let last = first + 1, sum = macs(first);
+        const async = sum > SYNC_MACS;
+        if (async) last = L;
+        else while (last < L && sum + macs(last) <= SYNC_MACS) sum += macs(last++);
+        const out = last < L ? buffer(last - 1, rows * w[last]) : (async ? allocPinnedStorage('float32', rows * w[L]) : new Float32Array(rows * w[L])) as Float32Array;
+        if (async) {
+          if (h === x) { h = buffer(L, x.length); h.set(x); }
+          await plan.forwardAsync(h, rows, out, first, last);
+        } else {
+          await this.#inline(sum);
+          plan.forward(h, rows, out, first, last);
+        }
+        h = out;
+        first = last;
+      }
+      return h;
+    } finally {
       this.#scratch.push(scratch);
     }
   }

@@ -82,14 +82,15 @@ int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* name) { re
 bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* name) { return bool_value(info[i], at(i, name)); }
 DType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* name) { return dtype_value(info[i], at(i, name)); }
 
-Options::Options(const Napi::CallbackInfo& info, size_t i, const char* fn) : fn_(fn) {
-  const Napi::Value v = info[i];
+Options::Options(const Napi::CallbackInfo& info, size_t i, const char* fn) : Options(info[i], fn, "options") {}
+
+Options::Options(const Napi::Value& v, const std::string& fn, const std::string& path) : fn_(fn), path_(path) {
   if (!v.IsObject() || v.IsArray() || v.IsFunction() || v.IsTypedArray() || v.IsArrayBuffer())
-    fail("E_TYPE", fn_ + "(options): expected an options object");
+    fail("E_TYPE", fn_ + (path_ == "options" ? "(options)" : ": " + path_) + ": expected an options object");
   o_ = v.As<Napi::Object>();
 }
 
-std::string Options::where(const char* key) const { return fn_ + ": options." + key; }
+std::string Options::where(const char* key) const { return fn_ + ": " + path_ + "." + key; }
 
 Napi::Value Options::get(const char* key) {
   read_.emplace_back(key);
@@ -114,7 +115,7 @@ void Options::done() const {
     const std::string k = keys.Get(i).ToString().Utf8Value();
     bool known = false;
     for (const std::string& r : read_) known = known || r == k;
-    if (!known) fail("E_VALUE", fn_ + ": options." + k + ": unknown option");
+    if (!known) fail("E_VALUE", fn_ + ": " + path_ + "." + k + ": unknown option");
   }
 }
 

@@ -36,6 +36,8 @@ DType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* name);
 class Options {
  public:
   Options(const Napi::CallbackInfo& info, size_t i, const char* fn);
+  // A nested options object (an element of an array option): an error names "<fn>: <path>.<key>".
+  Options(const Napi::Value& v, const std::string& fn, const std::string& path);
   Napi::Value get(const char* key);  // the raw value, marked as read
   bool given(const char* key);       // present and neither null nor undefined (marked as read)
   std::string where(const char* key) const;
@@ -50,7 +52,7 @@ class Options {
 
  private:
   Napi::Object o_;
-  std::string fn_;
+  std::string fn_, path_;
   std::vector<std::string> read_;
 };
 

@@ -1,0 +1,125 @@
+// N-API bindings of the whole-forward MLP call (native/cpu/mlp.h): a plan made once from the layers' buffers, then
+// one call per forward with only the input and the output to read.
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cpu/gemm.h"
+#include "cpu/mlp.h"
+#include "cpu/simd.h"
+#include "napi/args.h"
+#include "napi/product_args.h"
+#include "napi/registry.h"
+
+namespace nms::napi {
+namespace {
+
+// The layers and the memory they point into: each buffer's native Block when it lies in one (so that it outlives
+// whatever JavaScript does to the ArrayBuffer, as an async op's pin does), else a copy made with the plan.
+struct Plan {
+  std::vector<cpu::MlpLayer> layers;
+  std::vector<std::shared_ptr<void>> pins;
+  const float* hold(const Buf& b) {
+    if (std::shared_ptr<void> pin = pin_block(b.data, b.bytes)) {
+      pins.push_back(pin);
+      return static_cast<const float*>(b.data);
+    }
+    std::shared_ptr<void> copy(std::malloc(b.bytes == 0 ? 1 : b.bytes), std::free);
+    if (!copy) fail("E_OOM", "mlpPlan: cannot allocate " + std::to_string(b.bytes) + " bytes to copy a layer's buffer");
+    std::memcpy(copy.get(), b.data, b.bytes);
+    pins.push_back(copy);
+    return static_cast<const float*>(copy.get());
+  }
+};
+
+Plan* plan_arg(const Napi::CallbackInfo& info, size_t i) {
+  const Napi::Value v = info[i];
+  if (!v.IsObject()) fail("E_TYPE", "mlpForward: plan (argument 0): expected a plan from mlpPlan");
+  const Napi::Value e = v.As<Napi::Object>().Get("handle");
+  if (!e.IsExternal()) fail("E_TYPE", "mlpForward: plan (argument 0): expected a plan from mlpPlan");
+  return e.As<Napi::External<Plan>>().Data();
+}
+
+void RegisterMlp(Napi::Env env, Napi::Object exports) {
+  // mlpPlan({layers: [{w, packed?, packedIsa (with packed), bias?, n, k, relu}, …]}) -> {handle, inFeatures,
+  //   outFeatures}: float32 Linear layers, W [n, k], layer i's k = layer i-1's n; packed: W from gemmPackB.
+  define(env, exports, "mlpPlan", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Options o(info, 0, "mlpPlan");
+    const Napi::Value lv = o.get("layers");
+    o.done();
+    if (!lv.IsArray() || lv.As<Napi::Array>().Length() == 0)
+      fail("E_TYPE", "mlpPlan: options.layers: expected a non-empty array of layers");
+    const Napi::Array arr = lv.As<Napi::Array>();
+    auto plan = std::make_unique<Plan>();
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      const std::string path = "options.layers[" + std::to_string(i) + "]";
+      Options l(arr.Get(i), "mlpPlan", path);
+      cpu::MlpLayer L{};
+      Buf w = l.buffer("w");
+      Buf packed = l.optional_buffer("packed");
+      if (packed.data) L.packed_isa = static_cast<int>(l.integer("packedIsa"));
+      Buf bias = l.optional_buffer("bias");
+      L.n = l.integer("n");
+      L.k = l.integer("k");
+      L.relu = l.boolean("relu");
+      l.done();
+      const std::string at = "mlpPlan: " + path;
+      if (L.n < 1 || L.k < 1)
+        fail("E_SHAPE", at + ": expected n, k >= 1, got n=" + std::to_string(L.n) + " k=" + std::to_string(L.k));
+      if (i > 0 && L.k != plan->layers.back().n)
+        fail("E_SHAPE", at + ".k: got " + std::to_string(L.k) + ", expected " + std::to_string(plan->layers.back().n) +
+                            " (the previous layer's n)");
+      require_elems(w, elems(L.n, L.k, (path + ".w").c_str()), DType::F32, (at + ".w").c_str());
+      if (bias.data) require_elems(bias, L.n, DType::F32, (at + ".bias").c_str());
+      if (packed.data) {
+        if (L.packed_isa < 0 || L.packed_isa > static_cast<int>(cpu::Isa::Avx512))
+          fail("E_VALUE", at + ".packedIsa: got " + std::to_string(L.packed_isa) + ", expected an ISA code 0-2");
+        require_elems(packed, cpu::packed_b_floats(L.packed_isa, L.n, L.k), DType::F32, (at + ".packed").c_str());
+      }
+      L.w = plan->hold(w);
+      L.packed = packed.data ? plan->hold(packed) : nullptr;
+      L.bias = bias.data ? plan->hold(bias) : nullptr;
+      plan->layers.push_back(L);
+    }
+    Napi::Object r = Napi::Object::New(info.Env());
+    r.Set("inFeatures", static_cast<double>(plan->layers.front().k));
+    r.Set("outFeatures", static_cast<double>(plan->layers.back().n));
+    r.Set("handle", Napi::External<Plan>::New(info.Env(), plan.release(), [](Napi::Env, Plan* p) { delete p; }));
+    return r;
+  });
+
+  // mlpForward(plan, first, last, x, m, out, async): out [m, n of layer last-1] = the plan's layers [first, last)
+  // on x [m, k of layer first], float32. Returns undefined, or a Promise when async (the plan stays alive until it
+  // settles). Positional, unlike the other products' options objects: reading those by name is the per-layer cost
+  // this call exists to avoid, and only the input and the output change from call to call.
+  define(env, exports, "mlpForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Plan* plan = plan_arg(info, 0);
+    const int64_t first = int_arg(info, 1, "first"), last = int_arg(info, 2, "last");
+    Buf x = buffer_arg(info, 3, "x");
+    const int64_t m = int_arg(info, 4, "m");
+    Buf out = buffer_arg(info, 5, "out");
+    const bool async = bool_arg(info, 6, "async");
+    const int64_t count = static_cast<int64_t>(plan->layers.size());
+    if (first < 0 || last <= first || last > count)
+      fail("E_VALUE", "mlpForward: first, last: got " + std::to_string(first) + ", " + std::to_string(last) +
+                          ", expected 0 <= first < last <= " + std::to_string(count) + " (the plan's layers)");
+    if (m < 1) fail("E_SHAPE", "mlpForward: m: got " + std::to_string(m) + ", expected m >= 1");
+    require_elems(x, elems(m, plan->layers[first].k, "x"), DType::F32, "x");
+    require_elems(out, elems(m, plan->layers[last - 1].n, "out"), DType::F32, "out");
+    require_apart(out, x, "out", "x");
+    Holds holds(async);
+    holds.keep(info[0].As<Napi::Object>());
+    holds.input(x);
+    holds.output(out);
+    const float* xp = static_cast<const float*>(x.data);
+    float* op = static_cast<float*>(out.data);
+    const size_t f = static_cast<size_t>(first), l = static_cast<size_t>(last);
+    return run(info.Env(), std::move(holds), [plan, f, l, xp, m, op] { cpu::mlp_forward(plan->layers, f, l, xp, m, op); });
+  });
+}
+
+}  // namespace
+NMS_NAPI_FAMILY(mlp, RegisterMlp);
+}  // namespace nms::napi
