@@ -1,21 +1,24 @@
 /**
- * A chain of dense float32 Linear layers on the CPU run by one native call per forward (native/cpu/mlp.h):
- * InferenceModel's path for an MLP. Per layer, linear() costs a trip through these checks and N-API (about 30 µs on
- * Zen 4, as much as the 784x1024 product at one row); a plan checks the layers once, and a forward then reads
- * only its input and output. Each layer runs the GEMM with the arguments linear(x, packed, bias, {activation})
- * passes, so the results are linear()'s bit for bit.
+ * A chain of float32 Linear layers on the CPU, dense or N:M sparse, run by one native call per forward
+ * (native/cpu/mlp.h): InferenceModel's path for an MLP. Per layer, linear() costs a trip through these checks and
+ * N-API (about 30 µs on Zen 4, as much as the 784x1024 product at one row); a plan checks the layers once, and a
+ * forward then reads only its input and output. Each layer runs the GEMM with the arguments linear(x, packed, bias,
+ * {activation}) passes, or the SpMM with those of nm.linear(x, S, bias, {activation}) (S's packSparse copy
+ * included, as when the plan is made), so the results are theirs bit for bit.
  *
  * The plan holds the layers' memory (a native buffer stays alive with it; other memory is copied when the plan is
  * made), so disposing a weight or a PackedWeight does not free what a plan still reads.
  */
-import { native } from './native.js';
+import { native, type NativeMlpWeight } from './native.js';
 import { fail } from './errors.js';
 import { PackedWeight } from './gemm.js';
+import { SparseTensor, checkSparse } from './compress.js';
+import { packedOf } from './spmm.js';
 import { Tensor, checkTensor } from './tensor.js';
 
 export interface MlpLayer {
-  /** W [out, in], float32 on the CPU, packed (PackedWeight) or not. */
-  weight: PackedWeight | Tensor;
+  /** W [out, in], float32 on the CPU: dense, packed (PackedWeight) or not, or N:M sparse (a SparseTensor). */
+  weight: PackedWeight | Tensor | SparseTensor;
   /** [out] float32, or null. */
   bias: Tensor | null;
   /** max(0, ·) after the bias. */
@@ -37,14 +40,26 @@ export class MlpPlan {
     const native_layers = layers.map((l, i) => {
       const arg = `layers[${i}]`;
       if (l === null || typeof l !== 'object') fail('E_TYPE', arg, l, 'a layer {weight, bias, relu}');
-      const packed = l.weight instanceof PackedWeight ? l.weight.forGemm(`${arg}.weight`) : null;
-      const w = checkTensor(l.weight instanceof PackedWeight ? l.weight.weight : l.weight, `${arg}.weight`);
-      if (w.device !== 'cpu') fail('E_DEVICE', `${arg}.weight`, w, "a tensor on 'cpu'");
-      if (w.rank !== 2) fail('E_SHAPE', `${arg}.weight`, w, 'a 2-D weight [out, in]');
-      if (w.dtype !== 'float32') fail('E_DTYPE', `${arg}.weight`, w, 'a float32 tensor');
-      const [n, k] = w.shape;
-      if (n === 0 || k === 0) fail('E_SHAPE', `${arg}.weight`, w, 'a non-empty weight');
-      if (width >= 0 && k !== width) fail('E_SHAPE', `${arg}.weight`, w, `a weight [out, ${width}] (the previous layer's out)`);
+      let n: number, k: number, weight: NativeMlpWeight;
+      if (l.weight instanceof SparseTensor) {
+        const S = checkSparse(l.weight, `${arg}.weight`);
+        if (S.device !== 'cpu') fail('E_DEVICE', `${arg}.weight`, S, "a sparse tensor on 'cpu'");
+        if (S.shape.length !== 2) fail('E_SHAPE', `${arg}.weight`, S, 'a 2-D weight [out, in]');
+        if (S.dtype !== 'float32') fail('E_DTYPE', `${arg}.weight`, S, 'a float32 sparse tensor');
+        [n, k] = S.shape;
+        const packed = packedOf(S);
+        weight = { values: S.values.storage(`${arg}.weight`), positions: S.positions, nmN: S.n, nmM: S.m, ...(packed ? { packed } : {}) };
+      } else {
+        const packed = l.weight instanceof PackedWeight ? l.weight.forGemm(`${arg}.weight`) : null;
+        const w = checkTensor(l.weight instanceof PackedWeight ? l.weight.weight : l.weight, `${arg}.weight`);
+        if (w.device !== 'cpu') fail('E_DEVICE', `${arg}.weight`, w, "a tensor on 'cpu'");
+        if (w.rank !== 2) fail('E_SHAPE', `${arg}.weight`, w, 'a 2-D weight [out, in]');
+        if (w.dtype !== 'float32') fail('E_DTYPE', `${arg}.weight`, w, 'a float32 tensor');
+        [n, k] = w.shape;
+        if (n === 0 || k === 0) fail('E_SHAPE', `${arg}.weight`, w, 'a non-empty weight');
+        weight = { w: w.storage(`${arg}.weight`), ...(packed ?? {}) };
+      }
+      if (width >= 0 && k !== width) fail('E_SHAPE', `${arg}.weight`, l.weight, `a weight [out, ${width}] (the previous layer's out)`);
       width = n;
       let bias: Float32Array | null = null;
       if (l.bias !== null && l.bias !== undefined) {
@@ -54,7 +69,7 @@ export class MlpPlan {
         bias = b.storage(`${arg}.bias`) as Float32Array;
       }
       if (typeof l.relu !== 'boolean') fail('E_TYPE', `${arg}.relu`, l.relu, 'a boolean');
-      return { w: w.storage(`${arg}.weight`), ...(packed ?? {}), bias, n, k, relu: l.relu };
+      return { ...weight, bias, n, k, relu: l.relu };
     });
     this.#plan = native.mlpPlan({ layers: native_layers }) as Handle;
     this.widths = [native_layers[0].k, ...native_layers.map((l) => l.n)];

@@ -100,10 +100,14 @@ export type NativeGemmOptions = {
 /** gemm.cc gemmPackB: op(B) [k, n] packed into out (gemmPackedSize(n, k).floats) for the active ISA, code `isa`. */
 export type NativeGemmPackOptions = { b: Host; bDtype: DTypeCode; n: number; k: number; transB: boolean; out: Float32Array; isa: number };
 
-/** mlp.cc mlpPlan: float32 Linear layers W [n, k] (packed: W from gemmPackB for ISA packedIsa), each k the previous n. */
-export type NativeMlpPlanOptions = {
-  layers: { w: Float32Array | Host; packed?: Float32Array; packedIsa?: number; bias: Float32Array | null; n: number; k: number; relu: boolean }[];
-};
+/**
+ * mlp.cc mlpPlan: float32 Linear layers W [n, k], each k the previous n: dense (packed: W from gemmPackB for ISA
+ * packedIsa) or N:M sparse (values, positions, nmN:nmM as spmm reads them; packed: W̃ from spmmPack).
+ */
+export type NativeMlpPlanOptions = { layers: (NativeMlpWeight & { bias: Float32Array | null; n: number; k: number; relu: boolean })[] };
+export type NativeMlpWeight =
+  | { w: Float32Array | Host; packed?: Float32Array; packedIsa?: number }
+  | { values: Host; positions: Uint8Array; nmN: number; nmM: number; packed?: Float32Array };
 
 /** spmm.cc: Y[rows, p] = W̃·op(B) (+ bias[rows]), W̃ in the portable form; out holds Y, or Yᵀ when transOut. */
 export type NativeSpmmOptions = {

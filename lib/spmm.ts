@@ -102,13 +102,16 @@ export function packSparse(s: SparseTensor): number {
   return packed.byteLength;
 }
 
+/** The copy packSparse made of `s` (what nm.linear reads at small batches), if any. */
+export function packedOf(s: SparseTensor): Float32Array | undefined { return packs.get(s); }
+
 /** The product of a validated plan: the native SpMM on the CPU (a Promise when async), else the device's. */
 function runSpmm(c: SpmmPlan, async: boolean): Tensor | Promise<Tensor> {
   if (c.s.device !== 'cpu') return deviceOp(c.s.device, 'spmm')(c);
   const t = cpuTarget(c, async);
   const v = c.s.values;
   const bias = c.bias ? { bias: c.bias.storage('bias'), biasDtype: c.bias.dtypeCode } : {};
-  const packed = c.linear ? packs.get(c.s) : undefined;
+  const packed = c.linear ? packedOf(c.s) : undefined;
   const r = native.spmm({
     values: v.storage('values'), positions: c.s.positions, wDtype: v.dtypeCode, rows: c.rows, cols: c.cols, n: c.s.n, m: c.s.m,
     b: c.b.storage('b'), bDtype: c.b.dtypeCode, p: c.p, out: t.acc.storage('options.out'), outDtype: t.acc.dtypeCode,

@@ -207,7 +207,7 @@ describe('outputs that partly overlap an input are rejected (item 4)', () => {
 });
 
 describe('async ops own what they touch (item 1)', () => {
-  const ops = ['linear', 'matmul', 'smatmul', 'mlp'];
+  const ops = ['linear', 'matmul', 'smatmul', 'mlp', 'smlp'];
   const actions = ['x-to-worker', 'x-transfer', 'w-transfer', 'values-transfer', 'out-transfer'];
   const cases = ['own', 'made', 'pinned'].flatMap((storage) => ops.flatMap((op) => actions.map((a) => [storage, op, a])));
   it.each(cases)('%s storage, %sAsync, %s + gc', (storage, op, action) => {

@@ -4,6 +4,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { NmSparseError, Tensor, tensor } from '../lib/index.js';
 import { PackedWeight, linear } from '../lib/gemm.js';
 import { MlpPlan, type MlpLayer } from '../lib/mlp.js';
+import { SparseTensor, compress } from '../lib/compress.js';
+import { packSparse, sparseLinear } from '../lib/spmm.js';
 import { native } from '../lib/native.js';
 import { ISAS, expectOptionError, prng } from './helpers.js';
 
@@ -30,8 +32,9 @@ function chain(widths: number[], seed: number, packed: boolean, noBias = -1): Ml
 function reference(layers: MlpLayer[], x: Float32Array, rows: number): { ref: Float64Array; tol: Float64Array } {
   let h = Float64Array.from(x), err = new Float64Array(x.length);
   for (const l of layers) {
-    const w = (l.weight instanceof PackedWeight ? l.weight.weight : l.weight).toArray() as number[];
-    const [n, k] = (l.weight instanceof PackedWeight ? l.weight.weight : l.weight).shape;
+    const dense = l.weight instanceof PackedWeight ? l.weight.weight : l.weight instanceof SparseTensor ? l.weight.decompress() : l.weight;
+    const w = dense.toArray() as number[];
+    const [n, k] = dense.shape;
     const b = l.bias ? (l.bias.toArray() as number[]) : null;
     const y = new Float64Array(rows * n), e = new Float64Array(rows * n);
     for (let i = 0; i < rows; i++)
@@ -64,7 +67,10 @@ function expectClose(got: Float32Array, r: { ref: Float64Array; tol: Float64Arra
 /** The layers one linear() call at a time, as InferenceModel ran them before the plan. */
 function perLayer(layers: MlpLayer[], x: Float32Array, rows: number): Float32Array {
   let h = new Tensor([rows, x.length / rows], 'float32', x);
-  for (const l of layers) h = linear(h, l.weight, l.bias, l.relu ? { activation: 'relu' } : {});
+  for (const l of layers) {
+    const opts = l.relu ? { activation: 'relu' as const } : {};
+    h = l.weight instanceof SparseTensor ? sparseLinear(h, l.weight, l.bias, opts) : linear(h, l.weight, l.bias, opts);
+  }
   return h.storage() as Float32Array;
 }
 
@@ -99,6 +105,57 @@ describe('MlpPlan', () => {
           }
         });
 
+  // N:M layers (what nm.linear reads: packSparse's copy where made) mixed with dense ones; widths around the packed
+  // blocks (16 rows of W̃) and the packed path's batch limit (32 rows)
+  const SPARSE: [string, number[], (string | null)[]][] = [
+    ['2:4 alone', [64, 20], ['2:4']],
+    ['2:4, dense, 2:8, 1:4', [40, 64, 48, 24, 10], ['2:4', null, '2:8', '1:4']],
+    ['1:4, 2:4, dense', [128, 36, 16, 7], ['1:4', '2:4', null]],
+  ];
+  for (const isa of ISAS)
+    for (const [label, widths, patterns] of SPARSE)
+      for (const pack of [true, false])
+        it(`${isa}, ${label} ${widths.join('-')}, ${pack ? 'packed' : 'unpacked'} N:4: float64 reference, nm.linear bits, sync and async`, async () => {
+          native.cpuIsa(isa);
+          const layers = chain(widths, widths[0] + widths.length, false, 0).map((l, i) => {
+            if (!patterns[i]) return l;
+            const S = compress(l.weight as Tensor, patterns[i]!);
+            if (pack) packSparse(S);
+            return { ...l, weight: S };
+          });
+          const plan = new MlpPlan(layers);
+          for (const rows of [1, 2, 3, 5, 16, 33, 70]) {
+            const x = rand([rows, widths[0]], rows + 3).storage() as Float32Array;
+            const n = rows * plan.outFeatures;
+            const y = new Float32Array(n).fill(NaN), ya = new Float32Array(n).fill(NaN);
+            plan.forward(x, rows, y);
+            await plan.forwardAsync(x, rows, ya);
+            expectClose(y, reference(layers, x, rows));
+            expect(Array.from(ya)).toEqual(Array.from(y));
+            expect(Array.from(perLayer(layers, x, rows))).toEqual(Array.from(y));
+            if (layers.length > 1) {
+              const mid = new Float32Array(rows * plan.widths[1]).fill(NaN), y2 = new Float32Array(n).fill(NaN);
+              plan.forward(x, rows, mid, 0, 1);
+              plan.forward(mid, rows, y2, 1);
+              expect(Array.from(mid)).toEqual(Array.from(perLayer(layers.slice(0, 1), x, rows)));
+              expect(Array.from(y2)).toEqual(Array.from(y));
+            }
+          }
+        });
+
+  it('keeps reading its N:M layers after the sparse tensors are disposed', async () => {
+    const layers = chain([32, 24, 8], 5, false).map((l) => ({ ...l, weight: compress(l.weight as Tensor, '2:4') }));
+    packSparse(layers[0].weight as SparseTensor);
+    const plan = new MlpPlan(layers);
+    const x = rand([3, 32], 9).storage() as Float32Array;
+    const want = new Float32Array(24);
+    plan.forward(x, 3, want);
+    for (const l of layers) { (l.weight as SparseTensor).dispose(); l.bias?.dispose(); }
+    const y = new Float32Array(24).fill(NaN);
+    await plan.forwardAsync(x, 3, y);
+    expect(Array.from(y)).toEqual(Array.from(want));
+  });
+
   it('keeps reading its layers after the weights and PackedWeights are disposed', async () => {
     const layers = chain([20, 30, 6], 3, true);
     const plan = new MlpPlan(layers);
@@ -131,6 +188,14 @@ describe('MlpPlan', () => {
     const pw = new PackedWeight(w);
     pw.dispose();
     expectCode(() => new MlpPlan([{ weight: pw, bias: null, relu: true }]), 'E_DISPOSED', 'layers[0].weight');
+    const S = compress(rand([4, 8], 4), '2:4');
+    expectCode(() => new MlpPlan([{ weight: S, bias: b, relu: true }, { weight: S, bias: null, relu: false }]), 'E_SHAPE', 'layers[1].weight');
+    expectCode(() => new MlpPlan([{ weight: S, bias: rand([5], 3), relu: true }]), 'E_SHAPE', 'layers[0].bias');
+    expectCode(() => new MlpPlan([{ weight: compress(rand([4, 8], 4).astype('float16'), '2:4'), bias: null, relu: true }]), 'E_DTYPE', 'layers[0].weight');
+    expectCode(() => new MlpPlan([{ weight: compress(rand([2, 4, 8], 4), '2:4'), bias: null, relu: true }]), 'E_SHAPE', 'layers[0].weight');
+    const gone = compress(rand([4, 8], 4), '2:4');
+    gone.dispose();
+    expectCode(() => new MlpPlan([{ weight: gone, bias: null, relu: true }]), 'E_DISPOSED', 'layers[0].weight');
     const plan = new MlpPlan([{ weight: w, bias: b, relu: true }]);
     const x = new Float32Array(12), y = new Float32Array(8);
     expectCode(() => plan.forward(x, 0, y), 'E_VALUE', 'rows');
@@ -154,6 +219,19 @@ describe('MlpPlan', () => {
     expectOptionError(() => native.mlpPlan({ layers: [{ ...layer, packed: new Float32Array(8), packedIsa: 2 }] }), 'E_SHAPE', 'layers[0].packed');
     expectOptionError(() => native.mlpPlan({ layers: [{ ...layer, packed: new Float32Array(4096), packedIsa: 9 }] }), 'E_VALUE', 'layers[0].packedIsa');
     expectOptionError(() => native.mlpPlan({ layers: [{ ...layer, relu: undefined as never }] }), 'E_TYPE', 'layers[0].relu');
+    // an N:M layer: W̃ [4, 8] 2:4 has 4 values and 1 position byte a row
+    const sp = { values: new Float32Array(16), positions: new Uint8Array(4), nmN: 2, nmM: 4, bias: null, n: 4, k: 8, relu: true };
+    native.mlpPlan({ layers: [sp] });
+    expectOptionError(() => native.mlpPlan({ layers: [{ ...sp, values: new Float32Array(15) }] }), 'E_SHAPE', 'layers[0].values');
+    expectOptionError(() => native.mlpPlan({ layers: [{ ...sp, positions: new Uint8Array(3) }] }), 'E_SHAPE', 'layers[0].positions');
+    expectOptionError(() => native.mlpPlan({ layers: [{ ...sp, nmM: 5 }] }), 'E_PATTERN', 'layers[0].nmN, nmM');
+    expectOptionError(() => native.mlpPlan({ layers: [{ ...sp, nmN: 4 }] }), 'E_PATTERN', 'layers[0].nmN, nmM');
+    expectOptionError(() => native.mlpPlan({ layers: [{ ...sp, nmN: undefined as never }] }), 'E_TYPE', 'layers[0].nmN');
+    expectOptionError(() => native.mlpPlan({ layers: [{ ...sp, k: 6, values: new Float32Array(12) }] }), 'E_SHAPE', 'layers[0].k');
+    expectOptionError(() => native.mlpPlan({ layers: [{ ...sp, packed: new Float32Array(8) }] }), 'E_SHAPE', 'layers[0].packed');
+    expectOptionError(() => native.mlpPlan({ layers: [{ ...sp, nmM: 8, positions: new Uint8Array(8), values: new Float32Array(8), packed: new Float32Array(64) }] }), 'E_PATTERN', 'layers[0].packed');
+    expectOptionError(() => native.mlpPlan({ layers: [{ ...sp, w: new Float32Array(32) } as never] }), 'E_VALUE', 'layers[0].w');
+    expectOptionError(() => native.mlpPlan({ layers: [layer, sp] }), 'E_SHAPE', 'layers[1].k');
     const plan = native.mlpPlan({ layers: [layer] });
     expectCode(() => native.mlpForward({ handle: 1 }, 0, 1, new Float32Array(6), 1, new Float32Array(4), false), 'E_TYPE', 'plan');
     expectCode(() => native.mlpForward(plan, 0, 1, new Float32Array(5), 1, new Float32Array(4), false), 'E_SHAPE', 'x');

@@ -122,7 +122,7 @@ export class InferenceModel {
   #feedsProduct: boolean[];
   #hasProduct: boolean;
   #transform: InputTransform | null;
-  /** A CPU network of dense Linear layers (ReLU or nothing after each) runs as one native call (lib/mlp.ts). */
+  /** A CPU network of Linear layers, dense or N:M (ReLU or nothing after each), runs as one native call (lib/mlp.ts). */
   #mlp: MlpPlan | null;
   #batcher: Batcher;
   #info: ModelInfo;
@@ -133,8 +133,8 @@ export class InferenceModel {
     this.#feedsProduct = ops.map((_, i) => ops.slice(i + 1).some((o) => o.kind === 'linear' || o.kind === 'conv'));
     this.#hasProduct = ops.some((o) => o.kind === 'linear' || o.kind === 'conv');
     const linears = ops.filter((o) => o.kind === 'linear');
-    const chain = linears.length === ops.length && linears.every((o) => o.w instanceof PackedWeight && (o.activation ?? 'relu') === 'relu');
-    this.#mlp = chain ? new MlpPlan(linears.map((o) => ({ weight: o.w as PackedWeight, bias: o.b, relu: o.activation === 'relu' }))) : null;
+    const chain = linears.length === ops.length && linears.every((o) => (o.w instanceof PackedWeight || o.s?.device === 'cpu') && (o.activation ?? 'relu') === 'relu');
+    this.#mlp = chain ? new MlpPlan(linears.map((o) => ({ weight: (o.s ?? o.w) as PackedWeight | SparseTensor, bias: o.b, relu: o.activation === 'relu' }))) : null;
     this.#info = info;
     this.#transform = info.input;
     this.device = info.device;

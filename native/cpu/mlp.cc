@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <memory>
 
+#include "cpu/elementwise.h"
 #include "cpu/gemm.h"
 #include "cpu/simd.h"
+#include "cpu/spmm.h"
 
 namespace nms::cpu {
 
@@ -24,6 +26,20 @@ void mlp_forward(const std::vector<MlpLayer>& layers, size_t first, size_t last,
       const size_t need = static_cast<size_t>(m * l.n);
       if (need <= kKeepFloats) c = s_h[i % 2].floats(need);
       else c = (big[i % 2] = std::make_unique<float[]>(need)).get();
+    }
+    if (l.positions) {
+      SpmmArgs s{};
+      s.w = NmMatrix{l.w, l.positions, DType::F32, l.n, l.k, l.nm_n, l.nm_m};
+      s.b = in; s.b_dtype = DType::F32;
+      s.p = m;
+      s.out = c; s.out_dtype = DType::F32;
+      s.trans_b = s.trans_out = true;
+      s.bias = l.bias; s.bias_dtype = DType::F32;
+      s.w_packed = l.packed;
+      spmm(s);
+      if (l.relu) relu_forward(c, c, m * l.n);
+      in = c;
+      continue;
     }
     GemmArgs g{};
     g.a = in; g.a_dtype = DType::F32;

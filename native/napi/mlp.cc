@@ -6,9 +6,11 @@
 #include <string>
 #include <vector>
 
+#include "core/nm_format.h"
 #include "cpu/gemm.h"
 #include "cpu/mlp.h"
 #include "cpu/simd.h"
+#include "cpu/spmm.h"
 #include "napi/args.h"
 #include "napi/product_args.h"
 #include "napi/registry.h"
@@ -21,16 +23,16 @@ namespace {
 struct Plan {
   std::vector<cpu::MlpLayer> layers;
   std::vector<std::shared_ptr<void>> pins;
-  const float* hold(const Buf& b) {
+  const void* hold(const Buf& b) {
     if (std::shared_ptr<void> pin = pin_block(b.data, b.bytes)) {
       pins.push_back(pin);
-      return static_cast<const float*>(b.data);
+      return b.data;
     }
     std::shared_ptr<void> copy(std::malloc(b.bytes == 0 ? 1 : b.bytes), std::free);
     if (!copy) fail("E_OOM", "mlpPlan: cannot allocate " + std::to_string(b.bytes) + " bytes to copy a layer's buffer");
     std::memcpy(copy.get(), b.data, b.bytes);
     pins.push_back(copy);
-    return static_cast<const float*>(copy.get());
+    return copy.get();
   }
 };
 
@@ -43,8 +45,10 @@ Plan* plan_arg(const Napi::CallbackInfo& info, size_t i) {
 }
 
 void RegisterMlp(Napi::Env env, Napi::Object exports) {
-  // mlpPlan({layers: [{w, packed?, packedIsa (with packed), bias?, n, k, relu}, …]}) -> {handle, inFeatures,
-  //   outFeatures}: float32 Linear layers, W [n, k], layer i's k = layer i-1's n; packed: W from gemmPackB.
+  // mlpPlan({layers: [layer, …]}) -> {handle, inFeatures, outFeatures}: float32 Linear layers, W [n, k], layer i's
+  //   k = layer i-1's n. A dense layer is {w, packed?, packedIsa (with packed), bias?, n, k, relu} (packed: W from
+  //   gemmPackB); an N:M-sparse one {values, positions, nmN, nmM, packed?, bias?, n, k, relu}, what spmm reads for
+  //   nm.linear (values float32; packed: W̃ from spmmPack).
   define(env, exports, "mlpPlan", [](const Napi::CallbackInfo& info) -> Napi::Value {
     Options o(info, 0, "mlpPlan");
     const Napi::Value lv = o.get("layers");
@@ -57,9 +61,13 @@ void RegisterMlp(Napi::Env env, Napi::Object exports) {
       const std::string path = "options.layers[" + std::to_string(i) + "]";
       Options l(arr.Get(i), "mlpPlan", path);
       cpu::MlpLayer L{};
-      Buf w = l.buffer("w");
+      const bool sparse = l.given("positions");
+      Buf w = l.buffer(sparse ? "values" : "w");
+      Buf positions = sparse ? l.buffer("positions") : Buf{};
+      int64_t nm_n = 0, nm_m = 0;
+      if (sparse) nm_n = l.integer("nmN"), nm_m = l.integer("nmM");
       Buf packed = l.optional_buffer("packed");
-      if (packed.data) L.packed_isa = static_cast<int>(l.integer("packedIsa"));
+      if (packed.data && !sparse) L.packed_isa = static_cast<int>(l.integer("packedIsa"));
       Buf bias = l.optional_buffer("bias");
       L.n = l.integer("n");
       L.k = l.integer("k");
@@ -71,16 +79,38 @@ void RegisterMlp(Napi::Env env, Napi::Object exports) {
       if (i > 0 && L.k != plan->layers.back().n)
         fail("E_SHAPE", at + ".k: got " + std::to_string(L.k) + ", expected " + std::to_string(plan->layers.back().n) +
                             " (the previous layer's n)");
-      require_elems(w, elems(L.n, L.k, (path + ".w").c_str()), DType::F32, (at + ".w").c_str());
       if (bias.data) require_elems(bias, L.n, DType::F32, (at + ".bias").c_str());
-      if (packed.data) {
-        if (L.packed_isa < 0 || L.packed_isa > static_cast<int>(cpu::Isa::Avx512))
-          fail("E_VALUE", at + ".packedIsa: got " + std::to_string(L.packed_isa) + ", expected an ISA code 0-2");
-        require_elems(packed, cpu::packed_b_floats(L.packed_isa, L.n, L.k), DType::F32, (at + ".packed").c_str());
+      if (sparse) {
+        if (!nm_supported_m(nm_m) || nm_n < 1 || nm_n >= nm_m)
+          fail("E_PATTERN", at + ".nmN, nmM: got " + std::to_string(nm_n) + ":" + std::to_string(nm_m) +
+                                ", expected 1 <= n < m with m one of 4, 8, 16, 32");
+        if (L.k % nm_m != 0)
+          fail("E_SHAPE", at + ".k: got " + std::to_string(L.k) + ", expected a multiple of m = " + std::to_string(nm_m));
+        L.nm_n = static_cast<int>(nm_n);
+        L.nm_m = static_cast<int>(nm_m);
+        require_elems(w, elems(L.n, nm_kept_per_row(L.k, L.nm_n, L.nm_m), (path + ".values").c_str()), DType::F32,
+                      (at + ".values").c_str());
+        require_elems(positions, elems(L.n, nm_pos_row_bytes(L.k, L.nm_n, L.nm_m), (path + ".positions").c_str()),
+                      DType::U8, (at + ".positions").c_str());
+        if (packed.data) {
+          const int64_t floats = cpu::spmm_packed_floats(L.n, L.k, L.nm_n, L.nm_m);
+          if (floats == 0)
+            fail("E_PATTERN", at + ".packed: " + std::to_string(nm_n) + ":" + std::to_string(nm_m) +
+                                  " has no packed form (M must be 4)");
+          require_elems(packed, floats, DType::F32, (at + ".packed").c_str());
+        }
+        L.positions = static_cast<const uint8_t*>(plan->hold(positions));
+      } else {
+        require_elems(w, elems(L.n, L.k, (path + ".w").c_str()), DType::F32, (at + ".w").c_str());
+        if (packed.data) {
+          if (L.packed_isa < 0 || L.packed_isa > static_cast<int>(cpu::Isa::Avx512))
+            fail("E_VALUE", at + ".packedIsa: got " + std::to_string(L.packed_isa) + ", expected an ISA code 0-2");
+          require_elems(packed, cpu::packed_b_floats(L.packed_isa, L.n, L.k), DType::F32, (at + ".packed").c_str());
+        }
       }
-      L.w = plan->hold(w);
-      L.packed = packed.data ? plan->hold(packed) : nullptr;
-      L.bias = bias.data ? plan->hold(bias) : nullptr;
+      L.w = static_cast<const float*>(plan->hold(w));
+      L.packed = packed.data ? static_cast<const float*>(plan->hold(packed)) : nullptr;
+      L.bias = bias.data ? static_cast<const float*>(plan->hold(bias)) : nullptr;
       plan->layers.push_back(L);
     }
     Napi::Object r = Napi::Object::New(info.Env());
