@@ -105,6 +105,9 @@ export function packSparse(s: SparseTensor): number {
 /** The copy packSparse made of `s` (what nm.linear reads at small batches), if any. */
 export function packedOf(s: SparseTensor): Float32Array | undefined { return packs.get(s); }
 
+/** Releases packSparse's copy of `s` now (InferenceModel.dispose), not when `s` is collected. */
+export function unpackSparse(s: SparseTensor): void { packs.delete(s); }
+
 /** The product of a validated plan: the native SpMM on the CPU (a Promise when async), else the device's. */
 function runSpmm(c: SpmmPlan, async: boolean): Tensor | Promise<Tensor> {
   if (c.s.device !== 'cpu') return deviceOp(c.s.device, 'spmm')(c);

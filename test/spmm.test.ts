@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nm, tensor, zeros, SparseTensor, type DType, type Tensor } from '../lib/index.js';
 import { matmul } from '../lib/gemm.js';
-import { linearInputGrad, packSparse, sparseLinear, sparseLinearAsync, sparseMatmul, sparseMatmulAsync } from '../lib/spmm.js';
+import { linearInputGrad, packSparse, packedOf, sparseLinear, sparseLinearAsync, sparseMatmul, sparseMatmulAsync, unpackSparse } from '../lib/spmm.js';
 import { native, type NativeSpmmOptions, type NativeSpmmTOptions } from '../lib/native.js';
 import {
   ISAS, checkOptionsContract, expectOptionError, fakeCuda, fakeCudaProducts, fakeCudaSparse, poison, prng, refMask, refProduct, type Ref,
@@ -205,6 +205,16 @@ describe('packSparse (N:4 on the CPU): small batches of nm.linear from the row-i
     const out = poison(zeros([3, rows]));
     expect(await sparseLinearAsync(x, S, null, { out })).toBe(out);
     expectClose(out, refSpmm(w, rows, cols, xs, 3, true), rows, 3, true, cols);
+  });
+
+  it('unpackSparse drops the copy: the products read the compressed form again, with the same result', () => {
+    const rows = 24, cols = 40, W = rand([rows, cols], 'float32', 970), S = nm.compress(W, '2:4'), w = refPrune(W, 2, 4);
+    expect(packSparse(S)).toBeGreaterThan(0);
+    expect(packedOf(S)).toBeInstanceOf(Float32Array);
+    unpackSparse(S);
+    expect(packedOf(S)).toBeUndefined();
+    const x = rand([3, cols], 'float32', 971);
+    expectClose(sparseLinear(x, S, null, { out: poison(zeros([3, rows])) }), refSpmm(w, rows, cols, x.toArray(), 3, true), rows, 3, true, cols);
   });
 
   it('is 0 bytes (no copy) for M other than 4, 16-bit weights and weights of rank 3', () => {

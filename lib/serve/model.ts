@@ -32,7 +32,7 @@ import { Tensor, checkTensor, tensor } from '../tensor.js';
 import { allocPinnedStorage } from '../dtype.js';
 import { PackedWeight, linear, linearAsync } from '../gemm.js';
 import { MlpPlan } from '../mlp.js';
-import { packSparse, sparseLinear, sparseLinearAsync } from '../spmm.js';
+import { packSparse, sparseLinear, sparseLinearAsync, unpackSparse } from '../spmm.js';
 import { geluForward, im2col, layerNormForward, maxPoolForward, reluForward, type Window2d } from '../nn/elementwise.js';
 import { checkArch, convFromGroupLayout, convToGroupLayout, inferMlpArch, loadModel, paramName, type ArchSpec, type InputTransform, type LayerSpec, type ModelFile } from '../io/model-file.js';
 import { Batcher, type BatcherStats } from './batcher.js';
@@ -342,6 +342,7 @@ export class InferenceModel {
     for (const op of this.#ops) {
       if (op.kind === 'linear' || op.kind === 'conv') {
         if (op.w instanceof PackedWeight) op.w.weight.dispose();
+        if (op.s) unpackSparse(op.s);
         op.w?.dispose(); op.s?.dispose(); op.b?.dispose();
       }
       if (op.kind === 'layernorm') { op.gamma?.dispose(); op.beta?.dispose(); }

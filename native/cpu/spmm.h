@@ -40,7 +40,8 @@ void spmm_pack(const NmMatrix& w, float* out);
 namespace nms::cpu {
 
 // The transposed product: Y [cols, p] = W̃ᵀ · op(B), W̃ [rows, cols] float32 in the compressed form (the masked
-// weight W ⊙ m of training, as nmTrainPass writes it; its kept zeros are skipped too), op(B) [rows, p] (B stored
+// weight W ⊙ m of training, as nmTrainPass writes it; its kept zeros are skipped too, except at 1:4, whose pairs of
+// groups multiply them: an inf or NaN in op(B) there gives NaN where the other patterns give 0), op(B) [rows, p] (B stored
 // [rows, p], or [p, rows] when trans_b), out holds Y or Yᵀ [p, cols] when trans_out. The backward of y = x·W̃ᵀ to
 // its input, dX = dY·W̃, is spmm_t with b = dY, trans_b = trans_out = true: N:M along `in` is N:M along this
 // product's output, which the row-wise kernels above cannot use (see spmm.cc for how this one does).
