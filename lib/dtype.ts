@@ -44,12 +44,25 @@ export function allocPinnedStorage(d: DType, count: number): Storage {
   if (bytes < PINNED_BYTES) return allocStorage(d, count);
   checkLength(d, count);
   const ab = native.allocBuffer(bytes) as ArrayBuffer;
+  pinnedBuffers.add(ab);
   switch (d) {
     case 'float32': return new Float32Array(ab);
     case 'float16': case 'bfloat16': return new Uint16Array(ab);
     case 'int8': return new Int8Array(ab);
     case 'uint8': return new Uint8Array(ab);
   }
+}
+
+// The ArrayBuffers allocPinnedStorage made (Node never detaches them: a transfer copies them instead).
+const pinnedBuffers = new WeakSet<ArrayBufferLike>();
+
+/**
+ * Whether `a` lies in storage from allocPinnedStorage's native memory, which an async op pins instead of copying:
+ * a caller's own copy of it into other pinned memory would only add one. (The op decides for itself, napi/args.cc
+ * Holds, so a wrong answer here costs a copy, never safety.)
+ */
+export function isPinned(a: ArrayBufferView): boolean {
+  return pinnedBuffers.has(a.buffer);
 }
 
 function checkLength(d: DType, count: number): void {

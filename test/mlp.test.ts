@@ -1,12 +1,15 @@
 // The whole-forward MLP call (lib/mlp.ts → native/cpu/mlp.cc) against float64 reference loops written here, and
 // against the per-layer products it replaces.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { NmSparseError, Tensor, tensor } from '../lib/index.js';
 import { PackedWeight, linear } from '../lib/gemm.js';
 import { MlpPlan, type MlpLayer } from '../lib/mlp.js';
 import { SparseTensor, compress } from '../lib/compress.js';
 import { packSparse, sparseLinear } from '../lib/spmm.js';
-import { native } from '../lib/native.js';
+import { addonPath, native, type Addon } from '../lib/native.js';
 import { ISAS, expectOptionError, prng } from './helpers.js';
 
 afterAll(() => native.cpuIsa('auto'));
@@ -241,5 +244,38 @@ describe('MlpPlan', () => {
     expectCode(() => native.mlpForward(plan, 1, 1, new Float32Array(6), 1, new Float32Array(4), false), 'E_VALUE', 'first, last');
     const both = new Float32Array(10);
     expectCode(() => native.mlpForward(plan, 0, 1, both.subarray(0, 6), 1, both.subarray(4, 8), false), 'E_VALUE', 'out and x');
+  });
+
+  it('takes as a plan only what its own mlpPlan made: not an External of another native module (E_TYPE, nothing read)', async () => {
+    // Another copy of the addon file is another native module (its own Plan type, layout and deleter): the only
+    // other N-API External a JavaScript caller can get hold of here. Its plans are Externals like ours.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nmsparse-other-'));
+    const file = path.join(dir, 'nmsparse.node');
+    fs.copyFileSync(addonPath, file);
+    const other = { exports: {} as Addon };
+    process.dlopen(other, file);
+    const layer = { w: new Float32Array(24).fill(1), bias: null, n: 4, k: 6, relu: false };
+    const theirs = other.exports.mlpPlan({ layers: [layer] }), ours = native.mlpPlan({ layers: [layer] });
+    const x = new Float32Array(6).fill(1), y = new Float32Array(4).fill(NaN);
+    other.exports.mlpForward(theirs, 0, 1, x, 1, y, false);
+    expect(Array.from(y)).toEqual([6, 6, 6, 6]);  // a working plan, in its own module
+    for (const async of [false, true]) {
+      y.fill(NaN);
+      expectCode(() => native.mlpForward(theirs, 0, 1, x, 1, y, async), 'E_TYPE', 'plan (argument 0)');
+      expect(() => other.exports.mlpForward(ours, 0, 1, x, 1, y, async)).toThrow(expect.objectContaining({ code: 'E_TYPE' }));  // raw: not lib's wrapper
+      expect(Array.from(y).every(Number.isNaN)).toBe(true);
+    }
+    let err: unknown;
+    try { native.mlpForward(theirs, 0, 1, x, 1, y, false); } catch (e) { err = e; }
+    expect((err as Error).message).toMatch(/expected a plan from mlpPlan, got an object whose handle is an External that this addon's mlpPlan did not make/);
+    // what is not even an External, named
+    expectCode(() => native.mlpForward({ handle: {} }, 0, 1, x, 1, y, false), 'E_TYPE', 'got an object whose handle is an object');
+    expectCode(() => native.mlpForward({} as never, 0, 1, x, 1, y, false), 'E_TYPE', 'got an object whose handle is undefined');
+    expectCode(() => native.mlpForward(ours.handle as never, 0, 1, x, 1, y, false), 'E_TYPE', 'got an External');
+    expectCode(() => native.mlpForward(null as never, 0, 1, x, 1, y, false), 'E_TYPE', 'got null');
+    // and the process is alive: our own plans still work, sync and async
+    await native.mlpForward(ours, 0, 1, x, 1, y, true);
+    expect(Array.from(y)).toEqual([6, 6, 6, 6]);
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 });

@@ -14,6 +14,7 @@ import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
 import { NmSparseError, SparseTensor, Tensor } from '../lib/index.js';
 import { native } from '../lib/native.js';
+import { allocPinnedStorage, isPinned } from '../lib/dtype.js';
 import { registerBackend, type GemmPlan, type SpmmPlan } from '../lib/device.js';
 import { InferenceModel } from '../lib/serve/model.js';
 import { startServer, type RunningServer } from '../lib/serve/server.js';
@@ -171,6 +172,35 @@ print(json.dumps({'keys': sorted(sd), 'inputs': x.tolist(), 'outputs': y.tolist(
         x0.set(saved);
         await m.forward(xs[0]);
         expect(Array.from(x0)).toEqual(Array.from(saved));
+        await m.dispose();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a pinned input goes to the pool as it is (isPinned: no copy into the run\'s buffer), with the bits of a copied one', async () => {
+    expect(isPinned(allocPinnedStorage('float32', 1 << 14) as Float32Array)).toBe(true);  // 64 KB: native memory
+    expect(isPinned((allocPinnedStorage('float32', 1 << 15) as Float32Array).subarray(7, 99))).toBe(true);
+    expect(isPinned(allocPinnedStorage('float32', 100) as Float32Array)).toBe(false);  // small: V8's
+    expect(isPinned(new Float32Array(1 << 15))).toBe(false);
+    const dir = mkdtempSync(path.join(tmpdir(), 'nms-pin-'));
+    try {
+      const rnd = prng(22);
+      // weights 2:4 sparse (the last 2 of every 4 inputs zero)
+      const t = (shape: number[]) => new Tensor(shape, 'float32', Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => (shape.length === 2 && i % 4 >= 2 ? 0 : (rnd() - 0.5) * 0.1)));
+      const file = path.join(dir, 'm.safetensors');
+      const layers = [{ name: 'a', type: 'Linear', in: 512, out: 1024, bias: true }, { name: 'r1', type: 'ReLU' }, { name: 'c', type: 'Linear', in: 1024, out: 10, bias: true }];
+      await saveModel(file, new Map([['a.weight', t([1024, 512])], ['a.bias', t([1024])], ['c.weight', t([10, 1024])], ['c.bias', t([10])]]), { arch: { type: 'Sequential', layers } as never });
+      // 2:4 (the whole-forward plan) and dense; 48 rows: past the inline limit, so the forward runs on the pool
+      for (const sparse of [true, false]) {
+        const m = await InferenceModel.load(file, sparse ? { pattern: '2:4' } : { sparse: false });
+        expect(m.info().layers.some((l) => l.weight === '2:4')).toBe(sparse);
+        const x = t([48, 512]), pinned = allocPinnedStorage('float32', x.size) as Float32Array;
+        pinned.set(x.storage() as Float32Array);
+        const want = Array.from((await m.forward(x)).storage() as Float32Array);
+        expect(Array.from((await m.forward(new Tensor([48, 512], 'float32', pinned))).storage() as Float32Array)).toEqual(want);
+        expect(Array.from(pinned)).toEqual(Array.from(x.storage() as Float32Array));  // never written
         await m.dispose();
       }
     } finally {

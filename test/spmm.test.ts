@@ -1,7 +1,8 @@
 // N:M-sparse × dense on the CPU (lib/spmm.ts → native/cpu/spmm.cc), straight from the compressed form, against
 // float64 loops over the pruned dense weight (pruned here with the reference mask of test/helpers.ts).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { nm, tensor, zeros, SparseTensor, type DType, type Tensor } from '../lib/index.js';
+import { nm, tensor, zeros, SparseTensor, Tensor, type DType } from '../lib/index.js';
+import { allocPinnedStorage } from '../lib/dtype.js';
 import { matmul } from '../lib/gemm.js';
 import { linearInputGrad, packSparse, packedOf, sparseLinear, sparseLinearAsync, sparseMatmul, sparseMatmulAsync, unpackSparse } from '../lib/spmm.js';
 import { native, type NativeSpmmOptions, type NativeSpmmTOptions } from '../lib/native.js';
@@ -195,16 +196,58 @@ describe('packSparse (N:4 on the CPU): small batches of nm.linear from the row-i
       }
     });
 
-  it('sparseLinearAsync reads it too; x with infinities stays finite where a dead lane would meet them', async () => {
-    // Columns 0-3 of x infinite: every dead slot of a cut-short chunk points past the row's end, never at them.
-    const rows = 19, cols = 36, W = rand([rows, cols], 'float32', 950), S = nm.compress(W, '2:4'), w = refPrune(W, 2, 4);
-    packSparse(S);
-    const xs = rand([3, cols], 'float32', 951).toArray();
-    for (let i = 0; i < 3; i++) for (let c = 32; c < 36; c++) xs[i * cols + c] = 1e30;
-    const x = tensor(xs, [3, cols]);
-    const out = poison(zeros([3, rows]));
-    expect(await sparseLinearAsync(x, S, null, { out })).toBe(out);
-    expectClose(out, refSpmm(w, rows, cols, xs, 3, true), rows, 3, true, cols);
+  it('reads no x past its rows: x a view with NaN after it and an infinity in its last chunk, sync and async (pinned)', async () => {
+    // cols 36: the last 16-column chunk holds 4 columns (its x lanes past them are masked to zero, and every dead
+    // slot points there with a zero value). x is a view into a larger array whose floats past x are NaN: a tail
+    // load that is not masked reads them (0·NaN = NaN) at x's last row. Column 34 of x is +Inf: where W̃ keeps it,
+    // the result is ±Inf as in float64; anywhere else an Inf or NaN means a dead slot or a wrong position read it.
+    const rows = 19, cols = 36;
+    for (const n of [1, 2, 3]) {
+      const W = rand([rows, cols], 'float32', 950 + n), S = nm.compress(W, { n, m: 4 }), w = refPrune(W, n, 4);
+      for (const p of [1, 2, 3, 4, 5, 8, 9, 15, 17]) {
+        const xs = rand([p, cols], 'float32', 951 + p).storage() as Float32Array;
+        for (let i = 0; i < p; i++) xs[i * cols + 34] = Infinity;
+        // float64 over the kept weights only (the pruned ones, zeros of the dense W̃, would make 0·Inf = NaN)
+        const ref = { ref: new Float64Array(rows * p), absSum: new Float64Array(rows * p) };
+        for (let r = 0; r < rows; r++)
+          for (let i = 0; i < p; i++)
+            for (let c = 0; c < cols; c++)
+              if (w[r * cols + c] !== 0) {
+                ref.ref[r * p + i] += w[r * cols + c] * xs[i * cols + c];
+                ref.absSum[r * p + i] += Math.abs(w[r * cols + c] * xs[i * cols + c]);
+              }
+        // the reference's infinities exactly, and within float32 error of it elsewhere
+        const check = (out: Tensor, what: string) => {
+          const g = out.toArray();
+          for (let i = 0; i < p; i++)
+            for (let r = 0; r < rows; r++) {
+              const v = g[i * rows + r], e = ref.ref[r * p + i], at = `${n}:4 ${what}, batch ${p}: Y[${r}, ${i}]: got ${v}, expected ${e}`;
+              if (!Number.isFinite(e)) expect(v, at).toBe(e);
+              else expect(Math.abs(v - e), at).toBeLessThanOrEqual((cols + 2) * 2 ** -23 * ref.absSum[r * p + i] + 1e-30);
+            }
+        };
+        // x in V8 memory (sync: read in place), and in pinned native memory (async: pinned, not copied, so that
+        // the NaN past x is what an overrun would read there too)
+        const views = [new Float32Array(p * cols + 64), allocPinnedStorage('float32', Math.max(p * cols + 64, 1 << 15)) as Float32Array];
+        const results: number[][] = [];
+        for (const packed of [true, false]) {
+          if (packed) packSparse(S);
+          else unpackSparse(S);
+          for (const [k, big] of views.entries()) {
+            big.fill(NaN).set(xs);
+            const x = new Tensor([p, cols], 'float32', big.subarray(0, p * cols));
+            const out = poison(zeros([p, rows]));
+            if (k === 0) expect(sparseLinear(x, S, null, { out })).toBe(out);
+            else expect(await sparseLinearAsync(x, S, null, { out })).toBe(out);
+            check(out, `${packed ? 'packed' : 'unpacked'} ${k === 0 ? 'sync' : 'async'}`);
+            results.push(out.toArray());
+          }
+        }
+        // the packed path, sync and async, bit for bit the same; the unpacked one likewise
+        expect(results[1]).toEqual(results[0]);
+        expect(results[3]).toEqual(results[2]);
+      }
+    }
   });
 
   it('unpackSparse drops the copy: the products read the compressed form again, with the same result', () => {

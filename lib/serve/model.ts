@@ -29,7 +29,7 @@ import { parsePattern, patternString, type Pattern } from '../pattern.js';
 import { check } from '../mask.js';
 import { CHECKED, SparseTensor, compress } from '../compress.js';
 import { Tensor, checkTensor, tensor } from '../tensor.js';
-import { allocPinnedStorage } from '../dtype.js';
+import { allocPinnedStorage, isPinned } from '../dtype.js';
 import { PackedWeight, linear, linearAsync } from '../gemm.js';
 import { MlpPlan } from '../mlp.js';
 import { packSparse, sparseLinear, sparseLinearAsync, unpackSparse } from '../spmm.js';
@@ -323,7 +323,11 @@ export class InferenceModel {
     return this.#batcher.submit(x, rows);
   }
 
-  /** One forward pass of exactly this batch, without batching (small products inline, larger ones off the event loop). */
+  /**
+   * One forward pass of exactly this batch, without batching (small products inline, larger ones off the event loop).
+   * Work off the loop reads a copy of `x` made at the call, or, when `x` is pinned storage (lib/dtype.ts isPinned),
+   * `x` itself, as every async op does: then it must not change until the promise settles.
+   */
   async forward(x: Tensor): Promise<Tensor> {
     const { data, rows } = this.#input(x);
     return new Tensor([rows, this.outFeatures], 'float32', await this.#runRows(data, rows));
@@ -425,8 +429,8 @@ export class InferenceModel {
       const opts = { activation: op.activation, out };
       if (!gpu && await this.#inline(macs)) return op.s ? sparseLinear(x, op.s, op.b, opts) : linear(x, op.w, op.b, opts);
       // The caller's input, which the async product would copy into fresh memory (its page faults: 0.3 ms of the
-      // MNIST MLP's 7 at 256 rows), is copied into this run's pinned buffer instead.
-      if (!gpu && !owned && x === h) {
+      // MNIST MLP's 7 at 256 rows), is copied into this run's pinned buffer instead, unless it is pinned already.
+      if (!gpu && !owned && x === h && !isPinned(x.storage())) {
         const copy = buffer(ops.length, x.size);
         copy.set(x.storage() as Float32Array);
         x = new Tensor(x.shape, 'float32', copy);
@@ -465,7 +469,8 @@ export class InferenceModel {
   /**
    * #runRows for an MLP plan: runs of layers in one native call each. The layers run inline as linear() calls
    * would (each run within the inline budget, the loop turning between runs when it is spent), from the first
-   * layer over SYNC_MACS on all the rest in one call off the event loop (its input in this run's pinned buffer).
+   * layer over SYNC_MACS on all the rest in one call off the event loop (its input in this run's pinned buffer,
+   * unless it is pinned already).
    */
   async #runMlp(x: Float32Array, rows: number, plan: MlpPlan): Promise<Float32Array> {
     const w = plan.widths, L = w.length - 1;
@@ -486,7 +491,7 @@ export class InferenceModel {
         else while (last < L && sum + macs(last) <= SYNC_MACS) sum += macs(last++);
         const out = last < L ? buffer(last - 1, rows * w[last]) : (async ? allocPinnedStorage('float32', rows * w[L]) : new Float32Array(rows * w[L])) as Float32Array;
         if (async) {
-          if (h === x) { h = buffer(L, x.length); h.set(x); }
+          if (h === x && !isPinned(x)) { h = buffer(L, x.length); h.set(x); }
           await plan.forwardAsync(h, rows, out, first, last);
         } else {
           await this.#inline(sum);

@@ -1,5 +1,6 @@
 // N-API bindings of the whole-forward MLP call (native/cpu/mlp.h): a plan made once from the layers' buffers, then
 // one call per forward with only the input and the output to read.
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -36,12 +37,43 @@ struct Plan {
   }
 };
 
-Plan* plan_arg(const Napi::CallbackInfo& info, size_t i) {
+// The tag of a plan's External: napi_type_tag_object marks it in mlpPlan, and mlpForward casts only what carries it,
+// so no other External (another addon's: any N-API module can make one) is read as a Plan. The upper half is the
+// tag's own address: a plan from another copy of this addon (a prebuild beside a local build, two versions in
+// node_modules) has that copy's Plan layout and deleter, so it is another type here too.
+const napi_type_tag* plan_tag() {
+  static const napi_type_tag tag{0x6e6d7370617273ULL /* "nmspars" */, reinterpret_cast<uintptr_t>(&tag)};
+  return &tag;
+}
+
+// What a value is, for the error that rejects it as a plan.
+std::string kind_of(const Napi::Value& v) {
+  switch (v.Type()) {
+    case napi_undefined: return "undefined";
+    case napi_null: return "null";
+    case napi_boolean: return "a boolean";
+    case napi_number: return "a number";
+    case napi_string: return "a string";
+    case napi_symbol: return "a symbol";
+    case napi_function: return "a function";
+    case napi_external: return "an External";
+    case napi_bigint: return "a bigint";
+    default: return "an object";
+  }
+}
+
+// The plan's External (it owns the Plan), checked by its tag.
+Napi::External<Plan> plan_arg(const Napi::CallbackInfo& info, size_t i) {
+  const std::string at = "mlpForward: plan (argument " + std::to_string(i) + "): expected a plan from mlpPlan, got ";
   const Napi::Value v = info[i];
-  if (!v.IsObject()) fail("E_TYPE", "mlpForward: plan (argument 0): expected a plan from mlpPlan");
+  if (!v.IsObject()) fail("E_TYPE", at + kind_of(v));
   const Napi::Value e = v.As<Napi::Object>().Get("handle");
-  if (!e.IsExternal()) fail("E_TYPE", "mlpForward: plan (argument 0): expected a plan from mlpPlan");
-  return e.As<Napi::External<Plan>>().Data();
+  if (!e.IsExternal()) fail("E_TYPE", at + "an object whose handle is " + kind_of(e));
+  const auto plan = e.As<Napi::External<Plan>>();
+  if (!plan.CheckTypeTag(plan_tag()))
+    fail("E_TYPE", at + "an object whose handle is an External that this addon's mlpPlan did not make (another "
+                        "addon's, or another copy of this one's)");
+  return plan;
 }
 
 void RegisterMlp(Napi::Env env, Napi::Object exports) {
@@ -116,7 +148,9 @@ void RegisterMlp(Napi::Env env, Napi::Object exports) {
     Napi::Object r = Napi::Object::New(info.Env());
     r.Set("inFeatures", static_cast<double>(plan->layers.front().k));
     r.Set("outFeatures", static_cast<double>(plan->layers.back().n));
-    r.Set("handle", Napi::External<Plan>::New(info.Env(), plan.release(), [](Napi::Env, Plan* p) { delete p; }));
+    auto handle = Napi::External<Plan>::New(info.Env(), plan.release(), [](Napi::Env, Plan* p) { delete p; });
+    handle.TypeTag(plan_tag());
+    r.Set("handle", handle);
     return r;
   });
 
@@ -125,7 +159,8 @@ void RegisterMlp(Napi::Env env, Napi::Object exports) {
   // settles). Positional, unlike the other products' options objects: reading those by name is the per-layer cost
   // this call exists to avoid, and only the input and the output change from call to call.
   define(env, exports, "mlpForward", [](const Napi::CallbackInfo& info) -> Napi::Value {
-    Plan* plan = plan_arg(info, 0);
+    const Napi::External<Plan> handle = plan_arg(info, 0);
+    Plan* plan = handle.Data();
     const int64_t first = int_arg(info, 1, "first"), last = int_arg(info, 2, "last");
     Buf x = buffer_arg(info, 3, "x");
     const int64_t m = int_arg(info, 4, "m");
@@ -140,7 +175,8 @@ void RegisterMlp(Napi::Env env, Napi::Object exports) {
     require_elems(out, elems(m, plan->layers[last - 1].n, "out"), DType::F32, "out");
     require_apart(out, x, "out", "x");
     Holds holds(async);
-    holds.keep(info[0].As<Napi::Object>());
+    // The External itself, not the object holding it: that one's handle may be replaced while the op runs.
+    holds.keep(handle.As<Napi::Object>());
     holds.input(x);
     holds.output(out);
     const float* xp = static_cast<const float*>(x.data);
