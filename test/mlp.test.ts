@@ -77,6 +77,26 @@ function perLayer(layers: MlpLayer[], x: Float32Array, rows: number): Float32Arr
   return h.storage() as Float32Array;
 }
 
+// One x through `plan` into NaN-poisoned outputs: within the float64 reference's bound, bit for bit the per-layer
+// ops, sync == async, and the same bits when the layers run in two calls (first sync, the rest async), as
+// InferenceModel splits them around its inline budget.
+async function checkPlan(plan: MlpPlan, layers: MlpLayer[], x: Float32Array, rows: number): Promise<void> {
+  const n = rows * plan.outFeatures;
+  const y = new Float32Array(n).fill(NaN), ya = new Float32Array(n).fill(NaN);
+  plan.forward(x, rows, y);
+  await plan.forwardAsync(x, rows, ya);
+  expectClose(y, reference(layers, x, rows));
+  expect(Array.from(ya)).toEqual(Array.from(y));
+  expect(Array.from(perLayer(layers, x, rows))).toEqual(Array.from(y));
+  if (layers.length > 1) {
+    const mid = new Float32Array(rows * plan.widths[1]).fill(NaN), y2 = new Float32Array(n).fill(NaN);
+    plan.forward(x, rows, mid, 0, 1);
+    await plan.forwardAsync(mid, rows, y2, 1);
+    expect(Array.from(mid)).toEqual(Array.from(perLayer(layers.slice(0, 1), x, rows)));
+    expect(Array.from(y2)).toEqual(Array.from(y));
+  }
+}
+
 describe('MlpPlan', () => {
   // widths around the kernel tiles (MR 12/6/4, NR 32/16), the KC block (256) and the row-streaming path (< 4 rows)
   const CHAINS = [[5, 3], [37, 65, 33, 7], [300, 40, 257, 10]];
@@ -88,24 +108,7 @@ describe('MlpPlan', () => {
           const layers = chain(widths, widths.length * 7 + widths[0], packed, 1);
           const plan = new MlpPlan(layers);
           expect([plan.inFeatures, plan.outFeatures]).toEqual([widths[0], widths[widths.length - 1]]);
-          for (const rows of [1, 2, 3, 4, 5, 13, 40]) {
-            const x = rand([rows, widths[0]], rows).storage() as Float32Array;
-            const n = rows * plan.outFeatures;
-            const y = new Float32Array(n).fill(NaN), ya = new Float32Array(n).fill(NaN);
-            plan.forward(x, rows, y);
-            await plan.forwardAsync(x, rows, ya);
-            expectClose(y, reference(layers, x, rows));
-            expect(Array.from(ya)).toEqual(Array.from(y));
-            expect(Array.from(perLayer(layers, x, rows))).toEqual(Array.from(y));
-            // the layers in two calls, as InferenceModel splits them around its inline budget
-            if (layers.length > 1) {
-              const mid = new Float32Array(rows * plan.widths[1]).fill(NaN), y2 = new Float32Array(n).fill(NaN);
-              plan.forward(x, rows, mid, 0, 1);
-              await plan.forwardAsync(mid, rows, y2, 1);
-              expect(Array.from(mid)).toEqual(Array.from(perLayer(layers.slice(0, 1), x, rows)));
-              expect(Array.from(y2)).toEqual(Array.from(y));
-            }
-          }
+          for (const rows of [1, 2, 3, 4, 5, 13, 40]) await checkPlan(plan, layers, rand([rows, widths[0]], rows).storage() as Float32Array, rows);
         });
 
   // N:M layers (what nm.linear reads: packSparse's copy where made) mixed with dense ones; widths around the packed
@@ -128,21 +131,7 @@ describe('MlpPlan', () => {
           });
           const plan = new MlpPlan(layers);
           for (const rows of [1, 2, 3, 5, 16, 33, 70]) {
-            const x = rand([rows, widths[0]], rows + 3).storage() as Float32Array;
-            const n = rows * plan.outFeatures;
-            const y = new Float32Array(n).fill(NaN), ya = new Float32Array(n).fill(NaN);
-            plan.forward(x, rows, y);
-            await plan.forwardAsync(x, rows, ya);
-            expectClose(y, reference(layers, x, rows));
-            expect(Array.from(ya)).toEqual(Array.from(y));
-            expect(Array.from(perLayer(layers, x, rows))).toEqual(Array.from(y));
-            if (layers.length > 1) {
-              const mid = new Float32Array(rows * plan.widths[1]).fill(NaN), y2 = new Float32Array(n).fill(NaN);
-              plan.forward(x, rows, mid, 0, 1);
-              plan.forward(mid, rows, y2, 1);
-              expect(Array.from(mid)).toEqual(Array.from(perLayer(layers.slice(0, 1), x, rows)));
-              expect(Array.from(y2)).toEqual(Array.from(y));
-            }
+            await checkPlan(plan, layers, rand([rows, widths[0]], rows + 3).storage() as Float32Array, rows);
           }
         });
 
