@@ -394,6 +394,9 @@ export interface OrtConcurrent { model: string; clients: number; requests: numbe
  * row each: predict() (batched) against session.run one call at a time. The largest |ORT − nmsparse dense| is
  * checked first (both are float32 GEMMs of the same weights).
  */
+/** The pause before each block of ortCompare, ms: longer than ONNX Runtime's idle spin. */
+const SETTLE_MS = 60;
+
 async function ortCompare(ort: Ort, spec: MlpSpec, dir: string, batches: number[], rounds: number): Promise<{ file: string; rows: OrtRow[]; concurrent: OrtConcurrent; maxAbsDiff: number }> {
   const file = path.join(dir, `${spec.input}-${spec.layers.map((l) => l.out).join('-')}.safetensors`);
   const session = await ortSession(ort, await writeMlp(file, spec));
@@ -426,6 +429,10 @@ async function ortCompare(ort: Ort, spec: MlpSpec, dir: string, batches: number[
       for (let r = 0; r < rounds; r++)
         for (let j = 0; j < cases.length; j++) {
           const [k, fn] = cases[(j + r) % cases.length];
+          // ONNX Runtime's workers spin for tens of ms after a run (about 40 ms of CPU on Zen 4), on the cores the
+          // next block needs: each block starts once the previous case's threads are idle, after untimed calls.
+          await new Promise((res) => setTimeout(res, SETTLE_MS));
+          for (let i = 0; i < 3; i++) await fn();
           for (let i = 0; i < reps.get(k)!; i++) await once(k, fn);
         }
       const m = (k: string) => r3(med(t.get(k)!));
@@ -605,7 +612,7 @@ export async function benchServe(args: string[]): Promise<void> {
     const ortMd = 'rows' in ort
       ? `ONNX Runtime (${ort.version}, CPU execution provider, 2 intra-op threads, sequential, all graph optimizations) on the same weights, ` +
         `as an ONNX model the bench writes (Gemm + Relu, lib/bench/onnx.ts); largest |ORT − nmsparse dense| ${ort.maxAbsDiff.map((d) => `${d.maxAbsDiff.toExponential(1)} (${d.model})`).join(', ')}. ` +
-        `Medians of single calls, one call at a time, in blocks of ~50 ms per case whose order rotates over ${cfg.ortRounds} rounds (load average before: ${ortLoad.map((v) => v.toFixed(2)).join(', ')}):\n\n${ortTable(ort.rows)}\n\n` +
+        `Medians of single calls, one call at a time, in blocks of ~50 ms per case whose order rotates over ${cfg.ortRounds} rounds, each block after a ${SETTLE_MS} ms pause and 3 untimed calls (ONNX Runtime's threads spin for tens of ms after its runs, on the cores the next case needs) (load average before: ${ortLoad.map((v) => v.toFixed(2)).join(', ')}):\n\n${ortTable(ort.rows)}\n\n` +
         `64 clients with one row each (predict() batches the rows that queue; ONNX Runtime runs them one session.run at a time), latency of a request:\n\n${concurrentTable(ort.concurrent)}\n\n` +
         `Targets (issue 11):\n\n${targets(ort.rows, ort.concurrent, overhead)}\n\n`
       : `No ONNX Runtime comparison: ${ort.skipped}.\n\nThe model alone (InferenceModel.forward on the thread pool, no HTTP; best of 3 medians of 15):\n\n${computeTable(compute!)}\n\n`;
