@@ -948,9 +948,10 @@ void spmm_packed(const SpmmArgs& s, const float* bias) {
   PackedKernel kern[4];
   for (int k = 0; k < 4; ++k)
     kern[k] = s.w.n == 1 ? packed_kernel_for<1>(k) : s.w.n == 2 ? packed_kernel_for<2>(k) : packed_kernel_for<3>(k);
-  // One thread below 4M dense multiply-adds: on the 2-core Zen 4 a second one lost there (1024×784 and 1024² at one row
-  // of x: 35-40 us on two, 28-32 on one; even at four rows; 1.35x faster at eight).
-  const bool parallel = static_cast<double>(s.w.rows) * s.w.cols * s.p >= double{1 << 22};
+  // One thread below 64³ dense multiply-adds, as gemm(). (With a pool that slept between jobs a second thread lost up
+  // to 4M: its wake-up took as long as a 1024² layer at one row; now the MNIST MLP's 2:4 forward at one row is 1.5x
+  // faster on two threads of a Zen 4, 0.058 -> 0.039 ms, and 1.2x at two and four rows.)
+  const bool parallel = static_cast<double>(s.w.rows) * s.w.cols * s.p >= 64.0 * 64 * 64;
   parallel_for(d.nrb, parallel ? cdiv(d.nrb, 4 * num_threads()) : d.nrb, [&](int64_t q0, int64_t q1) {
     for (int64_t rb = q0; rb < q1; ++rb) packed_block(s, d, kern, bias, rb);
   });
