@@ -84,7 +84,7 @@ function planMatmul(s: unknown, b: unknown, opts: unknown): SpmmPlan {
 const packs = new WeakMap<SparseTensor, Float32Array>();
 
 /**
- * Packs a float32 N:4 SparseTensor on the CPU (2:4, 1:4, 3:4) for nm.linear at a few rows of x (up to 32): a
+ * Packs a float32 N:4 SparseTensor on the CPU (2:4, 1:4, 3:4) for nm.linear up to 256 rows of x: a
  * copy of its values and positions with 16 rows of the weight in each vector (native/cpu/spmm.cc, spmm_packed),
  * which those products then read instead of the compressed form, about twice as fast on the Zen 4 measured
  * (with AVX-512; elsewhere, and for other products, the compressed form is read as before). The copy takes about

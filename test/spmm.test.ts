@@ -178,18 +178,18 @@ describe('small batches, every N:M (1–32 rows of x): x·W̃ᵀ on every kernel
     });
 });
 
-// packSparse's copy (native/cpu/spmm.cc spmm_pack, spmm_packed on AVX-512 up to 32 rows of x): blocks of 16 rows
+// packSparse's copy (native/cpu/spmm.cc spmm_pack, spmm_packed on AVX-512 up to 256 rows of x): blocks of 16 rows
 // of W̃, 16-column chunks, rows of x 8, 4, 2 and 1 at a time. Rows of W̃ 1, 17 and 33 (a last block cut short),
-// columns ending inside a chunk, one chunk, and past 1024; batches around the register blocks and past 32 (the
+// columns ending inside a chunk, one chunk, and past 1024; batches around the register blocks and past 256 (the
 // compressed form is read there). The other ISAs read the compressed form with the pack present.
 describe('packSparse (N:4 on the CPU): small batches of nm.linear from the row-interleaved copy', () => {
   for (const [n, m] of [[2, 4], [1, 4], [3, 4]] as const)
-    it(`${n}:${m}, batches 1–33, every kernel path`, () => {
+    it(`${n}:${m}, batches 1–257, every kernel path`, () => {
       for (const [rows, cols] of [[1, 4], [17, 20], [33, 276], [16, 1040]]) {
         const seed = 900 + rows * 13 + cols + n;
         const W = rand([rows, cols], 'float32', seed), S = nm.compress(W, { n, m }), w = refPrune(W, n, m);
         expect(packSparse(S)).toBe(4 * Math.ceil(rows / 16) * Math.ceil(cols / 16) * 4 * n * 17);
-        for (const batch of [1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 31, 32, 33]) {
+        for (const batch of [1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 31, 32, 33, 47, 100, 256, 257]) {
           const x = rand([batch, cols], 'float32', seed + batch), bias = batch % 2 ? rand([rows], 'float32', seed - batch) : null;
           expectLinearEveryIsa(x, S, bias, refSpmm(w, rows, cols, x.toArray(), batch, true, bias?.toArray()));
         }

@@ -847,7 +847,9 @@ void spmm_pick(const SpmmArgs& s, Isa isa, const float* bias) {
 // dense FMA 1.0 (in-L1 microbenchmark); vexpandps (decode into a dense chunk) measured ~5 cycles per zmm there,
 // slower than either. Each task streams one contiguous block (the pack is read once per 8 rows of x), and its 16
 // sums per row of x are one masked store, no horizontal reduction. Tasks split the row blocks.
-constexpr int64_t kPackedP = 32;  // up to how many rows of x the pack is read (beyond, spmm_perm's own transposes)
+// Up to how many rows of x the pack is read; beyond, spmm_perm's own transposes. Kernel A/B on Zen 4, 2 threads, 2:4:
+// the pack 1.1-1.5x faster at 48-128 rows (1024x784, 1024², 4096²; 1:4 too), a tie at 256 and 512.
+constexpr int64_t kPackedP = 256;
 // How far ahead (bytes of values; positions at 1/16 of that) packed_kernel prefetches its block's stream from two rows
 // of x on. A weight that streams from memory otherwise waits on it: the hardware prefetcher runs too short a way
 // ahead of a kernel that spends 90 cycles on a chunk (8 rows of x). Zen 4, 2 threads, 4096² 2:4 at 4/8/16/32 rows
