@@ -858,11 +858,10 @@ constexpr int kPackedAhead = 4096;
 
 // y[i] = Σ over the block's chunks of its slots times row i of x (IB rows, stride ldx), NA accumulators per row
 // (the FMA latency: 4 chains in flight at one row of x). `last`: columns of the last chunk (1-16), the rest of
-// its x lanes read as zeros (its dead slots point there, with zero values). I: the block's indices as
-// decode_packed_idx writes them, or null to decode each slot's from P here.
+// its x lanes read as zeros (its dead slots point there, with zero values).
 template <int N, int IB, int NA>
-NMS_TARGET_AVX512 void packed_kernel(const float* V, const uint32_t* P, const int32_t* I, int64_t nh, int last,
-                                     const float* x, int64_t ldx, __m512* y) {
+NMS_TARGET_AVX512 void packed_kernel(const float* V, const uint32_t* P, int64_t nh, int last, const float* x,
+                                     int64_t ldx, __m512* y) {
   constexpr int SC = 4 * N;
   const __m512i shift = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i three = _mm512_set1_epi32(3);
@@ -886,13 +885,8 @@ NMS_TARGET_AVX512 void packed_kernel(const float* V, const uint32_t* P, const in
       X[i] = partial ? _mm512_maskz_loadu_ps(tail, x + i * ldx + 16 * h) : _mm512_loadu_ps(x + i * ldx + 16 * h);
 #pragma GCC unroll 12
     for (int s = 0; s < SC; ++s) {
-      __m512i idx;
-      if (I) {
-        idx = _mm512_loadu_si512(I + (h * SC + s) * 16);
-      } else {
-        const __m512i f = _mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int32_t>(P[h * SC + s])), shift);
-        idx = _mm512_ternarylogic_epi32(f, three, _mm512_set1_epi32(4 * (s / N)), 0xea);  // f & 3 | base
-      }
+      const __m512i f = _mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int32_t>(P[h * SC + s])), shift);
+      const __m512i idx = _mm512_ternarylogic_epi32(f, three, _mm512_set1_epi32(4 * (s / N)), 0xea);  // f & 3 | base
       const __m512 v = _mm512_loadu_ps(V + (h * SC + s) * 16);
 #pragma GCC unroll 8
       for (int i = 0; i < IB; ++i) acc[s % NA][i] = _mm512_fmadd_ps(v, _mm512_permutexvar_ps(idx, X[i]), acc[s % NA][i]);
@@ -906,7 +900,7 @@ NMS_TARGET_AVX512 void packed_kernel(const float* V, const uint32_t* P, const in
     y[i] = t;
   }
 }
-using PackedKernel = void (*)(const float*, const uint32_t*, const int32_t*, int64_t, int, const float*, int64_t, __m512*);
+using PackedKernel = void (*)(const float*, const uint32_t*, int64_t, int, const float*, int64_t, __m512*);
 // Rows of x per kernel call: 8, 4, 2 or 1 (index 0-3).
 template <int N>
 PackedKernel packed_kernel_for(int k) {
@@ -920,23 +914,6 @@ bool packed_batch(const SpmmArgs& s, Isa isa) {
          s.w.dtype == DType::F32 && s.b_dtype == DType::F32;
 }
 
-// From this many rows of x (16 passes of 8 over a block) packed_block decodes the block's permute indices once
-// and packed_kernel loads them: a load per slot instead of three vector ops beside its 8 permutes and FMAs. Fewer
-// passes do not pay for the block's indices in cache beside its values (in-process A/B, Zen 4, 2 threads, 2:4,
-// 1024x784 and 1024²: 1.06-1.19x at 128-256 rows; 0.8-0.95x at 16-48).
-constexpr int64_t kPackedIdxRows = 128;
-
-// The block's permute indices, slot by slot (what packed_kernel computes from P when I is null).
-NMS_TARGET_AVX512 void decode_packed_idx(const uint32_t* P, int64_t slots, int n, int32_t* I) {
-  const __m512i shift = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i three = _mm512_set1_epi32(3);
-  const int sc = 4 * n;
-  for (int64_t t = 0; t < slots; ++t) {
-    const __m512i f = _mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int32_t>(P[t])), shift);
-    _mm512_storeu_si512(I + t * 16, _mm512_ternarylogic_epi32(f, three, _mm512_set1_epi32(4 * ((t % sc) / n)), 0xea));
-  }
-}
-
 // Row block rb of Y (its rows of every row of x), in out's layout and dtype.
 NMS_TARGET_AVX512 void packed_block(const SpmmArgs& s, const PackDims& d, const PackedKernel* kern, const float* bias,
                                     int64_t rb) {
@@ -948,18 +925,11 @@ NMS_TARGET_AVX512 void packed_block(const SpmmArgs& s, const PackDims& d, const 
   const float* V = s.w_packed + rb * d.nh * d.sc * 16;
   const uint32_t* P = reinterpret_cast<const uint32_t*>(s.w_packed + d.value_floats()) + rb * d.nh * d.sc;
   const float* x = static_cast<const float*>(s.b);
-  const int32_t* I = nullptr;
-  if (p >= kPackedIdxRows) {
-    thread_local Scratch s_i;
-    int32_t* Iw = s_i.as<int32_t>(static_cast<size_t>(d.nh * d.sc * 16));
-    decode_packed_idx(P, d.nh * d.sc, d.sc / 4, Iw);
-    I = Iw;
-  }
   for (int64_t i0 = 0; i0 < p;) {
     const int64_t left = p - i0;
     const int k = left >= 8 ? 0 : left >= 4 ? 1 : left >= 2 ? 2 : 3, ib = 8 >> k;
     __m512 y[8];
-    kern[k](V, P, I, d.nh, last, x + i0 * cols, cols, y);
+    kern[k](V, P, d.nh, last, x + i0 * cols, cols, y);
     for (int i = 0; i < ib; ++i) {
       const __m512 t = _mm512_add_ps(y[i], b);
       if (s.out_dtype == DType::F32 && s.trans_out) {
