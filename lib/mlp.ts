@@ -32,6 +32,8 @@ export class MlpPlan {
   readonly outFeatures: number;
   /** The input width, then each layer's output width. */
   readonly widths: readonly number[];
+  /** Per layer, the fraction of its weights kept: N/M for an N:M layer, 1 for a dense one. */
+  readonly density: readonly number[];
   readonly #plan: Handle;
 
   constructor(layers: MlpLayer[]) {
@@ -69,10 +71,11 @@ export class MlpPlan {
         bias = b.storage(`${arg}.bias`) as Float32Array;
       }
       if (typeof l.relu !== 'boolean') fail('E_TYPE', `${arg}.relu`, l.relu, 'a boolean');
-      return { ...weight, bias, n, k, relu: l.relu };
+      return { ...weight, bias, n, k, relu: l.relu, density: l.weight instanceof SparseTensor ? l.weight.n / l.weight.m : 1 };
     });
-    this.#plan = native.mlpPlan({ layers: native_layers }) as Handle;
+    this.#plan = native.mlpPlan({ layers: native_layers.map(({ density: _, ...l }) => l) }) as Handle;
     this.widths = [native_layers[0].k, ...native_layers.map((l) => l.n)];
+    this.density = native_layers.map((l) => l.density);
     this.inFeatures = this.#plan.inFeatures;
     this.outFeatures = this.#plan.outFeatures;
   }
