@@ -267,8 +267,8 @@ print(json.dumps({'keys': sorted(sd), 'inputs': x.tolist(), 'outputs': y.tolist(
     await m.dispose();
   });
 
-  // Products above 8M multiply-adds done (an N:M product counts N/M of its dense ones) run on the pool; smaller ones
-  // inline, at most 8M of them between turns of the loop.
+  // Products above 8M multiply-adds done (an N:M product counts N/M of its dense ones; 2 per weight at least) run on
+  // the pool; smaller ones inline, at most 8M of them between turns of the loop.
   it('predict() does not hold the event loop: a setImmediate runs before a large batch or a stream of small ones resolves', async () => {
     const m = await InferenceModel.load(OURS_NM, { maxDelayMs: 0 });
     const r = prng(5);

@@ -106,10 +106,14 @@ export interface ModelInfo {
   metadata: Record<string, string>;
 }
 
-// Products of at most this many multiply-adds done (≤ 0.2 ms on a 2-core Zen 5; an N:M product does N/M of its
-// dense count) run on the calling thread in InferenceModel.forward: the trip to a worker and back (tens of µs,
-// timed there) would cost more than the loop they hold.
+// Products that cost at most this many multiply-adds (≤ 0.2 ms on a 2-core Zen 5) run on the calling thread in
+// InferenceModel.forward: the trip to a worker and back (tens of µs, timed there) would cost more than the loop they hold.
 const SYNC_MACS = 1 << 23;
+// What a product of `rows` rows with a weight [n, k] costs against SYNC_MACS: the multiply-adds it does (an N:M
+// product N/M of the dense count: `density`), and at least the weight it reads, a byte counted as half a
+// multiply-add (16 MB: about 0.2 ms from L3, longer from memory), so that a 4096² 2:4 layer at one row (8M
+// multiply-adds, 1 ms streaming its 34 MB on Zen 4) does not run on the loop.
+const productCost = (rows: number, k: number, n: number, density: number) => Math.max(rows, 2) * k * n * density;
 // The largest intermediate result (floats: 8 MB) kept from run to run for a forward() over maxBatch rows.
 const SCRATCH_FLOATS = 1 << 21;
 const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
@@ -424,7 +428,7 @@ export class InferenceModel {
     // ReLU/GELU after a product run as its options.activation (fuseActivations). The result of a product that a
     // later product reads goes to this run's scratch (on the CPU); the others are fresh (the caller keeps them).
     const product = async (x: Tensor, op: Product & { b: Tensor | null; out: number; activation?: Activation }, at: number): Promise<Tensor> => {
-      const macs = x.shape[0] * x.shape[1] * op.out * (op.s ? op.s.n / op.s.m : 1);
+      const macs = productCost(x.shape[0], x.shape[1], op.out, op.s ? op.s.n / op.s.m : 1);
       let out: Tensor | undefined;
       if (!gpu && feeds[at]) out = new Tensor([x.shape[0], op.out], 'float32', buffer(at, x.shape[0] * op.out));
       const opts = { activation: op.activation, out };
@@ -475,7 +479,7 @@ export class InferenceModel {
    */
   async #runMlp(x: Float32Array, rows: number, plan: MlpPlan): Promise<Float32Array> {
     const w = plan.widths, L = w.length - 1;
-    const macs = (i: number) => rows * w[i] * w[i + 1] * plan.density[i];
+    const macs = (i: number) => productCost(rows, w[i], w[i + 1], plan.density[i]);
     const scratch = this.#scratch.pop() ?? [];
     // this run's pinned buffer `at` (a layer's result; L: the input) of n floats, kept as #runRows' are
     const buffer = (at: number, n: number): Float32Array => {
