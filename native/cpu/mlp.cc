@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <mutex>
 
 #include "cpu/elementwise.h"
 #include "cpu/gemm.h"
@@ -15,8 +16,33 @@ namespace nms::cpu {
 // thread that once ran a huge batch stays bounded.
 constexpr size_t kKeepFloats = size_t{1} << 21;
 
+// The intermediates' scratch: pairs on a process-wide stack, the most recently returned taken first. An async
+// forward runs on whichever libuv thread is free, and a pair per thread was cold in cache when its thread's turn
+// came round (MNIST MLP 2:4 at 256 rows, Zen 4, 4 libuv threads: async - sync 280 us, 110 us on one libuv thread).
+struct ScratchPair { Scratch h[2]; };
+std::mutex g_pairs_mu;
+std::vector<std::unique_ptr<ScratchPair>> g_pairs;
+
+struct PairLease {
+  std::unique_ptr<ScratchPair> p;
+  PairLease() {
+    std::lock_guard<std::mutex> g(g_pairs_mu);
+    if (g_pairs.empty()) {
+      p = std::make_unique<ScratchPair>();
+    } else {
+      p = std::move(g_pairs.back());
+      g_pairs.pop_back();
+    }
+  }
+  ~PairLease() {
+    std::lock_guard<std::mutex> g(g_pairs_mu);
+    g_pairs.push_back(std::move(p));
+  }
+};
+
 void mlp_forward(const std::vector<MlpLayer>& layers, size_t first, size_t last, const float* x, int64_t m, float* out) {
-  thread_local Scratch s_h[2];
+  PairLease lease;
+  Scratch* s_h = lease.p->h;
   std::unique_ptr<float[]> big[2];
   const float* in = x;
   for (size_t i = first; i < last; ++i) {
