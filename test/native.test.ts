@@ -15,6 +15,23 @@ describe('addon contract', () => {
     expect(Object.keys(native).sort()).toEqual(expected);
   });
 
+  // The CUDA classes' constructors take the External their Wrap made, type-tagged (napi/cuda_device.cc): any other
+  // External reached them as a device pointer, so `new CudaBuffer(plan.handle)` moved the plan's memory out (its
+  // "bytes" read 1139283656) and freed it as device memory on collection. No GPU is needed to reach them.
+  const cudaClasses = native.buildInfo().cuda ? ['CudaBuffer', 'CudaSparse'] : [];
+  it.skipIf(cudaClasses.length === 0)('CudaBuffer and CudaSparse are made only by the backend: another External is E_TYPE, read not at all', () => {
+    const layer = { w: Float32Array.from({ length: 24 }, (_, i) => i % 5), bias: null, n: 4, k: 6, relu: false };
+    const plan = native.mlpPlan({ layers: [layer] });
+    const x = Float32Array.from({ length: 6 }, (_, i) => i + 1), before = new Float32Array(4), after = new Float32Array(4).fill(NaN);
+    native.mlpForward(plan, 0, 1, x, 1, before, false);
+    const classes = native as unknown as Record<string, new (...a: unknown[]) => unknown>;
+    for (const name of cudaClasses)
+      for (const arg of [plan.handle, undefined, {}, 1])
+        expect(() => new classes[name](arg), `${name}(${typeof arg})`).toThrow(expect.objectContaining({ code: 'E_TYPE', message: expect.stringContaining('not by new') }));
+    native.mlpForward(plan, 0, 1, x, 1, after, false);  // the plan is whole
+    expect(Array.from(after)).toEqual(Array.from(before));
+  });
+
   it('reads an options object by name: a missing or misspelt field is a typed error naming it', () => {
     const err = (code: string, message: string) => expect.objectContaining({ code, message: expect.stringContaining(message) });
     // im2col of a 1×3×3×1 image with a 2×2 window, stride 1: 4 patches of 4; the call itself works as given.

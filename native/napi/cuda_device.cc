@@ -58,18 +58,45 @@ void CudaBuffer::Register(Napi::Env env, Napi::Object exports) {
   exports.Set("CudaBuffer", f);
 }
 
+// The tag of the External a Wrap hands its constructor (one per payload type, its upper half the tag's address, as
+// napi/mlp.cc's plan tag): `new CudaBuffer(x)` from JavaScript with any other External (an mlpPlan handle, another
+// addon's) is E_TYPE instead of moving foreign memory out as a device pointer.
+namespace {
+template <class Payload>
+const napi_type_tag* payload_tag() {
+  static const napi_type_tag tag{0x6e6d7363756461ULL /* "nmscuda" */, reinterpret_cast<uintptr_t>(&tag)};
+  return &tag;
+}
+
+// The constructor's payload, or E_TYPE (`what`: how the object is made) for anything else.
+template <class Payload>
+Payload* payload_arg(const Napi::CallbackInfo& info, const char* what) {
+  if (info.Length() >= 1 && info[0].IsExternal()) {
+    auto e = info[0].As<Napi::External<Payload>>();
+    if (e.CheckTypeTag(payload_tag<Payload>())) return e.Data();
+  }
+  Napi::Error e = Napi::TypeError::New(info.Env(), what);
+  e.Set("code", Napi::String::New(info.Env(), "E_TYPE"));
+  throw e;
+}
+
+template <class Payload>
+Napi::Object wrap_payload(Napi::Env env, std::map<napi_env, Napi::FunctionReference*>& ctors, Payload* payload) {
+  auto e = Napi::External<Payload>::New(env, payload);
+  e.TypeTag(payload_tag<Payload>());
+  return ctor(env, ctors).New({e});
+}
+
+using BufferPayload = std::pair<cuda::DevPtr, size_t>;
+}  // namespace
+
 Napi::Object CudaBuffer::Wrap(Napi::Env env, cuda::DevPtr mem, size_t bytes) {
-  std::pair<cuda::DevPtr, size_t> payload(std::move(mem), bytes);  // the constructor moves from it
-  return ctor(env, g_buffer_ctor).New({Napi::External<std::pair<cuda::DevPtr, size_t>>::New(env, &payload)});
+  BufferPayload payload(std::move(mem), bytes);  // the constructor moves from it
+  return wrap_payload(env, g_buffer_ctor, &payload);
 }
 
 CudaBuffer::CudaBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaBuffer>(info) {
-  if (info.Length() < 1 || !info[0].IsExternal()) {
-    Napi::Error e = Napi::TypeError::New(info.Env(), "CudaBuffer is made by the CUDA backend (to('cuda'), ops), not by new");
-    e.Set("code", Napi::String::New(info.Env(), "E_TYPE"));
-    throw e;
-  }
-  auto* payload = info[0].As<Napi::External<std::pair<cuda::DevPtr, size_t>>>().Data();
+  auto* payload = payload_arg<BufferPayload>(info, "CudaBuffer is made by the CUDA backend (to('cuda'), ops), not by new");
   mem_ = std::move(payload->first);
   bytes_ = payload->second;
   reported_ = mem_ ? static_cast<int64_t>(mem_->bytes()) : 0;
@@ -130,16 +157,11 @@ void CudaSparse::Register(Napi::Env env, Napi::Object exports) {
 
 Napi::Object CudaSparse::Wrap(Napi::Env env, cuda::SparsePtr s) {
   cuda::SparsePtr payload(std::move(s));  // the constructor moves from it
-  return ctor(env, g_sparse_ctor).New({Napi::External<cuda::SparsePtr>::New(env, &payload)});
+  return wrap_payload(env, g_sparse_ctor, &payload);
 }
 
 CudaSparse::CudaSparse(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaSparse>(info) {
-  if (info.Length() < 1 || !info[0].IsExternal()) {
-    Napi::Error e = Napi::TypeError::New(info.Env(), "CudaSparse is made by nm.compress on 'cuda', not by new");
-    e.Set("code", Napi::String::New(info.Env(), "E_TYPE"));
-    throw e;
-  }
-  s_ = std::move(*info[0].As<Napi::External<cuda::SparsePtr>>().Data());
+  s_ = std::move(*payload_arg<cuda::SparsePtr>(info, "CudaSparse is made by nm.compress on 'cuda', not by new"));
   Resync(info.Env());
 }
 
