@@ -221,3 +221,48 @@ describe('async ops own what they touch (item 1)', () => {
     else expect(line).toBe('RESULT same');
   });
 });
+
+// Async ops run in order on the addon's own op thread (native/napi/args.cc) and settle through a thread-safe function
+// of the environment that started them: the main thread's or a worker thread's.
+describe('async ops on the op thread: every environment gets its own results; one that goes away mid-op is let go', () => {
+  it('64 ops in flight at once from the main thread and two workers, one worker terminated mid-op: all results right, clean exit', () => {
+    const body = `
+      const { Worker } = await import('node:worker_threads');
+      // each op's result against the sync op's, bit for bit (the same kernels)
+      const check = ${((nmLib: string) => `async (tag, seed) => {
+        const nm = await import(${JSON.stringify(nmLib)});
+        const w = nm.randn([256, 512], { seed }), S = nm.nm.compress(nm.nm.prune(w, '2:4'), '2:4');
+        const xs = Array.from({ length: 64 }, (_, i) => nm.randn([1 + (i % 9), 512], { seed: seed * 100 + i }));
+        const want = xs.map((x) => Array.from(nm.nm.linear(x, S).storage()));
+        const got = await Promise.all(xs.map((x, i) => (i % 2 ? nm.nm.linearAsync(x, S) : nm.linearAsync(x, w))));
+        got.forEach((y, i) => {
+          const ref = i % 2 ? want[i] : Array.from(nm.linear(xs[i], w).storage());
+          const v = Array.from(y.storage());
+          if (v.length !== ref.length || v.some((a, j) => a !== ref[j])) throw new Error(tag + ': op ' + i + ' differs');
+        });
+        return tag + ' ok';
+      }`)(path.join(lib, 'index.js'))};
+      const workerCode = (tag, seed, forever) => \`
+        (async () => {
+          const { parentPort } = await import('node:worker_threads');
+          const check = \${check.toString()};
+          parentPort.postMessage(await check('\${tag}', \${seed}));
+          if (\${forever}) {  // big ops until terminated
+            const nm = await import(${JSON.stringify(path.join(lib, 'index.js'))});
+            const a = nm.randn([512, 2048], { seed: 5 }), b = nm.randn([2048, 2048], { seed: 6 });
+            parentPort.postMessage('looping');
+            for (;;) await nm.matmulAsync(a, b);
+          }
+        })();\`;
+      const run = (tag, seed, forever) => new Promise((resolve, reject) => {
+        const w = new Worker(workerCode(tag, seed, forever), { eval: true });
+        w.on('error', reject);
+        w.on('message', (m) => { if (m === 'looping') setTimeout(() => w.terminate().then(() => resolve(tag + ' terminated')), 30); else if (!forever) resolve(m); });
+      });
+      const results = await Promise.all([check('main', 1), run('w1', 2, false), run('w2', 3, true)]);
+      if (results.join() !== 'main ok,w1 ok,w2 terminated') throw new Error('got ' + results.join());
+      // the main environment still works after the worker went with an op in flight
+      if ((await check('again', 4)) !== 'again ok') throw new Error('after terminate');`;
+    expect(childResult(body).line).toBe('RESULT no error');
+  }, 60_000);
+});

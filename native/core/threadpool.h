@@ -1,5 +1,5 @@
 // The CPU thread pool every heavy kernel runs on. One pool per process, sized to the cores (setNumThreads
-// changes it). parallel_for may be called from several threads at once (the JS thread and libuv workers running
+// changes it). parallel_for may be called from several threads at once (JS threads, and the addon's op thread running
 // async ops): each call is a job whose chunks any idle worker, and the caller itself, take in turn.
 #pragma once
 #include <cstdint>

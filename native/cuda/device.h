@@ -2,7 +2,7 @@
 // backendInfo() reports), the process stream, and stream-ordered device memory.
 //
 // Rules every CUDA op follows:
-//   * call activate() first (the CUDA device is per host thread, and N-API async work runs on libuv threads);
+//   * call activate() first (the CUDA device is per host thread, and async ops run on the addon's op thread);
 //   * enqueue on stream() and return; only sync() (or a download) waits for the GPU;
 //   * a failed CUDA call throws nms::Error: E_OOM for cudaErrorMemoryAllocation, else E_CUDA naming the call
 //     and the CUDA error. Nothing aborts the process.

@@ -88,6 +88,8 @@ class Holds {
     size_t bytes;
   };
   const std::vector<Staged>& staged() const { return staged_; }
+  // Lets go of the JS references without touching JS: for an op whose environment is gone.
+  void abandon();
 
  private:
   std::shared_ptr<void> own(Buf& b);
@@ -101,8 +103,8 @@ using Callback = std::function<Napi::Value(const Napi::CallbackInfo&)>;
 // exports[name] = fn, with nms::Error → JS Error {code}, std::bad_alloc → E_OOM, other exceptions → E_INTERNAL.
 void define(Napi::Env env, Napi::Object exports, const char* name, Callback fn);
 
-// Runs `work` now and returns undefined, or (holds.async()) on a libuv worker thread and returns a Promise that
-// settles when it is done; `holds` is released then.
+// Runs `work` now and returns undefined, or (holds.async()) on the addon's op thread (one for the process, ops in
+// order) and returns a Promise that settles when it is done; `holds` is released then.
 Napi::Value run(Napi::Env env, Holds holds, std::function<void()> work);
 
 Napi::Error to_js_error(Napi::Env env, const std::string& code, const std::string& message);

@@ -1,6 +1,6 @@
 // Host memory for tensors, allocated here rather than by V8, so that async ops can own what they touch.
 //
-// Why: an async op runs on a libuv worker while JavaScript goes on. Holding a napi reference to an ArrayBuffer
+// Why: an async op runs on the addon's op thread while JavaScript goes on. Holding a napi reference to an ArrayBuffer
 // keeps the object, not its bytes: JavaScript can still transfer the buffer to a Worker or structuredClone it
 // with `transfer` (V8 then hands the backing store to the other side, which may free it), and a resizable
 // ArrayBuffer can shrink and unmap its pages. V8 keeps a backing store alive for whoever holds its
