@@ -23,8 +23,7 @@ struct MlpLayer {
 };
 
 // out [m, layers[last-1].n] = layers [first, last) on x [m, layers[first].k] (layer i's k is layer i-1's n). The
-// intermediate results live in scratch the call holds for its duration (a process-wide stack, warmest first); each
-// layer runs gemm() or spmm() (then
+// intermediate results live in per-thread scratch of the calling thread; each layer runs gemm() or spmm() (then
 // relu_forward, as nm.linear's activation does) with exactly the arguments a per-layer call would pass, so the
 // result is the per-layer calls' bit for bit.
 void mlp_forward(const std::vector<MlpLayer>& layers, size_t first, size_t last, const float* x, int64_t m, float* out);

@@ -3,10 +3,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <new>
 #include <string>
-#include <vector>
 
 #include "core/error.h"
 
@@ -101,30 +99,6 @@ void set_isa(Isa isa) {
 // Scratch
 
 Scratch::~Scratch() { std::free(p_); }
-
-namespace {
-std::mutex g_leases_mu;
-std::vector<Scratch*>& free_leases() {
-  static auto* v = new std::vector<Scratch*>();  // never destroyed: leases may be returned during exit
-  return *v;
-}
-}  // namespace
-
-ScratchLease::ScratchLease() {
-  std::lock_guard<std::mutex> g(g_leases_mu);
-  auto& v = free_leases();
-  if (v.empty()) {
-    s_ = new Scratch();
-  } else {
-    s_ = v.back();
-    v.pop_back();
-  }
-}
-
-ScratchLease::~ScratchLease() {
-  std::lock_guard<std::mutex> g(g_leases_mu);
-  free_leases().push_back(s_);
-}
 
 float* Scratch::floats(size_t n) {
   if (n > cap_) {

@@ -47,22 +47,6 @@ class Scratch {
   size_t cap_ = 0;
 };
 
-// A Scratch held for one call, from a process-wide stack (the most recently returned first), for buffers of the
-// thread that calls an op: an async op runs on whichever libuv thread is free, and a thread_local buffer of that
-// thread was cold in cache when its turn came round (cpu/mlp.cc).
-class ScratchLease {
- public:
-  ScratchLease();
-  ~ScratchLease();
-  ScratchLease(const ScratchLease&) = delete;
-  ScratchLease& operator=(const ScratchLease&) = delete;
-  Scratch& operator*() { return *s_; }
-  Scratch* operator->() { return s_; }
-
- private:
-  Scratch* s_;
-};
-
 // The 2-D operand X(o, q) of a pack, read from a row-major buffer of any float dtype:
 //   X(o, q) = p[q*ld + o] when outer_contig, else p[o*ld + q].
 struct PackSrc {
