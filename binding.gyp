@@ -14,6 +14,7 @@
     "cflags!": ["-fno-exceptions"],
     "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
     "cflags_cc": ["-std=gnu++17", "-fexceptions", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-    "libraries": ["-ldl", "-lpthread"]
+    "libraries": ["-ldl", "-lpthread"],
+    "conditions": [["OS=='linux'", {"ldflags": ["-Wl,-z,nodelete"]}]]
   }]
 }

@@ -80,6 +80,9 @@ class Pool {
   }
 
   void resize(int n) {
+    // One resize at a time: two interleaved ones could clear stopping_ under the other's join, which then waited for
+    // workers that had gone back to sleep.
+    std::lock_guard<std::mutex> r(resize_mu_);
     stop_workers();
     std::lock_guard<std::mutex> g(mu_);
     stopping_ = false;
@@ -164,6 +167,7 @@ class Pool {
     return false;
   }
 
+  std::mutex resize_mu_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::condition_variable idle_cv_;

@@ -206,7 +206,8 @@ struct Task {
   std::function<void()> work;
   Napi::Promise::Deferred deferred;
   Envs* home;
-  std::string code, message;  // code empty: it succeeded
+  bool ok = true;
+  std::string code, message;  // when not ok
 };
 
 void settle(Napi::Env env, Napi::Function, Envs* e, Task* t);
@@ -244,7 +245,7 @@ class OpThread {
         ++it;
       }
     }
-    idle_cv_.wait(g, [&] { return running_ == nullptr || running_->home != home; });
+    idle_cv_.wait(g, [&] { return running_home_ != home; });
     return mine;
   }
 
@@ -256,16 +257,16 @@ class OpThread {
       cv_.wait(g, [&] { return !queue_.empty(); });
       Task* t = queue_.front();
       queue_.pop_front();
-      running_ = t;
+      running_home_ = t->home;  // not the Task: its environment may settle and free it before this clears
       g.unlock();
       execute(t);
-      // Queued back to its environment before running_ clears, so that drain() returns only once it is there.
+      // Queued back to its environment before running_home_ clears, so that drain() returns only once it is there.
       if (t->home->tsfn.NonBlockingCall(t) != napi_ok) {  // the environment is closing
         t->holds.abandon();
         delete t;
       }
       g.lock();
-      running_ = nullptr;
+      running_home_ = nullptr;
       idle_cv_.notify_all();
     }
   }
@@ -273,20 +274,19 @@ class OpThread {
     try {
       t->work();
     } catch (const Error& e) {
-      t->code = e.code;
-      t->message = e.what();
+      t->ok = false, t->code = e.code, t->message = e.what();
     } catch (const std::bad_alloc&) {
-      t->code = "E_OOM";
-      t->message = "out of host memory";
+      t->ok = false, t->code = "E_OOM", t->message = "out of host memory";
     } catch (const std::exception& e) {
-      t->code = "E_INTERNAL";
-      t->message = e.what();
+      t->ok = false, t->code = "E_INTERNAL", t->message = e.what();
+    } catch (...) {
+      t->ok = false, t->code = "E_INTERNAL", t->message = "an async op threw an unknown exception";
     }
   }
   std::mutex mu_;
   std::condition_variable cv_, idle_cv_;
   std::deque<Task*> queue_;
-  Task* running_ = nullptr;
+  Envs* running_home_ = nullptr;  // the environment of the task running now
 };
 
 // On the op's JS thread: copied outputs go back into what the TypedArrays hold now, and the promise settles. Without
@@ -298,7 +298,7 @@ void settle(Napi::Env env, Napi::Function, Envs* e, Task* t) {
     return;
   }
   if (--e->pending == 0) e->tsfn.Unref(env);
-  if (!t->code.empty()) {
+  if (!t->ok) {
     t->deferred.Reject(to_js_error(env, t->code, t->message).Value());
     return;
   }
@@ -341,7 +341,6 @@ Envs* envs_of(Napi::Env env) {
       g_envs.erase(e->env);
     }
     e->tsfn.Abort();  // what is still queued back to the environment is freed with env == nullptr
-    e->tsfn.Release();
   });
   return e;
 }
@@ -352,11 +351,13 @@ Napi::Value run(Napi::Env env, Holds holds, std::function<void()> work) {
     work();
     return env.Undefined();
   }
+  OpThread& ops = OpThread::get();
   Envs* e = envs_of(env);
-  auto* t = new Task{std::move(holds), std::move(work), Napi::Promise::Deferred::New(env), e, {}, {}};
+  auto t = std::make_unique<Task>(Task{std::move(holds), std::move(work), Napi::Promise::Deferred::New(env), e, true, {}, {}});
   Napi::Promise p = t->deferred.Promise();
+  ops.post(t.get());  // may throw (bad_alloc): nothing is counted yet
+  t.release();
   if (e->pending++ == 0) e->tsfn.Ref(env);
-  OpThread::get().post(t);
   return p;
 }
 
