@@ -96,7 +96,8 @@ class Pool {
       posted_.fetch_add(1);
     }
     // A worker counts itself in sleepers_ under mu_ before it sleeps, so one that missed the job is counted here.
-    if (sleepers_.load() > 0) cv_.notify_all();
+    // Only as many as the job has chunks for besides the caller's (each one woken then spins after it).
+    for (int64_t i = std::min<int64_t>(sleepers_.load(), job.chunks - 1); i > 0; --i) cv_.notify_one();
     while (job.run_one()) {
     }
     const auto finished = [&] { return job.done.load() == job.chunks; };
