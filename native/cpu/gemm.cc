@@ -412,10 +412,17 @@ Split split(const KernelSet& K, int64_t m, int64_t npan, int threads) {
   int64_t blocks = cdiv(m, K.mc);
   const int64_t even = cdiv(blocks, 4 * threads) * 4 * threads;
   if (blocks > 1 && m / even >= K.mc / 2) blocks = even;
-  const int64_t mc = cdiv(cdiv(m, blocks), K.mr) * K.mr;
-  const int64_t nic = cdiv(m, mc);
+  int64_t mc = cdiv(cdiv(m, blocks), K.mr) * K.mr;
+  int64_t nic = cdiv(m, mc);
   const int64_t per = cdiv(npan, std::max<int64_t>(1, std::min<int64_t>(npan, cdiv(4 * threads, nic))));
-  return {mc, nic, per, cdiv(npan, per)};
+  const int64_t nsplit = cdiv(npan, per);
+  // Too few tasks for the pool (a weight too narrow to split by panels, as a classifier's 10 outputs in one panel):
+  // the rows are cut finer instead, in blocks of at least MR (64 rows x 10 outputs: 3 tasks, was 1).
+  if (nic * nsplit < 2 * threads) {
+    mc = std::max<int64_t>(K.mr, cdiv(cdiv(m, cdiv(2 * threads, nsplit)), K.mr) * K.mr);
+    nic = cdiv(m, mc);
+  }
+  return {mc, nic, per, nsplit};
 }
 
 // A packed op(B): for each block of NC columns jc and each KC block pc of the reduction, the NR-wide panels
