@@ -284,6 +284,34 @@ print(json.dumps({'keys': sorted(sd), 'inputs': x.tolist(), 'outputs': y.tolist(
     await m.dispose();
   });
 
+  // What a product costs the inline budget: the multiply-adds it does (N/M of the dense count for N:M), and at least
+  // 2 per weight it reads. A 2:4 [2048, 4608] weight at one row does 4.7M multiply-adds (under the 8M budget) but
+  // streams 19 MB: off the loop. A 2:4 [1024, 1024] one at 8 rows (4.2M, 2 MB) runs inline, before the immediate.
+  it('the inline budget: a large N:M weight at one row runs off the loop, a small one at 8 rows on it', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'nms-cost-'));
+    try {
+      const rnd = prng(23);
+      const t = (shape: number[]) => new Tensor(shape, 'float32', Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => (shape.length === 2 && i % 4 >= 2 ? 0 : (rnd() - 0.5) * 0.1)));
+      for (const [out, inp, rows, inline] of [[2048, 4608, 1, false], [1024, 1024, 8, true]] as const) {
+        const file = path.join(dir, `m${out}.safetensors`);
+        await saveModel(file, new Map([['a.weight', t([out, inp])]]), { arch: { type: 'Sequential', layers: [{ name: 'a', type: 'Linear', in: inp, out, bias: false }] } as never });
+        const m = await InferenceModel.load(file, { pattern: '2:4' });
+        expect(m.info().layers[0].weight).toBe('2:4');
+        const x = t([rows, inp]);
+        await m.forward(x);  // warm
+        const order: string[] = [];
+        const p = m.forward(x).then(() => order.push('forward'));
+        setImmediate(() => order.push('immediate'));
+        await p;
+        await new Promise((r) => setImmediate(r));
+        expect(order, `[${out}, ${inp}] at ${rows} rows`).toEqual(inline ? ['forward', 'immediate'] : ['immediate', 'forward']);
+        await m.dispose();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('bad inputs, options and files → typed errors', async () => {
     const m = await InferenceModel.load(OURS_NM);
     await rejects(() => m.predict([[1, 2, 3]]), 'E_SHAPE', '32');
