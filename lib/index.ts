@@ -43,7 +43,7 @@ export {
   type ServerStats,
 } from './serve/index.js';
 
-/** Size of the CPU thread pool (defaults to the number of cores). */
+/** Size of the CPU thread pool (defaults to the cores this process may run on: its CPU affinity, e.g. a container's cpuset). */
 export function setNumThreads(n: number): void {
   native.setNumThreads(n);
 }

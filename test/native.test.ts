@@ -3,9 +3,10 @@
 // by name (a missing or misspelt one is a typed error naming it); trimHostMemory gives freed heap back.
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { native, addonNames } from '../lib/native.js';
+import { native, addonNames, addonPath } from '../lib/native.js';
 import { DTYPES } from '../lib/dtype.js';
 import { ACTIVATIONS } from '../lib/gemm.js';
 
@@ -30,6 +31,14 @@ describe('addon contract', () => {
         expect(() => new classes[name](arg), `${name}(${typeof arg})`).toThrow(expect.objectContaining({ code: 'E_TYPE', message: expect.stringContaining('not by new') }));
     native.mlpForward(plan, 0, 1, x, 1, after, false);  // the plan is whole
     expect(Array.from(after)).toEqual(Array.from(before));
+  });
+
+  // core/threadpool.cc: the CPUs the process may run on (a container's cpuset), not the machine's count.
+  const taskset = process.platform === 'linux' && spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+  it.skipIf(!taskset)('the thread pool defaults to the CPUs the process may run on: one under taskset -c 0', () => {
+    const r = spawnSync('taskset', ['-c', '0', process.execPath, '-e', `console.log(require(${JSON.stringify(addonPath)}).numThreads())`], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe('1');
   });
 
   it('reads an options object by name: a missing or misspelt field is a typed error naming it', () => {

@@ -1,6 +1,9 @@
 #include "core/threadpool.h"
 
 #include <algorithm>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -118,9 +121,15 @@ class Pool {
   }
 
  private:
+  // The CPUs this process may run on (a container's cpuset, taskset), else the machine's: more threads than that
+  // only time-share, and a spinning one then takes a core from the rest.
   static int default_threads() {
-    const unsigned hc = std::thread::hardware_concurrency();
-    return hc == 0 ? 1 : static_cast<int>(std::min(hc, 64u));
+    unsigned n = std::thread::hardware_concurrency();
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) n = static_cast<unsigned>(CPU_COUNT(&set));
+#endif
+    return n == 0 ? 1 : static_cast<int>(std::min(n, 64u));
   }
 
   void stop_workers() {
